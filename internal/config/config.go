@@ -1,0 +1,235 @@
+// Package config is the ops-facing YAML model of a Meridian deployment: PoPs,
+// sites and their origins, the DNS zone, NATS and the cache tiers.
+//
+// It owns parsing (strict: unknown keys and wrong types are errors),
+// defaults (all in defaults.go) and validation, and reports every problem as
+// "file:line: field: what was expected". It starts nothing and opens no
+// sockets; cmd/meridian turns a Config into running components.
+//
+// The doc comment of each field is the user documentation; deploy/reference.yaml
+// shows every field with its default.
+package config
+
+import "time"
+
+// Config is one YAML file: a whole dev cluster, or one PoP or DNS node of a
+// real deployment.
+type Config struct {
+	// DataDir holds local state: JetStream files of the embedded NATS server and
+	// per-PoP cache files. Default "./.meridian".
+	DataDir string `yaml:"data_dir"`
+	// Log sets the log level and format.
+	Log Log `yaml:"log"`
+	// NATS says how to reach the message bus (embedded server or external URLs).
+	NATS NATS `yaml:"nats"`
+	// PoPs are the points of presence this file describes.
+	PoPs []PoP `yaml:"pops"`
+	// Sites are served by every PoP, matched by Host.
+	Sites []Site `yaml:"sites"`
+	// DNS configures the authoritative GeoDNS server. Optional for a PoP-only file.
+	DNS *DNS `yaml:"dns"`
+	// Dev configures extras of `meridian dev` (the demo origin).
+	Dev Dev `yaml:"dev"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	// Level is one of debug, info, warn, error. Default info.
+	Level string `yaml:"level"`
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// NATS says how this process reaches NATS.
+type NATS struct {
+	// Embedded, when set, runs a NATS server with JetStream inside this
+	// process (state under data_dir/nats) and connects to it.
+	Embedded *EmbeddedNATS `yaml:"embedded"`
+	// URLs of an external NATS cluster, e.g. nats://nats-1:4222.
+	URLs []string `yaml:"urls"`
+	// Credentials is a NATS .creds file (JWT + NKey) for an external cluster.
+	Credentials string `yaml:"credentials"`
+}
+
+// EmbeddedNATS configures the in-process NATS server.
+type EmbeddedNATS struct {
+	// Listen is the client address, host:port. Default 127.0.0.1:4222.
+	Listen string `yaml:"listen"`
+}
+
+// PoP is one point of presence: an HTTP proxy with its cache.
+type PoP struct {
+	// ID names the PoP in beacons, logs and metrics: lower-case letters, digits, '-'.
+	ID string `yaml:"id"`
+	// Region is a region of the built-in catalog (`meridian regions` lists
+	// them); it gives the PoP's coordinates. Leave empty and set lat/lon for a
+	// location outside the catalog.
+	Region string `yaml:"region"`
+	// Lat and Lon override the region's coordinates, in decimal degrees.
+	Lat *float64 `yaml:"lat"`
+	Lon *float64 `yaml:"lon"`
+	// HTTP is the address the proxy listens on, host:port.
+	HTTP string `yaml:"http"`
+	// Admin is the address of the admin API (health, metrics, purge), host:port.
+	Admin string `yaml:"admin"`
+	// Addresses are the IPs the DNS hands out for this PoP (A and AAAA).
+	// Default: the host of http, when it is an IP.
+	Addresses []string `yaml:"addresses"`
+	// Capacity is the load, in requests per second, at which the DNS starts
+	// sending part of this PoP's clients to the next nearest. 0 means unlimited.
+	Capacity float64 `yaml:"capacity"`
+	// Cache sizes this PoP's cache tiers.
+	Cache CacheTiers `yaml:"cache"`
+}
+
+// CacheTiers sizes a PoP's cache.
+type CacheTiers struct {
+	// L1Size is the memory tier's byte budget, e.g. 512MiB. Default 512MiB.
+	L1Size ByteSize `yaml:"l1_size"`
+}
+
+// Site is one site owner's property: host names and origins.
+type Site struct {
+	// Name identifies the site in the admin API, metrics and plugin tokens.
+	Name string `yaml:"name"`
+	// Hosts are the host names served, matched case-insensitively and without
+	// the port.
+	Hosts []string `yaml:"hosts"`
+	// Default makes this site answer requests whose Host matches no site. At
+	// most one site may be the default; without one such requests get 421.
+	Default bool `yaml:"default"`
+	// Origins are the site's origin servers, tried round-robin, skipping ones
+	// that fail to connect.
+	Origins []Origin `yaml:"origins"`
+	// Timeouts bound each origin request.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// Cache holds per-site cache options.
+	Cache SiteCache `yaml:"cache"`
+}
+
+// Origin is one origin server.
+type Origin struct {
+	// URL is the origin's base URL, http:// or https://; a path is not allowed.
+	URL string `yaml:"url"`
+	// HostHeader, when set, replaces the client's Host on requests to this
+	// origin (for origins that serve under another name). Default: keep it.
+	HostHeader string `yaml:"host_header"`
+}
+
+// Timeouts bound one origin request.
+type Timeouts struct {
+	// Connect bounds the TCP (and TLS) connect. Default 5s.
+	Connect time.Duration `yaml:"connect"`
+	// Header bounds the wait for the response headers. Default 30s.
+	Header time.Duration `yaml:"header"`
+	// Total bounds the whole exchange, body included. Default 5m.
+	Total time.Duration `yaml:"total"`
+}
+
+// SiteCache holds per-site cache options.
+type SiteCache struct {
+	// IgnoreQuery lists query parameters left out of the cache key (utm_source, ...).
+	IgnoreQuery []string `yaml:"ignore_query"`
+	// SortQuery sorts query parameters in the cache key so that ?a=1&b=2 and
+	// ?b=2&a=1 share an entry. Default false (the origin may care about order).
+	SortQuery bool `yaml:"sort_query"`
+	// MaxL1Object is the largest response kept in the memory tier. Default 4MiB.
+	MaxL1Object ByteSize `yaml:"max_l1_object"`
+}
+
+// DNS configures the authoritative GeoDNS server.
+type DNS struct {
+	// Listen is the UDP and TCP address, host:port. Default 127.0.0.1:5353.
+	Listen string `yaml:"listen"`
+	// Metrics is the HTTP address serving /metrics and /healthz. Empty: off.
+	Metrics string `yaml:"metrics"`
+	// Zones are the zones served authoritatively.
+	Zones []Zone `yaml:"zones"`
+	// Geo locates clients.
+	Geo Geo `yaml:"geo"`
+	// Health sets how PoP health is judged.
+	Health Health `yaml:"health"`
+	// Answers is how many PoPs (nearest healthy first) each answer holds. Default 1.
+	Answers int `yaml:"answers"`
+}
+
+// Zone is one authoritative zone.
+type Zone struct {
+	// Apex is the zone's name, e.g. example.test.
+	Apex string `yaml:"apex"`
+	// Names are the served names answered with the nearest PoP, relative to
+	// the apex ("www") or absolute ("www.example.test"); "@" is the apex.
+	Names []string `yaml:"names"`
+	// Aliases map a name to a served name, answered with a CNAME.
+	Aliases map[string]string `yaml:"aliases"`
+	// TTL of PoP answers. Default 30s.
+	TTL time.Duration `yaml:"ttl"`
+	// NS are the zone's name servers. Default: ns1.<apex> at the DNS listen address's IP.
+	NS []NameServer `yaml:"ns"`
+	// SOA holds the zone's SOA fields.
+	SOA SOA `yaml:"soa"`
+}
+
+// NameServer is an NS record and its glue.
+type NameServer struct {
+	// Name is the server's host name.
+	Name string `yaml:"name"`
+	// Addresses are glue A/AAAA records, needed when Name is inside the zone.
+	Addresses []string `yaml:"addresses"`
+}
+
+// SOA holds the fields of a zone's SOA record.
+type SOA struct {
+	// MName is the primary server. Default: the first NS.
+	MName string `yaml:"mname"`
+	// RName is the contact mailbox in DNS form. Default hostmaster.<apex>.
+	RName string `yaml:"rname"`
+	// Serial of the zone. Default 1.
+	Serial uint32 `yaml:"serial"`
+	// Refresh, Retry and Expire are for secondaries. Defaults 1h, 10m, 7d.
+	Refresh time.Duration `yaml:"refresh"`
+	Retry   time.Duration `yaml:"retry"`
+	Expire  time.Duration `yaml:"expire"`
+	// Minimum is the negative-caching TTL (RFC 2308). Default 60s.
+	Minimum time.Duration `yaml:"minimum"`
+	// TTL of the SOA record itself. Default 1h.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// Geo configures client location.
+type Geo struct {
+	// DefaultRegion is where a client of unknown location is placed. Default us-east-1.
+	DefaultRegion string `yaml:"default_region"`
+	// Table maps CIDR blocks to a region or coordinates; the longest prefix wins,
+	// and it is consulted before MMDB.
+	Table []GeoEntry `yaml:"table"`
+	// MMDB is a MaxMind-format City database (GeoLite2, GeoIP2, DB-IP).
+	MMDB string `yaml:"mmdb"`
+}
+
+// GeoEntry places one network block.
+type GeoEntry struct {
+	// CIDR is the block, e.g. 203.0.113.0/24 or 2001:db8:3::/48.
+	CIDR string `yaml:"cidr"`
+	// Region places the block at a catalog region's coordinates.
+	Region string `yaml:"region"`
+	// Lat and Lon place the block at explicit coordinates instead.
+	Lat *float64 `yaml:"lat"`
+	Lon *float64 `yaml:"lon"`
+}
+
+// Health sets how the DNS judges PoP health.
+type Health struct {
+	// BeaconInterval is how often PoPs publish beacons. Default 1s.
+	BeaconInterval time.Duration `yaml:"beacon_interval"`
+	// MissedBeacons is how many intervals without a beacon mark a PoP down. Default 3.
+	MissedBeacons int `yaml:"missed_beacons"`
+	// ProbeInterval is how often the DNS probes each PoP's /healthz itself; 0 turns probes off. Default 2s.
+	ProbeInterval time.Duration `yaml:"probe_interval"`
+}
+
+// Dev configures extras of `meridian dev`.
+type Dev struct {
+	// Origin is where the demo origin listens. Default 127.0.0.1:8081.
+	Origin string `yaml:"origin"`
+}

@@ -1,0 +1,110 @@
+package config
+
+import (
+	"net"
+	"strings"
+	"time"
+)
+
+// Defaults, in one place. deploy/reference.yaml repeats them for readers and a
+// test keeps the two in step.
+const (
+	DefaultDataDir         = "./.meridian"
+	DefaultNATSListen      = "127.0.0.1:4222"
+	DefaultL1Size          = ByteSize(512 << 20)
+	DefaultMaxL1Object     = ByteSize(4 << 20)
+	DefaultConnectTimeout  = 5 * time.Second
+	DefaultHeaderTimeout   = 30 * time.Second
+	DefaultTotalTimeout    = 5 * time.Minute
+	DefaultDNSListen       = "127.0.0.1:5353"
+	DefaultAnswerTTL       = 30 * time.Second
+	DefaultSOATTL          = time.Hour
+	DefaultSOARefresh      = time.Hour
+	DefaultSOARetry        = 10 * time.Minute
+	DefaultSOAExpire       = 7 * 24 * time.Hour
+	DefaultSOAMinimum      = 60 * time.Second
+	DefaultGeoRegion       = "us-east-1"
+	DefaultBeaconInterval  = time.Second
+	DefaultMissedBeacons   = 3
+	DefaultProbeInterval   = 2 * time.Second
+	DefaultDevOrigin       = "127.0.0.1:8081"
+	DefaultAnswersPerQuery = 1
+)
+
+func applyDefaults(c *Config) {
+	def := func(s *string, v string) {
+		if *s == "" {
+			*s = v
+		}
+	}
+	defDur := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.DataDir, DefaultDataDir)
+	def(&c.Log.Level, "info")
+	def(&c.Log.Format, "text")
+	if c.NATS.Embedded != nil {
+		def(&c.NATS.Embedded.Listen, DefaultNATSListen)
+	}
+	for i := range c.PoPs {
+		p := &c.PoPs[i]
+		if p.Cache.L1Size == 0 {
+			p.Cache.L1Size = DefaultL1Size
+		}
+		if len(p.Addresses) == 0 {
+			if host, _, err := net.SplitHostPort(p.HTTP); err == nil && net.ParseIP(host) != nil && !net.ParseIP(host).IsUnspecified() {
+				p.Addresses = []string{host}
+			}
+		}
+	}
+	for i := range c.Sites {
+		s := &c.Sites[i]
+		for j, h := range s.Hosts {
+			s.Hosts[j] = strings.ToLower(strings.TrimSuffix(h, "."))
+		}
+		defDur(&s.Timeouts.Connect, DefaultConnectTimeout)
+		defDur(&s.Timeouts.Header, DefaultHeaderTimeout)
+		defDur(&s.Timeouts.Total, DefaultTotalTimeout)
+		if s.Cache.MaxL1Object == 0 {
+			s.Cache.MaxL1Object = DefaultMaxL1Object
+		}
+	}
+	if d := c.DNS; d != nil {
+		def(&d.Listen, DefaultDNSListen)
+		def(&d.Geo.DefaultRegion, DefaultGeoRegion)
+		defDur(&d.Health.BeaconInterval, DefaultBeaconInterval)
+		if d.Health.MissedBeacons == 0 {
+			d.Health.MissedBeacons = DefaultMissedBeacons
+		}
+		defDur(&d.Health.ProbeInterval, DefaultProbeInterval)
+		if d.Answers == 0 {
+			d.Answers = DefaultAnswersPerQuery
+		}
+		for i := range d.Zones {
+			z := &d.Zones[i]
+			z.Apex = strings.ToLower(strings.TrimSuffix(z.Apex, "."))
+			defDur(&z.TTL, DefaultAnswerTTL)
+			if len(z.NS) == 0 && z.Apex != "" {
+				ns := NameServer{Name: "ns1." + z.Apex}
+				if host, _, err := net.SplitHostPort(d.Listen); err == nil && net.ParseIP(host) != nil {
+					ns.Addresses = []string{host}
+				}
+				z.NS = []NameServer{ns}
+			}
+			if z.SOA.MName == "" && len(z.NS) > 0 {
+				z.SOA.MName = z.NS[0].Name
+			}
+			def(&z.SOA.RName, "hostmaster."+z.Apex)
+			if z.SOA.Serial == 0 {
+				z.SOA.Serial = 1
+			}
+			defDur(&z.SOA.TTL, DefaultSOATTL)
+			defDur(&z.SOA.Refresh, DefaultSOARefresh)
+			defDur(&z.SOA.Retry, DefaultSOARetry)
+			defDur(&z.SOA.Expire, DefaultSOAExpire)
+			defDur(&z.SOA.Minimum, DefaultSOAMinimum)
+		}
+	}
+}

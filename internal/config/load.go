@@ -1,0 +1,289 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Error is one problem in a configuration file, located by line and field.
+type Error struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+// Error renders "file:line: field: message", the form editors can jump to.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	if e.Field != "" {
+		b.WriteString(": " + e.Field)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+// Load reads, checks and validates a configuration file, applying defaults.
+// Every problem found is returned, joined, each as an *Error.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load for bytes already read; name is used in error messages.
+func Parse(name string, data []byte) (*Config, error) {
+	// yaml reports a tab in the indentation on the line before it; the
+	// mistake is common enough to find it ourselves.
+	for i, line := range strings.Split(string(data), "\n") {
+		indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+		if strings.Contains(indent, "\t") {
+			return nil, &Error{File: name, Line: i + 1, Msg: "YAML syntax: a tab in the indentation; indent with spaces"}
+		}
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: name, Msg: "file is empty; see deploy/reference.yaml for a complete example"}
+		}
+		return nil, syntaxError(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return nil, &Error{File: name, Line: extra.Line, Msg: "more than one YAML document; put the whole configuration in one"}
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	w := walker{file: name, lines: map[string]int{}}
+	w.check(root, reflect.TypeFor[Config](), "")
+	if len(w.errs) > 0 {
+		return nil, joinSorted(w.errs)
+	}
+	cfg := &Config{}
+	if err := root.Decode(cfg); err != nil {
+		// The walker checked shapes and scalars already; reaching here means a
+		// case it does not know, so keep yaml's own words.
+		return nil, &Error{File: name, Msg: err.Error()}
+	}
+	applyDefaults(cfg)
+	if errs := validate(cfg); len(errs) > 0 {
+		for _, e := range errs {
+			e.File = name
+			e.Line = w.line(e.Field)
+		}
+		return nil, joinSorted(errs)
+	}
+	return cfg, nil
+}
+
+func syntaxError(name string, err error) error {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if i := strings.IndexByte(rest, ':'); i > 0 {
+			if n, convErr := strconv.Atoi(rest[:i]); convErr == nil {
+				line = n
+				msg = strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	return &Error{File: name, Line: line, Msg: "YAML syntax: " + msg}
+}
+
+func joinSorted(errs []*Error) error {
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+	out := make([]error, len(errs))
+	for i, e := range errs {
+		out[i] = e
+	}
+	return errors.Join(out...)
+}
+
+// walker checks the YAML tree against the Go types before decoding, so that
+// an unknown key or a wrong type is reported with its field path, and records
+// the line of every field for validation errors found later.
+type walker struct {
+	file  string
+	lines map[string]int
+	errs  []*Error
+}
+
+func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
+	w.errs = append(w.errs, &Error{File: w.file, Line: n.Line, Field: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// line finds the line of path, or of its nearest recorded parent, so that a
+// missing field is reported where its parent stands.
+func (w *walker) line(path string) int {
+	for path != "" {
+		if l, ok := w.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return w.lines[""]
+}
+
+var (
+	durationType = reflect.TypeFor[time.Duration]()
+	byteSizeType = reflect.TypeFor[ByteSize]()
+)
+
+func yamlName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return name
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (w *walker) check(n *yaml.Node, t reflect.Type, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	w.lines[path] = n.Line
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty value keeps the default
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t == durationType:
+		if n.Kind != yaml.ScalarNode {
+			w.fail(n, path, "expected a duration like 30s or 5m, got a %s", kindName(n))
+		} else if _, err := time.ParseDuration(n.Value); err != nil {
+			w.fail(n, path, "%q is not a duration; expected a number with a unit, like 30s, 5m or 1h", n.Value)
+		}
+		return
+	case t == byteSizeType:
+		if n.Kind != yaml.ScalarNode {
+			w.fail(n, path, "expected a size like 512MiB, got a %s", kindName(n))
+		} else if _, err := ParseByteSize(n.Value); err != nil {
+			w.fail(n, path, "%v", err)
+		}
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			w.fail(n, path, "expected a mapping of fields, got a %s", kindName(n))
+			return
+		}
+		fields := map[string]reflect.StructField{}
+		var names []string
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if name := yamlName(f); name != "" && name != "-" {
+				fields[name] = f
+				names = append(names, name)
+			}
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			f, ok := fields[k.Value]
+			if !ok {
+				w.fail(k, join(path, k.Value), "unknown field; expected one of %s", strings.Join(names, ", "))
+				continue
+			}
+			if first, dup := seen[k.Value]; dup {
+				w.fail(k, join(path, k.Value), "set twice (first at line %d)", first)
+				continue
+			}
+			seen[k.Value] = k.Line
+			w.lines[join(path, k.Value)] = k.Line
+			w.check(v, f.Type, join(path, k.Value))
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			w.fail(n, path, "expected a list, got a %s", kindName(n))
+			return
+		}
+		for i, item := range n.Content {
+			w.check(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.fail(n, path, "expected a mapping, got a %s", kindName(n))
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			w.check(k, t.Key(), join(path, k.Value))
+			w.check(v, t.Elem(), join(path, k.Value))
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			w.fail(n, path, "expected a string, got a %s", kindName(n))
+		}
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
+			w.fail(n, path, "expected true or false, got %s", describe(n))
+		}
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+			w.fail(n, path, "expected a whole number, got %s", describe(n))
+		} else if _, err := strconv.ParseInt(n.Value, 0, t.Bits()); err != nil {
+			w.fail(n, path, "%s does not fit a %d-bit number", n.Value, t.Bits())
+		}
+	case reflect.Uint32, reflect.Uint64, reflect.Uint:
+		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
+			w.fail(n, path, "expected a whole number, got %s", describe(n))
+		} else if _, err := strconv.ParseUint(n.Value, 0, t.Bits()); err != nil {
+			w.fail(n, path, "%s is not a whole number in [0, %d]", n.Value, uint64(1)<<t.Bits()-1)
+		}
+	case reflect.Float64:
+		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") {
+			w.fail(n, path, "expected a number, got %s", describe(n))
+		}
+	default:
+		w.fail(n, path, "field of unsupported type %s (a bug in meridian; please report it)", t)
+	}
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "mapping"
+	case yaml.SequenceNode:
+		return "list"
+	default:
+		return "scalar"
+	}
+}
+
+func describe(n *yaml.Node) string {
+	if n.Kind == yaml.ScalarNode {
+		return strconv.Quote(n.Value)
+	}
+	return "a " + kindName(n)
+}

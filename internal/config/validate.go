@@ -1,0 +1,403 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridian-edge/meridian/dnsrouter/region"
+)
+
+var (
+	idPattern   = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$`)
+	hostPattern = regexp.MustCompile(`^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$`)
+)
+
+// validation collects problems by field path; Parse adds file and line.
+type validation struct {
+	errs []*Error
+	// listeners maps a bound address to the field that claimed it.
+	listeners map[string]string
+}
+
+func (v *validation) add(field, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+func validate(c *Config) []*Error {
+	v := &validation{listeners: map[string]string{}}
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+	v.nats(c)
+	if c.Dev.Origin != "" {
+		// Only `meridian dev` binds it, but a clash is reported for every file
+		// so that `config check` tells the truth about the dev stack.
+		v.listen("dev.origin", c.Dev.Origin)
+	}
+	if len(c.PoPs) == 0 {
+		v.add("pops", "no PoPs; list at least one (id, region, http, admin)")
+	}
+	ids := map[string]int{}
+	for i, p := range c.PoPs {
+		v.pop(fmt.Sprintf("pops[%d]", i), p, ids, i)
+	}
+	v.sites(c.Sites)
+	if c.DNS != nil {
+		v.dns(c.DNS)
+	}
+	return v.errs
+}
+
+func (v *validation) oneOf(field, got string, allowed ...string) {
+	for _, a := range allowed {
+		if got == a {
+			return
+		}
+	}
+	v.add(field, "%q is not allowed; expected one of %s", got, strings.Join(allowed, ", "))
+}
+
+func (v *validation) nats(c *Config) {
+	n := c.NATS
+	if n.Embedded == nil && len(n.URLs) == 0 {
+		v.add("nats", "no NATS: set nats.embedded.listen for a built-in server, or nats.urls for an external cluster")
+	}
+	if n.Embedded != nil {
+		v.listen("nats.embedded.listen", n.Embedded.Listen)
+	}
+	for i, u := range n.URLs {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "nats" && pu.Scheme != "tls" && pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
+			v.add(fmt.Sprintf("nats.urls[%d]", i), "%q is not a NATS URL; expected nats://host:port (or tls://, ws://, wss://)", u)
+		}
+	}
+	if n.Credentials != "" {
+		if _, err := os.Stat(n.Credentials); err != nil {
+			v.add("nats.credentials", "cannot read %s: %v", n.Credentials, errText(err))
+		}
+	}
+}
+
+func errText(err error) string {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}
+
+// listen checks a host:port and that no other listener of this file claims it.
+func (v *validation) listen(field, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(field, "%q is not an address; expected host:port, like 127.0.0.1:8080", addr)
+		return
+	}
+	pn, err := strconv.Atoi(port)
+	if err != nil || pn < 0 || pn > 65535 {
+		v.add(field, "port %q is out of range [0,65535]", port)
+		return
+	}
+	if host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		v.add(field, "host %q is not an IP address; listen on an IP (or leave it empty for all addresses)", host)
+		return
+	}
+	if pn == 0 {
+		return // the kernel picks distinct ports
+	}
+	for other, owner := range v.listeners {
+		oh, op, _ := net.SplitHostPort(other)
+		if op != port {
+			continue
+		}
+		if oh == host || isWildcard(oh) || isWildcard(host) {
+			v.add(field, "address %s clashes with %s (%s); give each listener its own host:port", addr, owner, other)
+			return
+		}
+	}
+	v.listeners[addr] = field
+}
+
+func isWildcard(h string) bool {
+	ip := net.ParseIP(h)
+	return h == "" || (ip != nil && ip.IsUnspecified())
+}
+
+func (v *validation) latLon(field string, lat, lon *float64) {
+	if lat != nil && (*lat < -90 || *lat > 90) {
+		v.add(field+".lat", "%v is out of range [-90,90]", *lat)
+	}
+	if lon != nil && (*lon < -180 || *lon > 180) {
+		v.add(field+".lon", "%v is out of range [-180,180]", *lon)
+	}
+	if (lat == nil) != (lon == nil) {
+		v.add(field, "set both lat and lon, or neither")
+	}
+}
+
+func (v *validation) region(field, id string) {
+	if _, ok := region.Lookup(id); !ok {
+		v.add(field, "unknown region %q; expected a catalog region such as us-east-1, eu-west-2 or ap-northeast-1 (`meridian regions` lists all), or set lat and lon", id)
+	}
+}
+
+func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
+	switch {
+	case p.ID == "":
+		v.add(f+".id", "missing; give the PoP an id such as us-east-1")
+	case !idPattern.MatchString(p.ID):
+		v.add(f+".id", "%q is not a valid id; use lower-case letters, digits and '-'", p.ID)
+	default:
+		if first, dup := ids[p.ID]; dup {
+			v.add(f+".id", "duplicate PoP id %q (also pops[%d]); every PoP needs its own id", p.ID, first)
+		} else {
+			ids[p.ID] = i
+		}
+	}
+	if p.Region != "" {
+		v.region(f+".region", p.Region)
+	} else if p.Lat == nil || p.Lon == nil {
+		v.add(f+".region", "missing; name a catalog region or set lat and lon")
+	}
+	v.latLon(f, p.Lat, p.Lon)
+	if p.HTTP == "" {
+		v.add(f+".http", "missing; the proxy needs a listen address, like 127.0.0.11:8080")
+	} else {
+		v.listen(f+".http", p.HTTP)
+	}
+	if p.Admin == "" {
+		v.add(f+".admin", "missing; the admin API (health, metrics, purge) needs a listen address, like 127.0.0.11:9090")
+	} else {
+		v.listen(f+".admin", p.Admin)
+	}
+	if len(p.Addresses) == 0 && p.HTTP != "" {
+		v.add(f+".addresses", "missing; the http host is not an IP, so list the IPs the DNS should answer for this PoP")
+	}
+	for j, a := range p.Addresses {
+		if _, err := netip.ParseAddr(a); err != nil {
+			v.add(fmt.Sprintf("%s.addresses[%d]", f, j), "%q is not an IP address", a)
+		}
+	}
+	if p.Capacity < 0 {
+		v.add(f+".capacity", "%v is negative; use 0 for unlimited", p.Capacity)
+	}
+	if p.Cache.L1Size < 1<<20 {
+		v.add(f+".cache.l1_size", "%s is too small; the memory tier needs at least 1MiB", p.Cache.L1Size)
+	}
+}
+
+func (v *validation) sites(sites []Site) {
+	names := map[string]int{}
+	hosts := map[string]string{}
+	defaultSite := ""
+	for i, s := range sites {
+		f := fmt.Sprintf("sites[%d]", i)
+		switch {
+		case s.Name == "":
+			v.add(f+".name", "missing; give the site a name such as www")
+		case !idPattern.MatchString(s.Name):
+			v.add(f+".name", "%q is not a valid name; use lower-case letters, digits and '-'", s.Name)
+		default:
+			if first, dup := names[s.Name]; dup {
+				v.add(f+".name", "duplicate site name %q (also sites[%d])", s.Name, first)
+			}
+			names[s.Name] = i
+		}
+		if s.Default {
+			if defaultSite != "" {
+				v.add(f+".default", "%s is already the default site; at most one site may be", defaultSite)
+			}
+			defaultSite = f
+		}
+		if len(s.Hosts) == 0 && !s.Default {
+			v.add(f+".hosts", "missing; list the host names this site serves")
+		}
+		for j, h := range s.Hosts {
+			hf := fmt.Sprintf("%s.hosts[%d]", f, j)
+			if strings.Contains(h, ":") {
+				v.add(hf, "%q has a port; hosts are matched without the port", h)
+			} else if !hostPattern.MatchString(h) {
+				v.add(hf, "%q is not a host name", h)
+			} else if other, dup := hosts[h]; dup {
+				v.add(hf, "host %q is already served by %s; a host belongs to one site", h, other)
+			} else {
+				hosts[h] = f
+			}
+		}
+		if len(s.Origins) == 0 {
+			v.add(f+".origins", "missing; a site needs at least one origin (url: http://host:port)")
+		}
+		for j, o := range s.Origins {
+			of := fmt.Sprintf("%s.origins[%d].url", f, j)
+			u, err := url.Parse(o.URL)
+			switch {
+			case o.URL == "":
+				v.add(of, "missing; expected http://host:port or https://host")
+			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+				v.add(of, "%q is not an origin URL; expected http://host:port or https://host", o.URL)
+			case u.Path != "" && u.Path != "/" || u.RawQuery != "":
+				v.add(of, "%q has a path or query; an origin is a scheme and host only", o.URL)
+			}
+		}
+		v.positive(f+".timeouts.connect", s.Timeouts.Connect)
+		v.positive(f+".timeouts.header", s.Timeouts.Header)
+		v.positive(f+".timeouts.total", s.Timeouts.Total)
+	}
+}
+
+func (v *validation) positive(field string, d time.Duration) {
+	if d < 0 {
+		v.add(field, "%s is negative; expected a positive duration", d)
+	}
+}
+
+func (v *validation) dns(d *DNS) {
+	v.listen("dns.listen", d.Listen)
+	if d.Metrics != "" {
+		v.listen("dns.metrics", d.Metrics)
+	}
+	if d.Answers < 1 || d.Answers > 8 {
+		v.add("dns.answers", "%d is out of range [1,8]", d.Answers)
+	}
+	if len(d.Zones) == 0 {
+		v.add("dns.zones", "missing; the DNS server needs at least one zone (apex, names)")
+	}
+	apexes := map[string]bool{}
+	for i, z := range d.Zones {
+		f := fmt.Sprintf("dns.zones[%d]", i)
+		if z.Apex == "" || !hostPattern.MatchString(z.Apex) {
+			v.add(f+".apex", "%q is not a domain name; expected a zone such as example.com", z.Apex)
+			continue
+		}
+		if apexes[z.Apex] {
+			v.add(f+".apex", "zone %s is listed twice", z.Apex)
+		}
+		apexes[z.Apex] = true
+		if len(z.Names) == 0 {
+			v.add(f+".names", "missing; list the names answered with the nearest PoP, such as www")
+		}
+		served := map[string]bool{}
+		for j, n := range z.Names {
+			fq, ok := inZone(n, z.Apex)
+			if !ok {
+				v.add(fmt.Sprintf("%s.names[%d]", f, j), "%s is outside zone %s; use a name under the apex", n, z.Apex)
+			}
+			served[fq] = true
+		}
+		for alias, target := range z.Aliases {
+			af := fmt.Sprintf("%s.aliases.%s", f, alias)
+			afq, ok := inZone(alias, z.Apex)
+			if !ok {
+				v.add(af, "alias %s is outside zone %s", alias, z.Apex)
+			} else if afq == z.Apex {
+				v.add(af, "the apex cannot be an alias (a CNAME cannot stand beside SOA and NS)")
+			} else if served[afq] {
+				v.add(af, "%s is both a served name and an alias; pick one", alias)
+			}
+			if tfq, ok := inZone(target, z.Apex); !ok || !served[tfq] {
+				v.add(af, "target %q is not a served name of this zone", target)
+			}
+		}
+		v.ttl(f+".ttl", z.TTL)
+		for j, ns := range z.NS {
+			nf := fmt.Sprintf("%s.ns[%d]", f, j)
+			name := strings.ToLower(strings.TrimSuffix(ns.Name, "."))
+			if !hostPattern.MatchString(name) {
+				v.add(nf+".name", "%q is not a host name", ns.Name)
+			}
+			if _, inside := inZone(name, z.Apex); inside && len(ns.Addresses) == 0 {
+				v.add(nf+".addresses", "missing; %s is inside the zone, so it needs glue addresses", ns.Name)
+			}
+			for k, a := range ns.Addresses {
+				if _, err := netip.ParseAddr(a); err != nil {
+					v.add(fmt.Sprintf("%s.addresses[%d]", nf, k), "%q is not an IP address", a)
+				}
+			}
+		}
+		for _, t := range []struct {
+			field string
+			d     time.Duration
+		}{{"ttl", z.SOA.TTL}, {"refresh", z.SOA.Refresh}, {"retry", z.SOA.Retry}, {"expire", z.SOA.Expire}, {"minimum", z.SOA.Minimum}} {
+			v.ttl(f+".soa."+t.field, t.d)
+		}
+	}
+	g := d.Geo
+	v.region("dns.geo.default_region", g.DefaultRegion)
+	for i, e := range g.Table {
+		f := fmt.Sprintf("dns.geo.table[%d]", i)
+		if p, err := netip.ParsePrefix(e.CIDR); err != nil {
+			v.add(f+".cidr", "%q is not a CIDR block; expected e.g. 203.0.113.0/24", e.CIDR)
+		} else if p.Masked() != p {
+			v.add(f+".cidr", "%s has host bits set; did you mean %s?", e.CIDR, p.Masked())
+		}
+		switch {
+		case e.Region != "" && (e.Lat != nil || e.Lon != nil):
+			v.add(f, "set region or lat/lon, not both")
+		case e.Region != "":
+			v.region(f+".region", e.Region)
+		case e.Lat == nil || e.Lon == nil:
+			v.add(f, "missing location; set region, or lat and lon")
+		}
+		v.latLon(f, e.Lat, e.Lon)
+	}
+	if g.MMDB != "" {
+		if _, err := os.Stat(g.MMDB); err != nil {
+			v.add("dns.geo.mmdb", "cannot read %s: %s", g.MMDB, errText(err))
+		}
+	}
+	h := d.Health
+	if h.BeaconInterval < 10*time.Millisecond {
+		v.add("dns.health.beacon_interval", "%s is too short; expected at least 10ms", h.BeaconInterval)
+	}
+	if h.MissedBeacons < 1 || h.MissedBeacons > 100 {
+		v.add("dns.health.missed_beacons", "%d is out of range [1,100]", h.MissedBeacons)
+	}
+	if h.ProbeInterval < 0 {
+		v.add("dns.health.probe_interval", "%s is negative; use 0 to turn probes off", h.ProbeInterval)
+	}
+}
+
+// ttl checks a DNS TTL: whole seconds within RFC 2181's 2^31-1.
+func (v *validation) ttl(field string, d time.Duration) {
+	if d < time.Second || d > (1<<31-1)*time.Second {
+		v.add(field, "%s is out of range [1s, 68y]; DNS TTLs are whole seconds", d)
+	} else if d%time.Second != 0 {
+		v.add(field, "%s is not a whole number of seconds", d)
+	}
+}
+
+// inZone turns a relative or absolute name into its fully qualified,
+// lower-case form and tells whether it lies in the zone.
+func inZone(name, apex string) (string, bool) {
+	n := strings.ToLower(strings.TrimSuffix(name, "."))
+	switch {
+	case n == "@" || n == apex:
+		return apex, true
+	case strings.HasSuffix(n, "."+apex):
+		return n, true
+	case !strings.Contains(n, "."):
+		return n + "." + apex, hostPattern.MatchString(n)
+	}
+	return n, false
+}
+
+// FQDN returns name (relative to apex, absolute, or "@") fully qualified,
+// lower-case and without the trailing dot.
+func FQDN(name, apex string) string {
+	n, _ := inZone(name, apex)
+	return n
+}
+
+// Location returns the PoP's coordinates: lat/lon when set, else its region's.
+func (p PoP) Location() (lat, lon float64) {
+	if p.Lat != nil && p.Lon != nil {
+		return *p.Lat, *p.Lon
+	}
+	r, _ := region.Lookup(p.Region)
+	return r.Lat, r.Lon
+}
