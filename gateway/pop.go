@@ -1,0 +1,268 @@
+// Package gateway is a point of presence: the HTTP server that routes each
+// request by Host to its site, runs it through middleware, plugins and the
+// cache to the site's origin, serves the admin API, and publishes the PoP's
+// health beacon.
+//
+// Cache policy lives in gateway/cache, proxy header rules in gateway/proxy,
+// origin selection in gateway/origin; this package wires them per site and
+// owns the listeners.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/meridian-edge/meridian/internal/beacon"
+	"github.com/meridian-edge/meridian/middleware"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Options configures a PoP.
+type Options struct {
+	// ID and Region name the PoP in beacons, headers and metrics.
+	ID, Region string
+	// HTTPAddr and AdminAddr are host:port to listen on (port 0 picks one).
+	HTTPAddr, AdminAddr string
+	// Sites are served by Host.
+	Sites []Site
+	// Capacity in requests/s is reported in beacons; 0 means unlimited.
+	Capacity float64
+	// NATS, when set, carries the PoP's beacons.
+	NATS *nats.Conn
+	// BeaconInterval defaults to 1s.
+	BeaconInterval time.Duration
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+}
+
+// PoP is a running point of presence.
+type PoP struct {
+	opts     Options
+	log      *slog.Logger
+	registry *prometheus.Registry
+	router   atomic.Pointer[router]
+	load     *loadTracker
+	draining atomic.Bool
+
+	httpSrv, adminSrv *http.Server
+	httpLn, adminLn   net.Listener
+
+	cancel      context.CancelFunc
+	beaconStop  context.CancelFunc
+	wg          sync.WaitGroup
+	unknownHost prometheus.Counter
+}
+
+// New builds a PoP; nothing listens until Start.
+func New(opts Options) (*PoP, error) {
+	if opts.ID == "" {
+		return nil, errors.New("gateway: PoP id is empty")
+	}
+	if opts.BeaconInterval == 0 {
+		opts.BeaconInterval = time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &PoP{
+		opts:     opts,
+		log:      log.With("pop", opts.ID),
+		registry: prometheus.NewRegistry(),
+		load:     newLoadTracker(time.Now()),
+	}
+	p.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.unknownHost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meridian_http_unknown_host_total",
+		Help: "Requests refused with 421 because their Host matched no site.",
+	})
+	p.registry.MustRegister(p.unknownHost)
+	rt, err := p.buildRouter(opts.Sites)
+	if err != nil {
+		return nil, err
+	}
+	p.router.Store(rt)
+	return p, nil
+}
+
+// Registry is the PoP's own metrics registry, served on the admin /metrics;
+// components created for this PoP (origin pools, cache, plugins) register here.
+func (p *PoP) Registry() *prometheus.Registry { return p.registry }
+
+func (p *PoP) buildRouter(sites []Site) (*router, error) {
+	entries := make([]*siteEntry, len(sites))
+	for i, s := range sites {
+		if s.Origin == nil {
+			return nil, fmt.Errorf("gateway: site %s has no origin pool", s.Name)
+		}
+		entries[i] = &siteEntry{Site: s, handler: p.siteHandler(s)}
+	}
+	return newRouter(entries)
+}
+
+// siteHandler is the per-site request path after routing.
+func (p *PoP) siteHandler(s Site) http.Handler {
+	via := "1.1 meridian-" + p.opts.ID
+	return &httputil.ReverseProxy{
+		Transport: s.Origin,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Append to the client's chain, as proxies in front of us expect.
+			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host
+			pr.Out.Header.Add("Via", via)
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			resp.Header.Add("Via", via)
+			return nil
+		},
+		ErrorHandler: p.originError,
+		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
+	}
+}
+
+func (p *PoP) originError(w http.ResponseWriter, r *http.Request, err error) {
+	status, what := http.StatusBadGateway, "the origin server could not be reached or sent a bad response"
+	if r.Context().Err() == nil && isTimeout(err) {
+		status, what = http.StatusGatewayTimeout, "the origin server did not answer in time"
+	}
+	p.log.Warn("origin request failed", "request_id", middleware.GetRequestID(r.Context()), "host", r.Host, "status", status, "err", err)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, "meridian %s: %s (request id %s)\n", p.opts.ID, what, middleware.GetRequestID(r.Context()))
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// ServeHTTP routes a request to its site: the whole proxy path of the PoP.
+func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := p.router.Load().lookup(r.Host)
+	if s == nil {
+		p.unknownHost.Inc()
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		fmt.Fprintf(w, "meridian %s: no site is configured for host %q at this PoP\n", p.opts.ID, normalizeHost(r.Host))
+		return
+	}
+	s.handler.ServeHTTP(w, r)
+}
+
+func (p *PoP) siteName(r *http.Request) string {
+	if s := p.router.Load().lookup(r.Host); s != nil {
+		return s.Name
+	}
+	return "unknown"
+}
+
+// Handler is the PoP's public HTTP handler with its middleware chain.
+func (p *PoP) Handler() http.Handler {
+	m := middleware.NewRequestMetrics(p.registry, p.siteName)
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, middleware.Recover(p.log))
+	r.Use(middleware.Observe(m.Observer(), middleware.AccessLog(p.log), func(_ *http.Request, status int, _ int64, d time.Duration) {
+		p.load.observe(status, d)
+	}))
+	r.Handle("/*", p)
+	// chi answers unknown methods with 405 unless told otherwise; a proxy
+	// forwards every method to the origin.
+	r.MethodNotAllowed(p.ServeHTTP)
+	return r
+}
+
+// Start binds both listeners (failing with the address when one is taken),
+// then serves and publishes beacons until Shutdown.
+func (p *PoP) Start(ctx context.Context) error {
+	var err error
+	if p.httpLn, err = net.Listen("tcp", p.opts.HTTPAddr); err != nil {
+		return fmt.Errorf("gateway %s: listen http %s: %w", p.opts.ID, p.opts.HTTPAddr, err)
+	}
+	if p.adminLn, err = net.Listen("tcp", p.opts.AdminAddr); err != nil {
+		p.httpLn.Close()
+		return fmt.Errorf("gateway %s: listen admin %s: %w", p.opts.ID, p.opts.AdminAddr, err)
+	}
+	ctx, p.cancel = context.WithCancel(ctx)
+	errLog := slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)
+	p.httpSrv = &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	for _, s := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{p.httpSrv, p.httpLn}, {p.adminSrv, p.adminLn}} {
+		p.wg.Go(func() {
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.log.Error("server stopped", "addr", s.ln.Addr().String(), "err", err)
+			}
+		})
+	}
+	if p.opts.NATS != nil {
+		bctx, stop := context.WithCancel(ctx)
+		p.beaconStop = stop
+		p.wg.Go(func() { beacon.Publish(bctx, p.opts.NATS, p.opts.BeaconInterval, p.log, p.beacon) })
+	}
+	p.log.Info("PoP serving", "http", p.httpLn.Addr().String(), "admin", p.adminLn.Addr().String(), "region", p.opts.Region)
+	return nil
+}
+
+// HTTPAddr is the bound proxy address (after Start).
+func (p *PoP) HTTPAddr() string { return p.httpLn.Addr().String() }
+
+// AdminAddr is the bound admin address (after Start).
+func (p *PoP) AdminAddr() string { return p.adminLn.Addr().String() }
+
+func (p *PoP) beacon() beacon.Beacon {
+	s := p.load.snapshot(time.Now())
+	return beacon.Beacon{
+		PoP: p.opts.ID, Region: p.opts.Region,
+		Healthy:   !p.draining.Load(),
+		Load:      s.RPS,
+		Capacity:  p.opts.Capacity,
+		P50Ms:     float64(s.P50) / float64(time.Millisecond),
+		P99Ms:     float64(s.P99) / float64(time.Millisecond),
+		ErrorRate: s.ErrorRate,
+	}
+}
+
+// StopBeacons stops publishing beacons while the PoP keeps serving; the DNS
+// then stops sending clients here after its missed-beacon limit. Used for
+// maintenance and by failover tests.
+func (p *PoP) StopBeacons() {
+	if p.beaconStop != nil {
+		p.beaconStop()
+	}
+}
+
+// SetDraining marks the PoP as draining: beacons and /healthz report it
+// unhealthy, so the DNS moves clients away, while requests are still served.
+func (p *PoP) SetDraining(on bool) { p.draining.Store(on) }
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// and stops beacons.
+func (p *PoP) Shutdown(ctx context.Context) error {
+	if p.cancel == nil {
+		return nil
+	}
+	p.cancel()
+	err := errors.Join(p.httpSrv.Shutdown(ctx), p.adminSrv.Shutdown(ctx))
+	p.wg.Wait()
+	for _, s := range p.router.Load().all {
+		s.Origin.Close()
+	}
+	return err
+}

@@ -1,0 +1,214 @@
+package gateway_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/internal/beacon"
+	"github.com/meridian-edge/meridian/internal/testutil"
+)
+
+func pool(t *testing.T, site, rawURL string, header time.Duration) *origin.Pool {
+	u, _ := url.Parse(rawURL)
+	p, err := origin.New(origin.Options{Site: site, Servers: []origin.Server{{URL: u}}, HeaderTimeout: header})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// namedOrigin answers with its name and what it saw, so a test can tell which
+// origin served a request.
+func namedOrigin(t *testing.T, name string) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Origin", name)
+		w.Header().Add("Set-Cookie", "a=1")
+		w.Header().Add("Set-Cookie", "b=2")
+		io.WriteString(w, name+" "+r.Host+" "+r.URL.RequestURI()+" xff="+r.Header.Get("X-Forwarded-For")+" via="+r.Header.Get("Via"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func startPoP(t *testing.T, opts gateway.Options) *gateway.PoP {
+	t.Helper()
+	if opts.ID == "" {
+		opts.ID = "test-pop"
+	}
+	opts.HTTPAddr, opts.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	p, err := gateway.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	return p
+}
+
+func do(t *testing.T, method, addr, host, path string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+addr+path, nil)
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
+
+func TestRoutingByHost(t *testing.T) {
+	a, b, fb := namedOrigin(t, "A"), namedOrigin(t, "B"), namedOrigin(t, "FALLBACK")
+	p := startPoP(t, gateway.Options{Sites: []gateway.Site{
+		{Name: "a", Hosts: []string{"a.example.test"}, Origin: pool(t, "a", a.URL, 0)},
+		{Name: "b", Hosts: []string{"b.example.test", "*.b.example.test"}, Origin: pool(t, "b", b.URL, 0)},
+	}})
+	cases := []struct {
+		host, wantPrefix string
+		status           int
+	}{
+		{"a.example.test", "A a.example.test /x?q=1", 200},
+		{"A.Example.TEST:8080", "A A.Example.TEST:8080 /x?q=1", 200}, // case and port ignored; Host passed as sent
+		{"a.example.test.", "A ", 200},                              // trailing dot
+		{"b.example.test", "B ", 200},
+		{"img.b.example.test", "B ", 200},                                          // wildcard
+		{"deep.img.b.example.test", "meridian test-pop: no site is configured", 421}, // wildcard is one label
+		{"evil.test", `meridian test-pop: no site is configured for host "evil.test" at this PoP`, 421},
+	}
+	for _, c := range cases {
+		resp, body := do(t, "GET", p.HTTPAddr(), c.host, "/x?q=1")
+		if resp.StatusCode != c.status || !strings.HasPrefix(body, c.wantPrefix) {
+			t.Errorf("Host %s: %d %q; want %d %q...", c.host, resp.StatusCode, body, c.status, c.wantPrefix)
+		}
+	}
+
+	// With a default site, unknown hosts go there instead.
+	p2 := startPoP(t, gateway.Options{Sites: []gateway.Site{
+		{Name: "a", Hosts: []string{"a.example.test"}, Origin: pool(t, "a", a.URL, 0)},
+		{Name: "fb", Default: true, Origin: pool(t, "fb", fb.URL, 0)},
+	}})
+	if resp, body := do(t, "GET", p2.HTTPAddr(), "other.test", "/"); resp.StatusCode != 200 || !strings.HasPrefix(body, "FALLBACK") {
+		t.Errorf("default site: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestProxyHeaders(t *testing.T) {
+	a := namedOrigin(t, "A")
+	p := startPoP(t, gateway.Options{ID: "tokyo", Sites: []gateway.Site{{Name: "a", Hosts: []string{"a.example.test"}, Origin: pool(t, "a", a.URL, 0)}}})
+	req, _ := http.NewRequest("GET", "http://"+p.HTTPAddr()+"/", nil)
+	req.Host = "a.example.test"
+	req.Header.Set("X-Forwarded-For", "192.0.2.7")
+	req.Header.Set("Connection", "X-Secret")
+	req.Header.Set("X-Secret", "hop-by-hop")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "xff=192.0.2.7, 127.0.0.1") {
+		t.Errorf("X-Forwarded-For not appended: %s", body)
+	}
+	if !strings.Contains(string(body), "via=1.1 meridian-tokyo") || resp.Header.Get("Via") != "1.1 meridian-tokyo" {
+		t.Errorf("Via missing: body %s, response Via %q", body, resp.Header.Get("Via"))
+	}
+	if got := resp.Header.Values("Set-Cookie"); len(got) != 2 {
+		t.Errorf("repeated origin headers not passed through: %v", got)
+	}
+	if resp.Header.Get("X-Request-Id") == "" {
+		t.Error("no X-Request-Id on the response")
+	}
+}
+
+func TestOriginFailures(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer hang.Close()
+	defer close(release)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := "http://" + l.Addr().String()
+	l.Close()
+
+	p := startPoP(t, gateway.Options{Sites: []gateway.Site{
+		{Name: "hang", Hosts: []string{"hang.test"}, Origin: pool(t, "hang", hang.URL, 200*time.Millisecond)},
+		{Name: "dead", Hosts: []string{"dead.test"}, Origin: pool(t, "dead", dead, 0)},
+	}})
+	if resp, body := do(t, "GET", p.HTTPAddr(), "hang.test", "/"); resp.StatusCode != 504 || !strings.Contains(body, "did not answer in time") {
+		t.Errorf("hanging origin: %d %q", resp.StatusCode, body)
+	}
+	if resp, body := do(t, "GET", p.HTTPAddr(), "dead.test", "/"); resp.StatusCode != 502 || !strings.Contains(body, "could not be reached") {
+		t.Errorf("dead origin: %d %q", resp.StatusCode, body)
+	}
+}
+
+func TestAdminAndBeacons(t *testing.T) {
+	nsrv := testutil.StartNATS(t)
+	nc := testutil.Connect(t, nsrv)
+	sub := testutil.Connect(t, nsrv)
+	got := make(chan beacon.Beacon, 16)
+	s, err := beacon.Subscribe(sub, func(b beacon.Beacon) { got <- b }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Unsubscribe()
+	sub.Flush()
+
+	a := namedOrigin(t, "A")
+	p := startPoP(t, gateway.Options{ID: "tokyo", Region: "ap-northeast-1", Capacity: 100, NATS: nc, BeaconInterval: 50 * time.Millisecond,
+		Sites: []gateway.Site{{Name: "a", Hosts: []string{"a.example.test"}, Origin: pool(t, "a", a.URL, 0)}}})
+
+	next := func() beacon.Beacon {
+		select {
+		case b := <-got:
+			return b
+		case <-time.After(5 * time.Second):
+			t.Fatal("no beacon")
+		}
+		return beacon.Beacon{}
+	}
+	if b := next(); b.PoP != "tokyo" || b.Region != "ap-northeast-1" || !b.Healthy || b.Capacity != 100 {
+		t.Fatalf("beacon %+v", b)
+	}
+
+	if resp, body := do(t, "GET", p.AdminAddr(), "", "/healthz"); resp.StatusCode != 200 || body != "ok\n" {
+		t.Fatalf("healthz: %d %q", resp.StatusCode, body)
+	}
+	do(t, "GET", p.HTTPAddr(), "a.example.test", "/")
+	if _, body := do(t, "GET", p.AdminAddr(), "", "/metrics"); !strings.Contains(body, `meridian_http_requests_total{code="2xx",method="GET",site="a"} 1`) {
+		t.Fatalf("metrics lack the request:\n%s", body)
+	}
+	if resp, _ := do(t, "POST", p.AdminAddr(), "", "/admin/drain"); resp.StatusCode != 204 {
+		t.Fatalf("drain: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, "GET", p.AdminAddr(), "", "/healthz"); resp.StatusCode != 503 {
+		t.Fatalf("healthz while draining: %d", resp.StatusCode)
+	}
+	// A beacon after the drain says unhealthy.
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case b := <-got:
+			if !b.Healthy {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no unhealthy beacon after drain")
+		}
+	}
+}

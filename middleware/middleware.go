@@ -1,0 +1,162 @@
+// Package middleware holds the chi middleware every PoP request passes
+// through that is not a site owner's plugin: request IDs, panic recovery,
+// access logs and request metrics. The plugin adapter lives in
+// middleware/plugin.
+//
+// Each middleware is a func(http.Handler) http.Handler with its dependencies
+// passed in; none keeps package state.
+package middleware
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+)
+
+// RequestIDHeader carries the request ID to the origin and back to the client.
+const RequestIDHeader = "X-Request-Id"
+
+type ctxKey int
+
+const requestIDKey ctxKey = 0
+
+// RequestID gives every request an ID: the client's X-Request-Id when it is
+// short and printable (so a trace can span systems), else a new random one.
+// The ID is set on the request (the origin sees it), on the response and in
+// the context.
+func RequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(RequestIDHeader)
+		if !validID(id) {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+			r.Header.Set(RequestIDHeader, id)
+		}
+		w.Header().Set(RequestIDHeader, id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
+	})
+}
+
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x21 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// GetRequestID returns the request's ID, or "" outside RequestID.
+func GetRequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// Recover turns a panic in a handler into a 500 (when nothing was written
+// yet) and a logged stack, so one bad request never takes the PoP down.
+// http.ErrAbortHandler is re-raised: it is net/http's way to abort a response.
+func Recover(log *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("panic serving request", "request_id", GetRequestID(r.Context()), "host", r.Host, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				http.Error(w, "meridian: internal error while serving this request; it has been logged", http.StatusInternalServerError)
+			}()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// Recorder wraps a ResponseWriter to see the status and bytes written, and
+// passes Flush, Hijack and the rest through via Unwrap.
+type Recorder struct {
+	http.ResponseWriter
+	Status int
+	Bytes  int64
+}
+
+// WriteHeader records the final status (1xx interim responses are passed on
+// but not recorded).
+func (r *Recorder) WriteHeader(code int) {
+	if r.Status == 0 && code >= 200 {
+		r.Status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Write records the bytes written.
+func (r *Recorder) Write(p []byte) (int, error) {
+	if r.Status == 0 {
+		r.Status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.Bytes += int64(n)
+	return n, err
+}
+
+// Flush passes a flush on, so streamed responses stay streamed.
+func (r *Recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *Recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Observer receives one call per finished request.
+type Observer func(r *http.Request, status int, bytes int64, elapsed time.Duration)
+
+// Observe wraps next so that each finished request is passed to every
+// observer (access log, metrics, the PoP's load tracker).
+func Observe(observers ...Observer) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			rec := &Recorder{ResponseWriter: w}
+			defer func() {
+				status := rec.Status
+				if status == 0 {
+					status = http.StatusOK
+				}
+				elapsed := time.Since(start)
+				for _, o := range observers {
+					o(r, status, rec.Bytes, elapsed)
+				}
+			}()
+			next.ServeHTTP(rec, r)
+		})
+	}
+}
+
+// AccessLog is an Observer writing one structured line per request.
+func AccessLog(log *slog.Logger) Observer {
+	return func(r *http.Request, status int, bytes int64, elapsed time.Duration) {
+		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("request_id", GetRequestID(r.Context())),
+			slog.String("remote", r.RemoteAddr),
+			slog.String("method", r.Method),
+			slog.String("host", r.Host),
+			slog.String("uri", r.RequestURI),
+			slog.String("proto", r.Proto),
+			slog.Int("status", status),
+			slog.Int64("bytes", bytes),
+			slog.Duration("elapsed", elapsed),
+		)
+	}
+}

@@ -1,0 +1,121 @@
+package middleware_test
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-edge/meridian/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestRequestID(t *testing.T) {
+	var seen string
+	h := middleware.RequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = middleware.GetRequestID(r.Context())
+		if r.Header.Get(middleware.RequestIDHeader) != seen {
+			t.Errorf("origin-bound header %q != context id %q", r.Header.Get(middleware.RequestIDHeader), seen)
+		}
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	cases := []struct{ sent, want string }{
+		{"", ""},                       // new random id
+		{"abc-123", "abc-123"},         // kept
+		{"bad id", ""},                 // replaced
+		{strings.Repeat("x", 200), ""}, // too long: replaced
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest("GET", srv.URL, nil)
+		if c.sent != "" {
+			req.Header.Set(middleware.RequestIDHeader, c.sent)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get(middleware.RequestIDHeader)
+		if got != seen {
+			t.Errorf("sent %q: response id %q, handler saw %q", c.sent, got, seen)
+		}
+		if c.want != "" && got != c.want {
+			t.Errorf("sent %q: id %q, want it kept", c.sent, got)
+		}
+		if c.want == "" && (len(got) != 24 || got == c.sent) {
+			t.Errorf("sent %q: id %q, want a fresh 24-hex id", c.sent, got)
+		}
+	}
+}
+
+func TestRecoverAnswers500AndLogs(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	h := middleware.Recover(log)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic("boom") }))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || !strings.Contains(string(body), "internal error") {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	if !strings.Contains(logs.String(), "panic=boom") || !strings.Contains(logs.String(), "stack=") {
+		t.Fatalf("log lacks the panic and stack: %s", logs.String())
+	}
+	// The server survives.
+	resp, err = http.Get(srv.URL + "/y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+func TestObserveMetricsAndAccessLog(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := middleware.NewRequestMetrics(reg, func(r *http.Request) string { return "www" })
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	var observed []int
+	h := middleware.Observe(m.Observer(), middleware.AccessLog(log), func(r *http.Request, status int, n int64, _ time.Duration) {
+		observed = append(observed, status)
+	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/missing" {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, "hello")
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, p := range []string{"/", "/", "/missing"} {
+		resp, err := http.Get(srv.URL + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if got := testutil.ToFloat64(m.Counter("www", "GET", 200)); got != 2 {
+		t.Errorf("2xx count = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.Counter("www", "GET", 404)); got != 1 {
+		t.Errorf("4xx count = %v, want 1", got)
+	}
+	if len(observed) != 3 || observed[2] != 404 {
+		t.Errorf("observed statuses %v", observed)
+	}
+	if !strings.Contains(logs.String(), `"status":404`) || !strings.Contains(logs.String(), `"bytes":5`) {
+		t.Errorf("access log lacks fields: %s", logs.String())
+	}
+}
