@@ -44,6 +44,10 @@ type Options struct {
 	BeaconInterval time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// Registry receives the PoP's metrics and is served on the admin
+	// /metrics; nil makes a new one. Pass one in to register the metrics of
+	// components built before the PoP (origin pools, the cache).
+	Registry *prometheus.Registry
 }
 
 // PoP is a running point of presence.
@@ -79,8 +83,11 @@ func New(opts Options) (*PoP, error) {
 	p := &PoP{
 		opts:     opts,
 		log:      log.With("pop", opts.ID),
-		registry: prometheus.NewRegistry(),
+		registry: opts.Registry,
 		load:     newLoadTracker(time.Now()),
+	}
+	if p.registry == nil {
+		p.registry = prometheus.NewRegistry()
 	}
 	p.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p.unknownHost = prometheus.NewCounter(prometheus.CounterOpts{
@@ -149,6 +156,21 @@ func isTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// SetSites replaces the PoP's sites atomically: requests already routed finish
+// on the old site, new ones see the new set. The old origin pools are closed
+// once idle.
+func (p *PoP) SetSites(sites []Site) error {
+	rt, err := p.buildRouter(sites)
+	if err != nil {
+		return err
+	}
+	old := p.router.Swap(rt)
+	for _, s := range old.all {
+		s.Origin.Close()
+	}
+	return nil
 }
 
 // ServeHTTP routes a request to its site: the whole proxy path of the PoP.

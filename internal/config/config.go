@@ -224,7 +224,7 @@ type Health struct {
 	BeaconInterval time.Duration `yaml:"beacon_interval"`
 	// MissedBeacons is how many intervals without a beacon mark a PoP down. Default 3.
 	MissedBeacons int `yaml:"missed_beacons"`
-	// ProbeInterval is how often the DNS probes each PoP's /healthz itself; 0 turns probes off. Default 2s.
+	// ProbeInterval is how often the DNS probes each PoP's admin /healthz itself. Default 2s.
 	ProbeInterval time.Duration `yaml:"probe_interval"`
 }
 

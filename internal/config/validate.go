@@ -358,7 +358,7 @@ func (v *validation) dns(d *DNS) {
 		v.add("dns.health.missed_beacons", "%d is out of range [1,100]", h.MissedBeacons)
 	}
 	if h.ProbeInterval < 0 {
-		v.add("dns.health.probe_interval", "%s is negative; use 0 to turn probes off", h.ProbeInterval)
+		v.add("dns.health.probe_interval", "%s is negative; expected a duration like 2s", h.ProbeInterval)
 	}
 }
 

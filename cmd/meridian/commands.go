@@ -1,0 +1,333 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meridian-edge/meridian/deploy"
+	"github.com/meridian-edge/meridian/dnsrouter"
+	"github.com/meridian-edge/meridian/dnsrouter/region"
+	"github.com/meridian-edge/meridian/internal/config"
+	"github.com/meridian-edge/meridian/internal/stack"
+)
+
+func version() string {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " " + s.Value[:12]
+			}
+		}
+		v += " " + bi.GoVersion
+	}
+	return "meridian " + v
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("meridian "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		data, err := deploy.File("dev.yaml")
+		if err != nil {
+			return nil, err
+		}
+		return config.Parse("deploy/dev.yaml (built in)", data)
+	}
+	return config.Load(path)
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs a stack until SIGINT or SIGTERM, reloading on SIGHUP.
+func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer, started func(*config.Config, *stack.Stack)) error {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	st, err := stack.Start(ctx, cfg, roles, log)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(cfg, st)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			reload(path, st, log)
+			continue
+		case <-ctx.Done():
+		}
+		break
+	}
+	log.Info("shutting down; in-flight requests get 10s to finish")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return st.Shutdown(sctx)
+}
+
+// reload applies what can change live. A bad file is refused whole and the
+// running configuration stays.
+func reload(path string, st *stack.Stack, log *slog.Logger) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		log.Error("reload refused; keeping the running configuration", "err", err)
+		return
+	}
+	if err := st.Reload(cfg); err != nil {
+		log.Error("reload refused; keeping the running configuration", "err", err)
+		return
+	}
+	log.Info("configuration reloaded", "file", path)
+}
+
+func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dev", stderr)
+	path := fs.String("config", "", "configuration file (default: the built-in deploy/dev.yaml)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return serve(ctx, *path, stack.Roles{AllPoPs: true, DNS: true, DemoOrigin: true}, stderr, func(cfg *config.Config, st *stack.Stack) {
+		printDevBanner(stdout, cfg, st)
+	})
+}
+
+func printDevBanner(w io.Writer, cfg *config.Config, st *stack.Stack) {
+	fmt.Fprintf(w, "\nMeridian dev stack is up (Ctrl-C stops it).\n\n")
+	fmt.Fprintf(w, "  NATS        %s (JetStream state in %s)\n", st.NATSURL(), cfg.DataDir)
+	fmt.Fprintf(w, "  origin      http://%s (demo)\n", orDefault(cfg.Dev.Origin, config.DefaultDevOrigin))
+	for _, id := range st.PoPIDs() {
+		p := st.PoP(id)
+		fmt.Fprintf(w, "  PoP         %-16s http://%s  admin http://%s\n", id, p.HTTPAddr(), p.AdminAddr())
+	}
+	if d := st.DNS(); d != nil {
+		fmt.Fprintf(w, "  DNS         %s udp+tcp", d.Addr())
+		if cfg.DNS.Metrics != "" {
+			fmt.Fprintf(w, ", metrics http://%s/metrics", cfg.DNS.Metrics)
+		}
+		fmt.Fprintln(w)
+	}
+	if d := st.DNS(); d != nil && len(cfg.DNS.Zones) > 0 && len(cfg.DNS.Zones[0].Names) > 0 && len(st.PoPIDs()) > 0 {
+		z := cfg.DNS.Zones[0]
+		name := config.FQDN(z.Names[0], z.Apex)
+		host, port, _ := net.SplitHostPort(d.Addr())
+		subnet, popID := exampleSubnet(cfg)
+		p := st.PoP(popID)
+		_, httpPort, _ := net.SplitHostPort(p.HTTPAddr())
+		pc := popConfig(cfg, popID)
+		fmt.Fprintf(w, "\nTry it:\n")
+		fmt.Fprintf(w, "  dig @%s -p %s %s A +subnet=%s +short\n", host, port, name, subnet)
+		fmt.Fprintf(w, "      -> %s (%s, the PoP nearest to that subnet)\n", strings.Join(pc.Addresses, " "), popID)
+		fmt.Fprintf(w, "  curl -i --resolve %s:%s:%s http://%s:%s/\n", name, httpPort, pc.Addresses[0], name, httpPort)
+		if cfg.DNS.Metrics != "" {
+			fmt.Fprintf(w, "  go run ./cmd/meridian dns explain --subnet %s %s\n", subnet, name)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+// exampleSubnet picks a geo-table block whose nearest PoP is not the first,
+// so the printed dig shows geo routing at work.
+func exampleSubnet(cfg *config.Config) (string, string) {
+	best, bestPoP := "", cfg.PoPs[0].ID
+	for _, e := range cfg.DNS.Geo.Table {
+		if !strings.Contains(e.CIDR, ".") {
+			continue
+		}
+		lat, lon := 0.0, 0.0
+		if e.Region != "" {
+			r, _ := region.Lookup(e.Region)
+			lat, lon = r.Lat, r.Lon
+		} else {
+			lat, lon = *e.Lat, *e.Lon
+		}
+		nearest, dist := "", 1e9
+		for _, p := range cfg.PoPs {
+			plat, plon := p.Location()
+			if d := region.Distance(lat, lon, plat, plon); d < dist {
+				nearest, dist = p.ID, d
+			}
+		}
+		best, bestPoP = e.CIDR, nearest
+		if nearest != cfg.PoPs[0].ID {
+			break
+		}
+	}
+	if best == "" {
+		best = "127.0.0.0/8"
+	}
+	return best, bestPoP
+}
+
+func popConfig(cfg *config.Config, id string) config.PoP {
+	for _, p := range cfg.PoPs {
+		if p.ID == id {
+			return p
+		}
+	}
+	return config.PoP{}
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func cmdPoP(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("pop", stderr)
+	path := fs.String("config", "", "configuration file (required)")
+	id := fs.String("id", "", "PoP to run, when the file lists several")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" {
+		fs.Usage()
+		return fmt.Errorf("pop: --config is required: %w", errUsage)
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if *id == "" {
+		if len(cfg.PoPs) != 1 {
+			return fmt.Errorf("pop: %s lists %d PoPs; choose one with --id", *path, len(cfg.PoPs))
+		}
+		*id = cfg.PoPs[0].ID
+	}
+	return serve(ctx, *path, stack.Roles{PoPs: []string{*id}}, stderr, nil)
+}
+
+func cmdDNS(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("dns", stderr)
+	path := fs.String("config", "", "configuration file (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" {
+		fs.Usage()
+		return fmt.Errorf("dns: --config is required: %w", errUsage)
+	}
+	return serve(ctx, *path, stack.Roles{DNS: true}, stderr, nil)
+}
+
+func cmdConfigCheck(args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return fmt.Errorf("config check: give exactly one FILE: %w", errUsage)
+	}
+	cfg, err := config.Load(args[0])
+	if err != nil {
+		return err
+	}
+	zones := 0
+	if cfg.DNS != nil {
+		zones = len(cfg.DNS.Zones)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d PoPs, %d sites, %d DNS zones)\n", args[0], len(cfg.PoPs), len(cfg.Sites), zones)
+	return nil
+}
+
+func cmdRegions(stdout io.Writer) error {
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCONTINENT\tCITY\tLAT\tLON")
+	for _, r := range region.All() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%.1f\n", r.ID, r.Continent, r.City, r.Lat, r.Lon)
+	}
+	return tw.Flush()
+}
+
+func cmdDNSExplain(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("dns explain", os.Stderr)
+	path := fs.String("config", "", "configuration file of the running DNS server (default: the built-in dev stack)")
+	subnet := fs.String("subnet", "", "client subnet, e.g. 203.0.113.0/24 (required)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *subnet == "" || fs.NArg() != 1 {
+		return fmt.Errorf("dns explain: usage: meridian dns explain [--config FILE] --subnet CIDR NAME: %w", errUsage)
+	}
+	prefix, err := netip.ParsePrefix(*subnet)
+	if err != nil {
+		return fmt.Errorf("dns explain: --subnet %q: %v", *subnet, err)
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	if cfg.DNS == nil || cfg.DNS.Metrics == "" {
+		return fmt.Errorf("dns explain: the configuration has no dns.metrics address to ask the running server on")
+	}
+	q := url.Values{"subnet": {prefix.String()}, "name": {fs.Arg(0)}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+cfg.DNS.Metrics+"/explain?"+q.Encode(), nil)
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("dns explain: is the DNS server running? %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("dns explain: %s", strings.TrimSpace(string(body)))
+	}
+	var e dnsrouter.Explanation
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+		return fmt.Errorf("dns explain: bad answer from the server: %w", err)
+	}
+	printExplanation(stdout, e)
+	return nil
+}
+
+func printExplanation(w io.Writer, e dnsrouter.Explanation) {
+	fmt.Fprintf(w, "name      %s (zone %s)\n", e.Name, e.Zone)
+	fmt.Fprintf(w, "client    %s at %s (%s), ECS scope /%d\n", e.Client, e.Location, e.LocationSource, e.Scope)
+	if e.Stale {
+		fmt.Fprintln(w, "health    STALE: the server lost its beacon feed; this is its last view")
+	}
+	if e.FailOpen {
+		fmt.Fprintln(w, "fail-open no PoP is healthy; answering the nearest anyway")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nPOP\tKM\tSERVED\tBEACON\tPROBE\tLOAD/CAP\tKEEP\tWHY")
+	for _, c := range e.Candidates {
+		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%s\t%s\t%.0f/%.0f\t%.2f\t%s\n", c.PoP, c.DistanceKm, c.Served, c.Beacon, c.Probe, c.Load, c.Capacity, c.Keep, c.Reason)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nchosen    %s\n", strings.Join(e.Chosen, ", "))
+}

@@ -1,0 +1,81 @@
+// Command meridian is the one binary of the Meridian edge platform: it runs
+// the all-in-one dev stack, a PoP, or the GeoDNS server, and holds the ops
+// tools (config check, dns explain, regions).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `meridian — an edge gateway: GeoDNS, caching PoPs, wasm plugins, NATS sync.
+
+Usage:
+  meridian dev [--config FILE]             run everything on loopback (embedded NATS, demo origin, PoPs, DNS)
+  meridian pop --config FILE [--id ID]     run one PoP against the file's NATS
+  meridian dns --config FILE               run the GeoDNS server against the file's NATS
+  meridian dns explain --config FILE --subnet CIDR NAME
+                                           show how a running DNS server answers NAME for a client subnet
+  meridian config check FILE               validate a configuration file without starting anything
+  meridian regions                         list the built-in region catalog
+  meridian version                         print the version
+
+Run 'meridian COMMAND -h' for a command's flags.
+`
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks errors that come with the usage text.
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "dev":
+		err = cmdDev(ctx, rest, stdout, stderr)
+	case "pop":
+		err = cmdPoP(ctx, rest, stderr)
+	case "dns":
+		if len(rest) > 0 && rest[0] == "explain" {
+			err = cmdDNSExplain(ctx, rest[1:], stdout)
+		} else {
+			err = cmdDNS(ctx, rest, stderr)
+		}
+	case "config":
+		if len(rest) == 0 || rest[0] != "check" {
+			fmt.Fprint(stderr, "usage: meridian config check FILE\n")
+			return 2
+		}
+		err = cmdConfigCheck(rest[1:], stdout)
+	case "regions":
+		err = cmdRegions(stdout)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, version())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "meridian: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	fmt.Fprintf(stderr, "meridian: %v\n", err)
+	return 1
+}

@@ -1,0 +1,299 @@
+package crdt
+
+import (
+	"bytes"
+	"sort"
+)
+
+// Version is one write of a register: a value (or a deletion) stamped with the
+// vector clock the writer had after the write.
+type Version struct {
+	// Value is the written bytes; nil for a deletion.
+	Value []byte `json:"val,omitempty"`
+	// Deleted marks a tombstone: the key was deleted by this write.
+	Deleted bool `json:"del,omitempty"`
+	// Clock is the causal history of this write for this key.
+	Clock VClock `json:"vc"`
+	// Node is the writer; it breaks ties between concurrent writes.
+	Node string `json:"node"`
+	// Wall is the writer's wall clock in Unix nanoseconds. It breaks ties
+	// between concurrent writes (later wins) and dates tombstones for
+	// compaction; it never overrides causality.
+	Wall int64 `json:"wall"`
+	// Expires, when not 0, is the Unix nanosecond time after which the
+	// version is dead everywhere (purge records). Dead versions are dropped by
+	// compaction and refused by Merge, so they cannot come back.
+	Expires int64 `json:"exp,omitempty"`
+}
+
+// wins reports whether a beats b in the deterministic tie-break used between
+// concurrent versions: later wall clock, then greater node id, then a live
+// value over a tombstone, then greater value bytes. Every replica that holds
+// the same versions therefore picks the same winner.
+func (a Version) wins(b Version) bool {
+	if a.Wall != b.Wall {
+		return a.Wall > b.Wall
+	}
+	if a.Node != b.Node {
+		return a.Node > b.Node
+	}
+	if a.Deleted != b.Deleted {
+		return !a.Deleted
+	}
+	if c := bytes.Compare(a.Value, b.Value); c != 0 {
+		return c > 0
+	}
+	return a.Expires > b.Expires
+}
+
+// dead reports whether v must be dropped at compaction horizon h.
+func (v Version) dead(h int64) bool {
+	if v.Expires != 0 && v.Expires < h {
+		return true
+	}
+	return v.Deleted && v.Wall < h
+}
+
+// Register is a multi-value register resolved last-writer-wins: it keeps
+// every write that no other write it knows has seen (an antichain under the
+// vector clock order). Versions[0] is the winner; the rest are the concurrent
+// losers, kept observable until a later write that has seen them supersedes
+// them.
+type Register struct {
+	Versions []Version `json:"versions"`
+}
+
+// Winner returns the winning version; ok is false for an empty register.
+func (r Register) Winner() (v Version, ok bool) {
+	if len(r.Versions) == 0 {
+		return Version{}, false
+	}
+	return r.Versions[0], true
+}
+
+// Clock is the join of all versions' clocks: what a new write must have seen.
+func (r Register) Clock() VClock {
+	var c VClock
+	for _, v := range r.Versions {
+		c = c.Merge(v.Clock)
+	}
+	return c
+}
+
+// mergeRegister joins two registers: union, drop every version another one
+// causally dominates, dedupe equal clocks by the tie-break, drop versions dead
+// at horizon h, order winner first.
+func mergeRegister(a, b []Version, h int64) []Version {
+	all := make([]Version, 0, len(a)+len(b))
+	all = append(all, a...)
+	all = append(all, b...)
+	keep := make([]Version, 0, len(all))
+	for i, v := range all {
+		drop := false
+		for j, w := range all {
+			if i == j {
+				continue
+			}
+			switch v.Clock.Compare(w.Clock) {
+			case Before:
+				drop = true
+			case Equal:
+				// The same write seen twice, or (after a lost state) two
+				// writes with one clock: keep one, chosen deterministically.
+				if w.wins(v) || (!v.wins(w) && j < i) {
+					drop = true
+				}
+			}
+			if drop {
+				break
+			}
+		}
+		if !drop {
+			keep = append(keep, v)
+		}
+	}
+	// Dominance is decided before dropping dead versions so that a compacted
+	// tombstone still removes what it superseded in the same merge.
+	out := keep[:0]
+	for _, v := range keep {
+		if !v.dead(h) {
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].wins(out[j]) })
+	return out
+}
+
+func sameVersions(a, b []Version) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if x.Node != y.Node || x.Wall != y.Wall || x.Deleted != y.Deleted || x.Expires != y.Expires ||
+			!bytes.Equal(x.Value, y.Value) || x.Clock.Compare(y.Clock) != Equal {
+			return false
+		}
+	}
+	return true
+}
+
+// Map is a map of registers plus a compaction horizon. Its zero value is not
+// usable; call NewMap. A Map is also the delta form: a write returns a Map
+// holding only the written key, and merging it anywhere has the same effect as
+// merging the whole state it came from.
+type Map struct {
+	// Horizon is the compaction horizon (Unix ns): tombstones written before
+	// it and versions that expired before it are dropped and refused. It only
+	// moves forward, and merges take the maximum.
+	Horizon int64 `json:"horizon,omitempty"`
+	// Regs holds the registers by key.
+	Regs map[string]Register `json:"regs"`
+}
+
+// NewMap returns an empty map.
+func NewMap() *Map { return &Map{Regs: map[string]Register{}} }
+
+// Get returns the register of key (with its winner and conflicts).
+func (m *Map) Get(key string) (Register, bool) {
+	r, ok := m.Regs[key]
+	return r, ok
+}
+
+// Value returns the winning live value of key; ok is false when the key is
+// absent or its winner is a tombstone.
+func (m *Map) Value(key string) ([]byte, bool) {
+	w, ok := m.Regs[key].Winner()
+	if !ok || w.Deleted {
+		return nil, false
+	}
+	return w.Value, true
+}
+
+// Set writes value under key as node at wall time wall and returns the delta.
+// expires (Unix ns, 0 = never) makes the version die at that time.
+func (m *Map) Set(node, key string, value []byte, wall, expires int64) *Map {
+	return m.write(node, key, Version{Value: value, Wall: wall, Expires: expires})
+}
+
+// Delete writes a tombstone for key as node and returns the delta. The
+// tombstone wins over every version this node has seen and is kept until the
+// horizon passes its wall time (see Compact).
+func (m *Map) Delete(node, key string, wall int64) *Map {
+	return m.write(node, key, Version{Deleted: true, Wall: wall})
+}
+
+func (m *Map) write(node, key string, v Version) *Map {
+	v.Node = node
+	v.Clock = m.Regs[key].Clock().Tick(node)
+	d := NewMap()
+	d.Regs[key] = Register{Versions: []Version{v}}
+	m.Merge(d)
+	return d
+}
+
+// Merge joins o into m and returns the keys whose register changed.
+func (m *Map) Merge(o *Map) []string {
+	if o == nil {
+		return nil
+	}
+	var changed []string
+	if o.Horizon > m.Horizon {
+		// A later horizon applies to what m already holds too; without this
+		// merge would not be commutative.
+		changed = m.Compact(o.Horizon)
+	}
+	for k, r := range o.Regs {
+		cur := m.Regs[k]
+		merged := mergeRegister(cur.Versions, r.Versions, m.Horizon)
+		if sameVersions(cur.Versions, merged) {
+			continue
+		}
+		if len(merged) == 0 {
+			delete(m.Regs, k)
+		} else {
+			m.Regs[k] = Register{Versions: merged}
+		}
+		changed = append(changed, k)
+	}
+	sort.Strings(changed)
+	return dedupSorted(changed)
+}
+
+func dedupSorted(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Compact moves the horizon to h (if later) and drops every tombstone written
+// before it and every version expired before it. It returns the dropped keys.
+//
+// Compaction never resurrects a deleted value as long as every replica has
+// received the tombstone before the horizon passes it: the owner of the Map
+// guarantees that by choosing h well behind the longest time a replica may be
+// cut off (statesync discards a local snapshot older than that and rebuilds
+// from the log). Expired versions (Expires) are refused by Merge outright, so
+// they can never come back.
+func (m *Map) Compact(h int64) []string {
+	if h > m.Horizon {
+		m.Horizon = h
+	}
+	var dropped []string
+	for k, r := range m.Regs {
+		merged := mergeRegister(r.Versions, nil, m.Horizon)
+		if sameVersions(r.Versions, merged) {
+			continue
+		}
+		if len(merged) == 0 {
+			delete(m.Regs, k)
+			dropped = append(dropped, k)
+		} else {
+			m.Regs[k] = Register{Versions: merged}
+		}
+	}
+	sort.Strings(dropped)
+	return dropped
+}
+
+// Keys returns the keys in sorted order, tombstoned ones included.
+func (m *Map) Keys() []string {
+	keys := make([]string, 0, len(m.Regs))
+	for k := range m.Regs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Clone returns a deep copy of m.
+func (m *Map) Clone() *Map {
+	c := &Map{Horizon: m.Horizon, Regs: make(map[string]Register, len(m.Regs))}
+	for k, r := range m.Regs {
+		vs := make([]Version, len(r.Versions))
+		for i, v := range r.Versions {
+			v.Clock = v.Clock.Clone()
+			v.Value = bytes.Clone(v.Value)
+			vs[i] = v
+		}
+		c.Regs[k] = Register{Versions: vs}
+	}
+	return c
+}
+
+// Equal reports whether m and o hold the same state.
+func (m *Map) Equal(o *Map) bool {
+	if m.Horizon != o.Horizon || len(m.Regs) != len(o.Regs) {
+		return false
+	}
+	for k, r := range m.Regs {
+		if !sameVersions(r.Versions, o.Regs[k].Versions) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,199 @@
+package stack_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-edge/meridian/deploy"
+	"github.com/meridian-edge/meridian/internal/config"
+	"github.com/meridian-edge/meridian/internal/demoorigin"
+	"github.com/meridian-edge/meridian/internal/stack"
+	"github.com/miekg/dns"
+)
+
+// devConfig is the shipped dev stack moved to free ports, with fast beacons
+// and the demo origin run by the test.
+func devConfig(t *testing.T, originURL string) *config.Config {
+	t.Helper()
+	data, err := deploy.File("dev.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("dev.yaml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = t.TempDir()
+	cfg.NATS.Embedded.Listen = "127.0.0.1:0"
+	for i := range cfg.PoPs {
+		p := &cfg.PoPs[i]
+		host, _, _ := net.SplitHostPort(p.HTTP)
+		p.HTTP, p.Admin = host+":0", host+":0"
+	}
+	cfg.Sites[0].Origins[0].URL = originURL
+	cfg.DNS.Listen = "127.0.0.1:0"
+	cfg.DNS.Metrics = ""
+	cfg.DNS.Health.BeaconInterval = 100 * time.Millisecond
+	cfg.DNS.Health.ProbeInterval = 100 * time.Millisecond
+	return cfg
+}
+
+func startDev(t *testing.T) *stack.Stack {
+	t.Helper()
+	origin := httptest.NewServer(demoorigin.New())
+	t.Cleanup(origin.Close)
+	st, err := stack.Start(context.Background(), devConfig(t, origin.URL), stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := st.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return st
+}
+
+// queryA asks for name A with an ECS option for subnet over net ("udp"/"tcp").
+func queryA(t *testing.T, network, server, name, subnet string) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+	ip, ipnet, err := net.ParseCIDR(subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ones, _ := ipnet.Mask.Size()
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(1232)
+	o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(ones), Address: ip.To4()})
+	m.Extra = append(m.Extra, o)
+	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		t.Fatalf("%s query: %v", network, err)
+	}
+	if r.Rcode != dns.RcodeSuccess || !r.Authoritative {
+		t.Fatalf("%s query: rcode %s, AA=%v", network, dns.RcodeToString[r.Rcode], r.Authoritative)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out
+}
+
+// TestDevStackEndToEnd is the walking skeleton: GeoDNS picks the nearest PoP
+// from ECS over UDP and TCP, that PoP proxies to the origin by Host, and a
+// PoP whose beacons stop loses its clients to the next nearest.
+func TestDevStackEndToEnd(t *testing.T) {
+	st := startDev(t)
+	dnsAddr := st.DNS().Addr()
+
+	for _, network := range []string{"udp", "tcp"} {
+		if got := queryA(t, network, dnsAddr, "www.example.test", "203.0.113.0/24"); len(got) != 1 || got[0] != "127.0.0.13" {
+			t.Fatalf("Tokyo subnet over %s: got %v, want [127.0.0.13]", network, got)
+		}
+	}
+	if got := queryA(t, "udp", dnsAddr, "WWW.Example.TEST", "198.51.100.0/24"); len(got) != 1 || got[0] != "127.0.0.12" {
+		t.Fatalf("London subnet: got %v, want [127.0.0.12]", got)
+	}
+
+	// HTTP to the PoP the DNS chose, with the site's Host.
+	tokyo := st.PoP("ap-northeast-1")
+	req, _ := http.NewRequest("GET", "http://"+tokyo.HTTPAddr()+"/", nil)
+	req.Host = "www.example.test"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Hello from the Meridian demo origin") {
+		t.Fatalf("PoP answer: %d %q", resp.StatusCode, body)
+	}
+	if via := resp.Header.Get("Via"); !strings.Contains(via, "meridian-ap-northeast-1") {
+		t.Fatalf("Via = %q; the answer did not come through the Tokyo PoP", via)
+	}
+
+	// An unknown Host never reaches the site's origin.
+	req, _ = http.NewRequest("GET", "http://"+tokyo.HTTPAddr()+"/", nil)
+	req.Host = "attacker.test"
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMisdirectedRequest || strings.Contains(string(body), "demo origin") {
+		t.Fatalf("unknown Host: %d %q", resp.StatusCode, body)
+	}
+
+	// Tokyo stops beaconing: Tokyo's clients move to the next nearest, London.
+	tokyo.StopBeacons()
+	deadline := time.Now().Add(15 * time.Second)
+	var got []string
+	for time.Now().Before(deadline) {
+		got = queryA(t, "udp", dnsAddr, "www.example.test", "203.0.113.0/24")
+		if len(got) == 1 && got[0] == "127.0.0.12" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(got) != 1 || got[0] != "127.0.0.12" {
+		t.Fatalf("after Tokyo's beacons stopped, Tokyo subnet gets %v; want London's [127.0.0.12]", got)
+	}
+	// And the TCP path agrees.
+	if got := queryA(t, "tcp", dnsAddr, "www.example.test", "203.0.113.0/24"); len(got) != 1 || got[0] != "127.0.0.12" {
+		t.Fatalf("TCP after failover: %v", got)
+	}
+}
+
+// TestTakenPortFailsWithAddressAndStartsNothing: a port in use stops the
+// start with the address in the error, and nothing is left listening.
+func TestTakenPortFailsWithAddressAndStartsNothing(t *testing.T) {
+	origin := httptest.NewServer(demoorigin.New())
+	defer origin.Close()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+
+	cfg := devConfig(t, origin.URL)
+	// Fixed ports for the PoPs so that we can check they were released.
+	free := make([]string, len(cfg.PoPs))
+	for i := range cfg.PoPs {
+		l, _ := net.Listen("tcp", strings.TrimSuffix(cfg.PoPs[i].HTTP, ":0")+":0")
+		free[i] = l.Addr().String()
+		l.Close()
+		cfg.PoPs[i].HTTP = free[i]
+	}
+	cfg.DNS.Metrics = busy.Addr().String() // the last listener to bind
+
+	_, err = stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	if err == nil {
+		t.Fatal("started with a taken port")
+	}
+	if !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Fatalf("error does not name the taken address %s: %v", busy.Addr(), err)
+	}
+	for _, addr := range free {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			t.Errorf("PoP address %s still listening after a failed start", addr)
+		}
+	}
+}

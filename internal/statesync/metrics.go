@@ -1,0 +1,43 @@
+package statesync
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	received      *prometheus.CounterVec
+	dropped       *prometheus.CounterVec
+	published     *prometheus.CounterVec
+	publishErrors prometheus.Counter
+	applied       prometheus.Counter
+	queueDepth    prometheus.Gauge
+	degraded      prometheus.Gauge
+	logSeq        prometheus.Gauge
+	propagation   prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sync_messages_received_total",
+			Help: "Sync messages accepted, by kind and path (core, log, digest, repair)."}, []string{"kind", "via"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sync_messages_dropped_total",
+			Help: "Sync messages dropped unapplied, by reason (oversized, malformed, version, invalid)."}, []string{"reason"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sync_messages_published_total",
+			Help: "Sync messages published, by kind."}, []string{"kind"}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_sync_publish_errors_total",
+			Help: "Failed publishes of own deltas (the delta is queued on disk)."}),
+		applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_sync_keys_changed_total",
+			Help: "Keys changed by merging remote deltas, repairs or log entries."}),
+		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_sync_queue_depth",
+			Help: "Own deltas waiting in the degraded-mode queue."}),
+		degraded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_sync_degraded",
+			Help: "1 while own deltas cannot be published."}),
+		logSeq: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_sync_log_sequence",
+			Help: "Last durable-log sequence applied."}),
+		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_sync_propagation_seconds",
+			Help:    "Sender clock to local apply of remote deltas (includes clock skew between nodes).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.applied, m.queueDepth, m.degraded, m.logSeq, m.propagation)
+	}
+	return m
+}

@@ -1,0 +1,586 @@
+package statesync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-edge/meridian/internal/crdt"
+)
+
+// Key namespaces in the replicated map.
+const (
+	prefixPurge   = "purge/"  // purge/<site>/<id>
+	prefixDeploy  = "deploy/" // deploy/<site>/<plugin>
+	prefixKV      = "kv/"     // kv/<site>/<key>
+	prefixConfig  = "config/" // config/<name>
+	prefixCounter = "ctr/"    // ctr/<site>/<key> (PN-counters)
+)
+
+// PurgeKind selects what a purge matches.
+type PurgeKind string
+
+// Purge kinds.
+const (
+	PurgeURL          PurgeKind = "url"           // exactly this cache URL
+	PurgePrefix       PurgeKind = "prefix"        // every URL starting with Value
+	PurgeSurrogateKey PurgeKind = "surrogate-key" // every object tagged with Value
+	PurgeSite         PurgeKind = "site"          // everything of the site (Value empty)
+)
+
+// PurgeRecord is one purge. Objects of Site stored before At that match are
+// purged (hard) or marked stale (Soft: may still serve stale-if-error).
+type PurgeRecord struct {
+	ID     string    `json:"id"`
+	Site   string    `json:"site"`
+	Kind   PurgeKind `json:"kind"`
+	Value  string    `json:"value,omitempty"`
+	Soft   bool      `json:"soft,omitempty"`
+	At     time.Time `json:"at"`
+	Origin string    `json:"origin"`
+}
+
+// Deployment is the current plugin rollout record of one plugin on one site.
+// The latest write wins (vector clock, then wall time); a rollback is a new
+// Deploy with an earlier Version or with RolledBack set.
+type Deployment struct {
+	Site          string    `json:"site"`
+	Plugin        string    `json:"plugin"`
+	Version       string    `json:"version"`
+	SHA256        string    `json:"sha256"`
+	CanaryPercent int       `json:"canary_percent"`
+	RolledBack    bool      `json:"rolled_back,omitempty"`
+	At            time.Time `json:"at"`
+	By            string    `json:"by,omitempty"`
+}
+
+// ConfigVersion announces the config a node (or the fleet) runs.
+type ConfigVersion struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version"`
+	SHA256  string    `json:"sha256,omitempty"`
+	At      time.Time `json:"at"`
+	By      string    `json:"by,omitempty"`
+}
+
+func validName(what, s string) error {
+	if s == "" || len(s) > 253 || strings.ContainsAny(s, "/ \t\r\n") {
+		return fmt.Errorf("statesync: %s %q: want 1-253 characters without '/' or spaces", what, s)
+	}
+	return nil
+}
+
+// Purge records a purge and spreads it. ID, At (now) and Origin are filled in
+// when empty. It returns the stored record. A purge made while NATS is down
+// is applied here, queued on disk and spread when NATS returns.
+func (n *Node) Purge(ctx context.Context, p PurgeRecord) (PurgeRecord, error) {
+	if err := validName("site", p.Site); err != nil {
+		return p, err
+	}
+	switch p.Kind {
+	case PurgeURL, PurgePrefix, PurgeSurrogateKey:
+		if p.Value == "" {
+			return p, fmt.Errorf("statesync: %s purge of site %s needs a value", p.Kind, p.Site)
+		}
+	case PurgeSite:
+	default:
+		return p, fmt.Errorf("statesync: purge kind %q: want url, prefix, surrogate-key or site", p.Kind)
+	}
+	now := n.opts.Now()
+	if p.At.IsZero() {
+		p.At = now
+	}
+	if p.Origin == "" {
+		p.Origin = n.opts.NodeID
+	}
+	if p.ID == "" {
+		p.ID = n.opts.NodeID + "." + strconv.FormatInt(now.UnixNano(), 36) + "." + strconv.FormatUint(n.purgeSeq.Add(1), 36)
+	}
+	if err := validName("purge id", p.ID); err != nil {
+		return p, err
+	}
+	val, err := json.Marshal(p)
+	if err != nil {
+		return p, fmt.Errorf("statesync: encode purge: %w", err)
+	}
+	if len(val) > MaxValueSize {
+		return p, fmt.Errorf("statesync: purge value of %d bytes exceeds %d", len(val), MaxValueSize)
+	}
+	key := prefixPurge + p.Site + "/" + p.ID
+	expires := p.At.Add(n.opts.PurgeRetention).UnixNano()
+	n.mu.Lock()
+	d := n.regs.Set(n.opts.NodeID, key, val, now.UnixNano(), expires)
+	n.mu.Unlock()
+	return p, n.write(ctx, d, key)
+}
+
+// PurgeVerdict answers whether a stored object may be served.
+type PurgeVerdict struct {
+	// Purged: a hard purge matched; the object must not be served.
+	Purged bool
+	// Stale: only soft purges matched; serve only as stale (revalidate, or
+	// stale-if-error).
+	Stale bool
+	// By is the newest matching purge (zero when the object is too old for
+	// the purge records, see Options.PurgeRetention).
+	By PurgeRecord
+}
+
+// CheckPurged reports whether an object of site stored at storedAt under url
+// (the cache key URL) with the given surrogate keys was purged since. It is
+// cheap enough to call on every cache read.
+func (n *Node) CheckPurged(site, url string, keys []string, storedAt time.Time) PurgeVerdict {
+	if storedAt.Before(n.opts.Now().Add(-n.opts.PurgeRetention)) {
+		// Purges that old are compacted away; be safe.
+		return PurgeVerdict{Purged: true}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.purges.check(site, url, keys, storedAt)
+}
+
+// Purges lists the live purge records of site ("" for all sites), oldest first.
+func (n *Node) Purges(site string) []PurgeRecord {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []PurgeRecord
+	for _, s := range n.purges.sites {
+		for _, p := range s.all {
+			if site == "" || p.Site == site {
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
+	return out
+}
+
+// Deploy writes a plugin deployment record and spreads it.
+func (n *Node) Deploy(ctx context.Context, d Deployment) error {
+	if err := validName("site", d.Site); err != nil {
+		return err
+	}
+	if err := validName("plugin", d.Plugin); err != nil {
+		return err
+	}
+	if d.Version == "" || d.CanaryPercent < 0 || d.CanaryPercent > 100 {
+		return fmt.Errorf("statesync: deployment of %s/%s: need a version and a canary percent in 0..100 (got %q, %d)", d.Site, d.Plugin, d.Version, d.CanaryPercent)
+	}
+	if d.At.IsZero() {
+		d.At = n.opts.Now()
+	}
+	return n.setJSON(ctx, prefixDeploy+d.Site+"/"+d.Plugin, d)
+}
+
+// Deployment returns the current record of plugin on site.
+func (n *Node) Deployment(site, plugin string) (Deployment, bool) {
+	var d Deployment
+	ok := n.getJSON(prefixDeploy+site+"/"+plugin, &d)
+	return d, ok
+}
+
+// Deployments lists the current records of site ("" for all sites).
+func (n *Node) Deployments(site string) []Deployment {
+	var out []Deployment
+	prefix := prefixDeploy
+	if site != "" {
+		prefix += site + "/"
+	}
+	for _, k := range n.Keys(prefix) {
+		var d Deployment
+		if n.getJSON(k, &d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// AnnounceConfig records the config version under c.Name and spreads it.
+func (n *Node) AnnounceConfig(ctx context.Context, c ConfigVersion) error {
+	if err := validName("config name", c.Name); err != nil {
+		return err
+	}
+	if c.Version == "" {
+		return fmt.Errorf("statesync: config %s: empty version", c.Name)
+	}
+	if c.At.IsZero() {
+		c.At = n.opts.Now()
+	}
+	return n.setJSON(ctx, prefixConfig+c.Name, c)
+}
+
+// ConfigVersions lists the announced config versions.
+func (n *Node) ConfigVersions() []ConfigVersion {
+	var out []ConfigVersion
+	for _, k := range n.Keys(prefixConfig) {
+		var c ConfigVersion
+		if n.getJSON(k, &c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (n *Node) setJSON(ctx context.Context, key string, v any) error {
+	val, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("statesync: encode %s: %w", key, err)
+	}
+	return n.set(ctx, key, val)
+}
+
+func (n *Node) getJSON(key string, v any) bool {
+	n.mu.Lock()
+	val, ok := n.regs.Value(key)
+	n.mu.Unlock()
+	return ok && json.Unmarshal(val, v) == nil
+}
+
+func (n *Node) set(ctx context.Context, key string, val []byte) error {
+	if len(key) > MaxKeySize {
+		return fmt.Errorf("statesync: key of %d bytes exceeds %d", len(key), MaxKeySize)
+	}
+	if len(val) > MaxValueSize {
+		return fmt.Errorf("statesync: value of %d bytes for %s exceeds %d; store large data elsewhere (object store) and replicate a reference", len(val), key, MaxValueSize)
+	}
+	n.mu.Lock()
+	d := n.regs.Set(n.opts.NodeID, key, val, n.opts.Now().UnixNano(), 0)
+	n.mu.Unlock()
+	return n.write(ctx, d, key)
+}
+
+// KVSet sets key in site's plugin KV namespace (LWW).
+func (n *Node) KVSet(ctx context.Context, site, key string, val []byte) error {
+	if err := validName("site", site); err != nil {
+		return err
+	}
+	if key == "" {
+		return fmt.Errorf("statesync: empty KV key for site %s", site)
+	}
+	return n.set(ctx, prefixKV+site+"/"+key, append([]byte(nil), val...))
+}
+
+// KVGet returns the current value of key in site's plugin KV namespace.
+func (n *Node) KVGet(site, key string) ([]byte, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	v, ok := n.regs.Value(prefixKV + site + "/" + key)
+	return append([]byte(nil), v...), ok
+}
+
+// KVDelete deletes key from site's plugin KV namespace.
+func (n *Node) KVDelete(ctx context.Context, site, key string) error {
+	if err := validName("site", site); err != nil {
+		return err
+	}
+	k := prefixKV + site + "/" + key
+	n.mu.Lock()
+	d := n.regs.Delete(n.opts.NodeID, k, n.opts.Now().UnixNano())
+	n.mu.Unlock()
+	return n.write(ctx, d, k)
+}
+
+// CounterAdd adds delta to the PN-counter key of site and returns the value
+// this node now sees. It does not wait for the network: increments are
+// coalesced and published every CounterFlushInterval, so it is cheap enough
+// for a per-request rate limit.
+func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int64, error) {
+	if err := validName("site", site); err != nil {
+		return 0, err
+	}
+	k := prefixCounter + site + "/" + key
+	if len(k) > MaxKeySize || key == "" {
+		return 0, fmt.Errorf("statesync: counter key %q: want 1..%d bytes", key, MaxKeySize-len(prefixCounter)-len(site)-1)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	v, _ := n.ctrs.Add(n.opts.NodeID, k, delta)
+	if delta != 0 {
+		n.dirtyCtr[k] = true
+		n.dirty = true
+	}
+	return v, nil
+}
+
+// Counter returns the value of site's counter key as this node sees it.
+func (n *Node) Counter(site, key string) int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ctrs.Value(prefixCounter + site + "/" + key)
+}
+
+// Keys lists the replicated keys starting with prefix (the raw namespace:
+// purge/, deploy/, kv/, config/, ctr/), sorted.
+func (n *Node) Keys(prefix string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []string
+	for k, r := range n.regs.Regs {
+		if w, _ := r.Winner(); strings.HasPrefix(k, prefix) && !w.Deleted {
+			out = append(out, k)
+		}
+	}
+	for k := range n.ctrs {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// HistoryEntry is one change of a key as applied on this node.
+type HistoryEntry struct {
+	At time.Time `json:"at"`
+	// From is the node whose message carried the change; Via the path
+	// (local, core, log, repair).
+	From   string      `json:"from"`
+	Via    string      `json:"via"`
+	Winner VersionInfo `json:"winner"`
+	Losers int         `json:"conflicts"`
+}
+
+// VersionInfo describes one version of a key for inspection.
+type VersionInfo struct {
+	Value   string    `json:"value,omitempty"`
+	Deleted bool      `json:"deleted,omitempty"`
+	Clock   string    `json:"clock"`
+	Writer  string    `json:"writer"`
+	Wall    time.Time `json:"wall"`
+}
+
+// KeyInfo is what `meridian state get KEY` shows.
+type KeyInfo struct {
+	Key string `json:"key"`
+	// Winner is the value every node converges to; Conflicts the concurrent
+	// versions that lost the tie-break (kept until a later write supersedes
+	// them).
+	Winner    VersionInfo   `json:"winner"`
+	Conflicts []VersionInfo `json:"conflicts,omitempty"`
+	// Counter is set for ctr/ keys: the value and each node's share.
+	Counter      *int64                 `json:"counter,omitempty"`
+	CounterNodes map[string]crdt.PNPair `json:"counter_nodes,omitempty"`
+	// History is the last changes of the key applied on this node, oldest first.
+	History []HistoryEntry `json:"history,omitempty"`
+}
+
+const historyLen = 32
+
+func versionInfo(v crdt.Version) VersionInfo {
+	return VersionInfo{Value: string(v.Value), Deleted: v.Deleted, Clock: v.Clock.String(), Writer: v.Node, Wall: time.Unix(0, v.Wall).UTC()}
+}
+
+// Inspect returns a key's value, vector clock, conflicts and history on this node.
+func (n *Node) Inspect(key string) (KeyInfo, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	info := KeyInfo{Key: key, History: append([]HistoryEntry(nil), n.history[key]...)}
+	if c, ok := n.ctrs[key]; ok {
+		v := c.Value()
+		info.Counter = &v
+		info.CounterNodes = map[string]crdt.PNPair{}
+		for node, p := range c {
+			info.CounterNodes[node] = p
+		}
+		return info, true
+	}
+	r, ok := n.regs.Get(key)
+	if !ok {
+		return info, false
+	}
+	for i, v := range r.Versions {
+		if i == 0 {
+			info.Winner = versionInfo(v)
+		} else {
+			info.Conflicts = append(info.Conflicts, versionInfo(v))
+		}
+	}
+	return info, true
+}
+
+// record appends to key's history. Callers hold n.mu.
+func (n *Node) record(key, from, via string, at time.Time) {
+	r, ok := n.regs.Get(key)
+	if !ok {
+		return
+	}
+	w, _ := r.Winner()
+	h := append(n.history[key], HistoryEntry{At: at, From: from, Via: via, Winner: versionInfo(w), Losers: len(r.Versions) - 1})
+	if len(h) > historyLen {
+		h = h[len(h)-historyLen:]
+	}
+	n.history[key] = h
+}
+
+// Event is a change delivered to watchers. Exactly one of the pointers is set.
+type Event struct {
+	Purge      *PurgeRecord
+	Deployment *Deployment
+	Config     *ConfigVersion
+	// KVKey is set ("site/key") when a plugin KV key changed.
+	KVKey string
+}
+
+type watchers struct {
+	mu   sync.Mutex
+	next int
+	fns  map[int]func(Event)
+}
+
+// Watch calls fn for every change applied on this node (local or remote)
+// to purges, deployments, config versions and KV keys. fn runs on the
+// replication goroutine: it must return quickly (hand work to a channel).
+// The returned function stops the calls.
+func (n *Node) Watch(fn func(Event)) (stop func()) {
+	w := &n.watchers
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fns == nil {
+		w.fns = map[int]func(Event){}
+	}
+	id := w.next
+	w.next++
+	w.fns[id] = fn
+	return func() {
+		w.mu.Lock()
+		delete(w.fns, id)
+		w.mu.Unlock()
+	}
+}
+
+func (w *watchers) notify(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	w.mu.Lock()
+	fns := make([]func(Event), 0, len(w.fns))
+	for _, f := range w.fns {
+		fns = append(fns, f)
+	}
+	w.mu.Unlock()
+	for _, ev := range evs {
+		for _, f := range fns {
+			f(ev)
+		}
+	}
+}
+
+// eventsFor builds watcher events for changed keys. Callers hold n.mu.
+func (n *Node) eventsFor(keys []string) []Event {
+	var out []Event
+	for _, k := range keys {
+		val, ok := n.regs.Value(k)
+		switch {
+		case strings.HasPrefix(k, prefixPurge):
+			var p PurgeRecord
+			if ok && json.Unmarshal(val, &p) == nil {
+				out = append(out, Event{Purge: &p})
+			}
+		case strings.HasPrefix(k, prefixDeploy):
+			var d Deployment
+			if ok && json.Unmarshal(val, &d) == nil {
+				out = append(out, Event{Deployment: &d})
+			}
+		case strings.HasPrefix(k, prefixConfig):
+			var c ConfigVersion
+			if ok && json.Unmarshal(val, &c) == nil {
+				out = append(out, Event{Config: &c})
+			}
+		case strings.HasPrefix(k, prefixKV):
+			out = append(out, Event{KVKey: strings.TrimPrefix(k, prefixKV)})
+		}
+	}
+	return out
+}
+
+// purgeIndex answers CheckPurged without scanning every record.
+type purgeIndex struct {
+	sites map[string]*sitePurges
+}
+
+type sitePurges struct {
+	all      map[string]PurgeRecord
+	site     []PurgeRecord
+	urls     map[string][]PurgeRecord
+	keys     map[string][]PurgeRecord
+	prefixes []PurgeRecord
+}
+
+func newPurgeIndex() *purgeIndex { return &purgeIndex{sites: map[string]*sitePurges{}} }
+
+// indexKey adds a purge key's record to the index. Callers hold n.mu.
+func (n *Node) indexKey(k string) {
+	if !strings.HasPrefix(k, prefixPurge) {
+		return
+	}
+	val, ok := n.regs.Value(k)
+	var p PurgeRecord
+	if !ok || json.Unmarshal(val, &p) != nil {
+		return
+	}
+	n.purges.add(p)
+}
+
+func (x *purgeIndex) add(p PurgeRecord) {
+	s := x.sites[p.Site]
+	if s == nil {
+		s = &sitePurges{all: map[string]PurgeRecord{}, urls: map[string][]PurgeRecord{}, keys: map[string][]PurgeRecord{}}
+		x.sites[p.Site] = s
+	}
+	if _, dup := s.all[p.ID]; dup {
+		return // purge records never change
+	}
+	s.all[p.ID] = p
+	switch p.Kind {
+	case PurgeURL:
+		s.urls[p.Value] = append(s.urls[p.Value], p)
+	case PurgeSurrogateKey:
+		s.keys[p.Value] = append(s.keys[p.Value], p)
+	case PurgePrefix:
+		s.prefixes = append(s.prefixes, p)
+	case PurgeSite:
+		s.site = append(s.site, p)
+	}
+}
+
+func (x *purgeIndex) check(site, url string, keys []string, storedAt time.Time) PurgeVerdict {
+	var v PurgeVerdict
+	s := x.sites[site]
+	if s == nil {
+		return v
+	}
+	consider := func(ps []PurgeRecord) {
+		for _, p := range ps {
+			if !p.At.After(storedAt) {
+				continue
+			}
+			if p.Soft {
+				v.Stale = true
+			} else {
+				v.Purged = true
+			}
+			if p.At.After(v.By.At) {
+				v.By = p
+			}
+		}
+	}
+	consider(s.site)
+	consider(s.urls[url])
+	for _, k := range keys {
+		consider(s.keys[k])
+	}
+	for _, p := range s.prefixes {
+		if strings.HasPrefix(url, p.Value) {
+			consider([]PurgeRecord{p})
+		}
+	}
+	if v.Purged {
+		v.Stale = false
+	}
+	return v
+}

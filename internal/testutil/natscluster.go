@@ -1,0 +1,220 @@
+package testutil
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATSCluster is a 3-node NATS cluster with JetStream, started in-process on
+// loopback for cluster and partition tests. Every route between two servers
+// runs through a TCP proxy of the test's own, so a test can cut a server off
+// from the others (Partition) and heal it (Heal) while clients stay
+// connected to their own server.
+type NATSCluster struct {
+	Servers []*server.Server
+	proxies map[[2]int]*LinkProxy
+}
+
+// StartNATSCluster starts the cluster and waits until JetStream has a meta
+// leader. Everything is shut down at the end of the test.
+//
+// Each server's cluster Advertise address points at a closed port, and
+// clients are not told about the other servers (NoAdvertise): otherwise
+// servers would gossip their real route addresses and dial around the
+// proxies, and clients would reconnect around a cut.
+func StartNATSCluster(t testing.TB) *NATSCluster {
+	t.Helper()
+	const size = 3
+	ports := make([]int, size)
+	for i := range ports {
+		ports[i] = freePort(t)
+	}
+	c := &NATSCluster{proxies: map[[2]int]*LinkProxy{}}
+	// One proxy per pair; the lower-numbered server dials the higher one.
+	for i := range size {
+		for j := i + 1; j < size; j++ {
+			c.proxies[[2]int{i, j}] = StartLinkProxy(t, fmt.Sprintf("127.0.0.1:%d", ports[j]))
+		}
+	}
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	for i := range size {
+		var routes []*url.URL
+		for j := i + 1; j < size; j++ {
+			routes = append(routes, &url.URL{Scheme: "nats", Host: c.proxies[[2]int{i, j}].Addr()})
+		}
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("n%d", i),
+			Host:       "127.0.0.1",
+			Port:       server.RANDOM_PORT,
+			NoLog:      false, Debug: true,
+			NoSigs:     true,
+			JetStream:  true,
+			StoreDir:   t.TempDir(),
+			Cluster: server.ClusterOpts{
+				Name:        "meridian-test",
+				Host:        "127.0.0.1",
+				Port:        ports[i],
+				Advertise:   dead,
+				NoAdvertise: true,
+				PoolSize:    -1, // one route connection per pair: simpler to cut
+			},
+			Routes: routes,
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("nats cluster: server %d: %v", i, err)
+		}
+		s.ConfigureLogger()
+		go s.Start()
+		if !s.ReadyForConnections(10 * time.Second) {
+			t.Fatalf("nats cluster: server %d not ready", i)
+		}
+		c.Servers = append(c.Servers, s)
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ready := true
+		for _, s := range c.Servers {
+			if s.NumRoutes() < size-1 || !s.JetStreamIsClustered() || s.JetStreamIsCurrent() == false {
+				ready = false
+			}
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("nats cluster: routes or JetStream meta leader not ready after 20s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return c
+}
+
+// ClientURL is the URL of server i's client port.
+func (c *NATSCluster) ClientURL(i int) string { return c.Servers[i].ClientURL() }
+
+// Partition cuts server i off from the other servers.
+func (c *NATSCluster) Partition(i int) {
+	for k, p := range c.proxies {
+		if k[0] == i || k[1] == i {
+			p.Cut()
+		}
+	}
+}
+
+// Heal restores every cut link.
+func (c *NATSCluster) Heal() {
+	for _, p := range c.proxies {
+		p.Heal()
+	}
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// LinkProxy forwards TCP connections on loopback to a target and can cut
+// them, for partition tests (tc netem is not available; this runs in user
+// space).
+type LinkProxy struct {
+	l      net.Listener
+	target string
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// StartLinkProxy starts a proxy to target on a free loopback port; it is
+// closed at the end of the test.
+func StartLinkProxy(t testing.TB, target string) *LinkProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &LinkProxy{l: l, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Addr is the proxy's listen address.
+func (p *LinkProxy) Addr() string { return p.l.Addr().String() }
+
+// Cut closes every proxied connection and refuses new ones until Heal.
+func (p *LinkProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+}
+
+// Heal lets connections through again.
+func (p *LinkProxy) Heal() {
+	p.mu.Lock()
+	p.cut = false
+	p.mu.Unlock()
+}
+
+// Close stops the proxy and waits for its goroutines.
+func (p *LinkProxy) Close() {
+	p.l.Close()
+	p.Cut()
+	p.wg.Wait()
+}
+
+func (p *LinkProxy) accept() {
+	defer p.wg.Done()
+	for {
+		in, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.cut {
+			p.mu.Unlock()
+			in.Close()
+			continue
+		}
+		out, err := net.DialTimeout("tcp", p.target, 2*time.Second)
+		if err != nil {
+			p.mu.Unlock()
+			in.Close()
+			continue
+		}
+		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
+		p.wg.Add(2)
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			defer p.wg.Done()
+			_, _ = io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+			p.mu.Lock()
+			delete(p.conns, dst)
+			delete(p.conns, src)
+			p.mu.Unlock()
+		}
+		go pipe(out, in)
+		go pipe(in, out)
+	}
+}
