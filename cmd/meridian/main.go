@@ -32,7 +32,7 @@ func main() {
 }
 
 // errUsage marks errors that come with the usage text.
-var errUsage = errors.New("usage")
+var errUsage = errors.New("see 'meridian -h'")
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -73,9 +73,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	fmt.Fprintf(stderr, "meridian: %v\n", err)
 	if errors.Is(err, errUsage) {
 		return 2
 	}
-	fmt.Fprintf(stderr, "meridian: %v\n", err)
 	return 1
 }

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meridian-edge/meridian/deploy"
+	"github.com/miekg/dns"
+)
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	data, _ := deploy.File("dev.yaml")
+	os.WriteFile(good, data, 0o644)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, bytes.Replace(data, []byte("region: eu-west-2"), []byte("region: eu-west-9"), 1), 0o644)
+
+	cases := []struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		{[]string{"config", "check", good}, 0, good + ": ok (3 PoPs, 1 sites, 1 DNS zones)", ""},
+		{[]string{"config", "check", bad}, 1, "", bad + `:19: pops[1].region: unknown region "eu-west-9"`},
+		{[]string{"config", "check", filepath.Join(dir, "missing.yaml")}, 1, "", "no such file or directory"},
+		{[]string{"config", "check"}, 2, "", ""},
+		{[]string{"regions"}, 0, "Asia-Pacific   Tokyo", ""},
+		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{[]string{"pop"}, 2, "", "--config is required"},
+		{[]string{"version"}, 0, "meridian ", ""},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), c.args, &out, &errb)
+		if code != c.code || !strings.Contains(out.String(), c.out) || !strings.Contains(errb.String(), c.err) {
+			t.Errorf("meridian %v: exit %d, stdout %q, stderr %q; want exit %d, stdout ~%q, stderr ~%q",
+				c.args, code, out.String(), errb.String(), c.code, c.out, c.err)
+		}
+	}
+}
+
+// freeAddr reserves a free TCP (and, for DNS, UDP) port on host.
+func freeAddr(t *testing.T, host string) string {
+	for range 20 {
+		l, err := net.Listen("tcp", host+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if pc, err := net.ListenPacket("udp", addr); err == nil {
+			pc.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+// TestDevCommand runs the real binary as a user would: `meridian dev`, reads
+// the banner, runs the printed dig and curl commands (with Go clients) and
+// stops it with Ctrl-C.
+func TestDevCommand(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "meridian")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	data, _ := deploy.File("dev.yaml")
+	text := string(data)
+	for _, host := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
+		text = strings.Replace(text, host+":8080", freeAddr(t, host), 1)
+		text = strings.Replace(text, host+":9090", freeAddr(t, host), 1)
+	}
+	for _, a := range []string{"127.0.0.1:4222", "127.0.0.1:8081", "127.0.0.1:5353", "127.0.0.1:9153"} {
+		text = strings.ReplaceAll(text, a, freeAddr(t, "127.0.0.1"))
+	}
+	text = strings.Replace(text, "data_dir: ./.meridian", "data_dir: "+filepath.Join(dir, "data"), 1)
+	cfgPath := filepath.Join(dir, "dev.yaml")
+	os.WriteFile(cfgPath, []byte(text), 0o644)
+
+	cmd := exec.Command(bin, "dev", "--config", cfgPath)
+	stdout, _ := cmd.StdoutPipe()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var digLine, curlLine, want string
+	timeout := time.After(30 * time.Second)
+	for curlLine == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("meridian dev exited early:\n%s", stderr.String())
+			}
+			switch l = strings.TrimSpace(l); {
+			case strings.HasPrefix(l, "dig "):
+				digLine = l
+			case strings.HasPrefix(l, "-> "):
+				want = strings.Fields(l)[1]
+			case strings.HasPrefix(l, "curl "):
+				curlLine = l
+			}
+		case <-timeout:
+			t.Fatalf("no banner within 30s:\n%s", stderr.String())
+		}
+	}
+
+	// dig @HOST -p PORT NAME A +subnet=CIDR +short
+	m := regexp.MustCompile(`^dig @(\S+) -p (\d+) (\S+) A \+subnet=(\S+) \+short$`).FindStringSubmatch(digLine)
+	if m == nil {
+		t.Fatalf("unexpected dig line %q", digLine)
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(m[3]), dns.TypeA)
+	ip, ipnet, _ := net.ParseCIDR(m[4])
+	ones, _ := ipnet.Mask.Size()
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(ones), Address: ip.To4()})
+	q.Extra = append(q.Extra, o)
+	r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, net.JoinHostPort(m[1], m[2]))
+	if err != nil {
+		t.Fatalf("%s: %v", digLine, err)
+	}
+	if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != want {
+		t.Fatalf("%s: answer %v, banner promised %s", digLine, r.Answer, want)
+	}
+
+	// curl -i --resolve NAME:PORT:IP http://NAME:PORT/
+	c := regexp.MustCompile(`^curl -i --resolve ([^:]+):(\d+):(\S+) (http://\S+)$`).FindStringSubmatch(curlLine)
+	if c == nil {
+		t.Fatalf("unexpected curl line %q", curlLine)
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(c[3], c[2]))
+	}}}
+	resp, err := client.Get(c[4])
+	if err != nil {
+		t.Fatalf("%s: %v", curlLine, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "Hello from the Meridian demo origin") {
+		t.Fatalf("%s: %d %q", curlLine, resp.StatusCode, body)
+	}
+
+	// Ctrl-C stops everything cleanly.
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after Ctrl-C: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("still running 20s after Ctrl-C")
+	}
+	if !strings.Contains(stderr.String(), "shutting down") {
+		t.Errorf("no shutdown log:\n%s", stderr.String())
+	}
+}
