@@ -41,9 +41,11 @@ func (p *PoP) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(info)
 	})
-	r.Post("/admin/drain", func(w http.ResponseWriter, r *http.Request) {
-		p.SetDraining(r.URL.Query().Get("off") == "")
+	r.Post("/admin/drain", p.requireOps(func(w http.ResponseWriter, r *http.Request) {
+		on := r.URL.Query().Get("off") == ""
+		p.SetDraining(on)
+		p.log.Info("drain changed by admin API", "draining", on, "remote", r.RemoteAddr)
 		w.WriteHeader(http.StatusNoContent)
-	})
+	}))
 	return r
 }

@@ -44,6 +44,8 @@ type Options struct {
 	BeaconInterval time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// Credentials guard the admin API's changes; the zero value allows none.
+	Credentials Credentials
 	// Registry receives the PoP's metrics and is served on the admin
 	// /metrics; nil makes a new one. Pass one in to register the metrics of
 	// components built before the PoP (origin pools, the cache).

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +18,11 @@ import (
 	"github.com/meridian-edge/meridian/internal/beacon"
 	"github.com/meridian-edge/meridian/internal/testutil"
 )
+
+func hash(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
 
 func pool(t *testing.T, site, rawURL string, header time.Duration) *origin.Pool {
 	u, _ := url.Parse(rawURL)
@@ -170,7 +177,11 @@ func TestAdminAndBeacons(t *testing.T) {
 	sub.Flush()
 
 	a := namedOrigin(t, "A")
-	p := startPoP(t, gateway.Options{ID: "tokyo", Region: "ap-northeast-1", Capacity: 100, NATS: nc, BeaconInterval: 50 * time.Millisecond,
+	creds, err := gateway.NewCredentials(hash("ops-token"), map[string]string{"a": hash("site-a-token")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPoP(t, gateway.Options{ID: "tokyo", Region: "ap-northeast-1", Capacity: 100, NATS: nc, BeaconInterval: 50 * time.Millisecond, Credentials: creds,
 		Sites: []gateway.Site{{Name: "a", Hosts: []string{"a.example.test"}, Origin: pool(t, "a", a.URL, 0)}}})
 
 	next := func() beacon.Beacon {
@@ -193,8 +204,27 @@ func TestAdminAndBeacons(t *testing.T) {
 	if _, body := do(t, "GET", p.AdminAddr(), "", "/metrics"); !strings.Contains(body, `meridian_http_requests_total{code="2xx",method="GET",site="a"} 1`) {
 		t.Fatalf("metrics lack the request:\n%s", body)
 	}
-	if resp, _ := do(t, "POST", p.AdminAddr(), "", "/admin/drain"); resp.StatusCode != 204 {
-		t.Fatalf("drain: %d", resp.StatusCode)
+	for _, c := range []struct {
+		token string
+		want  int
+	}{{"", 401}, {"wrong", 401}, {"site-a-token", 403}, {"ops-token", 204}} {
+		req, _ := http.NewRequest("POST", "http://"+p.AdminAddr()+"/admin/drain", nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Fatalf("drain with token %q: %d, want %d", c.token, resp.StatusCode, c.want)
+		}
+		if c.want != 204 {
+			if resp, _ := do(t, "GET", p.AdminAddr(), "", "/healthz"); resp.StatusCode != 200 {
+				t.Fatalf("refused drain still drained the PoP: healthz %d", resp.StatusCode)
+			}
+		}
 	}
 	if resp, _ := do(t, "GET", p.AdminAddr(), "", "/healthz"); resp.StatusCode != 503 {
 		t.Fatalf("healthz while draining: %d", resp.StatusCode)

@@ -2,6 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -262,6 +266,17 @@ func cmdConfigCheck(args []string, stdout io.Writer) error {
 		zones = len(cfg.DNS.Zones)
 	}
 	fmt.Fprintf(stdout, "%s: ok (%d PoPs, %d sites, %d DNS zones)\n", args[0], len(cfg.PoPs), len(cfg.Sites), zones)
+	return nil
+}
+
+func cmdToken(stdout io.Writer) error {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	token := base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(token))
+	fmt.Fprintf(stdout, "token:  %s\nsha256: %s\n\nGive the token to its holder (Authorization: Bearer TOKEN); put only the sha256 in the config\n(admin.ops_token_sha256, or sites[].owner_token_sha256).\n", token, hex.EncodeToString(sum[:]))
 	return nil
 }
 

@@ -21,6 +21,7 @@ Usage:
   meridian dns explain --config FILE --subnet CIDR NAME
                                            show how a running DNS server answers NAME for a client subnet
   meridian config check FILE               validate a configuration file without starting anything
+  meridian token                           make an admin API token and the SHA-256 to put in the config
   meridian regions                         list the built-in region catalog
   meridian version                         print the version
 
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdConfigCheck(rest[1:], stdout)
+	case "token":
+		err = cmdToken(stdout)
 	case "regions":
 		err = cmdRegions(stdout)
 	case "version", "--version", "-v":

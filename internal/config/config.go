@@ -30,6 +30,17 @@ type Config struct {
 	DNS *DNS `yaml:"dns"`
 	// Dev configures extras of `meridian dev` (the demo origin).
 	Dev Dev `yaml:"dev"`
+	// Admin configures who may change things through the PoPs' admin API.
+	Admin Admin `yaml:"admin"`
+}
+
+// Admin holds the admin API's credentials. Tokens are stored as SHA-256
+// hashes so a leaked config file leaks no token; `meridian token` makes a
+// token and its hash.
+type Admin struct {
+	// OpsTokenSHA256 is the hex SHA-256 of the ops token, which may act on
+	// every site and on the PoP itself (drain). Empty: only reads are allowed.
+	OpsTokenSHA256 string `yaml:"ops_token_sha256"`
 }
 
 // Log configures log/slog output.
@@ -105,6 +116,9 @@ type Site struct {
 	Timeouts Timeouts `yaml:"timeouts"`
 	// Cache holds per-site cache options.
 	Cache SiteCache `yaml:"cache"`
+	// OwnerTokenSHA256 is the hex SHA-256 of the site owner's token, which may
+	// purge and deploy plugins for this site only.
+	OwnerTokenSHA256 string `yaml:"owner_token_sha256"`
 }
 
 // Origin is one origin server.

@@ -104,6 +104,8 @@ func TestBadConfigs(t *testing.T) {
 			"bad.yaml:6: YAML syntax: a tab in the indentation; indent with spaces"},
 		{"unclosed quote", "names: [www]", "names: [\"www]",
 			"bad.yaml:18: YAML syntax: found unexpected end of stream"},
+		{"plain token instead of its hash", "    origins:\n", "    owner_token_sha256: hunter2\n    origins:\n",
+			"bad.yaml:12: sites[0].owner_token_sha256: expected the 64 hex digits of a SHA-256, not the token itself; `meridian token` prints a token and its hash"},
 		{"listen without port", "  listen: 127.0.0.1:5353", "  listen: 127.0.0.1",
 			`bad.yaml:15: dns.listen: "127.0.0.1" is not an address; expected host:port, like 127.0.0.1:8080`},
 	}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -48,6 +50,7 @@ func validate(c *Config) []*Error {
 		v.pop(fmt.Sprintf("pops[%d]", i), p, ids, i)
 	}
 	v.sites(c.Sites)
+	v.tokenHash("admin.ops_token_sha256", c.Admin.OpsTokenSHA256)
 	if c.DNS != nil {
 		v.dns(c.DNS)
 	}
@@ -244,9 +247,21 @@ func (v *validation) sites(sites []Site) {
 				v.add(of, "%q has a path or query; an origin is a scheme and host only", o.URL)
 			}
 		}
+		v.tokenHash(f+".owner_token_sha256", s.OwnerTokenSHA256)
 		v.positive(f+".timeouts.connect", s.Timeouts.Connect)
 		v.positive(f+".timeouts.header", s.Timeouts.Header)
 		v.positive(f+".timeouts.total", s.Timeouts.Total)
+	}
+}
+
+// tokenHash checks a hex SHA-256; a plain token pasted by mistake is refused
+// so that it does not sit in the file.
+func (v *validation) tokenHash(field, h string) {
+	if h == "" {
+		return
+	}
+	if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+		v.add(field, "expected the 64 hex digits of a SHA-256, not the token itself; `meridian token` prints a token and its hash")
 	}
 }
 

@@ -212,8 +212,13 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	if err != nil {
 		return err
 	}
+	creds, err := credentials(s.cfg)
+	if err != nil {
+		return err
+	}
 	p, err := gateway.New(gateway.Options{
-		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
+		Credentials: creds,
+		ID:          pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
 		Logger: s.log, Registry: reg,
 	})
@@ -226,6 +231,14 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	s.pops[pc.ID] = &runningPoP{PoP: p, originMetrics: metrics, log: log}
 	s.order = append(s.order, pc.ID)
 	return nil
+}
+
+func credentials(cfg *config.Config) (gateway.Credentials, error) {
+	owners := map[string]string{}
+	for _, sc := range cfg.Sites {
+		owners[sc.Name] = sc.OwnerTokenSHA256
+	}
+	return gateway.NewCredentials(cfg.Admin.OpsTokenSHA256, owners)
 }
 
 // healthURL is where the DNS probes a PoP: its bound admin address when
