@@ -338,3 +338,19 @@ func TestVClockCompare(t *testing.T) {
 		}
 	}
 }
+
+func TestWriterThatLostItsStateStillWritesNewerVersions(t *testing.T) {
+	const sec = int64(1e9)
+	old, other := NewMap(), NewMap()
+	for i := range 5 {
+		other.Merge(old.Set("ams", "k", []byte(fmt.Sprint(i)), 10*sec+int64(i), 0))
+	}
+	// ams restarts with an empty disk and writes again later.
+	fresh := NewMap()
+	d := fresh.Set("ams", "k", []byte("after-restart"), 20*sec, 0)
+	other.Merge(d)
+	r, _ := other.Get("k")
+	if len(r.Versions) != 1 || string(r.Versions[0].Value) != "after-restart" {
+		t.Fatalf("after restart: %+v", r.Versions)
+	}
+}

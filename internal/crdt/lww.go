@@ -185,7 +185,15 @@ func (m *Map) Delete(node, key string, wall int64) *Map {
 
 func (m *Map) write(node, key string, v Version) *Map {
 	v.Node = node
-	v.Clock = m.Regs[key].Clock().Tick(node)
+	// The writer's own entry is max(previous+1, wall milliseconds): still
+	// strictly increasing per node, and a node that lost its state (new disk)
+	// still writes versions newer than the ones it wrote before, instead of
+	// versions its own old writes dominate.
+	c := m.Regs[key].Clock().Tick(node)
+	if ms := uint64(max(v.Wall, 0) / 1e6); ms > c[node] {
+		c[node] = ms
+	}
+	v.Clock = c
 	d := NewMap()
 	d.Regs[key] = Register{Versions: []Version{v}}
 	m.Merge(d)
@@ -231,7 +239,8 @@ func dedupSorted(s []string) []string {
 }
 
 // Compact moves the horizon to h (if later) and drops every tombstone written
-// before it and every version expired before it. It returns the dropped keys.
+// before it and every version expired before it. It returns the keys whose
+// register changed (emptied registers are removed from the map).
 //
 // Compaction never resurrects a deleted value as long as every replica has
 // received the tombstone before the horizon passes it: the owner of the Map
@@ -243,7 +252,7 @@ func (m *Map) Compact(h int64) []string {
 	if h > m.Horizon {
 		m.Horizon = h
 	}
-	var dropped []string
+	var changed []string
 	for k, r := range m.Regs {
 		merged := mergeRegister(r.Versions, nil, m.Horizon)
 		if sameVersions(r.Versions, merged) {
@@ -251,13 +260,13 @@ func (m *Map) Compact(h int64) []string {
 		}
 		if len(merged) == 0 {
 			delete(m.Regs, k)
-			dropped = append(dropped, k)
 		} else {
 			m.Regs[k] = Register{Versions: merged}
 		}
+		changed = append(changed, k)
 	}
-	sort.Strings(dropped)
-	return dropped
+	sort.Strings(changed)
+	return changed
 }
 
 // Keys returns the keys in sorted order, tombstoned ones included.

@@ -11,6 +11,9 @@ import (
 	"github.com/meridian-edge/meridian/internal/crdt"
 )
 
+// maxPeers bounds the per-peer anti-entropy memory.
+const maxPeers = 4096
+
 func bucketOf(key string) int {
 	h := fnv.New32a()
 	h.Write([]byte(key))
@@ -53,24 +56,36 @@ func hashCounter(key string, c crdt.PNCounter) uint64 {
 	return h.Sum64()
 }
 
-// digestLocked returns the per-bucket digest: the sum of the hashes of the
-// keys in each bucket (order-independent). Callers hold n.mu.
-func (n *Node) digestLocked() []uint64 {
-	d := make([]uint64, DigestBuckets)
-	for k, r := range n.regs.Regs {
-		d[bucketOf(k)] += hashRegister(k, r)
+// rehash updates the digest after key changed. The digest is the per-bucket
+// sum of key hashes (order-independent), kept up to date on every change so
+// that answering a digest costs O(buckets), not O(state). Callers hold n.mu.
+func (n *Node) rehash(k string) {
+	var h uint64
+	if r, ok := n.regs.Regs[k]; ok {
+		h = hashRegister(k, r)
+	} else if c, ok := n.ctrs[k]; ok {
+		h = hashCounter(k, c)
 	}
-	for k, c := range n.ctrs {
-		d[bucketOf(k)] += hashCounter(k, c)
+	b := bucketOf(k)
+	n.sums[b] += h - n.hashes[k]
+	if h == 0 {
+		delete(n.hashes, k)
+	} else {
+		n.hashes[k] = h
 	}
-	return d
 }
+
+// digestLocked returns a copy of the digest. Callers hold n.mu.
+func (n *Node) digestLocked() []uint64 { return append([]uint64(nil), n.sums...) }
+
+// horizon is the compaction horizon by the local clock.
+func (n *Node) horizon(now time.Time) int64 { return now.Add(-n.opts.TombstoneTTL).UnixNano() }
 
 // Digest returns this node's anti-entropy digest (for the CLI and tests:
 // equal digests mean equal state).
 func (n *Node) Digest() []uint64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.digestLocked()
 }
 
@@ -84,6 +99,7 @@ func (n *Node) antiEntropyLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			n.checkIsolation()
 			n.compact()
 			n.publishDigest()
 			if err := n.saveSnapshot(); err != nil {
@@ -118,19 +134,35 @@ func (n *Node) publishDigest() {
 
 // answerDigest sends the peer every bucket whose digest differs from ours.
 // The peer does the same on our digest, so both converge.
+//
+// A bucket is answered only when it also differed in the peer's previous
+// digest: a difference that is just a delta still in flight is gone by the
+// next digest, and answering it would make every node send the same bucket
+// to the peer at once. A real gap is repaired one interval later.
 func (n *Node) answerDigest(peer envelope) {
-	n.mu.Lock()
-	mine := n.digestLocked()
-	var diff []bool
-	any := false
-	for i := range mine {
-		d := mine[i] != peer.Digest[i]
-		diff = append(diff, d)
-		any = any || d
+	// A read lock: building repairs must not stall the cache's purge checks.
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	var mask uint32
+	for i, h := range n.sums {
+		if h != peer.Digest[i] {
+			mask |= 1 << i
+		}
 	}
-	if !any {
-		n.mu.Unlock()
+	n.peerMu.Lock()
+	if len(n.peerDiff) >= maxPeers {
+		n.peerDiff = map[string]uint32{} // bound memory against junk node ids
+	}
+	prev := n.peerDiff[peer.From]
+	n.peerDiff[peer.From] = mask
+	n.peerMu.Unlock()
+	mask &= prev
+	if mask == 0 {
 		return
+	}
+	diff := make([]bool, DigestBuckets)
+	for i := range diff {
+		diff[i] = mask&(1<<i) != 0
 	}
 	// Split into messages below the size limit; keys are independent, so
 	// any split is a valid delta.
@@ -182,7 +214,6 @@ func (n *Node) answerDigest(peer envelope) {
 		}
 		out = append(out, data)
 	}
-	n.mu.Unlock()
 	for _, data := range out {
 		if err := n.opts.Conn.Publish(repairSubject(peer.From), data); err != nil {
 			n.log.Debug("publishing repair failed", "err", err)
@@ -194,21 +225,34 @@ func (n *Node) answerDigest(peer envelope) {
 
 // compact drops tombstones older than TombstoneTTL and expired purges.
 func (n *Node) compact() {
-	h := n.opts.Now().Add(-n.opts.TombstoneTTL).UnixNano()
 	n.mu.Lock()
-	dropped := n.regs.Compact(h)
-	if len(dropped) > 0 {
-		n.dirty = true
-		for _, k := range dropped {
-			delete(n.history, k)
-		}
-		n.purges = newPurgeIndex()
-		for _, k := range n.regs.Keys() {
-			n.indexKey(k)
-		}
+	changed := n.compactLocked(n.opts.Now(), 0)
+	if len(changed) > 0 {
+		n.reindexPurges()
 	}
 	n.mu.Unlock()
-	if len(dropped) > 0 {
-		n.log.Debug("compacted state", "dropped", len(dropped))
+	if len(changed) > 0 {
+		n.log.Debug("compacted state", "keys", len(changed))
 	}
+}
+
+// compactLocked compacts if the horizon lags the local clock's by more than
+// slack, and returns the changed keys. Callers hold n.mu and rebuild the
+// purge index when keys changed.
+func (n *Node) compactLocked(now time.Time, slack time.Duration) []string {
+	h := n.horizon(now)
+	if h <= n.regs.Horizon+int64(slack) {
+		return nil
+	}
+	changed := n.regs.Compact(h)
+	for _, k := range changed {
+		n.rehash(k)
+		if _, live := n.regs.Regs[k]; !live {
+			delete(n.history, k)
+		}
+	}
+	if len(changed) > 0 {
+		n.dirty = true
+	}
+	return changed
 }

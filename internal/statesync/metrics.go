@@ -8,6 +8,7 @@ type metrics struct {
 	published     *prometheus.CounterVec
 	publishErrors prometheus.Counter
 	applied       prometheus.Counter
+	queued        prometheus.Counter
 	queueDepth    prometheus.Gauge
 	degraded      prometheus.Gauge
 	logSeq        prometheus.Gauge
@@ -26,6 +27,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Failed publishes of own deltas (the delta is queued on disk)."}),
 		applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_sync_keys_changed_total",
 			Help: "Keys changed by merging remote deltas, repairs or log entries."}),
+		queued: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_sync_deltas_queued_total",
+			Help: "Own deltas written to the degraded-mode queue."}),
 		queueDepth: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_sync_queue_depth",
 			Help: "Own deltas waiting in the degraded-mode queue."}),
 		degraded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_sync_degraded",
@@ -37,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.applied, m.queueDepth, m.degraded, m.logSeq, m.propagation)
+		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.queued, m.applied, m.queueDepth, m.degraded, m.logSeq, m.propagation)
 	}
 	return m
 }

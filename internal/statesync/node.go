@@ -26,6 +26,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,7 +152,7 @@ type Node struct {
 	js   jetstream.JetStream
 	q    *queue
 
-	mu       sync.Mutex
+	mu       sync.RWMutex // guards the state below; reads (cache, plugins) share it
 	regs     *crdt.Map
 	ctrs     crdt.Counters
 	lastSeq  uint64
@@ -159,14 +161,26 @@ type Node struct {
 	history  map[string][]HistoryEntry
 	purges   *purgeIndex
 	watchers watchers
-	purgeSeq atomic.Uint64 // makes purge ids unique within this node
+	purgeSeq atomic.Uint64     // makes purge ids unique within this node
+	idPrefix string            // "<node>.<start time>." : unique per process
+	pubSeq   atomic.Uint64     // numbers own deltas after idPrefix
+	seen     *recentIDs        // ids of deltas recently applied
+	hashes   map[string]uint64 // per-key hash behind the digest
+	sums     []uint64          // digest: per-bucket sum of key hashes
+	peerMu   sync.Mutex
+	peerDiff map[string]uint32 // per peer: buckets that differed in its last digest (peerMu)
 
-	subs    []*nats.Subscription
-	flushCh chan struct{}
-	caught  chan struct{} // closed once the log replay has caught up
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closed  sync.Once
+	logUp       atomic.Bool   // the log consumer is running
+	lastHealthy atomic.Int64  // Unix ns when the log was last reachable
+	resetLog    chan struct{} // restarts the log consumer (after a rebuild)
+
+	subs     []*nats.Subscription
+	flushCh  chan struct{}
+	caught   chan struct{} // closed once the log replay has caught up
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closed   sync.Once
+	isClosed atomic.Bool
 }
 
 type snapshot struct {
@@ -202,8 +216,12 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 		m: newMetrics(opts.Registerer), js: js, q: q,
 		regs: crdt.NewMap(), ctrs: crdt.Counters{}, dirtyCtr: map[string]bool{},
 		history: map[string][]HistoryEntry{}, purges: newPurgeIndex(),
-		flushCh: make(chan struct{}, 1), caught: make(chan struct{}),
+		hashes: map[string]uint64{}, sums: make([]uint64, DigestBuckets), peerDiff: map[string]uint32{},
+		idPrefix: opts.NodeID + "." + strconv.FormatInt(time.Now().UnixNano(), 36) + ".",
+		seen:     newRecentIDs(8192),
+		flushCh:  make(chan struct{}, 1), caught: make(chan struct{}), resetLog: make(chan struct{}, 1),
 	}
+	n.lastHealthy.Store(opts.Now().UnixNano())
 	if err := n.loadSnapshot(); err != nil {
 		return nil, err
 	}
@@ -211,9 +229,10 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 
 	nc := opts.Conn
 	for subj, fn := range map[string]nats.MsgHandler{
-		deltaSubject("*"):            func(m *nats.Msg) { n.receive(m.Data, "core") },
-		digestSubject("*"):           func(m *nats.Msg) { n.receive(m.Data, "digest") },
-		repairSubject(n.opts.NodeID): func(m *nats.Msg) { n.receive(m.Data, "repair") },
+		deltaSubject("*"):             func(m *nats.Msg) { n.receive(m.Subject, m.Data, "core", msgID(m.Header)) },
+		digestSubject("*"):            func(m *nats.Msg) { n.receive(m.Subject, m.Data, "digest", "") },
+		repairSubject(n.opts.NodeID):  func(m *nats.Msg) { n.receive(m.Subject, m.Data, "repair", "") },
+		inspectSubject(n.opts.NodeID): n.serveInspect,
 	} {
 		sub, err := nc.Subscribe(subj, fn)
 		if err != nil {
@@ -230,7 +249,11 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 	go n.flushLoop(runCtx)
 	go n.antiEntropyLoop(runCtx)
 
-	wait, stop := context.WithTimeout(ctx, opts.ReplayTimeout)
+	replayTimeout := opts.ReplayTimeout
+	if !nc.IsConnected() {
+		replayTimeout = 0 // nothing to wait for: start degraded at once
+	}
+	wait, stop := context.WithTimeout(ctx, replayTimeout)
 	defer stop()
 	select {
 	case <-n.caught:
@@ -252,10 +275,11 @@ func (n *Node) Close() error {
 	var err error
 	n.closed.Do(func() {
 		n.unsubscribe()
+		n.isClosed.Store(true)
 		n.cancel()
 		n.wg.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), n.opts.PublishTimeout)
-		n.flushCounters(ctx)
+		n.flushCounters(ctx, true)
 		cancel()
 		err = n.saveSnapshot()
 	})
@@ -293,11 +317,16 @@ func (n *Node) loadSnapshot() error {
 		return nil
 	}
 	n.regs, n.lastSeq = s.Regs, s.LastSeq
+	n.lastHealthy.Store(s.SavedMs * int64(time.Millisecond))
 	if s.Counters != nil {
 		n.ctrs = s.Counters
 	}
 	for _, k := range n.regs.Keys() {
 		n.indexKey(k)
+		n.rehash(k)
+	}
+	for k := range n.ctrs {
+		n.rehash(k)
 	}
 	return nil
 }
@@ -324,8 +353,22 @@ func (n *Node) saveSnapshot() error {
 }
 
 // receive decodes and applies one message from any path.
-func (n *Node) receive(data []byte, via string) {
+func (n *Node) receive(subject string, data []byte, via string, id string) {
+	if id != "" {
+		if strings.HasPrefix(id, n.idPrefix) {
+			return // own delta: applied when written
+		}
+		if n.seen.has(id) {
+			// The other copy (fast path or log, whichever came first) was
+			// applied already: skip the decode.
+			n.m.received.WithLabelValues(kindDelta, via+"-seen").Inc()
+			return
+		}
+	}
 	e, err := decode(data)
+	if err == nil {
+		err = checkSubject(subject, e)
+	}
 	if err != nil {
 		reason := rejectReason(err)
 		n.m.dropped.WithLabelValues(reason).Inc()
@@ -340,25 +383,84 @@ func (n *Node) receive(data []byte, via string) {
 		}
 		return
 	case kindDelta:
-		if via == "core" && e.From == n.opts.NodeID {
-			return // own fast-path echo; already applied
-		}
-		if e.From != n.opts.NodeID && e.SentMs > 0 {
+		if via == "core" && e.SentMs > 0 {
 			n.m.propagation.Observe(float64(n.opts.Now().UnixMilli()-e.SentMs) / 1000)
 		}
 	}
 	n.apply(e, via)
+	if id != "" && e.Kind == kindDelta {
+		n.seen.add(id)
+	}
+}
+
+// msgID is the delta id a message carries in its Nats-Msg-Id header.
+func msgID(h nats.Header) string {
+	if h == nil {
+		return ""
+	}
+	return h.Get(jetstream.MsgIDHeader)
+}
+
+// recentIDs remembers the ids of the last deltas applied, so that the second
+// copy of each (every delta arrives by the fast path and by the log) costs no
+// decode.
+type recentIDs struct {
+	mu   sync.Mutex
+	ring []string
+	pos  int
+	set  map[string]struct{}
+}
+
+func newRecentIDs(size int) *recentIDs {
+	return &recentIDs{ring: make([]string, size), set: make(map[string]struct{}, size)}
+}
+
+func (r *recentIDs) add(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.set[id]; ok {
+		return
+	}
+	delete(r.set, r.ring[r.pos])
+	r.ring[r.pos] = id
+	r.set[id] = struct{}{}
+	r.pos = (r.pos + 1) % len(r.ring)
+}
+
+func (r *recentIDs) has(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.set[id]
+	return ok
 }
 
 // apply merges an envelope's data into the state and notifies watchers.
 func (n *Node) apply(e envelope, via string) {
-	n.mu.Lock()
-	changed := n.regs.Merge(&crdt.Map{Horizon: e.Horizon, Regs: e.Regs})
-	changedCtr := n.ctrs.Merge(e.Counters)
 	now := n.opts.Now()
+	n.mu.Lock()
+	// Compaction follows this node's own clock only: a peer whose clock runs
+	// ahead must not make us forget deletions early, so the sender's horizon
+	// is not used. Catching up here (rarely: when the horizon lags by more
+	// than a minute) makes Merge refuse versions that expired meanwhile.
+	compacted := n.compactLocked(now, time.Minute)
+	changed := n.regs.Merge(&crdt.Map{Horizon: n.regs.Horizon, Regs: e.Regs})
+	changedCtr := n.ctrs.Merge(e.Counters)
+	reindex := len(compacted) > 0
 	for _, k := range changed {
 		n.record(k, e.From, via, now)
-		n.indexKey(k)
+		n.rehash(k)
+		if _, live := n.regs.Regs[k]; !live {
+			delete(n.history, k)
+			reindex = true
+		} else {
+			n.indexKey(k)
+		}
+	}
+	if reindex {
+		n.reindexPurges()
+	}
+	for _, k := range changedCtr {
+		n.rehash(k)
 	}
 	if len(changed)+len(changedCtr) > 0 {
 		n.dirty = true
@@ -372,15 +474,24 @@ func (n *Node) apply(e envelope, via string) {
 // publish sends an own delta: JetStream publish when connected (fast path and
 // log at once), else the on-disk queue.
 func (n *Node) publish(ctx context.Context, e envelope) error {
+	return n.publishOwn(ctx, e, false)
+}
+
+// ErrClosed is returned by writes on a closed Node.
+var ErrClosed = errors.New("statesync: node is closed")
+
+func (n *Node) publishOwn(ctx context.Context, e envelope, closing bool) error {
+	if n.isClosed.Load() && !closing {
+		return ErrClosed
+	}
 	e.Kind, e.From, e.SentMs = kindDelta, n.opts.NodeID, n.opts.Now().UnixMilli()
+	e.ID = n.idPrefix + strconv.FormatUint(n.pubSeq.Add(1), 36)
 	data, err := encode(e)
 	if err != nil {
 		return err
 	}
 	if n.q.len() == 0 && n.opts.Conn.IsConnected() {
-		pctx, cancel := context.WithTimeout(ctx, n.opts.PublishTimeout)
-		_, err := n.js.Publish(pctx, deltaSubject(n.opts.NodeID), data, jetstream.WithExpectStream(n.opts.Stream))
-		cancel()
+		err := n.publishLog(ctx, e.ID, data)
 		if err == nil {
 			n.m.published.WithLabelValues(kindDelta).Inc()
 			return nil
@@ -392,6 +503,7 @@ func (n *Node) publish(ctx context.Context, e envelope) error {
 		n.log.Error("degraded-mode queue refused a delta; it stays applied locally and spreads by anti-entropy", "err", err)
 		return err
 	}
+	n.m.queued.Inc()
 	n.m.queueDepth.Set(float64(n.q.len()))
 	n.m.degraded.Set(1)
 	select {
@@ -401,16 +513,22 @@ func (n *Node) publish(ctx context.Context, e envelope) error {
 	return nil
 }
 
-// write applies an own delta locally, then publishes it.
+// write does the bookkeeping of an own write already merged into n.regs
+// (history, indexes, digest, watchers), then publishes its delta.
 func (n *Node) write(ctx context.Context, d *crdt.Map, key string) error {
+	n.wrote(key)
+	return n.publish(ctx, envelope{Regs: d.Regs})
+}
+
+func (n *Node) wrote(key string) {
 	n.mu.Lock()
 	n.record(key, n.opts.NodeID, "local", n.opts.Now())
 	n.indexKey(key)
+	n.rehash(key)
 	n.dirty = true
 	events := n.eventsFor([]string{key})
 	n.mu.Unlock()
 	n.watchers.notify(events)
-	return n.publish(ctx, envelope{Regs: d.Regs})
 }
 
 // flushLoop drains the degraded-mode queue when NATS is back and ships
@@ -426,7 +544,7 @@ func (n *Node) flushLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			n.flushCounters(ctx)
+			n.flushCounters(ctx, false)
 		case <-retry.C:
 			n.flushQueue(ctx)
 		case <-n.flushCh:
@@ -446,10 +564,11 @@ func (n *Node) flushQueue(ctx context.Context) {
 			n.m.degraded.Set(0)
 			return
 		}
-		pctx, cancel := context.WithTimeout(ctx, n.opts.PublishTimeout)
-		_, err = n.js.Publish(pctx, deltaSubject(n.opts.NodeID), data, jetstream.WithExpectStream(n.opts.Stream))
-		cancel()
-		if err != nil {
+		var head struct {
+			ID string `json:"id"`
+		}
+		_ = json.Unmarshal(data, &head)
+		if err := n.publishLog(ctx, head.ID, data); err != nil {
 			n.m.publishErrors.Inc()
 			n.log.Debug("flushing queued delta failed; will retry", "err", err)
 			return
@@ -466,7 +585,21 @@ func (n *Node) flushQueue(ctx context.Context) {
 	}
 }
 
-func (n *Node) flushCounters(ctx context.Context) {
+// publishLog publishes an own delta to the log subject and waits for the
+// stream's ack. The id goes in Nats-Msg-Id, so a delta sent again after a
+// lost ack is stored once (JetStream's duplicate window).
+func (n *Node) publishLog(ctx context.Context, id string, data []byte) error {
+	pctx, cancel := context.WithTimeout(ctx, n.opts.PublishTimeout)
+	defer cancel()
+	m := &nats.Msg{Subject: deltaSubject(n.opts.NodeID), Data: data, Header: nats.Header{}}
+	if id != "" {
+		m.Header.Set(jetstream.MsgIDHeader, id)
+	}
+	_, err := n.js.PublishMsg(pctx, m, jetstream.WithExpectStream(n.opts.Stream))
+	return err
+}
+
+func (n *Node) flushCounters(ctx context.Context, closing bool) {
 	n.mu.Lock()
 	if len(n.dirtyCtr) == 0 {
 		n.mu.Unlock()
@@ -480,7 +613,7 @@ func (n *Node) flushCounters(ctx context.Context) {
 	}
 	n.dirtyCtr = map[string]bool{}
 	n.mu.Unlock()
-	if err := n.publish(ctx, envelope{Counters: d}); err != nil {
+	if err := n.publishOwn(ctx, envelope{Counters: d}, closing); err != nil {
 		n.log.Warn("publishing counter increments failed", "err", err)
 	}
 }
@@ -491,12 +624,20 @@ func (n *Node) flushCounters(ctx context.Context) {
 func (n *Node) followLog(ctx context.Context) {
 	defer n.wg.Done()
 	var caughtOnce sync.Once
+	lastErr := ""
 	for ctx.Err() == nil {
 		err := n.followOnce(ctx, func() { caughtOnce.Do(func() { close(n.caught) }) })
 		if ctx.Err() != nil {
 			return
 		}
-		n.log.Debug("log consumer stopped; retrying", "err", err)
+		if msg := fmt.Sprint(err); msg != lastErr {
+			// Warn once per distinct failure (a stream config conflict
+			// needs an operator); repeats while NATS is down go to debug.
+			n.log.Warn("following the durable log failed; retrying", "err", err)
+			lastErr = msg
+		} else {
+			n.log.Debug("following the durable log failed; retrying", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -506,6 +647,10 @@ func (n *Node) followLog(ctx context.Context) {
 }
 
 func (n *Node) followOnce(ctx context.Context, caught func()) error {
+	select {
+	case <-n.resetLog: // this run starts from the reset sequence anyway
+	default:
+	}
 	sctx, cancel := context.WithTimeout(ctx, n.opts.PublishTimeout)
 	stream, err := n.js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
 		Name:        n.opts.Stream,
@@ -558,7 +703,7 @@ func (n *Node) followOnce(ctx context.Context, caught func()) error {
 		if err != nil {
 			return
 		}
-		n.receive(msg.Data(), "log")
+		n.receive(msg.Subject(), msg.Data(), "log", msgID(msg.Headers()))
 		n.mu.Lock()
 		if md.Sequence.Stream > n.lastSeq {
 			n.lastSeq = md.Sequence.Stream
@@ -581,6 +726,8 @@ func (n *Node) followOnce(ctx context.Context, caught func()) error {
 		return fmt.Errorf("consume log: %w", err)
 	}
 	defer cc.Stop()
+	n.logUp.Store(true)
+	defer n.logUp.Store(false)
 	select {
 	case <-ctx.Done():
 		return nil
@@ -588,19 +735,60 @@ func (n *Node) followOnce(ctx context.Context, caught func()) error {
 		return err
 	case <-cc.Closed():
 		return errors.New("log consumer closed")
+	case <-n.resetLog:
+		return errors.New("replaying the log from its start after a rebuild")
 	}
+}
+
+// checkIsolation applies the rule that keeps compaction from resurrecting
+// deleted plugin KV keys: a node that could not read the log for longer than
+// TombstoneTTL may hold values whose deletions were compacted everywhere
+// else, so it drops its plugin KV and replays the log from the start (the
+// values that still exist come back from the log and by anti-entropy). Only
+// kv/ keys can be deleted; purges expire by themselves, and deployments and
+// config announcements are only ever overwritten, so they are kept.
+func (n *Node) checkIsolation() {
+	now := n.opts.Now()
+	if n.logUp.Load() && n.opts.Conn.IsConnected() {
+		n.lastHealthy.Store(now.UnixNano())
+		return
+	}
+	away := now.Sub(time.Unix(0, n.lastHealthy.Load()))
+	if away <= n.opts.TombstoneTTL {
+		return
+	}
+	n.lastHealthy.Store(now.UnixNano())
+	n.mu.Lock()
+	dropped := 0
+	for k := range n.regs.Regs {
+		if strings.HasPrefix(k, prefixKV) {
+			delete(n.regs.Regs, k)
+			delete(n.history, k)
+			n.rehash(k)
+			dropped++
+		}
+	}
+	n.lastSeq = 0
+	n.dirty = true
+	n.mu.Unlock()
+	select {
+	case n.resetLog <- struct{}{}:
+	default:
+	}
+	n.log.Error("cut off from the durable log for longer than the tombstone TTL: dropped plugin KV (its deletions may be compacted elsewhere) and replaying the log from its start",
+		"away", away, "dropped_keys", dropped)
 }
 
 // LastSeq is the last durable-log sequence applied on this node.
 func (n *Node) LastSeq() uint64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.lastSeq
 }
 
 func (n *Node) keyCount() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return len(n.regs.Regs) + len(n.ctrs)
 }
 

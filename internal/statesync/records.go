@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,6 +80,9 @@ func validName(what, s string) error {
 // when empty. It returns the stored record. A purge made while NATS is down
 // is applied here, queued on disk and spread when NATS returns.
 func (n *Node) Purge(ctx context.Context, p PurgeRecord) (PurgeRecord, error) {
+	if n.isClosed.Load() {
+		return p, ErrClosed
+	}
 	if err := validName("site", p.Site); err != nil {
 		return p, err
 	}
@@ -94,6 +98,14 @@ func (n *Node) Purge(ctx context.Context, p PurgeRecord) (PurgeRecord, error) {
 	now := n.opts.Now()
 	if p.At.IsZero() {
 		p.At = now
+	}
+	// A purge dated in the future would keep the cache from storing anything
+	// until then; one older than the retention would be dropped at once.
+	if p.At.After(now.Add(maxPurgeSkew)) {
+		return p, fmt.Errorf("statesync: purge time %s is in the future (more than %v ahead of this node's clock); leave At empty for now", p.At.Format(time.RFC3339), maxPurgeSkew)
+	}
+	if p.At.Before(now.Add(-n.opts.PurgeRetention)) {
+		return p, fmt.Errorf("statesync: purge time %s is older than the purge retention %v; objects that old already count as purged", p.At.Format(time.RFC3339), n.opts.PurgeRetention)
 	}
 	if p.Origin == "" {
 		p.Origin = n.opts.NodeID
@@ -119,6 +131,9 @@ func (n *Node) Purge(ctx context.Context, p PurgeRecord) (PurgeRecord, error) {
 	return p, n.write(ctx, d, key)
 }
 
+// maxPurgeSkew is how far ahead of the local clock a purge time may be.
+const maxPurgeSkew = 5 * time.Minute
+
 // PurgeVerdict answers whether a stored object may be served.
 type PurgeVerdict struct {
 	// Purged: a hard purge matched; the object must not be served.
@@ -139,15 +154,15 @@ func (n *Node) CheckPurged(site, url string, keys []string, storedAt time.Time) 
 		// Purges that old are compacted away; be safe.
 		return PurgeVerdict{Purged: true}
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.purges.check(site, url, keys, storedAt)
 }
 
 // Purges lists the live purge records of site ("" for all sites), oldest first.
 func (n *Node) Purges(site string) []PurgeRecord {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	var out []PurgeRecord
 	for _, s := range n.purges.sites {
 		for _, p := range s.all {
@@ -235,13 +250,16 @@ func (n *Node) setJSON(ctx context.Context, key string, v any) error {
 }
 
 func (n *Node) getJSON(key string, v any) bool {
-	n.mu.Lock()
+	n.mu.RLock()
 	val, ok := n.regs.Value(key)
-	n.mu.Unlock()
+	n.mu.RUnlock()
 	return ok && json.Unmarshal(val, v) == nil
 }
 
 func (n *Node) set(ctx context.Context, key string, val []byte) error {
+	if n.isClosed.Load() {
+		return ErrClosed
+	}
 	if len(key) > MaxKeySize {
 		return fmt.Errorf("statesync: key of %d bytes exceeds %d", len(key), MaxKeySize)
 	}
@@ -267,14 +285,17 @@ func (n *Node) KVSet(ctx context.Context, site, key string, val []byte) error {
 
 // KVGet returns the current value of key in site's plugin KV namespace.
 func (n *Node) KVGet(site, key string) ([]byte, bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	v, ok := n.regs.Value(prefixKV + site + "/" + key)
 	return append([]byte(nil), v...), ok
 }
 
 // KVDelete deletes key from site's plugin KV namespace.
 func (n *Node) KVDelete(ctx context.Context, site, key string) error {
+	if n.isClosed.Load() {
+		return ErrClosed
+	}
 	if err := validName("site", site); err != nil {
 		return err
 	}
@@ -290,6 +311,9 @@ func (n *Node) KVDelete(ctx context.Context, site, key string) error {
 // coalesced and published every CounterFlushInterval, so it is cheap enough
 // for a per-request rate limit.
 func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int64, error) {
+	if n.isClosed.Load() {
+		return 0, ErrClosed
+	}
 	if err := validName("site", site); err != nil {
 		return 0, err
 	}
@@ -301,6 +325,7 @@ func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int
 	defer n.mu.Unlock()
 	v, _ := n.ctrs.Add(n.opts.NodeID, k, delta)
 	if delta != 0 {
+		n.rehash(k)
 		n.dirtyCtr[k] = true
 		n.dirty = true
 	}
@@ -309,16 +334,16 @@ func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int
 
 // Counter returns the value of site's counter key as this node sees it.
 func (n *Node) Counter(site, key string) int64 {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	return n.ctrs.Value(prefixCounter + site + "/" + key)
 }
 
 // Keys lists the replicated keys starting with prefix (the raw namespace:
 // purge/, deploy/, kv/, config/, ctr/), sorted.
 func (n *Node) Keys(prefix string) []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	var out []string
 	for k, r := range n.regs.Regs {
 		if w, _ := r.Winner(); strings.HasPrefix(k, prefix) && !w.Deleted {
@@ -365,11 +390,18 @@ type KeyInfo struct {
 	// Counter is set for ctr/ keys: the value and each node's share.
 	Counter      *int64                 `json:"counter,omitempty"`
 	CounterNodes map[string]crdt.PNPair `json:"counter_nodes,omitempty"`
-	// History is the last changes of the key applied on this node, oldest first.
+	// History is the last changes of the key applied on this node (at most
+	// 16, values cut to 64 bytes), oldest first.
 	History []HistoryEntry `json:"history,omitempty"`
 }
 
-const historyLen = 32
+// History bounds: entries per key, keys with a history, and value bytes
+// kept per entry. History is for debugging; it must not grow with the data.
+const (
+	historyLen     = 16
+	historyKeys    = 20000
+	historyPreview = 64
+)
 
 func versionInfo(v crdt.Version) VersionInfo {
 	return VersionInfo{Value: string(v.Value), Deleted: v.Deleted, Clock: v.Clock.String(), Writer: v.Node, Wall: time.Unix(0, v.Wall).UTC()}
@@ -377,8 +409,8 @@ func versionInfo(v crdt.Version) VersionInfo {
 
 // Inspect returns a key's value, vector clock, conflicts and history on this node.
 func (n *Node) Inspect(key string) (KeyInfo, bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.mu.RLock()
+	defer n.mu.RUnlock()
 	info := KeyInfo{Key: key, History: append([]HistoryEntry(nil), n.history[key]...)}
 	if c, ok := n.ctrs[key]; ok {
 		v := c.Value()
@@ -410,7 +442,17 @@ func (n *Node) record(key, from, via string, at time.Time) {
 		return
 	}
 	w, _ := r.Winner()
-	h := append(n.history[key], HistoryEntry{At: at, From: from, Via: via, Winner: versionInfo(w), Losers: len(r.Versions) - 1})
+	vi := versionInfo(w)
+	if len(vi.Value) > historyPreview {
+		vi.Value = vi.Value[:historyPreview] + "…"
+	}
+	if _, ok := n.history[key]; !ok && len(n.history) >= historyKeys {
+		for k := range n.history { // forget some other key's history
+			delete(n.history, k)
+			break
+		}
+	}
+	h := append(n.history[key], HistoryEntry{At: at, From: from, Via: via, Winner: vi, Losers: len(r.Versions) - 1})
 	if len(h) > historyLen {
 		h = h[len(h)-historyLen:]
 	}
@@ -508,7 +550,10 @@ type sitePurges struct {
 	site     []PurgeRecord
 	urls     map[string][]PurgeRecord
 	keys     map[string][]PurgeRecord
-	prefixes []PurgeRecord
+	prefixes map[string][]PurgeRecord
+	// prefixLens holds the distinct prefix lengths, so that a check costs one
+	// map lookup per length instead of a scan of every prefix purge.
+	prefixLens []int
 }
 
 func newPurgeIndex() *purgeIndex { return &purgeIndex{sites: map[string]*sitePurges{}} }
@@ -526,10 +571,20 @@ func (n *Node) indexKey(k string) {
 	n.purges.add(p)
 }
 
+// reindexPurges rebuilds the purge index after records were dropped.
+// Callers hold n.mu.
+func (n *Node) reindexPurges() {
+	n.purges = newPurgeIndex()
+	for k := range n.regs.Regs {
+		n.indexKey(k)
+	}
+}
+
 func (x *purgeIndex) add(p PurgeRecord) {
 	s := x.sites[p.Site]
 	if s == nil {
-		s = &sitePurges{all: map[string]PurgeRecord{}, urls: map[string][]PurgeRecord{}, keys: map[string][]PurgeRecord{}}
+		s = &sitePurges{all: map[string]PurgeRecord{}, urls: map[string][]PurgeRecord{}, keys: map[string][]PurgeRecord{},
+			prefixes: map[string][]PurgeRecord{}}
 		x.sites[p.Site] = s
 	}
 	if _, dup := s.all[p.ID]; dup {
@@ -542,7 +597,13 @@ func (x *purgeIndex) add(p PurgeRecord) {
 	case PurgeSurrogateKey:
 		s.keys[p.Value] = append(s.keys[p.Value], p)
 	case PurgePrefix:
-		s.prefixes = append(s.prefixes, p)
+		if _, ok := s.prefixes[p.Value]; !ok {
+			i := sort.SearchInts(s.prefixLens, len(p.Value))
+			if i == len(s.prefixLens) || s.prefixLens[i] != len(p.Value) {
+				s.prefixLens = slices.Insert(s.prefixLens, i, len(p.Value))
+			}
+		}
+		s.prefixes[p.Value] = append(s.prefixes[p.Value], p)
 	case PurgeSite:
 		s.site = append(s.site, p)
 	}
@@ -574,10 +635,11 @@ func (x *purgeIndex) check(site, url string, keys []string, storedAt time.Time) 
 	for _, k := range keys {
 		consider(s.keys[k])
 	}
-	for _, p := range s.prefixes {
-		if strings.HasPrefix(url, p.Value) {
-			consider([]PurgeRecord{p})
+	for _, l := range s.prefixLens {
+		if l > len(url) {
+			break
 		}
+		consider(s.prefixes[url[:l]])
 	}
 	if v.Purged {
 		v.Stale = false

@@ -20,7 +20,8 @@ const (
 	MaxKeySize = 512
 	// MaxValueSize is the largest register value, in bytes.
 	MaxValueSize = 64 << 10
-	// DigestBuckets is the number of buckets in an anti-entropy digest.
+	// DigestBuckets is the number of buckets in an anti-entropy digest; at
+	// most 32 (answerDigest keeps a bit mask per peer).
 	DigestBuckets = 32
 
 	subjectRoot = "meridian.sync"
@@ -39,6 +40,9 @@ type envelope struct {
 	Kind   string `json:"kind"`
 	From   string `json:"from"`
 	SentMs int64  `json:"sent_ms"`
+	// ID names a delta uniquely ("<node>.<process start>.<n>"); it is also
+	// sent in the Nats-Msg-Id header.
+	ID string `json:"id,omitempty"`
 	// Horizon is the sender's compaction horizon (Unix ns).
 	Horizon  int64                    `json:"horizon,omitempty"`
 	Regs     map[string]crdt.Register `json:"regs,omitempty"`
@@ -187,6 +191,21 @@ func decode(data []byte) (envelope, error) {
 		}
 	}
 	return e, nil
+}
+
+// checkSubject refuses a delta or digest published on another node's subject.
+func checkSubject(subject string, e envelope) error {
+	switch e.Kind {
+	case kindDelta:
+		if subject != deltaSubject(e.From) {
+			return reject("invalid", "delta from %q on subject %s", e.From, subject)
+		}
+	case kindDigest:
+		if subject != digestSubject(e.From) {
+			return reject("invalid", "digest from %q on subject %s", e.From, subject)
+		}
+	}
+	return nil
 }
 
 func deltaSubject(node string) string  { return subjectRoot + ".delta." + node }

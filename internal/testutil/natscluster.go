@@ -37,23 +37,30 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 		ports[i] = freePort(t)
 	}
 	c := &NATSCluster{proxies: map[[2]int]*LinkProxy{}}
-	// One proxy per pair; the lower-numbered server dials the higher one.
+	// One proxy per direction of each pair: every server needs configured
+	// routes (JetStream refuses to start a clustered server without), and
+	// the servers keep one of the two connections.
 	for i := range size {
-		for j := i + 1; j < size; j++ {
-			c.proxies[[2]int{i, j}] = StartLinkProxy(t, fmt.Sprintf("127.0.0.1:%d", ports[j]))
+		for j := range size {
+			if i != j {
+				c.proxies[[2]int{i, j}] = StartLinkProxy(t, fmt.Sprintf("127.0.0.1:%d", ports[j]))
+			}
 		}
 	}
 	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	for i := range size {
 		var routes []*url.URL
-		for j := i + 1; j < size; j++ {
+		for j := range size {
+			if j == i {
+				continue
+			}
 			routes = append(routes, &url.URL{Scheme: "nats", Host: c.proxies[[2]int{i, j}].Addr()})
 		}
 		opts := &server.Options{
 			ServerName: fmt.Sprintf("n%d", i),
 			Host:       "127.0.0.1",
 			Port:       server.RANDOM_PORT,
-			NoLog:      false, Debug: true,
+			NoLog:      true,
 			NoSigs:     true,
 			JetStream:  true,
 			StoreDir:   t.TempDir(),
@@ -71,13 +78,14 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 		if err != nil {
 			t.Fatalf("nats cluster: server %d: %v", i, err)
 		}
-		s.ConfigureLogger()
 		go s.Start()
+		c.Servers = append(c.Servers, s)
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	}
+	for i, s := range c.Servers {
 		if !s.ReadyForConnections(10 * time.Second) {
 			t.Fatalf("nats cluster: server %d not ready", i)
 		}
-		c.Servers = append(c.Servers, s)
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -127,15 +135,16 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// LinkProxy forwards TCP connections on loopback to a target and can cut
-// them, for partition tests (tc netem is not available; this runs in user
-// space).
+// LinkProxy forwards TCP connections on loopback to a target, can cut them
+// (partition tests) and can delay them (links as long as the planet's): tc
+// netem is not available on these machines, so this runs in user space.
 type LinkProxy struct {
 	l      net.Listener
 	target string
 
 	mu    sync.Mutex
 	cut   bool
+	delay time.Duration
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -166,6 +175,14 @@ func (p *LinkProxy) Cut() {
 	for c := range p.conns {
 		c.Close()
 	}
+}
+
+// SetDelay makes every byte take d longer to cross the proxy, in each
+// direction (a one-way delay), for connections opened afterwards.
+func (p *LinkProxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
 }
 
 // Heal lets connections through again.
@@ -203,10 +220,15 @@ func (p *LinkProxy) accept() {
 		}
 		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
 		p.wg.Add(2)
+		delay := p.delay
 		p.mu.Unlock()
 		pipe := func(dst, src net.Conn) {
 			defer p.wg.Done()
-			_, _ = io.Copy(dst, src)
+			if delay > 0 {
+				copyDelayed(dst, src, delay)
+			} else {
+				_, _ = io.Copy(dst, src)
+			}
 			dst.Close()
 			src.Close()
 			p.mu.Lock()
@@ -217,4 +239,40 @@ func (p *LinkProxy) accept() {
 		go pipe(out, in)
 		go pipe(in, out)
 	}
+}
+
+// copyDelayed copies src to dst, each chunk written delay after it was read,
+// in order.
+func copyDelayed(dst io.Writer, src io.Reader, delay time.Duration) {
+	type chunk struct {
+		at   time.Time
+		data []byte
+	}
+	ch := make(chan chunk, 4096)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		failed := false
+		for c := range ch {
+			if failed {
+				continue // drain so the reader never blocks forever
+			}
+			time.Sleep(time.Until(c.at))
+			if _, err := dst.Write(c.data); err != nil {
+				failed = true
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			ch <- chunk{at: time.Now().Add(delay), data: append([]byte(nil), buf[:n]...)}
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(ch)
+	<-done
 }
