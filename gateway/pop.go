@@ -22,6 +22,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/meridian-edge/meridian/internal/beacon"
+	"github.com/meridian-edge/meridian/internal/statesync"
 	"github.com/meridian-edge/meridian/middleware"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,9 @@ type Options struct {
 	BeaconInterval time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// Sync is the PoP's replica of the shared state (purges, plugin
+	// deployments, plugin KV); nil runs the PoP alone.
+	Sync *statesync.Node
 	// Credentials guard the admin API's changes; the zero value allows none.
 	Credentials Credentials
 	// Registry receives the PoP's metrics and is served on the admin

@@ -20,6 +20,8 @@ Usage:
   meridian dns --config FILE               run the GeoDNS server against the file's NATS
   meridian dns explain --config FILE --subnet CIDR NAME
                                            show how a running DNS server answers NAME for a client subnet
+  meridian state status|keys|get --node POP [KEY]
+                                           inspect a running PoP's replica of the shared state
   meridian config check FILE               validate a configuration file without starting anything
   meridian token                           make an admin API token and the SHA-256 to put in the config
   meridian regions                         list the built-in region catalog
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdConfigCheck(rest[1:], stdout)
+	case "state":
+		err = cmdState(ctx, rest, stdout)
 	case "token":
 		err = cmdToken(stdout)
 	case "regions":

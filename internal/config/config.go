@@ -60,6 +60,9 @@ type NATS struct {
 	URLs []string `yaml:"urls"`
 	// Credentials is a NATS .creds file (JWT + NKey) for an external cluster.
 	Credentials string `yaml:"credentials"`
+	// StreamReplicas is how many copies JetStream keeps of the state log
+	// (1 on a single server, 3 on a cluster). Default 1.
+	StreamReplicas int `yaml:"stream_replicas"`
 }
 
 // EmbeddedNATS configures the in-process NATS server.

@@ -45,6 +45,9 @@ func applyDefaults(c *Config) {
 	def(&c.DataDir, DefaultDataDir)
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
+	if c.NATS.StreamReplicas == 0 {
+		c.NATS.StreamReplicas = 1
+	}
 	if c.NATS.Embedded != nil {
 		def(&c.NATS.Embedded.Listen, DefaultNATSListen)
 	}

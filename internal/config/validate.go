@@ -80,6 +80,11 @@ func (v *validation) nats(c *Config) {
 			v.add(fmt.Sprintf("nats.urls[%d]", i), "%q is not a NATS URL; expected nats://host:port (or tls://, ws://, wss://)", u)
 		}
 	}
+	if n.StreamReplicas < 1 || n.StreamReplicas > 5 {
+		v.add("nats.stream_replicas", "%d is out of range [1,5]", n.StreamReplicas)
+	} else if n.Embedded != nil && n.StreamReplicas != 1 {
+		v.add("nats.stream_replicas", "the embedded server is a single node; use 1 (or nats.urls for a cluster)")
+	}
 	if n.Credentials != "" {
 		if _, err := os.Stat(n.Credentials); err != nil {
 			v.add("nats.credentials", "cannot read %s: %v", n.Credentials, errText(err))

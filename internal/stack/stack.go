@@ -28,6 +28,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/natsembed"
+	"github.com/meridian-edge/meridian/internal/statesync"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,6 +56,7 @@ type Stack struct {
 	srvs   []*http.Server
 	pops   map[string]*runningPoP
 	order  []string
+	nodes  []*statesync.Node
 	dns    *dnsrouter.Server
 	dnsReg *prometheus.Registry
 }
@@ -121,6 +123,16 @@ func (s *Stack) start(ctx context.Context, roles Roles) error {
 		}
 	}
 	return nil
+}
+
+// Connect opens a NATS connection as the configuration says (the embedded
+// server when there is one), for tools such as `meridian state`.
+func Connect(cfg *config.Config, name string) (*nats.Conn, error) {
+	s := &Stack{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	if e := cfg.NATS.Embedded; e != nil {
+		s.cfg = &config.Config{NATS: config.NATS{URLs: []string{"nats://" + e.Listen}, Credentials: cfg.NATS.Credentials}}
+	}
+	return s.connect(name)
 }
 
 func (s *Stack) connect(name string) (*nats.Conn, error) {
@@ -216,9 +228,18 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	if err != nil {
 		return err
 	}
+	node, err := statesync.Open(ctx, statesync.Options{
+		NodeID: pc.ID, Conn: nc, DataDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "sync"),
+		Stream: "MERIDIAN_SYNC", StreamReplicas: s.cfg.NATS.StreamReplicas,
+		Logger: s.log, Registerer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("pop %s: state sync: %w", pc.ID, err)
+	}
+	s.nodes = append(s.nodes, node)
 	p, err := gateway.New(gateway.Options{
-		Credentials: creds,
-		ID:          pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
+		Sync: node, Credentials: creds,
+		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
 		Logger: s.log, Registry: reg,
 	})
@@ -465,6 +486,9 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	}
 	for _, srv := range s.srvs {
 		errs = append(errs, srv.Shutdown(ctx))
+	}
+	for _, n := range s.nodes {
+		errs = append(errs, n.Close())
 	}
 	for _, nc := range s.conns {
 		nc.Close()
