@@ -5,7 +5,9 @@
 set -euo pipefail
 
 need_apt=()
-command -v wat2wasm >/dev/null 2>&1 || need_apt+=(wabt)
+command -v wat2wasm >/dev/null 2>&1 || need_apt+=(wabt)          # hostile test plugins in WAT
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)           # the AssemblyScript example plugin
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"
@@ -14,4 +16,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The AssemblyScript example's pinned compiler (package-lock.json), fetched
+# once so that the tests do not race to install it.
+as_dir="$(dirname "$0")/../plugins/examples/as-headers"
+if [ ! -x "$as_dir/node_modules/.bin/asc" ]; then
+  echo "test-deps: installing the AssemblyScript toolchain (npm ci in plugins/examples/as-headers)"
+  (cd "$as_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi

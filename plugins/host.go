@@ -1,0 +1,483 @@
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configure a Host. Zero fields take the documented defaults.
+type Options struct {
+	// Engine compiles and runs plugins (required): NewSDKEngine.
+	Engine Engine
+	// Limits bound every plugin call (timeout, memory, input, output).
+	Limits Limits
+	// MaxWasmBytes refuses larger uploads. Default 16 MiB.
+	MaxWasmBytes int
+	// MaxInstances caps live instances per plugin version; a request waits
+	// for one until its context ends. Default 64.
+	MaxInstances int
+	// IdleInstances is how many warm instances a version keeps. Default 8.
+	IdleInstances int
+	// WarmInstances are made when a version is activated, before it takes
+	// traffic. Default 2.
+	WarmInstances int
+	// BreakerThreshold consecutive failures open a plugin's breaker for
+	// BreakerCooldown. Defaults 5 and 10s.
+	BreakerThreshold int
+	BreakerCooldown  time.Duration
+	// KeepVersions is how many versions' bytes a plugin keeps for rollback.
+	// Default 10. The durable copy lives in the JetStream object store.
+	KeepVersions int
+	// LogLines is how many plugin log lines are kept per site. Default 500.
+	LogLines int
+	// KV backs the meridian_kv_* host functions; nil fails those calls.
+	KV KV
+	// Registerer receives the plugin metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger gets host events; nil discards.
+	Logger *slog.Logger
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&o.MaxWasmBytes, 16<<20)
+	def(&o.MaxInstances, 64)
+	def(&o.IdleInstances, 8)
+	def(&o.WarmInstances, 2)
+	def(&o.BreakerThreshold, 5)
+	def(&o.KeepVersions, 10)
+	def(&o.LogLines, 500)
+	if o.BreakerCooldown <= 0 {
+		o.BreakerCooldown = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.Limits = o.Limits.withDefaults()
+	return o
+}
+
+// Host is a PoP's plugin host: the local store of plugin versions per site
+// and the runner of sites' chains. It is safe for concurrent use.
+type Host struct {
+	opts    Options
+	metrics *metrics
+	logs    *logBook
+
+	mu      sync.RWMutex // guards plugins and closed; read on every request
+	plugins map[pluginKey]*slot
+	closed  bool
+}
+
+type pluginKey struct{ site, name string }
+
+// slot is one plugin of one site: its versions and the active one.
+type slot struct {
+	mu       sync.Mutex // serialises Add/Activate/Rollback of this plugin
+	versions []*stored
+	history  []int // activated versions, oldest first
+	active   atomic.Pointer[live]
+	breaker  *breaker
+}
+
+type stored struct {
+	info VersionInfo
+	wasm []byte // nil once dropped by KeepVersions
+}
+
+// VersionInfo describes one stored plugin version.
+type VersionInfo struct {
+	Site    string
+	Plugin  string
+	Version int // 1, 2, ... per site and plugin
+	SHA256  string
+	Size    int
+	Added   time.Time
+	// OnResponse is true when the plugin exports on_response.
+	OnResponse bool
+	// Active is true for the version taking traffic.
+	Active bool
+	// Kept is false once the bytes were dropped (KeepVersions).
+	Kept bool
+}
+
+// live is an activated version: compiled program, pool, metrics.
+type live struct {
+	info    VersionInfo
+	prog    Program
+	pool    *pool
+	refs    atomic.Int64
+	retired atomic.Bool
+	once    sync.Once
+	m       versionMetrics
+	release func() // drops metric series when the version is freed
+	log     func(slog.Level, string)
+}
+
+// NewHost makes a Host.
+func NewHost(opts Options) (*Host, error) {
+	if opts.Engine == nil {
+		return nil, errors.New("plugins: Options.Engine is required (use plugins.NewSDKEngine)")
+	}
+	opts = opts.withDefaults()
+	if err := opts.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Host{opts: opts, metrics: m, logs: newLogBook(opts.LogLines), plugins: map[pluginKey]*slot{}}, nil
+}
+
+// ValidationError says why an upload was refused; show it to the site owner.
+type ValidationError struct{ Reason string }
+
+func (e *ValidationError) Error() string { return "plugin refused: " + e.Reason }
+
+// allowedImport reports whether a plugin may import module.name. WASI is
+// allowed (Go plugins need it; it has no preopened directory or socket).
+// Extism's http_request is not: plugins get no network.
+func allowedImport(module, name string) bool {
+	switch module {
+	case "wasi_snapshot_preview1":
+		return true
+	case "extism:host/env":
+		switch name {
+		case "alloc", "free", "length", "length_unsafe", "load_u8", "load_u64", "store_u8",
+			"store_u64", "input_length", "input_load_u8", "input_load_u64", "output_set", "error_set",
+			"config_get", "var_get", "var_set", "get_log_level",
+			"log_trace", "log_debug", "log_info", "log_warn", "log_error":
+			return true
+		}
+	case userNamespace:
+		switch name {
+		case HostKVGet, HostKVSet, HostKVDelete, HostKVCounterAdd, HostGeo:
+			return true
+		}
+	}
+	return false
+}
+
+// Add validates wasm as a new version of site's plugin name and stores it
+// without activating it: size limit, it compiles, it exports on_request,
+// it imports only our host functions (and WASI), and an instance starts.
+// Adding bytes already stored returns that version.
+func (h *Host) Add(ctx context.Context, site, name string, wasm []byte) (VersionInfo, error) {
+	if site == "" || name == "" {
+		return VersionInfo{}, &ValidationError{"site and plugin name must not be empty"}
+	}
+	if len(wasm) > h.opts.MaxWasmBytes {
+		return VersionInfo{}, &ValidationError{fmt.Sprintf("%d bytes is over the %d byte limit", len(wasm), h.opts.MaxWasmBytes)}
+	}
+	sum := sha256.Sum256(wasm)
+	hash := hex.EncodeToString(sum[:])
+	s, err := h.slot(site, name, true)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range s.versions {
+		if v.info.SHA256 == hash && v.wasm != nil {
+			return h.infoLocked(s, v), nil
+		}
+	}
+	prog, onResp, err := h.compile(ctx, wasm)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	_ = prog.Close(ctx)
+	v := &stored{wasm: slices.Clone(wasm), info: VersionInfo{
+		Site: site, Plugin: name, Version: len(s.versions) + 1, SHA256: hash, Size: len(wasm),
+		Added: h.opts.Now(), OnResponse: onResp,
+	}}
+	s.versions = append(s.versions, v)
+	h.dropOldLocked(s)
+	h.opts.Logger.Info("plugin version added", "site", site, "plugin", name, "version", v.info.Version, "sha256", hash[:12], "bytes", len(wasm))
+	return h.infoLocked(s, v), nil
+}
+
+// compile compiles and checks a plugin, returning the program.
+func (h *Host) compile(ctx context.Context, wasm []byte) (Program, bool, error) {
+	prog, err := h.opts.Engine.Compile(ctx, wasm, h.opts.Limits)
+	if err != nil {
+		return nil, false, &ValidationError{err.Error()}
+	}
+	fail := func(format string, a ...any) (Program, bool, error) {
+		_ = prog.Close(ctx)
+		return nil, false, &ValidationError{fmt.Sprintf(format, a...)}
+	}
+	for _, im := range prog.Imports() {
+		if !allowedImport(im.Module, im.Name) {
+			return fail("it imports %s.%s, which Meridian does not provide (see plugins/README.md for the host functions)", im.Module, im.Name)
+		}
+	}
+	exports := prog.Exports()
+	if !slices.Contains(exports, "on_request") {
+		return fail("it does not export on_request (Go: build with -buildmode=c-shared and //go:wasmexport on_request)")
+	}
+	in, err := prog.Instantiate(ctx)
+	if err != nil {
+		return fail("it does not start: %v", err)
+	}
+	_ = in.Close(ctx)
+	return prog, slices.Contains(exports, "on_response"), nil
+}
+
+func (h *Host) dropOldLocked(s *slot) {
+	act := s.active.Load()
+	kept := 0
+	for i := len(s.versions) - 1; i >= 0; i-- {
+		v := s.versions[i]
+		if v.wasm == nil {
+			continue
+		}
+		kept++
+		if kept > h.opts.KeepVersions && (act == nil || act.info.Version != v.info.Version) {
+			v.wasm = nil
+		}
+	}
+}
+
+func (h *Host) infoLocked(s *slot, v *stored) VersionInfo {
+	info := v.info
+	if a := s.active.Load(); a != nil && a.info.Version == info.Version {
+		info.Active = true
+	}
+	info.Kept = v.wasm != nil
+	return info
+}
+
+func (h *Host) slot(site, name string, create bool) (*slot, error) {
+	k := pluginKey{site, name}
+	if !create {
+		h.mu.RLock()
+		s, closed := h.plugins[k], h.closed
+		h.mu.RUnlock()
+		switch {
+		case closed:
+			return nil, errors.New("plugins: host is closed")
+		case s == nil:
+			return nil, fmt.Errorf("site %s has no plugin %q: upload it first", site, name)
+		}
+		return s, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errors.New("plugins: host is closed")
+	}
+	s := h.plugins[k]
+	if s == nil {
+		s = &slot{breaker: newBreaker(h.opts.BreakerThreshold, h.opts.BreakerCooldown, h.opts.Now)}
+		h.plugins[k] = s
+	}
+	return s, nil
+}
+
+// Activate makes version the one taking site's traffic for plugin name. The
+// swap is atomic: requests that started on the old version finish on it, and
+// the old version is freed when the last of them ends.
+func (h *Host) Activate(ctx context.Context, site, name string, version int) error {
+	s, err := h.slot(site, name, false)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := h.activateLocked(ctx, s, version); err != nil {
+		return err
+	}
+	s.history = append(s.history, version)
+	if len(s.history) > 4*h.opts.KeepVersions {
+		s.history = slices.Clone(s.history[len(s.history)-2*h.opts.KeepVersions:])
+	}
+	return nil
+}
+
+func (h *Host) activateLocked(ctx context.Context, s *slot, version int) error {
+	if version < 1 || version > len(s.versions) {
+		return fmt.Errorf("plugin has no version %d (versions 1..%d)", version, len(s.versions))
+	}
+	st := s.versions[version-1]
+	if st.wasm == nil {
+		return fmt.Errorf("version %d of %s/%s is no longer kept on this PoP: re-upload it", version, st.info.Site, st.info.Plugin)
+	}
+	prog, _, err := h.compile(ctx, st.wasm)
+	if err != nil {
+		return err
+	}
+	l := &live{info: st.info, prog: prog,
+		pool: newPool(prog, h.opts.MaxInstances, h.opts.IdleInstances)}
+	l.info.Active = true
+	l.log = func(lv slog.Level, msg string) {
+		h.logs.add(LogLine{Time: h.opts.Now(), Site: l.info.Site, Plugin: l.info.Plugin, Version: l.info.Version, Level: lv, Msg: msg})
+	}
+	l.m, l.release = h.metrics.forVersion(st.info.Site, st.info.Plugin, st.info.Version)
+	if err := l.pool.warm(ctx, h.opts.WarmInstances); err != nil {
+		l.free()
+		return fmt.Errorf("activate %s/%s version %d: %w", st.info.Site, st.info.Plugin, version, err)
+	}
+	s.breaker.reset()
+	if old := s.active.Swap(l); old != nil {
+		old.retire()
+	}
+	h.opts.Logger.Info("plugin version active", "site", st.info.Site, "plugin", st.info.Plugin, "version", version)
+	return nil
+}
+
+// Rollback re-activates the version that was active before the current one.
+func (h *Host) Rollback(ctx context.Context, site, name string) (VersionInfo, error) {
+	s, err := h.slot(site, name, false)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.active.Load()
+	for i := len(s.history) - 1; i >= 0; i-- {
+		v := s.history[i]
+		if cur != nil && v == cur.info.Version {
+			continue
+		}
+		if err := h.activateLocked(ctx, s, v); err != nil {
+			return VersionInfo{}, err
+		}
+		s.history = append(s.history, v)
+		return h.infoLocked(s, s.versions[v-1]), nil
+	}
+	return VersionInfo{}, fmt.Errorf("%s/%s has no earlier active version to roll back to", site, name)
+}
+
+// Remove drops site's plugin name with all its versions. Requests in flight
+// finish on the active version, which is then freed; later requests whose
+// chain still names the plugin get a KindInstance error (the site's policy
+// applies).
+func (h *Host) Remove(site, name string) error {
+	h.mu.Lock()
+	s := h.plugins[pluginKey{site, name}]
+	delete(h.plugins, pluginKey{site, name})
+	h.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("site %s has no plugin %q", site, name)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.active.Swap(nil); l != nil {
+		l.retire()
+	}
+	return nil
+}
+
+// Versions lists site's versions of plugin name, oldest first.
+func (h *Host) Versions(site, name string) []VersionInfo {
+	s, err := h.slot(site, name, false)
+	if err != nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]VersionInfo, 0, len(s.versions))
+	for _, v := range s.versions {
+		out = append(out, h.infoLocked(s, v))
+	}
+	return out
+}
+
+// Active returns the version taking traffic.
+func (h *Host) Active(site, name string) (VersionInfo, bool) {
+	s, err := h.slot(site, name, false)
+	if err != nil {
+		return VersionInfo{}, false
+	}
+	if l := s.active.Load(); l != nil {
+		return l.info, true
+	}
+	return VersionInfo{}, false
+}
+
+// Logs returns the plugin log lines kept for site, oldest first.
+func (h *Host) Logs(site string) []LogLine { return h.logs.lines(site) }
+
+// Close retires every version. In-flight requests finish first.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	ps := h.plugins
+	h.plugins = map[pluginKey]*slot{}
+	h.mu.Unlock()
+	for _, s := range ps {
+		if l := s.active.Swap(nil); l != nil {
+			l.retire()
+		}
+	}
+	return nil
+}
+
+// acquire pins the active version for one request.
+func (s *slot) acquire() *live {
+	for {
+		l := s.active.Load()
+		if l == nil {
+			return nil
+		}
+		l.refs.Add(1)
+		if !l.retired.Load() {
+			return l
+		}
+		l.releaseRef() // swapped meanwhile: take the new one
+	}
+}
+
+func (l *live) releaseRef() {
+	if l.refs.Add(-1) == 0 && l.retired.Load() {
+		l.free()
+	}
+}
+
+func (l *live) retire() {
+	l.retired.Store(true)
+	if l.refs.Load() == 0 {
+		l.free()
+	}
+}
+
+func (l *live) free() {
+	l.once.Do(func() {
+		l.pool.close()
+		_ = l.prog.Close(context.Background())
+		if l.release != nil {
+			l.release()
+		}
+	})
+}
+
+func (b *breaker) reset() {
+	b.mu.Lock()
+	b.failures, b.trial = 0, false
+	b.mu.Unlock()
+}
+
+func versionLabel(v int) string { return strconv.Itoa(v) }
