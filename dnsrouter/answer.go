@@ -1,0 +1,344 @@
+package dnsrouter
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/meridian-edge/meridian/dnsrouter/health"
+	"github.com/miekg/dns"
+)
+
+// outcome describes one handled query for metrics and the query log.
+type outcome struct {
+	drop     bool // send nothing
+	qtype    uint16
+	rcode    int
+	name     string
+	pop      string // first PoP answered, "" when none
+	ecs      bool
+	failOpen bool
+	spilled  bool
+	shedder  string // the PoP that shed the query when spilled
+	reason   string // why a query was refused or malformed
+}
+
+// answer turns one raw query into a packed response written into buf (which
+// may be grown). src is the transport source address; udp selects the size
+// rules. It never panics on hostile input: everything malformed becomes
+// FORMERR or silence.
+func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool, rnd uint64, buf []byte) ([]byte, outcome) {
+	var out outcome
+	if len(raw) < 12 {
+		out.drop, out.reason = true, "shorter than a header"
+		return nil, out
+	}
+	flags := binary.BigEndian.Uint16(raw[2:])
+	if flags&0x8000 != 0 {
+		out.drop, out.reason = true, "a response, not a query"
+		return nil, out
+	}
+	opcode := int(flags>>11) & 0xF
+	req := new(dns.Msg)
+	err := req.Unpack(raw)
+	if opcode != dns.OpcodeQuery {
+		out.rcode, out.reason = dns.RcodeNotImplemented, "opcode "+dns.OpcodeToString[opcode]
+		if err != nil || len(req.Question) > 1 {
+			return headerOnly(raw, dns.RcodeNotImplemented, buf), out
+		}
+		var o *dns.OPT
+		if req.IsEdns0() != nil {
+			o = newOPT(v, req.IsEdns0())
+		}
+		return pack(reply(req, dns.RcodeNotImplemented, o), buf), out
+	}
+	if err != nil {
+		out.rcode, out.reason = dns.RcodeFormatError, "unparsable: "+err.Error()
+		return headerOnly(raw, dns.RcodeFormatError, buf), out
+	}
+	if len(req.Question) != 1 {
+		out.rcode, out.reason = dns.RcodeFormatError, "question count is not 1"
+		return headerOnly(raw, dns.RcodeFormatError, buf), out
+	}
+	q := req.Question[0]
+	out.qtype = q.Qtype
+
+	// EDNS (RFC 6891): at most one OPT, owned by the root.
+	var opt *dns.OPT
+	for _, rr := range req.Extra {
+		if o, ok := rr.(*dns.OPT); ok {
+			if opt != nil || o.Hdr.Name != "." {
+				out.rcode, out.reason = dns.RcodeFormatError, "bad or repeated OPT record"
+				return pack(reply(req, dns.RcodeFormatError, nil), buf), out
+			}
+			opt = o
+		}
+	}
+	var ourOPT *dns.OPT
+	if opt != nil {
+		ourOPT = newOPT(v, opt)
+		if opt.Version() != 0 {
+			out.rcode, out.reason = dns.RcodeBadVers, "EDNS version"
+			return pack(reply(req, dns.RcodeBadVers, ourOPT), buf), out
+		}
+	}
+	var cs ecs
+	hasECS := false
+	if opt != nil {
+		rd, err := findOPT(raw)
+		if err == nil {
+			cs, hasECS, err = parseECS(rd)
+		}
+		if err != nil {
+			out.rcode, out.reason = dns.RcodeFormatError, err.Error()
+			return pack(reply(req, dns.RcodeFormatError, ourOPT), buf), out
+		}
+	}
+	out.ecs = hasECS
+	if q.Qclass != dns.ClassINET {
+		out.rcode, out.reason = dns.RcodeRefused, "class "+dns.ClassToString[q.Qclass]
+		return sized(reply(req, dns.RcodeRefused, ourOPT), opt, v, udp, buf), out
+	}
+	switch q.Qtype {
+	case dns.TypeOPT:
+		out.rcode, out.reason = dns.RcodeFormatError, "OPT as question type"
+		return pack(reply(req, dns.RcodeFormatError, ourOPT), buf), out
+	case dns.TypeAXFR, dns.TypeIXFR:
+		out.rcode, out.reason = dns.RcodeRefused, "zone transfers are not offered"
+		return sized(reply(req, dns.RcodeRefused, ourOPT), opt, v, udp, buf), out
+	}
+	name := strings.ToLower(q.Name)
+	out.name = name
+	z := v.findZone(name)
+	if z == nil {
+		out.rcode, out.reason = dns.RcodeRefused, "not in our zones"
+		return sized(reply(req, dns.RcodeRefused, ourOPT), opt, v, udp, buf), out
+	}
+
+	resp := reply(req, dns.RcodeSuccess, ourOPT)
+	resp.Authoritative = true
+	scope := -1 // < 0: the answer did not depend on the client (scope 0)
+
+	geoRecords := func(owner string, qtype uint16) []dns.RR {
+		client := src
+		if hasECS && cs.source > 0 {
+			client = cs.addr
+		}
+		_, rk, bits, _ := v.locate(client)
+		c := v.choose(rk, snap, rnd)
+		out.failOpen, out.spilled = c.failOpen, c.spilled
+		if c.spilled {
+			out.shedder = v.ids[c.shedder]
+		}
+		var rrs []dns.RR
+		for k := 0; k < c.n; k++ {
+			p := &v.pops[c.pops[k]]
+			if qtype == dns.TypeAAAA {
+				for _, a := range p.ipv6 {
+					rrs = append(rrs, &dns.AAAA{Hdr: hdr(owner, dns.TypeAAAA, z.ttl), AAAA: a.AsSlice()})
+				}
+			} else {
+				for _, a := range p.ipv4 {
+					rrs = append(rrs, &dns.A{Hdr: hdr(owner, dns.TypeA, z.ttl), A: a.AsSlice()})
+				}
+			}
+			if k == 0 && len(rrs) > 0 {
+				out.pop = p.id
+			}
+		}
+		if len(rrs) > 0 && hasECS && cs.source > 0 {
+			scope = bits
+			if scope < 0 {
+				scope = int(cs.source)
+			}
+		}
+		return rrs
+	}
+
+	exists := name == z.apex || z.served[name] || z.ents[name]
+	_, isGlue := z.glue[name]
+	target, isAlias := z.alias[name]
+	exists = exists || isGlue || isAlias
+	switch {
+	case !exists:
+		resp.Rcode = dns.RcodeNameError
+	case isAlias:
+		cname := &dns.CNAME{Hdr: hdr(q.Name, dns.TypeCNAME, z.ttl), Target: target}
+		resp.Answer = append(resp.Answer, cname)
+		switch q.Qtype {
+		case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
+			t := q.Qtype
+			if t == dns.TypeANY {
+				t = dns.TypeA
+			}
+			resp.Answer = append(resp.Answer, geoRecords(target, t)...)
+		}
+	default:
+		switch q.Qtype {
+		case dns.TypeA, dns.TypeAAAA:
+			if z.served[name] {
+				resp.Answer = geoRecords(q.Name, q.Qtype)
+			} else if isGlue {
+				resp.Answer = glueRecords(q.Name, z.glue[name], q.Qtype, z.nsTTL)
+			}
+		case dns.TypeANY:
+			// RFC 8482: answer ANY with one RRset rather than everything.
+			switch {
+			case z.served[name]:
+				resp.Answer = geoRecords(q.Name, dns.TypeA)
+			case name == z.apex:
+				resp.Answer = []dns.RR{z.soa}
+			case isGlue:
+				resp.Answer = glueRecords(q.Name, z.glue[name], dns.TypeA, z.nsTTL)
+			}
+		case dns.TypeSOA:
+			if name == z.apex {
+				resp.Answer = []dns.RR{z.soa}
+			}
+		case dns.TypeNS:
+			if name == z.apex {
+				resp.Answer = z.ns
+				for _, ns := range z.ns {
+					n := ns.(*dns.NS).Ns
+					resp.Extra = append(resp.Extra, glueRecords(n, z.glue[n], dns.TypeA, z.nsTTL)...)
+					resp.Extra = append(resp.Extra, glueRecords(n, z.glue[n], dns.TypeAAAA, z.nsTTL)...)
+				}
+			}
+		}
+	}
+	negative := resp.Rcode == dns.RcodeNameError || len(resp.Answer) == 0 ||
+		(isAlias && len(resp.Answer) == 1 && q.Qtype != dns.TypeCNAME)
+	if negative {
+		// RFC 2308: the SOA goes in the authority section with
+		// TTL min(SOA TTL, MINIMUM); negative answers never depend on the
+		// client, so the ECS scope is 0.
+		soa := *z.soa
+		soa.Hdr.Ttl = z.negTTL
+		resp.Ns = []dns.RR{&soa}
+		scope = -1
+	}
+	if hasECS {
+		sc := uint8(0)
+		if scope > 0 {
+			sc = uint8(scope)
+		}
+		ourOPT.Option = append(ourOPT.Option, echoECS(cs, sc))
+	}
+	if ourOPT != nil {
+		resp.Extra = append(resp.Extra, ourOPT)
+	}
+	out.rcode = resp.Rcode
+	return sized(resp, opt, v, udp, buf), out
+}
+
+// newOPT is our OPT record for a query that carried theirs: version 0,
+// our UDP size, the DO bit copied (RFC 3225).
+func newOPT(v *view, theirs *dns.OPT) *dns.OPT {
+	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+	o.SetUDPSize(uint16(v.opts.MaxUDPSize))
+	if theirs.Do() {
+		o.SetDo()
+	}
+	return o
+}
+
+func hdr(owner string, t uint16, ttl uint32) dns.RR_Header {
+	return dns.RR_Header{Name: owner, Rrtype: t, Class: dns.ClassINET, Ttl: ttl}
+}
+
+func glueRecords(owner string, addrs []netip.Addr, qtype uint16, ttl uint32) []dns.RR {
+	var rrs []dns.RR
+	for _, a := range addrs {
+		switch {
+		case qtype == dns.TypeA && a.Is4():
+			rrs = append(rrs, &dns.A{Hdr: hdr(owner, dns.TypeA, ttl), A: a.AsSlice()})
+		case qtype == dns.TypeAAAA && a.Is6():
+			rrs = append(rrs, &dns.AAAA{Hdr: hdr(owner, dns.TypeAAAA, ttl), AAAA: a.AsSlice()})
+		}
+	}
+	return rrs
+}
+
+func echoECS(e ecs, scope uint8) *dns.EDNS0_SUBNET {
+	o := &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: e.family, SourceNetmask: e.source, SourceScope: scope}
+	switch e.family {
+	case 1:
+		o.Address = net.IP(e.raw[:4])
+	case 2:
+		o.Address = net.IP(e.raw[:16])
+	}
+	return o
+}
+
+// reply starts a response to req: same id, opcode, RD and CD bits, the
+// question echoed exactly as asked, RA never set. opt (ours) is attached
+// when the query had one.
+func reply(req *dns.Msg, rcode int, opt *dns.OPT) *dns.Msg {
+	m := &dns.Msg{}
+	m.Id = req.Id
+	m.Compress = true
+	m.Response = true
+	m.Opcode = req.Opcode
+	m.RecursionDesired = req.RecursionDesired
+	m.CheckingDisabled = req.CheckingDisabled
+	m.Rcode = rcode
+	m.Question = req.Question
+	if rcode != dns.RcodeSuccess && opt != nil {
+		m.Extra = []dns.RR{opt}
+	}
+	return m
+}
+
+// headerOnly answers a query we could not parse: its id, opcode and RD bit,
+// the rcode, and no sections, so the reply is never larger than the query.
+func headerOnly(raw []byte, rcode int, buf []byte) []byte {
+	buf = append(buf[:0], raw[:12]...)
+	flags := binary.BigEndian.Uint16(raw[2:])
+	flags = 0x8000 | flags&(0xF<<11|0x0100) | uint16(rcode&0xF)
+	binary.BigEndian.PutUint16(buf[2:], flags)
+	for i := 4; i < 12; i++ {
+		buf[i] = 0
+	}
+	return buf
+}
+
+func pack(m *dns.Msg, buf []byte) []byte {
+	b, err := m.PackBuffer(buf)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// sized packs m within the size the transport allows: 512 bytes for UDP
+// without EDNS, the client's advertised size (capped by MaxUDPSize) with
+// it, 65535 over TCP. A UDP answer that does not fit is sent truncated
+// (TC=1) so the client retries over TCP.
+func sized(m *dns.Msg, opt *dns.OPT, v *view, udp bool, buf []byte) []byte {
+	limit := dns.MaxMsgSize
+	if udp {
+		limit = dns.MinMsgSize
+		if opt != nil {
+			limit = max(dns.MinMsgSize, min(int(opt.UDPSize()), v.opts.MaxUDPSize))
+		}
+	}
+	b := pack(m, buf)
+	if len(b) <= limit {
+		return b
+	}
+	m.Truncate(limit)
+	if udp {
+		// Truncate keeps what fits; we prefer BIND's rule (no partial
+		// RRsets): header, question and OPT only, TC set.
+		var keep []dns.RR
+		for _, rr := range m.Extra {
+			if rr.Header().Rrtype == dns.TypeOPT {
+				keep = append(keep, rr)
+			}
+		}
+		m.Answer, m.Ns, m.Extra = nil, nil, keep
+		m.Truncated = true
+	}
+	return pack(m, buf)
+}

@@ -1,0 +1,49 @@
+// Package dnsrouter owns Meridian's authoritative GeoDNS server: it answers
+// for the configured zones, sends each client to its nearest healthy PoP
+// (haversine from the EDNS Client Subnet, else the resolver's address),
+// sheds load from PoPs over their capacity threshold in proportion to how
+// little capacity they have left, and fails open (answers the nearest PoP,
+// counted) rather than SERVFAIL when every PoP is down.
+//
+// Subpackages hold the parts with one job each: geo (address → location:
+// YAML CIDR tables and .mmdb files), health (beacons + active HTTP probes →
+// which PoPs may be served) and region (the built-in region catalog). This
+// package must not recurse, transfer zones, or look a PoP's own address up
+// in a geo database: PoP coordinates come from configuration.
+//
+// # Lifecycle
+//
+//	s, err := dnsrouter.New(opts)          // validates; errors name the field
+//	err = s.Start(ctx, "127.0.0.1:5353")   // binds UDP+TCP, serves in the background
+//	err = s.WatchBeacons(nc)               // PoP beacons from NATS → health table
+//	err = s.Reload(newOpts)                // on SIGHUP: zones, PoPs, geo, RRL
+//	e, err := s.Explain(subnet, "www.example.test")
+//	err = s.Close()
+//
+// # The query path
+//
+// A UDP worker reads a packet, answers it and writes the answer, without
+// allocating for the common query (A/AAAA of a geo-routed name, with or
+// without ECS): fastAnswer parses and writes wire bytes directly, the
+// client's location comes from the geo source, its distance-ordered PoP
+// list is precomputed per location (ranking), and choose walks that list
+// against the health snapshot. Everything else — errors, negative answers,
+// SOA/NS, CNAMEs, truncation — goes through answer, built on miekg/dns. The
+// fuzz test checks that both give identical bytes where the fast path
+// answers.
+//
+// # Metrics
+//
+// Registered on Options.Registerer when set:
+//
+//	meridian_dns_queries_total{type,rcode,pop}   answers by query type, rcode, first PoP
+//	meridian_dns_ecs_queries_total               queries with a valid ECS option
+//	meridian_dns_fail_open_total                 answers given with no healthy PoP
+//	meridian_dns_spilled_total{pop}              queries a PoP over its threshold shed
+//	meridian_dns_answer_duration_seconds         time to build an answer
+//	meridian_dns_rrl_total{action}               rate-limited responses (drop, slip)
+//	meridian_dns_dropped_total{reason}           queries not answered (malformed, budget)
+//	meridian_dns_health_stale                    1 while the beacon feed is unreachable
+//	meridian_dns_pop_served{pop}                 1 when a PoP may be answered
+//	meridian_dns_beacons_rejected_total          malformed beacons
+package dnsrouter

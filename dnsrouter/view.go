@@ -1,0 +1,203 @@
+package dnsrouter
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/meridian-edge/meridian/dnsrouter/geo"
+	"github.com/meridian-edge/meridian/dnsrouter/health"
+	"github.com/miekg/dns"
+)
+
+// view is one immutable generation of configuration compiled for the query
+// path. Reload builds a new view and swaps it in atomically, so in-flight
+// queries finish on the view they started with.
+type view struct {
+	opts  Options
+	zones []*zone // longest apex first
+	pops  []popInfo
+	ids   []string
+	geo   geo.Source
+	def   geo.Location
+	defRk *ranking
+	ranks *rankings
+	// fast maps the lower-case wire form of each geo-routed name to its
+	// zone, for the allocation-free fast path.
+	fast map[string]fastEntry
+}
+
+type popInfo struct {
+	id   string
+	loc  geo.Location
+	ipv4 []netip.Addr
+	ipv6 []netip.Addr
+}
+
+type zone struct {
+	apex   string // lower-case FQDN
+	served map[string]bool
+	alias  map[string]string
+	glue   map[string][]netip.Addr
+	ents   map[string]bool // empty non-terminals: exist, hold no data
+	soa    *dns.SOA
+	ns     []dns.RR
+	ttl    uint32
+	nsTTL  uint32
+	negTTL uint32
+}
+
+func buildView(o Options) *view {
+	v := &view{opts: o, geo: o.Geo, fast: map[string]fastEntry{}}
+	for _, z := range o.Zones {
+		bz := buildZone(z)
+		v.zones = append(v.zones, bz)
+	}
+	slices.SortStableFunc(v.zones, func(a, b *zone) int { return len(b.apex) - len(a.apex) })
+	for _, z := range v.zones {
+		for n := range z.served {
+			// A name configured in a zone that has a delegated-looking
+			// child zone is left to the general path, which resolves it
+			// by the longest apex.
+			if w, ok := wireLower(n); ok && v.findZone(n) == z {
+				v.fast[w] = fastEntry{z: z}
+			}
+		}
+	}
+	locs := make([]geo.Location, len(o.PoPs))
+	for i, p := range o.PoPs {
+		locs[i] = popLocation(p)
+		v.pops = append(v.pops, popInfo{id: p.ID, loc: locs[i], ipv4: p.IPv4, ipv6: p.IPv6})
+		v.ids = append(v.ids, p.ID)
+	}
+	switch {
+	case o.DefaultRegion != "":
+		v.def = popLocation(PoP{Region: o.DefaultRegion})
+	case o.DefaultLat != 0 || o.DefaultLon != 0:
+		v.def = geo.Location{Lat: o.DefaultLat, Lon: o.DefaultLon}
+	default:
+		v.def = locs[0]
+	}
+	known := []geo.Location{v.def}
+	if t, ok := o.Geo.(interface{ Locations() []geo.Location }); ok {
+		known = append(known, t.Locations()...)
+	}
+	v.ranks = newRankings(locs, known)
+	v.defRk = v.ranks.lookup(v.def)
+	return v
+}
+
+func buildZone(z Zone) *zone {
+	apex := fqdn(z.Apex, "")
+	out := &zone{
+		apex: apex, served: map[string]bool{}, alias: map[string]string{},
+		glue: map[string][]netip.Addr{}, ents: map[string]bool{},
+		ttl: z.TTL, nsTTL: z.NSTTL,
+	}
+	if out.ttl == 0 {
+		out.ttl = 30
+	}
+	if out.nsTTL == 0 {
+		out.nsTTL = 3600
+	}
+	s := z.SOA
+	if s.MName == "" {
+		s.MName = z.NS[0].Name
+	}
+	if s.RName == "" {
+		s.RName = "hostmaster"
+	}
+	if s.Serial == 0 {
+		s.Serial = 1
+	}
+	if s.Refresh == 0 {
+		s.Refresh = 3600
+	}
+	if s.Retry == 0 {
+		s.Retry = 600
+	}
+	if s.Expire == 0 {
+		s.Expire = 86400
+	}
+	if s.Minimum == 0 {
+		s.Minimum = 60
+	}
+	if s.TTL == 0 {
+		s.TTL = 3600
+	}
+	out.negTTL = min(s.TTL, s.Minimum)
+	out.soa = &dns.SOA{
+		Hdr:    dns.RR_Header{Name: apex, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: s.TTL},
+		Ns:     fqdn(s.MName, apex),
+		Mbox:   fqdn(s.RName, apex),
+		Serial: s.Serial, Refresh: s.Refresh, Retry: s.Retry, Expire: s.Expire, Minttl: s.Minimum,
+	}
+	for _, ns := range z.NS {
+		n := fqdn(ns.Name, apex)
+		out.ns = append(out.ns, &dns.NS{Hdr: dns.RR_Header{Name: apex, Rrtype: dns.TypeNS, Class: dns.ClassINET, Ttl: out.nsTTL}, Ns: n})
+		if dns.IsSubDomain(apex, n) {
+			out.glue[n] = append(out.glue[n], ns.Addrs...)
+		}
+	}
+	for _, n := range z.Names {
+		out.served[fqdn(n, apex)] = true
+	}
+	for a, t := range z.Aliases {
+		out.alias[fqdn(a, apex)] = fqdn(t, apex)
+	}
+	// Every ancestor of a name between it and the apex exists (RFC 8020):
+	// asking for it is NODATA, not NXDOMAIN.
+	addENTs := func(n string) {
+		for {
+			i := strings.IndexByte(n, '.')
+			if i < 0 || i+1 >= len(n) {
+				return
+			}
+			n = n[i+1:]
+			if len(n) <= len(apex) {
+				return
+			}
+			out.ents[n] = true
+		}
+	}
+	for n := range out.served {
+		addENTs(n)
+	}
+	for n := range out.alias {
+		addENTs(n)
+	}
+	for n := range out.glue {
+		addENTs(n)
+	}
+	return out
+}
+
+// findZone returns the zone that holds name (lower-case FQDN).
+func (v *view) findZone(name string) *zone {
+	for _, z := range v.zones {
+		if name == z.apex || (len(name) > len(z.apex) && strings.HasSuffix(name, z.apex) && name[len(name)-len(z.apex)-1] == '.') {
+			return z
+		}
+	}
+	return nil
+}
+
+// locate places a client: its location, the precomputed ranking for it,
+// the prefix length of the geo block that decided (the ECS scope; -1 when
+// the source cannot tell) and "geo" or "default" for where it came from.
+func (v *view) locate(addr netip.Addr) (geo.Location, *ranking, int, string) {
+	if v.geo != nil && addr.IsValid() {
+		m := v.geo.Lookup(addr)
+		if m.Found {
+			return m.Loc, v.ranks.lookup(m.Loc), m.Bits, "geo"
+		}
+		return v.def, v.defRk, m.Bits, "default"
+	}
+	return v.def, v.defRk, -1, "default"
+}
+
+// choose picks the PoPs for a ranking under a health snapshot with the
+// view's answer count.
+func (v *view) choose(rk *ranking, snap *health.Snapshot, rnd uint64) choice {
+	return choose(rk, v.ids, snap, v.opts.Answers, rnd)
+}
