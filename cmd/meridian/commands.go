@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -24,7 +23,6 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/deploy"
-	"github.com/meridian-edge/meridian/dnsrouter"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/stack"
@@ -312,6 +310,7 @@ func cmdDNSExplain(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	q := url.Values{"subnet": {prefix.String()}, "name": {fs.Arg(0)}}
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+cfg.DNS.Metrics+"/explain?"+q.Encode(), nil)
+	req.Header.Set("Accept", "text/plain")
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("dns explain: is the DNS server running? %w", err)
@@ -321,28 +320,6 @@ func cmdDNSExplain(ctx context.Context, args []string, stdout io.Writer) error {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return fmt.Errorf("dns explain: %s", strings.TrimSpace(string(body)))
 	}
-	var e dnsrouter.Explanation
-	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
-		return fmt.Errorf("dns explain: bad answer from the server: %w", err)
-	}
-	printExplanation(stdout, e)
-	return nil
-}
-
-func printExplanation(w io.Writer, e dnsrouter.Explanation) {
-	fmt.Fprintf(w, "name      %s (zone %s)\n", e.Name, e.Zone)
-	fmt.Fprintf(w, "client    %s at %s (%s), ECS scope /%d\n", e.Client, e.Location, e.LocationSource, e.Scope)
-	if e.Stale {
-		fmt.Fprintln(w, "health    STALE: the server lost its beacon feed; this is its last view")
-	}
-	if e.FailOpen {
-		fmt.Fprintln(w, "fail-open no PoP is healthy; answering the nearest anyway")
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nPOP\tKM\tSERVED\tBEACON\tPROBE\tLOAD/CAP\tKEEP\tWHY")
-	for _, c := range e.Candidates {
-		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%s\t%s\t%.0f/%.0f\t%.2f\t%s\n", c.PoP, c.DistanceKm, c.Served, c.Beacon, c.Probe, c.Load, c.Capacity, c.Keep, c.Reason)
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "\nchosen    %s\n", strings.Join(e.Chosen, ", "))
+	_, err = io.Copy(stdout, resp.Body)
+	return err
 }

@@ -110,7 +110,7 @@ func TestDevCommand(t *testing.T) {
 		}
 		close(lines)
 	}()
-	var digLine, curlLine, want string
+	var digLine, curlLine, want, wantPoP string
 	timeout := time.After(30 * time.Second)
 	for curlLine == "" {
 		select {
@@ -123,6 +123,7 @@ func TestDevCommand(t *testing.T) {
 				digLine = l
 			case strings.HasPrefix(l, "-> "):
 				want = strings.Fields(l)[1]
+				wantPoP = strings.Trim(strings.Fields(l)[2], "(,")
 			case strings.HasPrefix(l, "curl "):
 				curlLine = l
 			}
@@ -167,6 +168,27 @@ func TestDevCommand(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "Hello from the Meridian demo origin") {
 		t.Fatalf("%s: %d %q", curlLine, resp.StatusCode, body)
+	}
+
+	// The printed explain line names the same PoP.
+	var explainLine string
+	for explainLine == "" {
+		select {
+		case l := <-lines:
+			if l = strings.TrimSpace(l); strings.HasPrefix(l, "go run ./cmd/meridian dns explain") {
+				explainLine = l
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no explain line in the banner")
+		}
+	}
+	args := append([]string{"dns", "explain", "--config", cfgPath}, strings.Fields(strings.TrimPrefix(explainLine, "go run ./cmd/meridian dns explain"))...)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", explainLine, err, out)
+	}
+	if !strings.Contains(string(out), "chosen: "+wantPoP+"\n") || !strings.Contains(string(out), "ECS scope /24") {
+		t.Fatalf("%s printed:\n%s", explainLine, out)
 	}
 
 	// Ctrl-C stops everything cleanly.

@@ -168,6 +168,25 @@ type DNS struct {
 	Health Health `yaml:"health"`
 	// Answers is how many PoPs (nearest healthy first) each answer holds. Default 1.
 	Answers int `yaml:"answers"`
+	// RRL limits responses per client prefix over UDP, as BIND and Knot do,
+	// so the server cannot be used to flood a spoofed victim. Off by default.
+	RRL RRL `yaml:"rrl"`
+	// QueryLogSample logs one query in this many (0: no query log).
+	QueryLogSample int `yaml:"query_log_sample"`
+}
+
+// RRL configures DNS response rate limiting.
+type RRL struct {
+	// ResponsesPerSecond per client prefix; 0 turns RRL off.
+	ResponsesPerSecond float64 `yaml:"responses_per_second"`
+	// Slip sends every Slip-th limited response truncated (so real clients
+	// retry over TCP) and drops the others. Default 2.
+	Slip int `yaml:"slip"`
+	// NoSlip drops every limited response instead.
+	NoSlip bool `yaml:"no_slip"`
+	// IPv4Prefix and IPv6Prefix group clients. Defaults 24 and 56.
+	IPv4Prefix int `yaml:"ipv4_prefix"`
+	IPv6Prefix int `yaml:"ipv6_prefix"`
 }
 
 // Zone is one authoritative zone.

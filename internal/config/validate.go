@@ -284,6 +284,21 @@ func (v *validation) dns(d *DNS) {
 	if d.Answers < 1 || d.Answers > 8 {
 		v.add("dns.answers", "%d is out of range [1,8]", d.Answers)
 	}
+	if d.RRL.ResponsesPerSecond < 0 {
+		v.add("dns.rrl.responses_per_second", "%v is negative; use 0 to turn RRL off", d.RRL.ResponsesPerSecond)
+	}
+	if d.RRL.Slip < 0 || d.RRL.Slip > 10 {
+		v.add("dns.rrl.slip", "%d is out of range [0,10]", d.RRL.Slip)
+	}
+	if d.RRL.IPv4Prefix < 0 || d.RRL.IPv4Prefix > 32 {
+		v.add("dns.rrl.ipv4_prefix", "%d is out of range [0,32]", d.RRL.IPv4Prefix)
+	}
+	if d.RRL.IPv6Prefix < 0 || d.RRL.IPv6Prefix > 128 {
+		v.add("dns.rrl.ipv6_prefix", "%d is out of range [0,128]", d.RRL.IPv6Prefix)
+	}
+	if d.QueryLogSample < 0 {
+		v.add("dns.query_log_sample", "%d is negative; use 0 for no query log", d.QueryLogSample)
+	}
 	if len(d.Zones) == 0 {
 		v.add("dns.zones", "missing; the DNS server needs at least one zone (apex, names)")
 	}

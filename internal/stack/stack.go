@@ -8,7 +8,6 @@ package stack
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -292,7 +291,15 @@ func (s *Stack) DNSOptions() (dnsrouter.Options, error) {
 		BeaconInterval: d.Health.BeaconInterval,
 		MissedBeacons:  d.Health.MissedBeacons,
 		ProbeInterval:  d.Health.ProbeInterval,
-		Logger:         s.log.With("component", "dns"),
+		QueryLogSample: d.QueryLogSample,
+		RRL: dnsrouter.RRLOptions{
+			ResponsesPerSecond: d.RRL.ResponsesPerSecond,
+			Slip:               d.RRL.Slip,
+			NoSlip:             d.RRL.NoSlip,
+			IPv4PrefixLen:      d.RRL.IPv4Prefix,
+			IPv6PrefixLen:      d.RRL.IPv6Prefix,
+		},
+		Logger: s.log.With("component", "dns"),
 	}
 	for _, z := range d.Zones {
 		zone := dnsrouter.Zone{
@@ -418,6 +425,9 @@ func (s *Stack) startDNS(ctx context.Context) error {
 	opts.Registerer = s.dnsReg
 	srv, err := dnsrouter.New(opts)
 	if err != nil {
+		if opts.Geo != nil {
+			_ = opts.Geo.Close()
+		}
 		return fmt.Errorf("dns: %w", err)
 	}
 	if err := srv.Start(ctx, s.cfg.DNS.Listen); err != nil {
@@ -440,7 +450,9 @@ func (s *Stack) startDNS(ctx context.Context) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.dnsReg, promhttp.HandlerOpts{}))
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /explain", s.explain)
+		admin := srv.AdminHandler()
+		mux.Handle("GET /explain", admin)
+		mux.Handle("GET /health", admin)
 		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		s.srvs = append(s.srvs, hs)
 		go func() { _ = hs.Serve(ln) }()
@@ -499,23 +511,6 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// explain serves `meridian dns explain`: the running server's decision for a
-// subnet and name, as JSON.
-func (s *Stack) explain(w http.ResponseWriter, r *http.Request) {
-	subnet, err := netip.ParsePrefix(r.URL.Query().Get("subnet"))
-	if err != nil {
-		http.Error(w, fmt.Sprintf("subnet: %v", err), http.StatusBadRequest)
-		return
-	}
-	e, err := s.dns.Explain(subnet, r.URL.Query().Get("name"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(e)
-}
-
 // Reload applies a new configuration to the running components: sites and
 // origins of every PoP, and the DNS zones, PoP list and geo data. What cannot
 // change live (listen addresses, NATS, which PoPs run) is refused with the
@@ -534,23 +529,31 @@ func (s *Stack) Reload(cfg *config.Config) error {
 		opts.Registerer = nil
 		dnsOpts = opts
 	}
+	// The new geo source is ours until the DNS server takes it.
+	closeGeo := func() {
+		if dnsOpts.Geo != nil {
+			_ = dnsOpts.Geo.Close()
+		}
+	}
 	built := map[string][]gateway.Site{}
 	for _, id := range s.order {
 		p := s.pops[id]
 		sites, err := buildSites(cfg, p.originMetrics, p.log)
 		if err != nil {
+			closeGeo()
 			return err
 		}
 		built[id] = sites
 	}
+	if s.dns != nil {
+		if err := s.dns.Reload(dnsOpts); err != nil {
+			closeGeo()
+			return fmt.Errorf("dns: %w", err)
+		}
+	}
 	for _, id := range s.order {
 		if err := s.pops[id].SetSites(built[id]); err != nil {
 			return fmt.Errorf("pop %s: %w", id, err)
-		}
-	}
-	if s.dns != nil {
-		if err := s.dns.Reload(dnsOpts); err != nil {
-			return fmt.Errorf("dns: %w", err)
 		}
 	}
 	s.cfg = cfg

@@ -197,3 +197,70 @@ func TestTakenPortFailsWithAddressAndStartsNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestReload: sites and DNS names change live; a change of listen address is
+// refused and nothing is applied.
+func TestReload(t *testing.T) {
+	originA := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "origin A") }))
+	defer originA.Close()
+	originB := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "origin B") }))
+	defer originB.Close()
+	cfg := devConfig(t, originA.URL)
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+	pop := st.PoP("us-east-1")
+	get := func() string {
+		req, _ := http.NewRequest("GET", "http://"+pop.HTTPAddr()+"/", nil)
+		req.Host = "www.example.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := get(); got != "origin A" {
+		t.Fatalf("before reload: %q", got)
+	}
+	query := func(name string) int {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		r, err := dns.Exchange(m, st.DNS().Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Rcode
+	}
+	if rc := query("api.example.test."); rc != dns.RcodeNameError {
+		t.Fatalf("api before reload: %s", dns.RcodeToString[rc])
+	}
+
+	// A bad reload (listen address changed) is refused whole.
+	bad := devConfig(t, originB.URL)
+	bad.PoPs, bad.DNS.Listen = cfg.PoPs, cfg.DNS.Listen
+	bad.PoPs = append([]config.PoP(nil), cfg.PoPs...)
+	bad.PoPs[0].HTTP = "127.0.0.11:1"
+	if err := st.Reload(bad); err == nil || !strings.Contains(err.Error(), "cannot change live") {
+		t.Fatalf("reload with a new listen address: %v", err)
+	}
+	if got := get(); got != "origin A" {
+		t.Fatalf("refused reload changed the origin: %q", got)
+	}
+
+	next := devConfig(t, originB.URL)
+	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
+	next.DNS.Zones[0].Names = append(next.DNS.Zones[0].Names, "api")
+	if err := st.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); got != "origin B" {
+		t.Fatalf("after reload: %q, want origin B", got)
+	}
+	if rc := query("api.example.test."); rc != dns.RcodeSuccess {
+		t.Fatalf("api after reload: %s", dns.RcodeToString[rc])
+	}
+}

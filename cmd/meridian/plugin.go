@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meridian-edge/meridian/plugins/rollout"
+)
+
+const pluginUsage = `usage:
+  meridian plugin push     --site SITE --name NAME [--canary PCT] [--config KEY=VALUE]...
+                           [--request-header H]... [--response-header H]... FILE.wasm
+  meridian plugin list     --site SITE
+  meridian plugin rollback --site SITE --name NAME [--version N]
+  meridian plugin promote  --site SITE --name NAME [--version N] [--canary PCT]
+  meridian plugin logs     --site SITE [--name NAME] [--limit N]
+  meridian plugin chain    --site SITE [--set FILE.json]
+
+Every command talks to a PoP's admin API (--admin, default the dev stack's
+first PoP) with a site owner's or the ops token (--token or MERIDIAN_TOKEN).
+push uploads a plugin; with --canary it takes that share of requests next to
+the version running now and is rolled back automatically if it fails. A pushed
+plugin joins the end of the site's chain; --config and the header flags set
+its chain entry. rollback without --version ends a canary, or goes back to
+the version before the running one. promote sends all traffic (or --canary
+PCT) to a version, by default the running canary.`
+
+// multiFlag collects a repeated flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// pluginClient calls one PoP's plugin admin API.
+type pluginClient struct {
+	admin, token string
+	http         *http.Client
+}
+
+// cmdPlugin runs 'meridian plugin VERB'.
+func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		if len(args) == 0 {
+			return fmt.Errorf("plugin: %s: %w", pluginUsage, errUsage)
+		}
+		fmt.Fprintln(stdout, pluginUsage)
+		return nil
+	}
+	verb := args[0]
+	fs := newFlags("plugin "+verb, stderr)
+	admin := fs.String("admin", "http://127.0.0.11:9090", "admin API of a PoP (any PoP: changes reach all)")
+	token := fs.String("token", "", "site owner's or ops token (default $MERIDIAN_TOKEN)")
+	site := fs.String("site", "", "site name, as in the config (required)")
+	name := fs.String("name", "", "plugin name: 1-64 letters, digits, '_' or '-'")
+	canary := fs.Int("canary", 100, "percentage of requests the new version takes (push, promote)")
+	version := fs.Int("version", 0, "version number (rollback, promote)")
+	limit := fs.Int("limit", 100, "how many log lines (logs)")
+	set := fs.String("set", "", "JSON file with the site's chain to set (chain)")
+	var config, reqHeaders, respHeaders multiFlag
+	fs.Var(&config, "config", "KEY=VALUE for the plugin's chain entry (push; repeat)")
+	fs.Var(&reqHeaders, "request-header", "request header the plugin sees (push; repeat; * for all)")
+	fs.Var(&respHeaders, "response-header", "response header the plugin sees (push; repeat)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *token == "" {
+		*token = os.Getenv("MERIDIAN_TOKEN")
+	}
+	if *site == "" {
+		return fmt.Errorf("plugin %s: --site is required\n%s: %w", verb, pluginUsage, errUsage)
+	}
+	needName := func() error {
+		if *name == "" {
+			return fmt.Errorf("plugin %s: --name is required: %w", verb, errUsage)
+		}
+		return nil
+	}
+	if *canary < 0 || *canary > 100 {
+		return fmt.Errorf("plugin %s: --canary %d: want a percentage 0..100: %w", verb, *canary, errUsage)
+	}
+	c := &pluginClient{admin: strings.TrimRight(*admin, "/"), token: *token, http: &http.Client{Timeout: 2 * time.Minute}}
+	base := "/admin/plugins/" + url.PathEscape(*site)
+	switch verb {
+	case "push":
+		if err := needName(); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return fmt.Errorf("plugin push: give one FILE.wasm: %w", errUsage)
+		}
+		wasm, err := os.ReadFile(fs.Arg(0))
+		if err != nil {
+			return fmt.Errorf("plugin push: %w", err)
+		}
+		q := url.Values{}
+		if *canary != 100 {
+			q.Set("canary", strconv.Itoa(*canary))
+		}
+		q["config"], q["request_header"], q["response_header"] = config, reqHeaders, respHeaders
+		var pr rollout.PushResult
+		if err := c.do(ctx, http.MethodPost, base+"/"+url.PathEscape(*name)+"?"+q.Encode(), wasm, &pr); err != nil {
+			return fmt.Errorf("plugin push: %w", err)
+		}
+		same := ""
+		if !pr.New {
+			same = " (same bytes as before: same version)"
+		}
+		fmt.Fprintf(stdout, "pushed %s/%s version %d%s: sha256 %s, %d bytes\n", pr.Site, pr.Plugin, pr.Version.Version, same, pr.SHA256, pr.Size)
+		fmt.Fprintf(stdout, "deployment: %s\n", describe(pr.Deployment))
+		return nil
+	case "list":
+		var st rollout.SiteStatus
+		if err := c.do(ctx, http.MethodGet, base, nil, &st); err != nil {
+			return fmt.Errorf("plugin list: %w", err)
+		}
+		printStatus(stdout, st)
+		return nil
+	case "rollback", "promote":
+		if err := needName(); err != nil {
+			return err
+		}
+		var body any = rollout.RollbackRequest{Version: *version}
+		path := base + "/" + url.PathEscape(*name) + "/rollback"
+		if verb == "promote" {
+			v := *version
+			if v == 0 {
+				var st rollout.SiteStatus
+				if err := c.do(ctx, http.MethodGet, base, nil, &st); err != nil {
+					return fmt.Errorf("plugin promote: %w", err)
+				}
+				for _, p := range st.Plugins {
+					if p.Plugin == *name && p.Deployment != nil {
+						v = p.Deployment.Canary
+					}
+				}
+				if v == 0 {
+					return fmt.Errorf("plugin promote: %s/%s runs no canary; name a version with --version", *site, *name)
+				}
+			}
+			pct := *canary
+			body, path = rollout.DeployRequest{Version: v, CanaryPercent: &pct}, base+"/"+url.PathEscape(*name)+"/deploy"
+		}
+		b, _ := json.Marshal(body)
+		var t rollout.Target
+		if err := c.do(ctx, http.MethodPost, path, b, &t); err != nil {
+			return fmt.Errorf("plugin %s: %w", verb, err)
+		}
+		fmt.Fprintf(stdout, "%s/%s: %s\n", *site, *name, describe(t))
+		return nil
+	case "logs":
+		q := url.Values{"limit": {strconv.Itoa(*limit)}}
+		if *name != "" {
+			q.Set("plugin", *name)
+		}
+		var out struct {
+			PoP   string            `json:"pop"`
+			Lines []rollout.LogLine `json:"lines"`
+		}
+		if err := c.do(ctx, http.MethodGet, base+"/logs?"+q.Encode(), nil, &out); err != nil {
+			return fmt.Errorf("plugin logs: %w", err)
+		}
+		for _, l := range out.Lines {
+			fmt.Fprintf(stdout, "%s %-5s %s@%d %s\n", l.Time.UTC().Format(time.RFC3339Nano), l.Level, l.Plugin, l.Version, l.Msg)
+		}
+		if len(out.Lines) == 0 {
+			fmt.Fprintf(stderr, "no plugin log lines for site %s on PoP %s (each PoP keeps its own)\n", *site, out.PoP)
+		}
+		return nil
+	case "chain":
+		var doc rollout.ChainDoc
+		if *set != "" {
+			b, err := os.ReadFile(*set)
+			if err != nil {
+				return fmt.Errorf("plugin chain: %w", err)
+			}
+			if err := c.do(ctx, http.MethodPut, base+"/chain", b, &doc); err != nil {
+				return fmt.Errorf("plugin chain: %w", err)
+			}
+		} else if err := c.do(ctx, http.MethodGet, base+"/chain", nil, &doc); err != nil {
+			return fmt.Errorf("plugin chain: %w", err)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(doc)
+	}
+	return fmt.Errorf("plugin: unknown verb %q\n%s: %w", verb, pluginUsage, errUsage)
+}
+
+// do sends one admin request and decodes the JSON answer into out.
+func (c *pluginClient) do(ctx context.Context, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.admin+path, rd)
+	if err != nil {
+		return err
+	}
+	if c.token == "" {
+		return errors.New("no token: pass --token or set MERIDIAN_TOKEN")
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil && method == http.MethodPost && strings.Contains(path, "?") {
+		req.Header.Set("Content-Type", "application/wasm")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API at %s: %w (is the PoP running? set --admin)", c.admin, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("admin API at %s: reading the answer: %w", c.admin, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
+		}
+		return fmt.Errorf("admin API at %s answered %s: %s", c.admin, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("admin API at %s: unexpected answer (not a Meridian PoP admin API?): %w", c.admin, err)
+	}
+	return nil
+}
+
+// describe says in words what a deployment target runs.
+func describe(t rollout.Target) string {
+	switch {
+	case t.Canary != 0 && t.Stable != 0:
+		return fmt.Sprintf("version %d takes %d%% of requests (canary), version %d the rest", t.Canary, t.Percent, t.Stable)
+	case t.Canary != 0:
+		return fmt.Sprintf("version %d takes %d%% of requests (canary); the rest run without this plugin", t.Canary, t.Percent)
+	case t.Stable != 0:
+		return fmt.Sprintf("version %d takes all requests", t.Stable)
+	}
+	return "runs nowhere"
+}
+
+func printStatus(w io.Writer, st rollout.SiteStatus) {
+	fmt.Fprintf(w, "site %s (as seen by PoP %s)\n", st.Site, st.PoP)
+	order := make([]string, 0, len(st.Chain.Entries))
+	for _, e := range st.Chain.Entries {
+		order = append(order, e.Plugin)
+	}
+	policy := "fail open"
+	if st.Chain.FailClosed {
+		policy = "fail closed"
+	}
+	fmt.Fprintf(w, "chain (%s): %s\n\n", policy, strings.Join(order, " -> "))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLUGIN\tVERSION\tSHA256\tSIZE\tUPLOADED\tBY\tSTATE")
+	for _, p := range st.Plugins {
+		for _, v := range p.Versions {
+			state := ""
+			if d := p.Deployment; d != nil {
+				switch v.Version {
+				case d.Canary:
+					state = fmt.Sprintf("canary %d%%", d.Percent)
+				case d.Stable:
+					state = "live"
+					if d.Canary != 0 {
+						state = fmt.Sprintf("live %d%%", 100-d.Percent)
+					}
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%.12s\t%d\t%s\t%s\t%s\n", p.Plugin, v.Version, v.SHA256, v.Size, v.Uploaded.UTC().Format(time.RFC3339), v.By, state)
+		}
+		if d := p.Deployment; d != nil {
+			rb := ""
+			if d.RolledBack {
+				rb = " (rolled back)"
+			}
+			fmt.Fprintf(tw, "%s\t\t\t\t%s\t%s\tdeployment: %s%s\n", p.Plugin, d.At.UTC().Format(time.RFC3339), d.By, describe(d.Target), rb)
+		}
+		if p.Pending != "" {
+			fmt.Fprintf(tw, "%s\t\t\t\t\t\tNOT APPLIED on this PoP: %s\n", p.Plugin, p.Pending)
+		}
+	}
+	_ = tw.Flush()
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-edge/meridian/internal/testutil"
+	"github.com/meridian-edge/meridian/plugins"
+	"github.com/meridian-edge/meridian/plugins/plugintest"
+	"github.com/meridian-edge/meridian/plugins/rollout/rollouttest"
+)
+
+// TestPluginCommand drives 'meridian plugin push|list|promote|rollback|logs|chain'
+// against a real PoP admin API (statesync on embedded NATS, JetStream object
+// store, a plugin host) and checks what the PoP then runs.
+func TestPluginCommand(t *testing.T) {
+	engine, err := plugins.NewSDKEngine(plugins.SDKOptions{CacheDir: plugintest.CacheDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close(context.Background())
+	srv := testutil.StartNATS(t)
+	pop := rollouttest.StartPoP(t, srv, engine, "ams", nil)
+	dir := t.TempDir()
+	file := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	v1 := file("v1.wasm", rollouttest.VersionWAT(t, "1"))
+	v2 := file("v2.wasm", rollouttest.VersionWAT(t, "2"))
+	bad := file("bad.wasm", []byte("\x00asm\x01\x00\x00\x00\x01"))
+
+	t.Setenv("MERIDIAN_TOKEN", rollouttest.ShopToken)
+	run := func(args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		code := runPlugin(t, append([]string{"plugin"}, args...), &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	admin := "--admin=" + pop.Admin.URL
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, h := pop.Get(t); h.Get("x-v") == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("PoP never answered with x-v %q", want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	cases := []struct {
+		args      []string
+		code      int
+		out, err  string
+		answering string // x-v the PoP answers with afterwards ("" = not checked)
+	}{
+		{[]string{"push", admin, "--site=shop", "--name=tag", v1}, 0, "pushed shop/tag version 1", "", "1"},
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--canary=0", v2}, 0, "version 2 takes 0% of requests (canary), version 1 the rest", "", "1"},
+		{[]string{"list", admin, "--site=shop"}, 0, "canary 0%", "", ""},
+		{[]string{"promote", admin, "--site=shop", "--name=tag"}, 0, "version 2 takes all requests", "", "2"},
+		{[]string{"rollback", admin, "--site=shop", "--name=tag"}, 0, "version 1 takes all requests", "", "1"},
+		{[]string{"rollback", admin, "--site=shop", "--name=tag", "--version=2"}, 0, "version 2 takes all requests", "", "2"},
+		{[]string{"list", admin, "--site=shop"}, 0, "deployment: version 2 takes all requests (rolled back)", "", ""},
+		{[]string{"chain", admin, "--site=shop"}, 0, `"plugin": "tag"`, "", ""},
+		{[]string{"push", admin, "--site=shop", "--name=tag", bad}, 1, "", "plugin refused", "2"},
+		{[]string{"push", admin, "--site=other", "--name=tag", v1}, 1, "", `this token belongs to site "shop"`, ""},
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--token=nope", v1}, 1, "", "Authorization: Bearer", ""},
+		{[]string{"push", admin, "--site=shop", "--name=tag", filepath.Join(dir, "missing.wasm")}, 1, "", "no such file", ""},
+		{[]string{"push", admin, "--site=shop", v1}, 2, "", "--name is required", ""},
+		{[]string{"list", admin}, 2, "", "--site is required", ""},
+		{[]string{"rollback", admin, "--site=shop", "--name=tag", "--version=7"}, 1, "", "no version 7", ""},
+		{[]string{"frobnicate", admin, "--site=shop"}, 2, "", "unknown verb", ""},
+		{[]string{"list", "--admin=http://127.0.0.1:1", "--site=shop"}, 1, "", "is the PoP running?", ""},
+	}
+	for _, c := range cases {
+		out, errText, code := run(c.args...)
+		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errText, c.err) {
+			t.Fatalf("meridian plugin %v: code %d, stdout %q, stderr %q; want %d, %q, %q", c.args, code, out, errText, c.code, c.out, c.err)
+		}
+		if c.answering != "" {
+			waitFor(c.answering)
+		}
+	}
+
+	// Logs: a trapping version fails on requests; its lines come back tagged.
+	trap, err := plugintest.WAT(context.Background(), dir, "trap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, e, code := run("push", admin, "--site=shop", "--name=tag", file("trap.wasm", trap)); code != 0 {
+		t.Fatal(e)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pop.Get(t)
+		out, _, _ := run("logs", admin, "--site=shop", "--name=tag")
+		if strings.Contains(out, "tag@3") && strings.Contains(out, "trap") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no trap log line for tag@3: %q", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// runPlugin runs cmdPlugin and maps its error to an exit code and message
+// as run does for every command (run gains its "plugin" case in main.go).
+func runPlugin(t *testing.T, args []string, stdout, stderr *bytes.Buffer) int {
+	t.Helper()
+	err := cmdPlugin(context.Background(), args[1:], stdout, stderr)
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "meridian: %v\n", err)
+	return 1
+}
