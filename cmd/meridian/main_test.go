@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,24 @@ func TestConfigCheck(t *testing.T) {
 				c.args, code, out.String(), errb.String(), c.code, c.out, c.err)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe to read while the child writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // freeAddr reserves a free TCP (and, for DNS, UDP) port on host.
@@ -95,8 +114,8 @@ func TestDevCommand(t *testing.T) {
 
 	cmd := exec.Command(bin, "dev", "--config", cfgPath)
 	stdout, _ := cmd.StdoutPipe()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -189,6 +208,39 @@ func TestDevCommand(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "chosen: "+wantPoP+"\n") || !strings.Contains(string(out), "ECS scope /24") {
 		t.Fatalf("%s printed:\n%s", explainLine, out)
+	}
+
+	// SIGHUP reloads the file: a new served name answers without a restart,
+	// and a broken file is refused while the old configuration keeps serving.
+	rcode := func(name string) int {
+		q := new(dns.Msg)
+		q.SetQuestion(name, dns.TypeA)
+		r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(q, net.JoinHostPort(m[1], m[2]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Rcode
+	}
+	os.WriteFile(cfgPath, []byte(strings.Replace(text, "names: [www]", "names: [www, api]", 1)), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for rcode("api.example.test.") != dns.RcodeSuccess {
+		if time.Now().After(deadline) {
+			t.Fatalf("api.example.test not served 10s after SIGHUP:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	os.WriteFile(cfgPath, []byte(strings.Replace(text, "names: [www]", "names: [www, api]\n      bogus: 1", 1)), 0o644)
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "reload refused") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no 'reload refused' log for a broken file:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if rcode("api.example.test.") != dns.RcodeSuccess {
+		t.Fatal("a refused reload dropped the running configuration")
 	}
 
 	// Ctrl-C stops everything cleanly.
