@@ -1,0 +1,226 @@
+// Package cache is the PoP's shared HTTP cache (RFC 9111) in front of a
+// site's origin: cache keys, lookup through the storage tiers, freshness and
+// revalidation, request collapsing, streaming fills, stale-while-revalidate
+// and stale-if-error (RFC 5861), Range and HEAD from stored responses, the
+// Cache-Status header (RFC 9211), purge, and metrics.
+//
+// It owns the caching decisions and the flow between client, tiers and
+// origin. It must not choose origin servers or apply origin timeouts (the
+// origin RoundTripper does), rewrite forwarding headers (package proxy does),
+// or know how a tier stores bytes (package tier and its implementations).
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway/cache/l1"
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
+)
+
+// Options configures a Cache. The zero value of every field has a default.
+type Options struct {
+	// L1Bytes is the memory budget of the L1 tier (BigCache; whole MiB).
+	// Default 512 MiB.
+	L1Bytes int64
+	// L1MaxObject is the largest object (headers and body) L1 holds; larger
+	// responses stream through without being stored in L1. Default 1 MiB.
+	L1MaxObject int64
+	// L1Admission is l1.AdmitTinyLFU (default) or l1.AdmitAlways.
+	L1Admission string
+	// Store, when set, replaces the built-in L1 tier as the cache's storage:
+	// for example a gateway/cache/tiered composition of L1, L2 and L3. The
+	// L1* options are then ignored, and Close does not close Store (its
+	// creator owns it). Purge reaches every tier of it that implements
+	// tier.Scanner.
+	Store tier.Tier
+	// Logger receives cache events; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the cache's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// PoPID names this PoP in Via; default "meridian".
+	PoPID string
+	// Now is the clock; default time.Now. Tests may shift it.
+	Now func() time.Time
+}
+
+// Cache is one PoP's HTTP cache, shared by all its sites. Create it with New
+// and stop it with Close.
+type Cache struct {
+	opts    Options
+	log     *slog.Logger
+	own     *l1.Tier // the built-in L1, nil when Options.Store is set
+	store   store
+	flights group
+	metrics *metrics
+	now     func() time.Time
+
+	// purgeSeq changes on every purge and invalidation; a fill that started
+	// before a purge does not store its result, so a purged object can never
+	// come back from an in-flight fetch.
+	purgeSeq atomic.Uint64
+	gen      atomic.Uint64 // Vary index generations
+
+	ctx    context.Context // cancelled by Close: stops fills and revalidations
+	cancel context.CancelFunc
+	mu     sync.Mutex // orders goBackground's wg.Add before Close's Wait
+	wg     sync.WaitGroup
+	closed bool
+}
+
+// New creates a Cache with its L1 tier.
+func New(opts Options) (*Cache, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.PoPID == "" {
+		opts.PoPID = "meridian"
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.L1MaxObject < 0 {
+		return nil, fmt.Errorf("cache: L1MaxObject %d must not be negative", opts.L1MaxObject)
+	}
+	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now}
+	if opts.Store != nil {
+		c.store = store{t: opts.Store}
+	} else {
+		t1, err := l1.New(l1.Options{Bytes: opts.L1Bytes, MaxObject: opts.L1MaxObject, Admission: opts.L1Admission, Logger: opts.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("cache: %w", err)
+		}
+		c.own = t1
+		c.store = store{t: t1}
+	}
+	if c.opts.L1MaxObject == 0 {
+		c.opts.L1MaxObject = 1 << 20
+	}
+	c.flights.m = map[string]*flight{}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	var err error
+	c.metrics, err = newMetrics(opts.Registerer, opts.PoPID, &c.store)
+	if err != nil {
+		if c.own != nil {
+			_ = c.own.Close()
+		}
+		return nil, err
+	}
+	c.gen.Store(uint64(c.now().UnixNano()))
+	return c, nil
+}
+
+// Close stops background fills and revalidations, waits for them, and
+// releases the tiers. Handlers must not be used afterwards.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	if c.own != nil {
+		return c.own.Close()
+	}
+	return nil
+}
+
+// goBackground runs fn on a goroutine owned by the cache; false when closed.
+func (c *Cache) goBackground(fn func(ctx context.Context)) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		defer func() {
+			if p := recover(); p != nil && p != http.ErrAbortHandler {
+				c.log.Error("cache: background task panicked", "panic", p)
+			}
+		}()
+		fn(c.ctx)
+	}()
+	return true
+}
+
+// SitePolicy holds one site's cache options.
+type SitePolicy struct {
+	// SiteID identifies the site in keys, purges, metrics and error pages.
+	SiteID string
+	// IgnoreQuery lists query parameter names left out of the cache key
+	// (for example utm_source).
+	IgnoreQuery []string
+	// SortQuery sorts query parameters by name in the key, so that ?a=1&b=2
+	// and ?b=2&a=1 share one entry.
+	SortQuery bool
+	// MaxObject is the largest response this site stores; larger ones
+	// stream through without being stored. 0 means the storage's own limit
+	// (the L1 tier's L1MaxObject when the cache has no other Store).
+	MaxObject int64
+	// Bypass turns caching off for the site: every request goes to the
+	// origin through the proxy.
+	Bypass bool
+}
+
+// Validate reports a site policy the cache cannot apply, naming the field.
+// Call it when loading configuration; Handler assumes a valid policy.
+func (s SitePolicy) Validate() error {
+	switch {
+	case s.SiteID == "":
+		return errors.New("cache: site policy: SiteID is required")
+	case strings.ContainsAny(s.SiteID, "\x00 "):
+		return fmt.Errorf("cache: site policy: SiteID %q must not contain spaces or NUL", s.SiteID)
+	case s.MaxObject < 0:
+		return fmt.Errorf("cache: site %s: MaxObject %d must not be negative (0 means the storage's limit)", s.SiteID, s.MaxObject)
+	}
+	for i, q := range s.IgnoreQuery {
+		if q == "" {
+			return fmt.Errorf("cache: site %s: IgnoreQuery[%d] is empty; list query parameter names", s.SiteID, i)
+		}
+	}
+	return nil
+}
+
+// Context values a plugin (or any middleware before the cache) may set.
+type ctxKey int
+
+const (
+	keyOverride ctxKey = iota
+	ttlOverride
+	statusValue
+)
+
+// WithKey returns a context whose requests use key as their cache key instead
+// of scheme, host, path and query. The key stays scoped to the site.
+func WithKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, keyOverride, key)
+}
+
+// WithTTL returns a context whose responses, when storable, are fresh for d
+// regardless of their Cache-Control/Expires (d > 0).
+func WithTTL(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, ttlOverride, d)
+}
+
+func ttlFrom(ctx context.Context) time.Duration {
+	d, _ := ctx.Value(ttlOverride).(time.Duration)
+	return d
+}
+
+// errClosed is returned when the cache is used after Close.
+var errClosed = errors.New("cache: closed")

@@ -1,0 +1,57 @@
+package cache
+
+// This file is the reference for operators and for wiring the cache into
+// the PoP; the package comment is in cache.go.
+//
+// # Wiring
+//
+//	c, err := cache.New(cache.Options{L1Bytes: 512 << 20, Logger: log, Registerer: reg, PoPID: "us-east-1"})
+//	defer c.Close()
+//	h := c.Handler(cache.SitePolicy{SiteID: "shop", SortQuery: true}, pool) // pool: origin.Pool
+//	router.Handle("/*", h)  // after site lookup, middleware and plugins
+//	n, err := c.Purge(ctx, cache.Selector{Site: "shop", Kind: cache.ByPrefix, Value: "https://shop.example/img/"})
+//
+// A plugin (or any middleware before the handler) may set the cache key with
+// WithKey and a freshness lifetime with WithTTL on the request context.
+// Issue 6's tiers plug in through Options.Store (any tier.Tier; a
+// composition that implements tier.Scanner and tier.MetaUpdater gets purge and
+// 304 updates in every tier).
+//
+// # Cache-Status (RFC 9211)
+//
+// Every response carries one "meridian" entry, appended after any the origin
+// sent:
+//
+//	meridian; hit; ttl=57; detail=l1                     fresh stored response (ttl = seconds of freshness left)
+//	meridian; hit; ttl=-3; detail=l1                     stale response the request allowed (max-stale)
+//	meridian; hit; ttl=-3; detail=l1-stale-while-revalidate
+//	meridian; hit; ttl=-90; detail=l1-stale-if-error      origin failed, stale copy served
+//	meridian; fwd=uri-miss; fwd-status=200; stored        nothing stored; fetched and stored
+//	meridian; fwd=vary-miss; fwd-status=200; stored       stored variants did not match the request's Vary'd headers
+//	meridian; fwd=stale; fwd-status=304; detail=l1        stale copy revalidated, served from the tier
+//	meridian; fwd=request; fwd-status=200                 the request's no-cache / max-age / min-fresh forced a fetch
+//	meridian; fwd=uri-miss; fwd-status=200; detail=collapsed  answered by another request's origin fetch
+//	meridian; fwd=method                                  unsafe method: forwarded, URL invalidated on success
+//	meridian; fwd=bypass[; detail=request-body]           upgrade, site bypass, or a GET with a body
+//	meridian; fwd=miss; detail=only-if-cached             504, the request said only-if-cached
+//
+// # Metrics
+//
+//	meridian_cache_requests_total{pop,site,tier,result}   result: hit, stale, revalidated, miss, collapsed, pass, error
+//	meridian_cache_served_bytes_total{pop,site,tier}      body bytes sent, by the tier they came from (origin included)
+//	meridian_cache_origin_seconds{pop,site,outcome}       time to the origin's response headers
+//	meridian_cache_collapsed_total{pop,site}              requests that waited for another request's fetch
+//	meridian_cache_stores_total{pop,site,tier,outcome}    stored, not_admitted, too_large, error, purged
+//	meridian_cache_purged_total{pop,site,mode}            hard, soft, invalidate
+//	meridian_cache_store_objects{pop,store}, meridian_cache_store_bytes{pop,store}
+//
+// # What is stored
+//
+// GET responses (HEAD is answered from them and a HEAD miss fills with a GET)
+// that RFC 9111 lets a shared cache store: not no-store or private, not
+// for a request with Authorization unless public, s-maxage or
+// must-revalidate, no Vary: *, no Set-Cookie unless explicitly public, and
+// with explicit freshness, a heuristically cacheable status with
+// Last-Modified, or a validator. CDN-Cache-Control, then Surrogate-Control,
+// take precedence over Cache-Control; Surrogate-Control is not passed on.
+// Responses larger than the site's MaxObject stream through unstored.

@@ -1,0 +1,157 @@
+package cache_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
+)
+
+// clock is the cache's clock in tests: real time shifted by an offset, so a
+// test "waits" by advancing it while the origin's Date stays real.
+type clock struct{ off atomic.Int64 }
+
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// env is a real origin and a real front server with the cache in between,
+// both on loopback.
+type env struct {
+	t      *testing.T
+	c      *cache.Cache
+	clock  *clock
+	origin *httptest.Server
+	front  *httptest.Server
+	count  atomic.Int64 // origin requests
+	reg    *prometheus.Registry
+	client *http.Client
+	site   cache.SitePolicy
+}
+
+type envOpt struct {
+	site      cache.SitePolicy
+	timeout   time.Duration
+	opts      cache.Options
+	wrapFront func(http.Handler) http.Handler
+}
+
+func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
+	t.Helper()
+	e := &env{t: t, clock: &clock{}, reg: prometheus.NewRegistry()}
+	e.origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.count.Add(1)
+		// The origin's clock agrees with the cache's shifted clock.
+		w.Header().Set("Date", e.clock.Now().UTC().Format(http.TimeFormat))
+		origin(w, r)
+	}))
+	t.Cleanup(e.origin.Close)
+	opts := o.opts
+	opts.Now = e.clock.Now
+	opts.Registerer = e.reg
+	if opts.L1Bytes == 0 {
+		opts.L1Bytes = 64 << 20
+	}
+	opts.PoPID = "test-pop"
+	c, err := cache.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c = c
+	if o.site.SiteID == "" {
+		o.site.SiteID = "site1"
+	}
+	e.site = o.site
+	var h http.Handler = c.Handler(o.site, cachetest.Transport(t, e.origin.URL, o.timeout))
+	if o.wrapFront != nil {
+		h = o.wrapFront(h)
+	}
+	e.front = httptest.NewServer(h)
+	t.Cleanup(func() {
+		e.front.Close()
+		if err := c.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	tr := &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 256}
+	t.Cleanup(tr.CloseIdleConnections)
+	e.client = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return e
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (r reply) cs() string { return strings.Join(r.header.Values("Cache-Status"), ", ") }
+
+// do sends one request to the front and reads the whole reply.
+func (e *env) do(method, path string, hdr http.Header, body []byte) reply {
+	e.t.Helper()
+	var rb io.Reader
+	if body != nil {
+		rb = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.front.URL+path, rb)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for k, v := range hdr {
+		if strings.EqualFold(k, "Host") {
+			req.Host = v[0]
+			continue
+		}
+		req.Header[k] = v
+	}
+	resp, err := e.client.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+func (e *env) get(path string, kv ...string) reply {
+	e.t.Helper()
+	return e.do(http.MethodGet, path, hdr(kv...), nil)
+}
+
+func hdr(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
+// waitFor polls cond (an event, not a duration) up to a generous bound.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func newServer(t *testing.T, h http.Handler) *httptest.Server {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}

@@ -1,0 +1,674 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway/cache/policy"
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
+	"github.com/meridian-edge/meridian/gateway/proxy"
+)
+
+// stored is a response found in a tier.
+type stored struct {
+	key  string // storage key (the variant key for Vary'd responses)
+	meta *tier.Meta
+	// The body is either in memory (body) or a seekable stream (rs, closed
+	// by close) from a tier that does not hold bodies in memory.
+	body   []byte
+	rs     io.ReadSeeker
+	closer io.Closer
+	tier   string
+}
+
+func (s *stored) clone() *stored {
+	c := *s
+	c.meta = s.meta.Clone()
+	return &c
+}
+
+func (s *stored) close() {
+	if s != nil && s.closer != nil {
+		_ = s.closer.Close()
+	}
+}
+
+func (s *stored) size() int64 {
+	if s.rs != nil {
+		return s.meta.Size
+	}
+	return int64(len(s.body))
+}
+
+type siteHandler struct {
+	c      *Cache
+	site   SitePolicy
+	origin http.RoundTripper
+	proxy  *proxy.Proxy
+	maxObj int64 // largest body stored
+	retain int64 // largest body kept in memory for requests joining a fill
+	// Counters of the hit path, resolved once (label lookups cost more
+	// than the increment).
+	hitL1, bytesL1 prometheus.Counter
+}
+
+func (h *siteHandler) countHit(tierName string, bytes int64) {
+	if tierName == "l1" {
+		h.hitL1.Inc()
+		h.bytesL1.Add(float64(bytes))
+		return
+	}
+	h.c.metrics.request(h.site.SiteID, tierName, resHit)
+	h.c.metrics.bytes.WithLabelValues(h.site.SiteID, tierName).Add(float64(bytes))
+}
+
+// Handler returns the whole proxy and cache path for one site: requests are
+// answered from the cache when RFC 9111 allows it and otherwise forwarded to
+// origin, which sends them to the site's origin servers. A nil origin makes
+// every request fail with a clear 502.
+func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler {
+	if origin == nil {
+		origin = roundTripperFunc(func(*http.Request) (*http.Response, error) {
+			return nil, errNoOrigin
+		})
+	}
+	h := &siteHandler{c: c, site: site, origin: origin}
+	h.maxObj = c.store.maxObject()
+	if site.MaxObject > 0 && site.MaxObject < h.maxObj {
+		h.maxObj = site.MaxObject
+	}
+	h.retain = min(h.maxObj, c.opts.L1MaxObject)
+	h.hitL1 = c.metrics.requests.WithLabelValues(site.SiteID, "l1", resHit)
+	h.bytesL1 = c.metrics.bytes.WithLabelValues(site.SiteID, "l1")
+	h.proxy, _ = proxy.New(proxy.Options{ // cannot fail: Transport is set
+		SiteID: site.SiteID, PoPID: c.opts.PoPID, Transport: origin, Logger: c.log,
+		ModifyResponse: func(res *http.Response) error {
+			if cs, ok := res.Request.Context().Value(statusValue).(string); ok {
+				res.Header.Add("Cache-Status", cs)
+			}
+			return nil
+		},
+	})
+	return h
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+const errNoOrigin = errString("cache: the site has no origin configured")
+
+func isUpgrade(r *http.Request) bool {
+	if r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(textproto.TrimString(t), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.site.Bypass || isUpgrade(r) {
+		h.pass(w, r, "meridian; fwd=bypass")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions, http.MethodTrace, http.MethodConnect:
+		h.pass(w, r, "meridian; fwd=method")
+		return
+	default:
+		h.unsafe(w, r)
+		return
+	}
+	if r.ContentLength != 0 {
+		// A GET with a body: the body is not part of the key, so its response
+		// must not be shared (a classic poisoning vector). Forward it intact.
+		h.pass(w, r, "meridian; fwd=bypass; detail=request-body")
+		return
+	}
+	u := requestURL(r, &h.site)
+	key := primaryKey(r, &h.site, u)
+	reqCC := policy.RequestDirectives(r.Header)
+	st, varyMiss := h.c.lookup(key, r)
+	if st != nil && r.Header.Get("Authorization") != "" && !sharedForAuthorization(st.meta.Header) {
+		st.close()
+		st = nil
+	}
+	if st == nil {
+		if reqCC.Has("only-if-cached") {
+			h.c.metrics.request(h.site.SiteID, "none", resError)
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Status", "meridian; fwd=miss; detail=only-if-cached")
+			w.WriteHeader(http.StatusGatewayTimeout)
+			io.WriteString(w, "504 Gateway Timeout: the request said only-if-cached and this PoP holds no stored response for it.\n")
+			return
+		}
+		fwd := "uri-miss"
+		if varyMiss {
+			fwd = "vary-miss"
+		}
+		h.fetch(w, r, key, u, nil, reqCC, fwd, true)
+		return
+	}
+	defer st.close()
+	f := h.c.freshness(st)
+	switch policy.Decide(f, reqCC) {
+	case policy.UseFresh:
+		if f.Fresh() {
+			h.countHit(st.tier, st.size())
+		} else {
+			h.c.metrics.request(h.site.SiteID, st.tier, resStale)
+			h.c.metrics.bytes.WithLabelValues(h.site.SiteID, st.tier).Add(float64(st.size()))
+		}
+		h.serveStored(w, r, st, hitStatus(st, f, ""), f.Age)
+	case policy.UseStaleRevalidate:
+		h.c.metrics.request(h.site.SiteID, st.tier, resStale)
+		h.c.metrics.bytes.WithLabelValues(h.site.SiteID, st.tier).Add(float64(st.size()))
+		h.revalidateInBackground(r, key, u, st)
+		h.serveStored(w, r, st, hitStatus(st, f, "stale-while-revalidate"), f.Age)
+	default:
+		fwd := "stale"
+		if reqCC.Has("no-cache") || reqCC.Has("max-age") || reqCC.Has("min-fresh") {
+			fwd = "request"
+		}
+		h.fetch(w, r, key, u, st, reqCC, fwd, true)
+	}
+}
+
+// sharedForAuthorization: RFC 9111 3.5, a response to a request with
+// Authorization may be reused only with public, s-maxage or must-revalidate.
+func sharedForAuthorization(hd http.Header) bool {
+	d, _ := policy.ResponseDirectives(hd)
+	return d.Has("public") || d.Has("s-maxage") || d.Has("must-revalidate")
+}
+
+func hitStatus(st *stored, f policy.Freshness, detail string) string {
+	var b strings.Builder
+	b.WriteString("meridian; hit; ttl=")
+	b.WriteString(itoa(int64(f.TTL() / time.Second)))
+	b.WriteString("; detail=")
+	b.WriteString(st.tier)
+	if detail != "" {
+		b.WriteString("-")
+		b.WriteString(detail)
+	}
+	return b.String()
+}
+
+func itoa(v int64) string {
+	if v < 0 {
+		return "-" + strconvU(uint64(-v))
+	}
+	return strconvU(uint64(v))
+}
+
+func (c *Cache) freshness(st *stored) policy.Freshness {
+	m := st.meta
+	f := policy.Evaluate(m.Status, m.Header, m.RequestTime, m.ResponseTime, c.now(), m.TTL)
+	if m.Invalidated {
+		// Soft purge: stale from now on, usable only for stale-if-error.
+		f.Lifetime = 0
+		f.StaleWhileRevalidate = 0
+	}
+	return f
+}
+
+// lookup finds the stored response for key and r's Vary'd headers.
+func (c *Cache) lookup(key string, r *http.Request) (st *stored, varyMiss bool) {
+	st, err := c.store.get(r.Context(), key)
+	if err != nil {
+		return nil, false
+	}
+	if st.meta.Kind == tier.KindVary {
+		m := st.meta
+		st.close()
+		vk := variantKey(key, m.Gen, policy.SecondaryKey(m.Vary, r.Header))
+		st, err = c.store.get(r.Context(), vk)
+		if err != nil {
+			return nil, true
+		}
+		if st.meta.Kind != tier.KindResponse {
+			st.close()
+			return nil, true
+		}
+	}
+	return st, false
+}
+
+// pass forwards r to the origin without the cache.
+func (h *siteHandler) pass(w http.ResponseWriter, r *http.Request, cacheStatus string) {
+	h.c.metrics.request(h.site.SiteID, "origin", resPass)
+	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), statusValue, cacheStatus)))
+}
+
+// unsafe forwards a request with an unsafe method, body intact, and then
+// invalidates the stored responses for its URL and for the same-host URLs
+// in Location and Content-Location (RFC 9111 4.4).
+func (h *siteHandler) unsafe(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	h.pass(sw, r, "meridian; fwd=method")
+	if sw.status < 200 || sw.status >= 400 {
+		return
+	}
+	u := requestURL(r, &h.site)
+	h.c.invalidate(h.site.SiteID, primaryKey(r, &h.site, u))
+	base, err := url.Parse(u)
+	if err != nil {
+		return
+	}
+	for _, f := range []string{"Location", "Content-Location"} {
+		v := sw.Header().Get(f)
+		if v == "" {
+			continue
+		}
+		ref, err := base.Parse(v)
+		if err != nil || !strings.EqualFold(ref.Host, base.Host) {
+			continue // another host: not ours to invalidate (RFC 9111 4.4)
+		}
+		rr := &http.Request{Method: http.MethodGet, URL: ref, Host: ref.Host, TLS: r.TLS, Header: http.Header{}}
+		rr = rr.WithContext(context.Background())
+		ru := requestURL(rr, &h.site)
+		h.c.invalidate(h.site.SiteID, h.site.SiteID+"\x00"+ru)
+	}
+}
+
+// invalidate drops the primary entry of key; Vary'd variants become
+// unreachable with their index.
+func (c *Cache) invalidate(site, key string) {
+	c.purgeSeq.Add(1)
+	c.store.delete(key)
+	c.metrics.purged.WithLabelValues(site, "invalidate").Inc()
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 || s.status < 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// revalidateInBackground refreshes st (stale-while-revalidate) on a
+// goroutine owned by the cache, collapsed with any other fetch of the key.
+func (h *siteHandler) revalidateInBackground(r *http.Request, key, u string, st *stored) {
+	r2 := r.Clone(context.WithoutCancel(r.Context()))
+	h.c.goBackground(func(ctx context.Context) {
+		f, rd, leader := h.c.flights.join(key, r2.Header)
+		rd.Close()
+		if !leader {
+			return
+		}
+		if resp := h.run(r2, nil, key, u, st, f, true); resp != nil {
+			resp.Body.Close()
+		}
+	})
+}
+
+// conditional and range request fields are the cache's to answer; the fill
+// asks the origin for the full response.
+var clientConditionals = []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range", "Range"}
+
+// unkeyedOverrides are request fields some origin frameworks honour to
+// change the URL, method or host they serve. They are not part of the cache
+// key, so a fill must not forward them: one client could otherwise store a
+// response for another URL under this key (cache poisoning).
+var unkeyedOverrides = []string{
+	"X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override", "X-HTTP-Method",
+	"X-Method-Override", "X-Forwarded-Server", "X-Forwarded-Port", "X-Forwarded-Scheme",
+	"X-Forwarded-Prefix", "X-Host", "X-Original-Host",
+}
+
+// fetch gets a response from the origin for r, through a collapsed flight
+// when possible, and answers the client.
+func (h *siteHandler) fetch(w http.ResponseWriter, r *http.Request, key, u string, stale *stored, reqCC policy.Directives, fwd string, collapse bool) {
+	collapse = collapse && r.Header.Get("Authorization") == "" && !reqCC.Has("no-store") &&
+		!h.c.flights.isPass(key, h.c.now())
+	var (
+		f      *flight
+		rd     *reader
+		leader = true
+	)
+	if collapse {
+		f, rd, leader = h.c.flights.join(key, r.Header)
+	} else {
+		f = newFlight(r.Header)
+		rd = f.fill.register()
+	}
+	if leader {
+		resp := h.run(r, w, key, u, stale, f, collapse)
+		h.respond(w, r, key, u, reqCC, f, rd, resp, fwd, "")
+		return
+	}
+	h.c.metrics.collapsed.WithLabelValues(h.site.SiteID).Inc()
+	select {
+	case <-f.ready:
+	case <-r.Context().Done():
+		rd.Close()
+		return
+	}
+	if f.res.kind == kindStream && len(f.res.vary) > 0 &&
+		policy.SecondaryKey(f.res.vary, r.Header) != policy.SecondaryKey(f.res.vary, f.header) {
+		// The shared response varies on a header this request has
+		// differently: fetch on our own.
+		rd.Close()
+		h.fetch(w, r, key, u, stale, reqCC, "vary-miss", false)
+		return
+	}
+	if f.res.kind == kindPass && !(f.res.status >= 500 && f.res.stored != nil) {
+		rd.Close()
+		h.fetch(w, r, key, u, stale, reqCC, fwd, false)
+		return
+	}
+	h.respond(w, r, key, u, reqCC, f, rd, nil, fwd, "collapsed")
+}
+
+// run performs the origin exchange of flight f for key and publishes its
+// result. It returns the origin response only when the result is kindPass,
+// for the leader to stream on its own; w (nil for background revalidation)
+// receives 1xx interim responses.
+func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string, stale *stored, f *flight, shared bool) *http.Response {
+	c := h.c
+	octx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	stopOnClose := context.AfterFunc(c.ctx, cancel)
+	cancelAll := func() { stopOnClose(); cancel() }
+	if w != nil {
+		octx = httptrace.WithClientTrace(octx, &httptrace.ClientTrace{
+			Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
+				// Interim responses go to the requesting client and are never stored.
+				hd := w.Header()
+				for k, v := range header {
+					hd[k] = v
+				}
+				w.WriteHeader(code)
+				for k := range header {
+					delete(hd, k)
+				}
+				return nil
+			},
+		})
+	}
+	out := h.proxy.Outbound(octx, r)
+	out.Method = http.MethodGet
+	for _, k := range clientConditionals {
+		out.Header.Del(k)
+	}
+	for _, k := range unkeyedOverrides {
+		out.Header.Del(k)
+	}
+	if stale != nil {
+		if et := stale.meta.Header.Get("ETag"); et != "" {
+			out.Header.Set("If-None-Match", et)
+		}
+		if lm := stale.meta.Header.Get("Last-Modified"); lm != "" {
+			out.Header.Set("If-Modified-Since", lm)
+		}
+	}
+	seq := c.purgeSeq.Load()
+	reqTime := c.now()
+	resp, err := h.origin.RoundTrip(out)
+	respTime := c.now()
+	c.metrics.origin(h.site.SiteID, respTime.Sub(reqTime), err)
+	if err != nil {
+		cancelAll()
+		c.flights.release(key, f, result{kind: kindError, err: err, stored: stale}, false)
+		return nil
+	}
+	proxy.RemoveHopByHop(resp.Header)
+	if resp.StatusCode == http.StatusNotModified && stale != nil {
+		resp.Body.Close()
+		cancelAll()
+		upd := c.update304(stale, resp.Header, reqTime, respTime)
+		c.flights.release(key, f, result{kind: kindStored, stored: upd, status: http.StatusNotModified}, false)
+		return nil
+	}
+	sreq := &http.Request{Method: http.MethodGet, Header: r.Header}
+	ttl := ttlFrom(r.Context())
+	reason := policy.StorableResponse(sreq, resp.StatusCode, resp.Header, ttl)
+	if reason == policy.Storable && resp.ContentLength > h.maxObj {
+		reason = "too-large"
+	}
+	if reason != policy.Storable || (resp.StatusCode >= 500 && stale != nil) {
+		if stale != nil && resp.StatusCode < 500 {
+			// A newer response replaced the stored one; never serve the old.
+			c.store.delete(stale.key)
+		}
+		if resp.StatusCode < 500 {
+			c.flights.markPass(key, respTime)
+		}
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancelAll}
+		c.flights.release(key, f, result{kind: kindPass, status: resp.StatusCode, stored: stale}, false)
+		return resp
+	}
+	c.flights.clearPass(key)
+	if _, ok := resp.Header["Date"]; !ok {
+		resp.Header.Set("Date", respTime.UTC().Format(http.TimeFormat))
+	}
+	meta := &tier.Meta{
+		Kind: tier.KindResponse, Site: h.site.SiteID, URL: u, Status: resp.StatusCode,
+		Header: resp.Header, RequestTime: reqTime, ResponseTime: respTime, TTL: ttl, Size: resp.ContentLength,
+	}
+	vary := policy.VaryFields(resp.Header)
+	var tw tier.Writer
+	if storeKey, ok := c.storeKey(key, u, h.site.SiteID, vary, r.Header); ok {
+		var perr error
+		tw, perr = c.store.put(octx, storeKey, meta)
+		if perr != nil {
+			c.storeOutcome(h.site.SiteID, perr)
+		}
+	}
+	f.fill.setStoring(tw != nil)
+	f.fill.setRetain(tw != nil && (resp.ContentLength < 0 || resp.ContentLength <= h.retain))
+	res := result{kind: kindStream, status: resp.StatusCode, header: resp.Header, length: resp.ContentLength, vary: vary, storing: tw != nil}
+	keep := tw != nil && shared && (resp.ContentLength < 0 || resp.ContentLength <= h.retain)
+	c.flights.release(key, f, res, keep)
+	forget := func() {
+		if keep {
+			c.flights.forget(key, f)
+		}
+	}
+	if !c.goBackground(func(context.Context) {
+		c.pump(octx, cancelAll, f.fill, resp, tw, h.maxObj, h.retain, seq, h.site.SiteID, forget)
+	}) {
+		forget()
+		resp.Body.Close()
+		cancelAll()
+		if tw != nil {
+			tw.Abort()
+		}
+		f.fill.finish(errClosed)
+	}
+	return nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+func (c *Cache) storeOutcome(site string, err error) {
+	o := "stored"
+	switch {
+	case err == nil:
+	case err == tier.ErrNotAdmitted:
+		o = "not_admitted"
+	case err == tier.ErrTooLarge:
+		o = "too_large"
+	default:
+		o = "error"
+		c.log.Warn("cache: store failed", "site", site, "err", err)
+	}
+	c.metrics.stores.WithLabelValues(site, c.store.t.Name(), o).Inc()
+}
+
+// storeKey returns where to store a response for key. For a Vary'd response
+// it finds or writes the Vary index record at key and returns the variant key.
+func (c *Cache) storeKey(key, u, site string, vary []string, reqHeader http.Header) (string, bool) {
+	if len(vary) == 0 {
+		return key, true
+	}
+	var gen uint64
+	if st, err := c.store.get(context.Background(), key); err == nil && st.meta.Kind == tier.KindVary && equalStrings(st.meta.Vary, vary) {
+		st.close()
+		gen = st.meta.Gen
+	} else {
+		st.close()
+		gen = c.gen.Add(1)
+		idx := &tier.Meta{Kind: tier.KindVary, Site: site, URL: u, Vary: vary, Gen: gen, ResponseTime: c.now(), RequestTime: c.now()}
+		w, err := c.store.put(context.Background(), key, idx)
+		if err != nil {
+			return "", false
+		}
+		if err := w.Commit(); err != nil {
+			return "", false
+		}
+	}
+	return variantKey(key, gen, policy.SecondaryKey(vary, reqHeader)), true
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// update304 merges a 304's header fields into the stored response (RFC 9111
+// 3.2: every field replaces the stored one, except Content-Length) and
+// persists the new metadata.
+func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time) *stored {
+	n := st.clone()
+	for k, v := range h {
+		if k == "Content-Length" {
+			continue
+		}
+		n.meta.Header[k] = v
+	}
+	if _, ok := h["Date"]; !ok {
+		n.meta.Header.Set("Date", respTime.UTC().Format(http.TimeFormat))
+	}
+	n.meta.RequestTime, n.meta.ResponseTime = reqTime, respTime
+	n.meta.Invalidated = false
+	if err := c.store.updateMeta(context.Background(), n, n.meta); err != nil && !errors.Is(err, tier.ErrNotFound) {
+		c.log.Warn("cache: update after 304 failed", "err", err)
+	}
+	return n
+}
+
+// pump reads the origin body into the fill and, when storing, into the tier.
+func (c *Cache) pump(ctx context.Context, cancel func(), f *fill, resp *http.Response, tw tier.Writer, maxObj, retain int64, seq uint64, site string, forget func()) {
+	defer cancel()
+	defer forget()
+	defer resp.Body.Close()
+	var n int64
+	var buf []byte
+	for {
+		if !f.waitSpace(ctx) {
+			if tw != nil {
+				tw.Abort()
+			}
+			f.finish(context.Canceled)
+			return
+		}
+		if len(buf) == 0 {
+			sz := int64(chunkSize)
+			if resp.ContentLength >= 0 && resp.ContentLength-n+1 < sz {
+				sz = resp.ContentLength - n + 1 // +1 lets the read see EOF
+			}
+			buf = make([]byte, max(sz, 512))
+		}
+		k, err := resp.Body.Read(buf)
+		if k > 0 {
+			chunk := buf[:k:k]
+			buf = buf[k:]
+			n += int64(k)
+			if n > retain {
+				// Too big to keep in memory for late joiners: stop taking
+				// them and let memory follow the readers.
+				forget()
+				f.setRetain(false)
+			}
+			if tw != nil {
+				if _, werr := tw.Write(chunk); werr != nil || n > maxObj {
+					tw.Abort()
+					tw = nil
+					if werr == nil {
+						werr = tier.ErrTooLarge
+					}
+					c.storeOutcome(site, werr)
+					f.setStoring(false)
+				}
+			}
+			f.append(chunk)
+		}
+		if err == io.EOF {
+			if resp.ContentLength >= 0 && n != resp.ContentLength {
+				err = io.ErrUnexpectedEOF
+			} else {
+				if tw != nil {
+					if c.purgeSeq.Load() != seq {
+						tw.Abort() // purged while fetching: do not resurrect
+						c.metrics.stores.WithLabelValues(site, c.store.t.Name(), "purged").Inc()
+					} else {
+						c.storeOutcome(site, tw.Commit())
+					}
+				}
+				forget()
+				f.setRetain(false)
+				f.finish(nil)
+				return
+			}
+		}
+		if err != nil {
+			if tw != nil {
+				tw.Abort()
+			}
+			f.setRetain(false)
+			f.finish(err)
+			return
+		}
+	}
+}

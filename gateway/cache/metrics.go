@@ -1,0 +1,90 @@
+package cache
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Results counted in meridian_cache_requests_total.
+const (
+	resHit         = "hit"         // fresh stored response
+	resStale       = "stale"       // stale served (while revalidate, if error, max-stale)
+	resRevalidated = "revalidated" // validated with the origin (304) and served from the tier
+	resMiss        = "miss"        // fetched from origin for the cache
+	resCollapsed   = "collapsed"   // answered by another request's origin fetch
+	resPass        = "pass"        // not cacheable: straight to origin
+	resError       = "error"       // origin failed, error page sent
+)
+
+type metrics struct {
+	requests  *prometheus.CounterVec
+	bytes     *prometheus.CounterVec
+	originDur *prometheus.HistogramVec
+	collapsed *prometheus.CounterVec
+	stores    *prometheus.CounterVec
+	purged    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, error) {
+	cl := prometheus.Labels{"pop": pop}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_requests_total", ConstLabels: cl,
+			Help: "Requests by site, the tier that answered (l1, origin) and result (hit, stale, revalidated, miss, collapsed, pass, error).",
+		}, []string{"site", "tier", "result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_served_bytes_total", ConstLabels: cl,
+			Help: "Body bytes sent to clients by site and source tier (l1, origin).",
+		}, []string{"site", "tier"}),
+		originDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "meridian_cache_origin_seconds", ConstLabels: cl,
+			Help:    "Time until the origin's response headers arrived, by site and outcome (ok, error).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}, []string{"site", "outcome"}),
+		collapsed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_collapsed_total", ConstLabels: cl,
+			Help: "Requests that waited for another request's origin fetch instead of making their own.",
+		}, []string{"site"}),
+		stores: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_stores_total", ConstLabels: cl,
+			Help: "Attempts to store a response in a tier by outcome (stored, not_admitted, too_large, error, purged).",
+		}, []string{"site", "tier", "outcome"}),
+		purged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_purged_total", ConstLabels: cl,
+			Help: "Objects removed (hard) or marked stale (soft) by purges and invalidations.",
+		}, []string{"site", "mode"}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meridian_cache_store_objects", ConstLabels: prometheus.Labels{"pop": pop, "store": st.t.Name()},
+			Help: "Objects held by the cache's storage (as its tier.Stats reports).",
+		}, func() float64 { o, _ := st.usage(); return float64(o) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meridian_cache_store_bytes", ConstLabels: prometheus.Labels{"pop": pop, "store": st.t.Name()},
+			Help: "Bytes held by the cache's storage (as its tier.Stats reports).",
+		}, func() float64 { _, b := st.usage(); return float64(b) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("cache: register metrics: %w (is a second Cache registering on the same registry?)", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) request(site, tier, result string) {
+	m.requests.WithLabelValues(site, tier, result).Inc()
+}
+
+func (m *metrics) origin(site string, d time.Duration, err error) {
+	o := "ok"
+	if err != nil {
+		o = "error"
+	}
+	m.originDur.WithLabelValues(site, o).Observe(d.Seconds())
+}

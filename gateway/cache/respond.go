@@ -1,0 +1,251 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/meridian-edge/meridian/gateway/cache/policy"
+	"github.com/meridian-edge/meridian/gateway/proxy"
+)
+
+// respond answers one request from a released flight.
+func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u string, reqCC policy.Directives, f *flight, rd *reader, resp *http.Response, fwd, detail string) {
+	res := f.res
+	site := h.site.SiteID
+	switch res.kind {
+	case kindStream:
+		cs := "meridian; fwd=" + fwd + "; fwd-status=" + strconv.Itoa(res.status)
+		if res.storing {
+			cs += "; stored"
+		}
+		if detail != "" {
+			cs += "; detail=" + detail
+			h.c.metrics.request(site, "origin", resCollapsed)
+		} else {
+			h.c.metrics.request(site, "origin", resMiss)
+		}
+		h.writeStream(w, r, rd, res, cs)
+	case kindStored:
+		rd.Close()
+		st := h.c.reopen(r.Context(), res.stored)
+		if st == nil { // evicted meanwhile: fetch on our own
+			h.fetch(w, r, key, u, nil, reqCC, fwd, false)
+			return
+		}
+		defer st.close()
+		h.c.metrics.request(site, st.tier, resRevalidated)
+		h.c.metrics.bytes.WithLabelValues(site, st.tier).Add(float64(st.size()))
+		h.serveStored(w, r, st, "meridian; fwd="+fwd+"; fwd-status=304; detail="+st.tier, -1)
+	case kindPass:
+		rd.Close()
+		if res.status >= 500 && res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC) {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			h.serveStaleIfError(w, r, res.stored)
+			return
+		}
+		if resp == nil { // a waiter: make our own request (fetch handles it)
+			h.fetch(w, r, key, u, nil, reqCC, fwd, false)
+			return
+		}
+		h.c.metrics.request(site, "origin", resPass)
+		h.writeResponse(w, r, resp, "meridian; fwd="+fwd+"; fwd-status="+strconv.Itoa(resp.StatusCode))
+	case kindError:
+		rd.Close()
+		if res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC) {
+			h.serveStaleIfError(w, r, res.stored)
+			return
+		}
+		h.c.metrics.request(site, "origin", resError)
+		if r.Context().Err() != nil && !proxy.IsTimeout(res.err) {
+			return // the client went away
+		}
+		h.c.log.Warn("cache: origin failed", "site", site, "url", u, "err", res.err)
+		proxy.WriteError(w, site, res.err)
+	}
+}
+
+func (h *siteHandler) serveStaleIfError(w http.ResponseWriter, r *http.Request, st *stored) {
+	st = h.c.reopen(r.Context(), st)
+	if st == nil {
+		proxy.WriteError(w, h.site.SiteID, errString("the stored copy disappeared while the origin failed"))
+		return
+	}
+	defer st.close()
+	h.c.metrics.request(h.site.SiteID, st.tier, resStale)
+	h.c.metrics.bytes.WithLabelValues(h.site.SiteID, st.tier).Add(float64(st.size()))
+	f := h.c.freshness(st)
+	h.serveStored(w, r, st, hitStatus(st, f, "stale-if-error"), f.Age)
+}
+
+// clientHeader copies a response header for the client: hop-by-hop fields
+// are already gone; Surrogate-Control is addressed to us and is dropped.
+func (h *siteHandler) clientHeader(dst, src http.Header, r *http.Request, cacheStatus string) {
+	for k, v := range src {
+		dst[k] = v
+	}
+	delete(dst, "Surrogate-Control")
+	h.proxy.AddVia(dst, r.ProtoMajor, r.ProtoMinor)
+	dst["Cache-Status"] = append(dst["Cache-Status"][:len(dst["Cache-Status"]):len(dst["Cache-Status"])], cacheStatus)
+}
+
+// writeStream sends a shared response from the fill.
+func (h *siteHandler) writeStream(w http.ResponseWriter, r *http.Request, rd *reader, res result, cs string) {
+	defer rd.Close()
+	hd := w.Header()
+	h.clientHeader(hd, res.header, r, cs)
+	w.WriteHeader(res.status)
+	if r.Method == http.MethodHead || !bodyAllowed(res.status) {
+		return
+	}
+	rc := http.NewResponseController(w)
+	buf := make([]byte, chunkSize)
+	var sent int64
+	defer func() { h.c.metrics.bytes.WithLabelValues(h.site.SiteID, "origin").Add(float64(sent)) }()
+	for {
+		n, err := rd.Read(r.Context(), buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return // client gone; the fill continues for the others
+			}
+			sent += int64(n)
+			if rd.idle() {
+				// Nothing more is here yet: let the client have what we have.
+				_ = rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			if r.Context().Err() != nil {
+				return
+			}
+			// The origin broke mid-body: abort the client connection so it
+			// sees a truncated response rather than a short "complete" one.
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
+}
+
+// writeResponse streams an origin response that only this client gets.
+func (h *siteHandler) writeResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, cs string) {
+	defer resp.Body.Close()
+	stop := context.AfterFunc(r.Context(), func() { resp.Body.Close() })
+	defer stop()
+	h.clientHeader(w.Header(), resp.Header, r, cs)
+	w.WriteHeader(resp.StatusCode)
+	if r.Method == http.MethodHead {
+		return
+	}
+	rc := http.NewResponseController(w)
+	buf := make([]byte, chunkSize)
+	var sent int64
+	defer func() { h.c.metrics.bytes.WithLabelValues(h.site.SiteID, "origin").Add(float64(sent)) }()
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			sent += int64(n)
+			_ = rc.Flush() // stream as the origin sends
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
+				return
+			}
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// serveStored answers from a stored response: Age computed now (Date is
+// never rewritten), Cache-Status, and for 200 responses conditional requests
+// (If-None-Match before If-Modified-Since), Range (206/416) and HEAD.
+func (h *siteHandler) serveStored(w http.ResponseWriter, r *http.Request, st *stored, cs string, age time.Duration) {
+	hd := w.Header()
+	h.clientHeader(hd, st.meta.Header, r, cs)
+	if age < 0 {
+		age = policy.CurrentAge(st.meta.Header, st.meta.RequestTime, st.meta.ResponseTime, h.c.now())
+	}
+	hd["Age"] = []string{strconv.FormatInt(int64(age/time.Second), 10)}
+	size := st.size()
+	if st.meta.Status == http.StatusOK {
+		if _, ok := hd["Content-Type"]; !ok {
+			hd["Content-Type"] = nil // no sniffing: send what the origin sent
+		}
+		delete(hd, "Content-Length")
+		var mod time.Time
+		if lm := hd.Get("Last-Modified"); lm != "" {
+			if t, err := http.ParseTime(lm); err == nil {
+				mod = t
+			}
+		}
+		if st.rs == nil && !needsServeContent(r) {
+			// Fast path: nothing conditional or partial to evaluate. Writing
+			// the body through w (not ServeContent's io.Copy) lets headers
+			// and a small body leave in one write.
+			hd["Content-Length"] = []string{strconv.Itoa(len(st.body))}
+			w.WriteHeader(http.StatusOK)
+			if r.Method != http.MethodHead {
+				_, _ = w.Write(st.body)
+			}
+			return
+		}
+		http.ServeContent(w, r, "", mod, st.reader())
+		return
+	}
+	if bodyAllowed(st.meta.Status) {
+		hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+	}
+	w.WriteHeader(st.meta.Status)
+	if r.Method != http.MethodHead && bodyAllowed(st.meta.Status) {
+		_, _ = io.Copy(w, st.reader())
+	}
+}
+
+// reader returns the body from its start.
+func (s *stored) reader() io.ReadSeeker {
+	if s.rs != nil {
+		_, _ = s.rs.Seek(0, io.SeekStart)
+		return s.rs
+	}
+	return bytes.NewReader(s.body)
+}
+
+// reopen returns a copy of st that the caller may serve and must close: the
+// metadata is copied, and a streamed body is opened again from the store,
+// because several requests may serve one shared result at once.
+func (c *Cache) reopen(ctx context.Context, st *stored) *stored {
+	if st.rs == nil {
+		return st.clone()
+	}
+	fresh, err := c.store.get(ctx, st.key)
+	if err != nil {
+		return nil
+	}
+	fresh.meta = st.meta.Clone()
+	return fresh
+}
+
+// needsServeContent reports whether the request has preconditions or a
+// Range that http.ServeContent must evaluate.
+func needsServeContent(r *http.Request) bool {
+	h := r.Header
+	return h["Range"] != nil || h["If-None-Match"] != nil || h["If-Modified-Since"] != nil ||
+		h["If-Match"] != nil || h["If-Unmodified-Since"] != nil
+}

@@ -1,0 +1,239 @@
+// Package proxy is the client-facing forwarding path of a PoP: it turns a
+// client request into an origin request (hop-by-hop fields removed, including
+// those named in Connection; X-Forwarded-For/-Proto/-Host, Forwarded and Via
+// added), passes the origin's response back byte for byte apart from
+// hop-by-hop fields, streams bodies both ways, passes 1xx interim responses
+// and WebSocket upgrades, and answers 502/504 with a clear body when the
+// origin fails.
+//
+// It owns request/response rewriting and error pages. It must not cache, pick
+// origin servers or apply timeouts: the origin RoundTripper (gateway/origin)
+// does that, and the cache (gateway/cache) decides what to store.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"os"
+	"strings"
+)
+
+// Options configures a Proxy for one site.
+type Options struct {
+	// SiteID names the site in error pages and logs.
+	SiteID string
+	// PoPID is the pseudonym used in Via ("1.1 <PoPID>"); default "meridian".
+	PoPID string
+	// Transport sends requests to the site's origin; required. It must set
+	// the URL's scheme and host (origin.Pool does).
+	Transport http.RoundTripper
+	// ModifyResponse, when set, runs on each passed-through origin response
+	// after hop-by-hop fields are removed and before headers are written.
+	ModifyResponse func(*http.Response) error
+	// Logger receives origin errors; nil discards.
+	Logger *slog.Logger
+}
+
+// Proxy forwards requests of one site to its origin. It is an http.Handler.
+type Proxy struct {
+	opts Options
+	rp   *httputil.ReverseProxy
+	// Via values by protocol, built once: AddVia runs on every hit.
+	via11, via2, via3 string
+}
+
+// New creates a Proxy.
+func New(opts Options) (*Proxy, error) {
+	if opts.Transport == nil {
+		return nil, errors.New("proxy: Options.Transport is nil; pass the site's origin pool")
+	}
+	if opts.PoPID == "" {
+		opts.PoPID = "meridian"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{opts: opts, via11: "1.1 " + opts.PoPID, via2: "2 " + opts.PoPID, via3: "3 " + opts.PoPID}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			// Like nginx's $proxy_add_x_forwarded_for: keep the chain the
+			// client sent and append this hop. X-Forwarded-Host and -Proto
+			// are always ours.
+			if v := pr.In.Header["X-Forwarded-For"]; len(v) > 0 {
+				pr.Out.Header["X-Forwarded-For"] = []string{strings.Join(v, ", ")}
+			}
+			if v := pr.In.Header["Forwarded"]; len(v) > 0 {
+				pr.Out.Header["Forwarded"] = append([]string(nil), v...)
+			}
+			pr.SetXForwarded()
+			p.addForwarded(pr.Out.Header, pr.In)
+			p.AddVia(pr.Out.Header, pr.In.ProtoMajor, pr.In.ProtoMinor)
+		},
+		Transport: opts.Transport,
+		ModifyResponse: func(res *http.Response) error {
+			p.AddVia(res.Header, res.ProtoMajor, res.ProtoMinor)
+			if opts.ModifyResponse != nil {
+				return opts.ModifyResponse(res)
+			}
+			return nil
+		},
+		ErrorHandler: p.ErrorPage,
+		ErrorLog:     nil,
+		// Flush as data arrives when the length is unknown (ReverseProxy
+		// does this for ContentLength -1 and event streams by itself).
+		FlushInterval: 0,
+	}
+	return p, nil
+}
+
+// ServeHTTP forwards r to the origin and streams the response back.
+// Request bodies of every method are forwarded intact; WebSocket and other
+// upgrades are tunnelled.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.rp.ServeHTTP(w, r)
+}
+
+// Outbound builds the origin request for in, as ServeHTTP would, with ctx as
+// its context: hop-by-hop fields (and those named in Connection) removed,
+// X-Forwarded-*, Forwarded and Via set. The cache uses it for its own
+// fetches. The body is not attached; set it if needed.
+func (p *Proxy) Outbound(ctx context.Context, in *http.Request) *http.Request {
+	out := in.Clone(ctx)
+	out.RequestURI = ""
+	out.Body = nil
+	out.ContentLength = 0
+	out.GetBody = nil
+	out.Close = false
+	RemoveHopByHop(out.Header)
+	out.Header.Del("X-Forwarded-For")
+	out.Header.Del("X-Forwarded-Host")
+	out.Header.Del("X-Forwarded-Proto")
+	if ip := clientIP(in); ip != "" {
+		prior := in.Header.Values("X-Forwarded-For")
+		if len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		out.Header.Set("X-Forwarded-For", ip)
+	}
+	out.Header.Set("X-Forwarded-Host", in.Host)
+	out.Header.Set("X-Forwarded-Proto", scheme(in))
+	p.addForwarded(out.Header, in)
+	p.AddVia(out.Header, in.ProtoMajor, in.ProtoMinor)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header.Set("User-Agent", "") // keep Go's default agent off the wire
+	}
+	return out
+}
+
+func scheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	return "http"
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+// addForwarded appends this hop's RFC 7239 element to Forwarded.
+func (p *Proxy) addForwarded(h http.Header, in *http.Request) {
+	var b strings.Builder
+	if ip := clientIP(in); ip != "" {
+		if strings.Contains(ip, ":") {
+			fmt.Fprintf(&b, "for=\"[%s]\";", ip)
+		} else {
+			fmt.Fprintf(&b, "for=%s;", ip)
+		}
+	}
+	fmt.Fprintf(&b, "host=%q;proto=%s", in.Host, scheme(in))
+	h.Add("Forwarded", b.String())
+}
+
+// AddVia appends this hop to Via (RFC 9110 7.6.3).
+func (p *Proxy) AddVia(h http.Header, major, minor int) {
+	var v string
+	switch {
+	case major == 1 && minor == 1:
+		v = p.via11
+	case major == 2:
+		v = p.via2
+	case major == 3:
+		v = p.via3
+	default:
+		v = fmt.Sprintf("%d.%d %s", major, minor, p.opts.PoPID)
+	}
+	h["Via"] = append(h["Via"], v)
+}
+
+// hopByHop lists the fields that apply to one connection only (RFC 9110 7.6.1).
+var hopByHop = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// RemoveHopByHop deletes hop-by-hop fields and every field named in
+// Connection from h.
+func RemoveHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, sf := range strings.Split(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, f := range hopByHop {
+		h.Del(f)
+	}
+}
+
+// IsTimeout reports whether err means the origin did not answer in time.
+func IsTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// ErrorPage answers a failed origin exchange: 504 with a clear body when the
+// origin timed out, 502 for a refused or reset connection or a malformed
+// response. Nothing is written when the client itself went away.
+func (p *Proxy) ErrorPage(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil && !IsTimeout(err) {
+		p.opts.Logger.Debug("proxy: client went away", "site", p.opts.SiteID, "url", r.URL.String())
+		return
+	}
+	p.opts.Logger.Warn("proxy: origin failed", "site", p.opts.SiteID, "url", r.URL.String(), "err", err)
+	WriteError(w, p.opts.SiteID, err)
+}
+
+// WriteError writes the 502 or 504 page for err.
+func WriteError(w http.ResponseWriter, site string, err error) {
+	code := http.StatusBadGateway
+	msg := fmt.Sprintf("502 Bad Gateway: the origin of site %q failed: it refused or reset the connection, or sent a malformed response. Check that the origin server is up and speaks HTTP.\n", site)
+	if IsTimeout(err) {
+		code = http.StatusGatewayTimeout
+		msg = fmt.Sprintf("504 Gateway Timeout: the origin of site %q did not answer in time. Check the origin server's load and the site's origin timeouts.\n", site)
+	}
+	h := w.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
