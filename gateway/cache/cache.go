@@ -49,6 +49,12 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// PoPID names this PoP in Via; default "meridian".
 	PoPID string
+	// PurgeCheck, when set, is asked on every read whether a stored response
+	// was purged after it was stored (by a purge replicated from another PoP
+	// that this PoP's tiers may not have applied yet): purged responses are
+	// never served, stale ones only revalidated or as stale-if-error. The
+	// replicated purge log (internal/statesync) provides it.
+	PurgeCheck func(site, url string, keys []string, storedAt time.Time) (purged, stale bool)
 	// Now is the clock; default time.Now. Tests may shift it.
 	Now func() time.Time
 }

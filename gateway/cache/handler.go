@@ -251,6 +251,21 @@ func (c *Cache) lookup(key string, r *http.Request) (st *stored, varyMiss bool) 
 			return nil, true
 		}
 	}
+	if c.opts.PurgeCheck != nil && st.meta.Kind == tier.KindResponse {
+		purged, stale := c.opts.PurgeCheck(st.meta.Site, st.meta.URL, surrogateKeys(st.meta.Header), st.meta.ResponseTime)
+		switch {
+		case purged:
+			st.close()
+			c.store.delete(st.key)
+			c.metrics.purged.WithLabelValues(st.meta.Site, "on-read").Inc()
+			return nil, false
+		case stale && !st.meta.Invalidated:
+			// Copy before marking: the meta may be shared with the tier.
+			m := *st.meta
+			m.Invalidated = true
+			st.meta = &m
+		}
+	}
 	return st, false
 }
 

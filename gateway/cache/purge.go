@@ -95,6 +95,16 @@ func (s Selector) Validate() error {
 	return nil
 }
 
+// Normalize returns the selector with its URL or prefix in the form the
+// cache stores (scheme and host lower-cased, default port dropped), so that
+// a purge record replicated to other PoPs matches what they stored.
+func (s Selector) Normalize() Selector {
+	if s.Kind == ByURL || s.Kind == ByPrefix {
+		s.Value = normalisePurgeURL(s.Value)
+	}
+	return s
+}
+
 // normalisePurgeURL applies the same normalisation as cache keys (scheme and
 // host lower-cased, default port dropped; query as given).
 func normalisePurgeURL(v string) string {
@@ -123,9 +133,7 @@ func (c *Cache) Purge(ctx context.Context, sel Selector) (int, error) {
 	if err := sel.Validate(); err != nil {
 		return 0, err
 	}
-	if sel.Kind == ByURL || sel.Kind == ByPrefix {
-		sel.Value = normalisePurgeURL(sel.Value)
-	}
+	sel = sel.Normalize()
 	c.purgeSeq.Add(1)
 	n := 0
 	for _, t := range c.purgeTiers() {
@@ -197,6 +205,27 @@ func matches(sel Selector, m *tier.Meta) bool {
 		return hasTag(m.Header, sel.Value)
 	}
 	return false
+}
+
+// surrogateKeys lists a stored response's Surrogate-Key and Cache-Tag
+// values; nil (no allocation) when it has none, the common case.
+func surrogateKeys(h http.Header) []string {
+	sk, ct := h["Surrogate-Key"], h["Cache-Tag"]
+	if len(sk) == 0 && len(ct) == 0 {
+		return nil
+	}
+	var keys []string
+	for _, v := range sk {
+		keys = append(keys, strings.Fields(v)...)
+	}
+	for _, v := range ct {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				keys = append(keys, t)
+			}
+		}
+	}
+	return keys
 }
 
 func hasTag(h http.Header, tag string) bool {

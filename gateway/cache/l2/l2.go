@@ -1,0 +1,989 @@
+// Package l2 is the on-disk cache tier: one self-verifying file per object
+// under a directory, a byte budget enforced by S3-FIFO eviction, and an index
+// that survives restarts (snapshot plus journal).
+//
+// Writes go to a temp file that is renamed into place on Commit, so a crash
+// never leaves a half-written object under its name. Every file carries
+// CRC-32C checksums of its header, metadata and each 64 KiB body block;
+// reads verify them, and a file that fails is removed, counted and reported
+// as a miss; its bad bytes are never returned. A full disk makes the tier
+// evict and then refuse new objects for a while (ErrNotAdmitted), never fail
+// a request.
+//
+// It owns disk storage only. It must not know HTTP caching rules, and it does
+// not decide promotion between tiers (package tiered does).
+package l2
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
+)
+
+const (
+	gib = 1 << 30
+	// inlineFile: files up to this size are read and verified whole in one
+	// call, so a corrupt small object is a clean miss.
+	inlineFile = 256 << 10
+	// diskBlock rounds charged sizes to what a file really occupies.
+	diskBlock = 4096
+)
+
+// Options configures the tier.
+type Options struct {
+	// Dir holds the objects and the index. Required; created if missing.
+	Dir string
+	// Bytes is the disk budget (file sizes rounded up to 4 KiB). Default 10 GiB.
+	Bytes int64
+	// MaxObject is the largest body the tier stores; larger ones get
+	// ErrTooLarge. Default an eighth of Bytes.
+	MaxObject int64
+	// Policy is PolicyS3FIFO (default) or PolicyLRU.
+	Policy string
+	// Sync fsyncs each object file before it is renamed into place. Without
+	// it a process crash still loses nothing committed (the page cache
+	// survives), and after a power loss a torn file fails its checksum and is
+	// a miss; with it, committed objects also survive a power loss.
+	Sync bool
+	// DiskFullBypass is how long Put refuses new objects after the disk ran
+	// full even after evicting. Default 30s.
+	DiskFullBypass time.Duration
+	// Logger receives corruption and disk-full reports; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the tier's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Counters are the tier's event counts since Open.
+type Counters struct {
+	Hits, Misses int64
+	// Corrupt counts object files that failed verification and were removed.
+	Corrupt int64
+	// Evictions counts objects removed to stay within the budget.
+	Evictions int64
+	// DiskFull counts writes that hit ENOSPC/EDQUOT/EFBIG.
+	DiskFull int64
+	// Bypassed counts Puts refused while the disk-full bypass was active.
+	Bypassed int64
+	// Stored counts committed objects.
+	Stored int64
+	// IndexRebuilt is 1 when Open could not use the saved index and walked
+	// the object files instead (in the background).
+	IndexRebuilt int64
+}
+
+// Tier is the disk tier. It implements tier.Tier, tier.MetaUpdater,
+// tier.Scanner and tier.Stats.
+type Tier struct {
+	dir, objDir, tmpDir string
+	budget, maxObject   int64
+	sync                bool
+	bypassFor           time.Duration
+	log                 *slog.Logger
+
+	mu    sync.Mutex
+	idx   map[uint64]*node
+	pol   evictionPolicy
+	used  int64
+	j     *journal
+	snapN int // entries in the last snapshot, to decide when to compact
+	// compacting is set while an online compaction runs.
+	compacting bool
+
+	bypassUntil atomic.Int64 // unix nanos
+	c           struct {
+		hits, misses, corrupt, evictions, diskFull, bypassed, stored, rebuilt atomic.Int64
+	}
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// Open opens (or creates) the tier in opts.Dir, loading the saved index. If
+// the previous process did not close cleanly, a background walk adds object
+// files the index missed; lookups work meanwhile because every file is found
+// by its key's hash and verified on read.
+func Open(opts Options) (*Tier, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("l2: Dir is required; set the cache directory for the disk tier")
+	}
+	if opts.Bytes == 0 {
+		opts.Bytes = 10 * gib
+	}
+	if opts.Bytes < 1<<20 {
+		return nil, fmt.Errorf("l2: Bytes %d is below the 1 MiB minimum; set a disk budget such as 10GiB", opts.Bytes)
+	}
+	if opts.MaxObject == 0 {
+		opts.MaxObject = opts.Bytes / 8
+	}
+	if opts.MaxObject < 0 || opts.MaxObject > opts.Bytes {
+		return nil, fmt.Errorf("l2: MaxObject %d must be positive and at most Bytes (%d)", opts.MaxObject, opts.Bytes)
+	}
+	if opts.DiskFullBypass == 0 {
+		opts.DiskFullBypass = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := &Tier{
+		dir: opts.Dir, objDir: filepath.Join(opts.Dir, "objects"), tmpDir: filepath.Join(opts.Dir, "tmp"),
+		budget: opts.Bytes, maxObject: opts.MaxObject, sync: opts.Sync, bypassFor: opts.DiskFullBypass,
+		log: opts.Logger, idx: make(map[uint64]*node),
+	}
+	switch opts.Policy {
+	case "", PolicyS3FIFO:
+		t.pol = newS3FIFO(opts.Bytes)
+	case PolicyLRU:
+		t.pol = &lru{}
+	default:
+		return nil, fmt.Errorf("l2: unknown policy %q; use %q or %q", opts.Policy, PolicyS3FIFO, PolicyLRU)
+	}
+	for _, d := range []string{t.objDir, t.tmpDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("l2: create %s: %w", d, err)
+		}
+	}
+	// Temp files are uncommitted writes of a previous process.
+	if ents, err := os.ReadDir(t.tmpDir); err == nil {
+		for _, e := range ents {
+			_ = os.Remove(filepath.Join(t.tmpDir, e.Name()))
+		}
+	}
+	rebuild, replayed, err := t.loadIndex()
+	if err != nil {
+		return nil, err
+	}
+	// After a clean Close the snapshot is current; rewriting it would only
+	// delay the first hit.
+	if rebuild || replayed {
+		if err := t.compact(); err != nil {
+			return nil, err
+		}
+	} else {
+		t.snapN = len(t.idx)
+	}
+	if t.j, err = openJournal(t.dir); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(t.dir, dirtyName), nil, 0o644); err != nil {
+		t.j.close()
+		return nil, fmt.Errorf("l2: mark %s in use: %w", t.dir, err)
+	}
+	t.mu.Lock()
+	victims := t.evictLocked(0)
+	t.mu.Unlock()
+	t.removeFiles(victims)
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	if rebuild {
+		t.c.rebuilt.Store(1)
+		t.wg.Add(1)
+		go func() {
+			defer t.wg.Done()
+			if err := t.reconcile(t.ctx); err != nil && !errors.Is(err, context.Canceled) {
+				t.log.Warn("l2: index reconcile walk failed", "dir", t.objDir, "err", err)
+			}
+		}()
+	}
+	if err := t.register(opts.Registerer); err != nil {
+		_ = t.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// loadIndex fills the index from the snapshot and journals. It reports
+// whether the object files must be walked (unclean shutdown or lost index).
+func (t *Tier) loadIndex() (rebuild, replayed bool, err error) {
+	_, dirtyErr := os.Stat(filepath.Join(t.dir, dirtyName))
+	rebuild = dirtyErr == nil
+	recs, err := readSnapshot(t.dir)
+	if errors.Is(err, errNoSnapshot) {
+		// A new directory, or a lost index when object files exist.
+		recs = nil
+		if ents, _ := os.ReadDir(t.objDir); len(ents) > 0 {
+			rebuild = true
+		}
+	} else if err != nil {
+		t.log.Warn("l2: index snapshot unusable; rebuilding from the object files", "dir", t.dir, "err", err)
+		recs, rebuild = nil, true
+	}
+	if len(recs) > 0 {
+		t.idx = make(map[uint64]*node, len(recs))
+	}
+	// One allocation for all restored nodes keeps a 1M-entry load fast.
+	nodes := make([]node, len(recs))
+	for i, r := range recs {
+		n := &nodes[i]
+		n.hash, n.size, n.freq = r.hash, r.size, r.freq
+		if old := t.idx[r.hash]; old != nil {
+			t.dropLocked(old)
+		}
+		t.idx[r.hash] = n
+		t.used += n.size
+		t.pol.add(n, r.queue)
+	}
+	apply := func(op uint8, h uint64, size int64) {
+		if old := t.idx[h]; old != nil {
+			t.dropLocked(old)
+		}
+		if op == opAdd {
+			t.insertLocked(h, size)
+		}
+	}
+	for _, name := range []string{oldLogName, logName} {
+		n, err := replayLog(filepath.Join(t.dir, name), apply)
+		if err != nil {
+			return false, false, err
+		}
+		replayed = replayed || n > 0
+	}
+	return rebuild, replayed, nil
+}
+
+// compact writes the index as a new snapshot and empties the journals.
+// Called at Open (before the journal is opened) and Close (after).
+func (t *Tier) compact() error {
+	t.mu.Lock()
+	recs := t.snapshotLocked()
+	t.mu.Unlock()
+	if err := writeSnapshot(t.dir, recs); err != nil {
+		return err
+	}
+	t.snapN = len(recs)
+	for _, name := range []string{oldLogName, logName} {
+		if err := os.Remove(filepath.Join(t.dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("l2: remove index journal: %w", err)
+		}
+	}
+	return nil
+}
+
+func (t *Tier) snapshotLocked() []snapRec {
+	recs := make([]snapRec, 0, len(t.idx))
+	t.pol.each(func(n *node) {
+		recs = append(recs, snapRec{hash: n.hash, size: n.size, queue: n.queue, freq: n.freq})
+	})
+	return recs
+}
+
+// compactOnline folds a long journal into a new snapshot while the tier
+// runs: the journal is rotated under the lock, the snapshot written outside.
+func (t *Tier) compactOnline() {
+	t.mu.Lock()
+	if t.j == nil {
+		t.mu.Unlock()
+		return
+	}
+	recs := t.snapshotLocked()
+	_ = t.j.close()
+	err := os.Rename(filepath.Join(t.dir, logName), filepath.Join(t.dir, oldLogName))
+	nj, jerr := openJournal(t.dir)
+	if jerr != nil {
+		t.log.Error("l2: reopen index journal failed; index changes are not persisted until restart", "err", jerr)
+		t.j = nil
+	} else {
+		t.j = nj
+	}
+	t.mu.Unlock()
+	if err != nil {
+		t.log.Warn("l2: rotate index journal", "err", err)
+		return
+	}
+	if err := writeSnapshot(t.dir, recs); err != nil {
+		t.log.Warn("l2: index compaction failed; the journal keeps growing", "err", err)
+		return
+	}
+	t.mu.Lock()
+	t.snapN = len(recs)
+	t.mu.Unlock()
+	_ = os.Remove(filepath.Join(t.dir, oldLogName))
+}
+
+// endCompaction clears the compacting flag.
+func (t *Tier) endCompaction() {
+	t.mu.Lock()
+	t.compacting = false
+	t.mu.Unlock()
+}
+
+func (t *Tier) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meridian", Subsystem: "cache_l2", Name: name, Help: help},
+			func() float64 { return float64(v.Load()) })
+	}
+	cs := []prometheus.Collector{
+		counter("hits_total", "Objects served from the disk tier.", &t.c.hits),
+		counter("misses_total", "Lookups the disk tier could not answer.", &t.c.misses),
+		counter("corrupt_total", "Object files that failed checksum verification and were removed.", &t.c.corrupt),
+		counter("evictions_total", "Objects evicted to stay within the byte budget.", &t.c.evictions),
+		counter("disk_full_total", "Writes that ran out of disk space.", &t.c.diskFull),
+		counter("bypassed_total", "Stores refused while the disk was full.", &t.c.bypassed),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "meridian", Subsystem: "cache_l2", Name: "bytes", Help: "Bytes held by the disk tier."},
+			func() float64 { _, b := t.Usage(); return float64(b) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "meridian", Subsystem: "cache_l2", Name: "objects", Help: "Objects held by the disk tier."},
+			func() float64 { n, _ := t.Usage(); return float64(n) }),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("l2: register metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func hashKey(key string) uint64 { return xxhash.Sum64String(key) }
+
+func (t *Tier) path(h uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[h&15]
+		h >>= 4
+	}
+	name := string(b[:])
+	return filepath.Join(t.objDir, name[:2], name)
+}
+
+func charge(fileSize int64) int64 { return (fileSize + diskBlock - 1) / diskBlock * diskBlock }
+
+// insertLocked indexes a new node and journals nothing.
+func (t *Tier) insertLocked(h uint64, size int64) *node {
+	n := &node{hash: h, size: size}
+	t.idx[h] = n
+	t.used += size
+	t.pol.add(n, qNone)
+	return n
+}
+
+func (t *Tier) dropLocked(n *node) {
+	t.pol.remove(n)
+	delete(t.idx, n.hash)
+	t.used -= n.size
+}
+
+func (t *Tier) journalLocked(op uint8, h uint64, size int64) {
+	if t.j == nil {
+		return
+	}
+	if err := t.j.append(op, h, size); err != nil {
+		t.log.Warn("l2: index journal append failed; the index may miss this change after a restart", "err", err)
+	}
+}
+
+// evictLocked removes nodes until need more bytes fit in the budget and
+// returns their hashes; the caller deletes the files after unlocking.
+func (t *Tier) evictLocked(need int64) []uint64 {
+	var victims []uint64
+	for t.used+need > t.budget {
+		n := t.pol.victim()
+		if n == nil {
+			break
+		}
+		delete(t.idx, n.hash)
+		t.used -= n.size
+		t.journalLocked(opDel, n.hash, 0)
+		victims = append(victims, n.hash)
+	}
+	t.c.evictions.Add(int64(len(victims)))
+	return victims
+}
+
+// removeFiles deletes evicted files. A file re-stored under the same hash
+// between eviction and removal is lost too; its index entry is then dropped
+// on the next miss, which only costs a refetch.
+func (t *Tier) removeFiles(hashes []uint64) {
+	for _, h := range hashes {
+		if err := os.Remove(t.path(h)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.log.Warn("l2: remove evicted file", "err", err)
+		}
+	}
+}
+
+// Name implements tier.Tier.
+func (t *Tier) Name() string { return "l2" }
+
+// MaxObject returns the largest body the tier stores.
+func (t *Tier) MaxObject() int64 { return t.maxObject }
+
+// Counters returns the tier's event counts.
+func (t *Tier) Counters() Counters {
+	return Counters{
+		Hits: t.c.hits.Load(), Misses: t.c.misses.Load(), Corrupt: t.c.corrupt.Load(),
+		Evictions: t.c.evictions.Load(), DiskFull: t.c.diskFull.Load(), Bypassed: t.c.bypassed.Load(),
+		Stored: t.c.stored.Load(), IndexRebuilt: t.c.rebuilt.Load(),
+	}
+}
+
+// Usage implements tier.Stats.
+func (t *Tier) Usage() (objects, bytes int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return int64(len(t.idx)), t.used
+}
+
+// Get implements tier.Tier. The body streams from the file; the caller must
+// close it. The body also implements io.Seeker: seeking and then reading
+// serves a Range with only the needed 64 KiB blocks read and verified.
+func (t *Tier) Get(ctx context.Context, key string) (*tier.Object, error) {
+	return t.GetRange(ctx, key, 0, -1)
+}
+
+// ErrRange is returned by GetRange for a range outside the body.
+var ErrRange = errors.New("l2: range not satisfiable")
+
+// GetRange returns the object with a body holding only bytes [off, off+n)
+// (n < 0: to the end). It reads and verifies only the 64 KiB blocks the range
+// touches, so a Range request is served from disk without reading the whole
+// file. Meta describes the whole object (Meta.Size is the full length).
+func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Object, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	h := hashKey(key)
+	path := t.path(h)
+	f, err := os.Open(path)
+	if err != nil {
+		t.miss(h, errors.Is(err, fs.ErrNotExist))
+		return nil, tier.ErrNotFound
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		t.miss(h, false)
+		return nil, tier.ErrNotFound
+	}
+	p, body, err := readHead(f, fi.Size(), inlineFile)
+	if err != nil {
+		f.Close()
+		t.corrupt(h, path, err)
+		return nil, tier.ErrNotFound
+	}
+	if string(p.key) != key {
+		f.Close() // another key with the same 64-bit hash: a miss, not damage
+		t.miss(h, false)
+		return nil, tier.ErrNotFound
+	}
+	m, _, err := tier.DecodeMeta(p.meta)
+	if err != nil {
+		f.Close()
+		t.corrupt(h, path, err)
+		return nil, tier.ErrNotFound
+	}
+	size := int64(p.hdr.bodyLen)
+	end := size
+	if n >= 0 {
+		end = off + n
+	}
+	if off < 0 || off > size || end > size || end < off {
+		f.Close()
+		return nil, fmt.Errorf("%w: bytes %d-%d of %d", ErrRange, off, end, size)
+	}
+	t.hit(h, charge(fi.Size()))
+	if body != nil {
+		f.Close()
+		return &tier.Object{Meta: m, Body: bytesBody{bytes.NewReader(body[off:end])}}, nil
+	}
+	return &tier.Object{Meta: m, Body: &blockReader{
+		f: f, p: p, start: off, off: off, end: end,
+		onCorrupt: func() { t.corrupt(h, path, errCorrupt) },
+	}}, nil
+}
+
+func (t *Tier) hit(h uint64, size int64) {
+	t.c.hits.Add(1)
+	t.mu.Lock()
+	if n := t.idx[h]; n != nil {
+		t.pol.touch(n)
+	} else if t.j != nil {
+		// A valid file the index did not know (crash before the journal
+		// append, or the reconcile walk has not reached it yet).
+		t.insertLocked(h, size)
+		t.journalLocked(opAdd, h, size)
+	}
+	t.mu.Unlock()
+}
+
+func (t *Tier) miss(h uint64, gone bool) {
+	t.c.misses.Add(1)
+	if !gone {
+		return
+	}
+	t.mu.Lock()
+	if n := t.idx[h]; n != nil {
+		t.dropLocked(n)
+		t.journalLocked(opDel, h, 0)
+	}
+	t.mu.Unlock()
+}
+
+// corrupt removes a file that failed verification. It is counted and logged
+// and the lookup is a miss.
+func (t *Tier) corrupt(h uint64, path string, cause error) {
+	t.c.corrupt.Add(1)
+	t.c.misses.Add(1)
+	t.log.Warn("l2: removing corrupt object file", "file", path, "err", cause)
+	t.mu.Lock()
+	_ = os.Remove(path)
+	if n := t.idx[h]; n != nil {
+		t.dropLocked(n)
+		t.journalLocked(opDel, h, 0)
+	}
+	t.mu.Unlock()
+}
+
+// Put implements tier.Tier. The body is written to a temp file and becomes
+// visible on Commit.
+func (t *Tier) Put(ctx context.Context, key string, meta *tier.Meta) (tier.Writer, error) {
+	if t.closed.Load() {
+		return nil, errors.New("l2: tier is closed")
+	}
+	if meta.Size > t.maxObject {
+		return nil, tier.ErrTooLarge
+	}
+	if time.Now().UnixNano() < t.bypassUntil.Load() {
+		t.c.bypassed.Add(1)
+		return nil, tier.ErrNotAdmitted
+	}
+	if len(key) > 1<<16 {
+		return nil, fmt.Errorf("l2: key of %d bytes is too long (limit 64 KiB)", len(key))
+	}
+	f, err := os.CreateTemp(t.tmpDir, "put-*")
+	if err != nil {
+		if t.diskFull(err) {
+			return nil, tier.ErrNotAdmitted
+		}
+		return nil, fmt.Errorf("l2: create temp file in %s: %w", t.tmpDir, err)
+	}
+	w := &writer{t: t, key: key, meta: meta, f: f}
+	head := make([]byte, headerSize, headerSize+len(key))
+	head = append(head, key...)
+	w.write(head)
+	w.bodyN = 0
+	if w.failed != nil {
+		w.Abort()
+		if errors.Is(w.failed, tier.ErrNotAdmitted) {
+			return nil, tier.ErrNotAdmitted
+		}
+		return nil, w.failed
+	}
+	return w, nil
+}
+
+// diskFull reports whether err means the disk is out of space; if so it
+// evicts a slice of the budget and, when that was not enough last time,
+// starts the bypass window.
+func (t *Tier) diskFull(err error) bool {
+	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) && !errors.Is(err, syscall.EFBIG) {
+		return false
+	}
+	t.c.diskFull.Add(1)
+	t.mu.Lock()
+	free := max(t.budget/100, 8<<20)
+	victims := t.evictLocked(t.budget - t.used + free)
+	t.mu.Unlock()
+	t.removeFiles(victims)
+	t.bypassUntil.Store(time.Now().Add(t.bypassFor).UnixNano())
+	t.log.Warn("l2: disk full; evicted and bypassing new objects", "dir", t.dir, "evicted", len(victims), "for", t.bypassFor, "err", err)
+	return true
+}
+
+type writer struct {
+	t      *Tier
+	key    string
+	meta   *tier.Meta
+	f      *os.File
+	off    int64 // file offset of the next write
+	bodyN  int64
+	table  []uint32
+	cur    uint32 // CRC of the current partial block
+	failed error
+	done   bool
+}
+
+// write appends b to the file, retrying once after evicting on a full disk.
+func (w *writer) write(b []byte) {
+	if w.failed != nil {
+		return
+	}
+	n, err := w.f.WriteAt(b, w.off)
+	if err != nil && w.t.diskFull(err) {
+		w.off += int64(n)
+		b = b[n:]
+		n, err = w.f.WriteAt(b, w.off)
+		if err != nil {
+			w.failed = tier.ErrNotAdmitted
+			return
+		}
+	} else if err != nil {
+		w.failed = fmt.Errorf("l2: write %s: %w", w.f.Name(), err)
+		return
+	}
+	w.off += int64(n)
+}
+
+// Write implements tier.Writer. Errors are kept for Commit: a storage
+// problem must not fail the response being streamed to the client.
+func (w *writer) Write(p []byte) (int, error) {
+	if w.done || w.failed != nil {
+		return len(p), nil
+	}
+	if w.bodyN+int64(len(p)) > w.t.maxObject {
+		w.failed = tier.ErrTooLarge
+		return len(p), nil
+	}
+	w.write(p)
+	for q := p; len(q) > 0; {
+		room := blockSize - int(w.bodyN&(blockSize-1))
+		k := min(room, len(q))
+		w.cur = crc32Update(w.cur, q[:k])
+		w.bodyN += int64(k)
+		q = q[k:]
+		if k == room {
+			w.table = append(w.table, w.cur)
+			w.cur = 0
+		}
+	}
+	return len(p), nil
+}
+
+// Commit implements tier.Writer.
+func (w *writer) Commit() error {
+	if w.done {
+		return errors.New("l2: Commit after Commit or Abort")
+	}
+	w.done = true
+	t := w.t
+	if w.failed != nil {
+		w.discard()
+		return w.failed
+	}
+	if w.bodyN&(blockSize-1) != 0 {
+		w.table = append(w.table, w.cur)
+	}
+	m := *w.meta
+	m.Size = w.bodyN
+	enc := tier.AppendMeta(nil, &m)
+	tail := make([]byte, 0, 4*len(w.table)+len(enc))
+	for _, c := range w.table {
+		tail = le32(tail, c)
+	}
+	tableCRC := crc32Sum(tail)
+	tail = append(tail, enc...)
+	w.write(tail)
+	hdr := header{keyLen: uint32(len(w.key)), metaLen: uint32(len(enc)), bodyLen: uint64(w.bodyN), tableCRC: tableCRC}
+	var hb [headerSize]byte
+	hdr.marshal(hb[:])
+	hdr.headCRC = headSum(hb[:], []byte(w.key), enc)
+	hdr.marshal(hb[:])
+	if w.failed == nil {
+		if _, err := w.f.WriteAt(hb[:], 0); err != nil {
+			w.failed = fmt.Errorf("l2: write header: %w", err)
+		}
+	}
+	if w.failed == nil && t.sync {
+		if err := w.f.Sync(); err != nil {
+			w.failed = fmt.Errorf("l2: sync %s: %w", w.f.Name(), err)
+		}
+	}
+	if w.failed != nil {
+		w.discard()
+		return w.failed
+	}
+	if err := w.f.Close(); err != nil {
+		_ = os.Remove(w.f.Name())
+		return fmt.Errorf("l2: close %s: %w", w.f.Name(), err)
+	}
+	return t.install(w.f.Name(), hashKey(w.key), charge(hdr.fileSize()))
+}
+
+// install renames a complete temp file into place and indexes it, evicting
+// first to stay within the budget.
+func (t *Tier) install(tmp string, h uint64, size int64) error {
+	path := t.path(h)
+	t.mu.Lock()
+	if t.closed.Load() {
+		t.mu.Unlock()
+		_ = os.Remove(tmp)
+		return errors.New("l2: tier is closed")
+	}
+	if old := t.idx[h]; old != nil {
+		t.dropLocked(old)
+	}
+	victims := t.evictLocked(size)
+	err := os.Rename(tmp, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+			err = os.Rename(tmp, path)
+		}
+	}
+	if err == nil {
+		t.insertLocked(h, size)
+		t.journalLocked(opAdd, h, size)
+	}
+	compact := t.j != nil && !t.compacting && t.j.records > int64(max(2*t.snapN, 1<<20))
+	if compact {
+		t.compacting = true
+	}
+	t.mu.Unlock()
+	t.removeFiles(victims)
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("l2: install object file: %w", err)
+	}
+	t.c.stored.Add(1)
+	if compact && !t.closed.Load() {
+		t.wg.Add(1)
+		go func() { defer t.wg.Done(); defer t.endCompaction(); t.compactOnline() }()
+	}
+	return nil
+}
+
+func (w *writer) discard() {
+	_ = w.f.Close()
+	_ = os.Remove(w.f.Name())
+}
+
+// Abort implements tier.Writer.
+func (w *writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.discard()
+}
+
+// Delete implements tier.Tier.
+func (t *Tier) Delete(_ context.Context, key string) error {
+	h := hashKey(key)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := t.idx[h]; n != nil {
+		t.dropLocked(n)
+		t.journalLocked(opDel, h, 0)
+	}
+	if err := os.Remove(t.path(h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("l2: delete object file: %w", err)
+	}
+	return nil
+}
+
+// UpdateMeta implements tier.MetaUpdater: it writes a copy of the file with
+// the new metadata (the body is copied by the kernel) and renames it into
+// place, so a crash leaves the old or the new version.
+func (t *Tier) UpdateMeta(ctx context.Context, key string, meta *tier.Meta) error {
+	h := hashKey(key)
+	path := t.path(h)
+	f, err := os.Open(path)
+	if err != nil {
+		return tier.ErrNotFound
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return tier.ErrNotFound
+	}
+	p, _, err := readHead(f, fi.Size(), 0)
+	if err != nil {
+		t.corrupt(h, path, err)
+		return tier.ErrNotFound
+	}
+	if string(p.key) != key {
+		return tier.ErrNotFound
+	}
+	m := *meta
+	m.Size = int64(p.hdr.bodyLen)
+	enc := tier.AppendMeta(nil, &m)
+	tmp, err := os.CreateTemp(t.tmpDir, "meta-*")
+	if err != nil {
+		t.diskFull(err)
+		return fmt.Errorf("l2: update meta: %w", err)
+	}
+	hdr := p.hdr
+	hdr.metaLen = uint32(len(enc))
+	var hb [headerSize]byte
+	hdr.marshal(hb[:])
+	hdr.headCRC = headSum(hb[:], p.key, enc)
+	hdr.marshal(hb[:])
+	err = func() error {
+		if _, err := tmp.Write(hb[:]); err != nil {
+			return err
+		}
+		if _, err := tmp.Write(p.key); err != nil {
+			return err
+		}
+		// Body and block table, unchanged; io.Copy uses copy_file_range.
+		if _, err := f.Seek(p.hdr.bodyOff(), io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tmp, io.LimitReader(f, p.hdr.metaOff()-p.hdr.bodyOff())); err != nil {
+			return err
+		}
+		if _, err := tmp.Write(enc); err != nil {
+			return err
+		}
+		if t.sync {
+			if err := tmp.Sync(); err != nil {
+				return err
+			}
+		}
+		return tmp.Close()
+	}()
+	if err != nil {
+		tmp.Close()
+		_ = os.Remove(tmp.Name())
+		t.diskFull(err)
+		return fmt.Errorf("l2: update meta of %s: %w", path, err)
+	}
+	return t.install(tmp.Name(), h, charge(hdr.fileSize()))
+}
+
+// Scan implements tier.Scanner. It reads each indexed object's key and
+// metadata from its file (bodies are not read); files that fail
+// verification are removed and skipped.
+func (t *Tier) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bool) error {
+	t.mu.Lock()
+	hashes := make([]uint64, 0, len(t.idx))
+	for h := range t.idx {
+		hashes = append(hashes, h)
+	}
+	t.mu.Unlock()
+	for _, h := range hashes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		path := t.path(h)
+		key, m, err := t.readMeta(path)
+		if errors.Is(err, errCorrupt) {
+			t.corrupt(h, path, err)
+			continue
+		}
+		if err != nil {
+			continue // removed meanwhile
+		}
+		if !fn(key, m) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (t *Tier) readMeta(path string) (string, *tier.Meta, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", nil, err
+	}
+	p, _, err := readHead(f, fi.Size(), 0)
+	if err != nil {
+		return "", nil, err
+	}
+	m, _, err := tier.DecodeMeta(p.meta)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	return string(p.key), m, nil
+}
+
+// reconcile walks the object files and indexes those the index lacks.
+func (t *Tier) reconcile(ctx context.Context) error {
+	subs, err := os.ReadDir(t.objDir)
+	if err != nil {
+		return err
+	}
+	added := 0
+	for _, sub := range subs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		ents, err := os.ReadDir(filepath.Join(t.objDir, sub.Name()))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			h, err := strconv.ParseUint(e.Name(), 16, 64)
+			if err != nil || len(e.Name()) != 16 {
+				continue
+			}
+			t.mu.Lock()
+			known := t.idx[h] != nil
+			t.mu.Unlock()
+			if known {
+				continue
+			}
+			info, err := e.Info()
+			if err != nil {
+				continue
+			}
+			t.mu.Lock()
+			if t.idx[h] == nil && !t.closed.Load() {
+				size := charge(info.Size())
+				victims := t.evictLocked(size)
+				t.insertLocked(h, size)
+				t.journalLocked(opAdd, h, size)
+				t.mu.Unlock()
+				t.removeFiles(victims)
+				added++
+				continue
+			}
+			t.mu.Unlock()
+		}
+	}
+	if added > 0 {
+		t.log.Info("l2: indexed object files missing from the saved index", "dir", t.objDir, "files", added)
+	}
+	return nil
+}
+
+// Close stops background work, saves the index and marks the directory
+// cleanly closed. Writers still open fail their Commit.
+func (t *Tier) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if t.cancel != nil {
+		t.cancel()
+	}
+	t.wg.Wait()
+	t.mu.Lock()
+	var err error
+	if t.j != nil {
+		err = t.j.close()
+		t.j = nil
+	}
+	t.mu.Unlock()
+	if cerr := t.compact(); cerr != nil {
+		return cerr
+	}
+	if err != nil {
+		return fmt.Errorf("l2: close index journal: %w", err)
+	}
+	if err := os.Remove(filepath.Join(t.dir, dirtyName)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("l2: mark clean shutdown: %w", err)
+	}
+	return nil
+}

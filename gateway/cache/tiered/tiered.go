@@ -1,0 +1,988 @@
+// Package tiered composes cache tiers (L1 memory, L2 disk, L3 object store)
+// into one tier.Tier for the HTTP cache.
+//
+// A lookup walks the tiers in order and reports which one answered. A hit in
+// a lower tier is copied into the tiers above it while the caller reads it,
+// but only for keys looked up at least PromoteAfter times recently (a
+// count-min sketch), so a one-off request does not churn the fast tiers. A
+// store goes to the first tier synchronously and to the lower tiers through
+// bounded queues with their own workers, so a slow or unreachable L3 never
+// slows a hit or a fill: when a queue is full the write-down is dropped and
+// counted.
+//
+// It owns the flow between tiers. It must not know HTTP caching rules, and it
+// does not own the tiers' lifetimes: Close stops its workers, not the tiers.
+package tiered
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
+)
+
+// Options configures the composition.
+type Options struct {
+	// Tiers in lookup order, fastest first. At least one.
+	Tiers []tier.Tier
+	// PromoteAfter is how many recent lookups of a key make a lower-tier hit
+	// worth copying upward. Default 2; 1 promotes every hit.
+	PromoteAfter int
+	// QueueLen bounds each lower tier's write-down queue. Default 256.
+	QueueLen int
+	// Workers per lower tier. Default 2.
+	Workers int
+	// SpoolLimit is the largest body buffered in memory for an asynchronous
+	// write-down. Larger bodies are streamed into the second tier while they
+	// are stored (it is expected to be local disk) and copied from there to
+	// the tiers below. Default 1 MiB.
+	SpoolLimit int64
+	// SpoolBytes bounds the memory held by queued bodies; beyond it
+	// write-downs are dropped. Default 64 MiB.
+	SpoolBytes int64
+	// RetryEvery is how often deletes that failed in a tier (an unreachable
+	// L3) are retried. Default 5s.
+	RetryEvery time.Duration
+	// Now is the clock used to date deletes; default time.Now. It must be
+	// the clock that sets Meta.ResponseTime.
+	Now func() time.Time
+	// Logger receives dropped write-downs and tier errors; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the composition's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Counters are event counts since New, per tier name where it applies.
+type Counters struct {
+	// Hits per tier name that answered; Misses when no tier had the key.
+	Hits   map[string]int64
+	Misses int64
+	// Errors per tier: lookups or stores that failed (treated as misses).
+	Errors map[string]int64
+	// Promotions per tier name copied into.
+	Promotions map[string]int64
+	// WriteDowns per lower tier completed; Dropped because a queue or the
+	// spool budget was full.
+	WriteDowns map[string]int64
+	Dropped    map[string]int64
+	// Hidden per tier: objects found but not served because a delete of
+	// their key failed in that tier after they were stored.
+	Hidden map[string]int64
+	// PendingDeletes is the number of keys whose delete is still to be
+	// retried in some tier.
+	PendingDeletes int
+}
+
+type tierStats struct {
+	hits, errors, promotions, writeDowns, dropped, hidden atomic.Int64
+}
+
+// tombstone records a delete that failed in some tiers: objects stored there
+// before at must not be served, and the delete is retried until it succeeds.
+type tombstone struct {
+	at    time.Time
+	tiers uint64 // bit i: tier i still holds a deleted object
+}
+
+// maxTombstones bounds the memory of failed deletes (about 100 bytes each).
+const maxTombstones = 200_000
+
+// Tiered is the composition. It implements tier.Tier, tier.MetaUpdater,
+// tier.Scanner and tier.Stats.
+type Tiered struct {
+	tiers        []tier.Tier
+	stats        []tierStats
+	misses       atomic.Int64
+	promoteAfter uint32
+	spoolLimit   int64
+	spoolBytes   int64
+	spoolUsed    atomic.Int64
+	pending      atomic.Int64 // write-downs queued or running
+	sketch       *sketch
+	log          *slog.Logger
+
+	queues []chan *job // index i-1 for tier i
+
+	// Deletions newer than a queued write-down cancel it: deleted maps a key
+	// to the sequence number of its last Delete; floor cancels every job
+	// older than it (set when the map is reset to bound its size).
+	seq     atomic.Uint64
+	delMu   sync.Mutex
+	deleted map[string]uint64
+	floor   uint64
+
+	tombMu     sync.Mutex
+	tombs      map[string]tombstone
+	now        func() time.Time
+	retryEvery time.Duration
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// job is one write-down to one lower tier, or a queued delete there.
+type job struct {
+	key  string
+	meta *tier.Meta
+	seq  uint64
+	body *spool    // in-memory body, or nil
+	from tier.Tier // else copy from this tier
+	del  bool      // delete the key instead of storing
+	// untomb clears the key's tombstone for the tier once the job succeeded.
+	untomb bool
+	t      *Tiered
+}
+
+// spool is a body shared by the jobs of several tiers.
+type spool struct {
+	b    []byte
+	refs atomic.Int32
+	t    *Tiered
+}
+
+func (s *spool) release() {
+	if s.refs.Add(-1) == 0 {
+		s.t.spoolUsed.Add(-int64(cap(s.b)))
+	}
+}
+
+// New starts the composition's write-down workers.
+func New(opts Options) (*Tiered, error) {
+	if len(opts.Tiers) == 0 {
+		return nil, errors.New("tiered: at least one tier is required")
+	}
+	for i, t := range opts.Tiers {
+		if t == nil {
+			return nil, fmt.Errorf("tiered: tier %d is nil", i)
+		}
+	}
+	if opts.PromoteAfter == 0 {
+		opts.PromoteAfter = 2
+	}
+	if opts.PromoteAfter < 0 || opts.PromoteAfter > 15 {
+		return nil, fmt.Errorf("tiered: PromoteAfter %d must be between 1 and 15", opts.PromoteAfter)
+	}
+	if opts.QueueLen == 0 {
+		opts.QueueLen = 256
+	}
+	if opts.Workers == 0 {
+		opts.Workers = 2
+	}
+	if opts.SpoolLimit == 0 {
+		opts.SpoolLimit = 1 << 20
+	}
+	if opts.SpoolBytes == 0 {
+		opts.SpoolBytes = 64 << 20
+	}
+	if opts.QueueLen < 0 || opts.Workers < 0 || opts.SpoolLimit < 0 || opts.SpoolBytes < 0 || opts.RetryEvery < 0 {
+		return nil, errors.New("tiered: QueueLen, Workers, SpoolLimit, SpoolBytes and RetryEvery must not be negative")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.RetryEvery == 0 {
+		opts.RetryEvery = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if len(opts.Tiers) > 64 {
+		return nil, errors.New("tiered: at most 64 tiers")
+	}
+	t := &Tiered{
+		tombs: map[string]tombstone{}, now: opts.Now, retryEvery: opts.RetryEvery,
+		tiers: opts.Tiers, stats: make([]tierStats, len(opts.Tiers)),
+		promoteAfter: uint32(opts.PromoteAfter), spoolLimit: opts.SpoolLimit, spoolBytes: opts.SpoolBytes,
+		sketch: newSketch(1 << 20), log: opts.Logger, deleted: map[string]uint64{},
+	}
+	if err := t.register(opts.Registerer); err != nil {
+		return nil, err
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	for i := 1; i < len(t.tiers); i++ {
+		q := make(chan *job, opts.QueueLen)
+		t.queues = append(t.queues, q)
+		for range opts.Workers {
+			t.wg.Add(1)
+			go t.worker(i, q)
+		}
+	}
+	t.wg.Add(1)
+	go t.retryLoop()
+	return t, nil
+}
+
+func (t *Tiered) register(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("meridian_cache_tiered_"+name, help, []string{"tier"}, nil)
+	}
+	c := &collector{t: t,
+		hits:       desc("hits_total", "Lookups answered by each tier."),
+		errors:     desc("errors_total", "Tier lookups or stores that failed and were treated as misses."),
+		promotions: desc("promotions_total", "Objects copied up into each tier."),
+		writeDowns: desc("write_downs_total", "Objects written down into each lower tier."),
+		dropped:    desc("write_downs_dropped_total", "Write-downs dropped because a queue or the spool budget was full."),
+	}
+	if err := reg.Register(c); err != nil {
+		return fmt.Errorf("tiered: register metrics: %w", err)
+	}
+	return nil
+}
+
+type collector struct {
+	t                                             *Tiered
+	hits, errors, promotions, writeDowns, dropped *prometheus.Desc
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.hits
+	ch <- c.errors
+	ch <- c.promotions
+	ch <- c.writeDowns
+	ch <- c.dropped
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	for i, tr := range c.t.tiers {
+		s := &c.t.stats[i]
+		n := tr.Name()
+		ch <- prometheus.MustNewConstMetric(c.hits, prometheus.CounterValue, float64(s.hits.Load()), n)
+		ch <- prometheus.MustNewConstMetric(c.errors, prometheus.CounterValue, float64(s.errors.Load()), n)
+		ch <- prometheus.MustNewConstMetric(c.promotions, prometheus.CounterValue, float64(s.promotions.Load()), n)
+		ch <- prometheus.MustNewConstMetric(c.writeDowns, prometheus.CounterValue, float64(s.writeDowns.Load()), n)
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.dropped.Load()), n)
+	}
+}
+
+// Name implements tier.Tier; GetFrom names the tier that answered.
+func (t *Tiered) Name() string { return "tiered" }
+
+// Tiers returns the composed tiers, fastest first.
+func (t *Tiered) Tiers() []tier.Tier { return append([]tier.Tier(nil), t.tiers...) }
+
+// Get implements tier.Tier.
+func (t *Tiered) Get(ctx context.Context, key string) (*tier.Object, error) {
+	o, _, err := t.GetFrom(ctx, key)
+	return o, err
+}
+
+// GetFrom looks key up in each tier in order and returns the object with the
+// name of the tier that answered (for Cache-Status), or tier.ErrNotFound. A
+// tier that fails is counted and skipped. When the key is popular enough, a
+// lower-tier hit is copied into the tiers above while the caller reads the
+// body; closing the body early abandons the copy.
+func (t *Tiered) GetFrom(ctx context.Context, key string) (*tier.Object, string, error) {
+	freq := t.sketch.increment(xxhash.Sum64String(key))
+	for i, tr := range t.tiers {
+		o, err := tr.Get(ctx, key)
+		if err != nil {
+			if !errors.Is(err, tier.ErrNotFound) {
+				t.stats[i].errors.Add(1)
+				t.log.Debug("tiered: lookup failed; trying the next tier", "tier", tr.Name(), "err", err)
+			}
+			if ctx.Err() != nil {
+				return nil, "", ctx.Err()
+			}
+			continue
+		}
+		if t.hidden(key, i, o.Meta) {
+			o.Body.Close()
+			t.stats[i].hidden.Add(1)
+			if i > 0 {
+				// The tier answers again: retry the delete now.
+				t.enqueue(i, &job{key: key, seq: t.seq.Add(1), del: true, untomb: true, t: t})
+			}
+			continue
+		}
+		t.stats[i].hits.Add(1)
+		if i > 0 && freq >= t.promoteAfter {
+			o = t.promote(ctx, key, o, i)
+		}
+		return o, tr.Name(), nil
+	}
+	t.misses.Add(1)
+	return nil, "", tier.ErrNotFound
+}
+
+// promote wraps o's body so that, as it is read, it is also stored in the
+// tiers above tier src.
+func (t *Tiered) promote(ctx context.Context, key string, o *tier.Object, src int) *tier.Object {
+	var ws []tier.Writer
+	var into []int
+	for j := range src {
+		w, err := t.tiers[j].Put(ctx, key, o.Meta)
+		if err != nil {
+			continue // not admitted, too large, or failing: serve anyway
+		}
+		ws = append(ws, w)
+		into = append(into, j)
+	}
+	if len(ws) == 0 {
+		return o
+	}
+	tb := &teeBody{r: o.Body, ws: ws, into: into, t: t, want: o.Meta.Size}
+	if src >= 2 {
+		// A reader that seeks (a Range) cannot feed the copy; the object is
+		// then copied into the middle tiers in the background instead.
+		tb.onSeek = func() {
+			seq := t.seq.Add(1)
+			for j := 1; j < src; j++ {
+				t.enqueue(j, &job{key: key, meta: o.Meta, seq: seq, from: t.tiers[src], t: t})
+			}
+		}
+	}
+	return &tier.Object{Meta: o.Meta, Body: tb}
+}
+
+// teeBody copies what the caller reads into promotion writers; they are
+// committed only when the whole body was read without error.
+type teeBody struct {
+	r      io.ReadCloser
+	onSeek func()
+	ws     []tier.Writer
+	into   []int
+	t      *Tiered
+	n      int64
+	want   int64
+	done   bool
+}
+
+func (b *teeBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if n > 0 && !b.done {
+		for _, w := range b.ws {
+			_, _ = w.Write(p[:n])
+		}
+	}
+	if err != nil && !b.done {
+		b.done = true
+		if err == io.EOF && (b.want < 0 || b.n == b.want) {
+			for k, w := range b.ws {
+				if w.Commit() == nil {
+					b.t.stats[b.into[k]].promotions.Add(1)
+				}
+			}
+		} else {
+			b.abort()
+		}
+	}
+	return n, err
+}
+
+// Seek implements io.Seeker: it seeks the source body when that can seek,
+// and otherwise moves forward by discarding. Seeking abandons the
+// synchronous promotion.
+func (b *teeBody) Seek(off int64, whence int) (int64, error) {
+	if !b.done {
+		b.done = true
+		b.abort()
+		if b.onSeek != nil {
+			b.onSeek()
+		}
+	}
+	if s, ok := b.r.(io.Seeker); ok {
+		return s.Seek(off, whence)
+	}
+	if whence == io.SeekCurrent {
+		off += b.n
+	} else if whence != io.SeekStart {
+		return 0, errors.New("tiered: this body can only seek forward from the start or current position")
+	}
+	if off < b.n {
+		return 0, errors.New("tiered: this body cannot seek backwards")
+	}
+	k, err := io.CopyN(io.Discard, b.r, off-b.n)
+	b.n += k
+	return b.n, err
+}
+
+func (b *teeBody) abort() {
+	for _, w := range b.ws {
+		w.Abort()
+	}
+}
+
+func (b *teeBody) Close() error {
+	if !b.done {
+		b.done = true
+		b.abort()
+	}
+	return b.r.Close()
+}
+
+// Put implements tier.Tier. The first tier is written synchronously; the
+// lower tiers receive the object after Commit through their queues. It
+// returns ErrTooLarge only when the size is known and every tier refuses it.
+func (t *Tiered) Put(ctx context.Context, key string, meta *tier.Meta) (tier.Writer, error) {
+	if t.closed.Load() {
+		return nil, errors.New("tiered: closed")
+	}
+	w := &writer{t: t, key: key, meta: meta.Clone()}
+	top, err := t.tiers[0].Put(ctx, key, meta)
+	switch {
+	case err == nil:
+		w.top = top
+	case errors.Is(err, tier.ErrNotAdmitted), errors.Is(err, tier.ErrTooLarge):
+	default:
+		t.stats[0].errors.Add(1)
+	}
+	if len(t.tiers) == 1 && w.top == nil {
+		return nil, err
+	}
+	if meta.Size > t.spoolLimit && len(t.tiers) > 1 {
+		w.startDirect(ctx)
+	}
+	return w, nil
+}
+
+type writer struct {
+	t      *Tiered
+	key    string
+	meta   *tier.Meta
+	top    tier.Writer // first tier, may be nil
+	buf    bytes.Buffer
+	direct tier.Writer // second tier, when the body outgrew the spool
+	spill  bool        // the body outgrew the spool and no direct writer took it
+	n      int64
+	done   bool
+}
+
+// startDirect switches a large body from the memory spool to a synchronous
+// writer on the second tier.
+func (w *writer) startDirect(ctx context.Context) {
+	d, err := w.t.tiers[1].Put(ctx, w.key, w.meta)
+	if err != nil {
+		if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
+			w.t.stats[1].errors.Add(1)
+		}
+		w.spill = true
+		w.buf = bytes.Buffer{}
+		return
+	}
+	w.direct = d
+	if w.buf.Len() > 0 {
+		_, _ = d.Write(w.buf.Bytes())
+	}
+	w.buf = bytes.Buffer{}
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.done {
+		return len(p), nil
+	}
+	if w.top != nil {
+		_, _ = w.top.Write(p)
+	}
+	w.n += int64(len(p))
+	switch {
+	case len(w.t.tiers) == 1, w.spill:
+	case w.direct != nil:
+		_, _ = w.direct.Write(p)
+	case w.n > w.t.spoolLimit:
+		w.startDirect(context.Background())
+		if w.direct != nil {
+			_, _ = w.direct.Write(p)
+		}
+	default:
+		w.buf.Write(p)
+	}
+	return len(p), nil
+}
+
+// Commit implements tier.Writer: the first tier's result is returned (nil
+// when only lower tiers take the object); write-downs are queued.
+func (w *writer) Commit() error {
+	if w.done {
+		return errors.New("tiered: Commit after Commit or Abort")
+	}
+	w.done = true
+	t := w.t
+	var topErr error = tier.ErrNotAdmitted
+	if w.top != nil {
+		topErr = w.top.Commit()
+	}
+	if len(t.tiers) == 1 {
+		return topErr
+	}
+	meta := w.meta.Clone()
+	meta.Size = w.n
+	seq := t.seq.Add(1)
+	queued := false
+	switch {
+	case w.direct != nil:
+		if err := w.direct.Commit(); err != nil {
+			if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
+				t.stats[1].errors.Add(1)
+			}
+			break
+		}
+		t.stats[1].writeDowns.Add(1)
+		queued = true
+		// The tiers below the second copy the object from it.
+		for i := 2; i < len(t.tiers); i++ {
+			t.enqueue(i, &job{key: w.key, meta: meta, seq: seq, from: t.tiers[1], t: t})
+		}
+	case w.spill:
+		for i := 1; i < len(t.tiers); i++ {
+			t.stats[i].dropped.Add(1)
+		}
+	default:
+		b := w.buf.Bytes()
+		if t.spoolUsed.Add(int64(cap(b))) > t.spoolBytes {
+			t.spoolUsed.Add(-int64(cap(b)))
+			for i := 1; i < len(t.tiers); i++ {
+				t.stats[i].dropped.Add(1)
+			}
+			break
+		}
+		sp := &spool{b: b, t: t}
+		sp.refs.Store(int32(len(t.queues)))
+		for i := 1; i < len(t.tiers); i++ {
+			if t.enqueue(i, &job{key: w.key, meta: meta, seq: seq, body: sp, t: t}) {
+				queued = true
+			} else {
+				sp.release()
+			}
+		}
+	}
+	if topErr != nil && queued {
+		return nil
+	}
+	return topErr
+}
+
+// enqueue adds j to tier i's queue without blocking; a full queue drops it.
+func (t *Tiered) enqueue(i int, j *job) bool {
+	if t.closed.Load() {
+		t.stats[i].dropped.Add(1)
+		return false
+	}
+	t.pending.Add(1)
+	select {
+	case t.queues[i-1] <- j:
+		return true
+	default:
+		t.pending.Add(-1)
+		t.stats[i].dropped.Add(1)
+		t.log.Debug("tiered: write-down queue full; dropping", "tier", t.tiers[i].Name(), "key", j.key)
+		return false
+	}
+}
+
+func (w *writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	if w.top != nil {
+		w.top.Abort()
+	}
+	if w.direct != nil {
+		w.direct.Abort()
+	}
+	w.buf = bytes.Buffer{}
+}
+
+func (t *Tiered) worker(i int, q chan *job) {
+	defer t.wg.Done()
+	for {
+		select {
+		case <-t.ctx.Done():
+			// Release what is still queued.
+			for {
+				select {
+				case j := <-q:
+					if j.body != nil {
+						j.body.release()
+					}
+					t.pending.Add(-1)
+				default:
+					return
+				}
+			}
+		case j := <-q:
+			t.run(i, j)
+		}
+	}
+}
+
+// run performs one write-down, recovering from a tier's panic.
+func (t *Tiered) run(i int, j *job) {
+	defer t.pending.Add(-1)
+	if j.body != nil {
+		defer j.body.release()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			t.stats[i].errors.Add(1)
+			t.log.Error("tiered: write-down panicked", "tier", t.tiers[i].Name(), "panic", p)
+		}
+	}()
+	tr := t.tiers[i]
+	if j.del {
+		if err := tr.Delete(t.ctx, j.key); err == nil && j.untomb {
+			t.untomb(j.key, i, time.Time{})
+		}
+		return
+	}
+	if t.cancelled(j) {
+		return
+	}
+	w, err := tr.Put(t.ctx, j.key, j.meta)
+	if err != nil {
+		if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
+			t.stats[i].errors.Add(1)
+			t.log.Debug("tiered: write-down refused", "tier", tr.Name(), "err", err)
+		}
+		return
+	}
+	if j.body != nil {
+		_, _ = w.Write(j.body.b)
+	} else {
+		o, err := j.from.Get(t.ctx, j.key)
+		if err != nil {
+			w.Abort()
+			return
+		}
+		_, cerr := io.Copy(w, o.Body)
+		o.Body.Close()
+		if cerr != nil {
+			w.Abort()
+			return
+		}
+	}
+	if err := w.Commit(); err != nil {
+		if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
+			t.stats[i].errors.Add(1)
+			t.log.Debug("tiered: write-down failed", "tier", tr.Name(), "err", err)
+		}
+		return
+	}
+	t.stats[i].writeDowns.Add(1)
+	if j.untomb {
+		t.untomb(j.key, i, time.Time{})
+	}
+	if t.cancelled(j) {
+		// Deleted while it was being written: do not leave it behind.
+		_ = tr.Delete(t.ctx, j.key)
+	}
+}
+
+func (t *Tiered) cancelled(j *job) bool {
+	t.delMu.Lock()
+	defer t.delMu.Unlock()
+	return j.seq < t.floor || t.deleted[j.key] > j.seq
+}
+
+func (t *Tiered) noteDelete(key string) {
+	s := t.seq.Add(1)
+	t.delMu.Lock()
+	if len(t.deleted) >= 1<<16 {
+		t.deleted = map[string]uint64{}
+		t.floor = s
+	}
+	t.deleted[key] = s
+	t.delMu.Unlock()
+}
+
+// Delete implements tier.Tier: the key is removed from every tier, and
+// write-downs queued before it are cancelled. A tier where the delete fails
+// (an unreachable L3) gets a tombstone: what it holds under the key from
+// before the delete is not served, and the delete is retried in the
+// background. So Delete succeeds as long as the local tiers do; it returns
+// the first error of a tier that gets no tombstone (when too many are
+// pending).
+func (t *Tiered) Delete(ctx context.Context, key string) error {
+	at := t.now()
+	t.noteDelete(key)
+	var failed, done uint64
+	var errs []error
+	for i, tr := range t.tiers {
+		if err := tr.Delete(ctx, key); err != nil {
+			t.stats[i].errors.Add(1)
+			failed |= 1 << i
+			errs = append(errs, fmt.Errorf("tiered: delete from %s: %w", tr.Name(), err))
+		} else {
+			done |= 1 << i
+		}
+	}
+	if !t.tomb(key, at, failed, done) && len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+// tomb records failed deletes of key (bits of failed) and clears those that
+// succeeded (bits of done). It reports false when the failures could not be
+// recorded because too many are pending.
+func (t *Tiered) tomb(key string, at time.Time, failed, done uint64) bool {
+	t.tombMu.Lock()
+	defer t.tombMu.Unlock()
+	ts, ok := t.tombs[key]
+	if !ok && failed == 0 {
+		return true
+	}
+	if !ok && len(t.tombs) >= maxTombstones {
+		t.log.Error("tiered: too many deletes pending in unreachable tiers; this one is not tracked", "key", key)
+		return false
+	}
+	ts.tiers = (ts.tiers &^ done) | failed
+	if failed != 0 && at.After(ts.at) {
+		ts.at = at
+	}
+	if ts.tiers == 0 {
+		delete(t.tombs, key)
+	} else {
+		t.tombs[key] = ts
+	}
+	return true
+}
+
+// untomb clears tier i's tombstone of key; with a non-zero stored time, only
+// when that object was stored after the delete (it replaced the deleted one).
+func (t *Tiered) untomb(key string, i int, stored time.Time) {
+	t.tombMu.Lock()
+	defer t.tombMu.Unlock()
+	ts, ok := t.tombs[key]
+	if !ok || (!stored.IsZero() && !stored.After(ts.at)) {
+		return
+	}
+	ts.tiers &^= 1 << i
+	if ts.tiers == 0 {
+		delete(t.tombs, key)
+	} else {
+		t.tombs[key] = ts
+	}
+}
+
+// hidden reports whether tier i's object m under key was deleted while that
+// tier was unreachable.
+func (t *Tiered) hidden(key string, i int, m *tier.Meta) bool {
+	t.tombMu.Lock()
+	ts, ok := t.tombs[key]
+	t.tombMu.Unlock()
+	if !ok || ts.tiers&(1<<i) == 0 {
+		return false
+	}
+	if m.ResponseTime.After(ts.at) {
+		t.untomb(key, i, m.ResponseTime) // stored after the delete
+		return false
+	}
+	return true
+}
+
+// retryLoop retries failed deletes until they succeed.
+func (t *Tiered) retryLoop() {
+	defer t.wg.Done()
+	tk := time.NewTicker(t.retryEvery)
+	defer tk.Stop()
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-tk.C:
+		}
+		t.tombMu.Lock()
+		keys := make(map[string]uint64, len(t.tombs))
+		for k, ts := range t.tombs {
+			keys[k] = ts.tiers
+		}
+		t.tombMu.Unlock()
+		for k, mask := range keys {
+			var done uint64
+			for i, tr := range t.tiers {
+				if mask&(1<<i) == 0 {
+					continue
+				}
+				if err := tr.Delete(t.ctx, k); err == nil {
+					done |= 1 << i
+				}
+			}
+			if t.ctx.Err() != nil {
+				return
+			}
+			if done != 0 {
+				t.tomb(k, time.Time{}, 0, done)
+			}
+		}
+	}
+}
+
+// UpdateMeta implements tier.MetaUpdater. Tiers that can update metadata in
+// place do so now. A lower tier that cannot (L3) is rewritten in the
+// background from the fastest tier holding the updated object, or, when none
+// does, has its copy deleted in the background; meanwhile its old copy is
+// not served. It returns tier.ErrNotFound when no tier could update the key.
+func (t *Tiered) UpdateMeta(ctx context.Context, key string, meta *tier.Meta) error {
+	at := t.now()
+	found := -1
+	var first error
+	for i, tr := range t.tiers {
+		mu, ok := tr.(tier.MetaUpdater)
+		if ok {
+			err := mu.UpdateMeta(ctx, key, meta)
+			switch {
+			case err == nil:
+				if found < 0 {
+					found = i
+				}
+			case errors.Is(err, tier.ErrNotFound):
+			default:
+				t.stats[i].errors.Add(1)
+				if first == nil {
+					first = fmt.Errorf("tiered: update meta in %s: %w", tr.Name(), err)
+				}
+			}
+			continue
+		}
+		if i == 0 {
+			if err := tr.Delete(ctx, key); err != nil && first == nil {
+				first = fmt.Errorf("tiered: update meta in %s: %w", tr.Name(), err)
+			}
+			continue
+		}
+		if !t.tomb(key, at, 1<<i, 0) {
+			continue
+		}
+		j := &job{key: key, seq: t.seq.Add(1), untomb: true, t: t}
+		if found >= 0 {
+			j.from, j.meta = t.tiers[found], meta.Clone()
+		} else {
+			j.del = true
+		}
+		t.enqueue(i, j) // if dropped, the tombstone's retry deletes the copy
+	}
+	if first != nil {
+		return first
+	}
+	if found < 0 {
+		return tier.ErrNotFound
+	}
+	return nil
+}
+
+// Scan implements tier.Scanner over every tier that can enumerate, visiting
+// each key once (with the metadata of the fastest tier holding it).
+func (t *Tiered) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bool) error {
+	seen := map[string]struct{}{}
+	for _, tr := range t.tiers {
+		sc, ok := tr.(tier.Scanner)
+		if !ok {
+			continue
+		}
+		stop := false
+		err := sc.Scan(ctx, func(key string, m *tier.Meta) bool {
+			if _, dup := seen[key]; dup {
+				return true
+			}
+			seen[key] = struct{}{}
+			if !fn(key, m) {
+				stop = true
+				return false
+			}
+			return true
+		})
+		if err != nil {
+			return fmt.Errorf("tiered: scan %s: %w", tr.Name(), err)
+		}
+		if stop {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Usage implements tier.Stats: the sum over tiers that report usage.
+func (t *Tiered) Usage() (objects, bytes int64) {
+	for _, tr := range t.tiers {
+		if s, ok := tr.(tier.Stats); ok {
+			o, b := s.Usage()
+			objects += o
+			bytes += b
+		}
+	}
+	return objects, bytes
+}
+
+// Counters returns event counts since New.
+func (t *Tiered) Counters() Counters {
+	c := Counters{Hits: map[string]int64{}, Errors: map[string]int64{}, Promotions: map[string]int64{},
+		WriteDowns: map[string]int64{}, Dropped: map[string]int64{}, Hidden: map[string]int64{}, Misses: t.misses.Load()}
+	t.tombMu.Lock()
+	c.PendingDeletes = len(t.tombs)
+	t.tombMu.Unlock()
+	for i, tr := range t.tiers {
+		s := &t.stats[i]
+		n := tr.Name()
+		c.Hits[n] = s.hits.Load()
+		c.Errors[n] = s.errors.Load()
+		c.Promotions[n] = s.promotions.Load()
+		c.WriteDowns[n] = s.writeDowns.Load()
+		c.Dropped[n] = s.dropped.Load()
+		c.Hidden[n] = s.hidden.Load()
+	}
+	return c
+}
+
+// Flush waits until every write-down queued so far has been attempted, or
+// ctx ends. Tests and a graceful shutdown use it.
+func (t *Tiered) Flush(ctx context.Context) error {
+	for t.pending.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Close stops the write-down workers; queued write-downs are dropped. The
+// tiers themselves stay open (their owner closes them).
+func (t *Tiered) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	t.cancel()
+	t.wg.Wait()
+	return nil
+}
+
+// Section returns the part [off, off+n) of an object's body for a Range
+// response. When the body seeks (L2 files, in-memory bodies), only that part
+// is read: from disk, just the 64 KiB blocks it touches. Otherwise the first
+// off bytes are read and discarded. Closing the result closes body. The
+// caller checks the range against Meta.Size first (416 otherwise).
+func Section(body io.ReadCloser, off, n int64) (io.ReadCloser, error) {
+	if off > 0 {
+		if s, ok := body.(io.Seeker); ok {
+			if _, err := s.Seek(off, io.SeekStart); err != nil {
+				return nil, fmt.Errorf("tiered: seek to %d: %w", off, err)
+			}
+		} else if _, err := io.CopyN(io.Discard, body, off); err != nil {
+			return nil, fmt.Errorf("tiered: skip to %d: %w", off, err)
+		}
+	}
+	return section{Reader: io.LimitReader(body, n), Closer: body}, nil
+}
+
+type section struct {
+	io.Reader
+	io.Closer
+}
