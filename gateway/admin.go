@@ -41,6 +41,7 @@ func (p *PoP) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(info)
 	})
+	r.Post("/admin/purge", p.handlePurge)
 	r.Post("/admin/drain", p.requireOps(func(w http.ResponseWriter, r *http.Request) {
 		on := r.URL.Query().Get("off") == ""
 		p.SetDraining(on)

@@ -15,12 +15,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/internal/beacon"
 	"github.com/meridian-edge/meridian/internal/statesync"
 	"github.com/meridian-edge/meridian/middleware"
@@ -45,6 +45,9 @@ type Options struct {
 	BeaconInterval time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// Cache is the PoP's HTTP cache, shared by its sites; nil makes one with
+	// a 64 MiB memory tier (tests, small deployments).
+	Cache *cache.Cache
 	// Sync is the PoP's replica of the shared state (purges, plugin
 	// deployments, plugin KV); nil runs the PoP alone.
 	Sync *statesync.Node
@@ -61,6 +64,8 @@ type PoP struct {
 	opts     Options
 	log      *slog.Logger
 	registry *prometheus.Registry
+	cache    *cache.Cache
+	ownCache bool
 	router   atomic.Pointer[router]
 	load     *loadTracker
 	draining atomic.Bool
@@ -101,6 +106,14 @@ func New(opts Options) (*PoP, error) {
 		Help: "Requests refused with 421 because their Host matched no site.",
 	})
 	p.registry.MustRegister(p.unknownHost)
+	p.cache = opts.Cache
+	if p.cache == nil {
+		c, err := cache.New(cache.Options{L1Bytes: 64 << 20, PoPID: "meridian-" + opts.ID, Logger: p.log, Registerer: p.registry})
+		if err != nil {
+			return nil, fmt.Errorf("gateway %s: cache: %w", opts.ID, err)
+		}
+		p.cache, p.ownCache = c, true
+	}
 	rt, err := p.buildRouter(opts.Sites)
 	if err != nil {
 		return nil, err
@@ -124,44 +137,12 @@ func (p *PoP) buildRouter(sites []Site) (*router, error) {
 	return newRouter(entries)
 }
 
-// siteHandler is the per-site request path after routing.
+// siteHandler is the per-site request path after routing: the cache, which
+// owns proxying to the origin on a miss.
 func (p *PoP) siteHandler(s Site) http.Handler {
-	via := "1.1 meridian-" + p.opts.ID
-	return &httputil.ReverseProxy{
-		Transport: s.Origin,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// Append to the client's chain, as proxies in front of us expect.
-			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
-			pr.SetXForwarded()
-			pr.Out.Host = pr.In.Host
-			pr.Out.Header.Add("Via", via)
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			resp.Header.Add("Via", via)
-			return nil
-		},
-		ErrorHandler: p.originError,
-		ErrorLog:     slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
-	}
-}
-
-func (p *PoP) originError(w http.ResponseWriter, r *http.Request, err error) {
-	status, what := http.StatusBadGateway, "the origin server could not be reached or sent a bad response"
-	if r.Context().Err() == nil && isTimeout(err) {
-		status, what = http.StatusGatewayTimeout, "the origin server did not answer in time"
-	}
-	p.log.Warn("origin request failed", "request_id", middleware.GetRequestID(r.Context()), "host", r.Host, "status", status, "err", err)
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, "meridian %s: %s (request id %s)\n", p.opts.ID, what, middleware.GetRequestID(r.Context()))
-}
-
-func isTimeout(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	pol := s.Cache
+	pol.SiteID = s.Name
+	return p.cache.Handler(pol, s.Origin)
 }
 
 // SetSites replaces the PoP's sites atomically: requests already routed finish
@@ -239,6 +220,7 @@ func (p *PoP) Start(ctx context.Context) error {
 			}
 		})
 	}
+	p.applyReplicatedPurges(ctx)
 	if p.opts.NATS != nil {
 		bctx, stop := context.WithCancel(ctx)
 		p.beaconStop = stop
@@ -291,6 +273,9 @@ func (p *PoP) Shutdown(ctx context.Context) error {
 	p.wg.Wait()
 	for _, s := range p.router.Load().all {
 		s.Origin.Close()
+	}
+	if p.ownCache {
+		err = errors.Join(err, p.cache.Close())
 	}
 	return err
 }

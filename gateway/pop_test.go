@@ -159,7 +159,7 @@ func TestOriginFailures(t *testing.T) {
 	if resp, body := do(t, "GET", p.HTTPAddr(), "hang.test", "/"); resp.StatusCode != 504 || !strings.Contains(body, "did not answer in time") {
 		t.Errorf("hanging origin: %d %q", resp.StatusCode, body)
 	}
-	if resp, body := do(t, "GET", p.HTTPAddr(), "dead.test", "/"); resp.StatusCode != 502 || !strings.Contains(body, "could not be reached") {
+	if resp, body := do(t, "GET", p.HTTPAddr(), "dead.test", "/"); resp.StatusCode != 502 || !strings.Contains(body, "refused or reset the connection") {
 		t.Errorf("dead origin: %d %q", resp.StatusCode, body)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/origin"
 )
 
@@ -20,6 +21,8 @@ type Site struct {
 	Default bool
 	// Origin sends the site's misses to its origin servers.
 	Origin *origin.Pool
+	// Cache holds the site's cache options (cache keys, object size limits).
+	Cache cache.SitePolicy
 }
 
 // router finds a request's site by Host. It is immutable once built; a

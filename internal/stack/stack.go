@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
 	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
@@ -56,6 +57,7 @@ type Stack struct {
 	pops   map[string]*runningPoP
 	order  []string
 	nodes  []*statesync.Node
+	caches []*cache.Cache
 	dns    *dnsrouter.Server
 	dnsReg *prometheus.Registry
 }
@@ -206,7 +208,10 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		if err != nil {
 			return nil, err
 		}
-		sites = append(sites, gateway.Site{Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool})
+		sites = append(sites, gateway.Site{
+			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
+			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxObject: int64(sc.Cache.MaxL1Object)},
+		})
 	}
 	return sites, nil
 }
@@ -236,8 +241,19 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 		return fmt.Errorf("pop %s: state sync: %w", pc.ID, err)
 	}
 	s.nodes = append(s.nodes, node)
+	c, err := cache.New(cache.Options{
+		L1Bytes: int64(pc.Cache.L1Size), PoPID: "meridian-" + pc.ID, Logger: log, Registerer: reg,
+		PurgeCheck: func(site, url string, keys []string, storedAt time.Time) (bool, bool) {
+			v := node.CheckPurged(site, url, keys, storedAt)
+			return v.Purged, v.Stale
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("pop %s: cache: %w", pc.ID, err)
+	}
+	s.caches = append(s.caches, c)
 	p, err := gateway.New(gateway.Options{
-		Sync: node, Credentials: creds,
+		Cache: c, Sync: node, Credentials: creds,
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
 		Logger: s.log, Registry: reg,
@@ -498,6 +514,9 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	}
 	for _, srv := range s.srvs {
 		errs = append(errs, srv.Shutdown(ctx))
+	}
+	for _, c := range s.caches {
+		errs = append(errs, c.Close())
 	}
 	for _, n := range s.nodes {
 		errs = append(errs, n.Close())

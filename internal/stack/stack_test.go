@@ -2,12 +2,14 @@ package stack_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -262,5 +264,80 @@ func TestReload(t *testing.T) {
 	}
 	if rc := query("api.example.test."); rc != dns.RcodeSuccess {
 		t.Fatalf("api after reload: %s", dns.RcodeToString[rc])
+	}
+}
+
+// TestPurgeReachesEveryPoP: a site owner purges at one PoP; every PoP stops
+// serving the purged object, and the purge is in every PoP's replicated state.
+func TestPurgeReachesEveryPoP(t *testing.T) {
+	originHits := 0
+	var mu sync.Mutex
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		originHits++
+		n := originHits
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		fmt.Fprintf(w, "version %d", n)
+	}))
+	defer origin.Close()
+	st, err := stack.Start(context.Background(), devConfig(t, origin.URL), stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+
+	get := func(pop string) (string, string) {
+		req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+"/page", nil)
+		req.Host = "www.example.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), resp.Header.Get("Cache-Status")
+	}
+	pops := st.PoPIDs()
+	first := map[string]string{}
+	for _, id := range pops {
+		first[id], _ = get(id)
+		if body, cs := get(id); body != first[id] || !strings.Contains(cs, "hit") {
+			t.Fatalf("%s: second GET %q (%s), want a hit of %q", id, body, cs, first[id])
+		}
+	}
+
+	purge := func(token, body string) int {
+		req, _ := http.NewRequest("POST", "http://"+st.PoP("eu-west-2").AdminAddr()+"/admin/purge", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := purge("wrong-token", `{"site":"www","kind":"url","value":"http://www.example.test/page"}`); code != 401 {
+		t.Fatalf("purge with a wrong token: %d", code)
+	}
+	if code := purge("dev-www-token", `{"site":"www","kind":"url","value":"ftp://nope"}`); code != 400 {
+		t.Fatalf("purge with a bad URL: %d", code)
+	}
+	if code := purge("dev-www-token", `{"site":"www","kind":"url","value":"http://WWW.example.test:80/page"}`); code != 200 {
+		t.Fatalf("purge by the site owner: %d", code)
+	}
+
+	for _, id := range pops {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			body, cs := get(id)
+			if body != first[id] && !strings.Contains(cs, "hit") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still serves %q (%s) 10s after the purge", id, body, cs)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }

@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/internal/statesync"
+)
+
+// purgeRequest is the body of POST /admin/purge.
+type purgeRequest struct {
+	Site string `json:"site"`
+	// Kind is url, prefix, surrogate-key (or tag) or site.
+	Kind  string `json:"kind"`
+	Value string `json:"value"`
+	// Soft marks matching objects stale instead of removing them.
+	Soft bool `json:"soft"`
+}
+
+type purgeResponse struct {
+	ID         string `json:"id,omitempty"`
+	Local      int    `json:"purged_here"`
+	Replicated bool   `json:"replicated"`
+	Warning    string `json:"warning,omitempty"`
+}
+
+// handlePurge records a purge and applies it here. With state sync the
+// record goes to every PoP (which apply it on arrival, and check it on every
+// read until then); without, it applies to this PoP only.
+func (p *PoP) handlePurge(w http.ResponseWriter, r *http.Request) {
+	var req purgeRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		http.Error(w, fmt.Sprintf(`meridian admin: purge: bad JSON body (%v); send {"site":"www","kind":"url|prefix|surrogate-key|site","value":"...","soft":false}`, err), http.StatusBadRequest)
+		return
+	}
+	who, ok := p.opts.Credentials.Authenticate(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meridian admin"`)
+		http.Error(w, "meridian admin: send the ops token or the site owner's token as 'Authorization: Bearer TOKEN'", http.StatusUnauthorized)
+		return
+	}
+	if !who.MaySite(req.Site) {
+		http.Error(w, fmt.Sprintf("meridian admin: this token may not purge site %q", req.Site), http.StatusForbidden)
+		return
+	}
+	if !p.hasSite(req.Site) {
+		http.Error(w, fmt.Sprintf("meridian admin: purge: no site %q at this PoP", req.Site), http.StatusNotFound)
+		return
+	}
+	kind, err := cache.ParseSelectorKind(req.Kind)
+	if err != nil {
+		http.Error(w, "meridian admin: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	sel := cache.Selector{Site: req.Site, Kind: kind, Value: req.Value, Soft: req.Soft}
+	if err := sel.Validate(); err != nil {
+		http.Error(w, "meridian admin: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	sel = sel.Normalize()
+	var resp purgeResponse
+	if n := p.opts.Sync; n != nil {
+		rec, err := n.Purge(r.Context(), statesync.PurgeRecord{Site: sel.Site, Kind: statesync.PurgeKind(sel.Kind.String()), Value: sel.Value, Soft: sel.Soft})
+		switch {
+		case errors.Is(err, statesync.ErrQueueFull):
+			resp.Warning = "NATS is unreachable and the outgoing queue is full: applied here and spread by anti-entropy later"
+		case err != nil && rec.ID == "":
+			http.Error(w, "meridian admin: purge: "+err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			resp.Warning = "recorded here, not yet replicated: " + err.Error()
+		}
+		resp.ID, resp.Replicated = rec.ID, err == nil
+	}
+	resp.Local, err = p.cache.Purge(r.Context(), sel)
+	if err != nil {
+		http.Error(w, "meridian admin: purge: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	p.log.Info("purge requested", "site", sel.Site, "kind", sel.Kind.String(), "value", sel.Value, "soft", sel.Soft, "id", resp.ID, "purged_here", resp.Local)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func (p *PoP) hasSite(name string) bool {
+	for _, s := range p.router.Load().all {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// applyReplicatedPurges removes from this PoP's tiers what purges recorded
+// elsewhere select. Correctness does not wait for it (reads check the purge
+// log); it frees the space and spares a lookup.
+func (p *PoP) applyReplicatedPurges(ctx context.Context) {
+	n := p.opts.Sync
+	if n == nil {
+		return
+	}
+	queue := make(chan statesync.PurgeRecord, 1024)
+	stop := n.Watch(func(e statesync.Event) {
+		// Purges recorded here were applied by handlePurge already (the
+		// sync node is named after the PoP).
+		if e.Purge == nil || e.Purge.Origin == p.opts.ID {
+			return
+		}
+		select {
+		case queue <- *e.Purge:
+		default:
+			// The read-time check keeps this correct; only the eager sweep is skipped.
+			p.log.Warn("purge sweep queue full; the object will be dropped when next read", "site", e.Purge.Site, "id", e.Purge.ID)
+		}
+	})
+	p.wg.Go(func() {
+		defer stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case rec := <-queue:
+				kind, err := cache.ParseSelectorKind(string(rec.Kind))
+				if err != nil {
+					p.log.Warn("replicated purge has an unknown kind", "id", rec.ID, "kind", rec.Kind)
+					continue
+				}
+				sctx, cancel := context.WithTimeout(ctx, time.Minute)
+				n, err := p.cache.Purge(sctx, cache.Selector{Site: rec.Site, Kind: kind, Value: rec.Value, Soft: rec.Soft})
+				cancel()
+				if err != nil {
+					p.log.Warn("replicated purge sweep failed; reads still honour it", "id", rec.ID, "err", err)
+					continue
+				}
+				p.log.Info("replicated purge applied", "id", rec.ID, "from", rec.Origin, "site", rec.Site, "kind", rec.Kind, "value", rec.Value, "objects", n)
+			}
+		}
+	})
+}
