@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/tlsedge"
 	"github.com/meridian-edge/meridian/internal/beacon"
 	"github.com/meridian-edge/meridian/internal/statesync"
 	"github.com/meridian-edge/meridian/middleware"
@@ -45,6 +46,8 @@ type Options struct {
 	BeaconInterval time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// TLS configures HTTPS and HTTP/3; the zero value serves plain HTTP only.
+	TLS TLS
 	// Cache is the PoP's HTTP cache, shared by its sites; nil makes one with
 	// a 64 MiB memory tier (tests, small deployments).
 	Cache *cache.Cache
@@ -71,6 +74,8 @@ type PoP struct {
 	draining atomic.Bool
 
 	httpSrv, adminSrv *http.Server
+	httpsSrv          *tlsedge.Server
+	secure            atomic.Pointer[http.Handler]
 	httpLn, adminLn   net.Listener
 
 	cancel      context.CancelFunc
@@ -184,7 +189,7 @@ func (p *PoP) siteName(r *http.Request) string {
 func (p *PoP) Handler() http.Handler {
 	m := middleware.NewRequestMetrics(p.registry, p.siteName)
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.Recover(p.log))
+	r.Use(middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody)
 	r.Use(middleware.Observe(m.Observer(), middleware.AccessLog(p.log), func(_ *http.Request, status int, _ int64, d time.Duration) {
 		p.load.observe(status, d)
 	}))
@@ -208,7 +213,17 @@ func (p *PoP) Start(ctx context.Context) error {
 	}
 	ctx, p.cancel = context.WithCancel(ctx)
 	errLog := slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)
-	p.httpSrv = &http.Server{Handler: p.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	plain, err := p.startTLS(ctx, p.Handler())
+	if err != nil {
+		p.cancel()
+		p.httpLn.Close()
+		p.adminLn.Close()
+		if p.httpsSrv != nil {
+			_ = p.httpsSrv.Shutdown(context.Background())
+		}
+		return err
+	}
+	p.httpSrv = &http.Server{Handler: plain, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
 	p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	for _, s := range []struct {
 		srv *http.Server
@@ -226,7 +241,7 @@ func (p *PoP) Start(ctx context.Context) error {
 		p.beaconStop = stop
 		p.wg.Go(func() { beacon.Publish(bctx, p.opts.NATS, p.opts.BeaconInterval, p.log, p.beacon) })
 	}
-	p.log.Info("PoP serving", "http", p.httpLn.Addr().String(), "admin", p.adminLn.Addr().String(), "region", p.opts.Region)
+	p.log.Info("PoP serving", "http", p.httpLn.Addr().String(), "https", p.HTTPSAddr(), "admin", p.adminLn.Addr().String(), "region", p.opts.Region)
 	return nil
 }
 
@@ -270,6 +285,12 @@ func (p *PoP) Shutdown(ctx context.Context) error {
 	}
 	p.cancel()
 	err := errors.Join(p.httpSrv.Shutdown(ctx), p.adminSrv.Shutdown(ctx))
+	if p.httpsSrv != nil {
+		err = errors.Join(err, p.httpsSrv.Shutdown(ctx))
+	}
+	if p.opts.TLS.Certs != nil {
+		p.opts.TLS.Certs.Stop()
+	}
 	p.wg.Wait()
 	for _, s := range p.router.Load().all {
 		s.Origin.Close()

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/meridian-edge/meridian/deploy"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
+	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/stack"
 )
@@ -137,7 +139,11 @@ func printDevBanner(w io.Writer, cfg *config.Config, st *stack.Stack) {
 	fmt.Fprintf(w, "  origin      http://%s (demo)\n", orDefault(cfg.Dev.Origin, config.DefaultDevOrigin))
 	for _, id := range st.PoPIDs() {
 		p := st.PoP(id)
-		fmt.Fprintf(w, "  PoP         %-16s http://%s  admin http://%s\n", id, p.HTTPAddr(), p.AdminAddr())
+		fmt.Fprintf(w, "  PoP         %-16s http://%s  admin http://%s", id, p.HTTPAddr(), p.AdminAddr())
+		if a := p.HTTPSAddr(); a != "" {
+			fmt.Fprintf(w, "  https://%s", a)
+		}
+		fmt.Fprintln(w)
 	}
 	if d := st.DNS(); d != nil {
 		fmt.Fprintf(w, "  DNS         %s udp+tcp", d.Addr())
@@ -158,6 +164,9 @@ func printDevBanner(w io.Writer, cfg *config.Config, st *stack.Stack) {
 		fmt.Fprintf(w, "  dig @%s -p %s %s A +subnet=%s +short\n", host, port, name, subnet)
 		fmt.Fprintf(w, "      -> %s (%s, the PoP nearest to that subnet)\n", strings.Join(pc.Addresses, " "), popID)
 		fmt.Fprintf(w, "  curl -i --resolve %s:%s:%s http://%s:%s/\n", name, httpPort, pc.Addresses[0], name, httpPort)
+		if ca, ok := st.DevCA(); ok && p.HTTPSAddr() != "" {
+			fmt.Fprintf(w, "  %s\n", devca.CurlCommand(ca.CACert, name, portNum(p.HTTPSAddr()), pc.Addresses[0]))
+		}
 		if cfg.DNS.Metrics != "" {
 			fmt.Fprintf(w, "  go run ./cmd/meridian dns explain --subnet %s %s\n", subnet, name)
 		}
@@ -196,6 +205,12 @@ func exampleSubnet(cfg *config.Config) (string, string) {
 		best = "127.0.0.0/8"
 	}
 	return best, bestPoP
+}
+
+func portNum(addr string) int {
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 func popConfig(cfg *config.Config, id string) config.PoP {

@@ -35,7 +35,7 @@ func TestConfigCheck(t *testing.T) {
 		out, err string
 	}{
 		{[]string{"config", "check", good}, 0, good + ": ok (3 PoPs, 1 sites, 1 DNS zones)", ""},
-		{[]string{"config", "check", bad}, 1, "", bad + `:19: pops[1].region: unknown region "eu-west-9"`},
+		{[]string{"config", "check", bad}, 1, "", bad + `:21: pops[1].region: unknown region "eu-west-9"`},
 		{[]string{"config", "check", filepath.Join(dir, "missing.yaml")}, 1, "", "no such file or directory"},
 		{[]string{"config", "check"}, 2, "", ""},
 		{[]string{"regions"}, 0, "Asia-Pacific   Tokyo", ""},
@@ -104,6 +104,7 @@ func TestDevCommand(t *testing.T) {
 	for _, host := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
 		text = strings.Replace(text, host+":8080", freeAddr(t, host), 1)
 		text = strings.Replace(text, host+":9090", freeAddr(t, host), 1)
+		text = strings.Replace(text, host+":8443", freeAddr(t, host), 1)
 	}
 	for _, a := range []string{"127.0.0.1:4222", "127.0.0.1:8081", "127.0.0.1:5353", "127.0.0.1:9153"} {
 		text = strings.ReplaceAll(text, a, freeAddr(t, "127.0.0.1"))
@@ -129,9 +130,9 @@ func TestDevCommand(t *testing.T) {
 		}
 		close(lines)
 	}()
-	var digLine, curlLine, want, wantPoP string
+	var digLine, curlLine, httpsLine, want, wantPoP string
 	timeout := time.After(30 * time.Second)
-	for curlLine == "" {
+	for curlLine == "" || httpsLine == "" {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -143,6 +144,8 @@ func TestDevCommand(t *testing.T) {
 			case strings.HasPrefix(l, "-> "):
 				want = strings.Fields(l)[1]
 				wantPoP = strings.Trim(strings.Fields(l)[2], "(,")
+			case strings.HasPrefix(l, "curl --cacert"):
+				httpsLine = l
 			case strings.HasPrefix(l, "curl "):
 				curlLine = l
 			}
@@ -189,6 +192,12 @@ func TestDevCommand(t *testing.T) {
 		t.Fatalf("%s: %d %q", curlLine, resp.StatusCode, body)
 	}
 
+	// The printed HTTPS line works as printed, with the real curl.
+	out, err := exec.Command("sh", "-c", httpsLine+" -sS --max-time 10").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Hello from the Meridian demo origin") {
+		t.Fatalf("%s: %v\n%s", httpsLine, err, out)
+	}
+
 	// The printed explain line names the same PoP.
 	var explainLine string
 	for explainLine == "" {
@@ -202,7 +211,7 @@ func TestDevCommand(t *testing.T) {
 		}
 	}
 	args := append([]string{"dns", "explain", "--config", cfgPath}, strings.Fields(strings.TrimPrefix(explainLine, "go run ./cmd/meridian dns explain"))...)
-	out, err := exec.Command(bin, args...).CombinedOutput()
+	out, err = exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", explainLine, err, out)
 	}

@@ -32,6 +32,32 @@ type Config struct {
 	Dev Dev `yaml:"dev"`
 	// Admin configures who may change things through the PoPs' admin API.
 	Admin Admin `yaml:"admin"`
+	// TLS holds fleet-wide HTTPS settings (ACME, unknown server names).
+	TLS TLS `yaml:"tls"`
+}
+
+// TLS holds fleet-wide HTTPS settings. Certificates are per site
+// (sites[].tls); PoPs serve HTTPS on pops[].https.
+type TLS struct {
+	// UnknownSNI is the answer to a server name no site claims: "reject"
+	// (handshake failure) or "default" (the default site's certificate).
+	// Default reject.
+	UnknownSNI string `yaml:"unknown_sni"`
+	// ACME configures automatic certificates for sites with tls.acme.
+	ACME ACME `yaml:"acme"`
+}
+
+// ACME configures the certificate authority for automatic certificates.
+// Certificates and ACME accounts are kept in JetStream, so one PoP orders
+// and every PoP serves the result.
+type ACME struct {
+	// Directory is the CA's ACME directory URL. Default Let's Encrypt.
+	Directory string `yaml:"directory"`
+	// Email receives the CA's expiry notices.
+	Email string `yaml:"email"`
+	// CAFile is a PEM bundle trusted for the directory's HTTPS (a private
+	// CA, or a test CA such as pebble's). Default: the system roots.
+	CAFile string `yaml:"ca_file"`
 }
 
 // Admin holds the admin API's credentials. Tokens are stored as SHA-256
@@ -89,6 +115,12 @@ type PoP struct {
 	// Addresses are the IPs the DNS hands out for this PoP (A and AAAA).
 	// Default: the host of http, when it is an IP.
 	Addresses []string `yaml:"addresses"`
+	// HTTPS is the address HTTPS (HTTP/1.1 and HTTP/2) listens on, host:port.
+	// Empty: no HTTPS at this PoP.
+	HTTPS string `yaml:"https"`
+	// HTTP3 serves HTTP/3 over QUIC on the same port as https (UDP) and
+	// advertises it with Alt-Svc. Default false.
+	HTTP3 bool `yaml:"http3"`
 	// Capacity is the load, in requests per second, at which the DNS starts
 	// sending part of this PoP's clients to the next nearest. 0 means unlimited.
 	Capacity float64 `yaml:"capacity"`
@@ -122,6 +154,37 @@ type Site struct {
 	// OwnerTokenSHA256 is the hex SHA-256 of the site owner's token, which may
 	// purge and deploy plugins for this site only.
 	OwnerTokenSHA256 string `yaml:"owner_token_sha256"`
+	// TLS says where the site's certificate comes from. Without it the site
+	// is served over plain HTTP only.
+	TLS *SiteTLS `yaml:"tls"`
+}
+
+// SiteTLS is a site's certificate source and HTTPS policy. Exactly one of
+// cert_file/key_file, acme or dev_ca.
+type SiteTLS struct {
+	// CertFile and KeyFile are PEM files (chain leaf first, and its key),
+	// re-read when they change and on SIGHUP.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ACME obtains and renews the certificate automatically (tls.acme).
+	ACME bool `yaml:"acme"`
+	// DevCA issues the certificate from a local CA made under
+	// data_dir/tls, for development: clients need --cacert data_dir/tls/ca.pem.
+	DevCA bool `yaml:"dev_ca"`
+	// RedirectHTTP answers plain-HTTP requests with a redirect to HTTPS
+	// (ACME challenges excepted).
+	RedirectHTTP bool `yaml:"redirect_http"`
+	// HSTS sends Strict-Transport-Security over HTTPS when MaxAge > 0.
+	HSTS HSTS `yaml:"hsts"`
+}
+
+// HSTS configures Strict-Transport-Security.
+type HSTS struct {
+	// MaxAge, e.g. 8760h; 0 sends no header.
+	MaxAge time.Duration `yaml:"max_age"`
+	// IncludeSubdomains and Preload add those directives.
+	IncludeSubdomains bool `yaml:"include_subdomains"`
+	Preload           bool `yaml:"preload"`
 }
 
 // Origin is one origin server.

@@ -59,7 +59,7 @@ func TestBadConfigs(t *testing.T) {
 		wantErrText string
 	}{
 		{"unknown key", "    region: ap-northeast-1\n", "    region: ap-northeast-1\n    colour: blue\n",
-			"bad.yaml:7: pops[0].colour: unknown field; expected one of id, region, lat, lon, http, admin, addresses, capacity, cache"},
+			"bad.yaml:7: pops[0].colour: unknown field; expected one of id, region, lat, lon, http, admin, addresses, https, http3, capacity, cache"},
 		{"bad type", "    region: ap-northeast-1\n", "    region: ap-northeast-1\n    capacity: lots\n",
 			`bad.yaml:7: pops[0].capacity: expected a number, got "lots"`},
 		{"list where a mapping belongs", "  embedded:\n    listen: 127.0.0.1:4222\n", "  embedded: [a]\n",
@@ -106,6 +106,12 @@ func TestBadConfigs(t *testing.T) {
 			"bad.yaml:18: YAML syntax: found unexpected end of stream"},
 		{"plain token instead of its hash", "    origins:\n", "    owner_token_sha256: hunter2\n    origins:\n",
 			"bad.yaml:12: sites[0].owner_token_sha256: expected the 64 hex digits of a SHA-256, not the token itself; `meridian token` prints a token and its hash"},
+		{"two certificate sources", "    origins:\n", "    tls: {acme: true, dev_ca: true}\n    origins:\n",
+			"bad.yaml:12: sites[0].tls: choose one certificate source: cert_file and key_file, acme: true, or dev_ca: true"},
+		{"missing PEM file", "    origins:\n", "    tls: {cert_file: /nonexistent/site.pem, key_file: /nonexistent/site.key}\n    origins:\n",
+			"bad.yaml:12: sites[0].tls.cert_file: cannot read /nonexistent/site.pem: no such file or directory"},
+		{"http3 without https", "    admin: 127.0.0.13:9090\n", "    admin: 127.0.0.13:9090\n    http3: true\n",
+			"bad.yaml:9: pops[0].http3: HTTP/3 runs beside HTTPS; set https too"},
 		{"listen without port", "  listen: 127.0.0.1:5353", "  listen: 127.0.0.1",
 			`bad.yaml:15: dns.listen: "127.0.0.1" is not an address; expected host:port, like 127.0.0.1:8080`},
 	}

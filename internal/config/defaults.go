@@ -29,6 +29,7 @@ const (
 	DefaultProbeInterval   = 2 * time.Second
 	DefaultDevOrigin       = "127.0.0.1:8081"
 	DefaultAnswersPerQuery = 1
+	DefaultACMEDirectory   = "https://acme-v02.api.letsencrypt.org/directory"
 )
 
 func applyDefaults(c *Config) {
@@ -45,6 +46,8 @@ func applyDefaults(c *Config) {
 	def(&c.DataDir, DefaultDataDir)
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
+	def(&c.TLS.UnknownSNI, "reject")
+	def(&c.TLS.ACME.Directory, DefaultACMEDirectory)
 	if c.NATS.StreamReplicas == 0 {
 		c.NATS.StreamReplicas = 1
 	}

@@ -51,6 +51,7 @@ func validate(c *Config) []*Error {
 	}
 	v.sites(c.Sites)
 	v.tokenHash("admin.ops_token_sha256", c.Admin.OpsTokenSHA256)
+	v.tls(c)
 	if c.DNS != nil {
 		v.dns(c.DNS)
 	}
@@ -191,6 +192,11 @@ func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
 			v.add(fmt.Sprintf("%s.addresses[%d]", f, j), "%q is not an IP address", a)
 		}
 	}
+	if p.HTTPS != "" {
+		v.listen(f+".https", p.HTTPS)
+	} else if p.HTTP3 {
+		v.add(f+".http3", "HTTP/3 runs beside HTTPS; set https too")
+	}
 	if p.Capacity < 0 {
 		v.add(f+".capacity", "%v is negative; use 0 for unlimited", p.Capacity)
 	}
@@ -256,6 +262,72 @@ func (v *validation) sites(sites []Site) {
 		v.positive(f+".timeouts.connect", s.Timeouts.Connect)
 		v.positive(f+".timeouts.header", s.Timeouts.Header)
 		v.positive(f+".timeouts.total", s.Timeouts.Total)
+	}
+}
+
+func (v *validation) tls(c *Config) {
+	v.oneOf("tls.unknown_sni", c.TLS.UnknownSNI, "reject", "default")
+	if c.TLS.UnknownSNI == "default" {
+		def := false
+		for _, s := range c.Sites {
+			def = def || (s.Default && s.TLS != nil)
+		}
+		if !def {
+			v.add("tls.unknown_sni", "default needs a site with default: true and a tls section, whose certificate answers unknown names")
+		}
+	}
+	acme := false
+	for i, s := range c.Sites {
+		if s.TLS == nil {
+			continue
+		}
+		f := fmt.Sprintf("sites[%d].tls", i)
+		t := s.TLS
+		sources := 0
+		if t.CertFile != "" || t.KeyFile != "" {
+			sources++
+			if t.CertFile == "" || t.KeyFile == "" {
+				v.add(f, "set both cert_file and key_file")
+			}
+			for _, pf := range []struct{ field, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+				if pf.path != "" {
+					if _, err := os.Stat(pf.path); err != nil {
+						v.add(f+"."+pf.field, "cannot read %s: %s", pf.path, errText(err))
+					}
+				}
+			}
+		}
+		if t.ACME {
+			sources++
+			acme = true
+			for j, h := range s.Hosts {
+				if strings.HasPrefix(h, "*.") {
+					v.add(fmt.Sprintf("sites[%d].hosts[%d]", i, j), "%s: ACME certificates cannot be wildcards here (that needs DNS-01); use a PEM certificate", h)
+				}
+			}
+		}
+		if t.DevCA {
+			sources++
+		}
+		if sources != 1 {
+			v.add(f, "choose one certificate source: cert_file and key_file, acme: true, or dev_ca: true")
+		}
+		if t.HSTS.MaxAge < 0 {
+			v.add(f+".hsts.max_age", "%s is negative", t.HSTS.MaxAge)
+		}
+		if len(s.Hosts) == 0 {
+			v.add(f, "a site with TLS needs hosts: the certificate's names")
+		}
+	}
+	if acme {
+		if u, err := url.Parse(c.TLS.ACME.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
+			v.add("tls.acme.directory", "%q is not an https URL of an ACME directory", c.TLS.ACME.Directory)
+		}
+		if f := c.TLS.ACME.CAFile; f != "" {
+			if _, err := os.Stat(f); err != nil {
+				v.add("tls.acme.ca_file", "cannot read %s: %s", f, errText(err))
+			}
+		}
 	}
 }
 

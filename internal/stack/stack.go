@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway"
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/natsembed"
@@ -58,8 +59,11 @@ type Stack struct {
 	order  []string
 	nodes  []*statesync.Node
 	caches []*cache.Cache
-	dns    *dnsrouter.Server
-	dnsReg *prometheus.Registry
+	// closers run last at shutdown, after the components that use them.
+	closers []func() error
+	devCA   devca.Files
+	dns     *dnsrouter.Server
+	dnsReg  *prometheus.Registry
 }
 
 // Start runs the roles of cfg. ctx bounds the start and the components' lives.
@@ -98,6 +102,15 @@ func (s *Stack) start(ctx context.Context, roles Roles) error {
 		s.srvs = append(s.srvs, srv)
 		go func() { _ = srv.Serve(ln) }()
 		s.log.Info("demo origin serving", "addr", ln.Addr().String())
+	}
+	if roles.AllPoPs || len(roles.PoPs) > 0 {
+		f, ok, err := devCAFiles(cfg)
+		if err != nil {
+			return err
+		}
+		if ok {
+			s.devCA = f
+		}
 	}
 	want := map[string]bool{}
 	for _, id := range roles.PoPs {
@@ -252,8 +265,12 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 		return fmt.Errorf("pop %s: cache: %w", pc.ID, err)
 	}
 	s.caches = append(s.caches, c)
+	tls, err := s.popTLS(ctx, pc, nc, reg, log)
+	if err != nil {
+		return err
+	}
 	p, err := gateway.New(gateway.Options{
-		Cache: c, Sync: node, Credentials: creds,
+		TLS: tls, Cache: c, Sync: node, Credentials: creds,
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
 		Logger: s.log, Registry: reg,
@@ -521,6 +538,9 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	for _, n := range s.nodes {
 		errs = append(errs, n.Close())
 	}
+	for _, c := range s.closers {
+		errs = append(errs, c())
+	}
 	for _, nc := range s.conns {
 		nc.Close()
 	}
@@ -581,6 +601,9 @@ func (s *Stack) Reload(cfg *config.Config) error {
 
 func (s *Stack) checkReloadable(cfg *config.Config) error {
 	old := s.cfg
+	if tlsChanged(old, cfg) {
+		return errors.New("HTTPS settings (tls, sites[].tls, pops[].https) cannot change live yet; restart to apply (changed PEM files are picked up by themselves)")
+	}
 	if (old.NATS.Embedded == nil) != (cfg.NATS.Embedded == nil) || strings.Join(old.NATS.URLs, ",") != strings.Join(cfg.NATS.URLs, ",") {
 		return errors.New("nats cannot change live; restart to apply")
 	}

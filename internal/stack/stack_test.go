@@ -2,12 +2,15 @@ package stack_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +21,8 @@ import (
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/stack"
 	"github.com/miekg/dns"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 // devConfig is the shipped dev stack moved to free ports, with fast beacons
@@ -38,6 +43,9 @@ func devConfig(t *testing.T, originURL string) *config.Config {
 		p := &cfg.PoPs[i]
 		host, _, _ := net.SplitHostPort(p.HTTP)
 		p.HTTP, p.Admin = host+":0", host+":0"
+		if p.HTTPS != "" {
+			p.HTTPS = host + ":0"
+		}
 	}
 	cfg.Sites[0].Origins[0].URL = originURL
 	cfg.DNS.Listen = "127.0.0.1:0"
@@ -339,5 +347,86 @@ func TestPurgeReachesEveryPoP(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+	}
+}
+
+// TestHTTPS: the dev stack serves its site over HTTPS with the dev CA's
+// certificate, over HTTP/2 and HTTP/3, through the same cache.
+func TestHTTPS(t *testing.T) {
+	st := startDev(t)
+	ca, ok := st.DevCA()
+	if !ok {
+		t.Fatal("the dev stack made no dev CA")
+	}
+	pem, err := os.ReadFile(ca.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	tokyo := st.PoP("ap-northeast-1")
+	addr := tokyo.HTTPSAddr()
+	tlsConf := &tls.Config{RootCAs: roots, ServerName: "www.example.test"}
+
+	h2 := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:   tlsConf,
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	h3tr := &http3.Transport{TLSClientConfig: tlsConf, Dial: func(ctx context.Context, _ string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+		return quic.DialAddr(ctx, addr, tc, qc)
+	}}
+	defer h3tr.Close()
+	h3 := &http.Client{Transport: h3tr}
+
+	for i, c := range []struct {
+		name   string
+		client *http.Client
+		proto  string
+	}{{"h2", h2, "HTTP/2.0"}, {"h3", h3, "HTTP/3.0"}} {
+		resp, err := c.client.Get("https://www.example.test/")
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Proto != c.proto || !strings.Contains(string(body), "Hello from the Meridian demo origin") {
+			t.Fatalf("%s: %d %s %q", c.name, resp.StatusCode, resp.Proto, body)
+		}
+		cs := resp.Header.Get("Cache-Status")
+		if i > 0 && !strings.Contains(cs, "hit") {
+			t.Fatalf("%s: Cache-Status %q; the h3 request should hit what h2 stored", c.name, cs)
+		}
+		if c.name == "h2" && !strings.HasPrefix(resp.Header.Get("Alt-Svc"), "h3=") {
+			t.Fatalf("h2 response has no Alt-Svc advertising h3: %q", resp.Header.Get("Alt-Svc"))
+		}
+	}
+
+	// A body sent over HTTP/3 reaches the origin intact, and a GET body
+	// (unknown length) is not mistaken for none.
+	for _, c := range []struct{ method, body string }{{"POST", "payload over h3"}, {"GET", "a GET with a body"}} {
+		req, _ := http.NewRequest(c.method, "https://www.example.test/echo", strings.NewReader(c.body))
+		req.ContentLength = -1
+		resp, err := h3.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasSuffix(string(body), c.body) {
+			t.Fatalf("h3 %s with a body: origin echoed %q", c.method, body)
+		}
+		if cs := resp.Header.Get("Cache-Status"); c.method == "GET" && !strings.Contains(cs, "request-body") {
+			t.Fatalf("h3 GET with a body: Cache-Status %q, want a bypass", cs)
+		}
+	}
+
+	// An unknown server name gets no certificate.
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "unknown.example.test"})
+	if err == nil {
+		conn.Close()
+		t.Fatal("handshake for an unknown name succeeded")
 	}
 }

@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/meridian-edge/meridian/gateway/tlsedge"
+)
+
+// TLS is a PoP's HTTPS setup: where it listens, its certificates and the
+// sites' HTTPS policies. The zero value serves plain HTTP only.
+type TLS struct {
+	// Addr is the HTTPS listen address (HTTP/1.1 and HTTP/2); empty: none.
+	Addr string
+	// HTTP3 serves HTTP/3 on Addr's port over UDP, advertised with Alt-Svc.
+	HTTP3 bool
+	// Certs selects certificates by SNI and answers ACME challenges; the PoP
+	// starts and stops it.
+	Certs *tlsedge.Manager
+	// Policies are the sites' HSTS and HTTP→HTTPS redirect settings.
+	Policies []tlsedge.SitePolicy
+}
+
+// startTLS binds HTTPS (and HTTP/3) and returns the handler for the plain
+// HTTP listener, which answers ACME HTTP-01 challenges and redirects.
+func (p *PoP) startTLS(ctx context.Context, base http.Handler) (http.Handler, error) {
+	t := p.opts.TLS
+	if t.Addr == "" || t.Certs == nil {
+		return base, nil
+	}
+	// Redirects need the bound HTTPS port, known only after binding; the
+	// secure handler is therefore set before the server accepts anything
+	// real but after it binds.
+	var secure http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*p.secure.Load()).ServeHTTP(w, r)
+	})
+	h3 := ""
+	if t.HTTP3 {
+		h3 = "same"
+	}
+	srv, err := tlsedge.NewServer(tlsedge.ServerOptions{
+		Addr: t.Addr, HTTP3Addr: h3, TLSConfig: t.Certs.TLSConfig(), Handler: secure, Logger: p.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: https: %w", p.opts.ID, err)
+	}
+	// Until the policies are built, nothing is served over TLS.
+	unavailable := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "meridian: starting", http.StatusServiceUnavailable)
+	}))
+	p.secure.Store(&unavailable)
+	if err := srv.Start(ctx); err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", p.opts.ID, err)
+	}
+	p.httpsSrv = srv
+	httpsPort := portOf(srv.Addr())
+	pol, err := tlsedge.NewPolicies(t.Policies, httpsPort)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", p.opts.ID, err)
+	}
+	wrapped := pol.Middleware(base)
+	p.secure.Store(&wrapped)
+	t.Certs.ChallengePorts(portOf(p.httpLn.Addr().String()), httpsPort)
+	if err := t.Certs.Start(ctx); err != nil {
+		return nil, fmt.Errorf("gateway %s: certificates: %w", p.opts.ID, err)
+	}
+	return t.Certs.HTTPChallenge(wrapped), nil
+}
+
+func portOf(addr string) int {
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+// HTTPSAddr is the bound HTTPS address, or "" without HTTPS.
+func (p *PoP) HTTPSAddr() string {
+	if p.httpsSrv == nil {
+		return ""
+	}
+	return p.httpsSrv.Addr()
+}
