@@ -1,0 +1,515 @@
+package rollout
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridian-edge/meridian/plugins"
+)
+
+// Handler is the admin API, mounted on a PoP's admin listener under
+// /admin/plugins/ (the paths below are absolute). Every request needs
+// "Authorization: Bearer TOKEN": a site owner's token for its own site, or
+// the ops token. Answers are JSON; errors are {"error": "..."}.
+//
+//	POST /admin/plugins/{site}/{plugin}            body: the wasm (push)
+//	     ?canary=P                                 P% of requests (default 100)
+//	     &config=KEY=VALUE&request_header=NAME&response_header=NAME
+//	                                               set the chain entry (else kept)
+//	GET  /admin/plugins/{site}                     chain, deployments, versions
+//	POST /admin/plugins/{site}/{plugin}/deploy     {"version":N,"canary_percent":P}
+//	POST /admin/plugins/{site}/{plugin}/rollback   {"version":N} (optional)
+//	GET  /admin/plugins/{site}/logs?plugin=P&limit=N
+//	GET  /admin/plugins/{site}/chain
+//	PUT  /admin/plugins/{site}/chain               body: ChainDoc
+func (mg *Manager) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}", mg.site(mg.push))
+	mux.HandleFunc("GET /admin/plugins/{site}", mg.site(mg.list))
+	mux.HandleFunc("GET /admin/plugins/{site}/{$}", mg.site(mg.list))
+	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}/deploy", mg.site(mg.deployHandler))
+	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}/rollback", mg.site(mg.rollback))
+	mux.HandleFunc("GET /admin/plugins/{site}/logs", mg.site(mg.logs))
+	mux.HandleFunc("GET /admin/plugins/{site}/chain", mg.site(mg.getChain))
+	mux.HandleFunc("PUT /admin/plugins/{site}/chain", mg.site(mg.putChain))
+	return mux
+}
+
+// Who wrote a record, for By fields.
+type principal struct {
+	by string
+}
+
+// site authenticates and authorises a request for its {site}.
+func (mg *Manager) site(next func(w http.ResponseWriter, r *http.Request, site string, who principal)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if mg.opts.Authenticate == nil {
+			writeError(w, http.StatusForbidden, "plugin admin API is disabled on this PoP: no credentials are configured")
+			return
+		}
+		ops, own, ok := mg.opts.Authenticate(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian admin"`)
+			writeError(w, http.StatusUnauthorized, "send the site owner's or the ops token as 'Authorization: Bearer TOKEN'")
+			return
+		}
+		site := r.PathValue("site")
+		if err := checkSite(site); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if !ops && own != site {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("this token belongs to site %q; it cannot change site %q", own, site))
+			return
+		}
+		if mg.st.Load() == nil {
+			writeError(w, http.StatusServiceUnavailable, "this PoP cannot reach JetStream (NATS) now, where plugins and their versions are kept; try again or use another PoP")
+			return
+		}
+		who := principal{by: "ops"}
+		if !ops {
+			who.by = "site:" + own
+		}
+		next(w, r, site, who)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// PushResult answers a push.
+type PushResult struct {
+	Version
+	// New is false when the same bytes were pushed before (same version).
+	New           bool     `json:"new"`
+	CanaryPercent int      `json:"canary_percent"`
+	Deployment    Target   `json:"deployment"`
+	Chain         ChainDoc `json:"chain"`
+}
+
+func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who principal) {
+	plugin := r.PathValue("plugin")
+	if err := checkPlugin(plugin); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	q := r.URL.Query()
+	canary := 100
+	if s := q.Get("canary"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n > 100 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("canary=%q: want a percentage of requests, 0..100", s))
+			return
+		}
+		canary = n
+	}
+	entry, setEntry, err := entryFromQuery(plugin, q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if r.ContentLength > mg.opts.MaxUpload {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("plugin of %d bytes is over this PoP's %d byte limit", r.ContentLength, mg.opts.MaxUpload))
+		return
+	}
+	wasm, err := io.ReadAll(http.MaxBytesReader(w, r.Body, mg.opts.MaxUpload))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("plugin is over this PoP's %d byte limit", mg.opts.MaxUpload))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading the upload failed: "+err.Error())
+		return
+	}
+	if len(wasm) == 0 {
+		writeError(w, http.StatusBadRequest, "empty upload: send the plugin's .wasm as the request body")
+		return
+	}
+	sum := sha256.Sum256(wasm)
+	sha := hex.EncodeToString(sum[:])
+	ctx := r.Context()
+
+	// Validate with the Host's own checks in a scratch slot: compiles,
+	// exports on_request, imports only our host functions, starts.
+	scratch := plugin + "@upload-" + sha[:12]
+	_, err = mg.opts.Host.Add(ctx, site, scratch, wasm)
+	_ = mg.opts.Host.Remove(site, scratch)
+	if err != nil {
+		var ve *plugins.ValidationError
+		if errors.As(err, &ve) {
+			writeError(w, http.StatusUnprocessableEntity, ve.Error())
+			return
+		}
+		writeError(w, http.StatusInternalServerError, "validating the plugin failed: "+err.Error())
+		return
+	}
+	if err := mg.st.Load().putBlob(ctx, site, plugin, sha, wasm); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	v, isNew, err := mg.st.Load().addVersion(ctx, Version{Site: site, Plugin: plugin, SHA256: sha, Size: len(wasm),
+		Uploaded: time.Now().UTC(), By: who.by, PoP: mg.opts.PoPID})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	doc, err := mg.st.Load().updateChain(ctx, site, func(d *ChainDoc) bool {
+		i := slices.IndexFunc(d.Entries, func(e ChainEntry) bool { return e.Plugin == plugin })
+		switch {
+		case i < 0:
+			d.Entries = append(d.Entries, entry)
+			return true
+		case setEntry:
+			d.Entries[i] = entry
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	t := Target{Stable: v.Version}
+	if canary < 100 {
+		cur := mg.current(site, plugin)
+		t = Target{Canary: v.Version, Percent: canary, Stable: cur.Stable}
+		if cur.Stable == v.Version {
+			t = cur // the canary is what already runs: nothing to try
+		}
+	}
+	if err := mg.deploy(ctx, pluginKey{site, plugin}, t, false, who.by); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "recording the deployment failed: "+err.Error())
+		return
+	}
+	mg.log.Info("plugin pushed", "site", site, "plugin", plugin, "version", v.Version, "sha256", sha[:12], "bytes", len(wasm), "canary_percent", t.percent(), "by", who.by)
+	status := http.StatusCreated
+	if !isNew {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, PushResult{Version: v, New: isNew, CanaryPercent: t.percent(), Deployment: t, Chain: doc})
+}
+
+// entryFromQuery builds a chain entry from push parameters; set is true
+// when any was given.
+func entryFromQuery(plugin string, q map[string][]string) (ChainEntry, bool, error) {
+	e := ChainEntry{Plugin: plugin}
+	set := false
+	for _, kv := range q["config"] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return e, false, fmt.Errorf("config=%q: want KEY=VALUE", kv)
+		}
+		if e.Config == nil {
+			e.Config = map[string]string{}
+		}
+		e.Config[k] = v
+		set = true
+	}
+	for _, h := range q["request_header"] {
+		e.RequestHeaders = append(e.RequestHeaders, h)
+		set = true
+	}
+	for _, h := range q["response_header"] {
+		e.ResponseHeaders = append(e.ResponseHeaders, h)
+		set = true
+	}
+	return e, set, nil
+}
+
+// current is the decoded deployment record of a plugin (zero if none).
+func (mg *Manager) current(site, plugin string) Target {
+	d, ok := mg.opts.Sync.Deployment(site, plugin)
+	if !ok {
+		return Target{}
+	}
+	t, err := decodeTarget(d)
+	if err != nil {
+		return Target{}
+	}
+	return t
+}
+
+// PluginStatus is one plugin of a site in a list answer.
+type PluginStatus struct {
+	Plugin string `json:"plugin"`
+	// Deployment is the record every PoP follows; nil before the first push.
+	Deployment *DeploymentStatus `json:"deployment,omitempty"`
+	// Versions is the catalogue, oldest first.
+	Versions []Version `json:"versions"`
+	// Local is what this PoP runs now (it may lag the record briefly).
+	Local *Target `json:"local,omitempty"`
+	// Pending is set when this PoP failed to apply the record (retrying).
+	Pending string `json:"pending,omitempty"`
+}
+
+// DeploymentStatus is a decoded deployment record.
+type DeploymentStatus struct {
+	Target
+	RolledBack bool      `json:"rolled_back,omitempty"`
+	At         time.Time `json:"at"`
+	By         string    `json:"by,omitempty"`
+}
+
+// SiteStatus answers GET /admin/plugins/{site}.
+type SiteStatus struct {
+	Site    string         `json:"site"`
+	PoP     string         `json:"pop"`
+	Chain   ChainDoc       `json:"chain"`
+	Plugins []PluginStatus `json:"plugins"`
+}
+
+func (mg *Manager) list(w http.ResponseWriter, r *http.Request, site string, _ principal) {
+	st, err := mg.Status(r.Context(), site)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// Status reports site's chain, deployments, versions and what this PoP runs.
+func (mg *Manager) Status(ctx context.Context, site string) (SiteStatus, error) {
+	doc, _, err := mg.st.Load().chain(ctx, site)
+	if err != nil {
+		return SiteStatus{}, err
+	}
+	names, err := mg.st.Load().plugins(ctx, site)
+	if err != nil {
+		return SiteStatus{}, err
+	}
+	for _, d := range mg.opts.Sync.Deployments(site) {
+		if !slices.Contains(names, d.Plugin) {
+			names = append(names, d.Plugin)
+		}
+	}
+	slices.Sort(names)
+	out := SiteStatus{Site: site, PoP: mg.opts.PoPID, Chain: doc, Plugins: []PluginStatus{}}
+	for _, name := range names {
+		ps := PluginStatus{Plugin: name}
+		if ps.Versions, err = mg.st.Load().versions(ctx, site, name); err != nil {
+			return SiteStatus{}, err
+		}
+		if d, ok := mg.opts.Sync.Deployment(site, name); ok {
+			t, _ := decodeTarget(d)
+			ps.Deployment = &DeploymentStatus{Target: t, RolledBack: d.RolledBack, At: d.At, By: d.By}
+		}
+		mg.mu.Lock()
+		if a := mg.applied[pluginKey{site, name}]; a != nil {
+			t := a.target
+			ps.Local = &t
+		}
+		if err := mg.failed[pluginKey{site, name}]; err != nil {
+			ps.Pending = err.Error()
+		}
+		mg.mu.Unlock()
+		out.Plugins = append(out.Plugins, ps)
+	}
+	return out, nil
+}
+
+// DeployRequest asks for a version at a canary percentage (promotion is
+// the canary's version at 100).
+type DeployRequest struct {
+	Version       int  `json:"version"`
+	CanaryPercent *int `json:"canary_percent,omitempty"`
+}
+
+func (mg *Manager) deployHandler(w http.ResponseWriter, r *http.Request, site string, who principal) {
+	plugin := r.PathValue("plugin")
+	if err := checkPlugin(plugin); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var req DeployRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	pct := 100
+	if req.CanaryPercent != nil {
+		pct = *req.CanaryPercent
+	}
+	if pct < 0 || pct > 100 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("canary_percent %d: want 0..100", pct))
+		return
+	}
+	if _, err := mg.st.Load().version(r.Context(), site, plugin, req.Version); err != nil {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	t := Target{Stable: req.Version}
+	if cur := mg.current(site, plugin); pct < 100 && cur.Stable != req.Version {
+		t = Target{Canary: req.Version, Percent: pct, Stable: cur.Stable}
+	}
+	if err := mg.deploy(r.Context(), pluginKey{site, plugin}, t, false, who.by); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+// RollbackRequest names the version to go back to; 0 picks (see rollback).
+type RollbackRequest struct {
+	Version int `json:"version"`
+}
+
+// rollback goes back to the asked version; without one it ends a running
+// canary (back to its base), or goes to the newest version below the one
+// running.
+func (mg *Manager) rollback(w http.ResponseWriter, r *http.Request, site string, who principal) {
+	plugin := r.PathValue("plugin")
+	if err := checkPlugin(plugin); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	var req RollbackRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	ctx := r.Context()
+	cur := mg.current(site, plugin)
+	to := req.Version
+	if to == 0 {
+		switch {
+		case cur.Canary != 0 && cur.Stable != 0:
+			to = cur.Stable
+		case cur.Canary == 0 && cur.Stable == 0:
+			writeError(w, http.StatusConflict, fmt.Sprintf("%s/%s has no deployment to roll back", site, plugin))
+			return
+		default:
+			running := cur.Stable
+			if cur.Canary != 0 {
+				running = cur.Canary
+			}
+			vs, err := mg.st.Load().versions(ctx, site, plugin)
+			if err != nil {
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+			for _, v := range vs {
+				if v.Version < running {
+					to = v.Version
+				}
+			}
+			if to == 0 {
+				writeError(w, http.StatusConflict, fmt.Sprintf("%s/%s runs version %d and has no earlier version; name one with \"version\"", site, plugin, running))
+				return
+			}
+		}
+	} else if _, err := mg.st.Load().version(ctx, site, plugin, to); err != nil {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	t := Target{Stable: to}
+	if err := mg.deploy(ctx, pluginKey{site, plugin}, t, true, who.by); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	mg.log.Info("plugin rolled back", "site", site, "plugin", plugin, "to", to, "by", who.by)
+	writeJSON(w, http.StatusOK, t)
+}
+
+// LogLine is one plugin log line in a logs answer.
+type LogLine struct {
+	Time    time.Time `json:"time"`
+	Plugin  string    `json:"plugin"`
+	Version int       `json:"version"`
+	Level   string    `json:"level"`
+	Msg     string    `json:"msg"`
+}
+
+func (mg *Manager) logs(w http.ResponseWriter, r *http.Request, site string, _ principal) {
+	only := r.URL.Query().Get("plugin")
+	limit := 100
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit=%q: want a positive number of lines", s))
+			return
+		}
+		limit = n
+	}
+	out := []LogLine{}
+	for _, l := range mg.opts.Host.Logs(site) {
+		p, n, ok := parseSlot(l.Plugin)
+		if !ok {
+			continue // upload validation scratch slots
+		}
+		if only != "" && p != only {
+			continue
+		}
+		out = append(out, LogLine{Time: l.Time, Plugin: p, Version: n, Level: levelName(l.Level), Msg: l.Msg})
+	}
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"site": site, "pop": mg.opts.PoPID, "lines": out})
+}
+
+func levelName(l slog.Level) string { return strings.ToLower(l.String()) }
+
+func (mg *Manager) getChain(w http.ResponseWriter, r *http.Request, site string, _ principal) {
+	doc, _, err := mg.st.Load().chain(r.Context(), site)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, doc)
+}
+
+func (mg *Manager) putChain(w http.ResponseWriter, r *http.Request, site string, who principal) {
+	var doc ChainDoc
+	if !readJSON(w, r, &doc) {
+		return
+	}
+	if err := doc.validate(); err != nil {
+		writeError(w, http.StatusBadRequest, "chain: "+err.Error())
+		return
+	}
+	out, err := mg.st.Load().updateChain(r.Context(), site, func(d *ChainDoc) bool { *d = doc; return true })
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	mg.log.Info("site chain set", "site", site, "entries", len(out.Entries), "by", who.by)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// readJSON decodes a small JSON body strictly; an empty body is the zero value.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "reading the request body failed: "+err.Error())
+		return false
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return true
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "request body is not the expected JSON: "+err.Error())
+		return false
+	}
+	return true
+}

@@ -1,0 +1,86 @@
+// Package rollout owns the upload and rollout path of site owners' plugins:
+// the admin API that accepts a plugin (per-site token, size limit,
+// validation, content hash), the JetStream object store that holds the
+// blobs, the version catalogue, the site chains, the deployment watcher that
+// makes every PoP fetch, verify, compile and activate what the deployment
+// records ask for, the canary split, and the automatic rollback.
+//
+// It must not run plugins (plugins.Host does), speak the plugin contract
+// (plugins/abi) or touch HTTP requests of sites (middleware/plugin does; it
+// asks Manager.Chain which chain a request runs). It must not write any
+// state but its own: blobs and catalogue in JetStream, deployment records
+// through statesync.
+//
+// # Where things live
+//
+//   - Blobs: JetStream object store MERIDIAN_PLUGINS, object name
+//     "<site>/<plugin>/<sha256 hex>". Immutable; the store checks its own
+//     digest and every PoP checks the SHA-256 again before compiling.
+//   - Version catalogue: JetStream KV bucket MERIDIAN_PLUGIN_META, key
+//     "v.<site>.<plugin>.<n>" holding a JSON Version. Numbers are assigned at
+//     upload with a create-if-absent, so two uploads racing on two PoPs never
+//     get the same number; the same bytes uploaded again keep their number.
+//   - Site chains (which plugins a site runs, in which order, each with its
+//     config and the headers it sees): the same bucket, key "chain.<site>",
+//     a JSON ChainDoc. The site owner edits it through the admin API (a push
+//     appends the plugin when it is not in the chain yet). Every PoP watches
+//     the key range and rebuilds its chains; the chain is site-owner data, not
+//     ops config, so it is not in the YAML.
+//   - Deployments: statesync "deploy/<site>/<plugin>" records
+//     (statesync.Deployment, last writer wins), see the encoding below.
+//
+// # Deployment record encoding
+//
+// statesync.Deployment has one Version and one SHA256, but a canary needs
+// two versions. The record says:
+//
+//   - CanaryPercent 100, Version "N": version N takes all traffic.
+//   - CanaryPercent p < 100, Version "N base B": version N (SHA256) takes p%
+//     of requests, version B the rest. Without " base B" the rest runs the
+//     chain without this plugin.
+//   - Version "0": the plugin runs nowhere (the automatic rollback of a
+//     canary that had no base).
+//
+// RolledBack marks records written by a rollback (manual or automatic); By
+// names who wrote it ("site:<name>", "ops", "auto-rollback@<pop>").
+//
+// # Without NATS
+//
+// With Options.CacheDir a PoP keeps a copy of the blobs it runs, their
+// catalogue entries and the site chains; the deployment records survive in
+// statesync's snapshot. A PoP restarted while NATS is unreachable therefore
+// runs its plugins again; uploads and rollbacks answer 503 until JetStream
+// is back, which Start keeps retrying in the background.
+//
+// # Canary and automatic rollback
+//
+// Manager.Chain picks the canary's slot for CanaryPercent% of requests (per
+// request, independently). Each PoP reads its canary's calls and failures
+// from the Host's metrics (Options.Metrics); once a canary has had
+// CanaryMinCalls calls on that PoP and more than CanaryErrorThreshold of
+// them failed (trap, timeout, memory, bad output, breaker open, ...), the PoP
+// writes a rollback record (base version, RolledBack, By
+// "auto-rollback@<pop>"), which every PoP follows.
+//
+// # Wiring (cmd/meridian)
+//
+//	mg, err := rollout.New(rollout.Options{PoPID: id, Host: host, Sync: node, Conn: nc,
+//		Authenticate: func(r *http.Request) (bool, string, bool) {
+//			p, ok := creds.Authenticate(r) // gateway.Credentials
+//			return p.Ops, p.Site, ok
+//		},
+//		Metrics: reg, Registerer: reg, // the registry the Host registers on
+//		CacheDir: filepath.Join(dataDir, "plugins"), Logger: log})
+//	err = mg.Start(ctx); defer mg.Close()
+//	adminRouter.Handle("/admin/plugins/*", mg.Handler()) // full paths
+//	pluginmw.New(pluginmw.Options{Host: host, Chain: func(r *http.Request) *plugins.Chain {
+//		return mg.Chain(siteName(r)) }, ...})
+//
+// # Versions in the local Host
+//
+// Each global version N of plugin P runs in its own slot of plugins.Host,
+// named "P@N", so metrics, log lines and the circuit breaker are per version
+// and a canary and its base run side by side. Slots a PoP no longer needs are
+// removed after RetireAfter, when no request can still hold a chain naming
+// them.
+package rollout
