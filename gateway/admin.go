@@ -42,6 +42,9 @@ func (p *PoP) adminHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(info)
 	})
 	r.Post("/admin/purge", p.handlePurge)
+	for pattern, h := range p.opts.AdminRoutes {
+		r.Handle(pattern, h)
+	}
 	r.Post("/admin/drain", p.requireOps(func(w http.ResponseWriter, r *http.Request) {
 		on := r.URL.Query().Get("off") == ""
 		p.SetDraining(on)

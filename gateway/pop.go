@@ -48,6 +48,13 @@ type Options struct {
 	Logger *slog.Logger
 	// TLS configures HTTPS and HTTP/3; the zero value serves plain HTTP only.
 	TLS TLS
+	// Plugins, when set, runs the site owners' plugin chains: it wraps each
+	// site's cache handler (the request's site is in the context, see
+	// SiteFromContext).
+	Plugins func(http.Handler) http.Handler
+	// AdminRoutes are extra admin API handlers by chi pattern, e.g.
+	// "/admin/plugins/*" for plugin upload and rollout.
+	AdminRoutes map[string]http.Handler
 	// Cache is the PoP's HTTP cache, shared by its sites; nil makes one with
 	// a 64 MiB memory tier (tests, small deployments).
 	Cache *cache.Cache
@@ -137,7 +144,11 @@ func (p *PoP) buildRouter(sites []Site) (*router, error) {
 		if s.Origin == nil {
 			return nil, fmt.Errorf("gateway: site %s has no origin pool", s.Name)
 		}
-		entries[i] = &siteEntry{Site: s, handler: p.siteHandler(s)}
+		h := p.siteHandler(s)
+		if p.opts.Plugins != nil {
+			h = p.opts.Plugins(h)
+		}
+		entries[i] = &siteEntry{Site: s, handler: h}
 	}
 	return newRouter(entries)
 }
@@ -175,7 +186,16 @@ func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "meridian %s: no site is configured for host %q at this PoP\n", p.opts.ID, normalizeHost(r.Host))
 		return
 	}
-	s.handler.ServeHTTP(w, r)
+	s.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), siteKey{}, s.Name)))
+}
+
+type siteKey struct{}
+
+// SiteFromContext returns the name of the site a request was routed to, for
+// the middleware that runs per site (plugins).
+func SiteFromContext(ctx context.Context) string {
+	s, _ := ctx.Value(siteKey{}).(string)
+	return s
 }
 
 func (p *PoP) siteName(r *http.Request) string {

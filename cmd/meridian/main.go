@@ -20,6 +20,8 @@ Usage:
   meridian dns --config FILE               run the GeoDNS server against the file's NATS
   meridian dns explain --config FILE --subnet CIDR NAME
                                            show how a running DNS server answers NAME for a client subnet
+  meridian plugin push|list|promote|rollback|logs|chain --site SITE ...
+                                           deploy a site's wasm plugins through a PoP's admin API
   meridian state status|keys|get --node POP [KEY]
                                            inspect a running PoP's replica of the shared state
   meridian config check FILE               validate a configuration file without starting anything
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		err = cmdConfigCheck(rest[1:], stdout)
+	case "plugin":
+		err = cmdPlugin(ctx, rest, stdout, stderr)
 	case "state":
 		err = cmdState(ctx, rest, stdout)
 	case "token":

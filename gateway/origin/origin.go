@@ -26,6 +26,8 @@ import (
 
 // Server is one origin server of a site.
 type Server struct {
+	// Name lets a plugin choose this server for a request (WithServer).
+	Name string
 	// URL is the scheme and host, e.g. http://10.0.0.5:8080.
 	URL *url.URL
 	// HostHeader, when set, replaces the client's Host.
@@ -165,6 +167,28 @@ func (p *Pool) pick(skip map[*server]bool) *server {
 	return nil
 }
 
+type serverKey struct{}
+
+// WithServer asks the pool to send the request to the origin server of that
+// name (a plugin's choice); an unknown name leaves the choice to the pool.
+func WithServer(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, serverKey{}, name)
+}
+
+func (p *Pool) named(ctx context.Context) *server {
+	name, _ := ctx.Value(serverKey{}).(string)
+	if name == "" {
+		return nil
+	}
+	for _, s := range p.servers {
+		if s.Name == name {
+			return s
+		}
+	}
+	p.log.Warn("a plugin chose an origin server the site does not have; using the pool", "site", p.opts.Site, "name", name)
+	return nil
+}
+
 // RoundTrip sends req to one of the site's origin servers. req.URL's path and
 // query are kept; scheme and host are replaced. The returned body must be
 // closed; the total timeout runs until then.
@@ -175,8 +199,12 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	tried := map[*server]bool{}
 	var lastErr error
+	chosen := p.named(req.Context())
 	for attempt := 0; attempt <= p.opts.Retries; attempt++ {
-		s := p.pick(tried)
+		s := chosen
+		if s == nil || attempt > 0 {
+			s = p.pick(tried)
+		}
 		if s == nil {
 			break
 		}

@@ -160,3 +160,24 @@ func TestNewRejectsBadServers(t *testing.T) {
 		t.Fatal("ftp origin accepted")
 	}
 }
+
+func TestPluginChosenServer(t *testing.T) {
+	var a, b atomic.Int32
+	sa := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.Add(1) }))
+	defer sa.Close()
+	sb := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { b.Add(1) }))
+	defer sb.Close()
+	p, _ := origin.New(origin.Options{Site: "www", Servers: []origin.Server{{Name: "a", URL: mustURL(t, sa.URL)}, {Name: "b", URL: mustURL(t, sb.URL)}}})
+	for range 4 {
+		req := httptest.NewRequest("GET", "http://www.example.test/", nil)
+		req = req.WithContext(origin.WithServer(req.Context(), "b"))
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if a.Load() != 0 || b.Load() != 4 {
+		t.Fatalf("requests a=%d b=%d; the chosen server b should get all 4", a.Load(), b.Load())
+	}
+}

@@ -189,6 +189,8 @@ type HSTS struct {
 
 // Origin is one origin server.
 type Origin struct {
+	// Name lets a site's plugin send a request to this origin by name.
+	Name string `yaml:"name"`
 	// URL is the origin's base URL, http:// or https://; a path is not allowed.
 	URL string `yaml:"url"`
 	// HostHeader, when set, replaces the client's Host on requests to this

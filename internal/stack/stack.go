@@ -62,8 +62,10 @@ type Stack struct {
 	// closers run last at shutdown, after the components that use them.
 	closers []func() error
 	devCA   devca.Files
-	dns     *dnsrouter.Server
-	dnsReg  *prometheus.Registry
+	// geo locates clients for the PoPs' plugins (from dns.geo).
+	geo    geo.Source
+	dns    *dnsrouter.Server
+	dnsReg *prometheus.Registry
 }
 
 // Start runs the roles of cfg. ctx bounds the start and the components' lives.
@@ -102,6 +104,16 @@ func (s *Stack) start(ctx context.Context, roles Roles) error {
 		s.srvs = append(s.srvs, srv)
 		go func() { _ = srv.Serve(ln) }()
 		s.log.Info("demo origin serving", "addr", ln.Addr().String())
+	}
+	if (roles.AllPoPs || len(roles.PoPs) > 0) && cfg.DNS != nil {
+		src, err := geoSource(cfg.DNS.Geo)
+		if err != nil {
+			return err
+		}
+		if src != nil {
+			s.geo = src
+			s.closers = append(s.closers, src.Close)
+		}
 	}
 	if roles.AllPoPs || len(roles.PoPs) > 0 {
 		f, ok, err := devCAFiles(cfg)
@@ -211,7 +223,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 			if err != nil {
 				return nil, fmt.Errorf("site %s: origin %s: %w", sc.Name, o.URL, err)
 			}
-			servers = append(servers, origin.Server{URL: u, HostHeader: o.HostHeader})
+			servers = append(servers, origin.Server{Name: o.Name, URL: u, HostHeader: o.HostHeader})
 		}
 		pool, err := origin.New(origin.Options{
 			Site: sc.Name, Servers: servers,
@@ -269,7 +281,12 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	if err != nil {
 		return err
 	}
+	pluginMW, adminRoutes, err := s.startPlugins(ctx, pc, nc, node, creds, reg, log)
+	if err != nil {
+		return err
+	}
 	p, err := gateway.New(gateway.Options{
+		Plugins: pluginMW, AdminRoutes: adminRoutes,
 		TLS: tls, Cache: c, Sync: node, Credentials: creds,
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),

@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/stack"
+	"github.com/meridian-edge/meridian/plugins/plugintest"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -428,5 +431,49 @@ func TestHTTPS(t *testing.T) {
 	if err == nil {
 		conn.Close()
 		t.Fatal("handshake for an unknown name succeeded")
+	}
+}
+
+// TestPluginRolloutThroughTheStack: a site owner pushes the header-injection
+// plugin (built from source) to one PoP; every PoP runs it on the site's
+// traffic.
+func TestPluginRolloutThroughTheStack(t *testing.T) {
+	wasm, err := plugintest.BuildGo(context.Background(), t.TempDir(), "headers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := startDev(t)
+	q := url.Values{"config": {"response=X-Edge: meridian"}}
+	req, _ := http.NewRequest("POST", "http://"+st.PoP("eu-west-2").AdminAddr()+"/admin/plugins/www/headers?"+q.Encode(), bytes.NewReader(wasm["headers"]))
+	req.Header.Set("Authorization", "Bearer dev-www-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("push: %d %s", resp.StatusCode, body)
+	}
+	for _, id := range st.PoPIDs() {
+		// Generous: compiling a Go plugin takes tens of seconds under -race.
+		deadline := time.Now().Add(180 * time.Second)
+		for {
+			r, _ := http.NewRequest("GET", "http://"+st.PoP(id).HTTPAddr()+"/", nil)
+			r.Host = "www.example.test"
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get("X-Edge") == "meridian" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the pushed plugin is not answering after 180s", id)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 }

@@ -4,7 +4,7 @@
 //
 // Writes go to a temp file that is renamed into place on Commit, so a crash
 // never leaves a half-written object under its name. Every file carries
-// CRC-32C checksums of its header, metadata and each 64 KiB body block;
+// CRC-32C checksums of its header, metadata and each 32 KiB body block;
 // reads verify them, and a file that fails is removed, counted and reported
 // as a miss; its bad bytes are never returned. A full disk makes the tier
 // evict and then refuse new objects for a while (ErrNotAdmitted), never fail
@@ -41,6 +41,10 @@ const (
 	// inlineFile: files up to this size are read and verified whole in one
 	// call, so a corrupt small object is a clean miss.
 	inlineFile = 256 << 10
+	// smallRead is the first read of a Get: files below this size take one
+	// read into a pooled buffer. The same pool serves the block buffers of
+	// large bodies (smallRead >= blockSize).
+	smallRead = 64 << 10
 	// diskBlock rounds charged sizes to what a file really occupies.
 	diskBlock = 4096
 )
@@ -105,6 +109,11 @@ type Tier struct {
 	snapN int // entries in the last snapshot, to decide when to compact
 	// compacting is set while an online compaction runs.
 	compacting bool
+	// compactAfter is the journal length (records) that triggers an online
+	// compaction, at least twice the snapshot's entries.
+	compactAfter int64
+
+	bufs sync.Pool // *[]byte of smallRead bytes, for whole-file reads
 
 	bypassUntil atomic.Int64 // unix nanos
 	c           struct {
@@ -144,9 +153,10 @@ func Open(opts Options) (*Tier, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Tier{
-		dir: opts.Dir, objDir: filepath.Join(opts.Dir, "objects"), tmpDir: filepath.Join(opts.Dir, "tmp"),
+		bufs: sync.Pool{New: func() any { b := make([]byte, smallRead); return &b }},
+		dir:  opts.Dir, objDir: filepath.Join(opts.Dir, "objects"), tmpDir: filepath.Join(opts.Dir, "tmp"),
 		budget: opts.Bytes, maxObject: opts.MaxObject, sync: opts.Sync, bypassFor: opts.DiskFullBypass,
-		log: opts.Logger, idx: make(map[uint64]*node),
+		log: opts.Logger, idx: make(map[uint64]*node), compactAfter: 1 << 20,
 	}
 	switch opts.Policy {
 	case "", PolicyS3FIFO:
@@ -444,7 +454,7 @@ func (t *Tier) Usage() (objects, bytes int64) {
 
 // Get implements tier.Tier. The body streams from the file; the caller must
 // close it. The body also implements io.Seeker: seeking and then reading
-// serves a Range with only the needed 64 KiB blocks read and verified.
+// serves a Range with only the needed 32 KiB blocks read and verified.
 func (t *Tier) Get(ctx context.Context, key string) (*tier.Object, error) {
 	return t.GetRange(ctx, key, 0, -1)
 }
@@ -453,7 +463,7 @@ func (t *Tier) Get(ctx context.Context, key string) (*tier.Object, error) {
 var ErrRange = errors.New("l2: range not satisfiable")
 
 // GetRange returns the object with a body holding only bytes [off, off+n)
-// (n < 0: to the end). It reads and verifies only the 64 KiB blocks the range
+// (n < 0: to the end). It reads and verifies only the 32 KiB blocks the range
 // touches, so a Range request is served from disk without reading the whole
 // file. Meta describes the whole object (Meta.Size is the full length).
 func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Object, error) {
@@ -462,31 +472,75 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 	}
 	h := hashKey(key)
 	path := t.path(h)
-	f, err := os.Open(path)
+	// Most objects are small: one pread into a pooled buffer gets the whole
+	// file (a short read means it ended): open, pread, close, with no stat,
+	// no os.File and no allocation for the body.
+	fd, err := openRead(path)
 	if err != nil {
-		t.miss(h, errors.Is(err, fs.ErrNotExist))
+		t.miss(h, errors.Is(err, syscall.ENOENT))
 		return nil, tier.ErrNotFound
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		t.miss(h, false)
-		return nil, tier.ErrNotFound
+	bp := t.bufs.Get().(*[]byte)
+	release := func() { t.bufs.Put(bp) }
+	var (
+		f        *os.File // only for files larger than smallRead
+		p        parsed
+		body     []byte
+		fileSize int64
+	)
+	k, rerr := pread(fd, *bp, 0)
+	switch {
+	case rerr == nil && k < len(*bp):
+		_ = syscall.Close(fd)
+		fileSize = int64(k)
+		p, body, err = parseWhole((*bp)[:k])
+	case rerr == nil:
+		release()
+		release = nil
+		f = os.NewFile(uintptr(fd), path)
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err != nil {
+			f.Close()
+			t.miss(h, false)
+			return nil, tier.ErrNotFound
+		}
+		fileSize = fi.Size()
+		p, body, err = readHead(f, fileSize, inlineFile)
+	default:
+		_ = syscall.Close(fd)
+		err = fmt.Errorf("%w: read: %v", errCorrupt, rerr)
 	}
-	p, body, err := readHead(f, fi.Size(), inlineFile)
 	if err != nil {
-		f.Close()
+		if release != nil {
+			release()
+		}
+		if f != nil {
+			f.Close()
+		}
 		t.corrupt(h, path, err)
 		return nil, tier.ErrNotFound
 	}
+	if release != nil && body == nil {
+		release()
+		release = nil
+	}
+	// From here on, errors must give the pooled buffer back.
+	fail := func() {
+		if release != nil {
+			release()
+		}
+		if f != nil {
+			f.Close()
+		}
+	}
 	if string(p.key) != key {
-		f.Close() // another key with the same 64-bit hash: a miss, not damage
+		fail() // another key with the same 64-bit hash: a miss, not damage
 		t.miss(h, false)
 		return nil, tier.ErrNotFound
 	}
 	m, _, err := tier.DecodeMeta(p.meta)
 	if err != nil {
-		f.Close()
+		fail()
 		t.corrupt(h, path, err)
 		return nil, tier.ErrNotFound
 	}
@@ -496,17 +550,22 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		end = off + n
 	}
 	if off < 0 || off > size || end > size || end < off {
-		f.Close()
+		fail()
 		return nil, fmt.Errorf("%w: bytes %d-%d of %d", ErrRange, off, end, size)
 	}
-	t.hit(h, charge(fi.Size()))
+	t.hit(h, charge(fileSize))
 	if body != nil {
-		f.Close()
-		return &tier.Object{Meta: m, Body: bytesBody{bytes.NewReader(body[off:end])}}, nil
+		if f != nil {
+			f.Close()
+		}
+		return &tier.Object{Meta: m, Body: &bytesBody{Reader: bytes.NewReader(body[off:end]), release: release}}, nil
 	}
+	// The block buffer comes from the same pool (smallRead >= blockSize).
+	bb := t.bufs.Get().(*[]byte)
 	return &tier.Object{Meta: m, Body: &blockReader{
-		f: f, p: p, start: off, off: off, end: end,
+		f: f, p: p, start: off, off: off, end: end, buf: (*bb)[:blockSize],
 		onCorrupt: func() { t.corrupt(h, path, errCorrupt) },
+		onClose:   func() { t.bufs.Put(bb) },
 	}}, nil
 }
 
@@ -569,13 +628,18 @@ func (t *Tier) Put(ctx context.Context, key string, meta *tier.Meta) (tier.Write
 		return nil, fmt.Errorf("l2: key of %d bytes is too long (limit 64 KiB)", len(key))
 	}
 	f, err := os.CreateTemp(t.tmpDir, "put-*")
-	if err != nil {
-		if t.diskFull(err) {
+	if err != nil && t.diskFull(err) {
+		if f, err = os.CreateTemp(t.tmpDir, "put-*"); err != nil {
+			t.bypass(err)
 			return nil, tier.ErrNotAdmitted
 		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("l2: create temp file in %s: %w", t.tmpDir, err)
 	}
-	w := &writer{t: t, key: key, meta: meta, f: f}
+	// A copy: the caller may change its header after Put; the meta is
+	// encoded at Commit, when the body length is known.
+	w := &writer{t: t, key: key, meta: meta.Clone(), f: f}
 	head := make([]byte, headerSize, headerSize+len(key))
 	head = append(head, key...)
 	w.write(head)
@@ -591,8 +655,8 @@ func (t *Tier) Put(ctx context.Context, key string, meta *tier.Meta) (tier.Write
 }
 
 // diskFull reports whether err means the disk is out of space; if so it
-// evicts a slice of the budget and, when that was not enough last time,
-// starts the bypass window.
+// evicts a slice of the budget (1%, at least 8 MiB) so that a retry can
+// succeed.
 func (t *Tier) diskFull(err error) bool {
 	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) && !errors.Is(err, syscall.EFBIG) {
 		return false
@@ -603,9 +667,15 @@ func (t *Tier) diskFull(err error) bool {
 	victims := t.evictLocked(t.budget - t.used + free)
 	t.mu.Unlock()
 	t.removeFiles(victims)
-	t.bypassUntil.Store(time.Now().Add(t.bypassFor).UnixNano())
-	t.log.Warn("l2: disk full; evicted and bypassing new objects", "dir", t.dir, "evicted", len(victims), "for", t.bypassFor, "err", err)
+	t.log.Warn("l2: disk full; evicted to make room", "dir", t.dir, "evicted", len(victims), "err", err)
 	return true
+}
+
+// bypass makes Put refuse new objects for a while: the disk stayed full
+// after evicting.
+func (t *Tier) bypass(err error) {
+	t.bypassUntil.Store(time.Now().Add(t.bypassFor).UnixNano())
+	t.log.Warn("l2: disk still full after evicting; not storing new objects for a while", "dir", t.dir, "for", t.bypassFor, "err", err)
 }
 
 type writer struct {
@@ -632,6 +702,7 @@ func (w *writer) write(b []byte) {
 		b = b[n:]
 		n, err = w.f.WriteAt(b, w.off)
 		if err != nil {
+			w.t.bypass(err)
 			w.failed = tier.ErrNotAdmitted
 			return
 		}
@@ -741,9 +812,12 @@ func (t *Tier) install(tmp string, h uint64, size int64) error {
 		t.insertLocked(h, size)
 		t.journalLocked(opAdd, h, size)
 	}
-	compact := t.j != nil && !t.compacting && t.j.records > int64(max(2*t.snapN, 1<<20))
-	if compact {
+	if t.j != nil && !t.compacting && t.j.records > max(2*int64(t.snapN), t.compactAfter) {
 		t.compacting = true
+		// Added under the lock: Close sets closed and then takes the lock
+		// once before it waits, so no Add can race with its Wait.
+		t.wg.Add(1)
+		go func() { defer t.wg.Done(); defer t.endCompaction(); t.compactOnline() }()
 	}
 	t.mu.Unlock()
 	t.removeFiles(victims)
@@ -752,10 +826,6 @@ func (t *Tier) install(tmp string, h uint64, size int64) error {
 		return fmt.Errorf("l2: install object file: %w", err)
 	}
 	t.c.stored.Add(1)
-	if compact && !t.closed.Load() {
-		t.wg.Add(1)
-		go func() { defer t.wg.Done(); defer t.endCompaction(); t.compactOnline() }()
-	}
 	return nil
 }
 
@@ -817,7 +887,7 @@ func (t *Tier) UpdateMeta(ctx context.Context, key string, meta *tier.Meta) erro
 	tmp, err := os.CreateTemp(t.tmpDir, "meta-*")
 	if err != nil {
 		t.diskFull(err)
-		return fmt.Errorf("l2: update meta: %w", err)
+		return fmt.Errorf("l2: update meta of %s: %w", path, err)
 	}
 	hdr := p.hdr
 	hdr.metaLen = uint32(len(enc))
@@ -968,6 +1038,8 @@ func (t *Tier) Close() error {
 	if t.cancel != nil {
 		t.cancel()
 	}
+	t.mu.Lock() // barrier: see install
+	t.mu.Unlock()
 	t.wg.Wait()
 	t.mu.Lock()
 	var err error
@@ -986,4 +1058,34 @@ func (t *Tier) Close() error {
 		return fmt.Errorf("l2: mark clean shutdown: %w", err)
 	}
 	return nil
+}
+
+// openRead opens path read-only as a raw descriptor (no os.File, so no
+// poller registration attempt on the hit path).
+func openRead(path string) (int, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err != syscall.EINTR {
+			return fd, err
+		}
+	}
+}
+
+// pread reads up to len(b) bytes at off, until b is full or the file ends.
+func pread(fd int, b []byte, off int64) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := syscall.Pread(fd, b[n:], off+int64(n))
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			break
+		}
+		n += k
+	}
+	return n, nil
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -231,15 +232,20 @@ func TestFlippedBytesAreMissRemovedCounted(t *testing.T) {
 		size int
 		// at picks the byte offset to flip from the file length.
 		at func(n int64) int64
+		// byteReads reads one byte at a time (the buffered, not the direct,
+		// path of large bodies).
+		byteReads bool
 	}{
-		{"header", 100, func(int64) int64 { return 9 }},
-		{"key", 100, func(int64) int64 { return 33 }},
-		{"small body", 5000, func(int64) int64 { return 1000 }},
-		{"meta at the end", 5000, func(n int64) int64 { return n - 3 }},
-		{"large body first block", 1 << 20, func(int64) int64 { return 40 + 100 }},
-		{"large body middle block", 1 << 20, func(n int64) int64 { return n / 2 }},
-		{"block table", 1 << 20, func(n int64) int64 { return 32 + 3 + 1<<20 + 4 }},
-		{"truncated", 5000, nil},
+		{"header", 100, func(int64) int64 { return 9 }, false},
+		{"key", 100, func(int64) int64 { return 33 }, false},
+		{"small body", 5000, func(int64) int64 { return 1000 }, false},
+		{"meta at the end", 5000, func(n int64) int64 { return n - 3 }, false},
+		{"large body first block", 1 << 20, func(int64) int64 { return 40 + 100 }, false},
+		{"large body middle block", 1 << 20, func(n int64) int64 { return n / 2 }, false},
+		{"large body last block", 1<<20 + 100, func(n int64) int64 { return 32 + 3 + 1<<20 + 50 }, false},
+		{"large body, byte reads", 300 << 10, func(n int64) int64 { return 32 + 3 + 100_000 }, true},
+		{"block table", 1 << 20, func(n int64) int64 { return 32 + 3 + 1<<20 + 4 }, false},
+		{"truncated", 5000, nil, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -260,7 +266,20 @@ func TestFlippedBytesAreMissRemovedCounted(t *testing.T) {
 			if err := os.WriteFile(files[0], b, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, got, err := get(t, tr, "obj")
+			// Read as net/http does: io.Copy with a 32 KiB buffer (the
+			// block-sized direct path for large bodies).
+			var got []byte
+			o, err := tr.Get(context.Background(), "obj")
+			if err == nil {
+				var out bytes.Buffer
+				var src io.Reader = struct{ io.Reader }{o.Body}
+				if c.byteReads {
+					src = iotest.OneByteReader(o.Body)
+				}
+				_, err = io.CopyBuffer(struct{ io.Writer }{&out}, src, make([]byte, 32<<10))
+				o.Body.Close()
+				got = out.Bytes()
+			}
 			switch {
 			case errors.Is(err, tier.ErrNotFound):
 				// Detected before any byte was returned.

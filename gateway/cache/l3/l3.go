@@ -379,7 +379,7 @@ func (t *Tier) Get(ctx context.Context, key string) (*tier.Object, error) {
 		}
 		return nil, fmt.Errorf("l3: get %s: %w", name, err)
 	}
-	gotKey, m, err := readHead(out.Body)
+	gotKey, m, hdrLen, err := readHead(out.Body)
 	if err != nil || gotKey != key {
 		out.Body.Close()
 		t.c.misses.Add(1)
@@ -396,35 +396,41 @@ func (t *Tier) Get(ctx context.Context, key string) (*tier.Object, error) {
 		t.hit[name] = struct{}{}
 	}
 	t.hitMu.Unlock()
-	return &tier.Object{Meta: m, Body: &lengthReader{r: out.Body, left: m.Size}}, nil
+	return &tier.Object{Meta: m, Body: &objectBody{
+		t: t, ctx: ctx, name: name, etag: aws.ToString(out.ETag), hdrLen: hdrLen, size: m.Size, rc: out.Body,
+	}}, nil
 }
 
-// readHead reads and verifies an object's header, key and metadata.
-func readHead(r io.Reader) (string, *tier.Meta, error) {
+// readHead reads and verifies an object's header, key and metadata, and
+// returns the offset of the body in the object.
+func readHead(r io.Reader) (string, *tier.Meta, int64, error) {
 	var h [headerSize]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return "", nil, fmt.Errorf("read header: %w", err)
+		return "", nil, 0, fmt.Errorf("read header: %w", err)
 	}
 	if string(h[:4]) != magic || h[4] != 1 {
-		return "", nil, errors.New("bad magic or version")
+		return "", nil, 0, errors.New("bad magic or version")
 	}
 	kl := binary.LittleEndian.Uint32(h[5:])
 	ml := binary.LittleEndian.Uint32(h[9:])
 	if kl > 1<<20 || ml > 1<<26 {
-		return "", nil, errors.New("implausible header lengths")
+		return "", nil, 0, errors.New("implausible header lengths")
 	}
 	b := make([]byte, kl+ml)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return "", nil, fmt.Errorf("read key and meta: %w", err)
+		return "", nil, 0, fmt.Errorf("read key and meta: %w", err)
 	}
 	if crc32.Checksum(b, castagnoli) != binary.LittleEndian.Uint32(h[13:]) {
-		return "", nil, errors.New("header checksum mismatch")
+		return "", nil, 0, errors.New("header checksum mismatch")
 	}
 	m, _, err := tier.DecodeMeta(b[kl:])
 	if err != nil {
-		return "", nil, err
+		return "", nil, 0, err
 	}
-	return string(b[:kl]), m, nil
+	if m.Size < 0 {
+		return "", nil, 0, errors.New("negative body size")
+	}
+	return string(b[:kl]), m, headerSize + int64(kl) + int64(ml), nil
 }
 
 func appendHead(dst []byte, key string, meta []byte) []byte {
@@ -440,26 +446,99 @@ func appendHead(dst []byte, key string, meta []byte) []byte {
 	return append(dst, meta...)
 }
 
-// lengthReader turns a body shorter or longer than Meta.Size into an error,
-// so a truncated object is never passed off as complete.
-type lengthReader struct {
-	r    io.ReadCloser
-	left int64
+// objectBody streams an object's body and seeks: a seek drops the current
+// stream and the next read issues a ranged GET from the new position,
+// conditional on the object's ETag (so a copy replaced meanwhile is an
+// error, never a mix of two objects). A stream that ends before Meta.Size
+// is an error, never a short body passed off as complete.
+type objectBody struct {
+	t      *Tier
+	ctx    context.Context
+	name   string
+	etag   string
+	hdrLen int64
+	size   int64
+	pos    int64
+	rc     io.ReadCloser // positioned at pos, or nil
 }
 
-func (l *lengthReader) Read(p []byte) (int, error) {
-	n, err := l.r.Read(p)
-	l.left -= int64(n)
-	if l.left < 0 {
-		return n, errors.New("l3: object body longer than its metadata says")
+func (b *objectBody) Read(p []byte) (int, error) {
+	if b.pos >= b.size {
+		return 0, io.EOF
 	}
-	if err == io.EOF && l.left > 0 {
-		return n, fmt.Errorf("l3: object body %d bytes short: %w", l.left, io.ErrUnexpectedEOF)
+	if b.rc == nil {
+		if err := b.open(); err != nil {
+			return 0, err
+		}
+	}
+	if rest := b.size - b.pos; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	n, err := b.rc.Read(p)
+	b.pos += int64(n)
+	if err == io.EOF {
+		if b.pos < b.size {
+			return n, fmt.Errorf("l3: object %s ended %d bytes short: %w", b.name, b.size-b.pos, io.ErrUnexpectedEOF)
+		}
+		err = nil
 	}
 	return n, err
 }
 
-func (l *lengthReader) Close() error { return l.r.Close() }
+// open starts a ranged GET at b.pos.
+func (b *objectBody) open() error {
+	if err := b.t.allow(); err != nil {
+		return err
+	}
+	rng := fmt.Sprintf("bytes=%d-%d", b.hdrLen+b.pos, b.hdrLen+b.size-1)
+	in := &s3.GetObjectInput{Bucket: &b.t.bucket, Key: &b.name, Range: &rng}
+	if b.etag != "" {
+		in.IfMatch = &b.etag
+	}
+	out, err := b.t.s3.GetObject(b.ctx, in)
+	if st := status(err); st == http.StatusPreconditionFailed || st == http.StatusNotFound {
+		b.t.br.success()
+		return fmt.Errorf("l3: object %s was replaced or deleted while being read", b.name)
+	}
+	b.t.outcome(b.ctx, err)
+	if err != nil {
+		return fmt.Errorf("l3: ranged get %s: %w", b.name, err)
+	}
+	b.rc = out.Body
+	return nil
+}
+
+// Seek implements io.Seeker over the body (not the stored header).
+func (b *objectBody) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += b.pos
+	case io.SeekEnd:
+		off += b.size
+	default:
+		return 0, errors.New("l3: bad whence")
+	}
+	if off < 0 {
+		return 0, errors.New("l3: seek before the start of the body")
+	}
+	off = min(off, b.size)
+	if off != b.pos && b.rc != nil {
+		b.rc.Close()
+		b.rc = nil
+	}
+	b.pos = off
+	return off, nil
+}
+
+func (b *objectBody) Close() error {
+	if b.rc == nil {
+		return nil
+	}
+	err := b.rc.Close()
+	b.rc = nil
+	return err
+}
 
 // Put implements tier.Tier. The body is spooled and uploaded on Commit,
 // under ctx and PutTimeout.
@@ -649,7 +728,7 @@ func (t *Tier) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bo
 			}
 			return fmt.Errorf("l3: scan %s: %w", o.name, err)
 		}
-		key, m, err := readHead(out.Body)
+		key, m, _, err := readHead(out.Body)
 		out.Body.Close()
 		if err != nil {
 			continue // damaged or with headers over 64 KiB: left to the sweeper

@@ -20,7 +20,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
-func newTier(t *testing.T, srv *testutil.S3Server, mod func(*l3.Options)) *l3.Tier {
+func newTier(t testing.TB, srv *testutil.S3Server, mod func(*l3.Options)) *l3.Tier {
 	t.Helper()
 	o := l3.Options{
 		Endpoint: srv.Endpoint, Bucket: "meridian-cache", Prefix: "eu-west",
@@ -54,7 +54,7 @@ func meta(url string) *tier.Meta {
 	}
 }
 
-func put(t *testing.T, tr tier.Tier, key string, b []byte) error {
+func put(t testing.TB, tr tier.Tier, key string, b []byte) error {
 	t.Helper()
 	w, err := tr.Put(context.Background(), key, meta("https://example.com/"+key))
 	if err != nil {
@@ -285,5 +285,45 @@ func TestTooLarge(t *testing.T) {
 	}
 	if err := put(t, tr, "y", make([]byte, 1500)); !errors.Is(err, tier.ErrTooLarge) {
 		t.Fatalf("streamed too large: %v", err)
+	}
+}
+
+func TestBodySeeksWithRangedGets(t *testing.T) {
+	srv := testutil.StartS3(t)
+	tr := newTier(t, srv, nil)
+	want := body("big", 1<<20)
+	if err := put(t, tr, "big", want); err != nil {
+		t.Fatal(err)
+	}
+	o, err := tr.Get(context.Background(), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Body.Close()
+	s, ok := o.Body.(io.ReadSeeker)
+	if !ok {
+		t.Fatalf("L3 body %T does not seek", o.Body)
+	}
+	if n, err := s.Seek(0, io.SeekEnd); err != nil || n != 1<<20 {
+		t.Fatalf("seek to end: %d, %v", n, err)
+	}
+	for _, c := range []struct{ off, n int64 }{{500_000, 1000}, {10, 20}, {1<<20 - 5, 5}} {
+		if _, err := s.Seek(c.off, io.SeekStart); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, c.n)
+		if _, err := io.ReadFull(s, got); err != nil || !bytes.Equal(got, want[c.off:c.off+c.n]) {
+			t.Fatalf("range %d+%d: %v", c.off, c.n, err)
+		}
+	}
+	// Replaced by another PoP while being read: an error, not mixed bytes.
+	if err := put(t, tr, "big", body("other", 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Seek(100, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 10)); err == nil || !strings.Contains(err.Error(), "replaced or deleted") {
+		t.Fatalf("read after the object was replaced: %v, want an error", err)
 	}
 }

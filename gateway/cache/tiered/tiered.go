@@ -4,11 +4,14 @@
 // A lookup walks the tiers in order and reports which one answered. A hit in
 // a lower tier is copied into the tiers above it while the caller reads it,
 // but only for keys looked up at least PromoteAfter times recently (a
-// count-min sketch), so a one-off request does not churn the fast tiers. A
+// count-min sketch), so a one-off request does not churn the fast tiers;
+// when the caller reads only part of it (a Range), the copy is made in the
+// background instead. Bodies returned seek (io.Seeker), for Range. A
 // store goes to the first tier synchronously and to the lower tiers through
 // bounded queues with their own workers, so a slow or unreachable L3 never
 // slows a hit or a fill: when a queue is full the write-down is dropped and
-// counted.
+// counted. A delete that fails in a tier (L3 down) leaves a tombstone: the
+// old copy there is not served, and the delete is retried.
 //
 // It owns the flow between tiers. It must not know HTTP caching rules, and it
 // does not own the tiers' lifetimes: Close stops its workers, not the tiers.
@@ -36,7 +39,8 @@ type Options struct {
 	// Tiers in lookup order, fastest first. At least one.
 	Tiers []tier.Tier
 	// PromoteAfter is how many recent lookups of a key make a lower-tier hit
-	// worth copying upward. Default 2; 1 promotes every hit.
+	// worth copying upward. Default 2; 1 promotes every hit; negative never
+	// promotes.
 	PromoteAfter int
 	// QueueLen bounds each lower tier's write-down queue. Default 256.
 	QueueLen int
@@ -50,6 +54,12 @@ type Options struct {
 	// SpoolBytes bounds the memory held by queued bodies; beyond it
 	// write-downs are dropped. Default 64 MiB.
 	SpoolBytes int64
+	// SkipScan names tiers that Scan (and so a purge by prefix, tag or
+	// site) does not enumerate, such as "l3" on a large regional bucket,
+	// where enumerating means one request per object. Purged objects there
+	// are still never served (the cache checks purges on read) and leave by
+	// eviction.
+	SkipScan []string
 	// RetryEvery is how often deletes that failed in a tier (an unreachable
 	// L3) are retried. Default 5s.
 	RetryEvery time.Duration
@@ -121,6 +131,8 @@ type Tiered struct {
 	deleted map[string]uint64
 	floor   uint64
 
+	skipScan map[string]bool
+
 	tombMu     sync.Mutex
 	tombs      map[string]tombstone
 	now        func() time.Time
@@ -171,8 +183,11 @@ func New(opts Options) (*Tiered, error) {
 	if opts.PromoteAfter == 0 {
 		opts.PromoteAfter = 2
 	}
-	if opts.PromoteAfter < 0 || opts.PromoteAfter > 15 {
-		return nil, fmt.Errorf("tiered: PromoteAfter %d must be between 1 and 15", opts.PromoteAfter)
+	if opts.PromoteAfter > 15 {
+		return nil, fmt.Errorf("tiered: PromoteAfter %d must be at most 15 (the frequency sketch saturates there), or negative to never promote", opts.PromoteAfter)
+	}
+	if opts.PromoteAfter < 0 {
+		opts.PromoteAfter = 16 // above any estimate
 	}
 	if opts.QueueLen == 0 {
 		opts.QueueLen = 256
@@ -202,10 +217,13 @@ func New(opts Options) (*Tiered, error) {
 		return nil, errors.New("tiered: at most 64 tiers")
 	}
 	t := &Tiered{
-		tombs: map[string]tombstone{}, now: opts.Now, retryEvery: opts.RetryEvery,
+		tombs: map[string]tombstone{}, now: opts.Now, retryEvery: opts.RetryEvery, skipScan: map[string]bool{},
 		tiers: opts.Tiers, stats: make([]tierStats, len(opts.Tiers)),
 		promoteAfter: uint32(opts.PromoteAfter), spoolLimit: opts.SpoolLimit, spoolBytes: opts.SpoolBytes,
 		sketch: newSketch(1 << 20), log: opts.Logger, deleted: map[string]uint64{},
+	}
+	for _, n := range opts.SkipScan {
+		t.skipScan[n] = true
 	}
 	if err := t.register(opts.Registerer); err != nil {
 		return nil, err
@@ -237,6 +255,7 @@ func (t *Tiered) register(reg prometheus.Registerer) error {
 		promotions: desc("promotions_total", "Objects copied up into each tier."),
 		writeDowns: desc("write_downs_total", "Objects written down into each lower tier."),
 		dropped:    desc("write_downs_dropped_total", "Write-downs dropped because a queue or the spool budget was full."),
+		hidden:     desc("hidden_total", "Objects not served because their delete had failed in that tier."),
 	}
 	if err := reg.Register(c); err != nil {
 		return fmt.Errorf("tiered: register metrics: %w", err)
@@ -245,8 +264,8 @@ func (t *Tiered) register(reg prometheus.Registerer) error {
 }
 
 type collector struct {
-	t                                             *Tiered
-	hits, errors, promotions, writeDowns, dropped *prometheus.Desc
+	t                                                     *Tiered
+	hits, errors, promotions, writeDowns, dropped, hidden *prometheus.Desc
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -255,6 +274,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.promotions
 	ch <- c.writeDowns
 	ch <- c.dropped
+	ch <- c.hidden
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -266,6 +286,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.promotions, prometheus.CounterValue, float64(s.promotions.Load()), n)
 		ch <- prometheus.MustNewConstMetric(c.writeDowns, prometheus.CounterValue, float64(s.writeDowns.Load()), n)
 		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(s.dropped.Load()), n)
+		ch <- prometheus.MustNewConstMetric(c.hidden, prometheus.CounterValue, float64(s.hidden.Load()), n)
 	}
 }
 
@@ -289,7 +310,7 @@ func (t *Tiered) Get(ctx context.Context, key string) (*tier.Object, error) {
 func (t *Tiered) GetFrom(ctx context.Context, key string) (*tier.Object, string, error) {
 	freq := t.sketch.increment(xxhash.Sum64String(key))
 	for i, tr := range t.tiers {
-		o, err := tr.Get(ctx, key)
+		o, err := get(ctx, tr, key)
 		if err != nil {
 			if !errors.Is(err, tier.ErrNotFound) {
 				t.stats[i].errors.Add(1)
@@ -319,6 +340,29 @@ func (t *Tiered) GetFrom(ctx context.Context, key string) (*tier.Object, string,
 	return nil, "", tier.ErrNotFound
 }
 
+// bytesGetter is the in-memory fast path of the L1 tier.
+type bytesGetter interface {
+	GetBytes(key string) (*tier.Meta, []byte, error)
+}
+
+// get reads key from tr; an in-memory tier's body is returned as a
+// seekable reader over its bytes, without a copy.
+func get(ctx context.Context, tr tier.Tier, key string) (*tier.Object, error) {
+	if bg, ok := tr.(bytesGetter); ok {
+		m, b, err := bg.GetBytes(key)
+		if err != nil {
+			return nil, err
+		}
+		return &tier.Object{Meta: m, Body: bytesBody{bytes.NewReader(b)}}, nil
+	}
+	return tr.Get(ctx, key)
+}
+
+// bytesBody is an in-memory body that seeks and closes.
+type bytesBody struct{ *bytes.Reader }
+
+func (bytesBody) Close() error { return nil }
+
 // promote wraps o's body so that, as it is read, it is also stored in the
 // tiers above tier src.
 func (t *Tiered) promote(ctx context.Context, key string, o *tier.Object, src int) *tier.Object {
@@ -337,79 +381,65 @@ func (t *Tiered) promote(ctx context.Context, key string, o *tier.Object, src in
 	}
 	tb := &teeBody{r: o.Body, ws: ws, into: into, t: t, want: o.Meta.Size}
 	if src >= 2 {
-		// A reader that seeks (a Range) cannot feed the copy; the object is
-		// then copied into the middle tiers in the background instead.
-		tb.onSeek = func() {
+		// A reader that stops before the end (a Range, a client gone)
+		// cannot feed the copy; the object is then copied into the middle
+		// tiers in the background instead.
+		tb.onPartial = func() {
 			seq := t.seq.Add(1)
 			for j := 1; j < src; j++ {
 				t.enqueue(j, &job{key: key, meta: o.Meta, seq: seq, from: t.tiers[src], t: t})
 			}
 		}
 	}
+	if s, ok := o.Body.(io.Seeker); ok {
+		return &tier.Object{Meta: o.Meta, Body: &seekTee{teeBody: tb, s: s}}
+	}
 	return &tier.Object{Meta: o.Meta, Body: tb}
 }
 
-// teeBody copies what the caller reads into promotion writers; they are
-// committed only when the whole body was read without error.
+// teeBody copies what the caller reads into promotion writers. Only bytes
+// read in order from the start are copied; the writers are committed when
+// the copy reached the end of the body, and aborted otherwise.
 type teeBody struct {
-	r      io.ReadCloser
-	onSeek func()
-	ws     []tier.Writer
-	into   []int
-	t      *Tiered
-	n      int64
-	want   int64
-	done   bool
+	r    io.ReadCloser
+	ws   []tier.Writer
+	into []int
+	t    *Tiered
+	want int64 // body length (Meta.Size)
+	pos  int64 // the source's read position
+	teed int64 // bytes copied to the writers, always a prefix
+	done bool  // writers committed or aborted
+	// onPartial runs when the body is closed before the copy completed
+	// (a Range, a client gone): it copies the object in the background.
+	onPartial func()
 }
 
 func (b *teeBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
-	b.n += int64(n)
 	if n > 0 && !b.done {
-		for _, w := range b.ws {
-			_, _ = w.Write(p[:n])
+		if b.pos == b.teed {
+			for _, w := range b.ws {
+				_, _ = w.Write(p[:n])
+			}
+			b.teed += int64(n)
 		}
 	}
-	if err != nil && !b.done {
-		b.done = true
-		if err == io.EOF && (b.want < 0 || b.n == b.want) {
+	b.pos += int64(n)
+	if !b.done {
+		switch {
+		case err == io.EOF && b.teed == b.pos && (b.want < 0 || b.teed == b.want):
+			b.done = true
 			for k, w := range b.ws {
 				if w.Commit() == nil {
 					b.t.stats[b.into[k]].promotions.Add(1)
 				}
 			}
-		} else {
+		case err != nil && err != io.EOF:
+			b.done = true
 			b.abort()
 		}
 	}
 	return n, err
-}
-
-// Seek implements io.Seeker: it seeks the source body when that can seek,
-// and otherwise moves forward by discarding. Seeking abandons the
-// synchronous promotion.
-func (b *teeBody) Seek(off int64, whence int) (int64, error) {
-	if !b.done {
-		b.done = true
-		b.abort()
-		if b.onSeek != nil {
-			b.onSeek()
-		}
-	}
-	if s, ok := b.r.(io.Seeker); ok {
-		return s.Seek(off, whence)
-	}
-	if whence == io.SeekCurrent {
-		off += b.n
-	} else if whence != io.SeekStart {
-		return 0, errors.New("tiered: this body can only seek forward from the start or current position")
-	}
-	if off < b.n {
-		return 0, errors.New("tiered: this body cannot seek backwards")
-	}
-	k, err := io.CopyN(io.Discard, b.r, off-b.n)
-	b.n += k
-	return b.n, err
 }
 
 func (b *teeBody) abort() {
@@ -422,8 +452,28 @@ func (b *teeBody) Close() error {
 	if !b.done {
 		b.done = true
 		b.abort()
+		if b.onPartial != nil {
+			b.onPartial()
+		}
 	}
 	return b.r.Close()
+}
+
+// seekTee is a teeBody over a source that seeks (L2 files, L3 objects), so
+// the cache can serve a Range from it. Seeking does not end the copy: it
+// goes on while reads happen at its position (a reader may seek to the end
+// to learn the size and back to the start).
+type seekTee struct {
+	*teeBody
+	s io.Seeker
+}
+
+func (b *seekTee) Seek(off int64, whence int) (int64, error) {
+	pos, err := b.s.Seek(off, whence)
+	if err == nil {
+		b.pos = pos
+	}
+	return pos, err
 }
 
 // Put implements tier.Tier. The first tier is written synchronously; the
@@ -877,13 +927,18 @@ func (t *Tiered) UpdateMeta(ctx context.Context, key string, meta *tier.Meta) er
 	return nil
 }
 
-// Scan implements tier.Scanner over every tier that can enumerate, visiting
-// each key once (with the metadata of the fastest tier holding it).
+// Scan implements tier.Scanner over every tier that can enumerate (except
+// those named in Options.SkipScan), visiting each key once, with the
+// metadata of the fastest tier holding it. A tier other than the first that
+// fails to scan (L3 down) is logged, counted and skipped, so a purge still
+// applies to the local tiers; the cache's purge check on read covers what
+// that tier still holds. Only an error of the first tier or of ctx is
+// returned.
 func (t *Tiered) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bool) error {
 	seen := map[string]struct{}{}
-	for _, tr := range t.tiers {
+	for i, tr := range t.tiers {
 		sc, ok := tr.(tier.Scanner)
-		if !ok {
+		if !ok || t.skipScan[tr.Name()] {
 			continue
 		}
 		stop := false
@@ -899,7 +954,12 @@ func (t *Tiered) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) 
 			return true
 		})
 		if err != nil {
-			return fmt.Errorf("tiered: scan %s: %w", tr.Name(), err)
+			if i == 0 || ctx.Err() != nil {
+				return fmt.Errorf("tiered: scan %s: %w", tr.Name(), err)
+			}
+			t.stats[i].errors.Add(1)
+			t.log.Warn("tiered: scan failed; skipping the tier", "tier", tr.Name(), "err", err)
+			continue
 		}
 		if stop {
 			return nil
@@ -965,8 +1025,9 @@ func (t *Tiered) Close() error {
 }
 
 // Section returns the part [off, off+n) of an object's body for a Range
-// response. When the body seeks (L2 files, in-memory bodies), only that part
-// is read: from disk, just the 64 KiB blocks it touches. Otherwise the first
+// response. When the body seeks (every body GetFrom returns with L1, L2 and
+// L3), only that part is read: from disk, just the 32 KiB blocks it touches;
+// from L3, one ranged GET. Otherwise the first
 // off bytes are read and discarded. Closing the result closes body. The
 // caller checks the range against Meta.Size first (416 otherwise).
 func Section(body io.ReadCloser, off, n int64) (io.ReadCloser, error) {

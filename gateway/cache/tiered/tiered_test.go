@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/l2"
 	"github.com/meridian-edge/meridian/gateway/cache/l3"
@@ -74,7 +76,7 @@ func meta(key string) *tier.Meta {
 		Header: http.Header{"Content-Type": {"text/plain"}}, ResponseTime: time.Now(), RequestTime: time.Now(), Size: -1}
 }
 
-func put(t *testing.T, tr tier.Tier, key string, b []byte) error {
+func put(t testing.TB, tr tier.Tier, key string, b []byte) error {
 	t.Helper()
 	w, err := tr.Put(context.Background(), key, meta(key))
 	if err != nil {
@@ -198,8 +200,19 @@ func TestPromotionByFrequency(t *testing.T) {
 		_, _ = io.ReadFull(o.Body, make([]byte, 100))
 		o.Body.Close()
 	}
-	if has(s.l1, "partial") || has(s.l2, "partial") {
-		t.Fatal("a half-read body was promoted")
+	flush(t, s)
+	if has(s.l1, "partial") {
+		t.Fatal("a half-read body was promoted into L1")
+	}
+	// Instead, the popular object was copied whole into L2 in the background.
+	o, err := s.l2.Get(context.Background(), "partial")
+	if err != nil {
+		t.Fatalf("partial was not copied into L2: %v", err)
+	}
+	b, _ := io.ReadAll(o.Body)
+	o.Body.Close()
+	if !bytes.Equal(b, want) {
+		t.Fatalf("L2 holds %d bytes of partial, want the whole %d", len(b), len(want))
 	}
 	if c := s.all.Counters(); c.Promotions["l1"] != 2 || c.Promotions["l2"] != 1 || c.Hits["l3"] != 4 {
 		t.Fatalf("counters = %+v", c)
@@ -449,7 +462,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}{
 		{tiered.Options{}, "at least one tier"},
 		{tiered.Options{Tiers: []tier.Tier{t1, nil}}, "tier 1 is nil"},
-		{tiered.Options{Tiers: []tier.Tier{t1}, PromoteAfter: 20}, "between 1 and 15"},
+		{tiered.Options{Tiers: []tier.Tier{t1}, PromoteAfter: 20}, "at most 15"},
 		{tiered.Options{Tiers: []tier.Tier{t1}, QueueLen: -1}, "must not be negative"},
 	} {
 		_, err := tiered.New(c.opts)
@@ -502,5 +515,111 @@ func TestRangeReadsAndRangePromotion(t *testing.T) {
 	from, b := rangeRead(390_000, 10_000)
 	if from != "l2" || !bytes.Equal(b, want[390_000:]) {
 		t.Fatalf("range from L2: from %s, %d bytes", from, len(b))
+	}
+}
+
+func TestFailedDeleteIsRetriedInTheBackground(t *testing.T) {
+	srv := testutil.StartS3(t)
+	s := newStack(t, srv.Endpoint, func(o *tiered.Options) { o.RetryEvery = 50 * time.Millisecond }, nil)
+	if err := put(t, s.all, "y", body("y", 3000)); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, s)
+	srv.Stop()
+	if err := s.all.Delete(context.Background(), "y"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Start()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.all.Counters().PendingDeletes != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the failed delete was not retried: %+v", s.all.Counters())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if has(s.l3, "y") {
+		t.Fatal("L3 still holds the deleted object after the retry")
+	}
+}
+
+func TestMetricsPerTier(t *testing.T) {
+	t1, err := l1.New(l1.Options{Bytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer t1.Close()
+	t2, err := l2.Open(l2.Options{Dir: t.TempDir(), Bytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer t2.Close()
+	reg := prometheus.NewRegistry()
+	all, err := tiered.New(tiered.Options{Tiers: []tier.Tier{t1, t2}, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	if err := put(t, t2, "k", body("k", 100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, from, err := all.GetFrom(context.Background(), "k"); err != nil || from != "l2" {
+		t.Fatalf("from %q: %v", from, err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "meridian_cache_tiered_hits_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == "l2" && m.GetCounter().GetValue() == 1 {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Fatal("meridian_cache_tiered_hits_total{tier=\"l2\"} is not 1")
+	}
+}
+
+func TestScanSkipsAFailingOrExcludedL3(t *testing.T) {
+	srv := testutil.StartS3(t)
+	s := newStack(t, srv.Endpoint, nil, nil)
+	ctx := context.Background()
+	if err := put(t, s.all, "local", body("local", 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(t, s.l3, "remote", body("remote", 100)); err != nil { // only in L3
+		t.Fatal(err)
+	}
+	flush(t, s)
+	scan := func(tr *tiered.Tiered) map[string]bool {
+		t.Helper()
+		seen := map[string]bool{}
+		if err := tr.Scan(ctx, func(k string, _ *tier.Meta) bool { seen[k] = true; return true }); err != nil {
+			t.Fatalf("scan: %v", err)
+		}
+		return seen
+	}
+	if got := scan(s.all); !got["local"] || !got["remote"] {
+		t.Fatalf("scan with L3 up = %v", got)
+	}
+	skipping, err := tiered.New(tiered.Options{Tiers: []tier.Tier{s.l1, s.l2, s.l3}, SkipScan: []string{"l3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer skipping.Close()
+	if got := scan(skipping); !got["local"] || got["remote"] {
+		t.Fatalf("scan with SkipScan l3 = %v", got)
+	}
+	srv.Stop()
+	if got := scan(s.all); !got["local"] || got["remote"] {
+		t.Fatalf("scan with L3 down = %v; want the local tiers only, and no error", got)
+	}
+	if c := s.all.Counters(); c.Errors["l3"] == 0 {
+		t.Fatalf("the failed L3 scan was not counted: %+v", c)
 	}
 }

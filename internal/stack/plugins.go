@@ -1,0 +1,126 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/meridian-edge/meridian/dnsrouter/geo"
+	"github.com/meridian-edge/meridian/dnsrouter/region"
+	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/internal/config"
+	"github.com/meridian-edge/meridian/internal/statesync"
+	pluginmw "github.com/meridian-edge/meridian/middleware/plugin"
+	"github.com/meridian-edge/meridian/plugins"
+	"github.com/meridian-edge/meridian/plugins/rollout"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// popPlugins is what a PoP runs its site owners' plugins with.
+type popPlugins struct {
+	host    *plugins.Host
+	rollout *rollout.Manager
+}
+
+// startPlugins builds the plugin host and the rollout manager of one PoP and
+// returns the per-site middleware and the admin routes for uploads.
+func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, node *statesync.Node, creds gateway.Credentials, reg *prometheus.Registry, log *slog.Logger) (func(http.Handler) http.Handler, map[string]http.Handler, error) {
+	engine, err := plugins.NewSDKEngine(plugins.SDKOptions{CacheDir: filepath.Join(s.cfg.DataDir, "wazero-cache")})
+	if err != nil {
+		return nil, nil, err
+	}
+	host, err := plugins.NewHost(plugins.Options{Engine: engine, KV: syncKV{node}, Registerer: reg, Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("pop %s: plugins: %w", pc.ID, err)
+	}
+	mg, err := rollout.New(rollout.Options{
+		PoPID: pc.ID, Host: host, Sync: node, Conn: nc,
+		Authenticate: func(r *http.Request) (bool, string, bool) {
+			p, ok := creds.Authenticate(r)
+			return p.Ops, p.Site, ok
+		},
+		Metrics: reg, Registerer: reg, StoreReplicas: s.cfg.NATS.StreamReplicas,
+		CacheDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "plugins"), Logger: log,
+	})
+	if err != nil {
+		_ = host.Close(ctx)
+		return nil, nil, fmt.Errorf("pop %s: plugin rollout: %w", pc.ID, err)
+	}
+	if err := mg.Start(ctx); err != nil {
+		_ = host.Close(ctx)
+		return nil, nil, fmt.Errorf("pop %s: plugin rollout: %w", pc.ID, err)
+	}
+	s.closers = append(s.closers, func() error {
+		err := mg.Close()
+		if cerr := host.Close(context.Background()); err == nil {
+			err = cerr
+		}
+		return err
+	})
+	var g plugins.Geo
+	if s.geo != nil {
+		g = geoForPlugins{s.geo}
+	}
+	mw := pluginmw.New(pluginmw.Options{
+		Host: host, PoP: pc.ID, PoPRegion: pc.Region, Geo: g, Logger: log,
+		Chain: func(r *http.Request) *plugins.Chain { return mg.Chain(gateway.SiteFromContext(r.Context())) },
+	})
+	wrap := func(next http.Handler) http.Handler { return mw(pluginDirectives(next)) }
+	return wrap, map[string]http.Handler{"/admin/plugins/*": mg.Handler()}, nil
+}
+
+// pluginDirectives hands a plugin's origin choice to the origin pool.
+// (Cache key and TTL reach the cache through its own context values.)
+func pluginDirectives(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := pluginmw.DirectivesFrom(r.Context()); d != nil && d.Origin != "" {
+			r = r.WithContext(origin.WithServer(r.Context(), d.Origin))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// syncKV is the plugins' KV on the replicated state: values are LWW
+// registers, counters PN-counters, both per site.
+type syncKV struct{ n *statesync.Node }
+
+func (k syncKV) Get(_ context.Context, site, key string) ([]byte, bool, error) {
+	v, ok := k.n.KVGet(site, key)
+	return v, ok, nil
+}
+
+func (k syncKV) Set(ctx context.Context, site, key string, value []byte) error {
+	return k.n.KVSet(ctx, site, key, value)
+}
+
+func (k syncKV) Delete(ctx context.Context, site, key string) error {
+	return k.n.KVDelete(ctx, site, key)
+}
+
+func (k syncKV) CounterAdd(ctx context.Context, site, key string, delta int64) (int64, error) {
+	return k.n.CounterAdd(ctx, site, key, delta)
+}
+
+// geoForPlugins answers the plugins' geo host function from the DNS geo
+// source of the configuration. The region is the nearest catalog region to
+// the client's location; the country is known only to sources that carry it.
+type geoForPlugins struct{ src geo.Source }
+
+func (g geoForPlugins) GeoLookup(addr netip.Addr) (country, reg string, lat, lon float64, ok bool) {
+	m := g.src.Lookup(addr)
+	if !m.Found {
+		return "", "", 0, 0, false
+	}
+	best, dist := "", 1e18
+	for _, r := range region.All() {
+		if d := region.Distance(m.Loc.Lat, m.Loc.Lon, r.Lat, r.Lon); d < dist {
+			best, dist = r.ID, d
+		}
+	}
+	return "", best, m.Loc.Lat, m.Loc.Lon, true
+}
