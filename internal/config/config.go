@@ -86,9 +86,22 @@ type NATS struct {
 	URLs []string `yaml:"urls"`
 	// Credentials is a NATS .creds file (JWT + NKey) for an external cluster.
 	Credentials string `yaml:"credentials"`
+	// TLS configures TLS to an external NATS cluster with a private CA or
+	// client certificates. Users and passwords go in the URLs
+	// (nats://user:pass@host:4222); they are never logged.
+	TLS NATSTLS `yaml:"tls"`
 	// StreamReplicas is how many copies JetStream keeps of the state log
 	// (1 on a single server, 3 on a cluster). Default 1.
 	StreamReplicas int `yaml:"stream_replicas"`
+}
+
+// NATSTLS holds the files for TLS to NATS.
+type NATSTLS struct {
+	// CAFile is a PEM bundle of the CAs that sign the servers' certificates.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a client certificate for mutual TLS.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // EmbeddedNATS configures the in-process NATS server.

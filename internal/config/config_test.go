@@ -191,3 +191,11 @@ func TestByteSize(t *testing.T) {
 		}
 	}
 }
+
+func TestNATSPasswordNeverInErrors(t *testing.T) {
+	text := strings.Replace(base, "  embedded:\n    listen: 127.0.0.1:4222\n", "  urls: [\"http://pop:s3cret@nats-1:4222\"]\n", 1)
+	_, err := config.Parse("bad.yaml", []byte(text))
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "nats.urls[0]") {
+		t.Fatalf("err = %v; want the bad URL reported without its password", err)
+	}
+}

@@ -78,7 +78,7 @@ func (v *validation) nats(c *Config) {
 	for i, u := range n.URLs {
 		pu, err := url.Parse(u)
 		if err != nil || (pu.Scheme != "nats" && pu.Scheme != "tls" && pu.Scheme != "ws" && pu.Scheme != "wss") || pu.Host == "" {
-			v.add(fmt.Sprintf("nats.urls[%d]", i), "%q is not a NATS URL; expected nats://host:port (or tls://, ws://, wss://)", u)
+			v.add(fmt.Sprintf("nats.urls[%d]", i), "%q is not a NATS URL; expected nats://host:port (or tls://, ws://, wss://)", RedactURL(u))
 		}
 	}
 	if n.StreamReplicas < 1 || n.StreamReplicas > 5 {
@@ -86,11 +86,33 @@ func (v *validation) nats(c *Config) {
 	} else if n.Embedded != nil && n.StreamReplicas != 1 {
 		v.add("nats.stream_replicas", "the embedded server is a single node; use 1 (or nats.urls for a cluster)")
 	}
+	for _, f := range []struct{ field, path string }{{"nats.tls.ca_file", n.TLS.CAFile}, {"nats.tls.cert_file", n.TLS.CertFile}, {"nats.tls.key_file", n.TLS.KeyFile}} {
+		if f.path != "" {
+			if _, err := os.Stat(f.path); err != nil {
+				v.add(f.field, "cannot read %s: %s", f.path, errText(err))
+			}
+		}
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		v.add("nats.tls", "set both cert_file and key_file for a client certificate, or neither")
+	}
 	if n.Credentials != "" {
 		if _, err := os.Stat(n.Credentials); err != nil {
 			v.add("nats.credentials", "cannot read %s: %v", n.Credentials, errText(err))
 		}
 	}
+}
+
+// RedactURL hides a password in a URL, for messages and logs.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.LastIndex(raw, "@"); i >= 0 {
+			return "[redacted]" + raw[i:]
+		}
+		return raw
+	}
+	return u.Redacted()
 }
 
 func errText(err error) string {

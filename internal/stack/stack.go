@@ -176,14 +176,27 @@ func (s *Stack) connect(name string) (*nats.Conn, error) {
 				s.log.Warn("NATS connection lost; serving on, reconnecting", "client", name, "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "client", name, "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { s.log.Info("NATS reconnected", "client", name, "url", c.ConnectedUrlRedacted()) }),
 	}
 	if s.cfg.NATS.Credentials != "" {
 		opts = append(opts, nats.UserCredentials(s.cfg.NATS.Credentials))
 	}
+	if t := s.cfg.NATS.TLS; t.CAFile != "" {
+		opts = append(opts, nats.RootCAs(t.CAFile))
+	}
+	if t := s.cfg.NATS.TLS; t.CertFile != "" {
+		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
+	}
 	nc, err := nats.Connect(joinURLs(urls), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats: connect %s as %s: %w", joinURLs(urls), name, err)
+		redacted := make([]string, len(urls))
+		for i, u := range urls {
+			redacted[i] = config.RedactURL(u)
+		}
+		return nil, fmt.Errorf("nats: connect %s as %s: %w", joinURLs(redacted), name, err)
+	}
+	if nc.ConnectedUrl() != "" {
+		s.log.Debug("NATS connected", "client", name, "url", nc.ConnectedUrlRedacted())
 	}
 	s.conns = append(s.conns, nc)
 	return nc, nil
