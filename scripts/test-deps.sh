@@ -8,6 +8,7 @@ need_apt=()
 command -v wat2wasm >/dev/null 2>&1 || need_apt+=(wabt)          # hostile test plugins in WAT
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)           # the AssemblyScript example plugin
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)             # the dev stack's printed HTTPS line is run as printed
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test-deps: installing ${need_apt[*]} from Debian"
@@ -25,3 +26,9 @@ if [ ! -x "$as_dir/node_modules/.bin/asc" ]; then
   echo "test-deps: installing the AssemblyScript toolchain (npm ci in plugins/examples/as-headers)"
   (cd "$as_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+here="$(dirname "$0")"
+# Let's Encrypt's ACME test server for the TLS tests (Debian's pebble, or built once).
+"$here/pebble.sh"
+# A real, separately run S3-compatible server for the L3 tier's tests (built once, cached).
+"$here/s3-server.sh" --install-only >/dev/null

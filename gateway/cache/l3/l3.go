@@ -510,17 +510,9 @@ func (b *objectBody) open() error {
 
 // Seek implements io.Seeker over the body (not the stored header).
 func (b *objectBody) Seek(off int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		off += b.pos
-	case io.SeekEnd:
-		off += b.size
-	default:
-		return 0, errors.New("l3: bad whence")
-	}
-	if off < 0 {
-		return 0, errors.New("l3: seek before the start of the body")
+	off, err := seekTarget(off, whence, b.pos, b.size)
+	if err != nil {
+		return 0, err
 	}
 	off = min(off, b.size)
 	if off != b.pos && b.rc != nil {
@@ -858,16 +850,28 @@ func (c *concat) Read(b []byte) (int, error) {
 }
 
 func (c *concat) Seek(off int64, whence int) (int64, error) {
+	off, err := seekTarget(off, whence, c.off, c.total)
+	if err != nil {
+		return 0, err
+	}
+	c.off = off
+	return off, nil
+}
+
+// seekTarget resolves an io.Seeker offset against the current position and
+// the size.
+func seekTarget(off int64, whence int, cur, size int64) (int64, error) {
 	switch whence {
 	case io.SeekStart:
 	case io.SeekCurrent:
-		off += c.off
+		off += cur
 	case io.SeekEnd:
-		off += c.total
+		off += size
+	default:
+		return 0, errors.New("l3: bad whence")
 	}
 	if off < 0 {
-		return 0, errors.New("l3: seek before start")
+		return 0, errors.New("l3: seek before the start")
 	}
-	c.off = off
 	return off, nil
 }
