@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -27,7 +28,9 @@ func TestConfigCheck(t *testing.T) {
 	data, _ := deploy.File("dev.yaml")
 	os.WriteFile(good, data, 0o644)
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, bytes.Replace(data, []byte("region: eu-west-2"), []byte("region: eu-west-9"), 1), 0o644)
+	badData := bytes.Replace(data, []byte("region: eu-west-2"), []byte("region: eu-west-9"), 1)
+	os.WriteFile(bad, badData, 0o644)
+	badLine := 1 + bytes.Count(badData[:bytes.Index(badData, []byte("region: eu-west-9"))], []byte("\n"))
 
 	cases := []struct {
 		args     []string
@@ -35,7 +38,7 @@ func TestConfigCheck(t *testing.T) {
 		out, err string
 	}{
 		{[]string{"config", "check", good}, 0, good + ": ok (3 PoPs, 1 sites, 1 DNS zones)", ""},
-		{[]string{"config", "check", bad}, 1, "", bad + `:21: pops[1].region: unknown region "eu-west-9"`},
+		{[]string{"config", "check", bad}, 1, "", fmt.Sprintf("%s:%d: pops[1].region: unknown region \"eu-west-9\"", bad, badLine)},
 		{[]string{"config", "check", filepath.Join(dir, "missing.yaml")}, 1, "", "no such file or directory"},
 		{[]string{"config", "check"}, 2, "", ""},
 		{[]string{"regions"}, 0, "Asia-Pacific   Tokyo", ""},

@@ -42,11 +42,27 @@ func (s *stored) close() {
 	}
 }
 
+// size is the stored body's length. A tier that did not record it (a
+// streamed fill without Content-Length) still hands back a seekable body, so
+// the length is found by seeking; 0 only when even that fails.
 func (s *stored) size() int64 {
-	if s.rs != nil {
+	if s.rs == nil {
+		return int64(len(s.body))
+	}
+	if s.meta.Size >= 0 {
 		return s.meta.Size
 	}
-	return int64(len(s.body))
+	n, err := s.rs.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0
+	}
+	if _, err := s.rs.Seek(0, io.SeekStart); err != nil {
+		return 0
+	}
+	m := *s.meta // the meta may be shared with the tier
+	m.Size = n
+	s.meta = &m
+	return n
 }
 
 type siteHandler struct {

@@ -141,10 +141,49 @@ type PoP struct {
 	Cache CacheTiers `yaml:"cache"`
 }
 
-// CacheTiers sizes a PoP's cache.
+// CacheTiers sizes a PoP's cache: L1 in memory, L2 on local disk, L3 in a
+// regional S3-compatible store, walked in that order before the origin.
 type CacheTiers struct {
 	// L1Size is the memory tier's byte budget, e.g. 512MiB. Default 512MiB.
 	L1Size ByteSize `yaml:"l1_size"`
+	// L2 is the local disk tier; it keeps the working set across restarts.
+	L2 L2 `yaml:"l2"`
+	// L3 is the regional object-store tier, shared by a region's PoPs.
+	// Without an endpoint there is no L3.
+	L3 L3 `yaml:"l3"`
+}
+
+// L2 configures the disk tier.
+type L2 struct {
+	// Disabled turns the disk tier off.
+	Disabled bool `yaml:"disabled"`
+	// Dir holds the objects and the index. Default data_dir/pops/<id>/l2.
+	Dir string `yaml:"dir"`
+	// Size is the byte budget. Default 10GiB.
+	Size ByteSize `yaml:"size"`
+}
+
+// L3 configures the object-store tier.
+type L3 struct {
+	// Endpoint is the S3-compatible service's URL, or "embedded" for the
+	// server `meridian dev` runs in-process. Empty: no L3.
+	Endpoint string `yaml:"endpoint"`
+	// Bucket holds the objects. Default meridian-cache.
+	Bucket string `yaml:"bucket"`
+	// Prefix separates regions sharing a bucket. Default the PoP's region.
+	Prefix string `yaml:"prefix"`
+	// Region signs the requests. Default us-east-1.
+	Region string `yaml:"region"`
+	// AccessKey and SecretKeyFile are the credentials; the secret is read
+	// from a file so it stays out of the configuration.
+	AccessKey     string `yaml:"access_key"`
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// Size is the byte budget kept by the sweeper. Default 100GiB.
+	Size ByteSize `yaml:"size"`
+	// Timeout bounds one read; a failing store is skipped (circuit breaker). Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Sweep makes this PoP enforce the budget; enable it on one PoP per region.
+	Sweep bool `yaml:"sweep"`
 }
 
 // Site is one site owner's property: host names and origins.

@@ -12,6 +12,8 @@ const (
 	DefaultDataDir         = "./.meridian"
 	DefaultNATSListen      = "127.0.0.1:4222"
 	DefaultL1Size          = ByteSize(512 << 20)
+	DefaultL2Size          = ByteSize(10 << 30)
+	DefaultL3Size          = ByteSize(100 << 30)
 	DefaultMaxL1Object     = ByteSize(4 << 20)
 	DefaultConnectTimeout  = 5 * time.Second
 	DefaultHeaderTimeout   = 30 * time.Second
@@ -58,6 +60,19 @@ func applyDefaults(c *Config) {
 		p := &c.PoPs[i]
 		if p.Cache.L1Size == 0 {
 			p.Cache.L1Size = DefaultL1Size
+		}
+		if p.Cache.L2.Size == 0 {
+			p.Cache.L2.Size = DefaultL2Size
+		}
+		if l3 := &p.Cache.L3; l3.Endpoint != "" {
+			def(&l3.Bucket, "meridian-cache")
+			def(&l3.Prefix, p.Region)
+			def(&l3.Prefix, p.ID)
+			def(&l3.Region, "us-east-1")
+			if l3.Size == 0 {
+				l3.Size = DefaultL3Size
+			}
+			defDur(&l3.Timeout, 2*time.Second)
 		}
 		if len(p.Addresses) == 0 {
 			if host, _, err := net.SplitHostPort(p.HTTP); err == nil && net.ParseIP(host) != nil && !net.ParseIP(host).IsUnspecified() {

@@ -222,6 +222,19 @@ func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
 	if p.Capacity < 0 {
 		v.add(f+".capacity", "%v is negative; use 0 for unlimited", p.Capacity)
 	}
+	if l3 := p.Cache.L3; l3.Endpoint != "" && l3.Endpoint != "embedded" {
+		if u, err := url.Parse(l3.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(f+".cache.l3.endpoint", "%q is not an S3 endpoint; expected http(s)://host:port, or embedded under meridian dev", RedactURL(l3.Endpoint))
+		}
+		if l3.AccessKey == "" || l3.SecretKeyFile == "" {
+			v.add(f+".cache.l3", "set access_key and secret_key_file for the S3 endpoint")
+		} else if _, err := os.Stat(l3.SecretKeyFile); err != nil {
+			v.add(f+".cache.l3.secret_key_file", "cannot read %s: %s", l3.SecretKeyFile, errText(err))
+		}
+	}
+	if !p.Cache.L2.Disabled && p.Cache.L2.Size < 16<<20 {
+		v.add(f+".cache.l2.size", "%s is too small; the disk tier needs at least 16MiB (or set disabled: true)", p.Cache.L2.Size)
+	}
 	if p.Cache.L1Size < 1<<20 {
 		v.add(f+".cache.l1_size", "%s is too small; the memory tier needs at least 1MiB", p.Cache.L1Size)
 	}

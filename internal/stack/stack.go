@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/natsembed"
+	"github.com/meridian-edge/meridian/internal/s3embed"
 	"github.com/meridian-edge/meridian/internal/statesync"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +61,9 @@ type Stack struct {
 	order  []string
 	nodes  []*statesync.Node
 	caches []*cache.Cache
+	// stores close the cache tiers, after the caches.
+	stores []func() error
+	s3     *s3embed.Server
 	// closers run last at shutdown, after the components that use them.
 	closers []func() error
 	devCA   devca.Files
@@ -122,6 +127,17 @@ func (s *Stack) start(ctx context.Context, roles Roles) error {
 		}
 		if ok {
 			s.devCA = f
+		}
+	}
+	if roles.AllPoPs || len(roles.PoPs) > 0 {
+		var run []config.PoP
+		for _, pc := range cfg.PoPs {
+			if roles.AllPoPs || slices.Contains(roles.PoPs, pc.ID) {
+				run = append(run, pc)
+			}
+		}
+		if err := s.startEmbeddedS3(run); err != nil {
+			return err
 		}
 	}
 	want := map[string]bool{}
@@ -279,7 +295,12 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 		return fmt.Errorf("pop %s: state sync: %w", pc.ID, err)
 	}
 	s.nodes = append(s.nodes, node)
+	store, closeStore, err := s.cacheStore(pc, reg, log)
+	if err != nil {
+		return err
+	}
 	c, err := cache.New(cache.Options{
+		Store:   store,
 		L1Bytes: int64(pc.Cache.L1Size), PoPID: "meridian-" + pc.ID, Logger: log, Registerer: reg,
 		PurgeCheck: func(site, url string, keys []string, storedAt time.Time) (bool, bool) {
 			v := node.CheckPurged(site, url, keys, storedAt)
@@ -287,9 +308,15 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 		},
 	})
 	if err != nil {
+		if closeStore != nil {
+			_ = closeStore()
+		}
 		return fmt.Errorf("pop %s: cache: %w", pc.ID, err)
 	}
 	s.caches = append(s.caches, c)
+	if closeStore != nil {
+		s.stores = append(s.stores, closeStore)
+	}
 	tls, err := s.popTLS(ctx, pc, nc, reg, log)
 	if err != nil {
 		return err
@@ -564,6 +591,12 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	}
 	for _, c := range s.caches {
 		errs = append(errs, c.Close())
+	}
+	for _, c := range s.stores {
+		errs = append(errs, c())
+	}
+	if s.s3 != nil {
+		errs = append(errs, s.s3.Close())
 	}
 	for _, n := range s.nodes {
 		errs = append(errs, n.Close())

@@ -477,3 +477,64 @@ func TestPluginRolloutThroughTheStack(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheTiersAcrossRestartAndPoPs: an object fetched once is served after
+// a restart from the disk tier, and by another PoP from the shared L3,
+// without asking the origin again.
+func TestCacheTiersAcrossRestartAndPoPs(t *testing.T) {
+	var mu sync.Mutex
+	hits := 0
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		io.WriteString(w, strings.Repeat("tiered object ", 1000))
+	}))
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	start := func() *stack.Stack {
+		st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	get := func(st *stack.Stack, pop string) string {
+		req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+"/big", nil)
+		req.Host = "www.example.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.HasPrefix(string(b), "tiered object") {
+			t.Fatalf("%s: body %.40q", pop, b)
+		}
+		return resp.Header.Get("Cache-Status")
+	}
+
+	st := start()
+	get(st, "ap-northeast-1")
+	if cs := get(st, "ap-northeast-1"); !strings.Contains(cs, "detail=l1") {
+		t.Fatalf("second GET: %s, want an L1 hit", cs)
+	}
+	if err := st.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	st = start()
+	defer st.Shutdown(context.Background())
+	if cs := get(st, "ap-northeast-1"); !strings.Contains(cs, "hit") || !strings.Contains(cs, "detail=l2") {
+		t.Fatalf("after a restart: %s, want a hit from the disk tier", cs)
+	}
+	if cs := get(st, "eu-west-2"); !strings.Contains(cs, "hit") || !strings.Contains(cs, "detail=l3") {
+		t.Fatalf("another PoP: %s, want a hit from the shared L3", cs)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hits != 1 {
+		t.Fatalf("origin asked %d times, want once", hits)
+	}
+}

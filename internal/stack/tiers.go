@@ -1,0 +1,122 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meridian-edge/meridian/gateway/cache/l1"
+	"github.com/meridian-edge/meridian/gateway/cache/l2"
+	"github.com/meridian-edge/meridian/gateway/cache/l3"
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
+	"github.com/meridian-edge/meridian/gateway/cache/tiered"
+	"github.com/meridian-edge/meridian/internal/config"
+	"github.com/meridian-edge/meridian/internal/s3embed"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// startEmbeddedS3 runs the in-process S3-compatible server when a PoP's L3
+// says endpoint: embedded (the dev stack).
+func (s *Stack) startEmbeddedS3(pops []config.PoP) error {
+	var buckets []string
+	for _, p := range pops {
+		if p.Cache.L3.Endpoint == "embedded" {
+			buckets = append(buckets, p.Cache.L3.Bucket)
+		}
+	}
+	if len(buckets) == 0 {
+		return nil
+	}
+	srv, err := s3embed.Start(s3embed.Options{Addr: "127.0.0.1:0", Dir: filepath.Join(s.cfg.DataDir, "s3"), Buckets: buckets, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("embedded S3: %w", err)
+	}
+	s.s3 = srv
+	s.log.Info("embedded S3 serving", "endpoint", srv.Endpoint(), "dir", filepath.Join(s.cfg.DataDir, "s3"))
+	return nil
+}
+
+// cacheStore builds a PoP's tiers below the cache. It returns nil when the
+// PoP has only L1 (the cache then makes its own); the returned closer stops
+// the composition and then the tiers.
+func (s *Stack) cacheStore(pc config.PoP, reg prometheus.Registerer, log *slog.Logger) (tier.Tier, func() error, error) {
+	c := pc.Cache
+	if c.L2.Disabled && c.L3.Endpoint == "" {
+		return nil, nil, nil
+	}
+	var tiers []tier.Tier
+	var closers []func() error
+	closeAll := func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		return errors.Join(errs...)
+	}
+	t1, err := l1.New(l1.Options{Bytes: int64(c.L1Size), Logger: log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("pop %s: L1: %w", pc.ID, err)
+	}
+	tiers, closers = append(tiers, t1), append(closers, t1.Close)
+	if !c.L2.Disabled {
+		if c.L2.Dir == "" {
+			c.L2.Dir = filepath.Join(s.cfg.DataDir, "pops", pc.ID, "l2")
+		}
+		t2, err := l2.Open(l2.Options{Dir: c.L2.Dir, Bytes: int64(c.L2.Size), Logger: log, Registerer: reg})
+		if err != nil {
+			_ = closeAll()
+			return nil, nil, fmt.Errorf("pop %s: L2 in %s: %w", pc.ID, c.L2.Dir, err)
+		}
+		tiers, closers = append(tiers, t2), append(closers, t2.Close)
+	}
+	if c.L3.Endpoint != "" {
+		endpoint, access, secret := c.L3.Endpoint, c.L3.AccessKey, ""
+		if endpoint == "embedded" {
+			if s.s3 == nil {
+				_ = closeAll()
+				return nil, nil, fmt.Errorf("pop %s: cache.l3.endpoint is embedded, but no embedded S3 server runs", pc.ID)
+			}
+			endpoint, access, secret = s.s3.Endpoint(), "meridian-dev", "meridian-dev"
+		} else {
+			b, err := os.ReadFile(c.L3.SecretKeyFile)
+			if err != nil {
+				_ = closeAll()
+				return nil, nil, fmt.Errorf("pop %s: cache.l3.secret_key_file: %w", pc.ID, err)
+			}
+			secret = strings.TrimSpace(string(b))
+		}
+		sweep := time.Duration(0)
+		if !c.L3.Sweep {
+			sweep = -1
+		}
+		t3, err := l3.New(l3.Options{
+			Endpoint: endpoint, Region: c.L3.Region, Bucket: c.L3.Bucket, Prefix: c.L3.Prefix,
+			AccessKey: access, SecretKey: secret, Timeout: c.L3.Timeout, Bytes: int64(c.L3.Size),
+			SweepInterval: sweep, SpoolDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "l3-spool"),
+			Logger: log, Registerer: reg,
+		})
+		if err != nil {
+			_ = closeAll()
+			return nil, nil, fmt.Errorf("pop %s: L3: %w", pc.ID, err)
+		}
+		tiers, closers = append(tiers, t3), append(closers, t3.Close)
+	}
+	comp, err := tiered.New(tiered.Options{Tiers: tiers, Logger: log, Registerer: reg})
+	if err != nil {
+		_ = closeAll()
+		return nil, nil, fmt.Errorf("pop %s: cache tiers: %w", pc.ID, err)
+	}
+	closers = append(closers, func() error {
+		// Write-downs still queued would be lost: give them a moment.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ferr := comp.Flush(ctx)
+		return errors.Join(ferr, comp.Close())
+	})
+	return comp, closeAll, nil
+}
