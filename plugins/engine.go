@@ -35,8 +35,9 @@ type Program interface {
 // use; the pool hands it to one request at a time.
 type Instance interface {
 	// Call runs export fn with input under lim.Timeout and returns the
-	// plugin's output. Errors are *CallError; after any error the caller must
-	// Close the instance rather than reuse it.
+	// plugin's output, which may be reused by the next Call on the same
+	// instance (decode it before). Errors are *CallError; after any error
+	// the caller must Close the instance rather than reuse it.
 	Call(ctx context.Context, fn string, input []byte, env *CallEnv) ([]byte, error)
 	// MemoryBytes is the linear memory the instance holds now (plugin + kernel).
 	MemoryBytes() uint64
@@ -93,6 +94,10 @@ const (
 	DefaultMaxInput    = 32 << 10
 	DefaultMaxOutput   = 1 << 20
 )
+
+// WithDefaults returns l with every zero field set to its default (for
+// engines other than SDKEngine; Host applies it itself).
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 
 func (l Limits) withDefaults() Limits {
 	if l.Timeout <= 0 {

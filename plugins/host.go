@@ -19,8 +19,15 @@ import (
 
 // Options configure a Host. Zero fields take the documented defaults.
 type Options struct {
-	// Engine compiles and runs plugins (required): NewSDKEngine.
+	// Engine compiles and runs plugins (required): the native engine
+	// (plugins/native) or NewSDKEngine, the go-sdk reference host.
 	Engine Engine
+	// SiteEngine, when set, picks the engine for one site's plugins (for
+	// example the go-sdk for a site being debugged against the reference
+	// host); a nil result falls back to Engine. It is consulted when a
+	// version is added or activated, so a change takes effect at the next
+	// activation.
+	SiteEngine func(site string) Engine
 	// Limits bound every plugin call (timeout, memory, input, output).
 	Limits Limits
 	// MaxWasmBytes refuses larger uploads. Default 16 MiB.
@@ -204,7 +211,7 @@ func (h *Host) Add(ctx context.Context, site, name string, wasm []byte) (Version
 			return h.infoLocked(s, v), nil
 		}
 	}
-	prog, onResp, err := h.compile(ctx, wasm)
+	prog, onResp, err := h.compile(ctx, site, wasm)
 	if err != nil {
 		return VersionInfo{}, err
 	}
@@ -219,9 +226,15 @@ func (h *Host) Add(ctx context.Context, site, name string, wasm []byte) (Version
 	return h.infoLocked(s, v), nil
 }
 
-// compile compiles and checks a plugin, returning the program.
-func (h *Host) compile(ctx context.Context, wasm []byte) (Program, bool, error) {
-	prog, err := h.opts.Engine.Compile(ctx, wasm, h.opts.Limits)
+// compile compiles and checks a plugin for site, returning the program.
+func (h *Host) compile(ctx context.Context, site string, wasm []byte) (Program, bool, error) {
+	eng := h.opts.Engine
+	if h.opts.SiteEngine != nil {
+		if e := h.opts.SiteEngine(site); e != nil {
+			eng = e
+		}
+	}
+	prog, err := eng.Compile(ctx, wasm, h.opts.Limits)
 	if err != nil {
 		return nil, false, &ValidationError{err.Error()}
 	}
@@ -325,7 +338,7 @@ func (h *Host) activateLocked(ctx context.Context, s *slot, version int) error {
 	if st.wasm == nil {
 		return fmt.Errorf("version %d of %s/%s is no longer kept on this PoP: re-upload it", version, st.info.Site, st.info.Plugin)
 	}
-	prog, _, err := h.compile(ctx, st.wasm)
+	prog, _, err := h.compile(ctx, st.info.Site, st.wasm)
 	if err != nil {
 		return err
 	}

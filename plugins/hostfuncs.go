@@ -19,19 +19,39 @@ const (
 	HostGeo          = "meridian_geo"
 )
 
-// userNamespace is where Extism PDKs import user host functions from.
-const userNamespace = "extism:host/user"
+// UserNamespace is where Extism PDKs import user host functions from.
+const UserNamespace = "extism:host/user"
 
-// hostFunctions builds the meridian_* functions for the go-sdk. Each reads
-// the per-call *CallEnv from the context; a failure panics, which wazero
-// turns into a trap of that call only (the instance is then discarded).
-func hostFunctions() []extism.HostFunction {
-	i64 := extism.ValueTypeI64
-	fns := []extism.HostFunction{
-		extism.NewHostFunctionWithStack(HostKVGet, func(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
-			env := callEnv(ctx)
-			key := readKey(p, stack[0], HostKVGet)
-			v, ok, err := env.KV.Get(ctx, env.Site, key)
+// userNamespace is kept for the existing callers.
+const userNamespace = UserNamespace
+
+// HostMemory is the Extism kernel memory as a host function sees it. Each
+// engine implements it over its own kernel (the SDK's wasm kernel, or the
+// native engine's Go kernel), so the meridian_* functions are written once.
+type HostMemory interface {
+	// ReadBlock returns a copy of the block at off. An offset that is not
+	// the start of a block reads as empty, as with the Extism kernel.
+	ReadBlock(off uint64) ([]byte, error)
+	// WriteBlock allocates a block holding b and returns its offset.
+	WriteBlock(b []byte) (uint64, error)
+}
+
+// HostFunction is one meridian_* host function, independent of the engine.
+// Every parameter and result is an i64. Call fails the plugin call by
+// panicking; both engines turn that into a trap of that call only.
+type HostFunction struct {
+	Name            string
+	Params, Results int
+	Call            func(ctx context.Context, env *CallEnv, mem HostMemory, stack []uint64)
+}
+
+// HostFunctions returns the meridian_* functions of contract version 1
+// (namespace UserNamespace).
+func HostFunctions() []HostFunction {
+	return []HostFunction{
+		{Name: HostKVGet, Params: 1, Results: 1, Call: func(ctx context.Context, env *CallEnv, m HostMemory, stack []uint64) {
+			key := readKey(m, stack[0], HostKVGet)
+			v, ok, err := kvOf(env).Get(ctx, env.Site, key)
 			if err != nil {
 				panic(fmt.Errorf("%s %q: %w", HostKVGet, key, err))
 			}
@@ -39,53 +59,68 @@ func hostFunctions() []extism.HostFunction {
 				stack[0] = 0
 				return
 			}
-			stack[0] = write(p, v, HostKVGet)
-		}, []extism.ValueType{i64}, []extism.ValueType{i64}),
-		extism.NewHostFunctionWithStack(HostKVSet, func(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
-			env := callEnv(ctx)
-			key := readKey(p, stack[0], HostKVSet)
-			v := read(p, stack[1], HostKVSet)
+			stack[0] = write(m, v, HostKVGet)
+		}},
+		{Name: HostKVSet, Params: 2, Call: func(ctx context.Context, env *CallEnv, m HostMemory, stack []uint64) {
+			key := readKey(m, stack[0], HostKVSet)
+			v := read(m, stack[1], HostKVSet)
 			if err := checkKV(key, v); err != nil {
 				panic(fmt.Errorf("%s: %w", HostKVSet, err))
 			}
 			var err error
 			if len(v) == 0 {
-				err = env.KV.Delete(ctx, env.Site, key)
+				err = kvOf(env).Delete(ctx, env.Site, key)
 			} else {
-				err = env.KV.Set(ctx, env.Site, key, v)
+				err = kvOf(env).Set(ctx, env.Site, key, v)
 			}
 			if err != nil {
 				panic(fmt.Errorf("%s %q: %w", HostKVSet, key, err))
 			}
-		}, []extism.ValueType{i64, i64}, nil),
-		extism.NewHostFunctionWithStack(HostKVDelete, func(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
-			env := callEnv(ctx)
-			key := readKey(p, stack[0], HostKVDelete)
-			if err := env.KV.Delete(ctx, env.Site, key); err != nil {
+		}},
+		{Name: HostKVDelete, Params: 1, Call: func(ctx context.Context, env *CallEnv, m HostMemory, stack []uint64) {
+			key := readKey(m, stack[0], HostKVDelete)
+			if err := kvOf(env).Delete(ctx, env.Site, key); err != nil {
 				panic(fmt.Errorf("%s %q: %w", HostKVDelete, key, err))
 			}
-		}, []extism.ValueType{i64}, nil),
-		extism.NewHostFunctionWithStack(HostKVCounterAdd, func(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
-			env := callEnv(ctx)
-			key := readKey(p, stack[0], HostKVCounterAdd)
-			n, err := env.KV.CounterAdd(ctx, env.Site, key, int64(stack[1]))
+		}},
+		{Name: HostKVCounterAdd, Params: 2, Results: 1, Call: func(ctx context.Context, env *CallEnv, m HostMemory, stack []uint64) {
+			key := readKey(m, stack[0], HostKVCounterAdd)
+			n, err := kvOf(env).CounterAdd(ctx, env.Site, key, int64(stack[1]))
 			if err != nil {
 				panic(fmt.Errorf("%s %q: %w", HostKVCounterAdd, key, err))
 			}
 			stack[0] = uint64(n)
-		}, []extism.ValueType{i64, i64}, []extism.ValueType{i64}),
-		extism.NewHostFunctionWithStack(HostGeo, func(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
-			env := callEnv(ctx)
+		}},
+		{Name: HostGeo, Results: 1, Call: func(_ context.Context, env *CallEnv, m HostMemory, stack []uint64) {
 			if !env.Geo.Known {
 				stack[0] = 0
 				return
 			}
 			g := env.Geo
-			stack[0] = write(p, abi.AppendGeo(nil, abi.Geo{Country: g.Country, Region: g.Region, Lat: g.Lat, Lon: g.Lon}), HostGeo)
-		}, nil, []extism.ValueType{i64}),
+			stack[0] = write(m, abi.AppendGeo(nil, abi.Geo{Country: g.Country, Region: g.Region, Lat: g.Lat, Lon: g.Lon}), HostGeo)
+		}},
 	}
-	for i := range fns {
-		fns[i].SetNamespace(userNamespace)
+}
+
+// hostFunctions adapts HostFunctions to the go-sdk. Each reads the per-call
+// *CallEnv from the context.
+func hostFunctions() []extism.HostFunction {
+	i64 := extism.ValueTypeI64
+	types := func(n int) []extism.ValueType {
+		t := make([]extism.ValueType, n)
+		for i := range t {
+			t[i] = i64
+		}
+		return t
+	}
+	var fns []extism.HostFunction
+	for _, hf := range HostFunctions() {
+		call := hf.Call
+		f := extism.NewHostFunctionWithStack(hf.Name, func(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
+			call(ctx, callEnv(ctx), sdkMemory{p}, stack)
+		}, types(hf.Params), types(hf.Results))
+		f.SetNamespace(userNamespace)
+		fns = append(fns, f)
 	}
 	return fns
 }
@@ -95,35 +130,49 @@ func callEnv(ctx context.Context) *CallEnv {
 	if !ok || env == nil {
 		panic("meridian host function called outside a Meridian call")
 	}
-	if env.KV == nil {
-		env.KV = nopKV{}
-	}
 	return env
 }
 
-// read copies the kernel block at off. The kernel answers a length of 0 for
-// an offset that is not the start of a block, so a bad pointer reads as empty.
-func read(p *extism.CurrentPlugin, off uint64, fn string) []byte {
+// kvOf returns the call's KV, or one that refuses every call.
+func kvOf(env *CallEnv) KV {
+	if env.KV == nil {
+		return nopKV{}
+	}
+	return env.KV
+}
+
+// sdkMemory is HostMemory over the go-sdk's kernel.
+type sdkMemory struct{ p *extism.CurrentPlugin }
+
+// ReadBlock implements HostMemory. The kernel answers a length of 0 for an
+// offset that is not the start of a block, so a bad pointer reads as empty.
+func (m sdkMemory) ReadBlock(off uint64) ([]byte, error) { return m.p.ReadBytes(off) }
+
+// WriteBlock implements HostMemory.
+func (m sdkMemory) WriteBlock(b []byte) (uint64, error) { return m.p.WriteBytes(b) }
+
+// read copies the kernel block at off.
+func read(m HostMemory, off uint64, fn string) []byte {
 	if off == 0 {
 		return nil
 	}
-	b, err := p.ReadBytes(off)
+	b, err := m.ReadBlock(off)
 	if err != nil {
 		panic(fmt.Errorf("%s: pointer 0x%x is not a block from alloc: %w", fn, off, err))
 	}
 	return b
 }
 
-func readKey(p *extism.CurrentPlugin, off uint64, fn string) string {
-	k := read(p, off, fn)
+func readKey(m HostMemory, off uint64, fn string) string {
+	k := read(m, off, fn)
 	if err := checkKV(string(k), nil); err != nil {
 		panic(fmt.Errorf("%s: pointer 0x%x: %w", fn, off, err))
 	}
 	return string(k)
 }
 
-func write(p *extism.CurrentPlugin, b []byte, fn string) uint64 {
-	off, err := p.WriteBytes(b)
+func write(m HostMemory, b []byte, fn string) uint64 {
+	off, err := m.WriteBlock(b)
 	if err != nil {
 		panic(fmt.Errorf("%s: cannot hand %d bytes to the plugin: %w", fn, len(b), err))
 	}

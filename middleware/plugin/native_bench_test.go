@@ -1,0 +1,124 @@
+package plugin_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
+	"github.com/meridian-edge/meridian/middleware/plugin"
+	"github.com/meridian-edge/meridian/plugins"
+	"github.com/meridian-edge/meridian/plugins/native"
+	"github.com/meridian-edge/meridian/plugins/plugintest"
+)
+
+// BenchmarkL1HitEngines is BenchmarkL1Hit on both plugin engines in one
+// run: the same L1 hit through chi, the plugin middleware and the cache,
+// with no plugin, a no-op in raw wasm (wat/continue: the host's own cost),
+// the Go no-op plugin and the Go header-injection plugin, on the go-sdk
+// and on the native engine. With -cpu 1, ns/op is the time per request on
+// one core; cpu-ns/op is the process CPU time per request (user + system,
+// all goroutines), which a busy shared machine does not inflate.
+//
+//	go test -run '^$' -bench L1HitEngines -benchmem -cpu 1 ./middleware/plugin/
+func BenchmarkL1HitEngines(b *testing.B) {
+	ctx := context.Background()
+	cont, err := plugintest.WAT(ctx, b.TempDir(), "continue")
+	if err != nil {
+		b.Fatal(err)
+	}
+	wasm["wat/continue"] = cont
+	originSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(w, "hello from the origin, a small cached object")
+	}))
+	defer originSrv.Close()
+	c, err := cache.New(cache.Options{L1Bytes: 64 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	site := c.Handler(cache.SitePolicy{SiteID: "shop"}, cachetest.Transport(b, originSrv.URL, 0))
+
+	nat, err := native.New(native.Options{CacheDir: plugintest.CacheDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nat.Close(ctx)
+	hosts := map[string]*plugins.Host{}
+	for _, eng := range []struct {
+		name string
+		e    plugins.Engine
+	}{{"sdk", engine}, {"native", nat}} {
+		h, err := plugins.NewHost(plugins.Options{Engine: eng.e, Limits: plugins.Limits{Timeout: time.Second}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close(ctx)
+		for _, name := range []string{"wat/continue", "noop", "headers"} {
+			v, err := h.Add(ctx, "shop", name, wasm[name])
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := h.Activate(ctx, "shop", name, v.Version); err != nil {
+				b.Fatal(err)
+			}
+		}
+		hosts[eng.name] = h
+	}
+	chains := map[string]*plugins.Chain{
+		"none":     nil,
+		"wat-noop": {Site: "shop", Entries: []plugins.Entry{{Plugin: "wat/continue"}}},
+		"noop":     {Site: "shop", Entries: []plugins.Entry{{Plugin: "noop"}}},
+		"headers": {Site: "shop", Entries: []plugins.Entry{{Plugin: "headers", Config: map[string]string{
+			"request": "X-Site: shop", "response": "X-Frame-Options: DENY"}}}},
+	}
+	run := func(engName, chainName string) {
+		chain := chains[chainName]
+		r := chi.NewRouter()
+		r.Use(plugin.New(plugin.Options{Host: hosts[engName], PoP: "fra1", Chain: func(*http.Request) *plugins.Chain { return chain }}))
+		r.Handle("/*", site)
+		req := httptest.NewRequest("GET", "http://shop.example/object", nil)
+		req.RemoteAddr = "192.0.2.1:1234"
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req) // fill L1, warm the instance
+		if w.Code != 200 {
+			b.Fatalf("%s: warm-up got %d", chainName, w.Code)
+		}
+		name := engName + "/" + chainName
+		if chain == nil {
+			name = chainName
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := processCPU(b)
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				r.ServeHTTP(w, req)
+				if w.Code != 200 || !strings.Contains(w.Header().Get("Cache-Status"), "; hit;") {
+					b.Fatalf("not a hit: %d %v", w.Code, w.Header())
+				}
+				if chainName == "headers" && w.Header().Get("X-Frame-Options") != "DENY" {
+					b.Fatalf("header plugin did not run: %v", w.Header())
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+	run("sdk", "none")
+	for _, e := range []string{"sdk", "native"} {
+		for _, ch := range []string{"wat-noop", "noop", "headers"} {
+			run(e, ch)
+		}
+	}
+	run("sdk", "none") // again: the machine is shared, so bracket the plugin runs
+}
