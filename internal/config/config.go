@@ -34,6 +34,19 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// TLS holds fleet-wide HTTPS settings (ACME, unknown server names).
 	TLS TLS `yaml:"tls"`
+	// Plugins chooses how site owners' wasm plugins run.
+	Plugins Plugins `yaml:"plugins"`
+}
+
+// Plugins chooses the host that runs site owners' plugins.
+type Plugins struct {
+	// Engine is native (Meridian's own Extism-ABI host on wazero, about ten
+	// times cheaper per call) or sdk (github.com/extism/go-sdk, the reference
+	// host). Default native.
+	Engine string `yaml:"engine"`
+	// SDKSites run on the go-sdk whatever Engine says, e.g. to compare a
+	// site's plugins against the reference host.
+	SDKSites []string `yaml:"sdk_sites"`
 }
 
 // TLS holds fleet-wide HTTPS settings. Certificates are per site

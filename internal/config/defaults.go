@@ -49,6 +49,7 @@ func applyDefaults(c *Config) {
 	def(&c.Log.Level, "info")
 	def(&c.Log.Format, "text")
 	def(&c.TLS.UnknownSNI, "reject")
+	def(&c.Plugins.Engine, "native")
 	def(&c.TLS.ACME.Directory, DefaultACMEDirectory)
 	if c.NATS.StreamReplicas == 0 {
 		c.NATS.StreamReplicas = 1

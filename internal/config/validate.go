@@ -52,6 +52,16 @@ func validate(c *Config) []*Error {
 	v.sites(c.Sites)
 	v.tokenHash("admin.ops_token_sha256", c.Admin.OpsTokenSHA256)
 	v.tls(c)
+	v.oneOf("plugins.engine", c.Plugins.Engine, "native", "sdk")
+	for i, name := range c.Plugins.SDKSites {
+		found := false
+		for _, s := range c.Sites {
+			found = found || s.Name == name
+		}
+		if !found {
+			v.add(fmt.Sprintf("plugins.sdk_sites[%d]", i), "no site named %q", name)
+		}
+	}
 	if c.DNS != nil {
 		v.dns(c.DNS)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/statesync"
 	pluginmw "github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
+	"github.com/meridian-edge/meridian/plugins/native"
 	"github.com/meridian-edge/meridian/plugins/rollout"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,11 +31,11 @@ type popPlugins struct {
 // startPlugins builds the plugin host and the rollout manager of one PoP and
 // returns the per-site middleware and the admin routes for uploads.
 func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, node *statesync.Node, creds gateway.Credentials, reg *prometheus.Registry, log *slog.Logger) (func(http.Handler) http.Handler, map[string]http.Handler, error) {
-	engine, err := plugins.NewSDKEngine(plugins.SDKOptions{CacheDir: filepath.Join(s.cfg.DataDir, "wazero-cache")})
+	engine, siteEngine, err := s.pluginEngines()
 	if err != nil {
 		return nil, nil, err
 	}
-	host, err := plugins.NewHost(plugins.Options{Engine: engine, KV: syncKV{node}, Registerer: reg, Logger: log})
+	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: syncKV{node}, Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("pop %s: plugins: %w", pc.ID, err)
 	}
@@ -72,6 +73,76 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	})
 	wrap := func(next http.Handler) http.Handler { return mw(pluginDirectives(next)) }
 	return wrap, map[string]http.Handler{"/admin/plugins/*": mg.Handler()}, nil
+}
+
+// pluginEngines makes the configured plugin engine and, when some sites run
+// on the go-sdk, that one too. Both share the compilation cache directory.
+// Engines are closed at shutdown, after the hosts.
+func (s *Stack) pluginEngines() (plugins.Engine, func(string) plugins.Engine, error) {
+	dir := filepath.Join(s.cfg.DataDir, "wazero-cache")
+	var sdk plugins.Engine
+	newSDK := func() (plugins.Engine, error) {
+		if sdk != nil {
+			return sdk, nil
+		}
+		e, err := plugins.NewSDKEngine(plugins.SDKOptions{CacheDir: filepath.Join(dir, "sdk")})
+		if err != nil {
+			return nil, err
+		}
+		sdk = checkedEngine{e}
+		s.closers = append(s.closers, func() error { return e.Close(context.Background()) })
+		return sdk, nil
+	}
+	var engine plugins.Engine
+	if s.cfg.Plugins.Engine == "sdk" {
+		e, err := newSDK()
+		if err != nil {
+			return nil, nil, err
+		}
+		engine = e
+	} else {
+		e, err := native.New(native.Options{CacheDir: filepath.Join(dir, "native")})
+		if err != nil {
+			return nil, nil, err
+		}
+		s.closers = append(s.closers, func() error { return e.Close(context.Background()) })
+		engine = e
+	}
+	if len(s.cfg.Plugins.SDKSites) == 0 {
+		return engine, nil, nil
+	}
+	e, err := newSDK()
+	if err != nil {
+		return nil, nil, err
+	}
+	sdkSites := map[string]bool{}
+	for _, name := range s.cfg.Plugins.SDKSites {
+		sdkSites[name] = true
+	}
+	return engine, func(site string) plugins.Engine {
+		if sdkSites[site] {
+			return e
+		}
+		return nil
+	}, nil
+}
+
+// checkedEngine guards the go-sdk against hostile module headers: wazero
+// trusts the sizes a module declares, so a tiny upload could make it
+// allocate gigabytes or panic. The native engine's structural check runs
+// first, and a panic while compiling becomes an error.
+type checkedEngine struct{ plugins.Engine }
+
+func (c checkedEngine) Compile(ctx context.Context, wasm []byte, lim plugins.Limits) (p plugins.Program, err error) {
+	if err := native.CheckBinary(wasm); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			p, err = nil, fmt.Errorf("plugin: the module could not be compiled (%v)", v)
+		}
+	}()
+	return c.Engine.Compile(ctx, wasm, lim)
 }
 
 // pluginDirectives hands a plugin's origin choice to the origin pool.

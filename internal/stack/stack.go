@@ -601,8 +601,8 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	for _, n := range s.nodes {
 		errs = append(errs, n.Close())
 	}
-	for _, c := range s.closers {
-		errs = append(errs, c())
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]()) // last made, first closed
 	}
 	for _, nc := range s.conns {
 		nc.Close()
