@@ -209,7 +209,16 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			break
 		}
 		tried[s] = true
-		out := req.Clone(ctx)
+		// The header timeout is our own timer on the attempt's context, not
+		// only the transport's ResponseHeaderTimeout: that one starts after
+		// the request is written, so a stalled write would wait forever.
+		actx, acancel := context.WithCancel(ctx)
+		var headerTimer *time.Timer
+		var timedOut atomic.Bool
+		if d := p.opts.HeaderTimeout; d > 0 {
+			headerTimer = time.AfterFunc(d, func() { timedOut.Store(true); acancel() })
+		}
+		out := req.Clone(actx)
 		out.URL.Scheme = s.URL.Scheme
 		out.URL.Host = s.URL.Host
 		if s.HostHeader != "" {
@@ -218,10 +227,20 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.RequestURI = ""
 		start := time.Now()
 		resp, err := p.transport.RoundTrip(out)
-		if err == nil {
+		if headerTimer != nil {
+			headerTimer.Stop()
+		}
+		if err == nil && !timedOut.Load() {
 			p.observe(s, start, statusClass(resp.StatusCode))
-			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: func() { acancel(); cancel() }}
 			return resp, nil
+		}
+		if err == nil { // headers raced the timer: the body's context is gone
+			resp.Body.Close()
+		}
+		acancel()
+		if timedOut.Load() {
+			err = fmt.Errorf("no response headers within %s: %w", p.opts.HeaderTimeout, context.DeadlineExceeded)
 		}
 		lastErr = err
 		p.observe(s, start, errorKind(err))
