@@ -259,22 +259,33 @@ func (t *Table) Observe(b beacon.Beacon) {
 		st.beacon, st.beaconWhy = Down, "PoP reports itself unhealthy"
 	}
 	s := t.publishLocked()
-	after := st.served()
+	l := st.forLog()
 	t.mu.Unlock()
-	t.logChange(b.PoP, before, after, st)
+	t.logChange(b.PoP, before, l)
 	t.notify(s)
+}
+
+// stateLog is what a log line says about a PoP, copied under the lock so
+// that logging happens outside it without racing the next beacon.
+type stateLog struct {
+	served                             bool
+	beacon, beaconWhy, probe, probeWhy string
+}
+
+func (st *popState) forLog() stateLog {
+	return stateLog{served: st.served(), beacon: st.beacon.String(), beaconWhy: st.beaconWhy, probe: st.probe.String(), probeWhy: st.probeWhy}
 }
 
 func (st *popState) served() bool { return st.beacon != Down && st.probe != Down }
 
-func (t *Table) logChange(id string, before, after bool, st *popState) {
-	if before == after {
+func (t *Table) logChange(id string, before bool, l stateLog) {
+	if before == l.served {
 		return
 	}
-	if after {
-		t.cfg.Logger.Info("dns: PoP back in service", "pop", id, "beacon", st.beacon.String(), "probe", st.probe.String())
+	if l.served {
+		t.cfg.Logger.Info("dns: PoP back in service", "pop", id, "beacon", l.beacon, "probe", l.probe)
 	} else {
-		t.cfg.Logger.Warn("dns: PoP out of service", "pop", id, "beacon", st.beacon.String(), "beacon_reason", st.beaconWhy, "probe", st.probe.String(), "probe_reason", st.probeWhy)
+		t.cfg.Logger.Warn("dns: PoP out of service", "pop", id, "beacon", l.beacon, "beacon_reason", l.beaconWhy, "probe", l.probe, "probe_reason", l.probeWhy)
 	}
 }
 
@@ -382,7 +393,7 @@ func (t *Table) age(now time.Time) {
 	type change struct {
 		id     string
 		before bool
-		st     *popState
+		log    stateLog
 	}
 	var changes []change
 	if !t.stale {
@@ -392,7 +403,7 @@ func (t *Table) age(now time.Time) {
 				before := p.served()
 				p.beacon, p.beaconGood = Down, 0
 				p.beaconWhy = fmt.Sprintf("no beacon for %d intervals of %s", t.cfg.MissedBeacons, t.cfg.BeaconInterval)
-				changes = append(changes, change{p.cfg.ID, before, p})
+				changes = append(changes, change{p.cfg.ID, before, p.forLog()})
 				changed = true
 			}
 		}
@@ -403,7 +414,7 @@ func (t *Table) age(now time.Time) {
 	}
 	t.mu.Unlock()
 	for _, c := range changes {
-		t.logChange(c.id, c.before, c.st.served(), c.st)
+		t.logChange(c.id, c.before, c.log)
 	}
 	if s != nil {
 		t.notify(s)
@@ -499,9 +510,9 @@ func (t *Table) recordProbe(id, url string, err error) {
 	if prev != st.probe {
 		s = t.publishLocked()
 	}
-	after := st.served()
+	l := st.forLog()
 	t.mu.Unlock()
-	t.logChange(id, before, after, st)
+	t.logChange(id, before, l)
 	if s != nil {
 		t.notify(s)
 	}
