@@ -244,6 +244,11 @@ func (p *PoP) Start(ctx context.Context) error {
 		return err
 	}
 	p.httpSrv = &http.Server{Handler: plain, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	// Plain-text HTTP/2 (h2c, prior knowledge) beside HTTP/1.1, for clients
+	// and load balancers that speak it to the edge.
+	p.httpSrv.Protocols = new(http.Protocols)
+	p.httpSrv.Protocols.SetHTTP1(true)
+	p.httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	for _, s := range []struct {
 		srv *http.Server

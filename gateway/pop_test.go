@@ -242,3 +242,22 @@ func TestAdminAndBeacons(t *testing.T) {
 		}
 	}
 }
+
+func TestH2C(t *testing.T) {
+	a := namedOrigin(t, "A")
+	p := startPoP(t, gateway.Options{Sites: []gateway.Site{{Name: "a", Hosts: []string{"a.example.test"}, Origin: pool(t, "a", a.URL, 0)}}})
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", "http://"+p.HTTPAddr()+"/", nil)
+	req.Host = "a.example.test"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" || !strings.HasPrefix(string(body), "A ") {
+		t.Fatalf("h2c: %s %q", resp.Proto, body)
+	}
+}

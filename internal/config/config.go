@@ -214,6 +214,8 @@ type Site struct {
 	Origins []Origin `yaml:"origins"`
 	// Timeouts bound each origin request.
 	Timeouts Timeouts `yaml:"timeouts"`
+	// OriginTLS configures TLS to https origins: trust, SNI, pinning, mTLS.
+	OriginTLS OriginTLS `yaml:"origin_tls"`
 	// Cache holds per-site cache options.
 	Cache SiteCache `yaml:"cache"`
 	// OwnerTokenSHA256 is the hex SHA-256 of the site owner's token, which may
@@ -261,6 +263,23 @@ type Origin struct {
 	// HostHeader, when set, replaces the client's Host on requests to this
 	// origin (for origins that serve under another name). Default: keep it.
 	HostHeader string `yaml:"host_header"`
+}
+
+// OriginTLS configures TLS towards a site's https origins.
+type OriginTLS struct {
+	// ServerName is sent as SNI and verified; default the origin URL's host.
+	ServerName string `yaml:"server_name"`
+	// CAFile is a PEM bundle trusted instead of the system roots.
+	CAFile string `yaml:"ca_file"`
+	// ClientCertFile and ClientKeyFile are presented to origins that ask (mTLS).
+	ClientCertFile string `yaml:"client_cert_file"`
+	ClientKeyFile  string `yaml:"client_key_file"`
+	// PinSHA256 are base64 SHA-256 digests of SubjectPublicKeyInfo; when set
+	// the origin's chain must contain one.
+	PinSHA256 []string `yaml:"pin_sha256"`
+	// InsecureSkipVerify accepts any certificate (pins are still checked).
+	// Only for origins on a trusted network.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // Timeouts bound one origin request.

@@ -304,6 +304,17 @@ func (v *validation) sites(sites []Site) {
 			}
 		}
 		v.tokenHash(f+".owner_token_sha256", s.OwnerTokenSHA256)
+		ot := s.OriginTLS
+		for _, pf := range []struct{ field, path string }{{"ca_file", ot.CAFile}, {"client_cert_file", ot.ClientCertFile}, {"client_key_file", ot.ClientKeyFile}} {
+			if pf.path != "" {
+				if _, err := os.Stat(pf.path); err != nil {
+					v.add(f+".origin_tls."+pf.field, "cannot read %s: %s", pf.path, errText(err))
+				}
+			}
+		}
+		if (ot.ClientCertFile == "") != (ot.ClientKeyFile == "") {
+			v.add(f+".origin_tls", "set both client_cert_file and client_key_file, or neither")
+		}
 		v.positive(f+".timeouts.connect", s.Timeouts.Connect)
 		v.positive(f+".timeouts.header", s.Timeouts.Header)
 		v.positive(f+".timeouts.total", s.Timeouts.Total)

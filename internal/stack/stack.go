@@ -8,6 +8,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
+	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/natsembed"
@@ -254,8 +256,19 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 			}
 			servers = append(servers, origin.Server{Name: o.Name, URL: u, HostHeader: o.HostHeader})
 		}
+		var tlsConf *tls.Config
+		if ot := sc.OriginTLS; ot.ServerName != "" || ot.CAFile != "" || ot.ClientCertFile != "" || len(ot.PinSHA256) > 0 || ot.InsecureSkipVerify {
+			c, err := origintls.Config(origintls.Options{
+				ServerName: ot.ServerName, CAFile: ot.CAFile, InsecureSkipVerify: ot.InsecureSkipVerify,
+				ClientCertFile: ot.ClientCertFile, ClientKeyFile: ot.ClientKeyFile, PinSHA256: ot.PinSHA256,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("site %s: origin_tls: %w", sc.Name, err)
+			}
+			tlsConf = c
+		}
 		pool, err := origin.New(origin.Options{
-			Site: sc.Name, Servers: servers,
+			Site: sc.Name, Servers: servers, TLS: tlsConf,
 			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, TotalTimeout: sc.Timeouts.Total,
 			Logger: log, Metrics: metrics,
 		})

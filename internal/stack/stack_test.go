@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -543,5 +545,44 @@ func TestCacheTiersAcrossRestartAndPoPs(t *testing.T) {
 	defer mu.Unlock()
 	if hits != 1 {
 		t.Fatalf("origin asked %d times, want once", hits)
+	}
+}
+
+// TestOriginTLS: an https origin with a private CA works once the site
+// trusts that CA, and is refused (502) without it.
+func TestOriginTLS(t *testing.T) {
+	origin := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "over TLS")
+	}))
+	defer origin.Close()
+	caFile := filepath.Join(t.TempDir(), "origin-ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: origin.Certificate().Raw}), 0o644)
+
+	for _, c := range []struct {
+		name   string
+		ca     string
+		status int
+	}{{"trusted", caFile, 200}, {"untrusted", "", 502}} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := devConfig(t, origin.URL)
+			cfg.Sites[0].OriginTLS.CAFile = c.ca
+			cfg.Sites[0].OriginTLS.ServerName = "example.com" // httptest's certificate name
+			st, err := stack.Start(context.Background(), cfg, stack.Roles{PoPs: []string{"us-east-1"}}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Shutdown(context.Background())
+			req, _ := http.NewRequest("GET", "http://"+st.PoP("us-east-1").HTTPAddr()+"/", nil)
+			req.Host = "www.example.test"
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.status || (c.status == 200 && string(body) != "over TLS") {
+				t.Fatalf("%d %q, want %d", resp.StatusCode, body, c.status)
+			}
+		})
 	}
 }
