@@ -32,7 +32,7 @@ import (
 
 // devConfig is the shipped dev stack moved to free ports, with fast beacons
 // and the demo origin run by the test.
-func devConfig(t *testing.T, originURL string) *config.Config {
+func devConfig(t testing.TB, originURL string) *config.Config {
 	t.Helper()
 	data, err := deploy.File("dev.yaml")
 	if err != nil {
