@@ -27,6 +27,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway"
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/gateway/tlsedge"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
 	"github.com/meridian-edge/meridian/internal/config"
@@ -69,6 +70,7 @@ type Stack struct {
 	// closers run last at shutdown, after the components that use them.
 	closers []func() error
 	devCA   devca.Files
+	certs   []*tlsedge.Manager
 	// geo locates clients for the PoPs' plugins (from dns.geo).
 	geo    geo.Source
 	dns    *dnsrouter.Server
@@ -633,6 +635,13 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 func (s *Stack) Reload(cfg *config.Config) error {
 	if err := s.checkReloadable(cfg); err != nil {
 		return err
+	}
+	// PEM certificates are re-read on SIGHUP too (they are also watched);
+	// a broken file is refused and the old certificate kept.
+	for _, m := range s.certs {
+		if err := m.Reload(); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
 	}
 	var dnsOpts dnsrouter.Options
 	if s.dns != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/deploy"
+	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/stack"
@@ -584,5 +585,43 @@ func TestOriginTLS(t *testing.T) {
 				t.Fatalf("%d %q, want %d", resp.StatusCode, body, c.status)
 			}
 		})
+	}
+}
+
+// TestReloadPicksUpNewPEM: SIGHUP (Reload) re-reads PEM certificates.
+func TestReloadPicksUpNewPEM(t *testing.T) {
+	origin := httptest.NewServer(demoorigin.New())
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{PoPs: []string{"us-east-1"}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+	serial := func() string {
+		c, err := tls.Dial("tcp", st.PoP("us-east-1").HTTPSAddr(), &tls.Config{ServerName: "www.example.test", InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serial()
+	ca, _ := st.DevCA()
+	fresh, err := devca.Ensure(t.TempDir(), "replacement", []string{"www.example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for src, dst := range map[string]string{fresh.Cert: ca.Cert, fresh.Key: ca.Key} {
+		b, _ := os.ReadFile(src)
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if after := serial(); after == before {
+		t.Fatalf("still serving certificate %s after reload", before)
 	}
 }

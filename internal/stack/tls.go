@@ -97,6 +97,7 @@ func (s *Stack) popTLS(ctx context.Context, pc config.PoP, nc *nats.Conn, reg pr
 		return t, fmt.Errorf("pop %s: %w", pc.ID, err)
 	}
 	t.Certs = m
+	s.certs = append(s.certs, m)
 	return t, nil
 }
 
