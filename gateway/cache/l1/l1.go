@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meridian-edge/meridian/gateway/cache/freq"
 	"hash/maphash"
 	"io"
 	"log/slog"
@@ -60,7 +61,7 @@ type Tier struct {
 	budget     int64
 	maxObject  int64
 	admitAll   bool
-	sketch     *sketch
+	sketch     *freq.Sketch
 	seed       maphash.Seed
 	live       atomic.Int64 // bytes of live entries
 	victimFreq atomic.Int64 // average frequency of evicted entries, x16
@@ -113,7 +114,7 @@ func New(opts Options) (*Tier, error) {
 	}
 	// One sketch word per expected entry, assuming 1 KiB entries (small
 	// objects dominate counts); 8 bytes per KiB of budget.
-	t.sketch = newSketch(min(max(int(budget/1024), 1024), 1<<24))
+	t.sketch = freq.New(min(max(int(budget/1024), 1024), 1<<24))
 	cfg := bigcache.Config{
 		Shards:             shards,
 		LifeWindow:         100 * 365 * 24 * time.Hour, // expiry is HTTP's job, not BigCache's

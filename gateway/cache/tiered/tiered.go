@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meridian-edge/meridian/gateway/cache/freq"
 	"io"
 	"log/slog"
 	"sync"
@@ -118,7 +119,7 @@ type Tiered struct {
 	spoolBytes   int64
 	spoolUsed    atomic.Int64
 	pending      atomic.Int64 // write-downs queued or running
-	sketch       *sketch
+	sketch       *freq.Sketch
 	log          *slog.Logger
 
 	queues []chan *job // index i-1 for tier i
@@ -220,7 +221,7 @@ func New(opts Options) (*Tiered, error) {
 		tombs: map[string]tombstone{}, now: opts.Now, retryEvery: opts.RetryEvery, skipScan: map[string]bool{},
 		tiers: opts.Tiers, stats: make([]tierStats, len(opts.Tiers)),
 		promoteAfter: uint32(opts.PromoteAfter), spoolLimit: opts.SpoolLimit, spoolBytes: opts.SpoolBytes,
-		sketch: newSketch(1 << 20), log: opts.Logger, deleted: map[string]uint64{},
+		sketch: freq.New(1 << 20), log: opts.Logger, deleted: map[string]uint64{},
 	}
 	for _, n := range opts.SkipScan {
 		t.skipScan[n] = true
@@ -308,7 +309,7 @@ func (t *Tiered) Get(ctx context.Context, key string) (*tier.Object, error) {
 // lower-tier hit is copied into the tiers above while the caller reads the
 // body; closing the body early abandons the copy.
 func (t *Tiered) GetFrom(ctx context.Context, key string) (*tier.Object, string, error) {
-	freq := t.sketch.increment(xxhash.Sum64String(key))
+	seen := t.sketch.Add(xxhash.Sum64String(key))
 	for i, tr := range t.tiers {
 		o, err := get(ctx, tr, key)
 		if err != nil {
@@ -331,7 +332,7 @@ func (t *Tiered) GetFrom(ctx context.Context, key string) (*tier.Object, string,
 			continue
 		}
 		t.stats[i].hits.Add(1)
-		if i > 0 && freq >= t.promoteAfter {
+		if i > 0 && seen >= uint64(t.promoteAfter) {
 			o = t.promote(ctx, key, o, i)
 		}
 		return o, tr.Name(), nil
