@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/stack"
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/plugins/plugintest"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
@@ -623,5 +624,62 @@ func TestReloadPicksUpNewPEM(t *testing.T) {
 	}
 	if after := serial(); after == before {
 		t.Fatalf("still serving certificate %s after reload", before)
+	}
+}
+
+// TestNATSGone: with the external NATS down, PoPs keep serving (cache and
+// origin), a purge is still applied locally and queued, and the DNS keeps
+// answering from its last view.
+func TestNATSGone(t *testing.T) {
+	nsrv := testutil.StartNATS(t)
+	origin := httptest.NewServer(demoorigin.New())
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	cfg.NATS.Embedded = nil
+	cfg.NATS.URLs = []string{nsrv.ClientURL()}
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest("GET", "http://"+st.PoP("ap-northeast-1").HTTPAddr()+path, nil)
+		req.Host = "www.example.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Cache-Status")
+	}
+	get("/")
+	nsrv.Shutdown()
+
+	if code, cs := get("/"); code != 200 || !strings.Contains(cs, "hit") {
+		t.Fatalf("cached page with NATS down: %d %s", code, cs)
+	}
+	if code, _ := get("/bytes/100"); code != 200 {
+		t.Fatalf("origin fetch with NATS down: %d", code)
+	}
+	req, _ := http.NewRequest("POST", "http://"+st.PoP("ap-northeast-1").AdminAddr()+"/admin/purge",
+		strings.NewReader(`{"site":"www","kind":"prefix","value":"http://www.example.test/"}`))
+	req.Header.Set("Authorization", "Bearer dev-www-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("purge with NATS down: %d %s", resp.StatusCode, body)
+	}
+	if _, cs := get("/"); strings.Contains(cs, "hit") {
+		t.Fatalf("purged page still a hit with NATS down: %s", cs)
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		if got := queryA(t, network, st.DNS().Addr(), "www.example.test", "203.0.113.0/24"); len(got) != 1 {
+			t.Fatalf("DNS over %s with NATS down: %v", network, got)
+		}
 	}
 }
