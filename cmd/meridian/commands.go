@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -129,11 +130,11 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	return serve(ctx, *path, stack.Roles{AllPoPs: true, DNS: true, DemoOrigin: true}, stderr, func(cfg *config.Config, st *stack.Stack) {
-		printDevBanner(stdout, cfg, st)
+		printDevBanner(stdout, *path, cfg, st)
 	})
 }
 
-func printDevBanner(w io.Writer, cfg *config.Config, st *stack.Stack) {
+func printDevBanner(w io.Writer, path string, cfg *config.Config, st *stack.Stack) {
 	fmt.Fprintf(w, "\nMeridian dev stack is up (Ctrl-C stops it).\n\n")
 	fmt.Fprintf(w, "  NATS        %s (JetStream state in %s)\n", st.NATSURL(), cfg.DataDir)
 	fmt.Fprintf(w, "  origin      http://%s (demo)\n", orDefault(cfg.Dev.Origin, config.DefaultDevOrigin))
@@ -155,29 +156,49 @@ func printDevBanner(w io.Writer, cfg *config.Config, st *stack.Stack) {
 	if d := st.DNS(); d != nil && len(cfg.DNS.Zones) > 0 && len(cfg.DNS.Zones[0].Names) > 0 && len(st.PoPIDs()) > 0 {
 		z := cfg.DNS.Zones[0]
 		name := config.FQDN(z.Names[0], z.Apex)
+		for _, n := range z.Names {
+			if fq := config.FQDN(n, z.Apex); fq != z.Apex {
+				name = fq // a host name reads better than the apex
+				break
+			}
+		}
 		host, port, _ := net.SplitHostPort(d.Addr())
-		subnet, popID := exampleSubnet(cfg)
+		subnet, nearest := exampleSubnet(cfg)
+		popID := nearest[0]
 		p := st.PoP(popID)
 		_, httpPort, _ := net.SplitHostPort(p.HTTPAddr())
 		pc := popConfig(cfg, popID)
 		fmt.Fprintf(w, "\nTry it:\n")
 		fmt.Fprintf(w, "  dig @%s -p %s %s A +subnet=%s +short\n", host, port, name, subnet)
-		fmt.Fprintf(w, "      -> %s (%s, the PoP nearest to that subnet)\n", strings.Join(pc.Addresses, " "), popID)
+		if n := min(cfg.DNS.Answers, len(nearest)); n > 1 {
+			var ips []string
+			for _, id := range nearest[:n] {
+				ips = append(ips, popConfig(cfg, id).Addresses[0])
+			}
+			fmt.Fprintf(w, "      -> %s (%s: the %d PoPs nearest to that subnet)\n", strings.Join(ips, " "), strings.Join(nearest[:n], ", "), n)
+		} else {
+			fmt.Fprintf(w, "      -> %s (%s, the PoP nearest to that subnet)\n", strings.Join(pc.Addresses, " "), popID)
+		}
 		fmt.Fprintf(w, "  curl -i --resolve %s:%s:%s http://%s:%s/\n", name, httpPort, pc.Addresses[0], name, httpPort)
 		if ca, ok := st.DevCA(); ok && p.HTTPSAddr() != "" {
 			fmt.Fprintf(w, "  %s\n", devca.CurlCommand(ca.CACert, name, portNum(p.HTTPSAddr()), pc.Addresses[0]))
 		}
 		if cfg.DNS.Metrics != "" {
-			fmt.Fprintf(w, "  go run ./cmd/meridian dns explain --subnet %s %s\n", subnet, name)
+			cfgFlag := ""
+			if path != "" {
+				cfgFlag = " --config " + path
+			}
+			fmt.Fprintf(w, "  go run ./cmd/meridian dns explain%s --subnet %s %s\n", cfgFlag, subnet, name)
 		}
 	}
 	fmt.Fprintln(w)
 }
 
 // exampleSubnet picks a geo-table block whose nearest PoP is not the first,
-// so the printed dig shows geo routing at work.
-func exampleSubnet(cfg *config.Config) (string, string) {
-	best, bestPoP := "", cfg.PoPs[0].ID
+// so the printed dig shows geo routing at work, and returns it with the PoPs
+// nearest first.
+func exampleSubnet(cfg *config.Config) (string, []string) {
+	best, bestOrder := "", []string{cfg.PoPs[0].ID}
 	for _, e := range cfg.DNS.Geo.Table {
 		if !strings.Contains(e.CIDR, ".") {
 			continue
@@ -189,22 +210,22 @@ func exampleSubnet(cfg *config.Config) (string, string) {
 		} else {
 			lat, lon = *e.Lat, *e.Lon
 		}
-		nearest, dist := "", 1e9
-		for _, p := range cfg.PoPs {
+		order := make([]string, len(cfg.PoPs))
+		dist := map[string]float64{}
+		for i, p := range cfg.PoPs {
 			plat, plon := p.Location()
-			if d := region.Distance(lat, lon, plat, plon); d < dist {
-				nearest, dist = p.ID, d
-			}
+			order[i], dist[p.ID] = p.ID, region.Distance(lat, lon, plat, plon)
 		}
-		best, bestPoP = e.CIDR, nearest
-		if nearest != cfg.PoPs[0].ID {
+		sort.SliceStable(order, func(i, j int) bool { return dist[order[i]] < dist[order[j]] })
+		best, bestOrder = e.CIDR, order
+		if order[0] != cfg.PoPs[0].ID {
 			break
 		}
 	}
 	if best == "" {
 		best = "127.0.0.0/8"
 	}
-	return best, bestPoP
+	return best, bestOrder
 }
 
 func portNum(addr string) int {
