@@ -201,8 +201,16 @@ func TestAdminAndBeacons(t *testing.T) {
 		t.Fatalf("healthz: %d %q", resp.StatusCode, body)
 	}
 	do(t, "GET", p.HTTPAddr(), "a.example.test", "/")
-	if _, body := do(t, "GET", p.AdminAddr(), "", "/metrics"); !strings.Contains(body, `meridian_http_requests_total{code="2xx",method="GET",site="a"} 1`) {
-		t.Fatalf("metrics lack the request:\n%s", body)
+	// The request is counted after its response is sent, so the client can
+	// get here first: wait for the count, boundedly.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, body := do(t, "GET", p.AdminAddr(), "", "/metrics")
+		if strings.Contains(body, `meridian_http_requests_total{code="2xx",method="GET",site="a"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack the request:\n%s", body)
+		}
 	}
 	for _, c := range []struct {
 		token string

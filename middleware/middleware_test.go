@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,11 +85,12 @@ func TestRecoverAnswers500AndLogs(t *testing.T) {
 func TestObserveMetricsAndAccessLog(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := middleware.NewRequestMetrics(reg, func(r *http.Request) string { return "www" })
-	var logs bytes.Buffer
-	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	var observed []int
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	// Observers run after the response is sent: the test waits for each.
+	observed := make(chan int, 3)
 	h := middleware.Observe(m.Observer(), middleware.AccessLog(log), func(r *http.Request, status int, n int64, _ time.Duration) {
-		observed = append(observed, status)
+		observed <- status
 	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/missing" {
 			http.NotFound(w, r)
@@ -105,6 +107,14 @@ func TestObserveMetricsAndAccessLog(t *testing.T) {
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		select {
+		case st := <-observed:
+			if want := map[string]int{"/": 200, "/missing": 404}[p]; st != want {
+				t.Errorf("%s observed with status %d, want %d", p, st, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s was never observed", p)
+		}
 	}
 	if got := testutil.ToFloat64(m.Counter("www", "GET", 200)); got != 2 {
 		t.Errorf("2xx count = %v, want 2", got)
@@ -112,10 +122,24 @@ func TestObserveMetricsAndAccessLog(t *testing.T) {
 	if got := testutil.ToFloat64(m.Counter("www", "GET", 404)); got != 1 {
 		t.Errorf("4xx count = %v, want 1", got)
 	}
-	if len(observed) != 3 || observed[2] != 404 {
-		t.Errorf("observed statuses %v", observed)
-	}
 	if !strings.Contains(logs.String(), `"status":404`) || !strings.Contains(logs.String(), `"bytes":5`) {
 		t.Errorf("access log lacks fields: %s", logs.String())
 	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
