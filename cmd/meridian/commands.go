@@ -64,14 +64,16 @@ func loadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
 
-func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+// newLogger makes the process logger, writing through buf.
+func newLogger(cfg *config.Config, buf *logBuffer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(buf, opts)
 	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(buf, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(flushingHandler{h, buf})
 }
 
 // serve runs a stack until SIGINT or SIGTERM, reloading on SIGHUP.
@@ -80,9 +82,14 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	buf := newLogBuffer(stderr)
+	log := newLogger(cfg, buf)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	logCtx, stopLog := context.WithCancel(context.Background())
+	logDone := make(chan struct{})
+	go func() { buf.run(logCtx); close(logDone) }()
+	defer func() { stopLog(); <-logDone }()
 	st, err := stack.Start(ctx, cfg, roles, log)
 	if err != nil {
 		return err
