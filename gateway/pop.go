@@ -176,9 +176,25 @@ func (p *PoP) SetSites(sites []Site) error {
 	return nil
 }
 
+// route finds the request's site once, before the middleware that needs it
+// (metrics, logs, plugins) and the dispatch, so the hot path looks the Host up
+// a single time.
+func (p *PoP) route(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := p.router.Load().lookup(r.Host)
+		if s != nil {
+			r = r.WithContext(context.WithValue(r.Context(), siteKey{}, s))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // ServeHTTP routes a request to its site: the whole proxy path of the PoP.
 func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s := p.router.Load().lookup(r.Host)
+	s, _ := r.Context().Value(siteKey{}).(*siteEntry)
+	if s == nil {
+		s = p.router.Load().lookup(r.Host) // called without route
+	}
 	if s == nil {
 		p.unknownHost.Inc()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -186,7 +202,10 @@ func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "meridian %s: no site is configured for host %q at this PoP\n", p.opts.ID, normalizeHost(r.Host))
 		return
 	}
-	s.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), siteKey{}, s.Name)))
+	if r.Context().Value(siteKey{}) == nil {
+		r = r.WithContext(context.WithValue(r.Context(), siteKey{}, s))
+	}
+	s.handler.ServeHTTP(w, r)
 }
 
 type siteKey struct{}
@@ -194,22 +213,24 @@ type siteKey struct{}
 // SiteFromContext returns the name of the site a request was routed to, for
 // the middleware that runs per site (plugins).
 func SiteFromContext(ctx context.Context) string {
-	s, _ := ctx.Value(siteKey{}).(string)
-	return s
+	if s, ok := ctx.Value(siteKey{}).(*siteEntry); ok {
+		return s.Name
+	}
+	return ""
 }
 
-func (p *PoP) siteName(r *http.Request) string {
-	if s := p.router.Load().lookup(r.Host); s != nil {
-		return s.Name
+func siteName(r *http.Request) string {
+	if s := SiteFromContext(r.Context()); s != "" {
+		return s
 	}
 	return "unknown"
 }
 
 // Handler is the PoP's public HTTP handler with its middleware chain.
 func (p *PoP) Handler() http.Handler {
-	m := middleware.NewRequestMetrics(p.registry, p.siteName)
+	m := middleware.NewRequestMetrics(p.registry, siteName)
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody)
+	r.Use(middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody, p.route)
 	r.Use(middleware.Observe(m.Observer(), middleware.AccessLog(p.log), func(_ *http.Request, status int, _ int64, d time.Duration) {
 		p.load.observe(status, d)
 	}))

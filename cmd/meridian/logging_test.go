@@ -1,35 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridian-edge/meridian/internal/config"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestLogBuffering(t *testing.T) {
-	out := &syncBuf{}
+	out := &syncBuffer{}
 	buf := newLogBuffer(out)
 	log := newLogger(&config.Config{Log: config.Log{Level: "info", Format: "text"}}, buf)
 

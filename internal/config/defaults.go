@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// Defaults, in one place. deploy/reference.yaml repeats them for readers and a
-// test keeps the two in step.
+// Defaults, in one place. deploy/reference.yaml shows them to readers (a test
+// loads it, so it stays a valid file; keep its values in step by hand).
 const (
 	DefaultDataDir         = "./.meridian"
 	DefaultNATSListen      = "127.0.0.1:4222"

@@ -96,21 +96,13 @@ func (v *validation) nats(c *Config) {
 	} else if n.Embedded != nil && n.StreamReplicas != 1 {
 		v.add("nats.stream_replicas", "the embedded server is a single node; use 1 (or nats.urls for a cluster)")
 	}
-	for _, f := range []struct{ field, path string }{{"nats.tls.ca_file", n.TLS.CAFile}, {"nats.tls.cert_file", n.TLS.CertFile}, {"nats.tls.key_file", n.TLS.KeyFile}} {
-		if f.path != "" {
-			if _, err := os.Stat(f.path); err != nil {
-				v.add(f.field, "cannot read %s: %s", f.path, errText(err))
-			}
-		}
-	}
+	v.readable("nats.tls.ca_file", n.TLS.CAFile)
+	v.readable("nats.tls.cert_file", n.TLS.CertFile)
+	v.readable("nats.tls.key_file", n.TLS.KeyFile)
 	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
 		v.add("nats.tls", "set both cert_file and key_file for a client certificate, or neither")
 	}
-	if n.Credentials != "" {
-		if _, err := os.Stat(n.Credentials); err != nil {
-			v.add("nats.credentials", "cannot read %s: %v", n.Credentials, errText(err))
-		}
-	}
+	v.readable("nats.credentials", n.Credentials)
 }
 
 // RedactURL hides a password in a URL, for messages and logs.
@@ -123,6 +115,17 @@ func RedactURL(raw string) string {
 		return raw
 	}
 	return u.Redacted()
+}
+
+// readable checks that a file the configuration names can be read now, so
+// that a typo fails at start (and in config check), not at first use.
+func (v *validation) readable(field, path string) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		v.add(field, "cannot read %s: %s", path, errText(err))
+	}
 }
 
 func errText(err error) string {
@@ -238,8 +241,8 @@ func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
 		}
 		if l3.AccessKey == "" || l3.SecretKeyFile == "" {
 			v.add(f+".cache.l3", "set access_key and secret_key_file for the S3 endpoint")
-		} else if _, err := os.Stat(l3.SecretKeyFile); err != nil {
-			v.add(f+".cache.l3.secret_key_file", "cannot read %s: %s", l3.SecretKeyFile, errText(err))
+		} else {
+			v.readable(f+".cache.l3.secret_key_file", l3.SecretKeyFile)
 		}
 	}
 	if !p.Cache.L2.Disabled && p.Cache.L2.Size < 16<<20 {
@@ -306,11 +309,7 @@ func (v *validation) sites(sites []Site) {
 		v.tokenHash(f+".owner_token_sha256", s.OwnerTokenSHA256)
 		ot := s.OriginTLS
 		for _, pf := range []struct{ field, path string }{{"ca_file", ot.CAFile}, {"client_cert_file", ot.ClientCertFile}, {"client_key_file", ot.ClientKeyFile}} {
-			if pf.path != "" {
-				if _, err := os.Stat(pf.path); err != nil {
-					v.add(f+".origin_tls."+pf.field, "cannot read %s: %s", pf.path, errText(err))
-				}
-			}
+			v.readable(f+".origin_tls."+pf.field, pf.path)
 		}
 		if (ot.ClientCertFile == "") != (ot.ClientKeyFile == "") {
 			v.add(f+".origin_tls", "set both client_cert_file and client_key_file, or neither")
@@ -346,11 +345,7 @@ func (v *validation) tls(c *Config) {
 				v.add(f, "set both cert_file and key_file")
 			}
 			for _, pf := range []struct{ field, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
-				if pf.path != "" {
-					if _, err := os.Stat(pf.path); err != nil {
-						v.add(f+"."+pf.field, "cannot read %s: %s", pf.path, errText(err))
-					}
-				}
+				v.readable(f+"."+pf.field, pf.path)
 			}
 		}
 		if t.ACME {
@@ -379,11 +374,7 @@ func (v *validation) tls(c *Config) {
 		if u, err := url.Parse(c.TLS.ACME.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
 			v.add("tls.acme.directory", "%q is not an https URL of an ACME directory", c.TLS.ACME.Directory)
 		}
-		if f := c.TLS.ACME.CAFile; f != "" {
-			if _, err := os.Stat(f); err != nil {
-				v.add("tls.acme.ca_file", "cannot read %s: %s", f, errText(err))
-			}
-		}
+		v.readable("tls.acme.ca_file", c.TLS.ACME.CAFile)
 	}
 }
 
@@ -508,11 +499,7 @@ func (v *validation) dns(d *DNS) {
 		}
 		v.latLon(f, e.Lat, e.Lon)
 	}
-	if g.MMDB != "" {
-		if _, err := os.Stat(g.MMDB); err != nil {
-			v.add("dns.geo.mmdb", "cannot read %s: %s", g.MMDB, errText(err))
-		}
-	}
+	v.readable("dns.geo.mmdb", g.MMDB)
 	h := d.Health
 	if h.BeaconInterval < 10*time.Millisecond {
 		v.add("dns.health.beacon_interval", "%s is too short; expected at least 10ms", h.BeaconInterval)

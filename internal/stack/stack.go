@@ -207,30 +207,19 @@ func (s *Stack) connect(name string) (*nats.Conn, error) {
 	if t := s.cfg.NATS.TLS; t.CertFile != "" {
 		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
 	}
-	nc, err := nats.Connect(joinURLs(urls), opts...)
+	nc, err := nats.Connect(strings.Join(urls, ","), opts...)
 	if err != nil {
 		redacted := make([]string, len(urls))
 		for i, u := range urls {
 			redacted[i] = config.RedactURL(u)
 		}
-		return nil, fmt.Errorf("nats: connect %s as %s: %w", joinURLs(redacted), name, err)
+		return nil, fmt.Errorf("nats: connect %s as %s: %w", strings.Join(redacted, ","), name, err)
 	}
 	if nc.ConnectedUrl() != "" {
 		s.log.Debug("NATS connected", "client", name, "url", nc.ConnectedUrlRedacted())
 	}
 	s.conns = append(s.conns, nc)
 	return nc, nil
-}
-
-func joinURLs(urls []string) string {
-	out := ""
-	for i, u := range urls {
-		if i > 0 {
-			out += ","
-		}
-		out += u
-	}
-	return out
 }
 
 func (s *Stack) beaconInterval() time.Duration {
@@ -480,45 +469,7 @@ func geoSource(g config.Geo) (geo.Source, error) {
 	case 1:
 		return sources[0], nil
 	}
-	return chain(sources), nil
-}
-
-// chain consults sources in order and returns the first match: the table
-// (ops' own overrides) before the MMDB.
-type chain []geo.Source
-
-func (c chain) Lookup(addr netip.Addr) geo.Match {
-	for i, s := range c {
-		if m := s.Lookup(addr); m.Found {
-			if i > 0 {
-				// A later source's block may contain a more specific block of
-				// an earlier source, so its prefix length is no safe ECS scope;
-				// fall back to the query's own source prefix.
-				m.Bits = -1
-			}
-			return m
-		}
-	}
-	return geo.Match{Bits: -1}
-}
-
-func (c chain) Name() string {
-	name := ""
-	for i, s := range c {
-		if i > 0 {
-			name += " then "
-		}
-		name += s.Name()
-	}
-	return name
-}
-
-func (c chain) Close() error {
-	var errs []error
-	for _, s := range c {
-		errs = append(errs, s.Close())
-	}
-	return errors.Join(errs...)
+	return geo.Chain(sources...), nil
 }
 
 func (s *Stack) startDNS(ctx context.Context) error {

@@ -80,6 +80,24 @@ func startDev(t *testing.T) *stack.Stack {
 	return st
 }
 
+// siteGet sends GET path with the dev site's Host to one PoP of st and
+// returns the response (body read and closed) and the body.
+func siteGet(t testing.TB, st *stack.Stack, pop, path string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+path, nil)
+	req.Host = "www.example.test"
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s at %s: %v", path, pop, err)
+	}
+	return resp, string(b)
+}
+
 // queryA asks for name A with an ECS option for subnet over net ("udp"/"tcp").
 func queryA(t *testing.T, network, server, name, subnet string) []string {
 	t.Helper()
@@ -228,17 +246,9 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Shutdown(context.Background())
-	pop := st.PoP("us-east-1")
 	get := func() string {
-		req, _ := http.NewRequest("GET", "http://"+pop.HTTPAddr()+"/", nil)
-		req.Host = "www.example.test"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		_, body := siteGet(t, st, "us-east-1", "/")
+		return body
 	}
 	if got := get(); got != "origin A" {
 		t.Fatalf("before reload: %q", got)
@@ -303,15 +313,8 @@ func TestPurgeReachesEveryPoP(t *testing.T) {
 	defer st.Shutdown(context.Background())
 
 	get := func(pop string) (string, string) {
-		req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+"/page", nil)
-		req.Host = "www.example.test"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b), resp.Header.Get("Cache-Status")
+		resp, body := siteGet(t, st, pop, "/page")
+		return body, resp.Header.Get("Cache-Status")
 	}
 	pops := st.PoPIDs()
 	first := map[string]string{}
@@ -512,16 +515,9 @@ func TestCacheTiersAcrossRestartAndPoPs(t *testing.T) {
 		return st
 	}
 	get := func(st *stack.Stack, pop string) string {
-		req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+"/big", nil)
-		req.Host = "www.example.test"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if !strings.HasPrefix(string(b), "tiered object") {
-			t.Fatalf("%s: body %.40q", pop, b)
+		resp, body := siteGet(t, st, pop, "/big")
+		if !strings.HasPrefix(body, "tiered object") {
+			t.Fatalf("%s: body %.40q", pop, body)
 		}
 		return resp.Header.Get("Cache-Status")
 	}
@@ -643,14 +639,7 @@ func TestNATSGone(t *testing.T) {
 	}
 	defer st.Shutdown(context.Background())
 	get := func(path string) (int, string) {
-		req, _ := http.NewRequest("GET", "http://"+st.PoP("ap-northeast-1").HTTPAddr()+path, nil)
-		req.Host = "www.example.test"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		resp, _ := siteGet(t, st, "ap-northeast-1", path)
 		return resp.StatusCode, resp.Header.Get("Cache-Status")
 	}
 	get("/")
