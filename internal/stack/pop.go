@@ -1,0 +1,166 @@
+package stack
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
+	"github.com/meridian-edge/meridian/internal/config"
+	"github.com/meridian-edge/meridian/internal/statesync"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// runningPoP is a PoP and what was built for it.
+type runningPoP struct {
+	*gateway.PoP
+	originMetrics *origin.Metrics
+	log           *slog.Logger
+}
+
+func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) ([]gateway.Site, error) {
+	var sites []gateway.Site
+	for _, sc := range cfg.Sites {
+		var servers []origin.Server
+		for _, o := range sc.Origins {
+			u, err := url.Parse(o.URL)
+			if err != nil {
+				return nil, fmt.Errorf("site %s: origin %s: %w", sc.Name, o.URL, err)
+			}
+			servers = append(servers, origin.Server{Name: o.Name, URL: u, HostHeader: o.HostHeader})
+		}
+		var tlsConf *tls.Config
+		if ot := sc.OriginTLS; ot.ServerName != "" || ot.CAFile != "" || ot.ClientCertFile != "" || len(ot.PinSHA256) > 0 || ot.InsecureSkipVerify {
+			c, err := origintls.Config(origintls.Options{
+				ServerName: ot.ServerName, CAFile: ot.CAFile, InsecureSkipVerify: ot.InsecureSkipVerify,
+				ClientCertFile: ot.ClientCertFile, ClientKeyFile: ot.ClientKeyFile, PinSHA256: ot.PinSHA256,
+			})
+			if err != nil {
+				return nil, fmt.Errorf("site %s: origin_tls: %w", sc.Name, err)
+			}
+			tlsConf = c
+		}
+		pool, err := origin.New(origin.Options{
+			Site: sc.Name, Servers: servers, TLS: tlsConf,
+			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, TotalTimeout: sc.Timeouts.Total,
+			Logger: log, Metrics: metrics,
+		})
+		if err != nil {
+			return nil, err
+		}
+		sites = append(sites, gateway.Site{
+			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
+			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxObject: int64(sc.Cache.MaxL1Object)},
+		})
+	}
+	return sites, nil
+}
+
+func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
+	log := s.log.With("pop", pc.ID)
+	reg := prometheus.NewRegistry()
+	metrics := origin.NewMetrics(reg)
+	sites, err := buildSites(s.cfg, metrics, log)
+	if err != nil {
+		return err
+	}
+	nc, err := s.connect("pop-" + pc.ID)
+	if err != nil {
+		return err
+	}
+	creds, err := credentials(s.cfg)
+	if err != nil {
+		return err
+	}
+	node, err := statesync.Open(ctx, statesync.Options{
+		NodeID: pc.ID, Conn: nc, DataDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "sync"),
+		Stream: "MERIDIAN_SYNC", StreamReplicas: s.cfg.NATS.StreamReplicas,
+		Logger: s.log, Registerer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("pop %s: state sync: %w", pc.ID, err)
+	}
+	s.nodes = append(s.nodes, node)
+	store, closeStore, err := s.cacheStore(pc, reg, log)
+	if err != nil {
+		return err
+	}
+	c, err := cache.New(cache.Options{
+		Store:   store,
+		L1Bytes: int64(pc.Cache.L1Size), PoPID: "meridian-" + pc.ID, Logger: log, Registerer: reg,
+		PurgeCheck: func(site, url string, keys []string, storedAt time.Time) (bool, bool) {
+			v := node.CheckPurged(site, url, keys, storedAt)
+			return v.Purged, v.Stale
+		},
+	})
+	if err != nil {
+		if closeStore != nil {
+			_ = closeStore()
+		}
+		return fmt.Errorf("pop %s: cache: %w", pc.ID, err)
+	}
+	s.caches = append(s.caches, c)
+	if closeStore != nil {
+		s.stores = append(s.stores, closeStore)
+	}
+	tls, err := s.popTLS(ctx, pc, nc, reg, log)
+	if err != nil {
+		return err
+	}
+	pluginMW, adminRoutes, err := s.startPlugins(ctx, pc, nc, node, creds, reg, log)
+	if err != nil {
+		return err
+	}
+	p, err := gateway.New(gateway.Options{
+		Plugins: pluginMW, AdminRoutes: adminRoutes,
+		TLS: tls, Cache: c, Sync: node, Credentials: creds,
+		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
+		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
+		Logger: s.log, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	s.pops[pc.ID] = &runningPoP{PoP: p, originMetrics: metrics, log: log}
+	s.order = append(s.order, pc.ID)
+	return nil
+}
+
+func credentials(cfg *config.Config) (gateway.Credentials, error) {
+	owners := map[string]string{}
+	for _, sc := range cfg.Sites {
+		owners[sc.Name] = sc.OwnerTokenSHA256
+	}
+	return gateway.NewCredentials(cfg.Admin.OpsTokenSHA256, owners)
+}
+
+// healthURL is where the DNS probes a PoP: its bound admin address when
+// this process runs it, else the configured one.
+func (s *Stack) healthURL(pc config.PoP) string {
+	addr := pc.Admin
+	if p, ok := s.pops[pc.ID]; ok {
+		addr = p.AdminAddr()
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if len(pc.Addresses) == 0 {
+			return ""
+		}
+		host = pc.Addresses[0]
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/healthz"
+}
