@@ -1,7 +1,6 @@
 package dnsrouter
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -68,7 +67,7 @@ func TestRRLSlip(t *testing.T) {
 
 func TestMetricsAndQueryLog(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	o := DevOptions()
 	o.Registerer = reg
 	o.Logger = slog.New(slog.NewTextHandler(&logBuf, nil))
@@ -104,18 +103,6 @@ func TestMetricsAndQueryLog(t *testing.T) {
 		t.Errorf("duplicate registration: %v", err)
 	}
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // Reload swaps zones, PoPs and geo source while queries keep flowing: no
 // query is lost, and new queries see the new configuration. A bad reload

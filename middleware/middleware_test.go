@@ -7,13 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/middleware"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestRequestID(t *testing.T) {
@@ -85,7 +85,7 @@ func TestRecoverAnswers500AndLogs(t *testing.T) {
 func TestObserveMetricsAndAccessLog(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := middleware.NewRequestMetrics(reg, func(r *http.Request) string { return "www" })
-	logs := &lockedBuffer{}
+	logs := &testutil.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	// Observers run after the response is sent: the test waits for each.
 	observed := make(chan int, 3)
@@ -116,30 +116,13 @@ func TestObserveMetricsAndAccessLog(t *testing.T) {
 			t.Fatalf("%s was never observed", p)
 		}
 	}
-	if got := testutil.ToFloat64(m.Counter("www", "GET", 200)); got != 2 {
+	if got := promtest.ToFloat64(m.Counter("www", "GET", 200)); got != 2 {
 		t.Errorf("2xx count = %v, want 2", got)
 	}
-	if got := testutil.ToFloat64(m.Counter("www", "GET", 404)); got != 1 {
+	if got := promtest.ToFloat64(m.Counter("www", "GET", 404)); got != 1 {
 		t.Errorf("4xx count = %v, want 1", got)
 	}
 	if !strings.Contains(logs.String(), `"status":404`) || !strings.Contains(logs.String(), `"bytes":5`) {
 		t.Errorf("access log lacks fields: %s", logs.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

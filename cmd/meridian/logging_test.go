@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/internal/config"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 func TestLogBuffering(t *testing.T) {
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	buf := newLogBuffer(out)
 	log := newLogger(&config.Config{Log: config.Log{Level: "info", Format: "text"}}, buf)
 

@@ -13,12 +13,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meridian-edge/meridian/deploy"
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/miekg/dns"
 )
 
@@ -54,24 +54,6 @@ func TestConfigCheck(t *testing.T) {
 				c.args, code, out.String(), errb.String(), c.code, c.out, c.err)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe to read while the child writes to it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // freeAddr reserves a free TCP (and, for DNS, UDP) port on host.
@@ -118,7 +100,7 @@ func TestDevCommand(t *testing.T) {
 
 	cmd := exec.Command(bin, "dev", "--config", cfgPath)
 	stdout, _ := cmd.StdoutPipe()
-	stderr := &syncBuffer{}
+	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

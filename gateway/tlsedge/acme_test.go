@@ -1,14 +1,12 @@
 package tlsedge
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -133,7 +131,7 @@ func TestTwoPoPsShareOneOrder(t *testing.T) {
 		t.Cleanup(s.Close)
 		return s
 	}
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// Pebble validates on PoP a's ports; PoP b answers nothing itself.
 	a := newPoPDeferred(t, func(httpPort, tlsPort int) Options {
@@ -266,23 +264,6 @@ func TestACMEWithoutStorageIsRefused(t *testing.T) {
 }
 
 var _ http.Handler = okHandler
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestOCSPStapling: a certificate naming an OCSP responder gets a fresh,
 // signed "good" response stapled to the handshake, fetched by the PoP from

@@ -10,30 +10,30 @@ package acmetest
 import (
 	"context"
 	"crypto"
-	"encoding/base64"
-	"encoding/pem"
-	"net/http/httptest"
-	"strings"
-	"sync/atomic"
-
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
-	"golang.org/x/crypto/ocsp"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/miekg/dns"
+	"golang.org/x/crypto/ocsp"
 )
 
 // InstallHint is what a test prints when pebble is missing.
@@ -65,7 +65,7 @@ type Pebble struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *lockedBuffer
+	out *testutil.SyncBuffer
 }
 
 // Binary finds pebble on PATH or in $HOME/.cache/meridian/bin.
@@ -147,7 +147,7 @@ func (p *Pebble) Restart() {
 		"PEBBLE_WFE_NONCEREJECT=0", // no random bad-nonce errors: tests assert on counts
 		"PEBBLE_AUTHZREUSE=0",      // every order is validated for real
 	)
-	p.out = &lockedBuffer{}
+	p.out = &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("acmetest: start %s: %v", p.bin, err)
@@ -366,22 +366,4 @@ func freeAddr(t testing.TB) string {
 	}
 	defer ln.Close()
 	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b = append(l.b, p...)
-	return len(p), nil
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return string(l.b)
 }
