@@ -54,6 +54,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/beacon"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/statesync"
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -907,16 +908,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestSuperclusterFromConfigs starts two regions of the multi-region example,
 // three servers each, from use1.conf and euw2.conf as shipped except for
 // addresses (loopback) and store directories: routes and gateways with mutual
@@ -931,8 +922,8 @@ func TestSuperclusterFromConfigs(t *testing.T) {
 	routePorts := map[string][]int{}
 	gwPorts := map[string]int{}
 	for _, r := range regions {
-		routePorts[r] = []int{freePort(t), freePort(t), freePort(t)}
-		gwPorts[r] = freePort(t) // the first server of each region is its gateway seed
+		routePorts[r] = []int{testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)}
+		gwPorts[r] = testutil.FreePort(t) // the first server of each region is its gateway seed
 	}
 	servers := map[string][]*server.Server{}
 	seen := &violations{}

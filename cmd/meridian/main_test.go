@@ -56,24 +56,6 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// freeAddr reserves a free TCP (and, for DNS, UDP) port on host.
-func freeAddr(t *testing.T, host string) string {
-	for range 20 {
-		l, err := net.Listen("tcp", host+":0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if pc, err := net.ListenPacket("udp", addr); err == nil {
-			pc.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port")
-	return ""
-}
-
 // TestDevCommand runs the real binary as a user would: `meridian dev`, reads
 // the banner, runs the printed dig and curl commands (with Go clients) and
 // stops it with Ctrl-C.
@@ -87,12 +69,12 @@ func TestDevCommand(t *testing.T) {
 	data, _ := deploy.File("dev.yaml")
 	text := string(data)
 	for _, host := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
-		text = strings.Replace(text, host+":8080", freeAddr(t, host), 1)
-		text = strings.Replace(text, host+":9090", freeAddr(t, host), 1)
-		text = strings.Replace(text, host+":8443", freeAddr(t, host), 1)
+		text = strings.Replace(text, host+":8080", testutil.FreeAddr(t, host), 1)
+		text = strings.Replace(text, host+":9090", testutil.FreeAddr(t, host), 1)
+		text = strings.Replace(text, host+":8443", testutil.FreeAddr(t, host), 1)
 	}
 	for _, a := range []string{"127.0.0.1:4222", "127.0.0.1:8081", "127.0.0.1:5353", "127.0.0.1:9153"} {
-		text = strings.ReplaceAll(text, a, freeAddr(t, "127.0.0.1"))
+		text = strings.ReplaceAll(text, a, testutil.FreeAddr(t, "127.0.0.1"))
 	}
 	text = strings.Replace(text, "data_dir: ./.meridian", "data_dir: "+filepath.Join(dir, "data"), 1)
 	cfgPath := filepath.Join(dir, "dev.yaml")

@@ -34,7 +34,7 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 	const size = 3
 	ports := make([]int, size)
 	for i := range ports {
-		ports[i] = freePort(t)
+		ports[i] = FreePort(t)
 	}
 	c := &NATSCluster{proxies: map[[2]int]*LinkProxy{}}
 	// One proxy per direction of each pair: every server needs configured
@@ -47,7 +47,7 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 			}
 		}
 	}
-	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dead := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	for i := range size {
 		var routes []*url.URL
 		for j := range size {
@@ -123,16 +123,6 @@ func (c *NATSCluster) Heal() {
 	for _, p := range c.proxies {
 		p.Heal()
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // LinkProxy forwards TCP connections on loopback to a target, can cut them

@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,7 +98,7 @@ func Start(t testing.TB, o Options) *Pebble {
 		t.Fatal(err)
 	}
 	p := &Pebble{t: t, bin: bin, dir: dir, Roots: roots, dnsAddr: startDNS(t),
-		listen: freeAddr(t), mgmt: freeAddr(t)}
+		listen: testutil.FreeAddr(t, "127.0.0.1"), mgmt: testutil.FreeAddr(t, "127.0.0.1")}
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  p.listen,
 		"managementListenAddress":        p.mgmt,
@@ -357,13 +356,4 @@ func startDNS(t testing.TB) string {
 		tcp.ShutdownContext(ctx)
 	})
 	return pc.LocalAddr().String()
-}
-
-func freeAddr(t testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return "127.0.0.1:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
