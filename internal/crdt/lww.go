@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"slices"
 	"sort"
 )
 
@@ -84,6 +85,18 @@ func (r Register) Clock() VClock {
 // causally dominates, dedupe equal clocks by the tie-break, drop versions dead
 // at horizon h, order winner first.
 func mergeRegister(a, b []Version, h int64) []Version {
+	if len(a)+len(b) == 1 { // a new key, or compaction of a single version
+		var v Version
+		if len(a) == 1 {
+			v = a[0]
+		} else {
+			v = b[0]
+		}
+		if v.dead(h) {
+			return nil
+		}
+		return []Version{v}
+	}
 	all := make([]Version, 0, len(a)+len(b))
 	all = append(all, a...)
 	all = append(all, b...)
@@ -120,7 +133,16 @@ func mergeRegister(a, b []Version, h int64) []Version {
 			out = append(out, v)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].wins(out[j]) })
+	// slices.SortFunc: sort.Slice allocates, and this runs on every merge.
+	slices.SortFunc(out, func(x, y Version) int {
+		switch {
+		case x.wins(y):
+			return -1
+		case y.wins(x):
+			return 1
+		}
+		return 0
+	})
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/fnv"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -14,31 +15,81 @@ import (
 // maxPeers bounds the per-peer anti-entropy memory.
 const maxPeers = 4096
 
+// FNV-1a, inline: hash/fnv allocates on every use, and rehash runs on every
+// merge. The results are those of hash/fnv's New32a and New64a.
+const (
+	fnv32Offset = 2166136261
+	fnv32Prime  = 16777619
+	fnv64Offset = 14695981039346656037
+	fnv64Prime  = 1099511628211
+)
+
+type fnv64 uint64
+
+func (h *fnv64) str(s string) {
+	for i := 0; i < len(s); i++ {
+		*h = (*h ^ fnv64(s[i])) * fnv64Prime
+	}
+}
+
+func (h *fnv64) bytes(b []byte) {
+	for _, c := range b {
+		*h = (*h ^ fnv64(c)) * fnv64Prime
+	}
+}
+
+func (h *fnv64) u64(v uint64) {
+	var buf [8]byte
+	binary.LittleEndian.PutUint64(buf[:], v)
+	h.bytes(buf[:])
+}
+
+// clock hashes c as the bytes of c.String() ("a:1,b:3", sorted, zero
+// entries left out) without building the string.
+func (h *fnv64) clock(c crdt.VClock) {
+	var stack [8]string
+	nodes := stack[:0]
+	for n, v := range c {
+		if v > 0 {
+			nodes = append(nodes, n)
+		}
+	}
+	slices.Sort(nodes)
+	var num [20]byte
+	for i, n := range nodes {
+		if i > 0 {
+			h.str(",")
+		}
+		h.str(n)
+		h.str(":")
+		h.bytes(strconv.AppendUint(num[:0], c[n], 10))
+	}
+}
+
 func bucketOf(key string) int {
-	h := fnv.New32a()
-	h.Write([]byte(key))
-	return int(h.Sum32() % DigestBuckets)
+	h := uint32(fnv32Offset)
+	for i := 0; i < len(key); i++ {
+		h = (h ^ uint32(key[i])) * fnv32Prime
+	}
+	return int(h % DigestBuckets)
 }
 
 // hashRegister hashes a key and its versions canonically.
 func hashRegister(key string, r crdt.Register) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(key))
-	var buf [8]byte
+	h := fnv64(fnv64Offset)
+	h.str(key)
 	for _, v := range r.Versions { // already in deterministic winner-first order
-		h.Write([]byte{0})
-		h.Write([]byte(v.Node))
-		h.Write([]byte(v.Clock.String()))
-		binary.LittleEndian.PutUint64(buf[:], uint64(v.Wall))
-		h.Write(buf[:])
-		binary.LittleEndian.PutUint64(buf[:], uint64(v.Expires))
-		h.Write(buf[:])
+		h.bytes([]byte{0})
+		h.str(v.Node)
+		h.clock(v.Clock)
+		h.u64(uint64(v.Wall))
+		h.u64(uint64(v.Expires))
 		if v.Deleted {
-			h.Write([]byte{1})
+			h.bytes([]byte{1})
 		}
-		h.Write(v.Value)
+		h.bytes(v.Value)
 	}
-	return h.Sum64()
+	return uint64(h)
 }
 
 func hashCounter(key string, c crdt.PNCounter) uint64 {
@@ -99,7 +150,7 @@ func (n *Node) antiEntropyLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.checkIsolation()
+			n.checkIsolation(ctx)
 			n.compact()
 			n.publishDigest()
 			if err := n.saveSnapshot(); err != nil {

@@ -10,6 +10,11 @@ import (
 
 func inspectSubject(node string) string { return subjectRoot + ".inspect." + node }
 
+// inspectVersion versions the JSON request/reply of the inspect subject,
+// apart from WireVersion: the CLI's format did not change with the binary
+// delta format.
+const inspectVersion = 1
+
 // inspectRequest asks a node about one key, or for its keys under a prefix.
 type inspectRequest struct {
 	V      int    `json:"v"`
@@ -32,14 +37,14 @@ const maxInspectKeys = 10000
 func (n *Node) serveInspect(m *nats.Msg) {
 	var req inspectRequest
 	var rep inspectReply
-	rep.V = WireVersion
+	rep.V = inspectVersion
 	switch err := json.Unmarshal(m.Data, &req); {
 	case len(m.Data) > 4096:
 		rep.Error = "request too large"
 	case err != nil:
 		rep.Error = "malformed request: " + err.Error()
-	case req.V != WireVersion:
-		rep.Error = fmt.Sprintf("request version %d, this node speaks %d", req.V, WireVersion)
+	case req.V != inspectVersion:
+		rep.Error = fmt.Sprintf("request version %d, this node speaks %d", req.V, inspectVersion)
 	case req.List:
 		rep.Keys = n.Keys(req.Prefix)
 		if len(rep.Keys) > maxInspectKeys {
@@ -62,7 +67,7 @@ func askNode(ctx context.Context, nc *nats.Conn, node string, req inspectRequest
 	if !validID(node) {
 		return rep, fmt.Errorf("statesync: node id %q is not valid", node)
 	}
-	req.V = WireVersion
+	req.V = inspectVersion
 	data, _ := json.Marshal(req)
 	msg, err := nc.RequestWithContext(ctx, inspectSubject(node), data)
 	if err != nil {

@@ -12,6 +12,8 @@ type metrics struct {
 	queueDepth    prometheus.Gauge
 	degraded      prometheus.Gauge
 	logSeq        prometheus.Gauge
+	gaps          prometheus.Counter
+	auditMisses   prometheus.Counter
 	propagation   prometheus.Histogram
 }
 
@@ -35,12 +37,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 while own deltas cannot be published."}),
 		logSeq: prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_sync_log_sequence",
 			Help: "Last durable-log sequence applied."}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_sync_delta_gaps_total",
+			Help: "Deltas whose sender numbering skipped, showing the fast path lost one; each starts a catch-up from the log."}),
+		auditMisses: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_sync_log_audit_misses_total",
+			Help: "Periodic log audits that found a delta this node had not applied (and replayed it)."}),
 		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_sync_propagation_seconds",
 			Help:    "Sender clock to local apply of remote deltas (includes clock skew between nodes).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.queued, m.applied, m.queueDepth, m.degraded, m.logSeq, m.propagation)
+		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.queued, m.applied, m.queueDepth, m.degraded, m.logSeq, m.gaps, m.auditMisses, m.propagation)
 	}
 	return m
 }

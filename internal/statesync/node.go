@@ -4,9 +4,11 @@
 //
 // Every write is a CRDT delta. It goes out once, as a JetStream publish on
 // meridian.sync.delta.<node>: core subscribers on that subject get it at once
-// (the fast path) and the stream stores it (the durable central log). Each
-// node follows the stream with an ordered consumer from the last sequence it
-// applied, so a node that was down or cut off replays what it missed. Every
+// (the fast path) and the stream stores it (the durable central log). A node
+// reads the log only to catch up (at start, after a reconnect, when a
+// sender's delta numbers skip, and every minute by default), from the sequence
+// after the last one it applied, so a node that was down or cut off replays
+// what it missed while a connected one receives each delta once. Every
 // AntiEntropyInterval each node publishes a digest of its state; a node that
 // sees a different digest answers with the differing buckets, which catches
 // anything core NATS dropped. While NATS is unreachable a node keeps serving
@@ -22,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"os"
@@ -56,7 +59,9 @@ type Options struct {
 	// StreamMaxAge bounds how long the log keeps deltas. Default 72h; it must
 	// be below TombstoneTTL.
 	StreamMaxAge time.Duration
-	// AntiEntropyInterval is how often a digest is published. Default 5s.
+	// AntiEntropyInterval is how often a digest is published and the log's
+	// reachability checked; every 12 intervals the node also catches up with
+	// the log. Default 5s.
 	AntiEntropyInterval time.Duration
 	// TombstoneTTL is how long deletions are remembered before compaction,
 	// and the longest a node may be away before its snapshot is discarded.
@@ -158,7 +163,7 @@ type Node struct {
 	lastSeq  uint64
 	dirty    bool // state changed since the last snapshot
 	dirtyCtr map[string]bool
-	history  map[string][]HistoryEntry
+	history  map[string][]historyEntry
 	purges   *purgeIndex
 	watchers watchers
 	purgeSeq atomic.Uint64     // makes purge ids unique within this node
@@ -170,17 +175,20 @@ type Node struct {
 	peerMu   sync.Mutex
 	peerDiff map[string]uint32 // per peer: buckets that differed in its last digest (peerMu)
 
-	logUp       atomic.Bool   // the log consumer is running
-	lastHealthy atomic.Int64  // Unix ns when the log was last reachable
-	resetLog    chan struct{} // restarts the log consumer (after a rebuild)
+	lastHealthy atomic.Int64  // Unix ns (opts.Now) when the log was last reachable
+	logEpoch    uint64        // bumped when lastSeq is reset; a catch-up of an older epoch stops moving it (mu)
+	catchUpCh   chan struct{} // asks logLoop for a catch-up (gap seen, rebuild)
+	senders     *senderSeqs   // last delta number seen per sender process: finds gaps
+	streamWarn  atomic.Value  // string: the last stream config difference warned about
 
-	subs     []*nats.Subscription
-	flushCh  chan struct{}
-	caught   chan struct{} // closed once the log replay has caught up
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closed   sync.Once
-	isClosed atomic.Bool
+	subs      []*nats.Subscription
+	flushCh   chan struct{}
+	counterCh chan struct{} // a counter changed: flush within CounterFlushInterval
+	caught    chan struct{} // closed once the log replay has caught up
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closed    sync.Once
+	isClosed  atomic.Bool
 }
 
 type snapshot struct {
@@ -190,7 +198,7 @@ type snapshot struct {
 	Counters crdt.Counters `json:"counters"`
 }
 
-// Open starts a node: it loads the local snapshot, starts following the
+// Open starts a node: it loads the local snapshot, catches up with the
 // durable log from the last applied sequence, subscribes to the fast path and
 // the anti-entropy subjects, and waits (up to ReplayTimeout or ctx) until the
 // log replay has caught up. When NATS is unreachable Open still succeeds: the
@@ -215,11 +223,11 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 		opts: opts, log: opts.Logger.With("component", "statesync", "node", opts.NodeID),
 		m: newMetrics(opts.Registerer), js: js, q: q,
 		regs: crdt.NewMap(), ctrs: crdt.Counters{}, dirtyCtr: map[string]bool{},
-		history: map[string][]HistoryEntry{}, purges: newPurgeIndex(),
+		history: map[string][]historyEntry{}, purges: newPurgeIndex(),
 		hashes: map[string]uint64{}, sums: make([]uint64, DigestBuckets), peerDiff: map[string]uint32{},
 		idPrefix: opts.NodeID + "." + strconv.FormatInt(time.Now().UnixNano(), 36) + ".",
-		seen:     newRecentIDs(8192),
-		flushCh:  make(chan struct{}, 1), caught: make(chan struct{}), resetLog: make(chan struct{}, 1),
+		seen:     newRecentIDs(65536), senders: newSenderSeqs(),
+		flushCh: make(chan struct{}, 1), counterCh: make(chan struct{}, 1), caught: make(chan struct{}), catchUpCh: make(chan struct{}, 1),
 	}
 	n.lastHealthy.Store(opts.Now().UnixNano())
 	if err := n.loadSnapshot(); err != nil {
@@ -245,7 +253,7 @@ func Open(ctx context.Context, opts Options) (*Node, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(3)
-	go n.followLog(runCtx)
+	go n.logLoop(runCtx)
 	go n.flushLoop(runCtx)
 	go n.antiEntropyLoop(runCtx)
 
@@ -390,6 +398,10 @@ func (n *Node) receive(subject string, data []byte, via string, id string) {
 	n.apply(e, via)
 	if id != "" && e.Kind == kindDelta {
 		n.seen.add(id)
+		if n.senders.note(id) && via == "core" {
+			n.m.gaps.Inc()
+			n.requestCatchUp()
+		}
 	}
 }
 
@@ -401,36 +413,47 @@ func msgID(h nats.Header) string {
 	return h.Get(jetstream.MsgIDHeader)
 }
 
-// recentIDs remembers the ids of the last deltas applied, so that the second
-// copy of each (every delta arrives by the fast path and by the log) costs no
-// decode.
+// recentIDs remembers the ids of the last deltas applied, so that a copy a
+// catch-up replays from the log costs no decode. It keeps 64-bit hashes,
+// not strings: pointer-free memory the garbage collector does not scan (50
+// nodes in one process kept 100 MB of id strings it had to), and a false
+// match (odds about 2^-64 per pair) only means a replayed copy is skipped,
+// which anti-entropy would repair.
 type recentIDs struct {
 	mu   sync.Mutex
-	ring []string
+	seed maphash.Seed
+	ring []uint64 // grows to size, then overwrites the oldest
+	size int
 	pos  int
-	set  map[string]struct{}
+	set  map[uint64]struct{}
 }
 
 func newRecentIDs(size int) *recentIDs {
-	return &recentIDs{ring: make([]string, size), set: make(map[string]struct{}, size)}
+	return &recentIDs{seed: maphash.MakeSeed(), size: size, set: map[uint64]struct{}{}}
 }
 
 func (r *recentIDs) add(id string) {
+	h := maphash.String(r.seed, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.set[id]; ok {
+	if _, ok := r.set[h]; ok {
 		return
 	}
-	delete(r.set, r.ring[r.pos])
-	r.ring[r.pos] = id
-	r.set[id] = struct{}{}
-	r.pos = (r.pos + 1) % len(r.ring)
+	if len(r.ring) < r.size {
+		r.ring = append(r.ring, h)
+	} else {
+		delete(r.set, r.ring[r.pos])
+		r.ring[r.pos] = h
+		r.pos = (r.pos + 1) % r.size
+	}
+	r.set[h] = struct{}{}
 }
 
 func (r *recentIDs) has(id string) bool {
+	h := maphash.String(r.seed, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	_, ok := r.set[id]
+	_, ok := r.set[h]
 	return ok
 }
 
@@ -446,14 +469,15 @@ func (n *Node) apply(e envelope, via string) {
 	changed := n.regs.Merge(&crdt.Map{Horizon: n.regs.Horizon, Regs: e.Regs})
 	changedCtr := n.ctrs.Merge(e.Counters)
 	reindex := len(compacted) > 0
+	var purges []PurgeRecord // decoded once, for the index and the events
 	for _, k := range changed {
 		n.record(k, e.From, via, now)
 		n.rehash(k)
 		if _, live := n.regs.Regs[k]; !live {
 			delete(n.history, k)
 			reindex = true
-		} else {
-			n.indexKey(k)
+		} else if p, ok := n.indexKey(k); ok {
+			purges = append(purges, p)
 		}
 	}
 	if reindex {
@@ -465,7 +489,7 @@ func (n *Node) apply(e envelope, via string) {
 	if len(changed)+len(changedCtr) > 0 {
 		n.dirty = true
 	}
-	events := n.eventsFor(changed)
+	events := n.eventsFor(changed, purges)
 	n.mu.Unlock()
 	n.m.applied.Add(float64(len(changed) + len(changedCtr)))
 	n.watchers.notify(events)
@@ -523,10 +547,13 @@ func (n *Node) write(ctx context.Context, d *crdt.Map, key string) error {
 func (n *Node) wrote(key string) {
 	n.mu.Lock()
 	n.record(key, n.opts.NodeID, "local", n.opts.Now())
-	n.indexKey(key)
+	var purges []PurgeRecord
+	if p, ok := n.indexKey(key); ok {
+		purges = append(purges, p)
+	}
 	n.rehash(key)
 	n.dirty = true
-	events := n.eventsFor([]string{key})
+	events := n.eventsFor([]string{key}, purges)
 	n.mu.Unlock()
 	n.watchers.notify(events)
 }
@@ -535,17 +562,26 @@ func (n *Node) wrote(key string) {
 // coalesced counter increments.
 func (n *Node) flushLoop(ctx context.Context) {
 	defer n.wg.Done()
-	tick := time.NewTicker(n.opts.CounterFlushInterval)
-	defer tick.Stop()
-	retry := time.NewTicker(250 * time.Millisecond)
-	defer retry.Stop()
+	// Timers are armed only when there is something to do: an idle node
+	// does not wake up (50 nodes in one benchmark process woke 1200 times a
+	// second with fixed tickers).
+	var counters, retry <-chan time.Time
 	for {
+		if retry == nil && n.q.len() > 0 {
+			retry = time.After(250 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-n.counterCh:
+			if counters == nil {
+				counters = time.After(n.opts.CounterFlushInterval)
+			}
+		case <-counters:
+			counters = nil
 			n.flushCounters(ctx, false)
-		case <-retry.C:
+		case <-retry:
+			retry = nil
 			n.flushQueue(ctx)
 		case <-n.flushCh:
 			n.flushQueue(ctx)
@@ -564,11 +600,19 @@ func (n *Node) flushQueue(ctx context.Context) {
 			n.m.degraded.Set(0)
 			return
 		}
-		var head struct {
-			ID string `json:"id"`
+		id, data, err := queuedDelta(data)
+		if err != nil {
+			// Not something any node would apply: publishing it would
+			// only make every receiver count a drop.
+			n.log.Error("dropping an unreadable delta from the degraded-mode queue", "err", err)
+			n.m.dropped.WithLabelValues(rejectReason(err)).Inc()
+			if err := n.q.pop(seq); err != nil {
+				n.log.Error("removing an unreadable queued delta failed", "err", err)
+				return
+			}
+			continue
 		}
-		_ = json.Unmarshal(data, &head)
-		if err := n.publishLog(ctx, head.ID, data); err != nil {
+		if err := n.publishLog(ctx, id, data); err != nil {
 			n.m.publishErrors.Inc()
 			n.log.Debug("flushing queued delta failed; will retry", "err", err)
 			return
@@ -583,6 +627,24 @@ func (n *Node) flushQueue(ctx context.Context) {
 			n.log.Info("degraded-mode queue flushed")
 		}
 	}
+}
+
+// queuedDelta returns a queued delta's id and the bytes to publish. A delta
+// queued by an older version (wire version 1, JSON) is re-encoded in the
+// current format, so writes made offline survive an upgrade.
+func queuedDelta(data []byte) (string, []byte, error) {
+	if len(data) > 0 && data[0] == '{' {
+		e, err := decodeV1(data)
+		if err != nil {
+			return "", nil, err
+		}
+		if data, err = encode(e); err != nil {
+			return "", nil, err
+		}
+		return e.ID, data, nil
+	}
+	e, err := decode(data)
+	return e.ID, data, err
 }
 
 // publishLog publishes an own delta to the log subject and waits for the
@@ -618,168 +680,9 @@ func (n *Node) flushCounters(ctx context.Context, closing bool) {
 	}
 }
 
-// followLog keeps an ordered consumer on the durable log, starting after the
-// last applied sequence; it recreates it whenever it fails (NATS restart,
-// stream recreated).
-func (n *Node) followLog(ctx context.Context) {
-	defer n.wg.Done()
-	var caughtOnce sync.Once
-	lastErr := ""
-	for ctx.Err() == nil {
-		err := n.followOnce(ctx, func() { caughtOnce.Do(func() { close(n.caught) }) })
-		if ctx.Err() != nil {
-			return
-		}
-		if msg := fmt.Sprint(err); msg != lastErr {
-			// Warn once per distinct failure (a stream config conflict
-			// needs an operator); repeats while NATS is down go to debug.
-			n.log.Warn("following the durable log failed; retrying", "err", err)
-			lastErr = msg
-		} else {
-			n.log.Debug("following the durable log failed; retrying", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func (n *Node) followOnce(ctx context.Context, caught func()) error {
-	select {
-	case <-n.resetLog: // this run starts from the reset sequence anyway
-	default:
-	}
-	sctx, cancel := context.WithTimeout(ctx, n.opts.PublishTimeout)
-	stream, err := n.js.CreateOrUpdateStream(sctx, jetstream.StreamConfig{
-		Name:        n.opts.Stream,
-		Description: "Meridian state sync: CRDT deltas (the durable central log)",
-		Subjects:    []string{deltaSubject(">")},
-		Storage:     jetstream.FileStorage,
-		Replicas:    n.opts.StreamReplicas,
-		MaxAge:      n.opts.StreamMaxAge,
-		MaxMsgSize:  MaxMessageSize,
-	})
-	if err != nil {
-		cancel()
-		return fmt.Errorf("ensure stream %s: %w", n.opts.Stream, err)
-	}
-	info, err := stream.Info(sctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("stream info: %w", err)
-	}
-	target := info.State.LastSeq
-	start := n.LastSeq() + 1
-	if info.State.FirstSeq > start {
-		// The log was trimmed (MaxAge) past what we have: anti-entropy
-		// fills the gap from the other nodes.
-		n.log.Warn("the log no longer holds every delta since our last sequence; relying on anti-entropy", "last_seq", start-1, "first_seq", info.State.FirstSeq)
-		start = info.State.FirstSeq
-	}
-	if start > target+1 {
-		// The stream is younger than our snapshot (recreated): start over.
-		n.log.Warn("the log is behind our last sequence (stream recreated?); following it from its start", "last_seq", start-1, "stream_last_seq", target)
-		start = 1
-		n.mu.Lock()
-		n.lastSeq = 0
-		n.mu.Unlock()
-	}
-	if n.LastSeq() >= target {
-		caught()
-	}
-	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{deltaSubject(">")},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    start,
-	})
-	if err != nil {
-		return fmt.Errorf("create log consumer: %w", err)
-	}
-	failed := make(chan error, 1)
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		md, err := msg.Metadata()
-		if err != nil {
-			return
-		}
-		n.receive(msg.Subject(), msg.Data(), "log", msgID(msg.Headers()))
-		n.mu.Lock()
-		if md.Sequence.Stream > n.lastSeq {
-			n.lastSeq = md.Sequence.Stream
-			n.dirty = true
-		}
-		n.mu.Unlock()
-		n.m.logSeq.Set(float64(md.Sequence.Stream))
-		if md.Sequence.Stream >= target {
-			caught()
-		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-			select {
-			case failed <- err:
-			default:
-			}
-		}
-	}))
-	if err != nil {
-		return fmt.Errorf("consume log: %w", err)
-	}
-	defer cc.Stop()
-	n.logUp.Store(true)
-	defer n.logUp.Store(false)
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-failed:
-		return err
-	case <-cc.Closed():
-		return errors.New("log consumer closed")
-	case <-n.resetLog:
-		return errors.New("replaying the log from its start after a rebuild")
-	}
-}
-
-// checkIsolation applies the rule that keeps compaction from resurrecting
-// deleted plugin KV keys: a node that could not read the log for longer than
-// TombstoneTTL may hold values whose deletions were compacted everywhere
-// else, so it drops its plugin KV and replays the log from the start (the
-// values that still exist come back from the log and by anti-entropy). Only
-// kv/ keys can be deleted; purges expire by themselves, and deployments and
-// config announcements are only ever overwritten, so they are kept.
-func (n *Node) checkIsolation() {
-	now := n.opts.Now()
-	if n.logUp.Load() && n.opts.Conn.IsConnected() {
-		n.lastHealthy.Store(now.UnixNano())
-		return
-	}
-	away := now.Sub(time.Unix(0, n.lastHealthy.Load()))
-	if away <= n.opts.TombstoneTTL {
-		return
-	}
-	n.lastHealthy.Store(now.UnixNano())
-	n.mu.Lock()
-	dropped := 0
-	for k := range n.regs.Regs {
-		if strings.HasPrefix(k, prefixKV) {
-			delete(n.regs.Regs, k)
-			delete(n.history, k)
-			n.rehash(k)
-			dropped++
-		}
-	}
-	n.lastSeq = 0
-	n.dirty = true
-	n.mu.Unlock()
-	select {
-	case n.resetLog <- struct{}{}:
-	default:
-	}
-	n.log.Error("cut off from the durable log for longer than the tombstone TTL: dropped plugin KV (its deletions may be compacted elsewhere) and replaying the log from its start",
-		"away", away, "dropped_keys", dropped)
-}
-
-// LastSeq is the last durable-log sequence applied on this node.
+// LastSeq is the durable-log sequence up to which this node has applied
+// every delta (moved forward by each catch-up with the log; deltas from the
+// fast path since then are applied but not counted here).
 func (n *Node) LastSeq() uint64 {
 	n.mu.RLock()
 	defer n.mu.RUnlock()

@@ -167,7 +167,7 @@ func (n *Node) Purges(site string) []PurgeRecord {
 	for _, s := range n.purges.sites {
 		for _, p := range s.all {
 			if site == "" || p.Site == site {
-				out = append(out, p)
+				out = append(out, *p)
 			}
 		}
 	}
@@ -328,6 +328,10 @@ func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int
 		n.rehash(k)
 		n.dirtyCtr[k] = true
 		n.dirty = true
+		select {
+		case n.counterCh <- struct{}{}:
+		default:
+		}
 	}
 	return v, nil
 }
@@ -411,7 +415,14 @@ func versionInfo(v crdt.Version) VersionInfo {
 func (n *Node) Inspect(key string) (KeyInfo, bool) {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	info := KeyInfo{Key: key, History: append([]HistoryEntry(nil), n.history[key]...)}
+	info := KeyInfo{Key: key}
+	for _, h := range n.history[key] {
+		vi := versionInfo(h.winner)
+		if len(vi.Value) > historyPreview {
+			vi.Value = vi.Value[:historyPreview] + "…"
+		}
+		info.History = append(info.History, HistoryEntry{At: h.at, From: h.from, Via: h.via, Winner: vi, Losers: h.losers})
+	}
 	if c, ok := n.ctrs[key]; ok {
 		v := c.Value()
 		info.Counter = &v
@@ -435,6 +446,16 @@ func (n *Node) Inspect(key string) (KeyInfo, bool) {
 	return info, true
 }
 
+// historyEntry is a HistoryEntry as kept: formatting (clock string, value
+// copy) waits until someone inspects the key, as it costs more than the
+// merge that records it.
+type historyEntry struct {
+	at        time.Time
+	from, via string
+	winner    crdt.Version // shares the register's clock and value, which are never changed in place
+	losers    int
+}
+
 // record appends to key's history. Callers hold n.mu.
 func (n *Node) record(key, from, via string, at time.Time) {
 	r, ok := n.regs.Get(key)
@@ -442,9 +463,8 @@ func (n *Node) record(key, from, via string, at time.Time) {
 		return
 	}
 	w, _ := r.Winner()
-	vi := versionInfo(w)
-	if len(vi.Value) > historyPreview {
-		vi.Value = vi.Value[:historyPreview] + "…"
+	if len(w.Value) > historyPreview+8 {
+		w.Value = w.Value[:historyPreview+8] // enough for the preview
 	}
 	if _, ok := n.history[key]; !ok && len(n.history) >= historyKeys {
 		for k := range n.history { // forget some other key's history
@@ -452,7 +472,7 @@ func (n *Node) record(key, from, via string, at time.Time) {
 			break
 		}
 	}
-	h := append(n.history[key], HistoryEntry{At: at, From: from, Via: via, Winner: vi, Losers: len(r.Versions) - 1})
+	h := append(n.history[key], historyEntry{at: at, from: from, via: via, winner: w, losers: len(r.Versions) - 1})
 	if len(h) > historyLen {
 		h = h[len(h)-historyLen:]
 	}
@@ -512,17 +532,19 @@ func (w *watchers) notify(evs []Event) {
 	}
 }
 
-// eventsFor builds watcher events for changed keys. Callers hold n.mu.
-func (n *Node) eventsFor(keys []string) []Event {
+// eventsFor builds watcher events for changed keys; purges holds the
+// records of the changed purge keys, which indexKey decoded already. Callers
+// hold n.mu.
+func (n *Node) eventsFor(keys []string, purges []PurgeRecord) []Event {
 	var out []Event
+	for i := range purges {
+		out = append(out, Event{Purge: &purges[i]})
+	}
 	for _, k := range keys {
 		val, ok := n.regs.Value(k)
 		switch {
 		case strings.HasPrefix(k, prefixPurge):
-			var p PurgeRecord
-			if ok && json.Unmarshal(val, &p) == nil {
-				out = append(out, Event{Purge: &p})
-			}
+			// In purges already (a purge key that is gone has no event).
 		case strings.HasPrefix(k, prefixDeploy):
 			var d Deployment
 			if ok && json.Unmarshal(val, &d) == nil {
@@ -546,11 +568,14 @@ type purgeIndex struct {
 }
 
 type sitePurges struct {
-	all      map[string]PurgeRecord
-	site     []PurgeRecord
-	urls     map[string][]PurgeRecord
-	keys     map[string][]PurgeRecord
-	prefixes map[string][]PurgeRecord
+	// One *PurgeRecord per purge, shared by the maps below: records are
+	// never changed, and pointers keep map growth (every purge on every
+	// node) cheap.
+	all      map[string]*PurgeRecord
+	site     []*PurgeRecord
+	urls     map[string][]*PurgeRecord
+	keys     map[string][]*PurgeRecord
+	prefixes map[string][]*PurgeRecord
 	// prefixLens holds the distinct prefix lengths, so that a check costs one
 	// map lookup per length instead of a scan of every prefix purge.
 	prefixLens []int
@@ -558,17 +583,18 @@ type sitePurges struct {
 
 func newPurgeIndex() *purgeIndex { return &purgeIndex{sites: map[string]*sitePurges{}} }
 
-// indexKey adds a purge key's record to the index. Callers hold n.mu.
-func (n *Node) indexKey(k string) {
+// indexKey adds a purge key's record to the index and returns it (ok is
+// false for other keys). Callers hold n.mu.
+func (n *Node) indexKey(k string) (p PurgeRecord, ok bool) {
 	if !strings.HasPrefix(k, prefixPurge) {
-		return
+		return p, false
 	}
 	val, ok := n.regs.Value(k)
-	var p PurgeRecord
 	if !ok || json.Unmarshal(val, &p) != nil {
-		return
+		return p, false
 	}
 	n.purges.add(p)
+	return p, true
 }
 
 // reindexPurges rebuilds the purge index after records were dropped.
@@ -580,11 +606,12 @@ func (n *Node) reindexPurges() {
 	}
 }
 
-func (x *purgeIndex) add(p PurgeRecord) {
+func (x *purgeIndex) add(rec PurgeRecord) {
+	p := &rec
 	s := x.sites[p.Site]
 	if s == nil {
-		s = &sitePurges{all: map[string]PurgeRecord{}, urls: map[string][]PurgeRecord{}, keys: map[string][]PurgeRecord{},
-			prefixes: map[string][]PurgeRecord{}}
+		s = &sitePurges{all: map[string]*PurgeRecord{}, urls: map[string][]*PurgeRecord{}, keys: map[string][]*PurgeRecord{},
+			prefixes: map[string][]*PurgeRecord{}}
 		x.sites[p.Site] = s
 	}
 	if _, dup := s.all[p.ID]; dup {
@@ -615,7 +642,7 @@ func (x *purgeIndex) check(site, url string, keys []string, storedAt time.Time) 
 	if s == nil {
 		return v
 	}
-	consider := func(ps []PurgeRecord) {
+	consider := func(ps []*PurgeRecord) {
 		for _, p := range ps {
 			if !p.At.After(storedAt) {
 				continue
@@ -626,7 +653,7 @@ func (x *purgeIndex) check(site, url string, keys []string, storedAt time.Time) 
 				v.Purged = true
 			}
 			if p.At.After(v.By.At) {
-				v.By = p
+				v.By = *p
 			}
 		}
 	}

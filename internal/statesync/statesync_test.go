@@ -253,23 +253,44 @@ func TestMalformedOversizedAndWrongVersionDropped(t *testing.T) {
 		}
 		return b
 	}
-	big := make([]byte, MaxMessageSize+10)
-	for i := range big {
-		big[i] = ' '
+	// withVersion encodes a one-version delta from "x" after edit changed it.
+	withVersion := func(key string, edit func(*crdt.Version)) []byte {
+		v := crdt.Version{Value: []byte("v"), Node: "x", Wall: 1, Clock: crdt.VClock{"x": 1}}
+		edit(&v)
+		b, err := encode(envelope{Kind: kindDelta, From: "x", Regs: map[string]crdt.Register{key: {Versions: []crdt.Version{v}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
 	}
+	fromX := withVersion("kv/s/k", func(*crdt.Version) {})
+	big := make([]byte, MaxMessageSize+10)
+	big[0], big[1] = WireVersion, 1
+	digest, err := encode(envelope{Kind: kindDigest, From: "x", Digest: make([]uint64, DigestBuckets-1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A header, then a register count the rest of the message cannot hold.
+	hugeCount := append([]byte{WireVersion, 1, 1, 'x', 0, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f)
 	cases := []struct {
 		name, reason string
 		data         []byte
 	}{
-		{"not json", "malformed", []byte("{nope")},
+		{"empty", "malformed", []byte{}},
+		{"truncated", "malformed", fromX[:len(fromX)-3]},
+		{"bytes after the end", "malformed", append(append([]byte(nil), fromX...), 0)},
+		{"count beyond the message", "malformed", hugeCount},
 		{"oversized", "oversized", big},
-		{"future version", "version", []byte(`{"v":2,"kind":"delta","from":"x","regs":{"kv/s/k":{"versions":[]}}}`)},
-		{"no version", "version", []byte(`{"kind":"delta","from":"x"}`)},
-		{"unknown kind", "invalid", []byte(`{"v":1,"kind":"drop-tables","from":"x"}`)},
-		{"bad key namespace", "invalid", []byte(`{"v":1,"kind":"delta","from":"x","regs":{"secret/k":{"versions":[{"vc":{"x":1},"node":"x","wall":1}]}}}`)},
-		{"version without clock", "invalid", []byte(`{"v":1,"kind":"delta","from":"x","regs":{"kv/s/k":{"versions":[{"node":"x","wall":1}]}}}`)},
-		{"wrong type", "malformed", []byte(`{"v":1,"kind":"delta","from":"x","regs":[1,2]}`)},
-		{"digest of wrong size", "invalid", []byte(`{"v":1,"kind":"digest","from":"x","digest":[1]}`)},
+		{"version 1 (JSON)", "version", []byte(`{"v":1,"kind":"delta","from":"x","regs":{"kv/s/k":{"versions":[{"vc":{"x":1},"node":"x","wall":1}]}}}`)},
+		{"future version", "version", append([]byte{WireVersion + 1}, fromX[1:]...)},
+		{"unknown kind", "invalid", append([]byte{WireVersion, 9}, fromX[2:]...)},
+		{"bad key namespace", "invalid", withVersion("secret/k", func(*crdt.Version) {})},
+		{"version without clock", "invalid", withVersion("kv/s/k", func(v *crdt.Version) { v.Clock = nil })},
+		{"writer missing from its clock", "invalid", withVersion("kv/s/k", func(v *crdt.Version) { v.Clock = crdt.VClock{"y": 3} })},
+		{"tombstone with a value", "invalid", withVersion("kv/s/k", func(v *crdt.Version) { v.Deleted = true })},
+		{"bad node id in a clock", "invalid", withVersion("kv/s/k", func(v *crdt.Version) { v.Clock["a.b"] = 1 })},
+		{"value over the limit", "oversized", withVersion("kv/s/k", func(v *crdt.Version) { v.Value = make([]byte, MaxValueSize+1) })},
+		{"digest of wrong size", "invalid", digest},
 		{"sender on another node's subject", "invalid", good("kv/s/spoofed")},
 	}
 	for _, c := range cases {

@@ -1,9 +1,12 @@
 package statesync
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/meridian-edge/meridian/internal/crdt"
@@ -12,8 +15,9 @@ import (
 // Wire format constants; PROTOCOL.md beside this file is the reference and
 // must change with them.
 const (
-	// WireVersion is the envelope version. Receivers drop other versions.
-	WireVersion = 1
+	// WireVersion is the version of the binary message format (the first
+	// byte of every message). Receivers drop other versions.
+	WireVersion = 2
 	// MaxMessageSize is the largest envelope a receiver accepts, in bytes.
 	MaxMessageSize = 512 << 10
 	// MaxKeySize is the longest key, in bytes.
@@ -34,7 +38,8 @@ const (
 	kindRepair = "repair"
 )
 
-// envelope is the one message type on every sync subject.
+// envelope is the one message type on every sync subject, in memory. The
+// JSON tags are the version 1 form, read only by decodeV1.
 type envelope struct {
 	V      int    `json:"v"`
 	Kind   string `json:"kind"`
@@ -106,40 +111,204 @@ func validKey(k string, counter bool) bool {
 	return false
 }
 
+// Kind codes on the wire (byte 1 of every message).
+var kindCodes = map[string]byte{kindDelta: 1, kindDigest: 2, kindRepair: 3}
+
+var kindNames = [...]string{1: kindDelta, 2: kindDigest, 3: kindRepair}
+
+// Version flags (one byte per version); other bits must be zero.
+const flagDeleted = 1
+
+// encode renders an envelope in the binary form of PROTOCOL.md (wire
+// version 2). JSON cost 49 decodes of ~600 bytes per purge on a 50-PoP
+// fleet; this form is about half the size and decodes without reflection.
 func encode(e envelope) ([]byte, error) {
-	e.V = WireVersion
-	b, err := json.Marshal(e)
-	if err != nil {
-		return nil, fmt.Errorf("statesync: encode %s: %w", e.Kind, err)
+	code, ok := kindCodes[e.Kind]
+	if !ok {
+		return nil, fmt.Errorf("statesync: encode: unknown kind %q", e.Kind)
+	}
+	b := make([]byte, 0, 256)
+	b = append(b, WireVersion, code)
+	b = appendString(b, e.From)
+	b = binary.AppendUvarint(b, uint64(max(e.SentMs, 0)))
+	b = appendString(b, e.ID)
+	b = binary.AppendUvarint(b, uint64(max(e.Horizon, 0)))
+	b = binary.AppendUvarint(b, uint64(len(e.Digest)))
+	for _, d := range e.Digest {
+		b = binary.LittleEndian.AppendUint64(b, d)
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.Regs)))
+	for k, r := range e.Regs {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(r.Versions)))
+		for _, v := range r.Versions {
+			var flags byte
+			if v.Deleted {
+				flags |= flagDeleted
+			}
+			b = append(b, flags)
+			b = binary.AppendUvarint(b, uint64(len(v.Value)))
+			b = append(b, v.Value...)
+			b = appendString(b, v.Node)
+			b = binary.AppendVarint(b, v.Wall)
+			b = binary.AppendVarint(b, v.Expires)
+			b = binary.AppendUvarint(b, uint64(len(v.Clock)))
+			for n, c := range v.Clock {
+				b = appendString(b, n)
+				b = binary.AppendUvarint(b, c)
+			}
+		}
+		if len(b) > MaxMessageSize {
+			break // reported below; no need to encode the rest
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.Counters)))
+	for k, c := range e.Counters {
+		b = appendString(b, k)
+		b = binary.AppendUvarint(b, uint64(len(c)))
+		for n, p := range c {
+			b = appendString(b, n)
+			b = binary.AppendUvarint(b, p.P)
+			b = binary.AppendUvarint(b, p.N)
+		}
 	}
 	if len(b) > MaxMessageSize {
-		return nil, fmt.Errorf("statesync: %s message of %d bytes exceeds the %d byte limit; write smaller values", e.Kind, len(b), MaxMessageSize)
+		return nil, fmt.Errorf("statesync: %s message of %d bytes or more exceeds the %d byte limit; write smaller values", e.Kind, len(b), MaxMessageSize)
 	}
 	return b, nil
 }
 
-// decode parses and checks an envelope. Anything it returns may be merged.
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// reader walks a binary message; the first error sticks and later reads
+// return zero values, so decode checks it once per section.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = reject("malformed", format, args...)
+	}
+}
+
+func (r *reader) u8() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.fail("truncated")
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("bad varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a repeat count; each item takes at least min bytes, so a
+// count the rest of the message cannot hold is refused before allocating.
+func (r *reader) count(min int) int {
+	c := r.uvarint()
+	if r.err == nil && c > uint64(len(r.b)/min) {
+		r.fail("count %d exceeds what %d remaining bytes can hold", c, len(r.b))
+		return 0
+	}
+	return int(c)
+}
+
+// bytes reads a length-prefixed byte string of at most limit bytes; the
+// result aliases the message.
+func (r *reader) bytes(limit int, what string) []byte {
+	l := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if l > uint64(len(r.b)) {
+		r.fail("%s of %d bytes exceeds the %d remaining", what, l, len(r.b))
+		return nil
+	}
+	if l > uint64(limit) {
+		r.err = reject("oversized", "%s of %d bytes exceeds %d", what, l, limit)
+		return nil
+	}
+	s := r.b[:l]
+	r.b = r.b[l:]
+	return s
+}
+
+// id reads a node id and checks it.
+func (r *reader) id(what string) string {
+	s := r.bytes(64, what)
+	if r.err == nil && !validID(string(s)) {
+		r.err = reject("invalid", "bad %s %q", what, s)
+	}
+	return string(s)
+}
+
+// decode parses and checks a message (any kind). Anything it returns may be
+// merged: see PROTOCOL.md for the checks.
 func decode(data []byte) (envelope, error) {
 	var e envelope
 	if len(data) > MaxMessageSize {
 		return e, reject("oversized", "%d bytes exceeds %d", len(data), MaxMessageSize)
 	}
-	// Read the version first so that a future format is reported as such,
-	// not as malformed.
-	var head struct {
-		V int `json:"v"`
+	if len(data) < 2 {
+		return e, reject("malformed", "%d bytes is shorter than any message", len(data))
 	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return e, reject("malformed", "%v", err)
+	// The version comes first so that another format (a version 1 JSON
+	// message starts with '{') is reported as such, not as malformed.
+	if data[0] != WireVersion {
+		return e, reject("version", "version %d, want %d", data[0], WireVersion)
 	}
-	if head.V != WireVersion {
-		return e, reject("version", "version %d, want %d", head.V, WireVersion)
+	if int(data[1]) >= len(kindNames) || kindNames[data[1]] == "" {
+		return e, reject("invalid", "unknown kind %d", data[1])
 	}
-	if err := json.Unmarshal(data, &e); err != nil {
-		return e, reject("malformed", "%v", err)
+	e.V, e.Kind = WireVersion, kindNames[data[1]]
+	r := &reader{b: data[2:]}
+	e.From = r.id("sender id")
+	e.SentMs = int64(min(r.uvarint(), 1<<62))
+	e.ID = string(r.bytes(200, "delta id"))
+	e.Horizon = int64(min(r.uvarint(), 1<<62))
+	if nd := r.count(8); nd > 0 {
+		e.Digest = make([]uint64, nd)
+		for i := range e.Digest {
+			if len(r.b) < 8 {
+				r.fail("truncated digest")
+				break
+			}
+			e.Digest[i] = binary.LittleEndian.Uint64(r.b)
+			r.b = r.b[8:]
+		}
 	}
-	if !validID(e.From) {
-		return e, reject("invalid", "bad sender id %q", e.From)
+	if r.err != nil {
+		return e, r.err
 	}
 	switch e.Kind {
 	case kindDelta, kindRepair:
@@ -147,50 +316,132 @@ func decode(data []byte) (envelope, error) {
 			return e, reject("invalid", "%s carries a digest", e.Kind)
 		}
 	case kindDigest:
-		if len(e.Digest) != DigestBuckets || len(e.Regs) != 0 || len(e.Counters) != 0 {
-			return e, reject("invalid", "digest with %d buckets (want %d) or with data", len(e.Digest), DigestBuckets)
+		if len(e.Digest) != DigestBuckets {
+			return e, reject("invalid", "digest with %d buckets, want %d", len(e.Digest), DigestBuckets)
 		}
-	default:
-		return e, reject("invalid", "unknown kind %q", e.Kind)
 	}
-	if e.Horizon < 0 {
-		return e, reject("invalid", "negative horizon")
-	}
-	for k, r := range e.Regs {
-		if !validKey(k, false) {
-			return e, reject("invalid", "bad key %q", k)
-		}
-		if len(r.Versions) == 0 {
-			return e, reject("invalid", "key %q without versions", k)
-		}
-		for _, v := range r.Versions {
-			if !validID(v.Node) || len(v.Clock) == 0 || v.Clock[v.Node] == 0 {
-				return e, reject("invalid", "key %q: version without writer or clock", k)
+	// Smallest register: key(2) + count(1) + version(flags, value length,
+	// node(2), wall, exp, clock count, clock entry(3)) = 12 bytes.
+	if nr := r.count(12); nr > 0 {
+		e.Regs = make(map[string]crdt.Register, nr)
+		for range nr {
+			k := string(r.bytes(MaxKeySize, "key"))
+			if r.err == nil && !validKey(k, false) {
+				return e, reject("invalid", "bad key %q", k)
 			}
-			if len(v.Value) > MaxValueSize {
-				return e, reject("oversized", "key %q: value of %d bytes exceeds %d", k, len(v.Value), MaxValueSize)
+			if _, dup := e.Regs[k]; dup && r.err == nil {
+				return e, reject("invalid", "key %q twice", k)
 			}
-			if v.Deleted && len(v.Value) != 0 {
-				return e, reject("invalid", "key %q: tombstone with a value", k)
+			nv := r.count(9)
+			if r.err == nil && nv == 0 {
+				return e, reject("invalid", "key %q without versions", k)
 			}
-			for n := range v.Clock {
-				if !validID(n) {
-					return e, reject("invalid", "key %q: bad node %q in clock", k, n)
+			vs := make([]crdt.Version, 0, nv)
+			for range nv {
+				v, err := readVersion(r, k)
+				if err != nil {
+					return e, err
 				}
+				vs = append(vs, v)
 			}
+			if r.err != nil {
+				return e, r.err
+			}
+			e.Regs[k] = crdt.Register{Versions: vs}
 		}
 	}
-	for k, c := range e.Counters {
-		if !validKey(k, true) {
-			return e, reject("invalid", "bad counter key %q", k)
-		}
-		for n := range c {
-			if !validID(n) {
-				return e, reject("invalid", "counter %q: bad node %q", k, n)
+	if nc := r.count(4); nc > 0 {
+		e.Counters = make(crdt.Counters, nc)
+		for range nc {
+			k := string(r.bytes(MaxKeySize, "counter key"))
+			if r.err == nil && !validKey(k, true) {
+				return e, reject("invalid", "bad counter key %q", k)
 			}
+			if _, dup := e.Counters[k]; dup && r.err == nil {
+				return e, reject("invalid", "counter %q twice", k)
+			}
+			nn := r.count(4)
+			c := make(crdt.PNCounter, nn)
+			for range nn {
+				n := r.id("counter node")
+				c[n] = crdt.PNPair{P: r.uvarint(), N: r.uvarint()}
+			}
+			if r.err != nil {
+				return e, r.err
+			}
+			e.Counters[k] = c
 		}
+	}
+	if r.err != nil {
+		return e, r.err
+	}
+	if len(r.b) != 0 {
+		return e, reject("malformed", "%d bytes after the end of the message", len(r.b))
+	}
+	if e.Kind == kindDigest && (len(e.Regs) != 0 || len(e.Counters) != 0) {
+		return e, reject("invalid", "digest with data")
 	}
 	return e, nil
+}
+
+func readVersion(r *reader, k string) (crdt.Version, error) {
+	var v crdt.Version
+	flags := r.u8()
+	if r.err == nil && flags&^flagDeleted != 0 {
+		return v, reject("invalid", "key %q: unknown version flags %#x", k, flags)
+	}
+	v.Deleted = flags&flagDeleted != 0
+	if val := r.bytes(MaxValueSize, "value"); len(val) > 0 {
+		v.Value = bytes.Clone(val) // kept in the state: do not pin the message
+	} else if re, ok := r.err.(*rejectError); ok {
+		re.msg = "key " + strconv.Quote(k) + ": " + re.msg // named only on failure: it costs an allocation
+	}
+	v.Node = r.id("writer")
+	v.Wall = r.varint()
+	v.Expires = r.varint()
+	nc := r.count(3)
+	if r.err != nil {
+		return v, r.err
+	}
+	v.Clock = make(crdt.VClock, nc)
+	for range nc {
+		n := r.id("clock node")
+		c := r.uvarint()
+		if r.err != nil {
+			return v, r.err
+		}
+		if _, dup := v.Clock[n]; dup {
+			return v, reject("invalid", "key %q: node %q twice in a clock", k, n)
+		}
+		v.Clock[n] = c
+	}
+	switch {
+	case v.Clock[v.Node] == 0:
+		return v, reject("invalid", "key %q: version without writer or clock", k)
+	case v.Deleted && len(v.Value) != 0:
+		return v, reject("invalid", "key %q: tombstone with a value", k)
+	}
+	return v, nil
+}
+
+// decodeV1 reads the JSON form of wire version 1. It is used only to carry
+// deltas queued on disk by an older version into the log (re-encoded as the
+// current version); version 1 messages on the network are dropped.
+func decodeV1(data []byte) (envelope, error) {
+	var e envelope
+	if err := json.Unmarshal(data, &e); err != nil {
+		return e, reject("malformed", "%v", err)
+	}
+	if e.V != 1 {
+		return e, reject("version", "version %d, want 1", e.V)
+	}
+	// Run it through the current checks.
+	e.Kind = kindDelta
+	b, err := encode(e)
+	if err != nil {
+		return e, reject("invalid", "%v", err)
+	}
+	return decode(b)
 }
 
 // checkSubject refuses a delta or digest published on another node's subject.
