@@ -43,16 +43,27 @@ type Exchange struct {
 	held  []held
 	buf   []byte
 	env   CallEnv
+	// Room for a short chain and a typical request description, so Begin
+	// allocates once.
+	heldArr [2]held
+	bufArr  [384]byte
 }
 
 type held struct {
 	v  *live
-	in Instance
+	in pooled
 }
 
 // Begin starts running chain for one request whose client is at geo.
 func (h *Host) Begin(chain *Chain, geo GeoInfo) *Exchange {
-	return &Exchange{h: h, chain: chain, geo: geo, held: make([]held, len(chain.Entries)), buf: make([]byte, 0, 512)}
+	x := &Exchange{h: h, chain: chain, geo: geo}
+	if n := len(chain.Entries); n <= len(x.heldArr) {
+		x.held = x.heldArr[:n]
+	} else {
+		x.held = make([]held, n)
+	}
+	x.buf = x.bufArr[:0]
+	return x
 }
 
 // Len is the number of entries in the chain.
@@ -100,7 +111,7 @@ func (x *Exchange) Request(ctx context.Context, i int, req *abi.Request, out *ab
 // on_request succeeded, on the same instance. ran is false when skipped.
 func (x *Exchange) Response(ctx context.Context, i int, resp *abi.Response, out *abi.Actions) (ran bool, err error) {
 	hd := x.held[i]
-	if hd.in == nil {
+	if hd.in.in == nil {
 		return false, nil
 	}
 	x.held[i] = held{}
@@ -127,7 +138,7 @@ func (x *Exchange) Response(ctx context.Context, i int, resp *abi.Response, out 
 // Close returns pinned instances. Call it once the response is written.
 func (x *Exchange) Close() {
 	for i, hd := range x.held {
-		if hd.in != nil {
+		if hd.in.in != nil {
 			x.put(hd.v, hd.in, false)
 			hd.v.releaseRef()
 			x.held[i] = held{}
@@ -135,20 +146,21 @@ func (x *Exchange) Close() {
 	}
 }
 
-func (x *Exchange) call(ctx context.Context, s *slot, v *live, e *Entry, fn string, phase abi.Phase, out *abi.Actions) (Instance, error) {
-	in, err := v.pool.get(ctx)
+func (x *Exchange) call(ctx context.Context, s *slot, v *live, e *Entry, fn string, phase abi.Phase, out *abi.Actions) (pooled, error) {
+	in, err := v.pool.get(ctx, e.Config)
 	if err != nil {
 		s.breaker.record(false)
-		return nil, x.fail(v, e, err)
+		return pooled{}, x.fail(v, e, err)
 	}
 	return x.callOn(ctx, s, v, in, e, fn, phase, out)
 }
 
 // callOn calls fn on in. On failure the instance is discarded.
-func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in Instance, e *Entry, fn string, phase abi.Phase, out *abi.Actions) (Instance, error) {
-	x.env = CallEnv{Site: x.chain.Site, Config: e.Config, KV: x.h.opts.KV, Geo: x.geo, Log: v.log}
+func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *Entry, fn string, phase abi.Phase, out *abi.Actions) (pooled, error) {
+	// The instance's own copy of the config: the one it is bound to.
+	x.env = CallEnv{Site: x.chain.Site, Config: in.cfg, KV: x.h.opts.KV, Geo: x.geo, Log: v.log}
 	start := time.Now()
-	res, err := in.Call(ctx, fn, x.buf, &x.env)
+	res, err := in.in.Call(ctx, fn, x.buf, &x.env)
 	if err == nil {
 		if derr := abi.DecodeActions(phase, res, out); derr != nil {
 			err = &CallError{Kind: KindBadOutput, Err: derr}
@@ -165,14 +177,14 @@ func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in Instance, e 
 	s.breaker.record(err == nil)
 	if err != nil {
 		x.put(v, in, true)
-		return nil, x.fail(v, e, err)
+		return pooled{}, x.fail(v, e, err)
 	}
 	return in, nil
 }
 
-func (x *Exchange) put(v *live, in Instance, broken bool) {
+func (x *Exchange) put(v *live, in pooled, broken bool) {
 	if !broken {
-		v.m.memory.Set(float64(in.MemoryBytes()))
+		v.m.memory.Set(float64(in.in.MemoryBytes()))
 	}
 	v.pool.put(in, broken)
 	live, idle := v.pool.stats()

@@ -36,6 +36,9 @@ type Options struct {
 	// for one until its context ends. Default 64.
 	MaxInstances int
 	// IdleInstances is how many warm instances a version keeps. Default 8.
+	// Each instance serves one chain-entry config for its life (see
+	// plugins/README.md); a version used with several configs shares these
+	// among them, the least recently used making room.
 	IdleInstances int
 	// WarmInstances are made when a version is activated, before it takes
 	// traffic. Default 2.

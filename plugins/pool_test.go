@@ -2,6 +2,7 @@ package plugins_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -77,5 +78,43 @@ func TestBusyPoolRespectsDeadline(t *testing.T) {
 	defer z.Close()
 	if err := z.Request(context.Background(), 0, req(), &a); err != nil {
 		t.Fatalf("after release: %v", err)
+	}
+}
+
+// TestInstanceKeepsItsConfig: the kit reads a config key from the host once
+// per instance, so an instance must only ever serve one config. Two chains
+// use the same plugin version with different configs, interleaved, with a
+// pool too small for both (one idle instance) and one large enough: every
+// request gets the header of its own chain, on both engines.
+func TestInstanceKeepsItsConfig(t *testing.T) {
+	for _, eng := range []struct {
+		name string
+		e    plugins.Engine
+	}{{"sdk", engine}, {"native", nativeEngine(t)}} {
+		for _, idle := range []int{1, 4} {
+			t.Run(fmt.Sprintf("%s/idle%d", eng.name, idle), func(t *testing.T) {
+				h, _ := newHost(t, func(o *plugins.Options) {
+					o.Engine = eng.e
+					o.MaxInstances, o.IdleInstances = 2, idle
+				})
+				deploy(t, h, "s", "h", "headers")
+				for i := range 12 {
+					site := []string{"a", "b", "c"}[i%3]
+					a, err := callOnce(h, "s", "h", map[string]string{"request": "x-site: " + site})
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := ""
+					for _, hd := range a.SetRequestHeaders {
+						if hd.Name == "x-site" {
+							got = hd.Value
+						}
+					}
+					if got != site {
+						t.Fatalf("request %d with config x-site: %s got x-site %q (%v)", i, site, got, a.SetRequestHeaders)
+					}
+				}
+			})
+		}
 	}
 }

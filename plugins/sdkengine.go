@@ -101,7 +101,8 @@ func (e *SDKEngine) Compile(ctx context.Context, wasm []byte, lim Limits) (Progr
 		RuntimeConfig: rc,
 		// Go-built plugins need WASI for their runtime; wazero's default
 		// module config gives them no preopened directory, no sockets, a
-		// fake clock and a deterministic random source.
+		// fake wall clock and a deterministic random source; Instantiate
+		// adds the virtual monotonic clock (clock.go).
 		EnableWasi: true,
 	}, e.funcs)
 	if err != nil {
@@ -125,7 +126,7 @@ func (p *sdkProgram) Close(ctx context.Context) error { return p.cp.Close(ctx) }
 func (p *sdkProgram) Instantiate(ctx context.Context) (Instance, error) {
 	mem := &memTracker{}
 	plug, err := p.cp.Instance(experimental.WithMemoryAllocator(ctx, mem), extism.PluginInstanceConfig{
-		ModuleConfig: wazero.NewModuleConfig(),
+		ModuleConfig: WithVirtualClock(wazero.NewModuleConfig()),
 	})
 	if err != nil {
 		return nil, &CallError{Kind: KindInstance, Err: fmt.Errorf("instantiate plugin: %w", err)}

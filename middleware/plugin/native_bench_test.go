@@ -22,12 +22,19 @@ import (
 // BenchmarkL1HitEngines is BenchmarkL1Hit on both plugin engines in one
 // run: the same L1 hit through chi, the plugin middleware and the cache,
 // with no plugin, a no-op in raw wasm (wat/continue: the host's own cost),
-// the Go no-op plugin and the Go header-injection plugin, on the go-sdk
-// and on the native engine. With -cpu 1, ns/op is the time per request on
-// one core; cpu-ns/op is the process CPU time per request (user + system,
-// all goroutines), which a busy shared machine does not inflate.
+// the Go no-op plugin and the header-injection plugin in Go (headers) and
+// in AssemblyScript (as-headers, same config), on the go-sdk and on the
+// native engine. With -cpu 1, ns/op is the time per request on one core;
+// cpu-ns/op is the process CPU time per request (user + system, all
+// goroutines), which a busy shared machine does not inflate. x-none is
+// cpu-ns/op over that of the no-plugin hit measured first in the same run
+// (the issue's target for headers: at most 1.11, i.e. within 10% of its
+// requests/s). Each case is warmed with 10000 requests first: a Go
+// plugin's heap grows from 3 to 7.6 MB over its first ~8000 requests, and
+// each growth copies its linear memory; that one-off cost is not what a
+// request costs.
 //
-//	go test -run '^$' -bench L1HitEngines -benchmem -cpu 1 ./middleware/plugin/
+//	go test -run '^$' -bench L1HitEngines -benchmem -cpu 1 -benchtime 5000x ./middleware/plugin/
 func BenchmarkL1HitEngines(b *testing.B) {
 	ctx := context.Background()
 	cont, err := plugintest.WAT(ctx, b.TempDir(), "continue")
@@ -63,7 +70,7 @@ func BenchmarkL1HitEngines(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer h.Close(ctx)
-		for _, name := range []string{"wat/continue", "noop", "headers"} {
+		for _, name := range []string{"wat/continue", "noop", "headers", "as-headers"} {
 			v, err := h.Add(ctx, "shop", name, wasm[name])
 			if err != nil {
 				b.Fatal(err)
@@ -80,7 +87,10 @@ func BenchmarkL1HitEngines(b *testing.B) {
 		"noop":     {Site: "shop", Entries: []plugins.Entry{{Plugin: "noop"}}},
 		"headers": {Site: "shop", Entries: []plugins.Entry{{Plugin: "headers", Config: map[string]string{
 			"request": "X-Site: shop", "response": "X-Frame-Options: DENY"}}}},
+		"as-headers": {Site: "shop", Entries: []plugins.Entry{{Plugin: "as-headers", Config: map[string]string{
+			"request": "X-Site: shop", "response": "X-Frame-Options: DENY"}}}},
 	}
+	var noneCPU float64 // cpu-ns/op of the first no-plugin run
 	run := func(engName, chainName string) {
 		chain := chains[chainName]
 		r := chi.NewRouter()
@@ -88,10 +98,12 @@ func BenchmarkL1HitEngines(b *testing.B) {
 		r.Handle("/*", site)
 		req := httptest.NewRequest("GET", "http://shop.example/object", nil)
 		req.RemoteAddr = "192.0.2.1:1234"
-		w := httptest.NewRecorder()
-		r.ServeHTTP(w, req) // fill L1, warm the instance
-		if w.Code != 200 {
-			b.Fatalf("%s: warm-up got %d", chainName, w.Code)
+		for range 10000 { // fill L1, warm the instance (see above)
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code != 200 {
+				b.Fatalf("%s: warm-up got %d", chainName, w.Code)
+			}
 		}
 		name := engName + "/" + chainName
 		if chain == nil {
@@ -106,17 +118,24 @@ func BenchmarkL1HitEngines(b *testing.B) {
 				if w.Code != 200 || !strings.Contains(w.Header().Get("Cache-Status"), "; hit;") {
 					b.Fatalf("not a hit: %d %v", w.Code, w.Header())
 				}
-				if chainName == "headers" && w.Header().Get("X-Frame-Options") != "DENY" {
+				if (chainName == "headers" || chainName == "as-headers") && w.Header().Get("X-Frame-Options") != "DENY" {
 					b.Fatalf("header plugin did not run: %v", w.Header())
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
-			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/op")
+			cpu := float64(processCPU(b)-cpu0) / float64(b.N)
+			b.ReportMetric(cpu, "cpu-ns/op")
+			if chain == nil && noneCPU == 0 && b.N >= 100 {
+				noneCPU = cpu
+			}
+			if noneCPU > 0 {
+				b.ReportMetric(cpu/noneCPU, "x-none")
+			}
 		})
 	}
 	run("sdk", "none")
 	for _, e := range []string{"sdk", "native"} {
-		for _, ch := range []string{"wat-noop", "noop", "headers"} {
+		for _, ch := range []string{"wat-noop", "noop", "headers", "as-headers"} {
 			run(e, ch)
 		}
 	}

@@ -266,6 +266,20 @@ func DecodeActions(phase Phase, out []byte, a *Actions) error {
 	if out[0] != Version {
 		return &DecodeError{0, fmt.Sprintf("version %d, want %d", out[0], Version)}
 	}
+	// The strings of a small answer (header names and values, path, ...)
+	// share one copy of it: one allocation instead of one per string. A
+	// large answer is copied per string so that a kept header does not
+	// keep a large body alive.
+	var whole string
+	if len(out) > 1 && len(out) <= sharedStringMax {
+		whole = string(out)
+	}
+	str := func(lo, hi int) string {
+		if whole != "" {
+			return whole[lo:hi]
+		}
+		return string(out[lo:hi])
+	}
 	for i := 1; i < len(out); {
 		if len(out)-i < 3 {
 			return &DecodeError{i, "truncated action header"}
@@ -278,16 +292,19 @@ func DecodeActions(phase Phase, out []byte, a *Actions) error {
 			return &DecodeError{start, fmt.Sprintf("action 0x%02x claims %d bytes, %d left", tag, n, len(out)-i)}
 		}
 		v := out[i : i+n]
+		vs := func() string { return str(i-n, i) } // v as a string
 		i += n
 		if phase == PhaseResponse && !responseAllowed(tag) {
 			return &DecodeError{start, fmt.Sprintf("action 0x%02x is not allowed in on_response", tag)}
 		}
 		switch tag {
 		case ActSetRequestHeader, ActRespondHeader, ActSetResponseHeader:
-			h, err := decodeHeader(v)
+			nl, err := checkHeader(v)
 			if err != nil {
 				return &DecodeError{start, err.Error()}
 			}
+			sv := vs()
+			h := Header{Name: sv[1 : 1+nl], Value: sv[1+nl:]}
 			switch tag {
 			case ActSetRequestHeader:
 				a.SetRequestHeaders = append(a.SetRequestHeaders, h)
@@ -301,30 +318,30 @@ func DecodeActions(phase Phase, out []byte, a *Actions) error {
 				return &DecodeError{start, fmt.Sprintf("bad header name %q", v)}
 			}
 			if tag == ActRemoveRequestHeader {
-				a.RemoveRequestHeaders = append(a.RemoveRequestHeaders, string(v))
+				a.RemoveRequestHeaders = append(a.RemoveRequestHeaders, vs())
 			} else {
-				a.RemoveResponseHeaders = append(a.RemoveResponseHeaders, string(v))
+				a.RemoveResponseHeaders = append(a.RemoveResponseHeaders, vs())
 			}
 		case ActSetPath:
 			if len(v) == 0 || v[0] != '/' || !validText(v) {
 				return &DecodeError{start, fmt.Sprintf("path %q must start with / and hold no control bytes", v)}
 			}
-			a.Path, a.RewritePath = string(v), true
+			a.Path, a.RewritePath = vs(), true
 		case ActSetQuery:
 			if !validText(v) || strings.ContainsAny(string(v), "# ") {
 				return &DecodeError{start, fmt.Sprintf("bad query %q", v)}
 			}
-			a.Query, a.RewriteQuery = string(v), true
+			a.Query, a.RewriteQuery = vs(), true
 		case ActOrigin:
 			if len(v) == 0 || !validText(v) {
 				return &DecodeError{start, "empty or invalid origin name"}
 			}
-			a.Origin = string(v)
+			a.Origin = vs()
 		case ActCacheKey:
 			if len(v) == 0 || !validText(v) {
 				return &DecodeError{start, "empty or invalid cache key"}
 			}
-			a.CacheKey = string(v)
+			a.CacheKey = vs()
 		case ActCacheTTL:
 			if n != 4 {
 				return &DecodeError{start, fmt.Sprintf("cache TTL needs 4 bytes, got %d", n)}
@@ -361,24 +378,38 @@ func responseAllowed(tag byte) bool {
 	return false
 }
 
+// sharedStringMax is the largest answer whose strings share one copy.
+const sharedStringMax = 4 << 10
+
+// decodeHeader decodes a header record.
 func decodeHeader(v []byte) (Header, error) {
+	nl, err := checkHeader(v)
+	if err != nil {
+		return Header{}, err
+	}
+	return Header{Name: string(v[1 : 1+nl]), Value: string(v[1+nl:])}, nil
+}
+
+// checkHeader checks a header record (name length, name, value) and
+// returns the name's length.
+func checkHeader(v []byte) (int, error) {
 	if len(v) < 2 {
-		return Header{}, errors.New("header record too short")
+		return 0, errors.New("header record too short")
 	}
 	nl := int(v[0])
 	if nl == 0 || 1+nl > len(v) {
-		return Header{}, fmt.Errorf("header name length %d does not fit record of %d bytes", nl, len(v))
+		return 0, fmt.Errorf("header name length %d does not fit record of %d bytes", nl, len(v))
 	}
 	name, val := v[1:1+nl], v[1+nl:]
 	if !validToken(name) {
-		return Header{}, fmt.Errorf("bad header name %q", name)
+		return 0, fmt.Errorf("bad header name %q", name)
 	}
 	for _, c := range val {
 		if (c < 0x20 && c != '\t') || c == 0x7f {
-			return Header{}, fmt.Errorf("header %s value holds control bytes", name)
+			return 0, fmt.Errorf("header %s value holds control bytes", name)
 		}
 	}
-	return Header{Name: string(name), Value: string(val)}, nil
+	return nl, nil
 }
 
 // validToken reports whether b is an RFC 9110 token (header name).

@@ -234,3 +234,21 @@ func FuzzDecodeActions(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodedActionsDoNotAliasOutput: the native engine reuses its output
+// buffer for the next call, so decoded strings must be copies.
+func TestDecodedActionsDoNotAliasOutput(t *testing.T) {
+	out := []byte{Version}
+	out = append(out, act(ActSetRequestHeader, hdr("x-a", "one"))...)
+	out = append(out, act(ActSetPath, []byte("/p"))...)
+	var a Actions
+	if err := DecodeActions(PhaseRequest, out, &a); err != nil {
+		t.Fatal(err)
+	}
+	for i := range out {
+		out[i] = 'z'
+	}
+	if len(a.SetRequestHeaders) != 1 || a.SetRequestHeaders[0] != (Header{"x-a", "one"}) || a.Path != "/p" {
+		t.Fatalf("decoded actions changed with the output buffer: %+v", a)
+	}
+}

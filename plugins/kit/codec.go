@@ -19,8 +19,14 @@
 //
 // The kit is its own module (github.com/meridian-edge/meridian/plugins/kit)
 // so the gateway's module never pulls wasm-only code. The encoding in this
-// file is portable Go and tested on the build machine; host.go talks to the
-// host and builds only for wasip1.
+// file is portable Go and tested on the build machine; host.go and
+// extism.go talk to the host and build only for wasip1.
+//
+// The kit is written for speed inside wasm, where every host call and every
+// allocation is expensive: it reads the request with few host calls and one
+// buffer, hands out strings that are views of that buffer (never written
+// again), and asks the host for each config key once per instance (an
+// instance's config never changes).
 package kit
 
 import (
@@ -87,19 +93,29 @@ type Geo struct {
 type Actions struct {
 	buf []byte
 	err error
+	// small holds the encoding of a typical action list, so building one
+	// costs a single allocation (the Actions) instead of several slice
+	// growths: allocation is most of a small Go plugin's time in wasm.
+	small [actionsInline]byte
 }
 
+const actionsInline = 240
+
 // NewActions returns an empty action list (used by tests; handlers get one).
-func NewActions() *Actions { return &Actions{buf: []byte{ContractVersion}} }
+func NewActions() *Actions {
+	a := &Actions{}
+	a.init()
+	return a
+}
+
+func (a *Actions) init() { a.buf = append(a.small[:0], ContractVersion) }
 
 // Bytes returns the encoded action list, or the first encoding error.
 func (a *Actions) Bytes() ([]byte, error) { return a.buf, a.err }
 
-func (a *Actions) add(tag byte, v ...string) {
-	n := 0
-	for _, s := range v {
-		n += len(s)
-	}
+// record appends one action: tag, u16 length, then prefix (0..8 bytes) and v.
+func (a *Actions) record(tag byte, prefix []byte, v string) {
+	n := len(prefix) + len(v)
 	if n > 0xFFFF {
 		if a.err == nil {
 			a.err = fmt.Errorf("kit: action 0x%02x value of %d bytes is over 65535", tag, n)
@@ -107,10 +123,11 @@ func (a *Actions) add(tag byte, v ...string) {
 		return
 	}
 	a.buf = append(a.buf, tag, byte(n), byte(n>>8))
-	for _, s := range v {
-		a.buf = append(a.buf, s...)
-	}
+	a.buf = append(a.buf, prefix...)
+	a.buf = append(a.buf, v...)
 }
+
+func (a *Actions) add(tag byte, v string) { a.record(tag, nil, v) }
 
 func (a *Actions) header(tag byte, name, value string) {
 	if len(name) == 0 || len(name) > 255 {
@@ -119,7 +136,16 @@ func (a *Actions) header(tag byte, name, value string) {
 		}
 		return
 	}
-	a.add(tag, string([]byte{byte(len(name))}), name, value)
+	n := 1 + len(name) + len(value)
+	if n > 0xFFFF {
+		if a.err == nil {
+			a.err = fmt.Errorf("kit: action 0x%02x value of %d bytes is over 65535", tag, n)
+		}
+		return
+	}
+	a.buf = append(a.buf, tag, byte(n), byte(n>>8), byte(len(name)))
+	a.buf = append(a.buf, name...)
+	a.buf = append(a.buf, value...)
 }
 
 // SetRequestHeader sets a request header sent on to the cache and origin.
@@ -142,15 +168,19 @@ func (a *Actions) CacheKey(key string) { a.add(0x06, key) }
 
 // CacheTTL sets how long the response may be cached, in seconds.
 func (a *Actions) CacheTTL(seconds uint32) {
-	a.add(0x07, string(binary.LittleEndian.AppendUint32(nil, seconds)))
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], seconds)
+	a.record(0x07, b[:], "")
 }
 
 // NoStore forbids caching the response.
-func (a *Actions) NoStore() { a.add(0x08) }
+func (a *Actions) NoStore() { a.add(0x08, "") }
 
 // Respond answers the request directly with status; the chain stops.
 func (a *Actions) Respond(status int) {
-	a.add(0x09, string(binary.LittleEndian.AppendUint16(nil, uint16(status))))
+	var b [2]byte
+	binary.LittleEndian.PutUint16(b[:], uint16(status))
+	a.record(0x09, b[:], "")
 }
 
 // RespondHeader adds a header to a direct answer.
@@ -174,22 +204,43 @@ func (a *Actions) RemoveResponseHeader(name string) { a.add(0x0D, name) }
 
 var errInput = errors.New("kit: input is not a Meridian v1 description; is the host speaking another contract version?")
 
-// DecodeRequest parses on_request input.
+// DecodeRequest parses on_request input. The result does not alias b.
 func DecodeRequest(b []byte) (*Request, error) {
-	if len(b) < 2 || b[0] != ContractVersion || b[1] != 1 {
-		return nil, errInput
-	}
 	r := &Request{}
-	err := walk(b[2:], func(tag byte, v []byte) error {
+	if err := decodeRequestInto(r, string(b)); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// decodeRequestInto parses on_request input held in s into r. Every string
+// in the result is a substring of s, so decoding allocates only the header
+// slice, when there are headers: allocation is much of a small Go plugin's
+// time in wasm.
+func decodeRequestInto(r *Request, s string) error {
+	if len(s) < 2 || s[0] != ContractVersion || s[1] != 1 {
+		return errInput
+	}
+	s = s[2:]
+	nh, err := count(s, 0x05)
+	if err != nil {
+		return err
+	}
+	if nh > 0 {
+		r.Headers = make([]Header, 0, nh)
+	}
+	for i := 0; i < len(s); {
+		tag, v, next := field(s, i)
+		i = next
 		switch tag {
 		case 0x01:
-			r.Method = string(v)
+			r.Method = v
 		case 0x02:
-			r.Path = string(v)
+			r.Path = v
 		case 0x03:
-			r.Query = string(v)
+			r.Query = v
 		case 0x04:
-			r.Host = string(v)
+			r.Host = v
 		case 0x05:
 			h, err := decodeHeader(v)
 			if err != nil {
@@ -197,36 +248,53 @@ func DecodeRequest(b []byte) (*Request, error) {
 			}
 			r.Headers = append(r.Headers, h)
 		case 0x06:
-			r.ClientIP = string(v)
+			r.ClientIP = v
 		case 0x07:
-			r.Country = string(v)
+			r.Country = v
 		case 0x08:
-			r.Region = string(v)
+			r.Region = v
 		case 0x09:
-			r.PoP = string(v)
+			r.PoP = v
 		case 0x0A:
-			r.PoPRegion = string(v)
+			r.PoPRegion = v
 		case 0x0B:
 			if len(v) == 8 {
-				r.TimeUnixMs = int64(binary.LittleEndian.Uint64(v))
+				r.TimeUnixMs = int64(le64(v))
 			}
 		}
-		return nil // unknown tags are skipped: newer hosts may add fields
-	})
-	return r, err
+		// Unknown tags are skipped: newer hosts may add fields.
+	}
+	return nil
 }
 
-// DecodeResponse parses on_response input.
+// DecodeResponse parses on_response input. The result does not alias b.
 func DecodeResponse(b []byte) (*Response, error) {
-	if len(b) < 2 || b[0] != ContractVersion || b[1] != 2 {
-		return nil, errInput
-	}
 	r := &Response{}
-	err := walk(b[2:], func(tag byte, v []byte) error {
+	if err := decodeResponseInto(r, string(b)); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func decodeResponseInto(r *Response, s string) error {
+	if len(s) < 2 || s[0] != ContractVersion || s[1] != 2 {
+		return errInput
+	}
+	s = s[2:]
+	nh, err := count(s, 0x11)
+	if err != nil {
+		return err
+	}
+	if nh > 0 {
+		r.Headers = make([]Header, 0, nh)
+	}
+	for i := 0; i < len(s); {
+		tag, v, next := field(s, i)
+		i = next
 		switch tag {
 		case 0x10:
 			if len(v) == 2 {
-				r.Status = int(binary.LittleEndian.Uint16(v))
+				r.Status = int(v[0]) | int(v[1])<<8
 			}
 		case 0x11:
 			h, err := decodeHeader(v)
@@ -236,60 +304,81 @@ func DecodeResponse(b []byte) (*Response, error) {
 			r.Headers = append(r.Headers, h)
 		case 0x0B:
 			if len(v) == 8 {
-				r.TimeUnixMs = int64(binary.LittleEndian.Uint64(v))
+				r.TimeUnixMs = int64(le64(v))
 			}
 		}
-		return nil
-	})
-	return r, err
+	}
+	return nil
 }
 
 // DecodeGeo parses the meridian_geo answer.
 func DecodeGeo(b []byte) (Geo, error) {
 	var g Geo
-	err := walk(b, func(tag byte, v []byte) error {
+	s := string(b)
+	if _, err := count(s, 0); err != nil {
+		return g, err
+	}
+	for i := 0; i < len(s); {
+		tag, v, next := field(s, i)
+		i = next
 		switch tag {
 		case 0x07:
-			g.Country = string(v)
+			g.Country = v
 		case 0x08:
-			g.Region = string(v)
+			g.Region = v
 		case 0x20, 0x21:
 			if len(v) != 8 {
-				return errors.New("kit: bad coordinate")
+				return g, errors.New("kit: bad coordinate")
 			}
-			f := math.Float64frombits(binary.LittleEndian.Uint64(v))
+			f := math.Float64frombits(le64(v))
 			if tag == 0x20 {
 				g.Lat = f
 			} else {
 				g.Lon = f
 			}
 		}
-		return nil
-	})
-	return g, err
+	}
+	return g, nil
 }
 
-func decodeHeader(v []byte) (Header, error) {
+func decodeHeader(v string) (Header, error) {
 	if len(v) < 1 || int(v[0])+1 > len(v) {
 		return Header{}, errors.New("kit: bad header record")
 	}
 	n := int(v[0])
-	return Header{Name: string(v[1 : 1+n]), Value: string(v[1+n:])}, nil
+	return Header{Name: v[1 : 1+n], Value: v[1+n:]}, nil
 }
 
-func walk(b []byte, fn func(tag byte, v []byte) error) error {
-	for i := 0; i < len(b); {
-		if len(b)-i < 3 {
-			return errors.New("kit: truncated input")
+// count checks that s is a well-formed sequence of tag, u16 length, value
+// records and returns how many carry tag. Once it succeeded, field can walk
+// s without further checks.
+func count(s string, tag byte) (int, error) {
+	n := 0
+	for i := 0; i < len(s); {
+		if len(s)-i < 3 {
+			return 0, errors.New("kit: truncated input")
 		}
-		n := int(binary.LittleEndian.Uint16(b[i+1:]))
-		if len(b)-i-3 < n {
-			return errors.New("kit: truncated input field")
+		l := int(s[i+1]) | int(s[i+2])<<8
+		if len(s)-i-3 < l {
+			return 0, errors.New("kit: truncated input field")
 		}
-		if err := fn(b[i], b[i+3:i+3+n]); err != nil {
-			return err
+		if s[i] == tag {
+			n++
 		}
-		i += 3 + n
+		i += 3 + l
 	}
-	return nil
+	return n, nil
+}
+
+// field returns the record at i of a sequence count accepted, and the index
+// of the next one.
+func field(s string, i int) (tag byte, v string, next int) {
+	l := int(s[i+1]) | int(s[i+2])<<8
+	return s[i], s[i+3 : i+3+l], i + 3 + l
+}
+
+func le64(v string) uint64 {
+	_ = v[7]
+	return uint64(v[0]) | uint64(v[1])<<8 | uint64(v[2])<<16 | uint64(v[3])<<24 |
+		uint64(v[4])<<32 | uint64(v[5])<<40 | uint64(v[6])<<48 | uint64(v[7])<<56
 }

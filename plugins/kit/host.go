@@ -11,29 +11,36 @@ import (
 // HandleRequest runs fn for on_request and returns the export's result:
 // call it from your //go:wasmexport on_request function and return its value.
 func HandleRequest(fn func(req *Request, act *Actions) error) int32 {
-	req, err := DecodeRequest(pdk.Input())
-	if err != nil {
+	// One allocation for both: allocation is much of a small plugin's time.
+	st := &struct {
+		req Request
+		act Actions
+	}{}
+	if err := decodeRequestInto(&st.req, input()); err != nil {
 		return fail(err)
 	}
-	act := NewActions()
-	if err := fn(req, act); err != nil {
+	st.act.init()
+	if err := fn(&st.req, &st.act); err != nil {
 		return fail(err)
 	}
-	return output(act)
+	return output(&st.act)
 }
 
 // HandleResponse runs fn for on_response (same instance as on_request, so
 // package variables set in on_request are still there).
 func HandleResponse(fn func(resp *Response, act *Actions) error) int32 {
-	resp, err := DecodeResponse(pdk.Input())
-	if err != nil {
+	st := &struct {
+		resp Response
+		act  Actions
+	}{}
+	if err := decodeResponseInto(&st.resp, input()); err != nil {
 		return fail(err)
 	}
-	act := NewActions()
-	if err := fn(resp, act); err != nil {
+	st.act.init()
+	if err := fn(&st.resp, &st.act); err != nil {
 		return fail(err)
 	}
-	return output(act)
+	return output(&st.act)
 }
 
 func output(act *Actions) int32 {
@@ -41,17 +48,47 @@ func output(act *Actions) int32 {
 	if err != nil {
 		return fail(err)
 	}
-	pdk.Output(b)
+	setOutput(b)
 	return 0
 }
 
 func fail(err error) int32 {
-	pdk.SetError(err)
+	setError(err.Error())
 	return 1
 }
 
 // Config returns the chain entry's config value for key.
-func Config(key string) (string, bool) { return pdk.GetConfig(key) }
+//
+// An instance's config never changes (the host binds each instance to one
+// chain entry's config, as Extism fixes a plugin's config when it is made),
+// so each key is asked of the host once per instance and then answered
+// from memory: a config_get round trip is a dozen host calls.
+func Config(key string) (string, bool) {
+	if c, ok := configs[key]; ok {
+		return c.value, c.ok
+	}
+	v, ok := configGet(key)
+	if configs == nil {
+		configs = make(map[string]configValue)
+	}
+	if len(configs) < maxConfigKeys {
+		configs[key] = configValue{v, ok}
+	}
+	return v, ok
+}
+
+// configs caches Config answers for the life of the instance (a package
+// variable lives exactly as long as the plugin instance).
+var configs map[string]configValue
+
+// maxConfigKeys bounds the cache: a plugin asking for keys made from
+// requests gets correct answers, just not cached ones.
+const maxConfigKeys = 64
+
+type configValue struct {
+	value string
+	ok    bool
+}
 
 // LogInfo, LogWarn and LogError keep a line in the site's plugin log.
 func LogInfo(msg string) { pdk.Log(pdk.LogInfo, msg) }

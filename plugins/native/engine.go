@@ -143,8 +143,9 @@ func provides(env map[string]envFunc, module, name string) bool {
 
 func instantiateHostModules(ctx context.Context, rt wazero.Runtime, envFuncs map[string]envFunc) error {
 	// WASI for guest runtimes (Go needs it): wazero's default module config
-	// gives no preopened directory, no environment, a fake clock and a
-	// deterministic random source.
+	// gives no preopened directory, no environment, a fake wall clock and a
+	// deterministic random source; Instantiate adds the virtual monotonic
+	// clock (plugins.WithVirtualClock).
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return err
 	}
@@ -227,7 +228,7 @@ func (p *program) Instantiate(ctx context.Context) (plugins.Instance, error) {
 		return nil, &plugins.CallError{Kind: plugins.KindInstance, Err: fmt.Errorf("instantiate plugin: %w", err)}
 	}
 	in.arm(p.lim.Timeout + p.lim.InitTimeout)
-	mod, err := p.rt.InstantiateModule(&in.cc, p.mod, wazero.NewModuleConfig().WithName("").WithStartFunctions())
+	mod, err := p.rt.InstantiateModule(&in.cc, p.mod, plugins.WithVirtualClock(wazero.NewModuleConfig().WithName("").WithStartFunctions()))
 	if err != nil {
 		return fail(err)
 	}

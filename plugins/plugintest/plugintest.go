@@ -22,9 +22,9 @@ func Dir() string {
 }
 
 // GoExamples lists the Go plugins under plugins/examples: the five
-// examples, the no-op and the sandbox probe the tests use.
+// examples, the no-op and the two probes the tests use.
 func GoExamples() []string {
-	return []string{"noop", "headers", "bearerauth", "geoblock", "absplit", "ratelimit", "sandboxprobe"}
+	return []string{"noop", "headers", "bearerauth", "geoblock", "absplit", "ratelimit", "sandboxprobe", "allocprobe"}
 }
 
 // BuildGo builds the Go example plugins into outDir and returns their wasm

@@ -64,7 +64,8 @@ type Options struct {
 	CacheDir string
 	// Registerer receives the rollout metrics; nil registers nothing.
 	Registerer prometheus.Registerer
-	// Logger gets rollout events; nil discards.
+	// Logger gets rollout events; nil discards. It should carry the PoP
+	// (the stack's PoP logger does), which the manager does not add again.
 	Logger *slog.Logger
 }
 
@@ -151,7 +152,7 @@ func New(opts Options) (*Manager, error) {
 		return nil, err
 	}
 	mg := &Manager{
-		opts: opts, log: opts.Logger.With("component", "rollout", "pop", opts.PoPID), m: m,
+		opts: opts, log: opts.Logger.With("component", "rollout"), m: m,
 		docs: map[string]ChainDoc{}, applied: map[pluginKey]*applied{}, slots: map[slotKey]bool{}, retiring: map[slotKey]time.Time{},
 		failed: map[pluginKey]error{}, pending: map[pluginKey]bool{}, kick: make(chan struct{}, 1),
 	}

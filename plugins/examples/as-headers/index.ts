@@ -70,7 +70,21 @@ function field(input: Uint8Array, want: u8): string {
   return "";
 }
 
-function configLines(key: string, tag: u8, act: Actions): void {
+// An instance's config never changes (Meridian binds each instance to one
+// chain entry's config, as Extism fixes a plugin's config when it is made),
+// so it is read on the first request and kept in globals: each Config.get
+// is a dozen host calls.
+let loaded = false;
+let reqNames: string[] = [];
+let reqValues: string[] = [];
+let respNames: string[] = [];
+let respValues: string[] = [];
+let rewritePrefix: string | null = null;
+let rewriteTo: string | null = null;
+let cacheTTL: string | null = null;
+let noStore: string | null = null;
+
+function parseLines(key: string, names: string[], values: string[]): void {
   const cfg = Config.get(key);
   if (cfg === null) return;
   const lines = cfg.split("\n");
@@ -78,8 +92,19 @@ function configLines(key: string, tag: u8, act: Actions): void {
     const line = lines[i];
     const colon = line.indexOf(":");
     if (colon <= 0) continue;
-    act.header(tag, line.substring(0, colon).trim(), line.substring(colon + 1).trim());
+    names.push(line.substring(0, colon).trim());
+    values.push(line.substring(colon + 1).trim());
   }
+}
+
+function load(): void {
+  parseLines("request", reqNames, reqValues);
+  parseLines("response", respNames, respValues);
+  rewritePrefix = Config.get("rewrite_prefix");
+  rewriteTo = Config.get("rewrite_to");
+  cacheTTL = Config.get("cache_ttl");
+  noStore = Config.get("no_store");
+  loaded = true;
 }
 
 export function on_request(): i32 {
@@ -87,20 +112,27 @@ export function on_request(): i32 {
   if (input.length < 2 || input[0] != VERSION || input[1] != 1) {
     return 1;
   }
+  if (!loaded) load();
   const act = new Actions();
   act.header(ACT_SET_REQUEST_HEADER, "x-meridian-pop", field(input, TAG_POP));
-  configLines("request", ACT_SET_REQUEST_HEADER, act);
-  configLines("response", ACT_SET_RESPONSE_HEADER, act);
-
-  const prefix = Config.get("rewrite_prefix");
-  const to = Config.get("rewrite_to");
-  const path = field(input, TAG_PATH);
-  if (prefix !== null && to !== null && path.startsWith(prefix)) {
-    act.text(ACT_SET_PATH, to + path.substring(prefix.length));
-    const query = field(input, TAG_QUERY);
-    act.text(ACT_SET_QUERY, query.length > 0 ? query + "&rewritten=1" : "rewritten=1");
+  for (let i = 0; i < reqNames.length; i++) {
+    act.header(ACT_SET_REQUEST_HEADER, reqNames[i], reqValues[i]);
   }
-  const ttl = Config.get("cache_ttl");
+  for (let i = 0; i < respNames.length; i++) {
+    act.header(ACT_SET_RESPONSE_HEADER, respNames[i], respValues[i]);
+  }
+
+  const prefix = rewritePrefix;
+  const to = rewriteTo;
+  if (prefix !== null && to !== null) {
+    const path = field(input, TAG_PATH);
+    if (path.startsWith(prefix)) {
+      act.text(ACT_SET_PATH, to + path.substring(prefix.length));
+      const query = field(input, TAG_QUERY);
+      act.text(ACT_SET_QUERY, query.length > 0 ? query + "&rewritten=1" : "rewritten=1");
+    }
+  }
+  const ttl = cacheTTL;
   if (ttl !== null) {
     const secs = <u32>I32.parseInt(ttl);
     const le = new Uint8Array(4);
@@ -110,8 +142,8 @@ export function on_request(): i32 {
     le[3] = <u8>(secs >> 24);
     act.record(ACT_CACHE_TTL, le);
   }
-  const noStore = Config.get("no_store");
-  if (noStore !== null && noStore == "true") {
+  const ns = noStore;
+  if (ns !== null && ns == "true") {
     act.record(ACT_NO_STORE, new Uint8Array(0));
   }
   Host.output(act.bytes());

@@ -10,24 +10,46 @@ import (
 	"github.com/meridian-edge/meridian/plugins/kit"
 )
 
+// header is one "name: value" line of the config.
+type header struct{ name, value string }
+
+// An instance's config never changes, so it is parsed on the first request
+// and kept in package variables, which live as long as the instance: a
+// request then costs only the header copies.
+var (
+	parsed               bool
+	reqHeaders, respHdrs []header
+)
+
 //go:wasmexport on_request
 func onRequest() int32 {
 	return kit.HandleRequest(func(req *kit.Request, act *kit.Actions) error {
+		if !parsed {
+			reqHeaders, respHdrs, parsed = parse("request"), parse("response"), true
+		}
 		act.SetRequestHeader("x-meridian-pop", req.PoP)
-		each("request", act.SetRequestHeader)
-		each("response", act.SetResponseHeader)
+		for _, h := range reqHeaders {
+			act.SetRequestHeader(h.name, h.value)
+		}
+		for _, h := range respHdrs {
+			act.SetResponseHeader(h.name, h.value)
+		}
 		return nil
 	})
 }
 
-func each(key string, set func(name, value string)) {
+// parse reads the "name: value" lines of config key; lines without a colon
+// or with an empty name are skipped.
+func parse(key string) []header {
 	cfg, _ := kit.Config(key)
+	var hs []header
 	for line := range strings.SplitSeq(cfg, "\n") {
 		name, value, ok := strings.Cut(line, ":")
 		if ok && strings.TrimSpace(name) != "" {
-			set(strings.TrimSpace(name), strings.TrimSpace(value))
+			hs = append(hs, header{strings.TrimSpace(name), strings.TrimSpace(value)})
 		}
 	}
+	return hs
 }
 
 func main() {}

@@ -1,0 +1,183 @@
+//go:build wasip1
+
+package kit
+
+import (
+	"encoding/binary"
+	"unsafe"
+)
+
+// The request path talks to the Extism kernel directly through the standard
+// extism:host/env imports (the same ones go-pdk declares), so a kit plugin
+// stays an ordinary Extism plugin. It differs from go-pdk only in how it
+// uses them, because every import call leaves wasm for the host and that
+// dominates a small plugin's time:
+//
+//   - bytes move 8 at a time, and the last partial word of a block of 8
+//     bytes or more is moved as the overlapping word ending at the block's
+//     end, instead of byte by byte (the kernel accepts any offset inside a
+//     block for load_u64 and store_u64);
+//   - the output block is rounded up to whole words and output_set names
+//     the exact length;
+//   - values come back as strings sharing one fresh buffer, never copied
+//     twice.
+
+//go:wasmimport extism:host/env input_length
+func extismInputLength() uint64
+
+//go:wasmimport extism:host/env input_load_u64
+func extismInputLoadU64(off uint64) uint64
+
+//go:wasmimport extism:host/env input_load_u8
+func extismInputLoadU8(off uint64) uint32
+
+//go:wasmimport extism:host/env alloc
+func extismAlloc(n uint64) uint64
+
+//go:wasmimport extism:host/env free
+func extismFree(off uint64)
+
+//go:wasmimport extism:host/env length
+func extismLength(off uint64) uint64
+
+//go:wasmimport extism:host/env load_u64
+func extismLoadU64(off uint64) uint64
+
+//go:wasmimport extism:host/env load_u8
+func extismLoadU8(off uint64) uint32
+
+//go:wasmimport extism:host/env store_u64
+func extismStoreU64(off, v uint64)
+
+//go:wasmimport extism:host/env store_u8
+func extismStoreU8(off uint64, v uint32)
+
+//go:wasmimport extism:host/env output_set
+func extismOutputSet(off, n uint64)
+
+//go:wasmimport extism:host/env error_set
+func extismErrorSet(off uint64)
+
+//go:wasmimport extism:host/env config_get
+func extismConfigGet(off uint64) uint64
+
+// input returns the call's input as a string over a fresh buffer that
+// nothing writes to again (so handing out substrings of it is safe).
+func input() string {
+	n := extismInputLength()
+	if n == 0 {
+		return ""
+	}
+	b := make([]byte, n)
+	var i uint64
+	for ; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], extismInputLoadU64(i))
+	}
+	switch {
+	case i == n:
+	case n >= 8:
+		binary.LittleEndian.PutUint64(b[n-8:], extismInputLoadU64(n-8))
+	default:
+		for ; i < n; i++ {
+			b[i] = byte(extismInputLoadU8(i))
+		}
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// load reads the n bytes of the kernel block at off into a fresh buffer.
+func load(off, n uint64) string {
+	b := make([]byte, n)
+	var i uint64
+	for ; i+8 <= n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], extismLoadU64(off+i))
+	}
+	switch {
+	case i == n:
+	case n >= 8:
+		binary.LittleEndian.PutUint64(b[n-8:], extismLoadU64(off+n-8))
+	default:
+		for ; i < n; i++ {
+			b[i] = byte(extismLoadU8(off + i))
+		}
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
+// store writes s into the kernel block at off, whose length is exactly
+// len(s) (its length is what the host reads, as for a config key).
+func store(off uint64, s string) {
+	n := uint64(len(s))
+	var i uint64
+	for ; i+8 <= n; i += 8 {
+		extismStoreU64(off+i, le64(s[i:]))
+	}
+	switch {
+	case i == n:
+	case n >= 8:
+		extismStoreU64(off+n-8, le64(s[n-8:]))
+	default:
+		for ; i < n; i++ {
+			extismStoreU8(off+i, uint32(s[i]))
+		}
+	}
+}
+
+// storeWords writes b into the kernel block at off, which holds at least
+// len(b) rounded up to a multiple of 8 bytes; the padding is zero.
+func storeWords(off uint64, b []byte) {
+	n := uint64(len(b))
+	var i uint64
+	for ; i+8 <= n; i += 8 {
+		extismStoreU64(off+i, binary.LittleEndian.Uint64(b[i:]))
+	}
+	if i < n {
+		var w [8]byte
+		copy(w[:], b[i:])
+		extismStoreU64(off+i, binary.LittleEndian.Uint64(w[:]))
+	}
+}
+
+// setOutput makes b the call's output.
+func setOutput(b []byte) {
+	n := uint64(len(b))
+	if n == 0 {
+		extismOutputSet(0, 0) // Extism's empty output, as go-pdk sends it
+		return
+	}
+	off := extismAlloc((n + 7) &^ 7)
+	storeWords(off, b)
+	extismOutputSet(off, n)
+}
+
+// setError makes msg the call's error. The block's length is the message's
+// (the host reads the whole block), so it is written exactly.
+func setError(msg string) {
+	off := extismAlloc(uint64(len(msg)))
+	if off != 0 {
+		store(off, msg)
+	}
+	extismErrorSet(off)
+}
+
+// configGet asks the host for the config value of key. An empty value
+// reads as unset, as with go-pdk.
+func configGet(key string) (string, bool) {
+	var k uint64
+	if key != "" {
+		k = extismAlloc(uint64(len(key)))
+		store(k, key)
+	}
+	v := extismConfigGet(k)
+	if k != 0 {
+		extismFree(k)
+	}
+	if v == 0 {
+		return "", false
+	}
+	n := extismLength(v)
+	if n == 0 {
+		return "", false
+	}
+	return load(v, n), true
+}
