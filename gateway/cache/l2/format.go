@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"sync"
 )
 
 // bytesBody is an in-memory body that can seek (for Range) and close. Its
@@ -197,11 +198,21 @@ func parseWhole(b []byte) (p parsed, body []byte, err error) {
 	if headSum(b, p.key, p.meta) != h.headCRC {
 		return parsed{}, nil, fmt.Errorf("%w: header checksum mismatch", errCorrupt)
 	}
-	if p.table, err = parseTable(b[h.tableOff():h.metaOff()], h); err != nil {
-		return parsed{}, nil, err
+	// The table is checked in place, not decoded: the body is verified
+	// here and now, so the hit allocates nothing for it.
+	tb := b[h.tableOff():h.metaOff()]
+	if len(tb) != 4*blocks(h.bodyLen) {
+		return parsed{}, nil, fmt.Errorf("%w: short block table", errCorrupt)
 	}
-	if err := verifyBody(body, p.table); err != nil {
-		return parsed{}, nil, err
+	if crc32.Checksum(tb, castagnoli) != h.tableCRC {
+		return parsed{}, nil, fmt.Errorf("%w: block table checksum mismatch", errCorrupt)
+	}
+	for i := 0; i < len(tb)/4; i++ {
+		lo := i << blockShift
+		hi := min(lo+blockSize, len(body))
+		if crc32.Checksum(body[lo:hi], castagnoli) != binary.LittleEndian.Uint32(tb[4*i:]) {
+			return parsed{}, nil, fmt.Errorf("%w: body block %d checksum mismatch", errCorrupt, i)
+		}
 	}
 	return p, body, nil
 }
@@ -222,6 +233,9 @@ func verifyBody(body []byte, table []uint32) error {
 // verifying each one before returning any of its bytes. On a checksum
 // mismatch it calls onCorrupt once and returns an error wrapping errCorrupt,
 // so corrupt bytes never reach the caller.
+//
+// Besides Read and Seek it has a bulk path for serving a hit: WriteTo (used
+// by io.Copy) reads and verifies chunks of up to chunkSize bytes at a time.
 type blockReader struct {
 	f         *os.File
 	p         parsed
@@ -232,11 +246,13 @@ type blockReader struct {
 	err       error
 	onCorrupt func()
 	onClose   func()
+	// chunks hands out chunkSize buffers for WriteTo.
+	chunks *sync.Pool
 }
 
 func (r *blockReader) Read(dst []byte) (int, error) {
 	if r.f == nil {
-		return 0, errors.New("l2: read after Close")
+		return 0, errClosed
 	}
 	if len(r.pending) == 0 && r.err == nil && r.off < r.end && r.off&(blockSize-1) == 0 {
 		// A whole block wanted and room for it: read and verify it in the
@@ -307,6 +323,9 @@ func (r *blockReader) fill() {
 // Range from a whole-object Get: only the blocks read afterwards are read
 // and verified.
 func (r *blockReader) Seek(offset int64, whence int) (int64, error) {
+	if r.f == nil {
+		return 0, errClosed
+	}
 	switch whence {
 	case io.SeekStart:
 		offset += r.start
@@ -326,6 +345,91 @@ func (r *blockReader) Seek(offset int64, whence int) (int64, error) {
 		r.err = nil
 	}
 	return r.off - r.start, nil
+}
+
+var errClosed = errors.New("l2: read after Close")
+
+// chunkSize is the largest read (and verification) of a WriteTo step: big
+// enough that a 1 MiB body takes 4 preads and writes instead of 32, small
+// enough to stay in the CPU cache between the read, the CRC and the write
+// (measured per 1 MiB hit: 64 KiB steps about 5 % and 1 MiB steps about 25 %
+// more CPU than 256 KiB).
+const chunkSize = 256 << 10
+
+// readVerified fills b with body bytes from body offset lo (block-aligned)
+// and verifies every block in it; on a mismatch b is cleared, the file is
+// reported corrupt and an error is returned.
+func (r *blockReader) readVerified(b []byte, lo int64) error {
+	if _, err := r.f.ReadAt(b, r.p.hdr.bodyOff()+lo); err != nil {
+		clear(b)
+		r.err = fmt.Errorf("%w: read body at %d: %v", errCorrupt, lo, err)
+		r.corrupt()
+		return r.err
+	}
+	for i := 0; i < len(b); i += blockSize {
+		bi := (lo + int64(i)) >> blockShift
+		if crc32.Checksum(b[i:min(i+blockSize, len(b))], castagnoli) != r.p.table[bi] {
+			clear(b)
+			r.err = fmt.Errorf("%w: body block %d checksum mismatch", errCorrupt, bi)
+			r.corrupt()
+			return r.err
+		}
+	}
+	return nil
+}
+
+// WriteTo implements io.WriterTo: io.Copy(w, body) streams the rest of the
+// window in steps of up to chunkSize bytes, each read with one pread into a
+// pooled buffer, verified block by block, and written from that buffer, so
+// what is written is exactly what was verified. A block that fails its
+// checksum stops the stream with an error after the steps before it were
+// written: the response is cut short (net/http closes a connection whose
+// body is shorter than its Content-Length), and the bad bytes are never
+// written.
+func (r *blockReader) WriteTo(w io.Writer) (int64, error) {
+	if r.f == nil {
+		return 0, errClosed
+	}
+	var n int64
+	for len(r.pending) > 0 {
+		k, err := w.Write(r.pending)
+		n += int64(k)
+		r.pending = r.pending[k:]
+		if err != nil {
+			return n, err
+		}
+	}
+	if r.err != nil {
+		if r.err == io.EOF {
+			return n, nil
+		}
+		return n, r.err
+	}
+	bp := r.chunks.Get().(*[]byte)
+	defer r.chunks.Put(bp)
+	size := int64(r.p.hdr.bodyLen)
+	for r.off < r.end {
+		lo := r.off &^ (blockSize - 1)
+		hi := min(lo+int64(len(*bp)), size)
+		// Whole blocks up to the one holding the window's last byte.
+		hi = min(hi, (r.end+blockSize-1)&^(blockSize-1), size)
+		b := (*bp)[:hi-lo]
+		if err := r.readVerified(b, lo); err != nil {
+			return n, err
+		}
+		from, to := r.off, min(hi, r.end)
+		k, err := w.Write(b[from-lo : to-lo])
+		n += int64(k)
+		r.off = from + int64(k)
+		if err == nil && int64(k) < to-from {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	r.err = io.EOF
+	return n, nil
 }
 
 func (r *blockReader) corrupt() {

@@ -40,7 +40,7 @@ const (
 	gib = 1 << 30
 	// inlineFile: files up to this size are read and verified whole in one
 	// call, so a corrupt small object is a clean miss.
-	inlineFile = 256 << 10
+	inlineFile = chunkSize
 	// smallRead is the first read of a Get: files below this size take one
 	// read into a pooled buffer. The same pool serves the block buffers of
 	// large bodies (smallRead >= blockSize).
@@ -113,12 +113,19 @@ type Tier struct {
 	// compaction, at least twice the snapshot's entries.
 	compactAfter int64
 
-	bufs sync.Pool // *[]byte of smallRead bytes, for whole-file reads
+	bufs   sync.Pool // *[]byte of smallRead bytes, for whole-file reads
+	chunks sync.Pool // *[]byte of chunkSize bytes: mid-size files, large-body steps
+	metas  *metaCache
+	fds    *fdCache
 
 	bypassUntil atomic.Int64 // unix nanos
 	c           struct {
 		hits, misses, corrupt, evictions, diskFull, bypassed, stored, rebuilt atomic.Int64
 	}
+
+	// indexed is closed once the index holds every object file: at Open
+	// after a clean stop, after the reconcile walk otherwise.
+	indexed chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -153,10 +160,13 @@ func Open(opts Options) (*Tier, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	t := &Tier{
-		bufs: sync.Pool{New: func() any { b := make([]byte, smallRead); return &b }},
-		dir:  opts.Dir, objDir: filepath.Join(opts.Dir, "objects"), tmpDir: filepath.Join(opts.Dir, "tmp"),
+		bufs:   sync.Pool{New: func() any { b := make([]byte, smallRead); return &b }},
+		chunks: sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }},
+		metas:  new(metaCache), fds: newFDCache(),
+		dir: opts.Dir, objDir: filepath.Join(opts.Dir, "objects"), tmpDir: filepath.Join(opts.Dir, "tmp"),
 		budget: opts.Bytes, maxObject: opts.MaxObject, sync: opts.Sync, bypassFor: opts.DiskFullBypass,
 		log: opts.Logger, idx: make(map[uint64]*node), compactAfter: 1 << 20,
+		indexed: make(chan struct{}),
 	}
 	switch opts.Policy {
 	case "", PolicyS3FIFO:
@@ -207,10 +217,16 @@ func Open(opts Options) (*Tier, error) {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			if err := t.reconcile(t.ctx); err != nil && !errors.Is(err, context.Canceled) {
+			err := t.reconcile(t.ctx)
+			if err != nil && !errors.Is(err, context.Canceled) {
 				t.log.Warn("l2: index reconcile walk failed", "dir", t.objDir, "err", err)
 			}
+			if err == nil {
+				close(t.indexed)
+			}
 		}()
+	} else {
+		close(t.indexed)
 	}
 	if err := t.register(opts.Registerer); err != nil {
 		_ = t.Close()
@@ -419,19 +435,33 @@ func (t *Tier) evictLocked(need int64) []uint64 {
 	return victims
 }
 
-// removeFiles deletes evicted files. A file re-stored under the same hash
-// between eviction and removal is lost too; its index entry is then dropped
-// on the next miss, which only costs a refetch.
+// removeFiles deletes evicted files. Each check and unlink is done under
+// the lock that install renames under, so a file re-stored under the same
+// hash since the eviction (and indexed again) is left alone.
 func (t *Tier) removeFiles(hashes []uint64) {
 	for _, h := range hashes {
-		if err := os.Remove(t.path(h)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.mu.Lock()
+		if t.idx[h] != nil {
+			t.mu.Unlock()
+			continue
+		}
+		err := os.Remove(t.path(h))
+		t.mu.Unlock()
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.log.Warn("l2: remove evicted file", "err", err)
 		}
+		t.fds.drop(h)
 	}
 }
 
 // Name implements tier.Tier.
 func (t *Tier) Name() string { return "l2" }
+
+// Indexed returns a channel closed once the index holds every object file
+// on disk: at once after a clean stop, and when the background walk ends
+// after an unclean one (it stays open if the walk was stopped by Close).
+// Hits do not wait for it; it tells when Usage and eviction see everything.
+func (t *Tier) Indexed() <-chan struct{} { return t.indexed }
 
 // MaxObject returns the largest body the tier stores.
 func (t *Tier) MaxObject() int64 { return t.maxObject }
@@ -473,10 +503,18 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 	h := hashKey(key)
 	path := t.path(h)
 	// Most objects are small: one pread into a pooled buffer gets the whole
-	// file (a short read means it ended): open, pread, close, with no stat,
-	// no os.File and no allocation for the body.
-	fd, err := openRead(path)
-	if err != nil {
+	// file (a short read means it ended), with no stat, no os.File and no
+	// allocation for the body. A small file read before is usually still
+	// open (fdCache), so the hit is that one pread.
+	gen := t.fds.generation()
+	cached := t.fds.get(h)
+	var (
+		fd  int
+		err error
+	)
+	if cached != nil {
+		fd = cached.fd
+	} else if fd, err = openRead(path); err != nil {
 		t.miss(h, errors.Is(err, syscall.ENOENT))
 		return nil, tier.ErrNotFound
 	}
@@ -489,23 +527,61 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		fileSize int64
 	)
 	k, rerr := pread(fd, *bp, 0)
+	if cached != nil && (rerr != nil || k == len(*bp)) {
+		// Not the small file it was (or failing): read it afresh through
+		// a descriptor of its own, as below.
+		cached.release()
+		cached = nil
+		if fd, err = openRead(path); err != nil {
+			release()
+			t.miss(h, errors.Is(err, syscall.ENOENT))
+			return nil, tier.ErrNotFound
+		}
+		k, rerr = pread(fd, *bp, 0)
+	}
 	switch {
 	case rerr == nil && k < len(*bp):
-		_ = syscall.Close(fd)
+		if cached != nil {
+			cached.release()
+		} else {
+			t.fds.add(h, fd, gen)
+		}
 		fileSize = int64(k)
 		p, body, err = parseWhole((*bp)[:k])
 	case rerr == nil:
-		release()
-		release = nil
 		f = os.NewFile(uintptr(fd), path)
 		var fi os.FileInfo
 		if fi, err = f.Stat(); err != nil {
+			release()
 			f.Close()
 			t.miss(h, false)
 			return nil, tier.ErrNotFound
 		}
 		fileSize = fi.Size()
-		p, body, err = readHead(f, fileSize, inlineFile)
+		if fileSize <= inlineFile {
+			// Mid-size: read the rest into a pooled chunk buffer and
+			// verify the whole file, as for a small one.
+			cp := t.chunks.Get().(*[]byte)
+			copy(*cp, (*bp)[:k])
+			release()
+			release = func() { t.chunks.Put(cp) }
+			var m int
+			m, err = pread(fd, (*cp)[k:fileSize], int64(k))
+			f.Close()
+			f = nil
+			if err == nil && int64(k+m) != fileSize {
+				err = fmt.Errorf("%w: short read", errCorrupt)
+			}
+			if err == nil {
+				p, body, err = parseWhole((*cp)[:fileSize])
+			} else {
+				err = fmt.Errorf("%w: read: %v", errCorrupt, err)
+			}
+		} else {
+			release()
+			release = nil
+			p, body, err = readHead(f, fileSize, 0)
+		}
 	default:
 		_ = syscall.Close(fd)
 		err = fmt.Errorf("%w: read: %v", errCorrupt, rerr)
@@ -538,7 +614,7 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		t.miss(h, false)
 		return nil, tier.ErrNotFound
 	}
-	m, _, err := tier.DecodeMeta(p.meta)
+	m, err := t.metas.decode(h, p.meta)
 	if err != nil {
 		fail()
 		t.corrupt(h, path, err)
@@ -566,6 +642,7 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		f: f, p: p, start: off, off: off, end: end, buf: (*bb)[:blockSize],
 		onCorrupt: func() { t.corrupt(h, path, errCorrupt) },
 		onClose:   func() { t.bufs.Put(bb) },
+		chunks:    &t.chunks,
 	}}, nil
 }
 
@@ -604,6 +681,7 @@ func (t *Tier) corrupt(h uint64, path string, cause error) {
 	t.log.Warn("l2: removing corrupt object file", "file", path, "err", cause)
 	t.mu.Lock()
 	_ = os.Remove(path)
+	t.fds.drop(h)
 	if n := t.idx[h]; n != nil {
 		t.dropLocked(n)
 		t.journalLocked(opDel, h, 0)
@@ -809,6 +887,7 @@ func (t *Tier) install(tmp string, h uint64, size int64) error {
 		}
 	}
 	if err == nil {
+		t.fds.drop(h)
 		t.insertLocked(h, size)
 		t.journalLocked(opAdd, h, size)
 	}
@@ -852,7 +931,9 @@ func (t *Tier) Delete(_ context.Context, key string) error {
 		t.dropLocked(n)
 		t.journalLocked(opDel, h, 0)
 	}
-	if err := os.Remove(t.path(h)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	err := os.Remove(t.path(h))
+	t.fds.drop(h)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("l2: delete object file: %w", err)
 	}
 	return nil
@@ -1041,6 +1122,7 @@ func (t *Tier) Close() error {
 	t.mu.Lock() // barrier: see install
 	t.mu.Unlock()
 	t.wg.Wait()
+	t.fds.close()
 	t.mu.Lock()
 	var err error
 	if t.j != nil {
