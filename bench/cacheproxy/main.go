@@ -1,21 +1,29 @@
 // Command cacheproxy is the PoP's cache and origin pool in front of one
 // origin, for the peer benchmark in ../shared/bench/proxy (nginx, Varnish):
 //
-//	go build -o /tmp/cacheproxy ./bench/cacheproxy && /tmp/cacheproxy -listen 127.0.0.1:8090 &
-//	cd ../shared/bench/proxy && ./bench.sh --target ours=http://127.0.0.1:8090@$! --anchor both --start-origin
+//	go build -o /tmp/cacheproxy ./bench/cacheproxy && taskset -c 1 /tmp/cacheproxy -prealloc -listen 127.0.0.1:8090 &
+//	cd ../shared/bench/proxy && ./bench.sh --target ours=http://127.0.0.1:8090@$! --anchor both --start-origin --pin 0:1
 //
-// GET /__mem reports the Go heap, for the memory-per-object figure.
+// It serves like a PoP configured as package cache's doc recommends: the
+// listener wrapped by cache.Coalesce (-no-coalesce turns it off) and, with
+// -prealloc, L1's queues reserved up front and the collector set by
+// cache.MemorySettings.
+//
+// GET /__mem reports the Go heap, for the memory-per-object figure (?gc runs a
+// collection first, so HeapAlloc is the live heap).
 package main
 
 import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"time"
 
@@ -26,7 +34,10 @@ import (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8090", "")
 	originURL := flag.String("origin", "http://127.0.0.1:9000", "")
-	prof := flag.String("cpuprofile", "", "")
+	prof := flag.String("cpuprofile", "", "write a CPU profile here until SIGINT")
+	l1Bytes := flag.Int64("l1", 1<<30, "L1 budget in bytes")
+	prealloc := flag.Bool("prealloc", false, "reserve L1's queues up front (cache.Options.L1Preallocate)")
+	noCoalesce := flag.Bool("no-coalesce", false, "serve without cache.Coalesce (header and body in separate writes)")
 	flag.Parse()
 	u, err := url.Parse(*originURL)
 	if err != nil {
@@ -37,7 +48,14 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	c, err := cache.New(cache.Options{L1Bytes: 1 << 30})
+	if *prealloc && os.Getenv("GOGC") == "" {
+		// What a PoP does at start (cache.MemorySettings).
+		pct, limit := cache.MemorySettings(*l1Bytes)
+		debug.SetGCPercent(pct)
+		debug.SetMemoryLimit(limit)
+		log.Printf("GOGC=%d GOMEMLIMIT=%d", pct, limit)
+	}
+	c, err := cache.New(cache.Options{L1Bytes: *l1Bytes, L1Preallocate: *prealloc})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -61,11 +79,21 @@ func main() {
 	h := c.Handler(cache.SitePolicy{SiteID: "bench"}, pool)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/__mem", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Has("gc") {
+			runtime.GC() // live heap only
+		}
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		fmt.Fprintf(w, "heapAlloc=%dMiB heapInuse=%dMiB heapIdle=%dMiB released=%dMiB sys=%dMiB numGC=%d\n", ms.HeapAlloc>>20, ms.HeapInuse>>20, ms.HeapIdle>>20, ms.HeapReleased>>20, ms.Sys>>20, ms.NumGC)
 	})
 	mux.Handle("/", h)
-	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	log.Fatal(srv.ListenAndServe())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if !*noCoalesce {
+		ln = cache.Coalesce(srv, ln)
+	}
+	log.Fatal(srv.Serve(ln))
 }

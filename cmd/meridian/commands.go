@@ -136,7 +136,7 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	return serve(ctx, *path, stack.Roles{AllPoPs: true, DNS: true, DemoOrigin: true}, stderr, func(cfg *config.Config, st *stack.Stack) {
+	return serve(ctx, *path, stack.Roles{AllPoPs: true, DNS: true, DemoOrigin: true, TuneMemory: true}, stderr, func(cfg *config.Config, st *stack.Stack) {
 		printDevBanner(stdout, *path, cfg, st)
 	})
 }
@@ -278,7 +278,7 @@ func cmdPoP(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		*id = cfg.PoPs[0].ID
 	}
-	return serve(ctx, *path, stack.Roles{PoPs: []string{*id}}, stderr, nil)
+	return serve(ctx, *path, stack.Roles{PoPs: []string{*id}, TuneMemory: true}, stderr, nil)
 }
 
 func cmdDNS(ctx context.Context, args []string, stderr io.Writer) error {

@@ -35,6 +35,17 @@ type Options struct {
 	// L1MaxObject is the largest object (headers and body) L1 holds; larger
 	// responses stream through without being stored in L1. Default 1 MiB.
 	L1MaxObject int64
+	// L1LargeBody is the size (headers and body) from which L1 keeps a body
+	// outside BigCache, shared by hits without a copy; default 8 KiB,
+	// negative keeps every body in BigCache. See package l1.
+	L1LargeBody int64
+	// L1LargeBytes is the part of L1Bytes for those bodies; default half of
+	// L1Bytes when L1Bytes is at least 64 MiB, else none.
+	L1LargeBytes int64
+	// L1Preallocate reserves L1's BigCache queues at full size up front
+	// instead of letting them double as they fill: less memory per object,
+	// provided the process also applies MemorySettings. See package l1.
+	L1Preallocate bool
 	// L1Admission is l1.AdmitTinyLFU (default) or l1.AdmitAlways.
 	L1Admission string
 	// Store, when set, replaces the built-in L1 tier as the cache's storage:
@@ -67,6 +78,7 @@ type Cache struct {
 	own     *l1.Tier // the built-in L1, nil when Options.Store is set
 	store   store
 	flights group
+	fresh   freshMemo
 	metrics *metrics
 	now     func() time.Time
 
@@ -101,7 +113,8 @@ func New(opts Options) (*Cache, error) {
 	if opts.Store != nil {
 		c.store = store{t: opts.Store}
 	} else {
-		t1, err := l1.New(l1.Options{Bytes: opts.L1Bytes, MaxObject: opts.L1MaxObject, Admission: opts.L1Admission, Logger: opts.Logger})
+		t1, err := l1.New(l1.Options{Bytes: opts.L1Bytes, MaxObject: opts.L1MaxObject, LargeBody: opts.L1LargeBody,
+			LargeBytes: opts.L1LargeBytes, Preallocate: opts.L1Preallocate, Admission: opts.L1Admission, Logger: opts.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("cache: %w", err)
 		}

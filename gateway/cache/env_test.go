@@ -3,6 +3,7 @@ package cache_test
 import (
 	"bytes"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -42,6 +43,11 @@ type envOpt struct {
 	timeout   time.Duration
 	opts      cache.Options
 	wrapFront func(http.Handler) http.Handler
+	// plainFront serves without cache.Coalesce (every other env uses it,
+	// as the PoP does).
+	plainFront bool
+	// wrapListener, when set, wraps the front's TCP listener (under Coalesce).
+	wrapListener func(net.Listener) net.Listener
 }
 
 func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
@@ -74,7 +80,14 @@ func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
 	if o.wrapFront != nil {
 		h = o.wrapFront(h)
 	}
-	e.front = httptest.NewServer(h)
+	e.front = httptest.NewUnstartedServer(h)
+	if o.wrapListener != nil {
+		e.front.Listener = o.wrapListener(e.front.Listener)
+	}
+	if !o.plainFront {
+		e.front.Listener = cache.Coalesce(e.front.Config, e.front.Listener)
+	}
+	e.front.Start()
 	t.Cleanup(func() {
 		e.front.Close()
 		if err := c.Close(); err != nil {

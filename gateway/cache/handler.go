@@ -8,8 +8,10 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,11 +30,16 @@ type stored struct {
 	rs     io.ReadSeeker
 	closer io.Closer
 	tier   string
+	// l1Shared: meta came from the built-in L1 as is, and like all metadata
+	// L1 hands out it is never modified, so its freshness can be memoised
+	// by pointer (freshMemo).
+	l1Shared bool
 }
 
 func (s *stored) clone() *stored {
 	c := *s
 	c.meta = s.meta.Clone()
+	c.l1Shared = false
 	return &c
 }
 
@@ -218,28 +225,27 @@ func sharedForAuthorization(hd http.Header) bool {
 }
 
 func hitStatus(st *stored, f policy.Freshness, detail string) string {
-	var b strings.Builder
-	b.WriteString("meridian; hit; ttl=")
-	b.WriteString(itoa(int64(f.TTL() / time.Second)))
-	b.WriteString("; detail=")
-	b.WriteString(st.tier)
+	// One allocation: this runs on every hit.
+	b := make([]byte, 0, 64)
+	b = append(b, "meridian; hit; ttl="...)
+	b = strconv.AppendInt(b, int64(f.TTL()/time.Second), 10)
+	b = append(b, "; detail="...)
+	b = append(b, st.tier...)
 	if detail != "" {
-		b.WriteString("-")
-		b.WriteString(detail)
+		b = append(b, '-')
+		b = append(b, detail...)
 	}
-	return b.String()
-}
-
-func itoa(v int64) string {
-	if v < 0 {
-		return "-" + strconvU(uint64(-v))
-	}
-	return strconvU(uint64(v))
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 func (c *Cache) freshness(st *stored) policy.Freshness {
 	m := st.meta
-	f := policy.Evaluate(m.Status, m.Header, m.RequestTime, m.ResponseTime, c.now(), m.TTL)
+	var f policy.Freshness
+	if st.l1Shared {
+		f = c.fresh.evaluate(m, c.now())
+	} else {
+		f = policy.Evaluate(m.Status, m.Header, m.RequestTime, m.ResponseTime, c.now(), m.TTL)
+	}
 	if m.Invalidated {
 		// Soft purge: stale from now on, usable only for stale-if-error.
 		f.Lifetime = 0
@@ -280,6 +286,7 @@ func (c *Cache) lookup(key string, r *http.Request) (st *stored, varyMiss bool) 
 			m := *st.meta
 			m.Invalidated = true
 			st.meta = &m
+			st.l1Shared = false
 		}
 	}
 	return st, false

@@ -189,22 +189,27 @@ func (h *siteHandler) serveStored(w http.ResponseWriter, r *http.Request, st *st
 			hd["Content-Type"] = nil // no sniffing: send what the origin sent
 		}
 		delete(hd, "Content-Length")
+		if !needsServeContent(r) {
+			// Fast path: nothing conditional or partial to evaluate. Writing
+			// the body through w (not ServeContent's io.Copy) lets headers
+			// and a small body leave in one write, and a large one in one
+			// writev on a coalescing connection, without a copy.
+			hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+			w.WriteHeader(http.StatusOK)
+			if r.Method != http.MethodHead {
+				if st.rs == nil {
+					writeBody(w, r, st.body)
+				} else {
+					writeBodyFrom(w, r, st.reader(), size)
+				}
+			}
+			return
+		}
 		var mod time.Time
 		if lm := hd.Get("Last-Modified"); lm != "" {
 			if t, err := http.ParseTime(lm); err == nil {
 				mod = t
 			}
-		}
-		if st.rs == nil && !needsServeContent(r) {
-			// Fast path: nothing conditional or partial to evaluate. Writing
-			// the body through w (not ServeContent's io.Copy) lets headers
-			// and a small body leave in one write.
-			hd["Content-Length"] = []string{strconv.Itoa(len(st.body))}
-			w.WriteHeader(http.StatusOK)
-			if r.Method != http.MethodHead {
-				_, _ = w.Write(st.body)
-			}
-			return
 		}
 		http.ServeContent(w, r, "", mod, st.reader())
 		return

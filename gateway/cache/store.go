@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
@@ -45,7 +46,8 @@ func (s *store) get(ctx context.Context, key string) (*stored, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &stored{key: key, meta: m, body: body, tier: s.t.Name()}, nil
+		_, own := s.t.(*l1.Tier)
+		return &stored{key: key, meta: m, body: body, tier: s.t.Name(), l1Shared: own}, nil
 	}
 	var (
 		obj  *tier.Object

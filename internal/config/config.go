@@ -159,6 +159,12 @@ type PoP struct {
 type CacheTiers struct {
 	// L1Size is the memory tier's byte budget, e.g. 512MiB. Default 512MiB.
 	L1Size ByteSize `yaml:"l1_size"`
+	// L1LargeBodies is the part of L1Size that holds bodies of 8KiB and
+	// more outside BigCache, shared by every hit without a copy (BigCache
+	// copies an entry on each read). Unset: half of l1_size when l1_size
+	// is at least 64MiB, else none. 0B keeps every body in BigCache, which
+	// suits a cache of small objects only.
+	L1LargeBodies *ByteSize `yaml:"l1_large_bodies"`
 	// L2 is the local disk tier; it keeps the working set across restarts.
 	L2 L2 `yaml:"l2"`
 	// L3 is the regional object-store tier, shared by a region's PoPs.

@@ -88,6 +88,8 @@ func TestBadConfigs(t *testing.T) {
 			"bad.yaml:19: dns.zones[0].ttl: 1.5s is not a whole number of seconds"},
 		{"bad size", "    admin: 127.0.0.13:9090\n", "    admin: 127.0.0.13:9090\n    cache:\n      l1_size: huge\n",
 			`bad.yaml:10: pops[0].cache.l1_size: "huge" is not a size; expected a number with an optional unit B, KiB, MiB, GiB, TiB, KB, MB, GB or TB, like 512MiB`},
+		{"l1 large bodies too big", "    admin: 127.0.0.13:9090\n", "    admin: 127.0.0.13:9090\n    cache:\n      l1_size: 64MiB\n      l1_large_bodies: 64MiB\n",
+			`bad.yaml:11: pops[0].cache.l1_large_bodies: 64MiB leaves less than 1MiB of l1_size 64MiB for BigCache; lower it or raise l1_size`},
 		{"host with port", "hosts: [www.example.test]", "hosts: [www.example.test:8080]",
 			`bad.yaml:11: sites[0].hosts[0]: "www.example.test:8080" has a port; hosts are matched without the port`},
 		{"two default sites", "sites:\n", "sites:\n  - name: a\n    default: true\n    origins: [{url: http://127.0.0.1:1}]\n  - name: b\n    default: true\n    origins: [{url: http://127.0.0.1:1}]\n",

@@ -250,6 +250,8 @@ func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
 	}
 	if p.Cache.L1Size < 1<<20 {
 		v.add(f+".cache.l1_size", "%s is too small; the memory tier needs at least 1MiB", p.Cache.L1Size)
+	} else if lb := p.Cache.L1LargeBodies; lb != nil && *lb > 0 && p.Cache.L1Size-*lb < 1<<20 {
+		v.add(f+".cache.l1_large_bodies", "%s leaves less than 1MiB of l1_size %s for BigCache; lower it or raise l1_size", *lb, p.Cache.L1Size)
 	}
 }
 

@@ -93,9 +93,10 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	if err != nil {
 		return err
 	}
+	largeBody, largeBytes := l1Large(pc.Cache)
 	c, err := cache.New(cache.Options{
 		Store:   store,
-		L1Bytes: int64(pc.Cache.L1Size), PoPID: "meridian-" + pc.ID, Logger: log, Registerer: reg,
+		L1Bytes: int64(pc.Cache.L1Size), L1LargeBody: largeBody, L1LargeBytes: largeBytes, L1Preallocate: s.preallocL1, PoPID: "meridian-" + pc.ID, Logger: log, Registerer: reg,
 		PurgeCheck: func(site, url string, keys []string, storedAt time.Time) (bool, bool) {
 			v := node.CheckPurged(site, url, keys, storedAt)
 			return v.Purged, v.Stale

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -670,5 +671,85 @@ func TestNATSGone(t *testing.T) {
 		if got := queryA(t, network, st.DNS().Addr(), "www.example.test", "203.0.113.0/24"); len(got) != 1 {
 			t.Fatalf("DNS over %s with NATS down: %v", network, got)
 		}
+	}
+}
+
+// TestCorruptL2ObjectIsCutNotServed flips a byte in the middle of a large
+// object's file on disk between two runs of a PoP. The PoP has already sent
+// the blocks before the bad one when it finds the mismatch, so the client
+// must see a truncated response (never a complete one with wrong bytes), and
+// the next request must get the right bytes from another tier or the origin.
+func TestCorruptL2ObjectIsCutNotServed(t *testing.T) {
+	want := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=600")
+		w.Write(want)
+	}))
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	cfg.PoPs[0].Cache.L3.Endpoint = "" // L2 is the only tier below L1
+	start := func() *stack.Stack {
+		st, err := stack.Start(context.Background(), cfg, stack.Roles{PoPs: []string{"us-east-1"}}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	get := func(st *stack.Stack) (string, []byte, error) {
+		req, _ := http.NewRequest("GET", "http://"+st.PoP("us-east-1").HTTPAddr()+"/big", nil)
+		req.Host = "www.example.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.Header.Get("Cache-Status"), b, err
+	}
+
+	st := start()
+	if _, b, err := get(st); err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("fill: %d bytes, %v", len(b), err)
+	}
+	if err := st.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	flipped := 0
+	filepath.WalkDir(filepath.Join(cfg.DataDir, "pops", "us-east-1", "l2"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		if info, _ := d.Info(); info != nil && info.Size() > int64(len(want)) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			b := []byte{0}
+			f.ReadAt(b, info.Size()/2)
+			f.WriteAt([]byte{b[0] ^ 0xff}, info.Size()/2)
+			flipped++
+		}
+		return nil
+	})
+	if flipped != 1 {
+		t.Fatalf("found %d object files of 1 MiB or more in L2, want 1", flipped)
+	}
+
+	st = start()
+	defer st.Shutdown(context.Background())
+	cs, b, err := get(st)
+	if err == nil {
+		t.Fatalf("a corrupted L2 object was served whole (%d bytes, equal to the original: %v; Cache-Status %q); want a cut response", len(b), bytes.Equal(b, want), cs)
+	}
+	if len(b) >= len(want) || !bytes.Equal(b, want[:len(b)]) {
+		t.Fatalf("the cut response carried %d bytes that are not a prefix of the object", len(b))
+	}
+	cs, b, err = get(st)
+	if err != nil || !bytes.Equal(b, want) {
+		t.Fatalf("after the cut: %d bytes, %v (Cache-Status %q); want the object from the origin", len(b), err, cs)
+	}
+	if strings.Contains(cs, "detail=l2") {
+		t.Fatalf("after the cut the corrupted file still answered: %s", cs)
 	}
 }

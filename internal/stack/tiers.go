@@ -58,7 +58,8 @@ func (s *Stack) cacheStore(pc config.PoP, reg prometheus.Registerer, log *slog.L
 		}
 		return errors.Join(errs...)
 	}
-	t1, err := l1.New(l1.Options{Bytes: int64(c.L1Size), Logger: log})
+	largeBody, largeBytes := l1Large(c)
+	t1, err := l1.New(l1.Options{Bytes: int64(c.L1Size), LargeBody: largeBody, LargeBytes: largeBytes, Preallocate: s.preallocL1, Logger: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("pop %s: L1: %w", pc.ID, err)
 	}
@@ -119,4 +120,17 @@ func (s *Stack) cacheStore(pc config.PoP, reg prometheus.Registerer, log *slog.L
 		return errors.Join(ferr, comp.Close())
 	})
 	return comp, closeAll, nil
+}
+
+// l1Large maps pops[].cache.l1_large_bodies onto L1's options: unset keeps
+// L1's default split, 0B keeps every body in BigCache.
+func l1Large(c config.CacheTiers) (largeBody, largeBytes int64) {
+	switch {
+	case c.L1LargeBodies == nil:
+		return 0, 0
+	case *c.L1LargeBodies == 0:
+		return -1, 0
+	default:
+		return 0, int64(*c.L1LargeBodies)
+	}
 }

@@ -2,6 +2,44 @@
 // a byte budget, one compact buffer per object (metadata and body encoded
 // together), and a TinyLFU admission filter.
 //
+// # Large bodies
+//
+// BigCache has no way to lend out an entry: Get copies the whole entry into
+// a fresh allocation. For a 1 KiB object that copy is noise; for a 256 KiB
+// one it was most of the CPU of a hit (the copy, the allocation, and the
+// garbage collection it causes; measured with the cache's L1Hit benchmark
+// and the peer benchmark). So objects whose encoding reaches
+// Options.LargeBody keep only their metadata in BigCache, which stays the
+// index (lookups, Scan for purge by URL, prefix, surrogate key and site,
+// UpdateMeta for 304s and soft purge), and their body in a side pool of
+// immutable byte slices that every hit shares without copying.
+//
+// The side pool has its own byte budget, Options.LargeBytes, carved out of
+// Options.Bytes: BigCache's queues fill to their configured size under any
+// churn (they reclaim space only by evicting at their maximum), so the two
+// cannot share one dynamic budget without the total exceeding Bytes. The
+// pool evicts in insertion order like BigCache, uses the same admission
+// filter, and removing an object from BigCache in any way (Delete, purge,
+// replacement, eviction) removes its body. A body evicted or purged while a
+// slow client is still being sent it stays intact until that response ends:
+// bodies are never reused or written after they are stored (see
+// largeBodies).
+//
+// # Hot objects
+//
+// The most requested objects (three recent requests) are also kept decoded
+// in a small memo (hotEntries: a sixty-fourth of Bytes, at most 16 MiB), so
+// their hits skip BigCache's copy and the metadata decoding. Every removal
+// from BigCache drops the key from the memo first, so purges and
+// replacements show on the next read. GetBytes therefore returns metadata
+// that other readers may share: callers copy it before changing it.
+//
+// # Memory
+//
+// Options.Preallocate reserves BigCache's queues at full size so they never
+// double and copy while filling; see its doc for the collector setting it
+// needs. The frequency sketch costs 8 bytes per KiB of BigCache's budget.
+//
 // BigCache evicts in FIFO order per shard, which alone loses to LRU on
 // skewed traffic. Once the tier is under pressure, a new object is admitted
 // only when the frequency sketch has seen its key before (TinyLFU admission
@@ -14,9 +52,9 @@ package l1
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/meridian-edge/meridian/gateway/cache/freq"
 	"hash/maphash"
 	"io"
 	"log/slog"
@@ -26,10 +64,23 @@ import (
 
 	"github.com/allegro/bigcache/v3"
 
+	"github.com/meridian-edge/meridian/gateway/cache/freq"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
 const mib = 1 << 20
+
+// Entry layouts in BigCache: a tag byte, then either the metadata followed by
+// the body (inline), or an 8-byte body id followed by the metadata (large:
+// the body is in the side pool).
+const (
+	tagInline byte = 0
+	tagLarge  byte = 1
+	largeHdr       = 1 + 8
+	// maxLargeMeta bounds the metadata of a large object, which BigCache
+	// holds; shards are sized for it.
+	maxLargeMeta = 64 << 10
+)
 
 // Admission policies.
 const (
@@ -42,13 +93,34 @@ const (
 
 // Options configures the tier.
 type Options struct {
-	// Bytes is the memory budget. BigCache budgets in whole MiB, so it is
-	// rounded down to MiB; at least 1 MiB. Default 512 MiB.
+	// Bytes is the memory budget, large bodies included. BigCache budgets
+	// in whole MiB, so its part is rounded down to MiB; at least 1 MiB.
+	// Default 512 MiB.
 	Bytes int64
 	// MaxObject is the largest encoded object (headers and body) the tier
 	// holds; larger ones get ErrTooLarge. Default 1 MiB, and at most a
-	// quarter of one shard.
+	// quarter of one BigCache shard (an eighth of LargeBytes when large
+	// bodies are held apart).
 	MaxObject int64
+	// LargeBody is the encoded size (headers and body) from which an
+	// object's body is held outside BigCache, shared by hits without a
+	// copy. Default 8 KiB; negative keeps every body in BigCache.
+	LargeBody int64
+	// LargeBytes is the part of Bytes for bodies held outside BigCache.
+	// Default half of Bytes when Bytes is at least 64 MiB; smaller budgets
+	// keep every body in BigCache (LargeBody is then ignored). It must
+	// leave BigCache at least 1 MiB.
+	LargeBytes int64
+	// Preallocate sizes BigCache's queues at their maximum from the start
+	// instead of letting them double (and copy) as they fill. The memory is
+	// reserved, not touched: the process grows only as objects arrive, and
+	// never holds the garbage of the old queues or their slack of up to half
+	// their size (about 1.2 KB per cached 1 KiB object, measured with the
+	// peer benchmark's memory test). The Go collector counts the reserved
+	// memory as live heap, so pair it with a lower GC percentage
+	// (cache.MemorySettings) or the default GOGC=100 lets garbage grow as
+	// large as the reservation.
+	Preallocate bool
 	// Admission is AdmitTinyLFU (default) or AdmitAlways.
 	Admission string
 	// Logger receives eviction anomalies; nil discards.
@@ -58,14 +130,19 @@ type Options struct {
 // Tier is the BigCache-backed L1 tier.
 type Tier struct {
 	bc         *bigcache.BigCache
-	budget     int64
+	budget     int64 // BigCache's part
 	maxObject  int64
+	largeMin   int64 // 0: no side pool
+	large      *largeBodies
+	hot        *hotEntries
 	admitAll   bool
 	sketch     *freq.Sketch
 	seed       maphash.Seed
-	live       atomic.Int64 // bytes of live entries
+	live       atomic.Int64 // bytes of live BigCache entries
+	largeLive  atomic.Int64 // bytes counted by the side pool
 	victimFreq atomic.Int64 // average frequency of evicted entries, x16
 	objects    atomic.Int64
+	nextID     atomic.Uint64
 	bufs       sync.Pool
 	log        *slog.Logger
 }
@@ -84,6 +161,21 @@ func New(opts Options) (*Tier, error) {
 	if opts.MaxObject < 0 {
 		return nil, fmt.Errorf("l1: MaxObject %d must be positive", opts.MaxObject)
 	}
+	if opts.LargeBytes < 0 {
+		return nil, fmt.Errorf("l1: LargeBytes %d must not be negative (0 means the default)", opts.LargeBytes)
+	}
+	if opts.LargeBytes > 0 && opts.Bytes-opts.LargeBytes < mib {
+		return nil, fmt.Errorf("l1: LargeBytes %d leaves BigCache less than 1 MiB of Bytes %d; lower LargeBytes or raise Bytes", opts.LargeBytes, opts.Bytes)
+	}
+	if opts.LargeBody == 0 {
+		opts.LargeBody = 8 << 10
+	}
+	if opts.LargeBytes == 0 && opts.LargeBody > 0 && opts.Bytes >= 64*mib {
+		opts.LargeBytes = opts.Bytes / 2
+	}
+	if opts.LargeBody < 0 {
+		opts.LargeBytes = 0
+	}
 	switch opts.Admission {
 	case "":
 		opts.Admission = AdmitTinyLFU
@@ -94,15 +186,23 @@ func New(opts Options) (*Tier, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	mb := int(opts.Bytes / mib)
+	mb := int((opts.Bytes - opts.LargeBytes) / mib)
 	budget := int64(mb) * mib
+	// The largest entry BigCache must hold: a whole object, or only the
+	// metadata of one whose body is held apart.
+	maxEntry := opts.MaxObject
+	if opts.LargeBytes > 0 {
+		maxEntry = min(opts.MaxObject, opts.LargeBody+maxLargeMeta)
+	}
 	// Enough shards for concurrency, but each shard must hold several of the
-	// largest objects, or big objects would evict whole shards.
+	// largest entries, or big entries would evict whole shards.
 	shards := 1
-	for shards < 256 && budget/int64(shards*2) >= 4*opts.MaxObject {
+	for shards < 256 && budget/int64(shards*2) >= 4*maxEntry {
 		shards *= 2
 	}
-	if opts.MaxObject > budget/int64(shards)/4 {
+	if opts.LargeBytes > 0 {
+		opts.MaxObject = min(opts.MaxObject, opts.LargeBytes/8)
+	} else if opts.MaxObject > budget/int64(shards)/4 {
 		opts.MaxObject = budget / int64(shards) / 4
 	}
 	t := &Tier{
@@ -112,15 +212,28 @@ func New(opts Options) (*Tier, error) {
 		seed:      maphash.MakeSeed(),
 		log:       opts.Logger,
 	}
-	// One sketch word per expected entry, assuming 1 KiB entries (small
-	// objects dominate counts); 8 bytes per KiB of budget.
-	t.sketch = freq.New(min(max(int(budget/1024), 1024), 1<<24))
+	t.hot = newHotEntries(min(opts.Bytes/64, 16*mib))
+	if opts.LargeBytes > 0 {
+		t.largeMin = opts.LargeBody
+		t.large = newLargeBodies(opts.LargeBytes)
+	}
+	// One sketch word per expected entry: 8 bytes per KiB of BigCache's
+	// part, assuming 1 KiB entries (small objects dominate counts), and per
+	// 64 KiB of the large-body pool.
+	t.sketch = freq.New(min(max(int(budget/1024+opts.LargeBytes/(64<<10)), 1024), 1<<24))
+	// BigCache's first queue is InitialShardSize (MaxEntriesInWindow per
+	// shard) times MaxEntrySize bytes; it also sizes each shard's key maps
+	// and its entry buffer by them, so keep the count modest.
+	perShard, entrySize := 64, 256 // queues start small and double
+	if opts.Preallocate {
+		perShard, entrySize = 256, max(int(budget)/shards/256, 256)
+	}
 	cfg := bigcache.Config{
 		Shards:             shards,
 		LifeWindow:         100 * 365 * 24 * time.Hour, // expiry is HTTP's job, not BigCache's
 		CleanWindow:        0,                          // no cleaner goroutine
-		MaxEntriesInWindow: shards * 64,
-		MaxEntrySize:       256, // initial allocation only; queues grow to HardMaxCacheSize
+		MaxEntriesInWindow: shards * perShard,
+		MaxEntrySize:       entrySize, // initial allocation only; queues grow to HardMaxCacheSize
 		HardMaxCacheSize:   mb,
 		Hasher:             hasher{seed: t.seed},
 		OnRemoveWithReason: t.onRemove,
@@ -143,18 +256,38 @@ type nopLogger struct{}
 
 func (nopLogger) Printf(string, ...any) {}
 
+// largeID returns the side-pool id of a large entry, or 0.
+func largeID(entry []byte) uint64 {
+	if len(entry) < largeHdr || entry[0] != tagLarge {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(entry[1:largeHdr])
+}
+
 func (t *Tier) onRemove(key string, entry []byte, reason bigcache.RemoveReason) {
+	t.hot.remove(key)
 	t.live.Add(-int64(len(entry)))
 	t.objects.Add(-1)
-	if reason == bigcache.NoSpace && !t.admitAll {
-		// Exponentially weighted average of evicted keys' frequency, in
-		// sixteenths: the admission bar.
-		f := int64(t.sketch.Estimate(maphash.String(t.seed, key))) * 16
-		for {
-			old := t.victimFreq.Load()
-			if t.victimFreq.CompareAndSwap(old, old+(f-old)/16) {
-				break
-			}
+	if id := largeID(entry); id != 0 {
+		t.largeLive.Add(-t.large.remove(id))
+	}
+	if reason == bigcache.NoSpace {
+		t.noteVictim(key)
+	}
+}
+
+// noteVictim folds an evicted key's frequency into the admission bar.
+func (t *Tier) noteVictim(key string) {
+	if t.admitAll {
+		return
+	}
+	// Exponentially weighted average of evicted keys' frequency, in
+	// sixteenths: the admission bar.
+	f := int64(t.sketch.Estimate(maphash.String(t.seed, key))) * 16
+	for {
+		old := t.victimFreq.Load()
+		if t.victimFreq.CompareAndSwap(old, old+(f-old)/16) {
+			break
 		}
 	}
 }
@@ -176,27 +309,73 @@ func (t *Tier) Get(_ context.Context, key string) (*tier.Object, error) {
 }
 
 // GetBytes is Get without the reader wrapper: the body is returned as a byte
-// slice that the caller owns. The cache uses it on the hit path.
+// slice. The cache uses it on the hit path. The metadata and the body may be
+// shared with the tier and other readers: copy before modifying either. Both
+// stay valid (and unchanged) for as long as the caller holds them, even if
+// the object is evicted or purged meanwhile.
 func (t *Tier) GetBytes(key string) (*tier.Meta, []byte, error) {
-	t.sketch.Increment(maphash.String(t.seed, key))
+	h := maphash.String(t.seed, key)
+	t.sketch.Increment(h)
+	if e, ok := t.hot.get(key); ok {
+		return e.meta, e.body, nil
+	}
+	since := t.hot.removals.Load()
 	b, err := t.bc.Get(key)
 	if err != nil {
 		return nil, nil, tier.ErrNotFound
 	}
-	m, body, err := tier.DecodeMeta(b)
+	m, body, id, err := decodeEntry(b)
 	if err != nil {
 		t.log.Warn("l1: dropping undecodable entry", "key", key, "err", err)
 		_ = t.bc.Delete(key)
 		return nil, nil, tier.ErrNotFound
 	}
+	if id != 0 {
+		var ok bool
+		if body, ok = t.large.get(id); !ok {
+			// Evicted from the side pool a moment ago; its BigCache entry
+			// is being removed by the evicting Put.
+			return nil, nil, tier.ErrNotFound
+		}
+	}
+	if t.sketch.Estimate(h) >= hotAfter {
+		t.hot.add(key, hotEntry{meta: m, body: body, cost: int64(len(b)) + hotOverhead}, since)
+	}
 	return m, body, nil
 }
 
-func (t *Tier) admit(key string, size int64) bool {
+// hotAfter is how many recent requests make a key worth keeping decoded.
+const hotAfter = 3
+
+// decodeEntry splits a BigCache entry into metadata and, for an inline
+// entry, the body; for a large entry it returns the side-pool id instead.
+func decodeEntry(b []byte) (m *tier.Meta, body []byte, id uint64, err error) {
+	if len(b) == 0 {
+		return nil, nil, 0, errors.New("l1: empty entry")
+	}
+	switch b[0] {
+	case tagInline:
+		m, body, err = tier.DecodeMeta(b[1:])
+		return m, body, 0, err
+	case tagLarge:
+		if len(b) < largeHdr {
+			return nil, nil, 0, errors.New("l1: truncated large entry")
+		}
+		m, _, err = tier.DecodeMeta(b[largeHdr:])
+		return m, nil, largeID(b), err
+	}
+	return nil, nil, 0, fmt.Errorf("l1: unknown entry tag %d", b[0])
+}
+
+func (t *Tier) admit(key string, size int64, large bool) bool {
 	if t.admitAll {
 		return true
 	}
-	if t.live.Load()+size <= t.budget*9/10 {
+	if large {
+		if t.largeLive.Load()+size <= t.large.budget*9/10 {
+			return true
+		}
+	} else if t.live.Load()+size <= t.budget*9/10 {
 		return true
 	}
 	// TinyLFU compares the candidate with the entry it would evict. BigCache
@@ -212,19 +391,30 @@ func (t *Tier) Put(_ context.Context, key string, meta *tier.Meta) (tier.Writer,
 	if meta.Size > t.maxObject {
 		return nil, tier.ErrTooLarge
 	}
-	if !t.admit(key, max(meta.Size, 0)) {
-		return nil, tier.ErrNotAdmitted
-	}
 	buf := t.bufs.Get().(*bytes.Buffer)
 	buf.Reset()
+	buf.WriteByte(tagInline)
 	buf.Write(tier.AppendMeta(buf.AvailableBuffer(), meta))
-	return &writer{t: t, key: key, buf: buf}, nil
+	w := &writer{t: t, key: key, buf: buf, metaLen: buf.Len()}
+	large := t.largeMin > 0 && meta.Size >= 0 && int64(w.metaLen)+meta.Size >= t.largeMin
+	if !t.admit(key, int64(w.metaLen)+max(meta.Size, 0), large) {
+		w.release()
+		return nil, tier.ErrNotAdmitted
+	}
+	if large {
+		// Known to be large: read the body straight into its final,
+		// exactly sized home.
+		w.body = make([]byte, 0, meta.Size)
+	}
+	return w, nil
 }
 
 type writer struct {
 	t        *Tier
 	key      string
-	buf      *bytes.Buffer
+	buf      *bytes.Buffer // tag and metadata, then an inline body
+	metaLen  int
+	body     []byte // a large body, when its size was known at Put
 	tooLarge bool
 	done     bool
 }
@@ -233,9 +423,14 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.tooLarge || w.done {
 		return len(p), nil
 	}
-	if int64(w.buf.Len()+len(p)) > w.t.maxObject {
+	if int64(w.buf.Len()+len(w.body)+len(p)) > w.t.maxObject {
 		w.tooLarge = true
 		w.release()
+		w.body = nil
+		return len(p), nil
+	}
+	if w.body != nil {
+		w.body = append(w.body, p...)
 		return len(p), nil
 	}
 	return w.buf.Write(p)
@@ -258,13 +453,27 @@ func (w *writer) Commit() error {
 	if w.tooLarge {
 		return tier.ErrTooLarge
 	}
-	err := w.t.set(w.key, w.buf.Bytes())
-	w.release()
-	return err
+	defer w.release()
+	t := w.t
+	body := w.body
+	if body == nil && t.largeMin > 0 && int64(w.buf.Len()) >= t.largeMin {
+		// A streamed body without a known length turned out large.
+		body = bytes.Clone(w.buf.Bytes()[w.metaLen:])
+		w.buf.Truncate(w.metaLen)
+	}
+	if body == nil {
+		return t.set(w.key, w.buf.Bytes())
+	}
+	meta := w.buf.Bytes()[1:w.metaLen]
+	if len(meta) > maxLargeMeta {
+		return tier.ErrTooLarge
+	}
+	return t.setLarge(w.key, meta, body)
 }
 
 func (w *writer) Abort() {
 	w.done = true
+	w.body = nil
 	w.release()
 }
 
@@ -280,6 +489,36 @@ func (t *Tier) set(key string, b []byte) error {
 	return nil
 }
 
+// setLarge stores body in the side pool and meta (encoded) in BigCache.
+func (t *Tier) setLarge(key string, meta, body []byte) error {
+	id := t.nextID.Add(1)
+	victims := t.large.put(id, key, body)
+	t.largeLive.Add(largeBody{body: body, key: key}.cost())
+	t.dropVictims(victims)
+	e := make([]byte, largeHdr, largeHdr+len(meta))
+	e[0] = tagLarge
+	binary.LittleEndian.PutUint64(e[1:], id)
+	e = append(e, meta...)
+	if err := t.set(key, e); err != nil {
+		t.largeLive.Add(-t.large.remove(id))
+		return err
+	}
+	return nil
+}
+
+// dropVictims removes the BigCache entries of bodies the side pool evicted,
+// unless the key has been stored again since (its entry then names a newer
+// body).
+func (t *Tier) dropVictims(vs []victim) {
+	for _, v := range vs {
+		t.largeLive.Add(-v.cost)
+		t.noteVictim(v.key)
+		if b, err := t.bc.Get(v.key); err == nil && largeID(b) == v.id {
+			_ = t.bc.Delete(v.key)
+		}
+	}
+}
+
 // Delete implements tier.Tier.
 func (t *Tier) Delete(_ context.Context, key string) error {
 	err := t.bc.Delete(key)
@@ -290,22 +529,32 @@ func (t *Tier) Delete(_ context.Context, key string) error {
 }
 
 // UpdateMeta implements tier.MetaUpdater by re-encoding the entry in memory.
+// A large body is not copied: the new entry shares it.
 func (t *Tier) UpdateMeta(_ context.Context, key string, meta *tier.Meta) error {
 	b, err := t.bc.Get(key)
 	if err != nil {
 		return tier.ErrNotFound
 	}
-	_, body, err := tier.DecodeMeta(b)
+	_, body, id, err := decodeEntry(b)
 	if err != nil {
 		_ = t.bc.Delete(key)
 		return tier.ErrNotFound
 	}
-	nb := tier.AppendMeta(make([]byte, 0, len(b)+64), meta)
+	if id != 0 {
+		lb, ok := t.large.get(id)
+		if !ok {
+			return tier.ErrNotFound
+		}
+		return t.setLarge(key, tier.AppendMeta(nil, meta), lb)
+	}
+	nb := append(make([]byte, 0, len(b)+64), tagInline)
+	nb = tier.AppendMeta(nb, meta)
 	nb = append(nb, body...)
 	return t.set(key, nb)
 }
 
-// Scan implements tier.Scanner over a snapshot of BigCache's entries.
+// Scan implements tier.Scanner over a snapshot of BigCache's entries, which
+// index large bodies too.
 func (t *Tier) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bool) error {
 	it := t.bc.Iterator()
 	for it.SetNext() {
@@ -316,7 +565,7 @@ func (t *Tier) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bo
 		if err != nil {
 			continue // removed meanwhile
 		}
-		m, _, err := tier.DecodeMeta(info.Value())
+		m, _, _, err := decodeEntry(info.Value())
 		if err != nil {
 			continue
 		}
@@ -327,8 +576,11 @@ func (t *Tier) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bo
 	return nil
 }
 
-// Usage implements tier.Stats.
-func (t *Tier) Usage() (objects, bytes int64) { return t.objects.Load(), t.live.Load() }
+// Usage implements tier.Stats: objects, and bytes of BigCache entries plus
+// the large bodies held apart.
+func (t *Tier) Usage() (objects, bytes int64) {
+	return t.objects.Load(), t.live.Load() + t.largeLive.Load()
+}
 
 // Close releases the tier.
 func (t *Tier) Close() error { return t.bc.Close() }

@@ -100,13 +100,15 @@ func (d Directives) Seconds(name string) (time.Duration, bool) {
 // comes next; otherwise Cache-Control applies. When a targeted field is used,
 // Cache-Control and Expires are ignored for this cache's own storage decision.
 func ResponseDirectives(h http.Header) (d Directives, source string) {
-	if v := h.Values("CDN-Cache-Control"); len(v) > 0 {
+	// Canonical keys indexed directly: Values would canonicalise
+	// "CDN-Cache-Control" into a new string on every call (every hit).
+	if v := h["Cdn-Cache-Control"]; len(v) > 0 {
 		return ParseDirectives(v), "CDN-Cache-Control"
 	}
-	if v := h.Values("Surrogate-Control"); len(v) > 0 {
+	if v := h["Surrogate-Control"]; len(v) > 0 {
 		return ParseDirectives(v), "Surrogate-Control"
 	}
-	return ParseDirectives(h.Values("Cache-Control")), "Cache-Control"
+	return ParseDirectives(h["Cache-Control"]), "Cache-Control"
 }
 
 // RequestDirectives parses a request's Cache-Control; when the request has no

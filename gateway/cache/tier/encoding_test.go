@@ -52,3 +52,29 @@ func TestDecodeRejectsCorruptRecords(t *testing.T) {
 	}
 	_ = errors.New
 }
+
+// Header values come back byte for byte, whether stored as dates, under
+// common or unknown names, or repeated.
+func TestHeaderValuesByteForByte(t *testing.T) {
+	h := http.Header{
+		"Date":          {"Fri, 27 Nov 2026 14:42:05 GMT"},
+		"Last-Modified": {"Fri, 27 Nov 2026 4:27:08 GMT"},  // not IMF-fixdate: kept as text
+		"Expires":       {"Thu, 01 Jan 1970 00:00:00 GMT"}, // the epoch
+		"X-Date":        {"Sat, 28 Nov 2026 00:00:00 GMT"}, // a date under an unknown name
+		"X-Odd":         {"fri, 27 nov 2026 14:42:05 gmt"}, // parses loosely, formats differently
+		"Set-Cookie":    {"a=1; Path=/", "b=2", ""},        // repeated, one empty
+		"Etag":          {`W/"x"`},
+		"X-Long":        {string(make([]byte, 300))},
+	}
+	m := &tier.Meta{Status: 200, Site: "s", URL: "u", Header: h, ResponseTime: time.Unix(5, 0), RequestTime: time.Unix(4, 999)}
+	got, _, err := tier.DecodeMeta(tier.AppendMeta(nil, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Header, h) {
+		t.Fatalf("header:\n got %q\nwant %q", got.Header, h)
+	}
+	if !got.RequestTime.Equal(m.RequestTime) || !got.ResponseTime.Equal(m.ResponseTime) {
+		t.Fatalf("times %v %v", got.RequestTime, got.ResponseTime)
+	}
+}
