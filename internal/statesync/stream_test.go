@@ -1,36 +1,17 @@
 package statesync
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-// syncBuffer is a log sink safe for the node's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startNATSWithPoPUser runs a NATS server with two users: "admin" may do
 // anything, "pop" has what a PoP needs for state sync and no right to
@@ -82,7 +63,7 @@ func TestOpenUsesExistingStreamWithoutEditRights(t *testing.T) {
 	if _, err := js.CreateStream(ctx, opsConfig); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	open := func(id string) *Node {
 		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo("pop", "pop"), nats.MaxReconnects(-1))
 		if err != nil {
@@ -132,7 +113,7 @@ func TestOpenCreatesMissingStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	opts := Options{NodeID: "ams", Conn: nc, DataDir: t.TempDir(), StreamMaxAge: 24 * time.Hour,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	n, err := Open(context.Background(), opts)
