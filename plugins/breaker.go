@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -9,26 +10,34 @@ import (
 // failed calls it opens for Cooldown: calls are refused without touching the
 // plugin (and the site's failure policy applies). After the cooldown one
 // trial call is let through; success closes it, failure opens it again.
+//
+// The healthy case (no failure since the last success) costs one atomic
+// load per call and per outcome; the lock is taken only once a call failed.
 type breaker struct {
-	threshold int
+	threshold int32
 	cooldown  time.Duration
 	now       func() time.Time
 
+	// failures is written under mu and read without it on the fast path.
+	failures atomic.Int32
+
 	mu        sync.Mutex
-	failures  int
 	openUntil time.Time
 	trial     bool // a half-open trial call is in flight
 }
 
 func newBreaker(threshold int, cooldown time.Duration, now func() time.Time) *breaker {
-	return &breaker{threshold: threshold, cooldown: cooldown, now: now}
+	return &breaker{threshold: int32(threshold), cooldown: cooldown, now: now}
 }
 
 // allow reports whether a call may proceed.
 func (b *breaker) allow() bool {
+	if b.failures.Load() < b.threshold {
+		return true
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.failures < b.threshold {
+	if b.failures.Load() < b.threshold {
 		return true
 	}
 	if b.now().Before(b.openUntil) || b.trial {
@@ -40,15 +49,20 @@ func (b *breaker) allow() bool {
 
 // record notes the outcome of an allowed call.
 func (b *breaker) record(ok bool) {
+	// trial is only set while failures >= threshold, and a success resets
+	// failures to 0 under mu: with no failure counted there is nothing to do.
+	if ok && b.failures.Load() == 0 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.trial = false
 	if ok {
-		b.failures = 0
+		b.failures.Store(0)
 		return
 	}
-	b.failures++
-	if b.failures >= b.threshold {
+	f := b.failures.Add(1)
+	if f >= b.threshold {
 		b.openUntil = b.now().Add(b.cooldown)
 	}
 }
@@ -57,5 +71,12 @@ func (b *breaker) record(ok bool) {
 func (b *breaker) open() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.failures >= b.threshold && (b.now().Before(b.openUntil) || b.trial)
+	return b.failures.Load() >= b.threshold && (b.now().Before(b.openUntil) || b.trial)
+}
+
+func (b *breaker) reset() {
+	b.mu.Lock()
+	b.failures.Store(0)
+	b.trial = false
+	b.mu.Unlock()
 }

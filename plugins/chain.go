@@ -23,7 +23,10 @@ type Chain struct {
 type Entry struct {
 	// Plugin is the plugin's name within the site (as uploaded).
 	Plugin string
-	// Config is what the plugin reads with config_get.
+	// Config is what the plugin reads with config_get. Do not change the
+	// map once the chain serves requests (requests read it concurrently):
+	// give the entry a new map. Instances are matched to their config by
+	// the map's identity first, and by content when it is another map.
 	Config map[string]string
 	// RequestHeaders are the request headers passed to on_request
 	// (case-insensitive; "*" passes all). Every byte crosses the wasm
@@ -35,7 +38,8 @@ type Entry struct {
 
 // Exchange runs a chain for one request: on_request per entry in order, then
 // on_response in reverse order on the same instances. Not safe for
-// concurrent use. Close must be called once the response is done.
+// concurrent use. Close must be called exactly once, when the response is
+// done; the Exchange is then recycled and must not be used any more.
 type Exchange struct {
 	h     *Host
 	chain *Chain
@@ -43,27 +47,79 @@ type Exchange struct {
 	held  []held
 	buf   []byte
 	env   CallEnv
+	// begun is the mono reading at Begin (Time); last is the start of the
+	// next on_request call's time: Begin's reading, then each call's end
+	// (so a request reads the clock once per call, plus once per
+	// on_response start).
+	begun, last time.Duration
 	// Room for a short chain and a typical request description, so Begin
 	// allocates once.
 	heldArr [2]held
 	bufArr  [384]byte
+	// slots remembers the slots of the first entries the last time this
+	// (recycled) Exchange resolved them, while the plugin table is the same.
+	slots [4]slotMemo
 }
 
 type held struct {
 	v  *live
+	s  *slot
 	in pooled
+}
+
+// slotMemo is one resolved (site, plugin) of a plugin table.
+type slotMemo struct {
+	table      *map[pluginKey]*slot
+	site, name string
+	s          *slot
+}
+
+// slot returns entry i's slot: from the memo when the plugin table has not
+// changed since (two string compares, usually of the same strings), from
+// the table otherwise.
+func (x *Exchange) slot(i int, e *Entry) (*slot, error) {
+	if i >= len(x.slots) {
+		return x.h.slot(x.chain.Site, e.Plugin, false)
+	}
+	m := &x.slots[i]
+	t := x.h.plugins.Load()
+	if m.table == t && m.s != nil && m.site == x.chain.Site && m.name == e.Plugin && !x.h.closed.Load() {
+		return m.s, nil
+	}
+	s, err := x.h.slot(x.chain.Site, e.Plugin, false)
+	if err != nil {
+		*m = slotMemo{}
+		return nil, err
+	}
+	*m = slotMemo{table: t, site: x.chain.Site, name: e.Plugin, s: s}
+	return s, nil
 }
 
 // Begin starts running chain for one request whose client is at geo.
 func (h *Host) Begin(chain *Chain, geo GeoInfo) *Exchange {
-	x := &Exchange{h: h, chain: chain, geo: geo}
+	x, _ := h.exchanges.Get().(*Exchange)
+	if x == nil {
+		x = &Exchange{}
+		x.buf = x.bufArr[:0]
+	}
+	x.h, x.chain, x.geo = h, chain, geo
+	x.begun = h.mono()
+	x.last = x.begun
 	if n := len(chain.Entries); n <= len(x.heldArr) {
 		x.held = x.heldArr[:n]
 	} else {
 		x.held = make([]held, n)
 	}
-	x.buf = x.bufArr[:0]
 	return x
+}
+
+// Time is the wall-clock time the exchange began: the request time to give
+// plugins (Options.Now when the Host has one). It costs no clock read.
+func (x *Exchange) Time() time.Time {
+	if x.h.fakeNow {
+		return x.h.opts.Now()
+	}
+	return x.h.wallAt(x.begun)
 }
 
 // Len is the number of entries in the chain.
@@ -74,7 +130,7 @@ func (x *Exchange) Len() int { return len(x.chain.Entries) }
 // failure policy. After success the instance stays pinned for Response.
 func (x *Exchange) Request(ctx context.Context, i int, req *abi.Request, out *abi.Actions) error {
 	e := &x.chain.Entries[i]
-	s, err := x.h.slot(x.chain.Site, e.Plugin, false)
+	s, err := x.slot(i, e)
 	if err != nil {
 		return x.fail(nil, e, &CallError{Kind: KindInstance, Err: err})
 	}
@@ -99,7 +155,7 @@ func (x *Exchange) Request(ctx context.Context, i int, req *abi.Request, out *ab
 		return err
 	}
 	if v.info.OnResponse {
-		x.held[i] = held{v: v, in: in}
+		x.held[i] = held{v: v, s: s, in: in}
 		return nil
 	}
 	x.put(v, in, false)
@@ -116,9 +172,10 @@ func (x *Exchange) Response(ctx context.Context, i int, resp *abi.Response, out 
 	}
 	x.held[i] = held{}
 	e := &x.chain.Entries[i]
-	s, serr := x.h.slot(x.chain.Site, e.Plugin, false)
+	s := hd.s
 	defer hd.v.releaseRef()
-	if serr != nil {
+	if s.removed.Load() || x.h.closed.Load() {
+		// The plugin was removed (or the host closed) since on_request.
 		x.put(hd.v, hd.in, false)
 		return false, nil
 	}
@@ -135,8 +192,24 @@ func (x *Exchange) Response(ctx context.Context, i int, resp *abi.Response, out 
 	return true, nil
 }
 
-// Close returns pinned instances. Call it once the response is written.
+// ResponsePending reports whether an entry's on_request succeeded on a
+// plugin that exports on_response: Response has something to run.
+func (x *Exchange) ResponsePending() bool {
+	for i := range x.held {
+		if x.held[i].in.in != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Close returns pinned instances and recycles x. Call it once, when the
+// response is written.
 func (x *Exchange) Close() {
+	h := x.h
+	if h == nil {
+		return // closed before: a second Close must not recycle x twice
+	}
 	for i, hd := range x.held {
 		if hd.in.in != nil {
 			x.put(hd.v, hd.in, false)
@@ -144,6 +217,14 @@ func (x *Exchange) Close() {
 			x.held[i] = held{}
 		}
 	}
+	// Keep the buffer unless one large request grew it: recycled
+	// Exchanges should not pin big buffers.
+	if cap(x.buf) > 4*len(x.bufArr) {
+		x.buf = x.bufArr[:0]
+	}
+	x.h, x.chain, x.held = nil, nil, nil
+	x.env.Config, x.env.KV, x.env.Log = nil, nil, nil
+	h.exchanges.Put(x)
 }
 
 func (x *Exchange) call(ctx context.Context, s *slot, v *live, e *Entry, fn string, phase abi.Phase, out *abi.Actions) (pooled, error) {
@@ -158,15 +239,34 @@ func (x *Exchange) call(ctx context.Context, s *slot, v *live, e *Entry, fn stri
 // callOn calls fn on in. On failure the instance is discarded.
 func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *Entry, fn string, phase abi.Phase, out *abi.Actions) (pooled, error) {
 	// The instance's own copy of the config: the one it is bound to.
-	x.env = CallEnv{Site: x.chain.Site, Config: in.cfg, KV: x.h.opts.KV, Geo: x.geo, Log: v.log}
-	start := time.Now()
+	// Field by field: a whole-struct assignment is a bulk copy with write
+	// barriers while the GC runs.
+	env := &x.env
+	env.Site, env.Config, env.KV, env.Geo, env.Log = x.chain.Site, in.cfg, x.h.opts.KV, x.geo, v.log
+	// The time of an on_request call counts from the end of the previous
+	// one (or Begin): it includes taking the instance and encoding the
+	// input, and saves a clock read. on_response starts after the cache.
+	start := x.last
+	if phase != abi.PhaseRequest || in.slow {
+		start = x.h.mono()
+	}
+	in.slow = false
 	res, err := in.in.Call(ctx, fn, x.buf, &x.env)
 	if err == nil {
-		if derr := abi.DecodeActions(phase, res, out); derr != nil {
+		last := &in.last[0]
+		if phase != abi.PhaseRequest {
+			last = &in.last[1]
+		}
+		if *last != string(res) && len(res) > 1 && len(res) <= abi.SharedStringMax {
+			*last = string(res)
+		}
+		if derr := abi.DecodeActionsShared(phase, res, *last, out); derr != nil {
 			err = &CallError{Kind: KindBadOutput, Err: derr}
 		}
 	}
-	d := time.Since(start).Seconds()
+	end := x.h.mono()
+	x.last = end
+	d := (end - start).Seconds()
 	if phase == abi.PhaseRequest {
 		v.m.callsReq.Inc()
 		v.m.secondsReq.Observe(d)
@@ -183,13 +283,7 @@ func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *E
 }
 
 func (x *Exchange) put(v *live, in pooled, broken bool) {
-	if !broken {
-		v.m.memory.Set(float64(in.in.MemoryBytes()))
-	}
 	v.pool.put(in, broken)
-	live, idle := v.pool.stats()
-	v.m.live.Set(float64(live))
-	v.m.idle.Set(float64(idle))
 }
 
 // fail counts err and keeps a line for the site owner. v may be nil.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -95,9 +96,41 @@ type Host struct {
 	metrics *metrics
 	logs    *logBook
 
-	mu      sync.RWMutex // guards plugins and closed; read on every request
-	plugins map[pluginKey]*slot
-	closed  bool
+	// plugins is read on every request without a lock: the map is never
+	// changed once published; Add, Remove and Close publish a new one
+	// under mu (copy on write, a few hundred entries at most per PoP).
+	mu      sync.Mutex
+	plugins atomic.Pointer[map[pluginKey]*slot]
+	closed  atomic.Bool
+
+	// exchanges recycles Exchange values (with their encoding buffer):
+	// Begin takes one, Close puts it back.
+	exchanges sync.Pool
+	// epoch is the base of mono: durations from one monotonic clock read.
+	epoch time.Time
+	// anchor maps mono to the wall clock; it is renewed every second so
+	// that a step of the wall clock (NTP) shows within a second.
+	anchor  atomic.Pointer[wallAnchor]
+	fakeNow bool // Options.Now was given: Exchange.Time uses it
+}
+
+type wallAnchor struct {
+	wall time.Time
+	mono time.Duration
+}
+
+// mono is the time since the host was made, from one monotonic clock read
+// (time.Now reads the wall clock as well).
+func (h *Host) mono() time.Duration { return time.Since(h.epoch) }
+
+// wallAt is the wall-clock time at mono reading m.
+func (h *Host) wallAt(m time.Duration) time.Time {
+	a := h.anchor.Load()
+	if d := m - a.mono; d > time.Second || d < -time.Second {
+		a = &wallAnchor{wall: time.Now(), mono: h.mono()}
+		h.anchor.Store(a) // racing renewals are all correct
+	}
+	return a.wall.Add(m - a.mono)
 }
 
 type pluginKey struct{ site, name string }
@@ -109,6 +142,7 @@ type slot struct {
 	history  []int // activated versions, oldest first
 	active   atomic.Pointer[live]
 	breaker  *breaker
+	removed  atomic.Bool // dropped from the host (Remove, Close)
 }
 
 type stored struct {
@@ -150,6 +184,7 @@ func NewHost(opts Options) (*Host, error) {
 	if opts.Engine == nil {
 		return nil, errors.New("plugins: Options.Engine is required (use plugins.NewSDKEngine)")
 	}
+	fakeNow := opts.Now != nil
 	opts = opts.withDefaults()
 	if err := opts.Limits.Validate(); err != nil {
 		return nil, err
@@ -158,7 +193,10 @@ func NewHost(opts Options) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{opts: opts, metrics: m, logs: newLogBook(opts.LogLines), plugins: map[pluginKey]*slot{}}, nil
+	h := &Host{opts: opts, metrics: m, logs: newLogBook(opts.LogLines), epoch: time.Now(), fakeNow: fakeNow}
+	h.plugins.Store(&map[pluginKey]*slot{})
+	h.anchor.Store(&wallAnchor{wall: h.epoch})
+	return h, nil
 }
 
 // ValidationError says why an upload was refused; show it to the site owner.
@@ -289,11 +327,9 @@ func (h *Host) infoLocked(s *slot, v *stored) VersionInfo {
 func (h *Host) slot(site, name string, create bool) (*slot, error) {
 	k := pluginKey{site, name}
 	if !create {
-		h.mu.RLock()
-		s, closed := h.plugins[k], h.closed
-		h.mu.RUnlock()
+		s := (*h.plugins.Load())[k]
 		switch {
-		case closed:
+		case h.closed.Load():
 			return nil, errors.New("plugins: host is closed")
 		case s == nil:
 			return nil, fmt.Errorf("site %s has no plugin %q: upload it first", site, name)
@@ -302,13 +338,16 @@ func (h *Host) slot(site, name string, create bool) (*slot, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
+	if h.closed.Load() {
 		return nil, errors.New("plugins: host is closed")
 	}
-	s := h.plugins[k]
+	old := *h.plugins.Load()
+	s := old[k]
 	if s == nil {
 		s = &slot{breaker: newBreaker(h.opts.BreakerThreshold, h.opts.BreakerCooldown, h.opts.Now)}
-		h.plugins[k] = s
+		m := maps.Clone(old)
+		m[k] = s
+		h.plugins.Store(&m)
 	}
 	return s, nil
 }
@@ -351,7 +390,7 @@ func (h *Host) activateLocked(ctx context.Context, s *slot, version int) error {
 	l.log = func(lv slog.Level, msg string) {
 		h.logs.add(LogLine{Time: h.opts.Now(), Site: l.info.Site, Plugin: l.info.Plugin, Version: l.info.Version, Level: lv, Msg: msg})
 	}
-	l.m, l.release = h.metrics.forVersion(st.info.Site, st.info.Plugin, st.info.Version)
+	l.m, l.release = h.metrics.forVersion(st.info.Site, st.info.Plugin, st.info.Version, l.pool)
 	if err := l.pool.warm(ctx, h.opts.WarmInstances); err != nil {
 		l.free()
 		return fmt.Errorf("activate %s/%s version %d: %w", st.info.Site, st.info.Plugin, version, err)
@@ -393,12 +432,18 @@ func (h *Host) Rollback(ctx context.Context, site, name string) (VersionInfo, er
 // applies).
 func (h *Host) Remove(site, name string) error {
 	h.mu.Lock()
-	s := h.plugins[pluginKey{site, name}]
-	delete(h.plugins, pluginKey{site, name})
+	old := *h.plugins.Load()
+	s := old[pluginKey{site, name}]
+	if s != nil {
+		m := maps.Clone(old)
+		delete(m, pluginKey{site, name})
+		h.plugins.Store(&m)
+	}
 	h.mu.Unlock()
 	if s == nil {
 		return fmt.Errorf("site %s has no plugin %q", site, name)
 	}
+	s.removed.Store(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if l := s.active.Swap(nil); l != nil {
@@ -440,11 +485,12 @@ func (h *Host) Logs(site string) []LogLine { return h.logs.lines(site) }
 // Close retires every version. In-flight requests finish first.
 func (h *Host) Close(ctx context.Context) error {
 	h.mu.Lock()
-	h.closed = true
-	ps := h.plugins
-	h.plugins = map[pluginKey]*slot{}
+	h.closed.Store(true)
+	ps := *h.plugins.Load()
+	h.plugins.Store(&map[pluginKey]*slot{})
 	h.mu.Unlock()
 	for _, s := range ps {
+		s.removed.Store(true)
 		if l := s.active.Swap(nil); l != nil {
 			l.retire()
 		}
@@ -488,12 +534,6 @@ func (l *live) free() {
 			l.release()
 		}
 	})
-}
-
-func (b *breaker) reset() {
-	b.mu.Lock()
-	b.failures, b.trial = 0, false
-	b.mu.Unlock()
 }
 
 func versionLabel(v int) string { return strconv.Itoa(v) }

@@ -2,17 +2,22 @@ package plugins
 
 import (
 	"errors"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the plugin series, labelled by site, plugin and version.
+//
+// Calls, errors and call time are counted on the request path (one counter
+// increment and one histogram observation per call, on series resolved at
+// activation). Instance counts and memory are read from the pools when the
+// registry is scraped, so a request does not pay for them.
 type metrics struct {
-	calls     *prometheus.CounterVec
-	errors    *prometheus.CounterVec
-	seconds   *prometheus.HistogramVec
-	memory    *prometheus.GaugeVec
-	instances *prometheus.GaugeVec
+	calls   *prometheus.CounterVec
+	errors  *prometheus.CounterVec
+	seconds *prometheus.HistogramVec
+	pools   *poolCollector
 }
 
 // versionMetrics are one version's series, resolved once at activation so
@@ -20,8 +25,6 @@ type metrics struct {
 type versionMetrics struct {
 	callsReq, callsResp     prometheus.Counter
 	secondsReq, secondsResp prometheus.Observer
-	memory                  prometheus.Gauge
-	live, idle              prometheus.Gauge
 	errors                  *prometheus.CounterVec // curried by site, plugin, version
 }
 
@@ -38,15 +41,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meridian_plugin_call_seconds", Help: "Time per plugin call, including input and output copies.",
 			Buckets: []float64{10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3},
 		}, append(l, "phase")),
-		memory: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_plugin_instance_memory_bytes", Help: "Linear memory (plugin + kernel) of the last instance returned to the pool.",
-		}, l),
-		instances: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_plugin_instances", Help: "Instances per version by state (live = idle + busy, idle).",
-		}, append(l, "state")),
+		pools: &poolCollector{
+			memory: prometheus.NewDesc("meridian_plugin_instance_memory_bytes",
+				"Linear memory (plugin + kernel) of the most recently returned idle instance.", l, nil),
+			instances: prometheus.NewDesc("meridian_plugin_instances",
+				"Instances per version by state (live = idle + busy, idle).", append(l, "state"), nil),
+			versions: map[*pool][3]string{},
+		},
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.calls, m.errors, m.seconds, m.memory, m.instances} {
+		for _, c := range []prometheus.Collector{m.calls, m.errors, m.seconds, m.pools} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if errors.As(err, &are) {
@@ -59,8 +63,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// forVersion resolves a version's series and returns a func that deletes them.
-func (m *metrics) forVersion(site, plugin string, version int) (versionMetrics, func()) {
+// forVersion resolves a version's series, starts reporting its pool, and
+// returns a func that deletes its series.
+func (m *metrics) forVersion(site, plugin string, version int, p *pool) (versionMetrics, func()) {
 	v := versionLabel(version)
 	labels := prometheus.Labels{"site": site, "plugin": plugin, "version": v}
 	errs := m.errors.MustCurryWith(labels)
@@ -69,16 +74,54 @@ func (m *metrics) forVersion(site, plugin string, version int) (versionMetrics, 
 		callsResp:   m.calls.WithLabelValues(site, plugin, v, "response"),
 		secondsReq:  m.seconds.WithLabelValues(site, plugin, v, "request"),
 		secondsResp: m.seconds.WithLabelValues(site, plugin, v, "response"),
-		memory:      m.memory.WithLabelValues(site, plugin, v),
-		live:        m.instances.WithLabelValues(site, plugin, v, "live"),
-		idle:        m.instances.WithLabelValues(site, plugin, v, "idle"),
 		errors:      errs,
 	}
+	m.pools.add(p, [3]string{site, plugin, v})
 	return vm, func() {
+		m.pools.remove(p)
 		for _, c := range []interface {
 			DeletePartialMatch(prometheus.Labels) int
-		}{m.calls, m.errors, m.seconds, m.memory, m.instances} {
+		}{m.calls, m.errors, m.seconds} {
 			c.DeletePartialMatch(labels)
 		}
+	}
+}
+
+// poolCollector reports every active version's instances and memory at
+// scrape time.
+type poolCollector struct {
+	memory, instances *prometheus.Desc
+
+	mu       sync.Mutex
+	versions map[*pool][3]string // site, plugin, version labels
+}
+
+func (c *poolCollector) add(p *pool, labels [3]string) {
+	c.mu.Lock()
+	c.versions[p] = labels
+	c.mu.Unlock()
+}
+
+func (c *poolCollector) remove(p *pool) {
+	c.mu.Lock()
+	delete(c.versions, p)
+	c.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.memory
+	ch <- c.instances
+}
+
+// Collect implements prometheus.Collector.
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p, l := range c.versions {
+		live, idle, mem := p.report()
+		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, float64(mem), l[0], l[1], l[2])
+		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(live), l[0], l[1], l[2], "live")
+		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(idle), l[0], l[1], l[2], "idle")
 	}
 }

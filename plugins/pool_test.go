@@ -118,3 +118,48 @@ func TestInstanceKeepsItsConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyPoolHandsOverToWaiters: with every instance busy, a request
+// waits; the instance returned by another request goes to it, and a
+// waiting request whose context ends gives up with KindBusy without taking
+// a slot from the next one.
+func TestBusyPoolHandsOverToWaiters(t *testing.T) {
+	h, _ := newHost(t, func(o *plugins.Options) { o.MaxInstances = 1 })
+	deploy(t, h, "s", "ab", "absplit") // exports on_response: keeps its instance pinned
+	chain := &plugins.Chain{Site: "s", Entries: []plugins.Entry{{Plugin: "ab"}}}
+	x := h.Begin(chain, plugins.GeoInfo{})
+	var a abi.Actions
+	if err := x.Request(context.Background(), 0, req(), &a); err != nil {
+		t.Fatal(err)
+	}
+	// A waiter that gives up.
+	ctx, cancel := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() {
+		y := h.Begin(chain, plugins.GeoInfo{})
+		defer y.Close()
+		var a abi.Actions
+		gaveUp <- y.Request(ctx, 0, req(), &a)
+	}()
+	// A waiter that stays.
+	done := make(chan error, 1)
+	go func() {
+		z := h.Begin(chain, plugins.GeoInfo{})
+		defer z.Close()
+		var a abi.Actions
+		done <- z.Request(context.Background(), 0, req(), &a)
+	}()
+	cancel()
+	if err := <-gaveUp; plugins.KindOf(err) != plugins.KindBusy {
+		t.Fatalf("cancelled waiter: want busy, got %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a request ran while the only instance was pinned: %v", err)
+	default:
+	}
+	x.Close() // returns the instance: the waiter gets it
+	if err := <-done; err != nil {
+		t.Fatalf("waiter after release: %v", err)
+	}
+}

@@ -27,6 +27,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
@@ -48,7 +50,8 @@ type Options struct {
 	ClientIP func(r *http.Request) netip.Addr
 	// Logger gets failures; nil discards.
 	Logger *slog.Logger
-	// Now is the clock handed to plugins; nil is time.Now.
+	// Now is the clock handed to plugins; nil is the plugins.Host's clock
+	// (the wall clock, read once per request with the call timing).
 	Now func() time.Time
 }
 
@@ -73,7 +76,8 @@ type Directives struct {
 type directivesKey struct{}
 
 // DirectivesFrom returns the plugins' decisions for the request, or nil if
-// no plugin ran. The origin pool reads Origin from it.
+// no plugin changed the request and none has an on_response still to run.
+// The origin pool reads Origin from it.
 func DirectivesFrom(ctx context.Context) *Directives {
 	d, _ := ctx.Value(directivesKey{}).(*Directives)
 	return d
@@ -84,28 +88,37 @@ func New(opts Options) func(http.Handler) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
 	if opts.ClientIP == nil {
 		opts.ClientIP = remoteIP
 	}
+	o := &opts
+	// Exchanges are recycled: a request through a plugin chain allocates
+	// only what outlives it (its context with the Directives, the
+	// request's shallow copy, header maps it changes, decoded strings).
+	exchanges := &sync.Pool{New: func() any { return new(exchange) }}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			var chain *plugins.Chain
-			if opts.Chain != nil {
-				chain = opts.Chain(r)
+			if o.Chain != nil {
+				chain = o.Chain(r)
 			}
 			if chain == nil || len(chain.Entries) == 0 {
 				next.ServeHTTP(w, r)
 				return
 			}
-			run(opts, chain, next, w, r)
+			ex := exchanges.Get().(*exchange)
+			ex.run(o, chain, next, w, r)
+			ex.recycle()
+			exchanges.Put(ex)
 		})
 	}
 }
 
+// remoteIP is the client address from RemoteAddr ("ip:port").
 func remoteIP(r *http.Request) netip.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap()
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
@@ -114,17 +127,29 @@ func remoteIP(r *http.Request) netip.Addr {
 	return a.Unmap()
 }
 
-// exchange is one request's run through the chain.
+// exchange is one request's run through the chain. It is recycled once the
+// request is done: nothing that outlives the request may point into it
+// (the Directives live in dirCtx, allocated per request, because cache
+// revalidation may keep the request's context after the response).
 type exchange struct {
-	opts   Options
+	opts   *Options
 	chain  *plugins.Chain
 	x      *plugins.Exchange
 	req    abi.Request
+	resp   abi.Response
 	act    abi.Actions
 	ran    int // entries whose on_request ran (successfully or not)
 	skip   int // entry that answered directly (its on_response is not run), -1
 	dir    *Directives
 	respOp []headerOp // response header changes asked in on_request
+	rw     responseWriter
+
+	// The request handed on is a shallow copy of the caller's; its header
+	// map and URL are copied on the first change (the caller's request is
+	// never touched).
+	ownHeader, ownURL bool
+	spare             []string // value slots for headers set, from the header copy
+	names             nameCache
 }
 
 type headerOp struct {
@@ -132,28 +157,64 @@ type headerOp struct {
 	remove      bool
 }
 
-func run(opts Options, chain *plugins.Chain, next http.Handler, w http.ResponseWriter, r *http.Request) {
+// dirCtx is the request context with the plugins' Directives: one
+// allocation for both (context.WithValue and a separate Directives would
+// be two).
+type dirCtx struct {
+	context.Context
+	dir Directives
+}
+
+func (c *dirCtx) Value(key any) any {
+	if _, ok := key.(directivesKey); ok {
+		return &c.dir
+	}
+	return c.Context.Value(key)
+}
+
+// recycle drops what the exchange points to, so a pooled exchange keeps no
+// request, writer or large buffer alive.
+func (ex *exchange) recycle() {
+	ex.opts, ex.chain, ex.x, ex.dir = nil, nil, nil, nil
+	ex.rw = responseWriter{}
+	ex.respOp = ex.respOp[:0]
+	ex.spare = nil
+	clear(ex.req.Headers)
+	clear(ex.resp.Headers)
+	if cap(ex.act.Body) > 64<<10 {
+		ex.act.Body = nil
+	}
+}
+
+func (ex *exchange) run(opts *Options, chain *plugins.Chain, next http.Handler, w http.ResponseWriter, r *http.Request) {
 	ip := opts.ClientIP(r)
 	var geo plugins.GeoInfo
 	if opts.Geo != nil && ip.IsValid() {
 		geo.Country, geo.Region, geo.Lat, geo.Lon, geo.Known = opts.Geo.GeoLookup(ip)
 	}
-	ex := &exchange{opts: opts, chain: chain, x: opts.Host.Begin(chain, geo), skip: -1, dir: &Directives{}}
+	ex.opts, ex.chain, ex.skip, ex.ran = opts, chain, -1, 0
+	ex.ownHeader, ex.ownURL = false, false
+	ex.x = opts.Host.Begin(chain, geo)
 	defer ex.x.Close()
-	ex.req = abi.Request{Method: r.Method, Host: r.Host, PoP: opts.PoP, PoPRegion: opts.PoPRegion, Time: opts.Now()}
-	if ip.IsValid() {
-		ex.req.ClientIP = ip.String()
-	}
+	// Field by field: a whole-struct assignment is a bulk copy with
+	// write barriers while the GC runs.
+	q := &ex.req
+	q.Method, q.Host, q.PoP, q.PoPRegion, q.ClientIP, q.ClientAddr = r.Method, r.Host, opts.PoP, opts.PoPRegion, "", ip
+	q.Country, q.Region = "", ""
 	if geo.Known {
-		ex.req.Country, ex.req.Region = geo.Country, geo.Region
+		q.Country, q.Region = geo.Country, geo.Region
+	}
+	if opts.Now != nil {
+		q.Time = opts.Now()
+	} else {
+		q.Time = ex.x.Time()
 	}
 
-	ctx := context.WithValue(r.Context(), directivesKey{}, ex.dir)
-	r = r.Clone(ctx) // plugins change headers and URL: never touch the caller's request
+	// r stays the caller's request until a plugin changes something (own).
 	for i := range chain.Entries {
 		e := &chain.Entries[i]
 		ex.req.Path, ex.req.Query = r.URL.EscapedPath(), r.URL.RawQuery
-		ex.req.Headers = selectHeaders(ex.req.Headers[:0], r.Header, e.RequestHeaders)
+		ex.req.Headers = ex.selectHeaders(ex.req.Headers[:0], r.Header, e.RequestHeaders)
 		ex.ran = i + 1
 		if err := ex.x.Request(r.Context(), i, &ex.req, &ex.act); err != nil {
 			if chain.FailClosed {
@@ -169,21 +230,104 @@ func run(opts Options, chain *plugins.Chain, next http.Handler, w http.ResponseW
 			return
 		}
 	}
-	rw := &responseWriter{ResponseWriter: w, ex: ex, r: r}
+	pending := ex.x.ResponsePending()
+	if !pending && len(ex.respOp) == 0 {
+		// Nothing to do at delivery: the plugins only looked (the common
+		// case of a plugin without on_response that continued).
+		next.ServeHTTP(w, r)
+		return
+	}
+	if pending {
+		r = ex.own(r) // on_response may leave Directives for the cache
+	}
+	ex.rw = responseWriter{ResponseWriter: w, ex: ex, r: r}
+	rw := &ex.rw
 	next.ServeHTTP(rw, r)
 	if !rw.wroteHeader {
 		rw.WriteHeader(http.StatusOK)
 	}
 }
 
+// own returns the exchange's own shallow copy of the caller's request, with
+// the Directives in its context, making it on the first call. The header
+// map and URL are still the caller's: header and url copy them before a
+// change. Until a plugin changes something, the caller's request goes on
+// as it is, and DirectivesFrom answers nil.
+func (ex *exchange) own(r *http.Request) *http.Request {
+	if ex.dir != nil {
+		return r
+	}
+	dc := &dirCtx{Context: r.Context()}
+	ex.dir = &dc.dir
+	return r.WithContext(dc)
+}
+
+// header returns r's header map for changing, copied from the caller's
+// first (with room for extra more names).
+func (ex *exchange) header(r *http.Request, extra int) http.Header {
+	if !ex.ownHeader {
+		r.Header, ex.spare = cloneHeader(r.Header, extra)
+		ex.ownHeader = true
+	}
+	return r.Header
+}
+
+// cloneHeader is http.Header.Clone with room for extra more names, and as
+// many spare value slots (one slice for all values, as Clone does).
+func cloneHeader(h http.Header, extra int) (http.Header, []string) {
+	nv := 0
+	for _, vv := range h {
+		nv += len(vv)
+	}
+	sv := make([]string, nv+extra)
+	h2 := make(http.Header, len(h)+extra)
+	for k, vv := range h {
+		if vv == nil {
+			h2[k] = nil // keep a nil value: it means "do not send" to the proxy
+			continue
+		}
+		n := copy(sv, vv)
+		h2[k] = sv[:n:n]
+		sv = sv[n:]
+	}
+	return h2, sv
+}
+
+// setHeader sets h[key] to the single value v (key canonical).
+func (ex *exchange) setHeader(h http.Header, key, v string) {
+	if len(ex.spare) > 0 {
+		h[key] = append(ex.spare[:0:1], v)
+		ex.spare = ex.spare[1:]
+		return
+	}
+	h[key] = []string{v}
+}
+
+// ownURL makes r.URL the exchange's own copy before a change.
+func (ex *exchange) url(r *http.Request) *url.URL {
+	if !ex.ownURL {
+		u := *r.URL
+		r.URL = &u
+		ex.ownURL = true
+	}
+	return r.URL
+}
+
 // apply carries out the request-phase actions in ex.act on r.
 func (ex *exchange) apply(r *http.Request) *http.Request {
 	a := &ex.act
-	for _, name := range a.RemoveRequestHeaders {
-		r.Header.Del(name)
+	if len(a.RemoveRequestHeaders) > 0 || len(a.SetRequestHeaders) > 0 || a.RewritePath || a.RewriteQuery ||
+		a.Origin != "" || a.CacheKey != "" || a.HasTTL || a.NoStore {
+		r = ex.own(r)
 	}
-	for _, h := range a.SetRequestHeaders {
-		r.Header.Set(h.Name, h.Value)
+	if len(a.RemoveRequestHeaders) > 0 || len(a.SetRequestHeaders) > 0 {
+		h := ex.header(r, len(a.SetRequestHeaders)+1) // +1: no-store below
+		for _, name := range a.RemoveRequestHeaders {
+			delete(h, ex.names.canonical(name))
+		}
+		for _, hd := range a.SetRequestHeaders {
+			ex.setHeader(h, ex.names.canonical(hd.Name), hd.Value)
+		}
 	}
 	if a.RewritePath {
 		p, err := url.PathUnescape(a.Path)
@@ -191,12 +335,14 @@ func (ex *exchange) apply(r *http.Request) *http.Request {
 			p = a.Path // not %-encoded after all: take it literally
 		}
 		// EscapedPath falls back to encoding Path when RawPath does not match it.
-		r.URL.Path, r.URL.RawPath = p, a.Path
-		r.RequestURI = r.URL.RequestURI()
+		u := ex.url(r)
+		u.Path, u.RawPath = p, a.Path
+		r.RequestURI = u.RequestURI()
 	}
 	if a.RewriteQuery {
-		r.URL.RawQuery = a.Query
-		r.RequestURI = r.URL.RequestURI()
+		u := ex.url(r)
+		u.RawQuery = a.Query
+		r.RequestURI = u.RequestURI()
 	}
 	if a.Origin != "" {
 		ex.dir.Origin = a.Origin
@@ -214,10 +360,11 @@ func (ex *exchange) apply(r *http.Request) *http.Request {
 		ex.dir.NoStore = true
 		// The cache honours the RFC 9111 request directive: nothing of this
 		// exchange is stored (a response already stored may still be served).
-		if cc := r.Header.Get("Cache-Control"); cc != "" {
-			r.Header.Set("Cache-Control", cc+", no-store")
+		h := ex.header(r, 1)
+		if cc := h.Get("Cache-Control"); cc != "" {
+			ex.setHeader(h, "Cache-Control", cc+", no-store")
 		} else {
-			r.Header.Set("Cache-Control", "no-store")
+			ex.setHeader(h, "Cache-Control", "no-store")
 		}
 	}
 	for _, name := range a.RemoveResponseHeaders {
@@ -230,6 +377,28 @@ func (ex *exchange) apply(r *http.Request) *http.Request {
 		r = r.WithContext(ctx)
 	}
 	return r
+}
+
+// nameCache remembers the canonical form of the last few header names seen
+// (the names a chain's plugins set, and those its entries ask for): the
+// same few names come on every request.
+type nameCache struct {
+	raw, canon [8]string
+	next       int
+}
+
+// canonical is http.CanonicalHeaderKey(name), from the cache when it can.
+func (c *nameCache) canonical(name string) string {
+	for i := range c.raw {
+		if c.raw[i] == name && name != "" {
+			return c.canon[i]
+		}
+	}
+	k := http.CanonicalHeaderKey(name)
+	// A copy: name may be a view of a plugin's whole answer.
+	c.raw[c.next], c.canon[c.next] = strings.Clone(name), strings.Clone(k)
+	c.next = (c.next + 1) % len(c.raw)
+	return k
 }
 
 // respond writes a plugin's direct answer, after the on_response of the
@@ -258,19 +427,20 @@ func (ex *exchange) response(w http.ResponseWriter, r *http.Request, status int)
 	h := w.Header()
 	for _, op := range ex.respOp {
 		if op.remove {
-			h.Del(op.name)
+			delete(h, ex.names.canonical(op.name))
 		} else {
-			setResponseHeader(h, op.name, op.value)
+			ex.setResponseHeader(h, op.name, op.value)
 		}
 	}
-	resp := abi.Response{Status: status, Time: ex.req.Time}
+	resp := &ex.resp
+	resp.Status, resp.Time = status, ex.req.Time
 	for i := ex.ran - 1; i >= 0; i-- {
 		if i == ex.skip {
 			continue
 		}
 		e := &ex.chain.Entries[i]
-		resp.Headers = selectHeaders(resp.Headers[:0], h, e.ResponseHeaders)
-		ran, err := ex.x.Response(r.Context(), i, &resp, &ex.act)
+		resp.Headers = ex.selectHeaders(resp.Headers[:0], h, e.ResponseHeaders)
+		ran, err := ex.x.Response(r.Context(), i, resp, &ex.act)
 		if !ran {
 			continue
 		}
@@ -286,10 +456,13 @@ func (ex *exchange) response(w http.ResponseWriter, r *http.Request, status int)
 		}
 		a := &ex.act
 		for _, name := range a.RemoveResponseHeaders {
-			h.Del(name)
+			delete(h, ex.names.canonical(name))
 		}
 		for _, hd := range a.SetResponseHeaders {
-			setResponseHeader(h, hd.Name, hd.Value)
+			ex.setResponseHeader(h, hd.Name, hd.Value)
+		}
+		if ex.dir == nil {
+			continue // a direct answer: no cache to tell
 		}
 		if a.NoStore {
 			ex.dir.NoStore = true
@@ -303,12 +476,13 @@ func (ex *exchange) response(w http.ResponseWriter, r *http.Request, status int)
 
 // setResponseHeader sets a header; Set-Cookie accumulates instead, since
 // several plugins may each set a cookie.
-func setResponseHeader(h http.Header, name, value string) {
-	if http.CanonicalHeaderKey(name) == "Set-Cookie" {
-		h.Add(name, value)
+func (ex *exchange) setResponseHeader(h http.Header, name, value string) {
+	key := ex.names.canonical(name)
+	if key == "Set-Cookie" {
+		h[key] = append(h[key], value)
 		return
 	}
-	h.Set(name, value)
+	h[key] = []string{value}
 }
 
 const failBody = "503 service unavailable: a plugin of this site failed\n"
@@ -323,7 +497,7 @@ func (ex *exchange) failClosed(w http.ResponseWriter, plugin string, err error) 
 }
 
 // selectHeaders appends the headers named in names ("*": all) from h.
-func selectHeaders(dst []abi.Header, h http.Header, names []string) []abi.Header {
+func (ex *exchange) selectHeaders(dst []abi.Header, h http.Header, names []string) []abi.Header {
 	for _, n := range names {
 		if n == "*" {
 			for k, vs := range h {
@@ -333,7 +507,7 @@ func selectHeaders(dst []abi.Header, h http.Header, names []string) []abi.Header
 			}
 			return dst
 		}
-		for _, v := range h.Values(n) {
+		for _, v := range h[ex.names.canonical(n)] {
 			dst = append(dst, abi.Header{Name: n, Value: v})
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -83,17 +84,21 @@ type Header struct {
 
 // Request is what on_request sees.
 type Request struct {
-	Method    string
-	Path      string
-	Query     string
-	Host      string
-	Headers   []Header // only the headers the plugin asked for
-	ClientIP  string
-	Country   string // ISO 3166-1 alpha-2, empty if unknown
-	Region    string // subdivision code, empty if unknown
-	PoP       string
-	PoPRegion string
-	Time      time.Time // the only clock a plugin gets
+	Method   string
+	Path     string
+	Query    string
+	Host     string
+	Headers  []Header // only the headers the plugin asked for
+	ClientIP string
+	// ClientAddr is written as the client IP when ClientIP is empty: a
+	// host that has the address as a netip.Addr encodes it without
+	// making a string per request.
+	ClientAddr netip.Addr
+	Country    string // ISO 3166-1 alpha-2, empty if unknown
+	Region     string // subdivision code, empty if unknown
+	PoP        string
+	PoPRegion  string
+	Time       time.Time // the only clock a plugin gets
 }
 
 // Response is what on_response sees.
@@ -132,16 +137,30 @@ type Actions struct {
 	RemoveResponseHeaders []string
 }
 
-// Reset clears a for reuse, keeping slice capacity.
+// Reset clears a for reuse, keeping slice capacity. It assigns field by
+// field: a whole-struct assignment is a bulk copy with write barriers,
+// which costs more than the decoding of a short answer while the GC runs.
 func (a *Actions) Reset() {
-	*a = Actions{
-		SetRequestHeaders:     a.SetRequestHeaders[:0],
-		RemoveRequestHeaders:  a.RemoveRequestHeaders[:0],
-		RespondHeaders:        a.RespondHeaders[:0],
-		Body:                  a.Body[:0],
-		SetResponseHeaders:    a.SetResponseHeaders[:0],
-		RemoveResponseHeaders: a.RemoveResponseHeaders[:0],
+	a.SetRequestHeaders = a.SetRequestHeaders[:0]
+	a.RemoveRequestHeaders = a.RemoveRequestHeaders[:0]
+	a.RespondHeaders = a.RespondHeaders[:0]
+	a.Body = a.Body[:0]
+	a.SetResponseHeaders = a.SetResponseHeaders[:0]
+	a.RemoveResponseHeaders = a.RemoveResponseHeaders[:0]
+	if a.Path != "" {
+		a.Path = ""
 	}
+	if a.Query != "" {
+		a.Query = ""
+	}
+	if a.Origin != "" {
+		a.Origin = ""
+	}
+	if a.CacheKey != "" {
+		a.CacheKey = ""
+	}
+	a.RewritePath, a.RewriteQuery, a.HasTTL, a.NoStore, a.Respond = false, false, false, false, false
+	a.TTL, a.Status = 0, 0
 }
 
 // ErrFieldTooLarge is returned when a value does not fit a u16 length.
@@ -199,6 +218,17 @@ func AppendRequest(dst []byte, r *Request) ([]byte, error) {
 		{TagClientIP, r.ClientIP}, {TagCountry, r.Country}, {TagRegion, r.Region},
 		{TagPoP, r.PoP}, {TagPoPRegion, r.PoPRegion},
 	} {
+		if f.tag == TagClientIP && f.v == "" && r.ClientAddr.IsValid() {
+			dst = append(dst, TagClientIP, 0, 0)
+			n := len(dst)
+			dst = r.ClientAddr.AppendTo(dst)
+			l := len(dst) - n
+			if l > MaxField { // only an absurd IPv6 zone
+				return dst[:n-3], fmt.Errorf("%w (client address)", ErrFieldTooLarge)
+			}
+			dst[n-2], dst[n-1] = byte(l), byte(l>>8)
+			continue
+		}
 		if dst, err = appendField(dst, f.tag, f.v); err != nil {
 			return dst, err
 		}
@@ -259,6 +289,17 @@ func (e *DecodeError) Error() string {
 // Empty output is an error: a plugin that returns success must write at least
 // the version byte.
 func DecodeActions(phase Phase, out []byte, a *Actions) error {
+	return DecodeActionsShared(phase, out, "", a)
+}
+
+// SharedStringMax is the largest answer whose strings share one copy.
+const SharedStringMax = sharedStringMax
+
+// DecodeActionsShared is DecodeActions whose strings are views of whole
+// when whole holds exactly the bytes of out (the caller kept the string of
+// an identical earlier answer: plugins often answer the same bytes on
+// every request). With whole empty it copies out as DecodeActions does.
+func DecodeActionsShared(phase Phase, out []byte, whole string, a *Actions) error {
 	a.Reset()
 	if len(out) == 0 {
 		return &DecodeError{0, "empty output (a plugin must write at least the version byte)"}
@@ -270,8 +311,10 @@ func DecodeActions(phase Phase, out []byte, a *Actions) error {
 	// share one copy of it: one allocation instead of one per string. A
 	// large answer is copied per string so that a kept header does not
 	// keep a large body alive.
-	var whole string
-	if len(out) > 1 && len(out) <= sharedStringMax {
+	if whole != string(out) { // compared without a copy
+		whole = ""
+	}
+	if whole == "" && len(out) > 1 && len(out) <= sharedStringMax {
 		whole = string(out)
 	}
 	str := func(lo, hi int) string {
@@ -418,11 +461,26 @@ func validToken(b []byte) bool {
 		return false
 	}
 	for _, c := range b {
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+		if !isTokenChar(c) {
 			return false
 		}
 	}
 	return true
+}
+
+// Token bytes as bit sets (bytes 0-63 and 64-127): visible ASCII except
+// the delimiters "(),/:;<=>?@[\]{}. Header names are checked on every
+// plugin answer; this is a shift and a mask per byte.
+const (
+	tokenLo = 0x3ff6cfa00000000
+	tokenHi = 0x57ffffffc7fffffe
+)
+
+func isTokenChar(c byte) bool {
+	if c < 64 {
+		return tokenLo>>c&1 != 0
+	}
+	return c < 128 && tokenHi>>(c-64)&1 != 0
 }
 
 func validText(b []byte) bool {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,39 @@ func TestRequestRoundTrip(t *testing.T) {
 		!got.Time.Equal(in.Time) || len(got.Headers) != 3 || got.Headers[0].Name != "authorization" ||
 		got.Headers[0].Value != in.Headers[0].Value {
 		t.Fatalf("round trip mismatch: %+v", got)
+	}
+}
+
+// TestClientAddrEncodesLikeClientIP: a host passing the client address as
+// a netip.Addr writes exactly the bytes of the same address as a string,
+// for IPv4 and IPv6, and the string wins when both are set.
+func TestClientAddrEncodesLikeClientIP(t *testing.T) {
+	for _, ip := range []string{"203.0.113.77", "2001:db8::1", "::ffff:192.0.2.1"} {
+		withString := sampleRequest()
+		withString.ClientIP = ip
+		withAddr := sampleRequest()
+		withAddr.ClientIP, withAddr.ClientAddr = "", netip.MustParseAddr(ip)
+		a, err := AppendRequest(nil, withString)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := AppendRequest(nil, withAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a) != string(b) {
+			t.Fatalf("%s: ClientAddr encodes as %x, ClientIP as %x", ip, b, a)
+		}
+		got, err := DecodeRequest(b)
+		if err != nil || got.ClientIP != ip {
+			t.Fatalf("%s: decoded client IP %q, %v", ip, got.ClientIP, err)
+		}
+	}
+	both := sampleRequest()
+	both.ClientAddr = netip.MustParseAddr("192.0.2.9")
+	got, _ := AppendRequest(nil, both)
+	if d, _ := DecodeRequest(got); d.ClientIP != both.ClientIP {
+		t.Fatalf("ClientIP %q must win over ClientAddr, got %q", both.ClientIP, d.ClientIP)
 	}
 }
 
@@ -250,5 +284,37 @@ func TestDecodedActionsDoNotAliasOutput(t *testing.T) {
 	}
 	if len(a.SetRequestHeaders) != 1 || a.SetRequestHeaders[0] != (Header{"x-a", "one"}) || a.Path != "/p" {
 		t.Fatalf("decoded actions changed with the output buffer: %+v", a)
+	}
+}
+
+// TestTokenChars checks the bit sets behind validToken against RFC 9110's
+// definition of a token, byte by byte.
+func TestTokenChars(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		want := c > ' ' && c < 0x7f && !strings.ContainsRune("\"(),/:;<=>?@[\\]{}", rune(c))
+		if got := validToken([]byte{byte(c)}); got != want {
+			t.Errorf("byte 0x%02x: token %v, want %v", c, got, want)
+		}
+	}
+}
+
+// TestDecodeActionsShared: with the string of the same answer, the decoded
+// strings are views of it (no copy); with a string of another answer, the
+// answer is decoded from its own bytes.
+func TestDecodeActionsShared(t *testing.T) {
+	out := append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "shop"))...)
+	whole := string(out)
+	var a Actions
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := DecodeActionsShared(PhaseRequest, out, whole, &a); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 || len(a.SetRequestHeaders) != 1 || a.SetRequestHeaders[0] != (Header{"x-site", "shop"}) {
+		t.Fatalf("%v allocations, actions %+v", allocs, a.SetRequestHeaders)
+	}
+	other := string(append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "blog"))...))
+	if err := DecodeActionsShared(PhaseRequest, out, other, &a); err != nil || a.SetRequestHeaders[0].Value != "shop" {
+		t.Fatalf("with another answer's string: %+v %v", a.SetRequestHeaders, err)
 	}
 }

@@ -254,6 +254,8 @@ func (p *program) Instantiate(ctx context.Context) (plugins.Instance, error) {
 	in.reqCtx = nil
 	in.onRequest = mod.ExportedFunction("on_request")
 	in.onResponse = mod.ExportedFunction("on_response")
+	in.reqResult = in.onRequest != nil && len(in.onRequest.Definition().ResultTypes()) > 0
+	in.respResult = in.onResponse != nil && len(in.onResponse.Definition().ResultTypes()) > 0
 	return in, nil
 }
 

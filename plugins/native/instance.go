@@ -29,6 +29,9 @@ type instance struct {
 	cc  callCtx
 
 	onRequest, onResponse api.Function
+	// Whether on_request and on_response return a value: read once, as
+	// wazero's ResultTypes allocates.
+	reqResult, respResult bool
 	stack                 [1]uint64
 	out                   []byte // output of the last call, reused
 
@@ -127,13 +130,15 @@ func (in *instance) Call(ctx context.Context, fn string, input []byte, env *plug
 		return nil, &plugins.CallError{Kind: plugins.KindInstance, Err: errors.New("instance failed before and must be discarded")}
 	}
 	var f api.Function
+	var hasResult bool
 	switch fn {
 	case "on_request":
-		f = in.onRequest
+		f, hasResult = in.onRequest, in.reqResult
 	case "on_response":
-		f = in.onResponse
+		f, hasResult = in.onResponse, in.respResult
 	default:
 		f = in.mod.ExportedFunction(fn)
+		hasResult = f != nil && len(f.Definition().ResultTypes()) > 0
 	}
 	if f == nil {
 		return nil, &plugins.CallError{Kind: plugins.KindTrap, Err: fmt.Errorf("unknown function: %s", fn)}
@@ -152,7 +157,7 @@ func (in *instance) Call(ctx context.Context, fn string, input []byte, env *plug
 	in.reqCtx, in.env = nil, nil
 	in.k.input = nil
 	rc := uint32(0)
-	if len(f.Definition().ResultTypes()) > 0 {
+	if hasResult {
 		rc = uint32(in.stack[0])
 	}
 	if err != nil && exitedZero(err) {
