@@ -5,8 +5,13 @@
 
 GO ?= go
 
+# The plugin kit and the example plugins are modules of their own (plugins
+# build them for wasip1), so ./... does not reach them.
+NESTED := plugins/kit plugins/examples
+
 test: deps check
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd plugins/kit && $(GO) test -race -count=1 ./...
 
 # Everything the tests use that is not a Go module: installed when missing.
 deps:
@@ -17,6 +22,8 @@ check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	for m in $(NESTED); do (cd $$m && GOOS=wasip1 GOARCH=wasm $(GO) vet ./...) || exit 1; done
+	cd plugins/kit && $(GO) vet ./...
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o meridian ./cmd/meridian
