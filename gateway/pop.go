@@ -274,7 +274,12 @@ func (p *PoP) Start(ctx context.Context) error {
 	for _, s := range []struct {
 		srv *http.Server
 		ln  net.Listener
-	}{{p.httpSrv, p.httpLn}, {p.adminSrv, p.adminLn}} {
+	}{
+		// Coalesce: a stored 4-32 KiB body leaves with its header in one
+		// writev instead of two writes (see cache.Coalesce).
+		{p.httpSrv, cache.Coalesce(p.httpSrv, p.httpLn)},
+		{p.adminSrv, p.adminLn},
+	} {
 		p.wg.Go(func() {
 			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				p.log.Error("server stopped", "addr", s.ln.Addr().String(), "err", err)
