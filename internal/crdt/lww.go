@@ -86,16 +86,18 @@ func (r Register) Clock() VClock {
 // at horizon h, order winner first.
 func mergeRegister(a, b []Version, h int64) []Version {
 	if len(a)+len(b) == 1 { // a new key, or compaction of a single version
-		var v Version
-		if len(a) == 1 {
-			v = a[0]
-		} else {
-			v = b[0]
+		// The input slice itself is the result: versions are never changed
+		// in place, and the capacity limit makes an append copy. This is the
+		// merge of every new key on every replica; a copy per merge was a
+		// good share of what a receiving node allocates.
+		v := a
+		if len(b) == 1 {
+			v = b
 		}
-		if v.dead(h) {
+		if v[0].dead(h) {
 			return nil
 		}
-		return []Version{v}
+		return v[:1:1]
 	}
 	all := make([]Version, 0, len(a)+len(b))
 	all = append(all, a...)
@@ -222,7 +224,9 @@ func (m *Map) write(node, key string, v Version) *Map {
 	return d
 }
 
-// Merge joins o into m and returns the keys whose register changed.
+// Merge joins o into m and returns the keys whose register changed. m may
+// keep o's version slices (not copied: this is every replica's hot path), so
+// neither may change a Version in place afterwards; nothing does.
 func (m *Map) Merge(o *Map) []string {
 	if o == nil {
 		return nil

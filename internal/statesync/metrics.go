@@ -15,6 +15,22 @@ type metrics struct {
 	gaps          prometheus.Counter
 	auditMisses   prometheus.Counter
 	propagation   prometheus.Histogram
+
+	// recv holds the received counters of the known kind and path pairs,
+	// resolved once: WithLabelValues hashes the labels and takes a lock on
+	// every call, which on the fast path ran for every delta on every node.
+	// Read-only after newMetrics.
+	recv map[recvLabels]prometheus.Counter
+}
+
+type recvLabels struct{ kind, via string }
+
+// receivedCounter returns the counter of messages of kind accepted via path.
+func (m *metrics) receivedCounter(kind, via string) prometheus.Counter {
+	if c, ok := m.recv[recvLabels{kind, via}]; ok {
+		return c
+	}
+	return m.received.WithLabelValues(kind, via)
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,6 +60,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_sync_propagation_seconds",
 			Help:    "Sender clock to local apply of remote deltas (includes clock skew between nodes).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
+	}
+	m.recv = map[recvLabels]prometheus.Counter{}
+	for _, l := range []recvLabels{{kindDelta, "core"}, {kindDelta, "log"}, {kindDelta, "core-seen"}, {kindDelta, "log-seen"},
+		{kindDigest, "digest"}, {kindRepair, "repair"}} { // the pairs that occur; others resolve per call
+		m.recv[l] = m.received.WithLabelValues(l.kind, l.via)
 	}
 	if reg != nil {
 		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.queued, m.applied, m.queueDepth, m.degraded, m.logSeq, m.gaps, m.auditMisses, m.propagation)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-edge/meridian/internal/crdt"
@@ -488,10 +489,23 @@ type Event struct {
 	KVKey string
 }
 
+// watchers holds the Watch callbacks. notify runs for every applied change
+// on every node, so it reads an immutable list through an atomic pointer
+// (no lock, no copy); Watch and stop replace the list under mu.
 type watchers struct {
 	mu   sync.Mutex
 	next int
 	fns  map[int]func(Event)
+	list atomic.Pointer[[]func(Event)] // the values of fns, for notify
+}
+
+// publishLocked rebuilds the list notify reads. Callers hold w.mu.
+func (w *watchers) publishLocked() {
+	list := make([]func(Event), 0, len(w.fns))
+	for _, f := range w.fns {
+		list = append(list, f)
+	}
+	w.list.Store(&list)
 }
 
 // Watch calls fn for every change applied on this node (local or remote)
@@ -508,9 +522,11 @@ func (n *Node) Watch(fn func(Event)) (stop func()) {
 	id := w.next
 	w.next++
 	w.fns[id] = fn
+	w.publishLocked()
 	return func() {
 		w.mu.Lock()
 		delete(w.fns, id)
+		w.publishLocked()
 		w.mu.Unlock()
 	}
 }
@@ -519,14 +535,12 @@ func (w *watchers) notify(evs []Event) {
 	if len(evs) == 0 {
 		return
 	}
-	w.mu.Lock()
-	fns := make([]func(Event), 0, len(w.fns))
-	for _, f := range w.fns {
-		fns = append(fns, f)
+	fns := w.list.Load()
+	if fns == nil {
+		return
 	}
-	w.mu.Unlock()
 	for _, ev := range evs {
-		for _, f := range fns {
+		for _, f := range *fns {
 			f(ev)
 		}
 	}
@@ -590,7 +604,11 @@ func (n *Node) indexKey(k string) (p PurgeRecord, ok bool) {
 		return p, false
 	}
 	val, ok := n.regs.Value(k)
-	if !ok || json.Unmarshal(val, &p) != nil {
+	if !ok {
+		return p, false
+	}
+	p, err := decodePurgeKey(val, k, n.ids)
+	if err != nil {
 		return p, false
 	}
 	n.purges.add(p)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/meridian-edge/meridian/internal/crdt"
 )
@@ -188,6 +189,7 @@ func appendString(b []byte, s string) []byte {
 type reader struct {
 	b   []byte
 	err error
+	ids *idTable // may be nil
 }
 
 func (r *reader) fail(format string, args ...any) {
@@ -266,15 +268,71 @@ func (r *reader) bytes(limit int, what string) []byte {
 // id reads a node id and checks it.
 func (r *reader) id(what string) string {
 	s := r.bytes(64, what)
-	if r.err == nil && !validID(string(s)) {
-		r.err = reject("invalid", "bad %s %q", what, s)
+	if r.err != nil {
+		return ""
 	}
-	return string(s)
+	if id, ok := r.ids.lookup(s); ok {
+		return id // checked when it was added
+	}
+	id := string(s)
+	if !validID(id) {
+		r.err = reject("invalid", "bad %s %q", what, s)
+		return id
+	}
+	r.ids.add(id)
+	return id
+}
+
+// idTable interns node ids: a delta names its sender up to three times
+// (sender, writer, clock entry), every receiver kept a copy of each, and the
+// fleet has few distinct ids. Interning saves those allocations on every
+// receiving node and lets the state share one string per node. Safe for
+// concurrent use; a nil table interns nothing.
+type idTable struct {
+	mu  sync.RWMutex
+	ids map[string]string
+}
+
+// smallRegs is the most registers decodeIDs puts in a map it was given:
+// one group of a Go map, so a reused map stays small.
+const smallRegs = 8
+
+// maxInternedIDs bounds the table: ids from a flood of bogus senders are
+// allocated as before instead of growing it.
+const maxInternedIDs = 4096
+
+func newIDTable() *idTable { return &idTable{ids: map[string]string{}} }
+
+func (t *idTable) lookup(b []byte) (string, bool) {
+	if t == nil {
+		return "", false
+	}
+	t.mu.RLock()
+	s, ok := t.ids[string(b)] // no allocation: the compiler looks up by the bytes
+	t.mu.RUnlock()
+	return s, ok
+}
+
+func (t *idTable) add(id string) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	if len(t.ids) < maxInternedIDs {
+		t.ids[id] = id
+	}
+	t.mu.Unlock()
 }
 
 // decode parses and checks a message (any kind). Anything it returns may be
 // merged: see PROTOCOL.md for the checks.
-func decode(data []byte) (envelope, error) {
+func decode(data []byte) (envelope, error) { return decodeIDs(data, nil, nil) }
+
+// decodeIDs is decode with node ids interned in ids. regs, when not nil, is
+// an empty map the registers go into if there are at most smallRegs of them
+// (a delta carries one or a few), so that a receiver can reuse one map
+// instead of allocating one per message.
+func decodeIDs(data []byte, ids *idTable, regs map[string]crdt.Register) (envelope, error) {
 	var e envelope
 	if len(data) > MaxMessageSize {
 		return e, reject("oversized", "%d bytes exceeds %d", len(data), MaxMessageSize)
@@ -291,7 +349,7 @@ func decode(data []byte) (envelope, error) {
 		return e, reject("invalid", "unknown kind %d", data[1])
 	}
 	e.V, e.Kind = WireVersion, kindNames[data[1]]
-	r := &reader{b: data[2:]}
+	r := &reader{b: data[2:], ids: ids}
 	e.From = r.id("sender id")
 	e.SentMs = int64(min(r.uvarint(), 1<<62))
 	e.ID = string(r.bytes(200, "delta id"))
@@ -323,7 +381,11 @@ func decode(data []byte) (envelope, error) {
 	// Smallest register: key(2) + count(1) + version(flags, value length,
 	// node(2), wall, exp, clock count, clock entry(3)) = 12 bytes.
 	if nr := r.count(12); nr > 0 {
-		e.Regs = make(map[string]crdt.Register, nr)
+		if regs != nil && nr <= smallRegs {
+			e.Regs = regs
+		} else {
+			e.Regs = make(map[string]crdt.Register, nr)
+		}
 		for range nr {
 			k := string(r.bytes(MaxKeySize, "key"))
 			if r.err == nil && !validKey(k, false) {
