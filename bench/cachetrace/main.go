@@ -25,6 +25,7 @@ func main() {
 		pct      = flag.Float64("cache-pct", 1, "cache size as a percentage of the catalogue's bytes (BigCache budgets whole MiB)")
 		scan     = flag.Float64("scan", 0, "insert a one-time scan of this many times the cache's object capacity in the middle")
 		seed     = flag.Uint64("seed", 1, "random seed")
+		noSplit  = flag.Bool("no-split", false, "keep every body in BigCache (pops[].cache.l1_large_bodies: 0B) instead of L1's default split, which gives half of a budget of 64MiB or more to bodies of 8KiB and more")
 	)
 	flag.Parse()
 	budget := int64(float64(*objects) * float64(*size+trace.EntryOverhead) * *pct / 100)
@@ -45,7 +46,11 @@ func main() {
 	warm := *requests / 3
 	policies := []trace.Policy{trace.NewLRU(budget)}
 	for _, adm := range []string{l1.AdmitTinyLFU, l1.AdmitAlways} {
-		p, err := trace.NewL1(budget, adm)
+		opts := l1.Options{Bytes: budget, Admission: adm}
+		if *noSplit {
+			opts.LargeBody = -1
+		}
+		p, err := trace.NewL1WithOptions(opts)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "cachetrace:", err)
 			os.Exit(1)
@@ -56,6 +61,6 @@ func main() {
 	for _, p := range policies {
 		start := time.Now()
 		r := trace.Replay(p, reqs, warm)
-		fmt.Printf("%-14s hit ratio %6.2f%%  (%d/%d, %.1fs)\n", r.Policy, 100*r.HitRatio(), r.Hits, r.Requests, time.Since(start).Seconds())
+		fmt.Printf("%-20s hit ratio %6.2f%%  (%d/%d, %.1fs)\n", r.Policy, 100*r.HitRatio(), r.Hits, r.Requests, time.Since(start).Seconds())
 	}
 }

@@ -188,13 +188,24 @@ type L1 struct {
 }
 
 // NewL1 starts an L1 tier of budget bytes with the given admission policy
-// (l1.AdmitTinyLFU or l1.AdmitAlways). Close it after use.
+// (l1.AdmitTinyLFU or l1.AdmitAlways) and L1's default split between
+// BigCache and the large-body pool. Close it after use.
 func NewL1(budget int64, admission string) (*L1, error) {
-	t, err := l1.New(l1.Options{Bytes: budget, Admission: admission})
+	return NewL1WithOptions(l1.Options{Bytes: budget, Admission: admission})
+}
+
+// NewL1WithOptions starts an L1 tier as opts say, for replaying the
+// trade-offs L1's options make (e.g. LargeBody -1: every body in BigCache).
+func NewL1WithOptions(opts l1.Options) (*L1, error) {
+	t, err := l1.New(opts)
 	if err != nil {
 		return nil, err
 	}
-	return &L1{name: "l1-" + admission, t: t}, nil
+	name := "l1-" + opts.Admission
+	if opts.LargeBody < 0 {
+		name += "-nosplit"
+	}
+	return &L1{name: name, t: t}, nil
 }
 
 // Name implements Policy.
