@@ -49,11 +49,11 @@ func main() {
 		log.Fatal(err)
 	}
 	if *prealloc && os.Getenv("GOGC") == "" {
-		// What a PoP does at start (cache.MemorySettings).
-		pct, limit := cache.MemorySettings(*l1Bytes)
+		// What a PoP process does at start (internal/stack tuneMemory):
+		// the GC percentage of cache.MemorySettings, no memory limit.
+		pct, _ := cache.MemorySettings(*l1Bytes)
 		debug.SetGCPercent(pct)
-		debug.SetMemoryLimit(limit)
-		log.Printf("GOGC=%d GOMEMLIMIT=%d", pct, limit)
+		log.Printf("GOGC=%d", pct)
 	}
 	c, err := cache.New(cache.Options{L1Bytes: *l1Bytes, L1Preallocate: *prealloc})
 	if err != nil {

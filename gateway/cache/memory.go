@@ -12,9 +12,12 @@ package cache
 // near its cached bytes (measured: 7.2 KB per cached 1 KiB object at
 // GOGC=100, 2.1 KB at GOGC=10, in a 1 GiB L1 holding 100k objects). The
 // heap the collector must scan stays small (the queues and bodies hold no
-// pointers), so the extra collections cost little CPU. The memory limit is a
-// safety net for a full cache: the budget plus an eighth plus 256 MiB for
-// everything else in the process.
+// pointers), so the extra collections cost little CPU. The memory limit
+// returned is a suggestion for a process that holds little beside the cache
+// (the budget plus an eighth plus 256 MiB); PoP processes apply only the
+// percentage, because a large L2 index and many plugin instances can need
+// more than that, and a process over its soft limit spends up to half its
+// CPU collecting.
 func MemorySettings(l1Bytes int64) (gcPercent int, memoryLimit int64) {
 	if l1Bytes <= 0 {
 		l1Bytes = 512 << 20

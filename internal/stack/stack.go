@@ -251,9 +251,13 @@ func (s *Stack) tuneMemory(run []config.PoP) {
 	for _, pc := range run {
 		l1 += int64(pc.Cache.L1Size)
 	}
-	pct, limit := cache.MemorySettings(l1)
+	// Only the GC percentage: cache.MemorySettings' memory limit leaves
+	// 256 MiB for everything else, and a PoP with a large L2 index and many
+	// plugin instances can need more; a process over its soft limit spends
+	// up to half its CPU collecting. Operators who want a limit set
+	// GOMEMLIMIT.
+	pct, _ := cache.MemorySettings(l1)
 	debug.SetGCPercent(pct)
-	debug.SetMemoryLimit(limit)
 	s.preallocL1 = true
-	s.log.Info("memory tuned for the L1 budget", "l1_bytes", l1, "gogc", pct, "memory_limit", limit)
+	s.log.Info("memory tuned for the L1 budget", "l1_bytes", l1, "gogc", pct)
 }
