@@ -1,23 +1,16 @@
 package plugin_test
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/meridian-edge/meridian/gateway/cache"
-	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
 	"github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
-	"github.com/meridian-edge/meridian/plugins/native"
-	"github.com/meridian-edge/meridian/plugins/plugintest"
 )
 
 // BenchmarkL1HitEngines is BenchmarkL1Hit on both plugin engines in one
@@ -37,51 +30,8 @@ import (
 //
 //	go test -run '^$' -bench L1HitEngines -benchmem -cpu 1 -benchtime 5000x ./middleware/plugin/
 func BenchmarkL1HitEngines(b *testing.B) {
-	ctx := context.Background()
-	cont, err := plugintest.WAT(ctx, b.TempDir(), "continue")
-	if err != nil {
-		b.Fatal(err)
-	}
-	wasm["wat/continue"] = cont
-	originSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprint(w, "hello from the origin, a small cached object")
-	}))
-	defer originSrv.Close()
-	c, err := cache.New(cache.Options{L1Bytes: 64 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	site := c.Handler(cache.SitePolicy{SiteID: "shop"}, cachetest.Transport(b, originSrv.URL, 0))
-
-	nat, err := native.New(native.Options{CacheDir: plugintest.CacheDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nat.Close(ctx)
-	hosts := map[string]*plugins.Host{}
-	for _, eng := range []struct {
-		name string
-		e    plugins.Engine
-	}{{"sdk", engine}, {"native", nat}} {
-		h, err := plugins.NewHost(plugins.Options{Engine: eng.e, Limits: plugins.Limits{Timeout: time.Second}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer h.Close(ctx)
-		for _, name := range []string{"wat/continue", "noop", "headers", "as-headers"} {
-			v, err := h.Add(ctx, "shop", name, wasm[name])
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := h.Activate(ctx, "shop", name, v.Version); err != nil {
-				b.Fatal(err)
-			}
-		}
-		hosts[eng.name] = h
-	}
+	site := benchSite(b)
+	hosts := benchHosts(b)
 	chains := map[string]*plugins.Chain{
 		"none":     nil,
 		"wat-noop": {Site: "shop", Entries: []plugins.Entry{{Plugin: "wat/continue"}}},

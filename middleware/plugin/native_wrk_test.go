@@ -1,24 +1,17 @@
 package plugin_test
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/meridian-edge/meridian/gateway/cache"
-	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
 	"github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
-	"github.com/meridian-edge/meridian/plugins/native"
-	"github.com/meridian-edge/meridian/plugins/plugintest"
 )
 
 // BenchmarkL1HitWrk serves the same L1 hit over a loopback socket with no
@@ -36,46 +29,8 @@ func BenchmarkL1HitWrk(b *testing.B) {
 	if err != nil {
 		b.Fatal("wrk is needed for this benchmark (apt-get install wrk)")
 	}
-	ctx := context.Background()
-	cont, err := plugintest.WAT(ctx, b.TempDir(), "continue")
-	if err != nil {
-		b.Fatal(err)
-	}
-	wasm["wat/continue"] = cont
-	originSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		fmt.Fprint(w, "hello from the origin, a small cached object")
-	}))
-	defer originSrv.Close()
-	c, err := cache.New(cache.Options{L1Bytes: 64 << 20})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	site := c.Handler(cache.SitePolicy{SiteID: "shop"}, cachetest.Transport(b, originSrv.URL, 0))
-	nat, err := native.New(native.Options{CacheDir: plugintest.CacheDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nat.Close(ctx)
-	hosts := map[string]*plugins.Host{}
-	for name, e := range map[string]plugins.Engine{"sdk": engine, "native": nat} {
-		h, err := plugins.NewHost(plugins.Options{Engine: e, Limits: plugins.Limits{Timeout: time.Second}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer h.Close(ctx)
-		for _, p := range []string{"wat/continue", "noop", "headers", "as-headers"} {
-			v, err := h.Add(ctx, "shop", p, wasm[p])
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := h.Activate(ctx, "shop", p, v.Version); err != nil {
-				b.Fatal(err)
-			}
-		}
-		hosts[name] = h
-	}
+	site := benchSite(b)
+	hosts := benchHosts(b)
 	reqs := regexp.MustCompile(`(\d+) requests in`)
 	rps := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
 	var noneCPU float64
