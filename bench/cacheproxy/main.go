@@ -7,7 +7,7 @@
 // It serves like a PoP configured as package cache's doc recommends: the
 // listener wrapped by cache.Coalesce (-no-coalesce turns it off) and, with
 // -prealloc, L1's queues reserved up front and the collector set by
-// cache.MemorySettings.
+// cache.GCPercent.
 //
 // GET /__mem reports the Go heap, for the memory-per-object figure (?gc runs a
 // collection first, so HeapAlloc is the live heap).
@@ -49,9 +49,7 @@ func main() {
 		log.Fatal(err)
 	}
 	if *prealloc && os.Getenv("GOGC") == "" {
-		// What a PoP process does at start (internal/stack tuneMemory):
-		// the GC percentage of cache.MemorySettings, no memory limit.
-		pct, _ := cache.MemorySettings(*l1Bytes)
+		pct := cache.GCPercent(*l1Bytes) // what a PoP process does at start
 		debug.SetGCPercent(pct)
 		log.Printf("GOGC=%d", pct)
 	}

@@ -44,7 +44,7 @@ type Options struct {
 	L1LargeBytes int64
 	// L1Preallocate reserves L1's BigCache queues at full size up front
 	// instead of letting them double as they fill: less memory per object,
-	// provided the process also applies MemorySettings. See package l1.
+	// provided the process also applies GCPercent. See package l1.
 	L1Preallocate bool
 	// L1Admission is l1.AdmitTinyLFU (default) or l1.AdmitAlways.
 	L1Admission string

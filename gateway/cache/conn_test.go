@@ -35,7 +35,7 @@ func TestCoalesceChainsConnContext(t *testing.T) {
 	}
 }
 
-func TestMemorySettings(t *testing.T) {
+func TestGCPercent(t *testing.T) {
 	tests := []struct {
 		l1      int64
 		percent int
@@ -47,13 +47,8 @@ func TestMemorySettings(t *testing.T) {
 		{64 << 30, 2}, // never below 2%
 	}
 	for _, tc := range tests {
-		pct, limit := cache.MemorySettings(tc.l1)
-		l1 := tc.l1
-		if l1 == 0 {
-			l1 = 512 << 20
-		}
-		if pct != tc.percent || limit != l1+l1/8+256<<20 {
-			t.Errorf("MemorySettings(%d) = %d%%, %d; want %d%%, %d", tc.l1, pct, limit, tc.percent, l1+l1/8+256<<20)
+		if pct := cache.GCPercent(tc.l1); pct != tc.percent {
+			t.Errorf("GCPercent(%d) = %d%%, want %d%%", tc.l1, pct, tc.percent)
 		}
 	}
 }

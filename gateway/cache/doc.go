@@ -6,9 +6,7 @@ package cache
 // # Wiring
 //
 //	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" { // process start, once
-//		pct, limit := cache.MemorySettings(512 << 20)
-//		debug.SetGCPercent(pct)
-//		debug.SetMemoryLimit(limit)
+//		debug.SetGCPercent(cache.GCPercent(512 << 20))
 //	}
 //	c, err := cache.New(cache.Options{L1Bytes: 512 << 20, L1Preallocate: true, Logger: log, Registerer: reg, PoPID: "us-east-1"})
 //	defer c.Close()
@@ -34,7 +32,7 @@ package cache
 //
 // Memory per cached object is BigCache's record (package tier's compact
 // encoding, about 180 bytes of metadata for a typical response) plus GC
-// headroom; L1Preallocate with MemorySettings keeps the headroom a fixed
+// headroom; L1Preallocate with GCPercent keeps the headroom a fixed
 // amount instead of a multiple of the cache.
 //
 // A plugin (or any middleware before the handler) may set the cache key with

@@ -45,7 +45,7 @@ type Roles struct {
 	// DemoOrigin runs the demo origin at dev.origin.
 	DemoOrigin bool
 	// TuneMemory lets Start set the process's Go collector from the L1
-	// budgets of the PoPs it runs (cache.MemorySettings) and preallocate
+	// budgets of the PoPs it runs (cache.GCPercent) and preallocate
 	// L1, unless the operator set GOGC or GOMEMLIMIT. Only a process's main
 	// should ask: the settings are process-wide.
 	TuneMemory bool
@@ -238,7 +238,7 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// tuneMemory applies cache.MemorySettings for the L1 budgets of the PoPs in
+// tuneMemory applies cache.GCPercent for the L1 budgets of the PoPs in
 // run. Preallocated L1 queues count as live heap from the start: with the
 // default GOGC=100 garbage could grow to the whole reservation (7.2 KB per
 // cached 1 KiB object measured), with these settings 1.6 KB.
@@ -251,12 +251,7 @@ func (s *Stack) tuneMemory(run []config.PoP) {
 	for _, pc := range run {
 		l1 += int64(pc.Cache.L1Size)
 	}
-	// Only the GC percentage: cache.MemorySettings' memory limit leaves
-	// 256 MiB for everything else, and a PoP with a large L2 index and many
-	// plugin instances can need more; a process over its soft limit spends
-	// up to half its CPU collecting. Operators who want a limit set
-	// GOMEMLIMIT.
-	pct, _ := cache.MemorySettings(l1)
+	pct := cache.GCPercent(l1) // no memory limit: see GCPercent; operators who want one set GOMEMLIMIT
 	debug.SetGCPercent(pct)
 	s.preallocL1 = true
 	s.log.Info("memory tuned for the L1 budget", "l1_bytes", l1, "gogc", pct)

@@ -118,7 +118,7 @@ type Options struct {
 	// their size (about 1.2 KB per cached 1 KiB object, measured with the
 	// peer benchmark's memory test). The Go collector counts the reserved
 	// memory as live heap, so pair it with a lower GC percentage
-	// (cache.MemorySettings) or the default GOGC=100 lets garbage grow as
+	// (cache.GCPercent) or the default GOGC=100 lets garbage grow as
 	// large as the reservation.
 	Preallocate bool
 	// Admission is AdmitTinyLFU (default) or AdmitAlways.
