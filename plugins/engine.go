@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 )
 
 // Engine compiles plugin binaries. SDKEngine runs them on
@@ -163,4 +165,18 @@ func KindOf(err error) ErrorKind {
 		return ce.Kind
 	}
 	return KindTrap
+}
+
+// NewCompilationCache is the compilation cache an engine shares across the
+// versions it compiles: in dir when set, so that a restart does not pay
+// seconds per Go-built plugin again, else in memory.
+func NewCompilationCache(dir string) (wazero.CompilationCache, error) {
+	if dir == "" {
+		return wazero.NewCompilationCache(), nil
+	}
+	c, err := wazero.NewCompilationCacheWithDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("plugin compilation cache in %s: %w (check the directory is writable)", dir, err)
+	}
+	return c, nil
 }

@@ -39,15 +39,9 @@ type SDKOptions struct {
 // in a package variable and drops every plugin log line until it is set);
 // plugin trace and debug lines are therefore not kept.
 func NewSDKEngine(opts SDKOptions) (*SDKEngine, error) {
-	var cache wazero.CompilationCache
-	if opts.CacheDir != "" {
-		c, err := wazero.NewCompilationCacheWithDir(opts.CacheDir)
-		if err != nil {
-			return nil, fmt.Errorf("plugin compilation cache in %s: %w (check the directory is writable)", opts.CacheDir, err)
-		}
-		cache = c
-	} else {
-		cache = wazero.NewCompilationCache()
+	cache, err := NewCompilationCache(opts.CacheDir)
+	if err != nil {
+		return nil, err
 	}
 	extism.SetLogLevel(extism.LogLevelInfo)
 	// CloseOnContextDone is part of the cache key: it must match Compile.

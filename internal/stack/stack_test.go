@@ -85,6 +85,17 @@ func startDev(t *testing.T) *stack.Stack {
 // returns the response (body read and closed) and the body.
 func siteGet(t testing.TB, st *stack.Stack, pop, path string) (*http.Response, string) {
 	t.Helper()
+	resp, b, err := siteRead(t, st, pop, path)
+	if err != nil {
+		t.Fatalf("GET %s at %s: %v", path, pop, err)
+	}
+	return resp, string(b)
+}
+
+// siteRead is siteGet for a test that expects the body to break off: it
+// returns what arrived and the read error.
+func siteRead(t testing.TB, st *stack.Stack, pop, path string) (*http.Response, []byte, error) {
+	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+path, nil)
 	req.Host = "www.example.test"
 	resp, err := http.DefaultClient.Do(req)
@@ -93,10 +104,7 @@ func siteGet(t testing.TB, st *stack.Stack, pop, path string) (*http.Response, s
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s at %s: %v", path, pop, err)
-	}
-	return resp, string(b)
+	return resp, b, err
 }
 
 // queryA asks for name A with an ECS option for subnet over net ("udp"/"tcp").
@@ -696,14 +704,7 @@ func TestCorruptL2ObjectIsCutNotServed(t *testing.T) {
 		return st
 	}
 	get := func(st *stack.Stack) (string, []byte, error) {
-		req, _ := http.NewRequest("GET", "http://"+st.PoP("us-east-1").HTTPAddr()+"/big", nil)
-		req.Host = "www.example.test"
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
+		resp, b, err := siteRead(t, st, "us-east-1", "/big")
 		return resp.Header.Get("Cache-Status"), b, err
 	}
 

@@ -34,15 +34,9 @@ var _ plugins.Engine = (*Engine)(nil)
 
 // New makes an engine with one compilation cache shared by all versions.
 func New(opts Options) (*Engine, error) {
-	var cache wazero.CompilationCache
-	if opts.CacheDir != "" {
-		c, err := wazero.NewCompilationCacheWithDir(opts.CacheDir)
-		if err != nil {
-			return nil, fmt.Errorf("plugin compilation cache in %s: %w (check the directory is writable)", opts.CacheDir, err)
-		}
-		cache = c
-	} else {
-		cache = wazero.NewCompilationCache()
+	cache, err := plugins.NewCompilationCache(opts.CacheDir)
+	if err != nil {
+		return nil, err
 	}
 	return &Engine{cache: cache, wd: newWatchdog()}, nil
 }
