@@ -81,6 +81,12 @@ func TestDevCommand(t *testing.T) {
 	os.WriteFile(cfgPath, []byte(text), 0o644)
 
 	cmd := exec.Command(bin, "dev", "--config", cfgPath)
+	// The PoP process sets its own collector unless the operator did.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	stdout, _ := cmd.StdoutPipe()
 	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
@@ -119,6 +125,14 @@ func TestDevCommand(t *testing.T) {
 		case <-timeout:
 			t.Fatalf("no banner within 30s:\n%s", stderr.String())
 		}
+	}
+	// Three PoPs of 256MiB of L1: GC percentage for 768MiB, L1 reserved.
+	// (Info lines reach stderr in batches, every 200ms.)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), `msg="memory tuned for the L1 budget" l1_bytes=805306368 gogc=4`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no memory tuning for the three PoPs' L1 in the log:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 
 	// dig @HOST -p PORT NAME A +subnet=CIDR +short
