@@ -191,9 +191,9 @@ func (p *PoP) route(next http.Handler) http.Handler {
 
 // ServeHTTP routes a request to its site: the whole proxy path of the PoP.
 func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s, _ := r.Context().Value(siteKey{}).(*siteEntry)
-	if s == nil {
-		s = p.router.Load().lookup(r.Host) // called without route
+	s, routed := r.Context().Value(siteKey{}).(*siteEntry)
+	if !routed {
+		s = p.router.Load().lookup(r.Host) // called without route, or an unknown host
 	}
 	if s == nil {
 		p.unknownHost.Inc()
@@ -202,7 +202,7 @@ func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "meridian %s: no site is configured for host %q at this PoP\n", p.opts.ID, normalizeHost(r.Host))
 		return
 	}
-	if r.Context().Value(siteKey{}) == nil {
+	if !routed {
 		r = r.WithContext(context.WithValue(r.Context(), siteKey{}, s))
 	}
 	s.handler.ServeHTTP(w, r)
