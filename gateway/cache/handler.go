@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -226,16 +225,18 @@ func sharedForAuthorization(hd http.Header) bool {
 
 func hitStatus(st *stored, f policy.Freshness, detail string) string {
 	// One allocation: this runs on every hit.
-	b := make([]byte, 0, 64)
-	b = append(b, "meridian; hit; ttl="...)
-	b = strconv.AppendInt(b, int64(f.TTL()/time.Second), 10)
-	b = append(b, "; detail="...)
-	b = append(b, st.tier...)
+	var b strings.Builder
+	b.Grow(64)
+	b.WriteString("meridian; hit; ttl=")
+	var num [20]byte
+	b.Write(strconv.AppendInt(num[:0], int64(f.TTL()/time.Second), 10))
+	b.WriteString("; detail=")
+	b.WriteString(st.tier)
 	if detail != "" {
-		b = append(b, '-')
-		b = append(b, detail...)
+		b.WriteByte('-')
+		b.WriteString(detail)
 	}
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	return b.String()
 }
 
 func (c *Cache) freshness(st *stored) policy.Freshness {
