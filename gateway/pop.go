@@ -52,6 +52,14 @@ type Options struct {
 	// site's cache handler (the request's site is in the context, see
 	// SiteFromContext).
 	Plugins func(http.Handler) http.Handler
+	// PluginSites reports whether a site runs plugins now. The fast hit
+	// path (cache.Fast) answers hits only for sites without plugins; with
+	// Plugins set and PluginSites nil, no site's hits take it.
+	PluginSites func(site string) bool
+	// NoFastPath serves every plain HTTP request through net/http and the
+	// middleware chain, without cache.Fast (for comparisons and as an
+	// escape hatch).
+	NoFastPath bool
 	// AdminRoutes are extra admin API handlers by chi pattern, e.g.
 	// "/admin/plugins/*" for plugin upload and rollout.
 	AdminRoutes map[string]http.Handler
@@ -81,6 +89,8 @@ type PoP struct {
 	draining atomic.Bool
 
 	httpSrv, adminSrv *http.Server
+	fast              *cache.FastListener // nil when plain HTTP goes through net/http only
+	observers         []middleware.Observer
 	httpsSrv          *tlsedge.Server
 	secure            atomic.Pointer[http.Handler]
 	httpLn, adminLn   net.Listener
@@ -118,6 +128,10 @@ func New(opts Options) (*PoP, error) {
 		Help: "Requests refused with 421 because their Host matched no site.",
 	})
 	p.registry.MustRegister(p.unknownHost)
+	m := middleware.NewRequestMetrics(p.registry, siteName)
+	p.observers = []middleware.Observer{m.Observer(), middleware.AccessLog(p.log), func(_ *http.Request, status int, _ int64, d time.Duration) {
+		p.load.observe(status, d)
+	}}
 	p.cache = opts.Cache
 	if p.cache == nil {
 		c, err := cache.New(cache.Options{L1Bytes: 64 << 20, PoPID: "meridian-" + opts.ID, Logger: p.log, Registerer: p.registry})
@@ -144,11 +158,12 @@ func (p *PoP) buildRouter(sites []Site) (*router, error) {
 		if s.Origin == nil {
 			return nil, fmt.Errorf("gateway: site %s has no origin pool", s.Name)
 		}
-		h := p.siteHandler(s)
+		ch := p.siteHandler(s)
+		h := ch
 		if p.opts.Plugins != nil {
-			h = p.opts.Plugins(h)
+			h = p.opts.Plugins(ch)
 		}
-		entries[i] = &siteEntry{Site: s, handler: h}
+		entries[i] = &siteEntry{Site: s, handler: h, cache: ch}
 	}
 	return newRouter(entries)
 }
@@ -228,17 +243,44 @@ func siteName(r *http.Request) string {
 
 // Handler is the PoP's public HTTP handler with its middleware chain.
 func (p *PoP) Handler() http.Handler {
-	m := middleware.NewRequestMetrics(p.registry, siteName)
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody, p.route)
-	r.Use(middleware.Observe(m.Observer(), middleware.AccessLog(p.log), func(_ *http.Request, status int, _ int64, d time.Duration) {
-		p.load.observe(status, d)
-	}))
+	r.Use(middleware.Observe(p.observers...))
 	r.Handle("/*", p)
 	// chi answers unknown methods with 405 unless told otherwise; a proxy
 	// forwards every method to the origin.
 	r.MethodNotAllowed(p.ServeHTTP)
 	return r
+}
+
+// fastRoute gives the fast hit path the cache handler of a host's site, when
+// nothing else in the chain can change its answer: no plugins run for it.
+func (p *PoP) fastRoute(host string) http.Handler {
+	s := p.router.Load().lookup(host)
+	if s == nil {
+		return nil
+	}
+	if p.opts.Plugins != nil && (p.opts.PluginSites == nil || p.opts.PluginSites(s.Name)) {
+		return nil
+	}
+	return s.cache
+}
+
+// fastObserve passes a request answered by the fast path to the observers
+// the middleware chain feeds (request metrics, access log, load), with the
+// site and request ID in its context as the chain would put them.
+func (p *PoP) fastObserve(r *http.Request, status int, bytes int64, elapsed time.Duration) {
+	ctx := r.Context()
+	if s := p.router.Load().lookup(r.Host); s != nil {
+		ctx = context.WithValue(ctx, siteKey{}, s)
+	}
+	if id := r.Header.Get(middleware.RequestIDHeader); id != "" {
+		ctx = middleware.WithRequestID(ctx, id)
+	}
+	r = r.WithContext(ctx)
+	for _, o := range p.observers {
+		o(r, status, bytes, elapsed)
+	}
 }
 
 // Start binds both listeners (failing with the address when one is taken),
@@ -271,13 +313,23 @@ func (p *PoP) Start(ctx context.Context) error {
 	p.httpSrv.Protocols.SetHTTP1(true)
 	p.httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+	// Fresh hits on plain HTTP/1.1 are answered by the cache's fast path,
+	// everything else by httpSrv (see cache.Fast). With HTTPS configured,
+	// plain HTTP carries redirects and ACME challenges, which only the
+	// handler chain knows: net/http then serves it all, and Coalesce has a
+	// stored 4-32 KiB body leave with its header in one writev.
+	httpLn := cache.Coalesce(p.httpSrv, p.httpLn)
+	if !p.opts.NoFastPath && p.httpsSrv == nil {
+		p.fast = p.cache.Fast(p.httpSrv, p.httpLn, cache.FastOptions{
+			Route: p.fastRoute, Observe: p.fastObserve, RequestIDHeader: middleware.RequestIDHeader, Logger: p.log,
+		})
+		httpLn = p.fast
+	}
 	for _, s := range []struct {
 		srv *http.Server
 		ln  net.Listener
 	}{
-		// Coalesce: a stored 4-32 KiB body leaves with its header in one
-		// writev instead of two writes (see cache.Coalesce).
-		{p.httpSrv, cache.Coalesce(p.httpSrv, p.httpLn)},
+		{p.httpSrv, httpLn},
 		{p.adminSrv, p.adminLn},
 	} {
 		p.wg.Go(func() {
@@ -336,6 +388,9 @@ func (p *PoP) Shutdown(ctx context.Context) error {
 	}
 	p.cancel()
 	err := errors.Join(p.httpSrv.Shutdown(ctx), p.adminSrv.Shutdown(ctx))
+	if p.fast != nil {
+		err = errors.Join(err, p.fast.Drain(ctx))
+	}
 	if p.httpsSrv != nil {
 		err = errors.Join(err, p.httpsSrv.Shutdown(ctx))
 	}

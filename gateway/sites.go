@@ -36,7 +36,8 @@ type router struct {
 
 type siteEntry struct {
 	Site
-	handler http.Handler
+	handler http.Handler // the whole per-site chain: plugins, cache
+	cache   http.Handler // the cache alone, for the fast hit path
 }
 
 func newRouter(sites []*siteEntry) (*router, error) {

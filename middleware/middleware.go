@@ -54,6 +54,13 @@ func validID(id string) bool {
 	return true
 }
 
+// WithRequestID returns ctx carrying id as its request's ID, for code that
+// answers requests without going through RequestID (the PoP's fast hit
+// path) and still feeds observers that log the ID.
+func WithRequestID(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, requestIDKey, id)
+}
+
 // GetRequestID returns the request's ID, or "" outside RequestID.
 func GetRequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey).(string)

@@ -4,8 +4,10 @@
 //	go build -o /tmp/cacheproxy ./bench/cacheproxy && taskset -c 1 /tmp/cacheproxy -prealloc -listen 127.0.0.1:8090 &
 //	cd ../shared/bench/proxy && ./bench.sh --target ours=http://127.0.0.1:8090@$! --anchor both --start-origin --pin 0:1
 //
-// It serves like a PoP configured as package cache's doc recommends: the
-// listener wrapped by cache.Coalesce (-no-coalesce turns it off) and, with
+// It serves like a PoP configured as package cache's doc recommends: fresh
+// hits answered by Cache.Fast (-no-fast serves everything through net/http),
+// the listener wrapped by cache.Coalesce (-no-coalesce turns it off, with
+// -no-fast) and, with
 // -prealloc, L1's queues reserved up front and the collector set by
 // cache.GCPercent.
 //
@@ -38,6 +40,7 @@ func main() {
 	l1Bytes := flag.Int64("l1", 1<<30, "L1 budget in bytes")
 	prealloc := flag.Bool("prealloc", false, "reserve L1's queues up front (cache.Options.L1Preallocate)")
 	noCoalesce := flag.Bool("no-coalesce", false, "serve without cache.Coalesce (header and body in separate writes)")
+	noFast := flag.Bool("no-fast", false, "serve every request through net/http (no Cache.Fast hit path)")
 	flag.Parse()
 	u, err := url.Parse(*originURL)
 	if err != nil {
@@ -90,7 +93,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if !*noCoalesce {
+	switch {
+	case !*noFast:
+		// The fast path answers fresh hits; /__mem and everything else go
+		// to the mux.
+		ln = c.Fast(srv, ln, cache.FastOptions{Route: func(string) http.Handler { return h }})
+	case !*noCoalesce:
 		ln = cache.Coalesce(srv, ln)
 	}
 	log.Fatal(srv.Serve(ln))

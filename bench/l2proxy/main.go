@@ -27,8 +27,9 @@
 // -store selects what the cache sees: "tiered" (default; the production
 // composition gateway/cache/tiered with L2 as its only tier, so the tiered
 // walk is measured too) or "l2" (the L2 tier directly as cache.Options.Store).
-// The listener is wrapped by cache.Coalesce as a PoP's is (-no-coalesce
-// turns that off). -cpuprofile writes a CPU profile until SIGINT. GET /__l2
+// Fresh hits are answered by the cache's fast path (Cache.Fast) as a PoP's
+// are (-no-fast serves every request through net/http, on a listener wrapped
+// by cache.Coalesce unless -no-coalesce). -cpuprofile writes a CPU profile until SIGINT. GET /__l2
 // prints the L2 counters, to check that the run's hits came from disk.
 package main
 
@@ -58,7 +59,8 @@ func main() {
 	dir := flag.String("dir", "", "L2 directory (required; removed by nobody: delete it after the run)")
 	bytes := flag.Int64("bytes", 4<<30, "L2 byte budget")
 	storeKind := flag.String("store", "tiered", `"tiered" (L2 inside the tier composition) or "l2" (the tier alone)`)
-	noCoalesce := flag.Bool("no-coalesce", false, "serve without cache.Coalesce (header and body in separate writes)")
+	noCoalesce := flag.Bool("no-coalesce", false, "with -no-fast: serve without cache.Coalesce (header and body in separate writes)")
+	noFast := flag.Bool("no-fast", false, "serve every request through net/http (no Cache.Fast hit path)")
 	prof := flag.String("cpuprofile", "", "write a CPU profile here until SIGINT/SIGTERM")
 	flag.Parse()
 	if *dir == "" {
@@ -107,7 +109,8 @@ func main() {
 		n, b := t2.Usage()
 		fmt.Fprintf(w, "%+v objects=%d bytes=%d\n", t2.Counters(), n, b)
 	})
-	mux.Handle("/", c.Handler(cache.SitePolicy{SiteID: "bench"}, pool))
+	h := c.Handler(cache.SitePolicy{SiteID: "bench"}, pool)
+	mux.Handle("/", h)
 	srv := &http.Server{Addr: *listen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() {
@@ -121,7 +124,10 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if !*noCoalesce {
+	switch {
+	case !*noFast:
+		ln = c.Fast(srv, ln, cache.FastOptions{Route: func(string) http.Handler { return h }})
+	case !*noCoalesce:
 		// As a PoP serves (package cache's doc): header and body in one writev.
 		ln = cache.Coalesce(srv, ln)
 	}

@@ -79,6 +79,7 @@ type Cache struct {
 	store   store
 	flights group
 	fresh   freshMemo
+	headers headerMemo // serialised headers for the fast path
 	metrics *metrics
 	now     func() time.Time
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // net/http writes an HTTP/1.x response through a 4 KiB buffer: for a stored
@@ -57,6 +58,10 @@ func (l coalescingListener) Accept() (net.Conn, error) {
 // it together with the next one.
 type coalescingConn struct {
 	net.Conn
+	// found is the fast path's lookup for the first request of a
+	// connection it handed off (see Fast).
+	found   atomic.Pointer[fastFound]
+	fast    *FastListener // the fast path that handed it off, or nil
 	mu      sync.Mutex
 	held    bool
 	pending []byte
@@ -143,7 +148,30 @@ func (c *coalescingConn) CloseWrite() error {
 // client that stopped reading blocks (http.Server.Close), and must unblock
 // it. A held write is dropped; handlers always release before they return.
 func (c *coalescingConn) Close() error {
+	c.dropFound()
 	return c.Conn.Close()
+}
+
+// dropFound releases the fast path's lookup if no handler took it.
+func (c *coalescingConn) dropFound() {
+	c.found.Swap(nil).release()
+}
+
+// takeFound returns the fast path's lookup for r when it was made for key.
+func takeFound(r *http.Request, key string) (st *stored, varyMiss, ok bool) {
+	cc, _ := r.Context().Value(connValue).(*coalescingConn)
+	if cc == nil || cc.found.Load() == nil {
+		return nil, false, false
+	}
+	f := cc.found.Swap(nil)
+	if f == nil {
+		return nil, false, false
+	}
+	if f.key != key || r.ProtoMajor != 1 {
+		f.release()
+		return nil, false, false
+	}
+	return f.st, f.varyMiss, true
 }
 
 // Coalescing pays off for bodies up to maxCoalesced only. Measured on

@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -43,8 +44,10 @@ type envOpt struct {
 	timeout   time.Duration
 	opts      cache.Options
 	wrapFront func(http.Handler) http.Handler
-	// plainFront serves without cache.Coalesce (every other env uses it,
-	// as the PoP does).
+	// plainFront serves without cache.Fast and cache.Coalesce (every other
+	// env uses them, as the PoP does: so every test here also runs its hits
+	// through the fast path and its other requests through the hand-off to
+	// net/http).
 	plainFront bool
 	// wrapListener, when set, wraps the front's TCP listener (under Coalesce).
 	wrapListener func(net.Listener) net.Listener
@@ -84,12 +87,21 @@ func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
 	if o.wrapListener != nil {
 		e.front.Listener = o.wrapListener(e.front.Listener)
 	}
+	var fast *cache.FastListener
 	if !o.plainFront {
-		e.front.Listener = cache.Coalesce(e.front.Config, e.front.Listener)
+		fast = c.Fast(e.front.Config, e.front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
+		e.front.Listener = fast
 	}
 	e.front.Start()
 	t.Cleanup(func() {
 		e.front.Close()
+		if fast != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := fast.Drain(ctx); err != nil {
+				t.Errorf("fast path connections still open after the server closed: %v", err)
+			}
+		}
 		if err := c.Close(); err != nil {
 			t.Error(err)
 		}

@@ -170,7 +170,10 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	u := requestURL(r, &h.site)
 	key := primaryKey(r, &h.site, u)
 	reqCC := policy.RequestDirectives(r.Header)
-	st, varyMiss := h.c.lookup(key, r)
+	st, varyMiss, found := takeFound(r, key)
+	if !found {
+		st, varyMiss = h.c.lookup(key, r)
+	}
 	if st != nil && r.Header.Get("Authorization") != "" && !sharedForAuthorization(st.meta.Header) {
 		st.close()
 		st = nil
@@ -257,15 +260,21 @@ func (c *Cache) freshness(st *stored) policy.Freshness {
 
 // lookup finds the stored response for key and r's Vary'd headers.
 func (c *Cache) lookup(key string, r *http.Request) (st *stored, varyMiss bool) {
-	st, err := c.store.get(r.Context(), key)
+	return c.lookupWith(r.Context(), key, func() http.Header { return r.Header })
+}
+
+// lookupWith is lookup for a request whose header fields header returns
+// (called only for Vary'd responses).
+func (c *Cache) lookupWith(ctx context.Context, key string, header func() http.Header) (st *stored, varyMiss bool) {
+	st, err := c.store.get(ctx, key)
 	if err != nil {
 		return nil, false
 	}
 	if st.meta.Kind == tier.KindVary {
 		m := st.meta
 		st.close()
-		vk := variantKey(key, m.Gen, policy.SecondaryKey(m.Vary, r.Header))
-		st, err = c.store.get(r.Context(), vk)
+		vk := variantKey(key, m.Gen, policy.SecondaryKey(m.Vary, header()))
+		st, err = c.store.get(ctx, vk)
 		if err != nil {
 			return nil, true
 		}

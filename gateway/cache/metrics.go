@@ -25,6 +25,9 @@ type metrics struct {
 	collapsed *prometheus.CounterVec
 	stores    *prometheus.CounterVec
 	purged    *prometheus.CounterVec
+	fast      *prometheus.CounterVec
+	// The fast path's outcomes, resolved once.
+	fastServed, fastUnparsed, fastRoute, fastMiss, fastRequest, fastStale, fastReclaimed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, error) {
@@ -55,11 +58,22 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 			Name: "meridian_cache_purged_total", ConstLabels: cl,
 			Help: "Objects removed (hard) or marked stale (soft) by purges and invalidations.",
 		}, []string{"site", "mode"}),
+		fast: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_fast_requests_total", ConstLabels: cl,
+			Help: "Requests read by the fast hit path (cache.Fast) by outcome: served, or handed to net/http because the request was not plain HTTP/1.1 GET/HEAD (unparsed), its host is not a cache-only site (route), it missed (miss), it carries conditionals, Range, Cache-Control or Authorization (request), or the stored response is not a fresh 200 (stale); and connections taken back from net/http after such a request (reclaimed).",
+		}, []string{"outcome"}),
 	}
+	m.fastServed = m.fast.WithLabelValues("served")
+	m.fastUnparsed = m.fast.WithLabelValues("unparsed")
+	m.fastRoute = m.fast.WithLabelValues("route")
+	m.fastMiss = m.fast.WithLabelValues("miss")
+	m.fastRequest = m.fast.WithLabelValues("request")
+	m.fastStale = m.fast.WithLabelValues("stale")
+	m.fastReclaimed = m.fast.WithLabelValues("reclaimed")
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged,
+	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged, m.fast,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meridian_cache_store_objects", ConstLabels: prometheus.Labels{"pop": pop, "store": st.t.Name()},
 			Help: "Objects held by the cache's storage (as its tier.Stats reports).",

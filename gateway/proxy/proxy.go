@@ -161,6 +161,9 @@ func (p *Proxy) addForwarded(h http.Header, in *http.Request) {
 	h.Add("Forwarded", b.String())
 }
 
+// Via11 is the Via value this proxy adds to HTTP/1.1 messages.
+func (p *Proxy) Via11() string { return p.via11 }
+
 // AddVia appends this hop to Via (RFC 9110 7.6.3).
 func (p *Proxy) AddVia(h http.Header, major, minor int) {
 	var v string

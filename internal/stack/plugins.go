@@ -28,16 +28,23 @@ type popPlugins struct {
 	rollout *rollout.Manager
 }
 
+// popPluginSetup is what a PoP's gateway needs from its plugins.
+type popPluginSetup struct {
+	middleware  func(http.Handler) http.Handler
+	adminRoutes map[string]http.Handler
+	runs        func(site string) bool // whether a site runs plugins now
+}
+
 // startPlugins builds the plugin host and the rollout manager of one PoP and
 // returns the per-site middleware and the admin routes for uploads.
-func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, node *statesync.Node, creds gateway.Credentials, reg *prometheus.Registry, log *slog.Logger) (func(http.Handler) http.Handler, map[string]http.Handler, error) {
+func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, node *statesync.Node, creds gateway.Credentials, reg *prometheus.Registry, log *slog.Logger) (popPluginSetup, error) {
 	engine, siteEngine, err := s.pluginEngines()
 	if err != nil {
-		return nil, nil, err
+		return popPluginSetup{}, err
 	}
 	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: syncKV{node}, Registerer: reg, Logger: log})
 	if err != nil {
-		return nil, nil, fmt.Errorf("pop %s: plugins: %w", pc.ID, err)
+		return popPluginSetup{}, fmt.Errorf("pop %s: plugins: %w", pc.ID, err)
 	}
 	mg, err := rollout.New(rollout.Options{
 		PoPID: pc.ID, Host: host, Sync: node, Conn: nc,
@@ -50,11 +57,11 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	})
 	if err != nil {
 		_ = host.Close(ctx)
-		return nil, nil, fmt.Errorf("pop %s: plugin rollout: %w", pc.ID, err)
+		return popPluginSetup{}, fmt.Errorf("pop %s: plugin rollout: %w", pc.ID, err)
 	}
 	if err := mg.Start(ctx); err != nil {
 		_ = host.Close(ctx)
-		return nil, nil, fmt.Errorf("pop %s: plugin rollout: %w", pc.ID, err)
+		return popPluginSetup{}, fmt.Errorf("pop %s: plugin rollout: %w", pc.ID, err)
 	}
 	s.closers = append(s.closers, func() error {
 		err := mg.Close()
@@ -72,7 +79,7 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 		Chain: func(r *http.Request) *plugins.Chain { return mg.Chain(gateway.SiteFromContext(r.Context())) },
 	})
 	wrap := func(next http.Handler) http.Handler { return mw(pluginDirectives(next)) }
-	return wrap, map[string]http.Handler{"/admin/plugins/*": mg.Handler()}, nil
+	return popPluginSetup{middleware: wrap, adminRoutes: map[string]http.Handler{"/admin/plugins/*": mg.Handler()}, runs: mg.Runs}, nil
 }
 
 // pluginEngines makes the configured plugin engine and, when some sites run

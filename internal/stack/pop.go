@@ -116,12 +116,12 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	if err != nil {
 		return err
 	}
-	pluginMW, adminRoutes, err := s.startPlugins(ctx, pc, nc, node, creds, reg, log)
+	pl, err := s.startPlugins(ctx, pc, nc, node, creds, reg, log)
 	if err != nil {
 		return err
 	}
 	p, err := gateway.New(gateway.Options{
-		Plugins: pluginMW, AdminRoutes: adminRoutes,
+		Plugins: pl.middleware, PluginSites: pl.runs, AdminRoutes: pl.adminRoutes,
 		TLS: tls, Cache: c, Sync: node, Credentials: creds,
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),

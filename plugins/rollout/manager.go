@@ -568,6 +568,12 @@ func (mg *Manager) inUseLocked(k slotKey) bool {
 	return a != nil && n != 0 && (a.target.Stable == n || a.target.Canary == n)
 }
 
+// Runs reports whether site runs any plugin now (stable or canary): the
+// PoP's fast hit path answers only for sites that do not.
+func (mg *Manager) Runs(site string) bool {
+	return (*mg.chains.Load())[site] != nil
+}
+
 // Chain returns the chain a request of site runs now, with canary versions
 // picked for their share of requests; nil when the site runs no plugin.
 // middleware/plugin's Options.Chain calls it with the request's site.

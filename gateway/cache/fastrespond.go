@@ -1,0 +1,287 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
+)
+
+// serveFast answers c's current request when it is a fresh hit that needs
+// nothing but the stored response: the same bytes, but for header order,
+// that serveStored sends through net/http. Otherwise it returns the lookup
+// it made (nil when it made none) and served false, for the server to use.
+// err is set when the connection failed while answering; it must close.
+func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound, served bool, err error) {
+	req := &c.req
+	key := h.site.SiteID + "\x00" + fastURL(req, &h.site)
+	st, varyMiss := h.c.lookupWith(context.Background(), key, req.header)
+	found = &fastFound{key: key, st: st, varyMiss: varyMiss}
+	m := h.c.metrics
+	switch {
+	case st == nil:
+		m.fastMiss.Inc()
+		return found, false, nil
+	case !req.simple:
+		m.fastRequest.Inc()
+		return found, false, nil
+	case st.meta.Status != http.StatusOK:
+		m.fastStale.Inc()
+		return found, false, nil
+	}
+	f := h.c.freshness(st)
+	if f.NoCache || !f.Fresh() {
+		m.fastStale.Inc()
+		return found, false, nil
+	}
+	size := st.size()
+	h.countHit(st.tier, size)
+	m.fastServed.Inc() // before the reply, as the hit: a client may read metrics right after
+
+	out := append(c.out[:0], "HTTP/1.1 200 OK\r\n"...)
+	out = h.c.fastHeader(out, st, h, size)
+	out = append(out, "Age: "...)
+	out = strconv.AppendInt(out, int64(f.Age/time.Second), 10)
+	out = append(out, "\r\nCache-Status: meridian; hit; ttl="...)
+	out = strconv.AppendInt(out, int64(f.TTL()/time.Second), 10)
+	out = append(out, "; detail="...)
+	out = append(out, st.tier...)
+	out = append(out, "\r\n"...)
+	if _, ok := st.meta.Header["Date"]; !ok {
+		out = append(out, "Date: "...)
+		out = time.Now().UTC().AppendFormat(out, http.TimeFormat)
+		out = append(out, "\r\n"...)
+	}
+	var id string
+	if c.l.idName != "" {
+		id = requestID(req.reqID)
+		out = append(out, c.l.opts.RequestIDHeader...)
+		out = append(out, ": "...)
+		out = append(out, id...)
+		out = append(out, "\r\n"...)
+	}
+	if req.close || c.l.closing.Load() {
+		out = append(out, "Connection: close\r\n"...)
+	}
+	out = append(out, "\r\n"...)
+	c.out = out
+
+	if d := c.l.srv.WriteTimeout; d > 0 {
+		_ = c.conn.SetWriteDeadline(time.Now().Add(d))
+	}
+	var sent int64
+	switch {
+	case req.head:
+		_, err = c.conn.Write(out)
+	case st.rs == nil:
+		c.vec = [2][]byte{out, st.body}
+		bufs := net.Buffers(c.vec[:])
+		_, err = bufs.WriteTo(c.conn)
+		c.vec = [2][]byte{}
+		sent = int64(len(st.body))
+	default:
+		sent, err = writeHeadAndBody(c.conn, out, st.reader())
+	}
+	st.close()
+	found.st = nil
+	if err != nil {
+		// A client gone or a tier body that failed mid-way (an L2 block
+		// whose checksum does not match): the connection is closed, so the
+		// client sees a truncated response, never a short "complete" one.
+		return nil, false, err
+	}
+	if c.l.opts.Observe != nil {
+		c.observe(req, id, sent, start)
+	}
+	return nil, true, nil
+}
+
+// writeHeadAndBody sends head and then a streamed body; the body's first
+// block leaves with head in one writev.
+func writeHeadAndBody(conn net.Conn, head []byte, body io.Reader) (int64, error) {
+	w := &headWriter{conn: conn, head: head}
+	var (
+		n   int64
+		err error
+	)
+	if wt, ok := body.(io.WriterTo); ok {
+		n, err = wt.WriteTo(w)
+	} else {
+		n, err = io.Copy(w, body)
+	}
+	if err == nil && w.head != nil {
+		_, err = conn.Write(w.head) // an empty body
+	}
+	return n, err
+}
+
+type headWriter struct {
+	conn net.Conn
+	head []byte
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	if w.head == nil {
+		return w.conn.Write(p)
+	}
+	bufs := net.Buffers{w.head, p}
+	n, err := bufs.WriteTo(w.conn)
+	held := int64(len(w.head))
+	w.head = nil
+	if n < held {
+		return 0, err
+	}
+	return int(n - held), err
+}
+
+// fastURL is requestURL for a parsed request on a plain connection.
+func fastURL(req *fastRequest, site *SitePolicy) string {
+	host := normHost(string(req.host), "http")
+	q := ""
+	if req.query != nil {
+		q = normQuery(string(req.query), site)
+	}
+	var b strings.Builder
+	b.Grow(7 + len(host) + len(req.path) + 1 + len(q))
+	b.WriteString("http://")
+	b.WriteString(host)
+	b.Write(req.path)
+	if q != "" {
+		b.WriteByte('?')
+		b.WriteString(q)
+	}
+	return b.String()
+}
+
+// requestID echoes a short printable client ID or makes a new one, like
+// middleware.RequestID.
+func requestID(client []byte) string {
+	if len(client) > 0 && len(client) <= 128 {
+		ok := true
+		for _, c := range client {
+			if c < 0x21 || c > 0x7e {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return string(client)
+		}
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (c *fastConn) observe(req *fastRequest, id string, sent int64, start time.Time) {
+	if c.remote == "" {
+		c.remote = c.conn.RemoteAddr().String()
+	}
+	r := &http.Request{
+		Method: http.MethodGet, Host: string(req.host), RequestURI: string(req.target),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: c.remote,
+		URL:    &url.URL{Path: string(req.path), RawQuery: string(req.query)},
+		Header: http.Header{},
+	}
+	if req.head {
+		r.Method = http.MethodHead
+	}
+	if id != "" {
+		r.Header[textproto.CanonicalMIMEHeaderKey(c.l.opts.RequestIDHeader)] = []string{id}
+	}
+	c.l.opts.Observe(r, http.StatusOK, sent, time.Since(start))
+}
+
+// maxHeaderMemo bounds the memo of serialised headers; it is emptied when
+// full (the hot objects come straight back).
+const maxHeaderMemo = 1024
+
+// headerMemo keeps the serialised header block of the stored responses the
+// fast path serves most, keyed like freshMemo by their metadata's pointer,
+// which L1 shares, unmodified, between all hits on an object.
+type headerMemo struct {
+	mu sync.RWMutex
+	m  map[*tier.Meta][]byte
+}
+
+// fastHeader appends st's header fields as serveStored sends them, except
+// Age, Cache-Status's own entry, Date (when the origin sent none) and the
+// connection's fields, which change per request.
+func (c *Cache) fastHeader(out []byte, st *stored, h *siteHandler, size int64) []byte {
+	if !st.l1Shared {
+		return appendStoredHeader(out, st.meta.Header, h.proxy.Via11(), size)
+	}
+	hm := &c.headers
+	hm.mu.RLock()
+	b, ok := hm.m[st.meta]
+	hm.mu.RUnlock()
+	if !ok {
+		b = appendStoredHeader(nil, st.meta.Header, h.proxy.Via11(), size)
+		hm.mu.Lock()
+		if hm.m == nil || len(hm.m) >= maxHeaderMemo {
+			hm.m = make(map[*tier.Meta][]byte, maxHeaderMemo/4)
+		}
+		hm.m[st.meta] = b
+		hm.mu.Unlock()
+	}
+	return append(out, b...)
+}
+
+// appendStoredHeader writes hd as net/http writes a response header (fields
+// sorted, invalid names skipped, line breaks in values turned to spaces and
+// values trimmed), without the fields serveStored replaces, then our Via and
+// Content-Length.
+func appendStoredHeader(out []byte, hd http.Header, via string, size int64) []byte {
+	keys := make([]string, 0, len(hd))
+	for k := range hd {
+		switch k {
+		case "Surrogate-Control", "Content-Length", "Age":
+			continue
+		}
+		if !validFieldName(k) {
+			continue
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range hd[k] {
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
+			}
+			v = textproto.TrimString(v)
+			out = append(out, k...)
+			out = append(out, ": "...)
+			out = append(out, v...)
+			out = append(out, "\r\n"...)
+		}
+	}
+	out = append(out, "Via: "...)
+	out = append(out, via...)
+	out = append(out, "\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, size, 10)
+	return append(out, "\r\n"...)
+}
+
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !isTokenChar(k[i]) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,154 @@
+package gateway_test
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway"
+	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
+)
+
+// cacheableOrigin serves every path as cacheable for ten minutes.
+func cacheableOrigin(t *testing.T) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		io.WriteString(w, "object "+r.URL.Path)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// exchange sends raw requests on one keep-alive connection and reads the
+// responses.
+func exchange(t *testing.T, addr string, reqs ...string) []*http.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	var out []*http.Response
+	for _, r := range reqs {
+		if _, err := io.WriteString(c, r); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", r, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(strings.NewReader(string(b)))
+		out = append(out, resp)
+	}
+	return out
+}
+
+// TestFastHitsKeepThePoPsObservability: hits the fast path answers still
+// carry a request ID, and reach the PoP's request metrics and access log as
+// the middleware chain's would.
+func TestFastHitsKeepThePoPsObservability(t *testing.T) {
+	o := cacheableOrigin(t)
+	logs := &mtestutil.SyncBuffer{}
+	p := startPoP(t, gateway.Options{
+		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Sites:  []gateway.Site{{Name: "a", Hosts: []string{"a.test"}, Origin: pool(t, "a", o.URL, 0)}},
+	})
+	got := exchange(t, p.HTTPAddr(),
+		"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+		"GET /x HTTP/1.1\r\nHost: a.test\r\nX-Request-Id: trace-42\r\n\r\n",
+		"GET /x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+	)
+	for i, r := range got[1:] {
+		if !strings.Contains(r.Header.Get("Cache-Status"), "hit") {
+			t.Fatalf("response %d: Cache-Status %q, want a hit", i+1, r.Header.Get("Cache-Status"))
+		}
+	}
+	if id := got[1].Header.Get("X-Request-Id"); id != "trace-42" {
+		t.Errorf("fast hit X-Request-Id %q, want the client's trace-42", id)
+	}
+	if id := got[2].Header.Get("X-Request-Id"); len(id) != 24 {
+		t.Errorf("fast hit X-Request-Id %q, want a new 24-digit ID", id)
+	}
+	reg := p.Registry()
+	if n := counterValue(t, reg, "meridian_cache_fast_requests_total", "outcome", "served"); n != 2 {
+		t.Fatalf("fast path served %v hits, want 2 (the first request was a miss)", n)
+	}
+	// Observers run after the reply has left.
+	mtestutil.WaitFor(t, "meridian_http_requests_total{site=a} = 3", func() bool {
+		return counterValue(t, reg, "meridian_http_requests_total", "site", "a") == 3
+	})
+	mtestutil.WaitFor(t, "three access log lines", func() bool { return strings.Count(logs.String(), `"msg":"request"`) == 3 })
+	if !strings.Contains(logs.String(), `"request_id":"trace-42"`) {
+		t.Errorf("access log lacks the fast hit's request ID:\n%s", logs.String())
+	}
+}
+
+// TestFastPathLeavesPluginSitesToTheirPlugins: hits of a site that runs
+// plugins go through them; hits of a site without go the fast path.
+func TestFastPathLeavesPluginSitesToTheirPlugins(t *testing.T) {
+	o := cacheableOrigin(t)
+	p := startPoP(t, gateway.Options{
+		Sites: []gateway.Site{
+			{Name: "plugged", Hosts: []string{"plugged.test"}, Origin: pool(t, "plugged", o.URL, 0)},
+			{Name: "bare", Hosts: []string{"bare.test"}, Origin: pool(t, "bare", o.URL, 0)},
+		},
+		Plugins: func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if gateway.SiteFromContext(r.Context()) == "plugged" {
+					w.Header().Set("X-Plugin", "ran")
+				}
+				next.ServeHTTP(w, r)
+			})
+		},
+		PluginSites: func(site string) bool { return site == "plugged" },
+	})
+	for _, host := range []string{"plugged.test", "bare.test"} {
+		req := "GET /y HTTP/1.1\r\nHost: " + host + "\r\n\r\n"
+		got := exchange(t, p.HTTPAddr(), req, req)
+		hit := got[1]
+		if !strings.Contains(hit.Header.Get("Cache-Status"), "hit") {
+			t.Fatalf("%s: second request %q, want a hit", host, hit.Header.Get("Cache-Status"))
+		}
+		if want := host == "plugged.test"; (hit.Header.Get("X-Plugin") == "ran") != want {
+			t.Errorf("%s: plugin ran on the hit: %v, want %v", host, !want, want)
+		}
+	}
+	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
+		t.Errorf("fast path served %v hits, want 1 (bare.test's)", n)
+	}
+}
+
+// counterValue sums the counters called name whose label has value.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
