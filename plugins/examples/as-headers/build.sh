@@ -1,8 +1,13 @@
 #!/bin/sh
 # Builds the AssemblyScript example: sh build.sh OUT.wasm
 # Needs node and npm (Debian: apt-get install nodejs npm). The pinned
-# packages (assemblyscript 0.28.20, @extism/as-pdk 1.0.0) are installed
-# into node_modules here on first use.
+# compiler (assemblyscript 0.28.20) is installed into node_modules here on
+# first use. The plugin imports ../as-kit (Extism kernel imports used
+# directly), so this directory and ../as-kit go together.
+#
+# -O3 --noAssert: a plugin runs per request; assertions would only trap.
+# --use abort=...: a failed bounds check traps (as-kit's kitAbort) instead
+# of importing env.abort, which no Extism host provides.
 set -eu
 out=${1:-as-headers.wasm}
 cd "$(dirname "$0")"
@@ -10,4 +15,4 @@ if [ ! -x node_modules/.bin/asc ]; then
 	# package-lock.json pins the exact packages and their hashes.
 	npm ci --no-audit --no-fund --loglevel=error >&2
 fi
-node_modules/.bin/asc index.ts --outFile "$out" --optimize --use abort=index/myAbort
+node_modules/.bin/asc index.ts --outFile "$out" -O3 --noAssert --use abort=../as-kit/index/kitAbort

@@ -7,156 +7,111 @@
 // "rewrite_prefix", replaces that prefix with config "rewrite_to" and adds
 // rewritten=1 to the query; config "cache_ttl" (seconds) sets the cache TTL
 // and config "no_store" = "true" forbids storing the response.
-import { Host, Config } from "@extism/as-pdk";
-
-const VERSION: u8 = 1;
-
-// Input field tags.
-const TAG_PATH: u8 = 0x02;
-const TAG_QUERY: u8 = 0x03;
-const TAG_POP: u8 = 0x09;
-
-// Action tags.
-const ACT_SET_REQUEST_HEADER: u8 = 0x01;
-const ACT_SET_PATH: u8 = 0x03;
-const ACT_SET_QUERY: u8 = 0x04;
-const ACT_CACHE_TTL: u8 = 0x07;
-const ACT_NO_STORE: u8 = 0x08;
-const ACT_SET_RESPONSE_HEADER: u8 = 0x0c;
-
-class Actions {
-  buf: u8[] = [VERSION];
-
-  record(tag: u8, value: Uint8Array, prefix: i32 = -1): void {
-    const n = value.length + (prefix >= 0 ? 1 : 0);
-    this.buf.push(tag);
-    this.buf.push(<u8>(n & 0xff));
-    this.buf.push(<u8>(n >> 8));
-    if (prefix >= 0) this.buf.push(<u8>prefix);
-    for (let i = 0; i < value.length; i++) this.buf.push(value[i]);
-  }
-
-  text(tag: u8, s: string): void {
-    this.record(tag, Uint8Array.wrap(String.UTF8.encode(s)));
-  }
-
-  header(tag: u8, name: string, value: string): void {
-    const nb = Uint8Array.wrap(String.UTF8.encode(name));
-    const vb = Uint8Array.wrap(String.UTF8.encode(value));
-    const both = new Uint8Array(nb.length + vb.length);
-    both.set(nb, 0);
-    both.set(vb, nb.length);
-    this.record(tag, both, nb.length);
-  }
-
-  bytes(): Uint8Array {
-    const out = new Uint8Array(this.buf.length);
-    for (let i = 0; i < this.buf.length; i++) out[i] = this.buf[i];
-    return out;
-  }
-}
-
-function field(input: Uint8Array, want: u8): string {
-  let i = 2; // skip version and phase
-  while (i + 3 <= input.length) {
-    const tag = input[i];
-    const n = <i32>input[i + 1] | (<i32>input[i + 2] << 8);
-    if (i + 3 + n > input.length) break;
-    if (tag == want) {
-      return String.UTF8.decode(input.slice(i + 3, i + 3 + n).buffer);
-    }
-    i += 3 + n;
-  }
-  return "";
-}
+//
+// It uses ../as-kit (the Extism kernel imports used directly, see there
+// why) and is written to cost as little as an AssemblyScript plugin can:
+// the config is read and encoded into output bytes once per instance, and a
+// request reads only the records it needs into reused buffers and appends
+// bytes to a reused output buffer, so it allocates nothing and never runs
+// the collector. Request values (PoP id, path, query) are copied as bytes;
+// the earlier @extism/as-pdk version decoded and re-encoded them as UTF-8,
+// which dropped invalid bytes (valid UTF-8 gives the same output).
+import {
+  Bytes, Span, Input, Output, configGet,
+  PHASE_REQUEST, TAG_PATH, TAG_QUERY, TAG_POP,
+  ACT_SET_REQUEST_HEADER, ACT_SET_PATH, ACT_SET_QUERY, ACT_CACHE_TTL,
+  ACT_NO_STORE, ACT_SET_RESPONSE_HEADER,
+} from "../as-kit/index";
 
 // An instance's config never changes (Meridian binds each instance to one
 // chain entry's config, as Extism fixes a plugin's config when it is made),
-// so it is read on the first request and kept in globals: each Config.get
-// is a dozen host calls.
+// so it is read on the first request and kept in globals, already encoded
+// as the output records it produces.
 let loaded = false;
-let reqNames: string[] = [];
-let reqValues: string[] = [];
-let respNames: string[] = [];
-let respValues: string[] = [];
-let rewritePrefix: string | null = null;
-let rewriteTo: string | null = null;
-let cacheTTL: string | null = null;
-let noStore: string | null = null;
+// The header records from configs "request" and "response", in that order.
+const headers = new Bytes();
+// The cache TTL and no-store records.
+const cacheRecords = new Bytes();
+let rewrite = false;
+const rewritePrefix = new Bytes();
+const rewriteTo = new Bytes();
 
-function parseLines(key: string, names: string[], values: string[]): void {
-  const cfg = Config.get(key);
+// Reused per request.
+const pop = new Span();
+const path = new Span();
+const query = new Span();
+
+const POP_HEADER = "x-meridian-pop";
+const popHeader = new Bytes();
+const REWRITTEN = "rewritten=1";
+const rewritten = new Bytes();
+
+function header(dst: Bytes, tag: u8, name: string, value: string): void {
+  const nb = String.UTF8.encode(name);
+  const vb = String.UTF8.encode(value);
+  dst.header(tag, changetype<usize>(nb), nb.byteLength, changetype<usize>(vb), vb.byteLength);
+}
+
+// parseLines encodes the "name: value" lines of config key as header
+// records with tag; lines without a name before a colon are skipped.
+function parseLines(key: string, tag: u8): void {
+  const cfg = configGet(key);
   if (cfg === null) return;
   const lines = cfg.split("\n");
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i];
     const colon = line.indexOf(":");
     if (colon <= 0) continue;
-    names.push(line.substring(0, colon).trim());
-    values.push(line.substring(colon + 1).trim());
+    header(headers, tag, line.substring(0, colon).trim(), line.substring(colon + 1).trim());
   }
 }
 
 function load(): void {
-  parseLines("request", reqNames, reqValues);
-  parseLines("response", respNames, respValues);
-  rewritePrefix = Config.get("rewrite_prefix");
-  rewriteTo = Config.get("rewrite_to");
-  cacheTTL = Config.get("cache_ttl");
-  noStore = Config.get("no_store");
+  popHeader.string(POP_HEADER);
+  rewritten.string(REWRITTEN);
+  parseLines("request", ACT_SET_REQUEST_HEADER);
+  parseLines("response", ACT_SET_RESPONSE_HEADER);
+  const prefix = configGet("rewrite_prefix");
+  const to = configGet("rewrite_to");
+  if (prefix !== null && to !== null) {
+    rewrite = true;
+    rewritePrefix.string(prefix);
+    rewriteTo.string(to);
+  }
+  const ttl = configGet("cache_ttl");
+  if (ttl !== null) {
+    cacheRecords.recordHead(ACT_CACHE_TTL, 4);
+    cacheRecords.u32le(<u32>I32.parseInt(ttl));
+  }
+  const noStore = configGet("no_store");
+  if (noStore !== null && noStore == "true") {
+    cacheRecords.recordHead(ACT_NO_STORE, 0);
+  }
   loaded = true;
 }
 
 export function on_request(): i32 {
-  const input = Host.input();
-  if (input.length < 2 || input[0] != VERSION || input[1] != 1) {
-    return 1;
-  }
+  if (Input.begin() != PHASE_REQUEST) return 1;
   if (!loaded) load();
-  const act = new Actions();
-  act.header(ACT_SET_REQUEST_HEADER, "x-meridian-pop", field(input, TAG_POP));
-  for (let i = 0; i < reqNames.length; i++) {
-    act.header(ACT_SET_REQUEST_HEADER, reqNames[i], reqValues[i]);
-  }
-  for (let i = 0; i < respNames.length; i++) {
-    act.header(ACT_SET_RESPONSE_HEADER, respNames[i], respValues[i]);
-  }
-
-  const prefix = rewritePrefix;
-  const to = rewriteTo;
-  if (prefix !== null && to !== null) {
-    const path = field(input, TAG_PATH);
-    if (path.startsWith(prefix)) {
-      act.text(ACT_SET_PATH, to + path.substring(prefix.length));
-      const query = field(input, TAG_QUERY);
-      act.text(ACT_SET_QUERY, query.length > 0 ? query + "&rewritten=1" : "rewritten=1");
+  const out = Output.begin();
+  Input.find(TAG_POP, pop);
+  out.header(ACT_SET_REQUEST_HEADER, popHeader.ptr, popHeader.len, pop.ptr, pop.len);
+  out.bytes(headers);
+  if (rewrite && Input.find(TAG_PATH, path) && path.startsWith(rewritePrefix)) {
+    const rest = path.len - rewritePrefix.len;
+    out.recordHead(ACT_SET_PATH, rewriteTo.len + rest);
+    out.bytes(rewriteTo);
+    out.mem(path.ptr + <usize>rewritePrefix.len, rest);
+    if (Input.find(TAG_QUERY, query) && query.len > 0) {
+      out.recordHead(ACT_SET_QUERY, query.len + 1 + rewritten.len);
+      out.span(query);
+      out.byte(0x26); // '&'
+      out.bytes(rewritten);
+    } else {
+      out.record(ACT_SET_QUERY, rewritten.ptr, rewritten.len);
     }
   }
-  const ttl = cacheTTL;
-  if (ttl !== null) {
-    const secs = <u32>I32.parseInt(ttl);
-    const le = new Uint8Array(4);
-    le[0] = <u8>(secs & 0xff);
-    le[1] = <u8>((secs >> 8) & 0xff);
-    le[2] = <u8>((secs >> 16) & 0xff);
-    le[3] = <u8>(secs >> 24);
-    act.record(ACT_CACHE_TTL, le);
-  }
-  const ns = noStore;
-  if (ns !== null && ns == "true") {
-    act.record(ACT_NO_STORE, new Uint8Array(0));
-  }
-  Host.output(act.bytes());
+  out.bytes(cacheRecords);
+  Output.send();
   return 0;
-}
-
-// abort is wired with --use abort=index/myAbort so a failed assertion traps
-// instead of importing env.abort, which the host does not provide.
-export function myAbort(
-  message: string | null,
-  fileName: string | null,
-  lineNumber: u32,
-  columnNumber: u32
-): void {
-  unreachable();
 }
