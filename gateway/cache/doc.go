@@ -13,13 +13,20 @@ package cache
 //	h := c.Handler(cache.SitePolicy{SiteID: "shop", SortQuery: true}, pool) // pool: origin.Pool
 //	router.Handle("/*", h)  // after site lookup, middleware and plugins
 //	srv := &http.Server{Handler: router}
-//	srv.Serve(cache.Coalesce(srv, ln)) // ln: the plain-text HTTP listener (optional, see Coalesce)
+//	fl := c.Fast(srv, ln, cache.FastOptions{Route: hostToCacheHandler}) // ln: the plain-text listener
+//	go srv.Serve(fl) // (or srv.Serve(cache.Coalesce(srv, ln)) without the fast path)
+//	// at shutdown: srv.Shutdown(ctx); fl.Drain(ctx)
 //	n, err := c.Purge(ctx, cache.Selector{Site: "shop", Kind: cache.ByPrefix, Value: "https://shop.example/img/"})
 //
 // # Hit path costs
 //
 // A hit must cost no more CPU than Varnish's. What that took, measured with
 // BenchmarkL1Hit, pprof and the peer benchmark (bench/cacheproxy):
+//   - Cache.Fast answers fresh hits on plain HTTP/1.1 without net/http
+//     (fast.go says why and how it stays safe): per 1 KiB hit 6.7 µs of
+//     CPU instead of 14.2 µs, under nginx's 8.5 µs in the same run; the
+//     rest of the profile is read and writev. Only requests it fully
+//     understands are answered; the others reach the http.Server unchanged.
 //   - L1 keeps bodies of 8 KiB and more outside BigCache, shared by hits
 //     without a copy, and keeps the most requested objects decoded (package
 //     l1); a hit allocates nothing in proportion to its size.
@@ -68,6 +75,7 @@ package cache
 //	meridian_cache_stores_total{pop,site,tier,outcome}    stored, not_admitted, too_large, error, purged
 //	meridian_cache_purged_total{pop,site,mode}            hard, soft, invalidate
 //	meridian_cache_store_objects{pop,store}, meridian_cache_store_bytes{pop,store}
+//	meridian_cache_fast_requests_total{pop,outcome}       the fast path: served, or handed to net/http (unparsed, route, miss, request, stale); reclaimed connections
 //
 // # What is stored
 //
