@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway/cache/l1"
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
 // Results counted in meridian_cache_requests_total.
@@ -83,12 +86,44 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 			Help: "Bytes held by the cache's storage (as its tier.Stats reports).",
 		}, func() float64 { _, b := st.usage(); return float64(b) }),
 	}
+	if t1 := memoryTier(st.t); t1 != nil {
+		pl := prometheus.Labels{"pop": pop}
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "meridian_cache_l1_pool_threshold_bytes", ConstLabels: pl,
+				Help: "Encoded size from which L1 keeps bodies in its large-body pool now (it moves with the traffic's sizes; 0: no pool).",
+			}, func() float64 { return float64(t1.Split().Threshold) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "meridian_cache_l1_pool_bytes", ConstLabels: pl,
+				Help: "Bytes of bodies in L1's large-body pool.",
+			}, func() float64 { return float64(t1.Split().PoolBytes) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "meridian_cache_l1_pool_budget_bytes", ConstLabels: pl,
+				Help: "L1's large-body pool budget (part of the L1 budget).",
+			}, func() float64 { return float64(t1.Split().PoolBudget) }),
+		)
+	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("cache: register metrics: %w (is a second Cache registering on the same registry?)", err)
 		}
 	}
 	return m, nil
+}
+
+// memoryTier finds the built-in L1 in the cache's storage: the storage
+// itself or the first tier of a composition.
+func memoryTier(t tier.Tier) *l1.Tier {
+	if t1, ok := t.(*l1.Tier); ok {
+		return t1
+	}
+	if c, ok := t.(interface{ Tiers() []tier.Tier }); ok {
+		if ts := c.Tiers(); len(ts) > 0 {
+			t1, _ := ts[0].(*l1.Tier)
+			return t1
+		}
+	}
+	return nil
 }
 
 func (m *metrics) request(site, tier, result string) {

@@ -372,6 +372,12 @@ func TestMetrics(t *testing.T) {
 		`meridian_cache_stores_total{outcome="stored",pop="test-pop",site="site1",tier="l1"} 1`,
 		`meridian_cache_purged_total{mode="invalidate",pop="test-pop",site="site1"} 1`,
 		`meridian_cache_store_objects{pop="test-pop",store="l1"} 0`, // invalidated by the POST
+		// The hits took the fast path once net/http gave the connection back.
+		`meridian_cache_fast_requests_total{outcome="served",pop="test-pop"} 2`,
+		// A 64 MiB L1 gives half to large bodies, from 16 KiB until the
+		// traffic moves the line.
+		`meridian_cache_l1_pool_budget_bytes{pop="test-pop"} 3.3554432e+07`,
+		`meridian_cache_l1_pool_threshold_bytes{pop="test-pop"} 16384`,
 	} {
 		if !strings.Contains(txt, want) {
 			t.Errorf("metrics lack %s\n%s", want, txt)
