@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/tlsedge"
+	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
 )
 
@@ -151,4 +153,44 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value str
 		}
 	}
 	return total
+}
+
+// TestFastPathWithHTTPSKeepsRedirects: with HTTPS configured, a site whose
+// plain HTTP redirects keeps redirecting (the fast path leaves it to the
+// policy), while another site's plain-HTTP hits take the fast path.
+func TestFastPathWithHTTPSKeepsRedirects(t *testing.T) {
+	o := cacheableOrigin(t)
+	files, err := devca.Ensure(t.TempDir(), "test", []string{"secure.test", "open.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := tlsedge.New(tlsedge.Options{PoP: "test-pop", Sites: []tlsedge.SiteCert{
+		{Site: "secure", Names: []string{"secure.test"}, CertFile: files.Cert, KeyFile: files.Key},
+		{Site: "open", Names: []string{"open.test"}, CertFile: files.Cert, KeyFile: files.Key},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPoP(t, gateway.Options{
+		Sites: []gateway.Site{
+			{Name: "secure", Hosts: []string{"secure.test"}, Origin: pool(t, "secure", o.URL, 0)},
+			{Name: "open", Hosts: []string{"open.test"}, Origin: pool(t, "open", o.URL, 0)},
+		},
+		TLS: gateway.TLS{Addr: "127.0.0.1:0", Certs: certs, Policies: []tlsedge.SitePolicy{
+			{Names: []string{"secure.test"}, RedirectHTTP: true},
+		}},
+	})
+	req := func(host string) string { return "GET /z HTTP/1.1\r\nHost: " + host + "\r\n\r\n" }
+	for i, r := range exchange(t, p.HTTPAddr(), req("secure.test"), req("secure.test")) {
+		if r.StatusCode != http.StatusMovedPermanently || !strings.HasPrefix(r.Header.Get("Location"), "https://secure.test") {
+			t.Errorf("secure.test request %d over plain HTTP: %d Location %q, want a redirect to HTTPS", i, r.StatusCode, r.Header.Get("Location"))
+		}
+	}
+	got := exchange(t, p.HTTPAddr(), req("open.test"), req("open.test"))
+	if !strings.Contains(got[1].Header.Get("Cache-Status"), "hit") {
+		t.Fatalf("open.test second request: %q, want a hit", got[1].Header.Get("Cache-Status"))
+	}
+	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
+		t.Errorf("fast path served %v, want 1 (open.test's hit)", n)
+	}
 }

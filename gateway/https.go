@@ -61,6 +61,7 @@ func (p *PoP) startTLS(ctx context.Context, base http.Handler) (http.Handler, er
 	if err != nil {
 		return nil, fmt.Errorf("gateway %s: %w", p.opts.ID, err)
 	}
+	p.policies = pol
 	wrapped := pol.Middleware(base)
 	p.secure.Store(&wrapped)
 	t.Certs.ChallengePorts(portOf(p.httpLn.Addr().String()), httpsPort)

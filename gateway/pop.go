@@ -92,6 +92,7 @@ type PoP struct {
 	fast              *cache.FastListener // nil when plain HTTP goes through net/http only
 	observers         []middleware.Observer
 	httpsSrv          *tlsedge.Server
+	policies          *tlsedge.Policies // HTTPS policies, nil without HTTPS
 	secure            atomic.Pointer[http.Handler]
 	httpLn, adminLn   net.Listener
 
@@ -254,13 +255,17 @@ func (p *PoP) Handler() http.Handler {
 }
 
 // fastRoute gives the fast hit path the cache handler of a host's site, when
-// nothing else in the chain can change its answer: no plugins run for it.
+// nothing else in the chain can change its answer: no plugins run for it
+// and its plain HTTP is not redirected to HTTPS.
 func (p *PoP) fastRoute(host string) http.Handler {
 	s := p.router.Load().lookup(host)
 	if s == nil {
 		return nil
 	}
 	if p.opts.Plugins != nil && (p.opts.PluginSites == nil || p.opts.PluginSites(s.Name)) {
+		return nil
+	}
+	if p.policies != nil && p.policies.RedirectsHTTP(host) {
 		return nil
 	}
 	return s.cache
@@ -314,14 +319,15 @@ func (p *PoP) Start(ctx context.Context) error {
 	p.httpSrv.Protocols.SetUnencryptedHTTP2(true)
 	p.adminSrv = &http.Server{Handler: p.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	// Fresh hits on plain HTTP/1.1 are answered by the cache's fast path,
-	// everything else by httpSrv (see cache.Fast). With HTTPS configured,
-	// plain HTTP carries redirects and ACME challenges, which only the
-	// handler chain knows: net/http then serves it all, and Coalesce has a
-	// stored 4-32 KiB body leave with its header in one writev.
+	// everything else by httpSrv (see cache.Fast): with HTTPS configured,
+	// that includes ACME challenges and the sites that redirect plain HTTP
+	// (fastRoute). Without the fast path, Coalesce has a stored 4-32 KiB
+	// body leave with its header in one writev.
 	httpLn := cache.Coalesce(p.httpSrv, p.httpLn)
-	if !p.opts.NoFastPath && p.httpsSrv == nil {
+	if !p.opts.NoFastPath {
 		p.fast = p.cache.Fast(p.httpSrv, p.httpLn, cache.FastOptions{
 			Route: p.fastRoute, Observe: p.fastObserve, RequestIDHeader: middleware.RequestIDHeader, Logger: p.log,
+			ServerPaths: []string{"/.well-known/acme-challenge/"},
 		})
 		httpLn = p.fast
 	}

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -36,6 +37,9 @@ type FastOptions struct {
 	// like the server's logging and metrics middleware would be: r carries
 	// the method, Host, RequestURI, Proto, RemoteAddr and header fields.
 	Observe func(r *http.Request, status int, bytes int64, elapsed time.Duration)
+	// ServerPaths are path prefixes whose requests always go to the server
+	// (for example ACME HTTP-01 challenges, answered by its handler chain).
+	ServerPaths []string
 	// RequestIDHeader, when set, is echoed from the request when its value
 	// is short and printable, or set to a new random ID, on the response
 	// and on the request given to Observe, as middleware.RequestID does.
@@ -282,7 +286,10 @@ func (c *fastConn) serve(initial []byte) {
 			handedOff = c.handOff(nil)
 			return
 		}
-		sh, _ := c.l.route(c.req.host).(*siteHandler)
+		var sh *siteHandler
+		if !c.l.serverPath(c.req.path) {
+			sh, _ = c.l.route(c.req.host).(*siteHandler)
+		}
 		if sh == nil || sh.c != c.l.c || sh.site.Bypass {
 			c.l.c.metrics.fastRoute.Inc()
 			handedOff = c.handOff(nil)
@@ -300,6 +307,15 @@ func (c *fastConn) serve(initial []byte) {
 			return
 		}
 	}
+}
+
+func (l *FastListener) serverPath(p []byte) bool {
+	for _, pre := range l.opts.ServerPaths {
+		if bytes.HasPrefix(p, []byte(pre)) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l *FastListener) route(host []byte) http.Handler {

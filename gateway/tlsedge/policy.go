@@ -67,6 +67,13 @@ func NewPolicies(sites []SitePolicy, httpsPort int) (*Policies, error) {
 	return p, nil
 }
 
+// RedirectsHTTP reports whether plain HTTP requests for host are redirected
+// to HTTPS (so nothing may answer them from the cache instead).
+func (p *Policies) RedirectsHTTP(host string) bool {
+	s := lookupName(p.byName, normalizeName(host))
+	return s != nil && s.RedirectHTTP
+}
+
 // Middleware wraps a handler that serves both the plain-HTTP and the TLS
 // listeners (r.TLS tells them apart).
 func (p *Policies) Middleware(next http.Handler) http.Handler {
