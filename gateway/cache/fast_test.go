@@ -3,10 +3,12 @@ package cache_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -446,5 +448,47 @@ func TestFastPathCloseClosesIdleConnections(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("idle fast connection after Shutdown: read gave %v, want EOF", err)
+	}
+}
+
+// TestFastPathClosesSlowHeads: a client that starts a request head and
+// never finishes it is disconnected after the server's ReadHeaderTimeout, as
+// net/http would, and an idle keep-alive one after its IdleTimeout.
+func TestFastPathClosesSlowHeads(t *testing.T) {
+	c, err := cache.New(cache.Options{L1Bytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv := &http.Server{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: 200 * time.Millisecond,
+		Handler: http.NotFoundHandler()}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := c.Fast(srv, ln, cache.FastOptions{Route: func(string) http.Handler { return nil }})
+	go srv.Serve(fl)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		fl.Drain(ctx)
+	}()
+	for name, send := range map[string]string{
+		"half a head": "GET /a HTTP/1.1\r\nHost: x\r\n",
+		"nothing":     "",
+	} {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, send)
+		// Generous: this asserts that the server hangs up, not how fast.
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var b [1]byte
+		if _, err := conn.Read(b[:]); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s: the server kept the connection open (read: %v)", name, err)
+		}
+		conn.Close()
 	}
 }
