@@ -4,9 +4,11 @@
 //
 // Writes go to a temp file that is renamed into place on Commit, so a crash
 // never leaves a half-written object under its name. Every file carries
-// CRC-32C checksums of its header, metadata and each 32 KiB body block;
-// reads verify them, and a file that fails is removed, counted and reported
-// as a miss; its bad bytes are never returned. A full disk makes the tier
+// checksums of its header and metadata (CRC-32C) and of each 32 KiB body
+// block (XXH3-64; CRC-32C in files of format version 1, still read); every
+// read verifies what it serves, and a file that fails is removed, counted
+// and reported as a miss; its bad bytes are never returned. Hits are served
+// from kept read-only mappings of the files. A full disk makes the tier
 // evict and then refuse new objects for a while (ErrNotAdmitted), never fail
 // a request.
 //
@@ -24,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -117,6 +120,9 @@ type Tier struct {
 	chunks sync.Pool // *[]byte of chunkSize bytes: mid-size files, large-body steps
 	metas  *metaCache
 	fds    *fdCache
+	// noMmap turns mappings off: files are read with pread only, as
+	// where mmap fails (tests and benchmarks of that fallback).
+	noMmap bool
 
 	bypassUntil atomic.Int64 // unix nanos
 	c           struct {
@@ -446,11 +452,13 @@ func (t *Tier) removeFiles(hashes []uint64) {
 			continue
 		}
 		err := os.Remove(t.path(h))
+		// Dropped under the lock, as install and Delete do, so that a
+		// hit that started before sees the generation change (see hit).
+		t.fds.drop(h)
 		t.mu.Unlock()
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.log.Warn("l2: remove evicted file", "err", err)
 		}
-		t.fds.drop(h)
 	}
 }
 
@@ -501,172 +509,265 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		return nil, err
 	}
 	h := hashKey(key)
-	path := t.path(h)
-	// Most objects are small: one pread into a pooled buffer gets the whole
-	// file (a short read means it ended), with no stat, no os.File and no
-	// allocation for the body. A small file read before is usually still
-	// open (fdCache), so the hit is that one pread.
 	gen := t.fds.generation()
-	cached := t.fds.get(h)
-	var (
-		fd  int
-		err error
-	)
-	if cached != nil {
-		fd = cached.fd
-	} else if fd, err = openRead(path); err != nil {
-		t.miss(h, errors.Is(err, syscall.ENOENT))
-		return nil, tier.ErrNotFound
-	}
-	bp := t.bufs.Get().(*[]byte)
-	release := func() { t.bufs.Put(bp) }
-	var (
-		f        *os.File // only for files larger than smallRead
-		p        parsed
-		body     []byte
-		fileSize int64
-	)
-	k, rerr := pread(fd, *bp, 0)
-	if cached != nil && (rerr != nil || k == len(*bp)) {
-		// Not the small file it was (or failing): read it afresh through
-		// a descriptor of its own, as below.
-		cached.release()
-		cached = nil
-		if fd, err = openRead(path); err != nil {
-			release()
-			t.miss(h, errors.Is(err, syscall.ENOENT))
-			return nil, tier.ErrNotFound
-		}
-		k, rerr = pread(fd, *bp, 0)
-	}
+	l, err := t.load(h, key, gen)
 	switch {
-	case rerr == nil && k < len(*bp):
-		if cached != nil {
-			cached.release()
-		} else {
-			t.fds.add(h, fd, gen)
-		}
-		fileSize = int64(k)
-		p, body, err = parseWhole((*bp)[:k])
-	case rerr == nil:
-		f = os.NewFile(uintptr(fd), path)
-		var fi os.FileInfo
-		if fi, err = f.Stat(); err != nil {
-			release()
-			f.Close()
-			t.miss(h, false)
-			return nil, tier.ErrNotFound
-		}
-		fileSize = fi.Size()
-		if fileSize <= inlineFile {
-			// Mid-size: read the rest into a pooled chunk buffer and
-			// verify the whole file, as for a small one.
-			cp := t.chunks.Get().(*[]byte)
-			copy(*cp, (*bp)[:k])
-			release()
-			release = func() { t.chunks.Put(cp) }
-			var m int
-			m, err = pread(fd, (*cp)[k:fileSize], int64(k))
-			f.Close()
-			f = nil
-			if err == nil && int64(k+m) != fileSize {
-				err = fmt.Errorf("%w: short read", errCorrupt)
-			}
-			if err == nil {
-				p, body, err = parseWhole((*cp)[:fileSize])
-			} else {
-				err = fmt.Errorf("%w: read: %v", errCorrupt, err)
-			}
-		} else {
-			release()
-			release = nil
-			p, body, err = readHead(f, fileSize, 0)
-		}
+	case err == nil:
+	case errors.Is(err, errCorrupt):
+		t.corrupt(h, t.path(h), err)
+		return nil, tier.ErrNotFound
+	case errors.Is(err, errOtherKey):
+		t.miss(h, false, gen) // a miss, not damage
+		return nil, tier.ErrNotFound
 	default:
-		_ = syscall.Close(fd)
-		err = fmt.Errorf("%w: read: %v", errCorrupt, rerr)
-	}
-	if err != nil {
-		if release != nil {
-			release()
-		}
-		if f != nil {
-			f.Close()
-		}
-		t.corrupt(h, path, err)
+		t.miss(h, errors.Is(err, syscall.ENOENT), gen)
 		return nil, tier.ErrNotFound
 	}
-	if release != nil && body == nil {
-		release()
-		release = nil
-	}
-	// From here on, errors must give the pooled buffer back.
-	fail := func() {
-		if release != nil {
-			release()
-		}
-		if f != nil {
-			f.Close()
-		}
-	}
-	if string(p.key) != key {
-		fail() // another key with the same 64-bit hash: a miss, not damage
-		t.miss(h, false)
-		return nil, tier.ErrNotFound
-	}
-	m, err := t.metas.decode(h, p.meta)
-	if err != nil {
-		fail()
-		t.corrupt(h, path, err)
-		return nil, tier.ErrNotFound
-	}
-	size := int64(p.hdr.bodyLen)
+	m := l.meta
+	size := int64(l.p.hdr.bodyLen)
 	end := size
 	if n >= 0 {
 		end = off + n
 	}
 	if off < 0 || off > size || end > size || end < off {
-		fail()
+		l.free()
 		return nil, fmt.Errorf("%w: bytes %d-%d of %d", ErrRange, off, end, size)
 	}
-	t.hit(h, charge(fileSize))
-	if body != nil {
-		if f != nil {
-			f.Close()
-		}
-		return &tier.Object{Meta: m, Body: &bytesBody{Reader: bytes.NewReader(body[off:end]), release: release}}, nil
+	t.hit(h, charge(l.size), gen)
+	if l.body != nil && l.mf != nil {
+		b := &mappedBody{mf: l.mf, m: l.mf.m, onFault: func() { t.corrupt(h, t.path(h), errCorrupt) }}
+		b.r.Reset(l.body[off:end])
+		return &tier.Object{Meta: m, Body: b}, nil
 	}
-	// The block buffer comes from the same pool (smallRead >= blockSize).
-	bb := t.bufs.Get().(*[]byte)
-	return &tier.Object{Meta: m, Body: &blockReader{
-		f: f, p: p, start: off, off: off, end: end, buf: (*bb)[:blockSize],
-		onCorrupt: func() { t.corrupt(h, path, errCorrupt) },
-		onClose:   func() { t.bufs.Put(bb) },
+	if l.body != nil {
+		return &tier.Object{Meta: m, Body: &bytesBody{Reader: bytes.NewReader(l.body[off:end]), release: l.release}}, nil
+	}
+	r := &blockReader{
+		f: l.f, p: l.p, start: off, off: off, end: end,
+		onCorrupt: func() { t.corrupt(h, t.path(h), errCorrupt) },
 		chunks:    &t.chunks,
-	}}, nil
+	}
+	if l.mf != nil {
+		r.mf, r.m = l.mf, l.mf.m
+		r.mb = r.m[l.p.hdr.bodyOff():l.p.hdr.tableOff()]
+	} else {
+		// The block buffer comes from the same pool (smallRead >= blockSize).
+		bb := t.bufs.Get().(*[]byte)
+		r.buf = (*bb)[:blockSize]
+		r.onClose = func() { t.bufs.Put(bb) }
+	}
+	return &tier.Object{Meta: m, Body: r}, nil
 }
 
-func (t *Tier) hit(h uint64, size int64) {
+// loaded is an object file opened for a Get, its header, key, meta and
+// table verified. Small and mid-size files are verified whole (body): read
+// into a pooled buffer that release gives back, or, for a small file hit
+// before, in its mapping (mf). Large ones are mapped (mf, usually kept in
+// the fdCache) or, where mapping fails, kept open (f), and their body is
+// verified as it streams.
+type loaded struct {
+	p       parsed
+	meta    *tier.Meta
+	size    int64 // file size
+	body    []byte
+	release func()
+	mf      *openFile
+	f       *os.File
+}
+
+// free gives back what a loaded file holds when it is not served.
+func (l *loaded) free() {
+	if l.release != nil {
+		l.release()
+	}
+	if l.mf != nil {
+		l.mf.release()
+	}
+	if l.f != nil {
+		_ = l.f.Close()
+	}
+}
+
+// load opens and verifies h's file, checks that it holds key and decodes
+// its meta; gen is the fdCache generation read before. Errors wrap
+// errCorrupt for a damaged file and are errOtherKey for a hash collision;
+// any other error (ENOENT above all) is a plain miss.
+//
+// The fdCache keeps what the next hit needs. A small file (below
+// smallRead) is read on its first hit with one pread into a pooled buffer
+// and its descriptor kept; on its second hit it is mapped, and from then on
+// a hit makes no system call at all. Mid-size and large files are mapped
+// on their first hit (no read of the body before it is served) and the
+// mapping kept. A file not kept is opened and sized with one fstat, which
+// picks the path. Where mapping is off or fails, mid-size files are read
+// whole and large ones streamed through pread.
+//
+// Files up to inlineFile bytes are verified whole here, so damage is a
+// clean miss; larger ones have their head and table verified here and each
+// body block as it is served. Keeping a descriptor or mapping keeps no
+// verification: every hit verifies what it serves.
+func (t *Tier) load(h uint64, key string, gen uint64) (l loaded, err error) {
+	if c := t.fds.get(h); c != nil {
+		if c.m == nil && !t.noMmap {
+			// The second hit of a small file: map it, so that its later
+			// hits make no system call at all.
+			if mc := t.fds.upgrade(h, c); mc != nil {
+				c.release()
+				c = mc
+			}
+		}
+		if c.m != nil {
+			return t.fromMapping(c, h, key)
+		}
+		bp := t.bufs.Get().(*[]byte)
+		k, rerr := pread(c.fd, *bp, 0)
+		c.release()
+		if rerr == nil && k < len(*bp) {
+			l.size, l.release = int64(k), func() { t.bufs.Put(bp) }
+			if l.p, l.body, err = parseWhole((*bp)[:k]); err == nil {
+				l.meta, err = t.identify(&l.p, h, key)
+			}
+			if err != nil {
+				l.release()
+				return loaded{}, err
+			}
+			return l, nil
+		}
+		// Not the small file it was (or failing): read it afresh through
+		// a descriptor of its own, below.
+		t.bufs.Put(bp)
+	}
+	path := t.path(h)
+	fd, err := openRead(path)
+	if err != nil {
+		return loaded{}, err
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		_ = syscall.Close(fd)
+		return loaded{}, fmt.Errorf("l2: stat %s: %w", path, err)
+	}
+	l.size = st.Size
+	var m []byte
+	switch {
+	case l.size < smallRead:
+		bp := t.bufs.Get().(*[]byte)
+		l.release = func() { t.bufs.Put(bp) }
+		k, rerr := pread(fd, *bp, 0)
+		if rerr == nil && int64(k) == l.size {
+			t.fds.add(h, fd, gen)
+			l.p, l.body, err = parseWhole((*bp)[:k])
+		} else {
+			_ = syscall.Close(fd)
+			err = fmt.Errorf("%w: read %d of %d bytes: %v", errCorrupt, k, l.size, rerr)
+		}
+	case !t.noMmap && mapFile(fd, l.size, &m):
+		// Mid-size and large files are mapped and the mapping kept; the
+		// mapping outlives the descriptor.
+		_ = syscall.Close(fd)
+		return t.fromMapping(t.fds.addMap(h, m, gen), h, key)
+	case l.size <= inlineFile:
+		// Mid-size, not mapped: read whole into a pooled chunk buffer and
+		// verify the whole file, as for a small one, so damage is a clean
+		// miss.
+		cp := t.chunks.Get().(*[]byte)
+		l.release = func() { t.chunks.Put(cp) }
+		k, rerr := pread(fd, (*cp)[:l.size], 0)
+		_ = syscall.Close(fd)
+		if rerr == nil && int64(k) == l.size {
+			l.p, l.body, err = parseWhole((*cp)[:k])
+		} else {
+			err = fmt.Errorf("%w: read %d of %d bytes: %v", errCorrupt, k, l.size, rerr)
+		}
+	default:
+		l.f = os.NewFile(uintptr(fd), path)
+		l.p, err = readHead(l.f, l.size)
+	}
+	if err == nil {
+		l.meta, err = t.identify(&l.p, h, key)
+	}
+	if err != nil {
+		l.free()
+		return loaded{}, err
+	}
+	return l, nil
+}
+
+// errOtherKey: the file holds another key with the same 64-bit hash.
+var errOtherKey = errors.New("l2: object file holds another key")
+
+// identify checks that p is key's file and decodes its metadata.
+func (t *Tier) identify(p *parsed, h uint64, key string) (*tier.Meta, error) {
+	if string(p.key) != key {
+		return nil, errOtherKey
+	}
+	m, err := t.metas.decode(h, p.meta)
+	if err != nil {
+		return nil, fmt.Errorf("%w: metadata: %v", errCorrupt, err)
+	}
+	return m, nil
+}
+
+// fromMapping parses and verifies a mapped file (the whole file up to
+// inlineFile bytes, as a read one is, else its head and table), checks its
+// key and decodes its meta, and returns it holding the caller's reference
+// to mf. All of it reads the mapping under a fault guard; afterwards only
+// the body readers touch the mapping, under theirs.
+func (t *Tier) fromMapping(mf *openFile, h uint64, key string) (l loaded, err error) {
+	defer func(old bool) {
+		debug.SetPanicOnFault(old)
+		if ferr := faultError(recover(), mf.m); ferr != nil {
+			err = ferr
+		}
+		if err != nil {
+			mf.release()
+			l = loaded{}
+		}
+	}(debug.SetPanicOnFault(true))
+	l.size, l.mf = int64(len(mf.m)), mf
+	if l.size <= inlineFile {
+		l.p, l.body, err = parseWhole(mf.m)
+	} else {
+		l.p, err = parseFile(mf.m)
+	}
+	if err == nil {
+		l.meta, err = t.identify(&l.p, h, key)
+	}
+	return l, err
+}
+
+// hit counts a hit of h's file, read by a lookup that started at fdCache
+// generation gen. Every rename or removal of an object file bumps the
+// generation under t.mu, so an unchanged generation means the file read is
+// still the one under h's path.
+func (t *Tier) hit(h uint64, size int64, gen uint64) {
 	t.c.hits.Add(1)
 	t.mu.Lock()
 	if n := t.idx[h]; n != nil {
 		t.pol.touch(n)
-	} else if t.j != nil {
+	} else if t.j != nil && t.fds.generation() == gen {
 		// A valid file the index did not know (crash before the journal
-		// append, or the reconcile walk has not reached it yet).
+		// append, or the reconcile walk has not reached it yet). Not when
+		// a file was removed or renamed since the lookup started: this
+		// one may have been deleted or evicted meanwhile (and indexing it
+		// would leave an entry without a file); a later hit or the walk
+		// will index it if it is still there.
 		t.insertLocked(h, size)
 		t.journalLocked(opAdd, h, size)
 	}
 	t.mu.Unlock()
 }
 
-func (t *Tier) miss(h uint64, gone bool) {
+// miss counts a miss; gone means h's file was not there, and its index
+// entry is dropped unless a file was renamed or removed since the lookup
+// started at generation gen (the entry may be for a file installed since).
+func (t *Tier) miss(h uint64, gone bool, gen uint64) {
 	t.c.misses.Add(1)
 	if !gone {
 		return
 	}
 	t.mu.Lock()
-	if n := t.idx[h]; n != nil {
+	if n := t.idx[h]; n != nil && t.fds.generation() == gen {
 		t.dropLocked(n)
 		t.journalLocked(opDel, h, 0)
 	}
@@ -763,8 +864,7 @@ type writer struct {
 	f      *os.File
 	off    int64 // file offset of the next write
 	bodyN  int64
-	table  []uint32
-	cur    uint32 // CRC of the current partial block
+	table  tableWriter
 	failed error
 	done   bool
 }
@@ -802,17 +902,8 @@ func (w *writer) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	w.write(p)
-	for q := p; len(q) > 0; {
-		room := blockSize - int(w.bodyN&(blockSize-1))
-		k := min(room, len(q))
-		w.cur = crc32Update(w.cur, q[:k])
-		w.bodyN += int64(k)
-		q = q[k:]
-		if k == room {
-			w.table = append(w.table, w.cur)
-			w.cur = 0
-		}
-	}
+	w.table.write(p)
+	w.bodyN += int64(len(p))
 	return len(p), nil
 }
 
@@ -827,20 +918,14 @@ func (w *writer) Commit() error {
 		w.discard()
 		return w.failed
 	}
-	if w.bodyN&(blockSize-1) != 0 {
-		w.table = append(w.table, w.cur)
-	}
 	m := *w.meta
 	m.Size = w.bodyN
 	enc := tier.AppendMeta(nil, &m)
-	tail := make([]byte, 0, 4*len(w.table)+len(enc))
-	for _, c := range w.table {
-		tail = le32(tail, c)
-	}
+	tail := w.table.finish()
 	tableCRC := crc32Sum(tail)
 	tail = append(tail, enc...)
 	w.write(tail)
-	hdr := header{keyLen: uint32(len(w.key)), metaLen: uint32(len(enc)), bodyLen: uint64(w.bodyN), tableCRC: tableCRC}
+	hdr := header{ver: writeVersion, keyLen: uint32(len(w.key)), metaLen: uint32(len(enc)), bodyLen: uint64(w.bodyN), tableCRC: tableCRC}
 	var hb [headerSize]byte
 	hdr.marshal(hb[:])
 	hdr.headCRC = headSum(hb[:], []byte(w.key), enc)
@@ -954,7 +1039,7 @@ func (t *Tier) UpdateMeta(ctx context.Context, key string, meta *tier.Meta) erro
 	if err != nil {
 		return tier.ErrNotFound
 	}
-	p, _, err := readHead(f, fi.Size(), 0)
+	p, err := readHead(f, fi.Size())
 	if err != nil {
 		t.corrupt(h, path, err)
 		return tier.ErrNotFound
@@ -1049,7 +1134,7 @@ func (t *Tier) readMeta(path string) (string, *tier.Meta, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	p, _, err := readHead(f, fi.Size(), 0)
+	p, err := readHead(f, fi.Size())
 	if err != nil {
 		return "", nil, err
 	}
@@ -1140,6 +1225,17 @@ func (t *Tier) Close() error {
 		return fmt.Errorf("l2: mark clean shutdown: %w", err)
 	}
 	return nil
+}
+
+// mapFile maps size bytes of fd read-only into *m and reports whether it
+// could.
+func mapFile(fd int, size int64, m *[]byte) bool {
+	b, err := syscall.Mmap(fd, 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return false
+	}
+	*m = b
+	return true
 }
 
 // openRead opens path read-only as a raw descriptor (no os.File, so no
