@@ -14,8 +14,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
 // serveFast answers c's current request when it is a fresh hit that needs
@@ -208,31 +206,37 @@ func (c *fastConn) observe(req *fastRequest, id string, sent int64, start time.T
 const maxHeaderMemo = 1024
 
 // headerMemo keeps the serialised header block of the stored responses the
-// fast path serves most, keyed like freshMemo by their metadata's pointer,
-// which L1 shares, unmodified, between all hits on an object.
+// fast path serves most, keyed like freshMemo (metaKey) and by the body's
+// length.
 type headerMemo struct {
 	mu sync.RWMutex
-	m  map[*tier.Meta][]byte
+	m  map[headerKey][]byte
+}
+
+type headerKey struct {
+	metaKey
+	size int64
 }
 
 // fastHeader appends st's header fields as serveStored sends them, except
 // Age, Cache-Status's own entry, Date (when the origin sent none) and the
 // connection's fields, which change per request.
 func (c *Cache) fastHeader(out []byte, st *stored, h *siteHandler, size int64) []byte {
-	if !st.l1Shared {
+	if !st.shared {
 		return appendStoredHeader(out, st.meta.Header, h.proxy.Via11(), size)
 	}
+	k := headerKey{keyOf(st.meta), size}
 	hm := &c.headers
 	hm.mu.RLock()
-	b, ok := hm.m[st.meta]
+	b, ok := hm.m[k]
 	hm.mu.RUnlock()
 	if !ok {
 		b = appendStoredHeader(nil, st.meta.Header, h.proxy.Via11(), size)
 		hm.mu.Lock()
 		if hm.m == nil || len(hm.m) >= maxHeaderMemo {
-			hm.m = make(map[*tier.Meta][]byte, maxHeaderMemo/4)
+			hm.m = make(map[headerKey][]byte, maxHeaderMemo/4)
 		}
-		hm.m[st.meta] = b
+		hm.m[k] = b
 		hm.mu.Unlock()
 	}
 	return append(out, b...)

@@ -29,16 +29,17 @@ type stored struct {
 	rs     io.ReadSeeker
 	closer io.Closer
 	tier   string
-	// l1Shared: meta came from the built-in L1 as is, and like all metadata
-	// L1 hands out it is never modified, so its freshness can be memoised
-	// by pointer (freshMemo).
-	l1Shared bool
+	// shared: meta's Header map is the one its tier hands to every hit on
+	// the object (L1, L2), so answers derived from it can be memoised
+	// (metaKey). Tiers that decode a new map per read (L3) would only churn
+	// the memos.
+	shared bool
 }
 
 func (s *stored) clone() *stored {
 	c := *s
 	c.meta = s.meta.Clone()
-	c.l1Shared = false
+	c.shared = false
 	return &c
 }
 
@@ -78,16 +79,23 @@ type siteHandler struct {
 	proxy  *proxy.Proxy
 	maxObj int64 // largest body stored
 	retain int64 // largest body kept in memory for requests joining a fill
-	// Counters of the hit path, resolved once (label lookups cost more
-	// than the increment).
-	hitL1, bytesL1 prometheus.Counter
+	// Counters of the hit path per tier, resolved once (label lookups cost
+	// more than the increment).
+	hits [3]tierCounters
+}
+
+type tierCounters struct {
+	tier       string
+	hit, bytes prometheus.Counter
 }
 
 func (h *siteHandler) countHit(tierName string, bytes int64) {
-	if tierName == "l1" {
-		h.hitL1.Inc()
-		h.bytesL1.Add(float64(bytes))
-		return
+	for i := range h.hits {
+		if tc := &h.hits[i]; tc.tier == tierName {
+			tc.hit.Inc()
+			tc.bytes.Add(float64(bytes))
+			return
+		}
 	}
 	h.c.metrics.request(h.site.SiteID, tierName, resHit)
 	h.c.metrics.bytes.WithLabelValues(h.site.SiteID, tierName).Add(float64(bytes))
@@ -109,8 +117,10 @@ func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler 
 		h.maxObj = site.MaxObject
 	}
 	h.retain = min(h.maxObj, c.opts.L1MaxObject)
-	h.hitL1 = c.metrics.requests.WithLabelValues(site.SiteID, "l1", resHit)
-	h.bytesL1 = c.metrics.bytes.WithLabelValues(site.SiteID, "l1")
+	for i, t := range []string{"l1", "l2", "l3"} {
+		h.hits[i] = tierCounters{tier: t, hit: c.metrics.requests.WithLabelValues(site.SiteID, t, resHit),
+			bytes: c.metrics.bytes.WithLabelValues(site.SiteID, t)}
+	}
 	h.proxy, _ = proxy.New(proxy.Options{ // cannot fail: Transport is set
 		SiteID: site.SiteID, PoPID: c.opts.PoPID, Transport: origin, Logger: c.log,
 		ModifyResponse: func(res *http.Response) error {
@@ -245,7 +255,7 @@ func hitStatus(st *stored, f policy.Freshness, detail string) string {
 func (c *Cache) freshness(st *stored) policy.Freshness {
 	m := st.meta
 	var f policy.Freshness
-	if st.l1Shared {
+	if st.shared {
 		f = c.fresh.evaluate(m, c.now())
 	} else {
 		f = policy.Evaluate(m.Status, m.Header, m.RequestTime, m.ResponseTime, c.now(), m.TTL)
@@ -296,7 +306,6 @@ func (c *Cache) lookupWith(ctx context.Context, key string, header func() http.H
 			m := *st.meta
 			m.Invalidated = true
 			st.meta = &m
-			st.l1Shared = false
 		}
 	}
 	return st, false

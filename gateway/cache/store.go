@@ -7,7 +7,6 @@ import (
 	"io"
 	"math"
 
-	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
@@ -46,8 +45,7 @@ func (s *store) get(ctx context.Context, key string) (*stored, error) {
 		if err != nil {
 			return nil, err
 		}
-		_, own := s.t.(*l1.Tier)
-		return &stored{key: key, meta: m, body: body, tier: s.t.Name(), l1Shared: own}, nil
+		return &stored{key: key, meta: m, body: body, tier: s.t.Name(), shared: sharesMeta(s.t.Name())}, nil
 	}
 	var (
 		obj  *tier.Object
@@ -62,7 +60,7 @@ func (s *store) get(ctx context.Context, key string) (*stored, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := &stored{key: key, meta: obj.Meta, tier: name}
+	st := &stored{key: key, meta: obj.Meta, tier: name, shared: sharesMeta(name)}
 	if rs, ok := obj.Body.(io.ReadSeeker); ok {
 		st.rs, st.closer = rs, obj.Body
 		return st, nil
@@ -80,6 +78,10 @@ func (s *store) get(ctx context.Context, key string) (*stored, error) {
 	st.body = b
 	return st, nil
 }
+
+// sharesMeta reports whether the tier named name hands every hit on an
+// object the same, never modified Header map (see metaKey).
+func sharesMeta(name string) bool { return name == "l1" || name == "l2" }
 
 func (s *store) maxObject() int64 {
 	if mo, ok := s.t.(maxObjecter); ok {
