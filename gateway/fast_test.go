@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -192,5 +193,65 @@ func TestFastPathWithHTTPSKeepsRedirects(t *testing.T) {
 	}
 	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
 		t.Errorf("fast path served %v, want 1 (open.test's hit)", n)
+	}
+}
+
+// TestWebSocketThroughThePoP: an upgrade reaches the origin through the
+// whole PoP (middleware, cache, origin pool) and tunnels both ways, on a
+// connection that began on the fast path (a hit first) and without it.
+func TestWebSocketThroughThePoP(t *testing.T) {
+	for _, noFast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NoFastPath=%v", noFast), func(t *testing.T) { testWebSocket(t, noFast) })
+	}
+}
+
+func testWebSocket(t *testing.T, noFast bool) {
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			w.Header().Set("Cache-Control", "max-age=600")
+			io.WriteString(w, "page")
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n")
+		brw.Flush()
+		line, _ := brw.ReadString('\n')
+		brw.WriteString("echo:" + line)
+		brw.Flush()
+	}))
+	t.Cleanup(origin.Close)
+	p := startPoP(t, gateway.Options{NoFastPath: noFast, Sites: []gateway.Site{{Name: "a", Hosts: []string{"a.test"}, Origin: pool(t, "a", origin.URL, 0)}}})
+	exchange(t, p.HTTPAddr(), "GET /page HTTP/1.1\r\nHost: a.test\r\n\r\n") // stored
+	conn, err := net.Dial("tcp", p.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "GET /page HTTP/1.1\r\nHost: a.test\r\n\r\n")
+	hit, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, hit.Body)
+	if !strings.Contains(hit.Header.Get("Cache-Status"), "hit") {
+		t.Fatalf("first request: %q, want a hit", hit.Header.Get("Cache-Status"))
+	}
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: status %d", resp.StatusCode)
+	}
+	io.WriteString(conn, "hello\n")
+	if line, err := br.ReadString('\n'); err != nil || line != "echo:hello\n" {
+		t.Fatalf("tunnel answered %q, %v", line, err)
 	}
 }

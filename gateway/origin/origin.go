@@ -232,7 +232,13 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if err == nil && !timedOut.Load() {
 			p.observe(s, start, statusClass(resp.StatusCode))
-			resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: func() { acancel(); cancel() }}
+			cb := &cancelBody{ReadCloser: resp.Body, cancel: func() { acancel(); cancel() }}
+			resp.Body = cb
+			if rw, ok := cb.ReadCloser.(io.Writer); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+				// An upgraded connection: the proxy writes the client's
+				// side of the tunnel into the body.
+				resp.Body = &upgradedBody{cancelBody: cb, w: rw}
+			}
 			return resp, nil
 		}
 		if err == nil { // headers raced the timer: the body's context is gone
@@ -326,6 +332,15 @@ func (b *cancelBody) Close() error {
 	b.once.Do(b.cancel)
 	return err
 }
+
+// upgradedBody is the body of a 101 response: the connection itself, which
+// httputil.ReverseProxy needs writable to tunnel (a WebSocket).
+type upgradedBody struct {
+	*cancelBody
+	w io.Writer
+}
+
+func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
 
 // Requests returns the request counter for one label set (for tests and
 // dashboards built in code).
