@@ -754,3 +754,50 @@ func TestCorruptL2ObjectIsCutNotServed(t *testing.T) {
 		t.Fatalf("after the cut the corrupted file still answered: %s", cs)
 	}
 }
+
+// TestFastHitsSwitch: pops[].fast_hits: false sends a PoP's hits through the
+// full handler chain; the other PoPs keep the fast path.
+func TestFastHitsSwitch(t *testing.T) {
+	origin := httptest.NewServer(demoorigin.New())
+	t.Cleanup(origin.Close)
+	cfg := devConfig(t, origin.URL)
+	off := false
+	cfg.PoPs[0].FastHits = &off
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st.Shutdown(ctx)
+	})
+	for i, want := range []bool{false, true} {
+		pop := cfg.PoPs[i].ID
+		for range 3 {
+			if resp, _ := siteGet(t, st, pop, "/"); resp.StatusCode != 200 {
+				t.Fatalf("%s: status %d", pop, resp.StatusCode)
+			}
+		}
+		mfs, err := st.PoP(pop).Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() != "meridian_cache_fast_requests_total" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "outcome" && l.GetValue() == "served" {
+						served += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		if (served > 0) != want {
+			t.Errorf("%s (fast_hits %v): the fast path served %v hits", pop, want, served)
+		}
+	}
+}
