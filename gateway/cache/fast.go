@@ -18,13 +18,15 @@ import (
 // difference in net/http itself, not the cache: parsing into a Request, a
 // header map filled, cloned and sorted per response, the background read
 // and its deadline per request, a context per request. None of that can be
-// tuned from a handler. So the PoP answers the requests that are fresh L1
-// (or in-memory) hits on plain HTTP/1.1 itself, with a pre-serialised header
-// block per stored response, and leaves every other request, with its bytes
-// untouched, to the http.Server: a connection starts on the fast path and
-// moves to net/http, for the rest of its life, at its first request the fast
-// path does not answer. The lookup made for that request goes with it, so
-// the handler does not count the access twice (admission counts accesses).
+// tuned from a handler. So the PoP answers the requests that are fresh hits
+// on plain HTTP/1.1 itself (and the 304s of revalidating them), with a
+// pre-serialised header block per stored response, and leaves every other
+// request, with its bytes untouched, to the http.Server: a connection starts
+// on the fast path and moves to net/http at its first request the fast path
+// does not answer, and comes back after net/http's response when that left
+// it reusable (fastreclaim.go). The lookup made for the handed-off request
+// goes with it, so the handler does not count the access twice (admission
+// counts accesses).
 
 // FastOptions configures Cache.Fast.
 type FastOptions struct {

@@ -50,6 +50,11 @@ func fastOrigin(w http.ResponseWriter, r *http.Request) {
 		h.Set("Content-Type", "application/octet-stream")
 		io.WriteString(w, strings.Repeat("m", 20<<10))
 		return
+	case "/lm":
+		h.Set("Cache-Control", "max-age=600")
+		h.Set("Last-Modified", "Tue, 03 Nov 2026 10:00:00 GMT")
+		io.WriteString(w, "dated")
+		return
 	case "/empty":
 		h.Set("Cache-Control", "max-age=600")
 		return
@@ -187,6 +192,20 @@ func TestFastPathAnswersHitsAsNetHTTPDoes(t *testing.T) {
 		{"GET", "/a", []string{"Cache-Control", "max-age=0"}, false},
 		{"GET", "/p(a)th:@!$&'*+,;=/%41%2f~", nil, false},
 		{"GET", "/p(a)th:@!$&'*+,;=/%41%2f~", nil, true},
+		// Revalidations of a fresh stored response: 304s from the fast path,
+		// full answers from ServeContent behind it.
+		{"GET", "/many", []string{"If-None-Match", `"v1"`}, true},
+		{"GET", "/many", []string{"If-None-Match", `W/"v1"`}, true},
+		{"HEAD", "/many", []string{"If-None-Match", `"x", "v1"`}, true},
+		{"GET", "/many", []string{"If-None-Match", `*`}, true},
+		{"GET", "/many", []string{"If-None-Match", `"nope"`}, false},
+		{"GET", "/many", []string{"If-None-Match", `"nope"`, "If-Modified-Since", "Tue, 03 Nov 2099 10:00:00 GMT"}, false},
+		{"GET", "/lm", nil, false},
+		{"GET", "/lm", []string{"If-Modified-Since", "Tue, 03 Nov 2026 10:00:00 GMT"}, true},
+		{"GET", "/lm", []string{"If-Modified-Since", "Wed, 04 Nov 2026 10:00:00 GMT"}, true},
+		{"GET", "/lm", []string{"If-Modified-Since", "Mon, 02 Nov 2026 10:00:00 GMT"}, false},
+		{"GET", "/lm", []string{"If-Modified-Since", "yesterday"}, false},
+		{"GET", "/a", []string{"If-Modified-Since", "Wed, 04 Nov 2026 10:00:00 GMT"}, false}, // no Last-Modified stored
 	}
 	served := 0
 	for i, s := range steps {
@@ -203,8 +222,8 @@ func TestFastPathAnswersHitsAsNetHTTPDoes(t *testing.T) {
 			t.Fatalf("step %d %s %s: fast path served %d requests, want %d\n%s", i, s.method, s.path, n, served, metricText(t, fast))
 		}
 	}
-	if n := fastCount(fast, "request"); n != 3 {
-		t.Errorf("requests with conditionals, Range or Cache-Control handed to net/http: %d, want 3", n)
+	if n := fastCount(fast, "request"); n != 8 {
+		t.Errorf("requests with Range, Cache-Control or validators that do not match handed to net/http: %d, want 8", n)
 	}
 }
 

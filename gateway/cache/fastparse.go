@@ -30,14 +30,18 @@ type fastRequest struct {
 	host   []byte
 	// close: the client sent Connection: close.
 	close bool
-	// simple: nothing in the request changes how a fresh stored response is
-	// served (no conditionals, Range, Cache-Control, Pragma or
-	// Authorization); other requests are looked up here and answered by the
-	// server.
+	// simple: nothing in the request but If-None-Match and
+	// If-Modified-Since changes how a fresh stored response is served (no
+	// other conditionals, Range, Cache-Control, Pragma or Authorization);
+	// other requests are looked up here and answered by the server.
 	simple bool
 	reqID  []byte // the request ID header's value, when asked for
-	nf     int
-	fields [maxFastFields][2][]byte // name, value
+	// inm and ims are If-None-Match and If-Modified-Since (nil: absent):
+	// the fast path answers the 304s they lead to (a browser revalidating
+	// its copy of an object the PoP holds fresh).
+	inm, ims []byte
+	nf       int
+	fields   [maxFastFields][2][]byte // name, value
 }
 
 // parseFastRequest parses head, a request head ending in CRLF CRLF. idHeader
@@ -165,9 +169,18 @@ func fastField(req *fastRequest, line []byte, idHeader string) bool {
 	case fold(name, "content-length"), fold(name, "transfer-encoding"), fold(name, "upgrade"),
 		fold(name, "expect"), fold(name, "trailer"), fold(name, "te"):
 		return false
+	case fold(name, "if-none-match"):
+		if req.inm != nil {
+			req.simple = false // net/http reads the first line only: not ours to judge
+		}
+		req.inm = value
+	case fold(name, "if-modified-since"):
+		if req.ims != nil {
+			req.simple = false
+		}
+		req.ims = value
 	case fold(name, "authorization"), fold(name, "cache-control"), fold(name, "pragma"), fold(name, "range"),
-		fold(name, "if-none-match"), fold(name, "if-modified-since"), fold(name, "if-match"),
-		fold(name, "if-unmodified-since"), fold(name, "if-range"):
+		fold(name, "if-match"), fold(name, "if-unmodified-since"), fold(name, "if-range"):
 		req.simple = false
 	case idHeader != "" && fold(name, idHeader):
 		req.reqID = value

@@ -43,12 +43,27 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound,
 		m.fastStale.Inc()
 		return found, false, nil
 	}
+	notModified := false
+	if req.inm != nil || req.ims != nil {
+		if notModified = validatorsMatch(req, st.meta.Header); !notModified {
+			// A full response to a conditional request: ServeContent's, with
+			// its Accept-Ranges and Last-Modified rewriting, is the server's.
+			m.fastRequest.Inc()
+			return found, false, nil
+		}
+	}
 	size := st.size()
 	h.countHit(st.tier, size)
 	m.fastServed.Inc() // before the reply, as the hit: a client may read metrics right after
 
-	out := append(c.out[:0], "HTTP/1.1 200 OK\r\n"...)
-	out = h.c.fastHeader(out, st, h, size)
+	var out []byte
+	if notModified {
+		out = append(c.out[:0], "HTTP/1.1 304 Not Modified\r\n"...)
+		out = appendNotModifiedHeader(out, st.meta.Header, h.proxy.Via11())
+	} else {
+		out = append(c.out[:0], "HTTP/1.1 200 OK\r\n"...)
+		out = h.c.fastHeader(out, st, h, size)
+	}
 	out = append(out, "Age: "...)
 	out = strconv.AppendInt(out, int64(f.Age/time.Second), 10)
 	out = append(out, "\r\nCache-Status: meridian; hit; ttl="...)
@@ -80,7 +95,7 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound,
 	}
 	var sent int64
 	switch {
-	case req.head:
+	case req.head || notModified:
 		_, err = c.conn.Write(out)
 	case st.rs == nil:
 		c.vec = [2][]byte{out, st.body}
@@ -100,9 +115,140 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound,
 		return nil, false, err
 	}
 	if c.l.opts.Observe != nil {
-		c.observe(req, id, sent, start)
+		status := http.StatusOK
+		if notModified {
+			status = http.StatusNotModified
+		}
+		c.observe(req, id, status, sent, start)
 	}
 	return nil, true, nil
+}
+
+// validatorsMatch reports whether req's If-None-Match (or, without it,
+// If-Modified-Since) makes the answer a 304, as http.ServeContent decides
+// for serveStored: any ETag in If-None-Match matching the stored one by weak
+// comparison, or "*"; else the stored Last-Modified, to the second, not
+// after If-Modified-Since.
+func validatorsMatch(req *fastRequest, hd http.Header) bool {
+	if req.inm != nil {
+		etag := ""
+		if v := hd["Etag"]; len(v) > 0 {
+			etag = v[0]
+		}
+		buf := string(req.inm)
+		for {
+			buf = textproto.TrimString(buf)
+			if len(buf) == 0 {
+				return false
+			}
+			if buf[0] == ',' {
+				buf = buf[1:]
+				continue
+			}
+			if buf[0] == '*' {
+				return true
+			}
+			tag, rest := scanETag(buf)
+			if tag == "" {
+				return false
+			}
+			if strings.TrimPrefix(tag, "W/") == strings.TrimPrefix(etag, "W/") {
+				return true
+			}
+			buf = rest
+		}
+	}
+	mod := lastModified(hd)
+	if mod.IsZero() || len(req.ims) == 0 {
+		return false
+	}
+	t, err := http.ParseTime(string(req.ims))
+	return err == nil && mod.Truncate(time.Second).Compare(t) <= 0
+}
+
+// scanETag reads one entity tag (W/"x" or "x") from the start of s, as
+// net/http does for If-None-Match.
+func scanETag(s string) (etag, rest string) {
+	s = textproto.TrimString(s)
+	start := 0
+	if strings.HasPrefix(s, "W/") {
+		start = 2
+	}
+	if len(s[start:]) < 2 || s[start] != '"' {
+		return "", ""
+	}
+	for i := start + 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == 0x21 || c >= 0x23 && c <= 0x7e || c >= 0x80:
+		case c == '"':
+			return s[:i+1], s[i+1:]
+		default:
+			return "", ""
+		}
+	}
+	return "", ""
+}
+
+// lastModified is the stored Last-Modified as serveStored parses it; zero
+// when absent, unparsable or the Unix epoch (which net/http treats as none).
+func lastModified(hd http.Header) time.Time {
+	v := hd["Last-Modified"]
+	if len(v) == 0 {
+		return time.Time{}
+	}
+	t, err := http.ParseTime(v[0])
+	if err != nil || t.Equal(time.Unix(0, 0)) {
+		return time.Time{}
+	}
+	return t
+}
+
+// appendNotModifiedHeader writes the header of the 304 serveStored sends
+// through http.ServeContent: the stored fields without the representation's
+// Content-Type, Content-Length and Content-Encoding, Last-Modified in
+// net/http's format (and none when there is an ETag), then our Via.
+func appendNotModifiedHeader(out []byte, hd http.Header, via string) []byte {
+	keys := make([]string, 0, len(hd))
+	for k := range hd {
+		switch k {
+		case "Surrogate-Control", "Content-Length", "Age", "Content-Type", "Content-Encoding", "Last-Modified":
+			continue
+		}
+		if validFieldName(k) {
+			keys = append(keys, k)
+		}
+	}
+	if _, etag := hd["Etag"]; !etag {
+		if mod := lastModified(hd); !mod.IsZero() {
+			keys = append(keys, "Last-Modified")
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		vs := hd[k]
+		if k == "Last-Modified" {
+			vs = []string{lastModified(hd).UTC().Format(http.TimeFormat)}
+		}
+		for _, v := range vs {
+			out = appendField(out, k, v)
+		}
+	}
+	out = append(out, "Via: "...)
+	out = append(out, via...)
+	return append(out, "\r\n"...)
+}
+
+// appendField writes one header line as net/http does: line breaks in the
+// value turned to spaces, the value trimmed.
+func appendField(out []byte, k, v string) []byte {
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
+	}
+	v = textproto.TrimString(v)
+	out = append(out, k...)
+	out = append(out, ": "...)
+	out = append(out, v...)
+	return append(out, "\r\n"...)
 }
 
 // writeHeadAndBody sends head and then a streamed body; the body's first
@@ -182,7 +328,7 @@ func requestID(client []byte) string {
 	return hex.EncodeToString(b[:])
 }
 
-func (c *fastConn) observe(req *fastRequest, id string, sent int64, start time.Time) {
+func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, start time.Time) {
 	if c.remote == "" {
 		c.remote = c.conn.RemoteAddr().String()
 	}
@@ -198,7 +344,7 @@ func (c *fastConn) observe(req *fastRequest, id string, sent int64, start time.T
 	if id != "" {
 		r.Header[textproto.CanonicalMIMEHeaderKey(c.l.opts.RequestIDHeader)] = []string{id}
 	}
-	c.l.opts.Observe(r, http.StatusOK, sent, time.Since(start))
+	c.l.opts.Observe(r, status, sent, time.Since(start))
 }
 
 // maxHeaderMemo bounds the memo of serialised headers; it is emptied when
@@ -261,14 +407,7 @@ func appendStoredHeader(out []byte, hd http.Header, via string, size int64) []by
 	slices.Sort(keys)
 	for _, k := range keys {
 		for _, v := range hd[k] {
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
-			}
-			v = textproto.TrimString(v)
-			out = append(out, k...)
-			out = append(out, ": "...)
-			out = append(out, v...)
-			out = append(out, "\r\n"...)
+			out = appendField(out, k, v)
 		}
 	}
 	out = append(out, "Via: "...)
