@@ -511,3 +511,64 @@ func TestFastPathClosesSlowHeads(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// TestFastPathUnderConcurrentLoad: keep-alive clients hit, miss and
+// revalidate many keys at once while the site is purged over and over;
+// every reply must carry its own URL's body (no reply crosses connections
+// or keys), whichever path answered it. Run with -race, it also checks the
+// fast path's shared memos and hand-offs.
+func TestFastPathUnderConcurrentLoad(t *testing.T) {
+	e := newEnv(t, fastOrigin, envOpt{})
+	stop := make(chan struct{})
+	purged := make(chan struct{})
+	go func() {
+		defer close(purged)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			if _, err := e.c.Purge(context.Background(), cache.Selector{Site: "site1", Kind: cache.BySite}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	errs := make(chan error, 8)
+	for w := range 8 {
+		go func() {
+			for i := range 150 {
+				path := fmt.Sprintf("/k%d", (i*7+w)%20)
+				h := http.Header{}
+				if i%5 == 0 {
+					h.Set("If-None-Match", `"nope"`)
+				}
+				req, _ := http.NewRequest(http.MethodGet, e.front.URL+path, nil)
+				req.Header = h
+				resp, err := e.client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != 200 || string(b) != "body of "+path {
+					errs <- fmt.Errorf("%s: %d %q %v", path, resp.StatusCode, b, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	close(stop)
+	<-purged
+	if fastCount(e, "served") == 0 {
+		t.Error("the fast path served nothing: the test did not exercise it")
+	}
+}
