@@ -115,7 +115,10 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 		rw := &reclaimWriter{ResponseWriter: w}
 		inner.ServeHTTP(rw, r)
 		cc.dropFound()
-		if rw.complete(r) && !l.closing.Load() {
+		// Only for a site whose hits the fast path answers: a connection
+		// of a plugin site would just be handed back at its next request,
+		// paying a hand-off and a hijack each time.
+		if rw.complete(r) && !l.closing.Load() && l.answers(r.Host) {
 			l.reclaim(w)
 		}
 	})
@@ -318,6 +321,15 @@ func (l *FastListener) serverPath(p []byte) bool {
 		}
 	}
 	return false
+}
+
+// answers reports whether the fast path answers hits for host.
+func (l *FastListener) answers(host string) bool {
+	if l.opts.Route == nil {
+		return false
+	}
+	sh, _ := l.opts.Route(host).(*siteHandler)
+	return sh != nil && sh.c == l.c && !sh.site.Bypass
 }
 
 func (l *FastListener) route(host []byte) http.Handler {

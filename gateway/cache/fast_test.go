@@ -218,6 +218,8 @@ func TestFastPathAnswersHitsAsNetHTTPDoes(t *testing.T) {
 		if s.fastServed {
 			served++
 		}
+		settle(t, fast)
+		settle(t, plain)
 		if n := fastCount(fast, "served"); n != served {
 			t.Fatalf("step %d %s %s: fast path served %d requests, want %d\n%s", i, s.method, s.path, n, served, metricText(t, fast))
 		}
@@ -250,6 +252,36 @@ func waitStored(t *testing.T, e *env, n int) {
 			}
 		}
 		return int(total) >= n
+	})
+}
+
+// settle waits until every origin fetch the env made for the cache has
+// been stored (a fill commits after its client got the last byte, and a
+// request arriving before that joins the fill instead of hitting).
+func settle(t *testing.T, e *env) {
+	t.Helper()
+	sum := func(name, label, value string) float64 {
+		mfs, err := e.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0.0
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == label && l.GetValue() == value {
+						total += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return total
+	}
+	waitFor(t, "the fills to be stored", func() bool {
+		return sum("meridian_cache_stores_total", "outcome", "stored") >= sum("meridian_cache_requests_total", "result", "miss")
 	})
 }
 
