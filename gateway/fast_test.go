@@ -131,6 +131,14 @@ func TestFastPathLeavesPluginSitesToTheirPlugins(t *testing.T) {
 	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
 		t.Errorf("fast path served %v hits, want 1 (bare.test's)", n)
 	}
+	// Only bare.test's connection came back from net/http after its miss;
+	// plugged.test's stays there (it would be handed off again at once).
+	mtestutil.WaitFor(t, "a connection taken back", func() bool {
+		return counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "reclaimed") >= 1
+	})
+	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "reclaimed"); n != 1 {
+		t.Errorf("connections taken back from net/http: %v, want 1", n)
+	}
 }
 
 // counterValue sums the counters called name whose label has value.
