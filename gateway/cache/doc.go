@@ -30,10 +30,12 @@ package cache
 //   - L1 keeps bodies of 8 KiB and more outside BigCache, shared by hits
 //     without a copy, and keeps the most requested objects decoded (package
 //     l1); a hit allocates nothing in proportion to its size.
-//   - Coalesce sends a stored response's header and body (2 to 32 KiB) in
-//     one writev on HTTP/1.x instead of two writes. It is optional and worth
-//     little on loopback (about 3% at 16 KiB, within noise); larger bodies
-//     measured slower coalesced, so they keep two writes.
+//   - Behind the fast path (requests it hands to net/http) and without it,
+//     Coalesce sends a stored response's header and body (2 to 32 KiB) in
+//     one writev on HTTP/1.x instead of two writes: worth little on loopback
+//     (about 3% at 16 KiB, within noise); larger bodies measured slower
+//     coalesced, so they keep two writes. The fast path always sends head
+//     and body in one writev.
 //   - The stored header is decoded into one string; Cache-Status is built
 //     in one allocation.
 //
