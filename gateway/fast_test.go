@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/meridian-edge/meridian/gateway"
 	"github.com/meridian-edge/meridian/gateway/tlsedge"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
@@ -85,12 +83,12 @@ func TestFastHitsKeepThePoPsObservability(t *testing.T) {
 		t.Errorf("fast hit X-Request-Id %q, want a new 24-digit ID", id)
 	}
 	reg := p.Registry()
-	if n := counterValue(t, reg, "meridian_cache_fast_requests_total", "outcome", "served"); n != 2 {
+	if n := mtestutil.CounterSum(t, reg, "meridian_cache_fast_requests_total", "outcome", "served"); n != 2 {
 		t.Fatalf("fast path served %v hits, want 2 (the first request was a miss)", n)
 	}
 	// Observers run after the reply has left.
 	mtestutil.WaitFor(t, "meridian_http_requests_total{site=a} = 3", func() bool {
-		return counterValue(t, reg, "meridian_http_requests_total", "site", "a") == 3
+		return mtestutil.CounterSum(t, reg, "meridian_http_requests_total", "site", "a") == 3
 	})
 	mtestutil.WaitFor(t, "three access log lines", func() bool { return strings.Count(logs.String(), `"msg":"request"`) == 3 })
 	if !strings.Contains(logs.String(), `"request_id":"trace-42"`) {
@@ -128,40 +126,17 @@ func TestFastPathLeavesPluginSitesToTheirPlugins(t *testing.T) {
 			t.Errorf("%s: plugin ran on the hit: %v, want %v", host, !want, want)
 		}
 	}
-	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
+	if n := mtestutil.CounterSum(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
 		t.Errorf("fast path served %v hits, want 1 (bare.test's)", n)
 	}
 	// Only bare.test's connection came back from net/http after its miss;
 	// plugged.test's stays there (it would be handed off again at once).
 	mtestutil.WaitFor(t, "a connection taken back", func() bool {
-		return counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "reclaimed") >= 1
+		return mtestutil.CounterSum(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "reclaimed") >= 1
 	})
-	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "reclaimed"); n != 1 {
+	if n := mtestutil.CounterSum(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "reclaimed"); n != 1 {
 		t.Errorf("connections taken back from net/http: %v, want 1", n)
 	}
-}
-
-// counterValue sums the counters called name whose label has value.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return total
 }
 
 // TestFastPathWithHTTPSKeepsRedirects: with HTTPS configured, a site whose
@@ -199,7 +174,7 @@ func TestFastPathWithHTTPSKeepsRedirects(t *testing.T) {
 	if !strings.Contains(got[1].Header.Get("Cache-Status"), "hit") {
 		t.Fatalf("open.test second request: %q, want a hit", got[1].Header.Get("Cache-Status"))
 	}
-	if n := counterValue(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
+	if n := mtestutil.CounterSum(t, p.Registry(), "meridian_cache_fast_requests_total", "outcome", "served"); n != 1 {
 		t.Errorf("fast path served %v, want 1 (open.test's hit)", n)
 	}
 }

@@ -326,7 +326,7 @@ func (p *PoP) Start(ctx context.Context) error {
 	httpLn := cache.Coalesce(p.httpSrv, p.httpLn)
 	if !p.opts.NoFastPath {
 		p.fast = p.cache.Fast(p.httpSrv, p.httpLn, cache.FastOptions{
-			Route: p.fastRoute, Observe: p.fastObserve, RequestIDHeader: middleware.RequestIDHeader, Logger: p.log,
+			Route: p.fastRoute, Observe: p.fastObserve, RequestIDHeader: middleware.RequestIDHeader, NewRequestID: middleware.NewRequestID, Logger: p.log,
 			ServerPaths: []string{"/.well-known/acme-challenge/"},
 		})
 		httpLn = p.fast

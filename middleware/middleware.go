@@ -32,14 +32,25 @@ func RequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get(RequestIDHeader)
 		if !validID(id) {
-			var b [12]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
+			id = NewRequestID("")
 			r.Header.Set(RequestIDHeader, id)
 		}
 		w.Header().Set(RequestIDHeader, id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
 	})
+}
+
+// NewRequestID returns the ID RequestID gives a request whose client sent
+// client in X-Request-Id: client itself when it is short and printable,
+// else a new random one. For code that answers requests without RequestID
+// (the cache's fast hit path).
+func NewRequestID(client string) string {
+	if validID(client) {
+		return client
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func validID(id string) bool {

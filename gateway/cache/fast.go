@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,10 +43,13 @@ type FastOptions struct {
 	// ServerPaths are path prefixes whose requests always go to the server
 	// (for example ACME HTTP-01 challenges, answered by its handler chain).
 	ServerPaths []string
-	// RequestIDHeader, when set, is echoed from the request when its value
-	// is short and printable, or set to a new random ID, on the response
-	// and on the request given to Observe, as middleware.RequestID does.
+	// RequestIDHeader names the request ID header and NewRequestID makes a
+	// request's ID from the client's value of it (empty when none), as the
+	// server's middleware does (middleware.NewRequestID): set both, or IDs
+	// are left alone. The ID is set on the response and on the request
+	// given to Observe.
 	RequestIDHeader string
+	NewRequestID    func(client string) string
 	// Logger receives accept errors; nil discards.
 	Logger *slog.Logger
 }
@@ -94,7 +98,9 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
-	l.idName = lowerASCII(opts.RequestIDHeader)
+	if opts.NewRequestID != nil {
+		l.idName = strings.ToLower(opts.RequestIDHeader)
+	}
 	l.bufs.New = func() any { b := make([]byte, fastBufSize); return &b }
 	// A connection handed to the server comes back to the fast path after
 	// each response that leaves it reusable (see reclaim); and the lookup
@@ -125,16 +131,6 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
-}
-
-func lowerASCII(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // fastBufSize is the read buffer of a fast connection: a request head that

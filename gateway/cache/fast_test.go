@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache/l2"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 	"github.com/meridian-edge/meridian/gateway/cache/tiered"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 // fastOrigin serves the objects the fast path tests use.
@@ -129,23 +130,7 @@ func sortStrings(s []string) {
 // env's registry.
 func fastCount(e *env, outcome string) int {
 	e.t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "meridian_cache_fast_requests_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
-					return int(m.GetCounter().GetValue())
-				}
-			}
-		}
-	}
-	return 0
+	return int(testutil.CounterSum(e.t, e.reg, "meridian_cache_fast_requests_total", "outcome", outcome))
 }
 
 // TestFastPathAnswersHitsAsNetHTTPDoes sends the same requests to a front
@@ -233,25 +218,8 @@ func TestFastPathAnswersHitsAsNetHTTPDoes(t *testing.T) {
 // finishes after its client got the last byte).
 func waitStored(t *testing.T, e *env, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d stored responses", n), func() bool {
-		mfs, err := e.reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		total := 0.0
-		for _, mf := range mfs {
-			if mf.GetName() != "meridian_cache_stores_total" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "outcome" && l.GetValue() == "stored" {
-						total += m.GetCounter().GetValue()
-					}
-				}
-			}
-		}
-		return int(total) >= n
+	testutil.WaitFor(t, fmt.Sprintf("%d stored responses", n), func() bool {
+		return int(testutil.CounterSum(t, e.reg, "meridian_cache_stores_total", "outcome", "stored")) >= n
 	})
 }
 
@@ -260,28 +228,9 @@ func waitStored(t *testing.T, e *env, n int) {
 // request arriving before that joins the fill instead of hitting).
 func settle(t *testing.T, e *env) {
 	t.Helper()
-	sum := func(name, label, value string) float64 {
-		mfs, err := e.reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		total := 0.0
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == label && l.GetValue() == value {
-						total += m.GetCounter().GetValue()
-					}
-				}
-			}
-		}
-		return total
-	}
-	waitFor(t, "the fills to be stored", func() bool {
-		return sum("meridian_cache_stores_total", "outcome", "stored") >= sum("meridian_cache_requests_total", "result", "miss")
+	testutil.WaitFor(t, "the fills to be stored", func() bool {
+		return testutil.CounterSum(t, e.reg, "meridian_cache_stores_total", "outcome", "stored") >=
+			testutil.CounterSum(t, e.reg, "meridian_cache_requests_total", "result", "miss")
 	})
 }
 
@@ -342,7 +291,7 @@ func TestFastPathPipelinedThenHandedOff(t *testing.T) {
 	}
 	// After the warm-up's miss and after /b (the warm-up's connection is
 	// taken back after its reply reached the client: wait for it).
-	waitFor(t, "two connections taken back from net/http", func() bool { return fastCount(e, "reclaimed") == 2 })
+	testutil.WaitFor(t, "two connections taken back from net/http", func() bool { return fastCount(e, "reclaimed") == 2 })
 	if n := fastCount(e, "miss"); n != 2 { // the warm-up and /b
 		t.Errorf("fast path misses handed off: %d, want 2", n)
 	}

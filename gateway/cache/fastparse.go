@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"net/textproto"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // The fast path reads request heads itself and answers only the ones it
@@ -145,7 +147,7 @@ func fastField(req *fastRequest, line []byte, idHeader string) bool {
 	}
 	name := line[:colon]
 	for _, c := range name {
-		if !isTokenChar(c) {
+		if !httpguts.IsTokenRune(rune(c)) {
 			return false
 		}
 	}
@@ -225,18 +227,6 @@ func validHost(h []byte) bool {
 		}
 	}
 	return true
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
 }
 
 // fold compares b with the lower-case ASCII string s, ignoring case.

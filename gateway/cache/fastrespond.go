@@ -2,8 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // serveFast answers c's current request when it is a fresh hit that needs
@@ -66,10 +66,8 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound,
 	}
 	out = append(out, "Age: "...)
 	out = strconv.AppendInt(out, int64(f.Age/time.Second), 10)
-	out = append(out, "\r\nCache-Status: meridian; hit; ttl="...)
-	out = strconv.AppendInt(out, int64(f.TTL()/time.Second), 10)
-	out = append(out, "; detail="...)
-	out = append(out, st.tier...)
+	out = append(out, "\r\nCache-Status: "...)
+	out = appendHitStatus(out, st, f, "")
 	out = append(out, "\r\n"...)
 	if _, ok := st.meta.Header["Date"]; !ok {
 		out = append(out, "Date: "...)
@@ -78,7 +76,7 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound,
 	}
 	var id string
 	if c.l.idName != "" {
-		id = requestID(req.reqID)
+		id = c.l.opts.NewRequestID(string(req.reqID))
 		out = append(out, c.l.opts.RequestIDHeader...)
 		out = append(out, ": "...)
 		out = append(out, id...)
@@ -208,28 +206,38 @@ func lastModified(hd http.Header) time.Time {
 // Content-Type, Content-Length and Content-Encoding, Last-Modified in
 // net/http's format (and none when there is an ETag), then our Via.
 func appendNotModifiedHeader(out []byte, hd http.Header, via string) []byte {
-	keys := make([]string, 0, len(hd))
-	for k := range hd {
-		switch k {
-		case "Surrogate-Control", "Content-Length", "Age", "Content-Type", "Content-Encoding", "Last-Modified":
-			continue
+	lastMod := ""
+	if _, etag := hd["Etag"]; !etag {
+		if mod := lastModified(hd); !mod.IsZero() {
+			lastMod = mod.UTC().Format(http.TimeFormat)
 		}
-		if validFieldName(k) {
+	}
+	return appendFields(out, hd, lastMod, via, "Content-Type", "Content-Encoding", "Last-Modified")
+}
+
+// appendFields writes hd as net/http writes a response header (fields
+// sorted, invalid names skipped, line breaks in values turned to spaces and
+// values trimmed) without the fields serveStored replaces or drops, and
+// without drop; then Last-Modified when lastMod is set, and our Via.
+func appendFields(out []byte, hd http.Header, lastMod, via string, drop ...string) []byte {
+	keys := make([]string, 0, len(hd)+1)
+	for k := range hd {
+		switch {
+		case k == "Surrogate-Control" || k == "Content-Length" || k == "Age" || slices.Contains(drop, k):
+		case httpguts.ValidHeaderFieldName(k):
 			keys = append(keys, k)
 		}
 	}
-	if _, etag := hd["Etag"]; !etag {
-		if mod := lastModified(hd); !mod.IsZero() {
-			keys = append(keys, "Last-Modified")
-		}
+	if lastMod != "" {
+		keys = append(keys, "Last-Modified")
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		vs := hd[k]
-		if k == "Last-Modified" {
-			vs = []string{lastModified(hd).UTC().Format(http.TimeFormat)}
+		if k == "Last-Modified" && lastMod != "" {
+			out = appendField(out, k, lastMod)
+			continue
 		}
-		for _, v := range vs {
+		for _, v := range hd[k] {
 			out = appendField(out, k, v)
 		}
 	}
@@ -308,26 +316,6 @@ func fastURL(req *fastRequest, site *SitePolicy) string {
 	return b.String()
 }
 
-// requestID echoes a short printable client ID or makes a new one, like
-// middleware.RequestID.
-func requestID(client []byte) string {
-	if len(client) > 0 && len(client) <= 128 {
-		ok := true
-		for _, c := range client {
-			if c < 0x21 || c > 0x7e {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return string(client)
-		}
-	}
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
 func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, start time.Time) {
 	if c.remote == "" {
 		c.remote = c.conn.RemoteAddr().String()
@@ -388,43 +376,11 @@ func (c *Cache) fastHeader(out []byte, st *stored, h *siteHandler, size int64) [
 	return append(out, b...)
 }
 
-// appendStoredHeader writes hd as net/http writes a response header (fields
-// sorted, invalid names skipped, line breaks in values turned to spaces and
-// values trimmed), without the fields serveStored replaces, then our Via and
-// Content-Length.
+// appendStoredHeader writes hd as serveStored sends it for a 200: the
+// stored fields (see appendFields), our Via, and Content-Length.
 func appendStoredHeader(out []byte, hd http.Header, via string, size int64) []byte {
-	keys := make([]string, 0, len(hd))
-	for k := range hd {
-		switch k {
-		case "Surrogate-Control", "Content-Length", "Age":
-			continue
-		}
-		if !validFieldName(k) {
-			continue
-		}
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		for _, v := range hd[k] {
-			out = appendField(out, k, v)
-		}
-	}
-	out = append(out, "Via: "...)
-	out = append(out, via...)
-	out = append(out, "\r\nContent-Length: "...)
+	out = appendFields(out, hd, "", via)
+	out = append(out, "Content-Length: "...)
 	out = strconv.AppendInt(out, size, 10)
 	return append(out, "\r\n"...)
-}
-
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !isTokenChar(k[i]) {
-			return false
-		}
-	}
-	return true
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 func TestHTTP2Clients(t *testing.T) {
@@ -54,7 +55,7 @@ func TestPurgeDuringFillIsNotResurrected(t *testing.T) {
 	}, envOpt{})
 	got := make(chan reply, 1)
 	go func() { got <- e.get("/p") }()
-	waitFor(t, "the fill to start", func() bool { return e.count.Load() == 1 })
+	testutil.WaitFor(t, "the fill to start", func() bool { return e.count.Load() == 1 })
 	if _, err := e.c.Purge(context.Background(), cache.Selector{Site: "site1", Kind: cache.BySite}); err != nil {
 		t.Fatal(err)
 	}

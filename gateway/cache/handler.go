@@ -238,18 +238,21 @@ func sharedForAuthorization(hd http.Header) bool {
 
 func hitStatus(st *stored, f policy.Freshness, detail string) string {
 	// One allocation: this runs on every hit.
-	var b strings.Builder
-	b.Grow(64)
-	b.WriteString("meridian; hit; ttl=")
-	var num [20]byte
-	b.Write(strconv.AppendInt(num[:0], int64(f.TTL()/time.Second), 10))
-	b.WriteString("; detail=")
-	b.WriteString(st.tier)
+	var buf [64]byte
+	return string(appendHitStatus(buf[:0], st, f, detail))
+}
+
+// appendHitStatus appends our Cache-Status entry for a hit on st.
+func appendHitStatus(b []byte, st *stored, f policy.Freshness, detail string) []byte {
+	b = append(b, "meridian; hit; ttl="...)
+	b = strconv.AppendInt(b, int64(f.TTL()/time.Second), 10)
+	b = append(b, "; detail="...)
+	b = append(b, st.tier...)
 	if detail != "" {
-		b.WriteByte('-')
-		b.WriteString(detail)
+		b = append(b, '-')
+		b = append(b, detail...)
 	}
-	return b.String()
+	return b
 }
 
 func (c *Cache) freshness(st *stored) policy.Freshness {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 func TestUnsafeMethodsForwardBodyAndInvalidate(t *testing.T) {
@@ -253,7 +254,7 @@ func TestCollapsing(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "the first request to reach the origin", func() bool { return e.count.Load() >= 1 })
+	testutil.WaitFor(t, "the first request to reach the origin", func() bool { return e.count.Load() >= 1 })
 	time.Sleep(200 * time.Millisecond) // let the others queue up (not asserted)
 	close(release)
 	wg.Wait()
@@ -332,7 +333,7 @@ func TestClientGoingAwayDoesNotAbortFill(t *testing.T) {
 	// A second client arrives while the fill is still running and joins it.
 	got := make(chan reply, 1)
 	go func() { got <- e.get("/slow") }()
-	waitFor(t, "the second client to join the fill", func() bool {
+	testutil.WaitFor(t, "the second client to join the fill", func() bool {
 		return strings.Contains(metricText(t, e), `meridian_cache_collapsed_total{pop="test-pop",site="site1"} 1`)
 	})
 	close(half)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 // step is one client request in a scenario, after advancing the cache clock.
@@ -413,7 +415,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	// Wait for the revalidated copy to be stored, not just fetched: a
 	// request between the two would still find v1 stale and could start a
 	// second revalidation, which is the cache's right.
-	waitFor(t, "background revalidation to be stored", func() bool {
+	testutil.WaitFor(t, "background revalidation to be stored", func() bool {
 		for _, l := range strings.Split(metricText(t, e), "\n") {
 			if strings.HasPrefix(l, "meridian_cache_stores_total{") && strings.Contains(l, `outcome="stored"`) && strings.HasSuffix(l, "} 2") {
 				return true

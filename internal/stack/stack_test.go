@@ -779,23 +779,7 @@ func TestFastHitsSwitch(t *testing.T) {
 				t.Fatalf("%s: status %d", pop, resp.StatusCode)
 			}
 		}
-		mfs, err := st.PoP(pop).Registry().Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		served := 0.0
-		for _, mf := range mfs {
-			if mf.GetName() != "meridian_cache_fast_requests_total" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				for _, l := range m.GetLabel() {
-					if l.GetName() == "outcome" && l.GetValue() == "served" {
-						served += m.GetCounter().GetValue()
-					}
-				}
-			}
-		}
+		served := testutil.CounterSum(t, st.PoP(pop).Registry(), "meridian_cache_fast_requests_total", "outcome", "served")
 		if (served > 0) != want {
 			t.Errorf("%s (fast_hits %v): the fast path served %v hits", pop, want, served)
 		}
