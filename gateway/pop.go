@@ -323,8 +323,10 @@ func (p *PoP) Start(ctx context.Context) error {
 	// that includes ACME challenges and the sites that redirect plain HTTP
 	// (fastRoute). Without the fast path, Coalesce has a stored 4-32 KiB
 	// body leave with its header in one writev.
-	httpLn := cache.Coalesce(p.httpSrv, p.httpLn)
-	if !p.opts.NoFastPath {
+	var httpLn net.Listener
+	if p.opts.NoFastPath {
+		httpLn = cache.Coalesce(p.httpSrv, p.httpLn)
+	} else { // Fast includes Coalesce
 		p.fast = p.cache.Fast(p.httpSrv, p.httpLn, cache.FastOptions{
 			Route: p.fastRoute, Observe: p.fastObserve, RequestIDHeader: middleware.RequestIDHeader, NewRequestID: middleware.NewRequestID, Logger: p.log,
 			ServerPaths: []string{"/.well-known/acme-challenge/"},

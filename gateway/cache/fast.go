@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +39,7 @@ type FastOptions struct {
 	Route func(host string) http.Handler
 	// Observe, when set, is called after each response the fast path sends,
 	// like the server's logging and metrics middleware would be: r carries
-	// the method, Host, RequestURI, Proto, RemoteAddr and header fields.
+	// the method, Host, RequestURI, URL, Proto, RemoteAddr and the request ID.
 	Observe func(r *http.Request, status int, bytes int64, elapsed time.Duration)
 	// ServerPaths are path prefixes whose requests always go to the server
 	// (for example ACME HTTP-01 challenges, answered by its handler chain).
@@ -61,7 +62,8 @@ type FastListener struct {
 	inner  net.Listener
 	srv    *http.Server
 	opts   FastOptions
-	idName string // lower-case RequestIDHeader
+	idName string // lower-case RequestIDHeader, for the parser
+	idKey  string // canonical RequestIDHeader, for Observe's request
 	log    *slog.Logger
 
 	handoff chan net.Conn
@@ -100,6 +102,7 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 	}
 	if opts.NewRequestID != nil {
 		l.idName = strings.ToLower(opts.RequestIDHeader)
+		l.idKey = textproto.CanonicalMIMEHeaderKey(opts.RequestIDHeader)
 	}
 	l.bufs.New = func() any { b := make([]byte, fastBufSize); return &b }
 	// A connection handed to the server comes back to the fast path after

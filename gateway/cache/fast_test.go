@@ -10,17 +10,20 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
 	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/l2"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 	"github.com/meridian-edge/meridian/gateway/cache/tiered"
 	"github.com/meridian-edge/meridian/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fastOrigin serves the objects the fast path tests use.
@@ -91,7 +94,7 @@ func comparable(t *testing.T, r reply, full bool) string {
 	for k := range r.header {
 		keys = append(keys, k)
 	}
-	sortStrings(keys)
+	slices.Sort(keys)
 	for _, k := range keys {
 		if !full && !strings.HasPrefix(k, "Content-") {
 			continue
@@ -116,14 +119,6 @@ func comparable(t *testing.T, r reply, full bool) string {
 	}
 	b.WriteString(r.body)
 	return b.String()
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // fastCount reads meridian_cache_fast_requests_total{outcome} from the
@@ -194,9 +189,8 @@ func TestFastPathAnswersHitsAsNetHTTPDoes(t *testing.T) {
 	}
 	served := 0
 	for i, s := range steps {
-		var body []byte
-		got := fast.do(s.method, s.path, hdr(s.hdr...), body)
-		want := plain.do(s.method, s.path, hdr(s.hdr...), body)
+		got := fast.do(s.method, s.path, hdr(s.hdr...), nil)
+		want := plain.do(s.method, s.path, hdr(s.hdr...), nil)
 		if g, w := comparable(t, got, s.fastServed), comparable(t, want, s.fastServed); g != w {
 			t.Errorf("step %d %s %s: the fast path's reply differs from net/http's\n--- fast\n%s\n--- net/http\n%s", i, s.method, s.path, g, w)
 		}
@@ -482,12 +476,16 @@ func TestFastPathClosesSlowHeads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		start := time.Now()
 		io.WriteString(conn, send)
-		// Generous: this asserts that the server hangs up, not how fast.
+		// Generous: this asserts that the server hangs up, and not before
+		// its timeout (a server closing at once would pass the first check).
 		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		var b [1]byte
 		if _, err := conn.Read(b[:]); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Errorf("%s: the server kept the connection open (read: %v)", name, err)
+		} else if waited := time.Since(start); waited < 200*time.Millisecond {
+			t.Errorf("%s: the server hung up after %v, before its 200ms timeout", name, waited)
 		}
 		conn.Close()
 	}
@@ -551,5 +549,64 @@ func TestFastPathUnderConcurrentLoad(t *testing.T) {
 	<-purged
 	if fastCount(e, "served") == 0 {
 		t.Error("the fast path served nothing: the test did not exercise it")
+	}
+}
+
+// TestFastPathLeavesServerPathsToTheServer: a stored, fresh response under
+// one of FastOptions.ServerPaths (ACME challenges in a PoP) is never
+// answered by the fast path; other paths are.
+func TestFastPathLeavesServerPathsToTheServer(t *testing.T) {
+	origin := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		io.WriteString(w, "origin "+r.URL.Path)
+	}))
+	reg := prometheus.NewRegistry()
+	c, err := cache.New(cache.Options{L1Bytes: 8 << 20, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	h := c.Handler(cache.SitePolicy{SiteID: "s"}, cachetest.Transport(t, origin.URL, 0))
+	srv := &http.Server{Handler: h}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := c.Fast(srv, ln, cache.FastOptions{Route: func(string) http.Handler { return h }, ServerPaths: []string{"/.well-known/acme-challenge/"}})
+	go srv.Serve(fl)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		fl.Drain(ctx)
+	}()
+	get := func(path string) string {
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Header.Get("Cache-Status")
+	}
+	served := func() float64 {
+		return testutil.CounterSum(t, reg, "meridian_cache_fast_requests_total", "outcome", "served")
+	}
+	get("/.well-known/acme-challenge/tok")
+	get("/page")
+	testutil.WaitFor(t, "both fills", func() bool {
+		return testutil.CounterSum(t, reg, "meridian_cache_stores_total", "outcome", "stored") == 2
+	})
+	if cs := get("/.well-known/acme-challenge/tok"); !strings.Contains(cs, "hit") || served() != 0 {
+		t.Errorf("challenge path: Cache-Status %q, fast path served %v; want a hit from the server, none from the fast path", cs, served())
+	}
+	if cs := get("/page"); !strings.Contains(cs, "hit") || served() != 1 {
+		t.Errorf("other path: Cache-Status %q, fast path served %v; want it served by the fast path", cs, served())
 	}
 }

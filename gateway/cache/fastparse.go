@@ -47,7 +47,7 @@ type fastRequest struct {
 }
 
 // parseFastRequest parses head, a request head ending in CRLF CRLF. idHeader
-// names the request ID header to capture (canonical form, may be empty). It
+// names the request ID header to capture (lower case, may be empty). It
 // returns false for every request the fast path must leave to net/http.
 func parseFastRequest(head []byte, idHeader string, req *fastRequest) bool {
 	*req = fastRequest{simple: true}
@@ -247,7 +247,7 @@ func fold(b []byte, s string) bool {
 }
 
 // header builds the request's header fields as net/http would parse them,
-// for Vary and the observers; only requests that need it pay for it.
+// for a Vary lookup; only requests that need it pay for it.
 func (req *fastRequest) header() http.Header {
 	h := make(http.Header, req.nf)
 	for _, f := range req.fields[:req.nf] {

@@ -31,10 +31,11 @@ func FuzzFastParserAgreesWithNetHTTP(f *testing.F) {
 		"GET /a HTTP/1.0\r\nHost: x\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\nX: \t v \t\r\n\r\n",
+		"GET /q?b=2&utm_source=x&a=1 HTTP/1.1\r\nHost: x\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
-	site := SitePolicy{SiteID: "s"}
+	site := SitePolicy{SiteID: "s", SortQuery: true, IgnoreQuery: []string{"utm_source"}}
 	f.Fuzz(func(t *testing.T, head []byte) {
 		n := bytes.Index(head, []byte("\r\n\r\n"))
 		if n < 0 {
@@ -71,6 +72,9 @@ func FuzzFastParserAgreesWithNetHTTP(f *testing.F) {
 		// The handler parses the same URL: no cleaning or redirect differs.
 		if u, err := url.ParseRequestURI(string(fr.target)); err != nil || u.EscapedPath() != string(fr.path) {
 			t.Fatalf("%q: path %q does not survive net/url (%v)", head, fr.path, err)
+		}
+		if got := fr.header(); len(got) != len(r.Header) {
+			t.Fatalf("%q: %d header fields here, %d for net/http", head, len(got), len(r.Header))
 		}
 		for k, vs := range fr.header() {
 			if strings.Join(r.Header[k], "\x00") != strings.Join(vs, "\x00") {

@@ -3,7 +3,6 @@ package cache
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -125,5 +124,3 @@ func buffered(br *bufio.Reader) []byte {
 	b, _ := br.Peek(n)
 	return append([]byte(nil), b...)
 }
-
-var _ net.Conn = (*prefixConn)(nil)

@@ -21,27 +21,29 @@ import (
 // that serveStored sends through net/http. Otherwise it returns the lookup
 // it made (nil when it made none) and served false, for the server to use.
 // err is set when the connection failed while answering; it must close.
-func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound, served bool, err error) {
+func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, served bool, err error) {
 	req := &c.req
 	key := h.site.SiteID + "\x00" + fastURL(req, &h.site)
 	st, varyMiss := h.c.lookupWith(context.Background(), key, req.header)
-	found = &fastFound{key: key, st: st, varyMiss: varyMiss}
+	// What the server gets when the fast path does not answer (built only
+	// then: a served hit allocates nothing for it).
+	handOff := func() *fastFound { return &fastFound{key: key, st: st, varyMiss: varyMiss} }
 	m := h.c.metrics
 	switch {
 	case st == nil:
 		m.fastMiss.Inc()
-		return found, false, nil
+		return handOff(), false, nil
 	case !req.simple:
 		m.fastRequest.Inc()
-		return found, false, nil
+		return handOff(), false, nil
 	case st.meta.Status != http.StatusOK:
 		m.fastStale.Inc()
-		return found, false, nil
+		return handOff(), false, nil
 	}
 	f := h.c.freshness(st)
 	if f.NoCache || !f.Fresh() {
 		m.fastStale.Inc()
-		return found, false, nil
+		return handOff(), false, nil
 	}
 	notModified := false
 	if req.inm != nil || req.ims != nil {
@@ -49,7 +51,7 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound,
 			// A full response to a conditional request: ServeContent's, with
 			// its Accept-Ranges and Last-Modified rewriting, is the server's.
 			m.fastRequest.Inc()
-			return found, false, nil
+			return handOff(), false, nil
 		}
 	}
 	size := st.size()
@@ -105,7 +107,6 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (found *fastFound,
 		sent, err = writeHeadAndBody(c.conn, out, st.reader())
 	}
 	st.close()
-	found.st = nil
 	if err != nil {
 		// A client gone or a tier body that failed mid-way (an L2 block
 		// whose checksum does not match): the connection is closed, so the
@@ -330,7 +331,7 @@ func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, 
 		r.Method = http.MethodHead
 	}
 	if id != "" {
-		r.Header[textproto.CanonicalMIMEHeaderKey(c.l.opts.RequestIDHeader)] = []string{id}
+		r.Header[c.l.idKey] = []string{id}
 	}
 	c.l.opts.Observe(r, status, sent, time.Since(start))
 }

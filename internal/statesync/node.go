@@ -371,7 +371,7 @@ func (n *Node) receive(subject string, data []byte, via string, id string) {
 		if n.seen.has(id) {
 			// The other copy (fast path or log, whichever came first) was
 			// applied already: skip the decode.
-			n.m.receivedCounter(kindDelta, via+"-seen").Inc()
+			n.m.seenCounter(via).Inc()
 			return
 		}
 	}

@@ -395,8 +395,13 @@ func (c *nameCache) canonical(name string) string {
 		}
 	}
 	k := http.CanonicalHeaderKey(name)
-	// A copy: name may be a view of a plugin's whole answer.
-	c.raw[c.next], c.canon[c.next] = strings.Clone(name), strings.Clone(k)
+	// A copy: name may be a view of a plugin's whole answer. k is one too
+	// only when name was canonical already (else CanonicalHeaderKey made it).
+	raw, canon := strings.Clone(name), k
+	if k == name {
+		canon = raw
+	}
+	c.raw[c.next], c.canon[c.next] = raw, canon
 	c.next = (c.next + 1) % len(c.raw)
 	return k
 }
