@@ -42,7 +42,7 @@ func main() {
 		scan      = flag.Float64("scan", 0, "insert a one-time scan of this many times the cache's object capacity in the middle")
 		seed      = flag.Uint64("seed", 1, "random seed")
 		noSplit   = flag.Bool("no-split", false, "same as -variants nosplit: keep every body in BigCache (pops[].cache.l1_large_bodies: 0B)")
-		variants  = flag.String("variants", "adaptive", "L1 configurations to replay, comma-separated: adaptive (default L1), static, nosplit, quarter, eighth")
+		variants  = flag.String("variants", "adaptive", "L1 configurations to replay, comma-separated, of: "+variantList)
 		admission = flag.String("admission", l1.AdmitTinyLFU+","+l1.AdmitAlways, "L1 admission policies to replay, comma-separated")
 	)
 	flag.Parse()
@@ -80,23 +80,9 @@ func main() {
 	policies := []trace.Policy{trace.NewLRU(budget)}
 	for _, v := range strings.Split(*variants, ",") {
 		for _, adm := range strings.Split(*admission, ",") {
-			opts := l1.Options{Bytes: budget, Admission: adm}
+			opts, _ := variantOptions(v, budget)
+			opts.Admission = adm
 			name := "l1-" + adm
-			switch v {
-			case "adaptive":
-			case "adaptive4":
-				opts.LargeBytes = budget / 4
-			case "adaptive8":
-				opts.LargeBytes = budget / 8
-			case "static":
-				opts.LargeBodyMin = -1
-			case "static4":
-				opts.LargeBodyMin, opts.LargeBytes = -1, budget/4
-			case "static8":
-				opts.LargeBodyMin, opts.LargeBytes = -1, budget/8
-			case "nosplit":
-				opts.LargeBody = -1
-			}
 			if v != "adaptive" {
 				name += "-" + v
 			}
@@ -116,12 +102,38 @@ func main() {
 	}
 }
 
+// variantList names the L1 configurations of -variants (variantOptions).
+const variantList = "adaptive, adaptive4, adaptive8, static, static4, static8, nosplit"
+
 func knownVariant(v string) bool {
+	_, ok := variantOptions(v, 0)
+	return ok
+}
+
+// variantOptions returns the L1 options of variant v for a budget, and
+// whether v is one of variantList: adaptive is the default L1; 4 and 8 give a
+// quarter or an eighth of the budget to large bodies instead of half; static
+// keeps the large-body threshold fixed; nosplit keeps every body in BigCache.
+func variantOptions(v string, budget int64) (l1.Options, bool) {
+	opts := l1.Options{Bytes: budget}
 	switch v {
-	case "adaptive", "adaptive4", "adaptive8", "static", "static4", "static8", "nosplit":
-		return true
+	case "adaptive":
+	case "adaptive4":
+		opts.LargeBytes = budget / 4
+	case "adaptive8":
+		opts.LargeBytes = budget / 8
+	case "static":
+		opts.LargeBodyMin = -1
+	case "static4":
+		opts.LargeBodyMin, opts.LargeBytes = -1, budget/4
+	case "static8":
+		opts.LargeBodyMin, opts.LargeBytes = -1, budget/8
+	case "nosplit":
+		opts.LargeBody = -1
+	default:
+		return opts, false
 	}
-	return false
+	return opts, true
 }
 
 // replay is trace.Replay plus the share of bytes served from the cache.

@@ -458,10 +458,7 @@ func (t *Tier) Put(_ context.Context, key string, meta *tier.Meta) (tier.Writer,
 	buf.WriteByte(tagInline)
 	buf.Write(tier.AppendMeta(buf.AvailableBuffer(), meta))
 	w := &writer{t: t, key: key, buf: buf, metaLen: buf.Len(), sized: meta.Size >= 0}
-	large := t.large != nil && w.sized && t.split.toPool(key, int64(w.metaLen)+meta.Size)
-	if w.sized && t.split != nil {
-		t.split.offer(key, int64(w.metaLen), meta.Size, large)
-	}
+	large := w.sized && t.route(key, int64(w.metaLen), meta.Size)
 	if !t.admit(key, int64(w.metaLen)+max(meta.Size, 0), large) {
 		w.release()
 		return nil, tier.ErrNotAdmitted
@@ -525,10 +522,9 @@ func (w *writer) Commit() error {
 	defer w.release()
 	t := w.t
 	pool := w.pool
-	if !w.sized && t.large != nil {
+	if !w.sized {
 		// A streamed body without a known length: its home is chosen now.
-		pool = t.split.toPool(w.key, int64(w.buf.Len()))
-		t.split.offer(w.key, int64(w.metaLen), int64(w.buf.Len()-w.metaLen), pool)
+		pool = t.route(w.key, int64(w.metaLen), int64(w.buf.Len()-w.metaLen))
 	}
 	if !pool {
 		return t.set(w.key, w.buf.Bytes())
@@ -609,7 +605,8 @@ func (t *Tier) Delete(_ context.Context, key string) error {
 }
 
 // UpdateMeta implements tier.MetaUpdater by re-encoding the entry in memory.
-// A large body is not copied: the new entry shares it.
+// A large body is shared by the new entry, not copied; a packed small one
+// is packed again (large.put copies it into the current chunk).
 func (t *Tier) UpdateMeta(_ context.Context, key string, meta *tier.Meta) error {
 	b, err := t.bc.Get(key)
 	if err != nil {
@@ -656,11 +653,23 @@ func (t *Tier) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bo
 	return nil
 }
 
+// route decides whether an object's body goes to the large-body pool and
+// tells the splitter what was offered to which side. t.split and t.large
+// exist together.
+func (t *Tier) route(key string, metaLen, bodyLen int64) bool {
+	if t.split == nil {
+		return false
+	}
+	pool := t.split.toPool(key, metaLen+bodyLen)
+	t.split.offer(key, metaLen, bodyLen, pool)
+	return pool
+}
+
 // Usage implements tier.Stats: objects, and bytes of BigCache entries plus
 // the large bodies held apart.
 func (t *Tier) Usage() (objects, bytes int64) {
 	bytes = t.live.Load()
-	if t.large != nil {
+	if t.split != nil {
 		bytes += t.large.bytes()
 	}
 	return t.objects.Load(), bytes
@@ -681,7 +690,7 @@ type Split struct {
 
 // Split reports the current split, for metrics and tests.
 func (t *Tier) Split() Split {
-	if t.large == nil {
+	if t.split == nil {
 		return Split{}
 	}
 	n, used := t.large.usage()

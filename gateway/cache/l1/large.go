@@ -52,10 +52,9 @@ type largeBodies struct {
 	fifo   []uint64 // ids in insertion order; removed ids are skipped lazily
 	head   int
 	packed map[uint64]span
-	chunks []*chunk // oldest first; the last one is being filled
-	seq0   uint32   // seq of chunks[0]
-	used   int64
-	usedA  atomic.Int64 // used, for readers without the lock
+	chunks []*chunk     // oldest first; the last one is being filled
+	seq0   uint32       // seq of chunks[0]
+	used   atomic.Int64 // written under mu; read without it by bytes
 	budget int64
 
 	chunkSize int
@@ -101,7 +100,7 @@ func newLargeBodies(budget, packBelow int64) *largeBodies {
 func (l *largeBodies) packs(n int64) bool { return n < int64(l.packMax) }
 
 // bytes returns the bytes counted against the budget.
-func (l *largeBodies) bytes() int64 { return l.usedA.Load() }
+func (l *largeBodies) bytes() int64 { return l.used.Load() }
 
 // get returns the body stored under id.
 func (l *largeBodies) get(id uint64) ([]byte, bool) {
@@ -126,12 +125,11 @@ func (l *largeBodies) get(id uint64) ([]byte, bool) {
 func (l *largeBodies) put(id uint64, key string, body []byte) []victim {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	defer func() { l.usedA.Store(l.used) }()
 	if !l.packs(int64(len(body))) {
 		b := largeBody{body: body, key: key}
 		out := l.evict(b.cost())
 		l.m[id] = b
-		l.used += b.cost()
+		l.used.Add(b.cost())
 		l.fifo = append(l.fifo, id)
 		l.compact()
 		return out
@@ -150,7 +148,7 @@ func (l *largeBodies) put(id uint64, key string, body []byte) []victim {
 		out = append(out, l.evict(int64(l.chunkSize)+packedOverhead)...)
 		c = &chunk{buf: make([]byte, 0, l.chunkSize)}
 		l.chunks = append(l.chunks, c)
-		l.used += int64(l.chunkSize)
+		l.used.Add(int64(l.chunkSize))
 		break
 	}
 	off := len(c.buf)
@@ -158,7 +156,7 @@ func (l *largeBodies) put(id uint64, key string, body []byte) []victim {
 	c.ids = append(c.ids, id)
 	c.live++
 	l.packed[id] = span{seq: l.seq0 + uint32(len(l.chunks)-1), off: uint32(off), n: uint32(len(body)), kn: uint32(len(key))}
-	l.used += packedOverhead
+	l.used.Add(packedOverhead)
 	return out
 }
 
@@ -177,7 +175,7 @@ func (l *largeBodies) filling() *chunk {
 // first unpacked body and the first chunk, as their ids say.
 func (l *largeBodies) evict(c int64) []victim {
 	var out []victim
-	for l.used+c > l.budget {
+	for l.used.Load()+c > l.budget {
 		for l.head < len(l.fifo) {
 			if _, ok := l.m[l.fifo[l.head]]; ok {
 				break
@@ -196,7 +194,7 @@ func (l *largeBodies) evict(c int64) []victim {
 			l.head++
 			v := l.m[vid]
 			delete(l.m, vid)
-			l.used -= v.cost()
+			l.used.Add(-v.cost())
 			out = append(out, victim{id: vid, key: v.key})
 		default:
 			return out // empty: the new body alone exceeds the budget
@@ -214,10 +212,10 @@ func (l *largeBodies) evictChunk(out []victim) []victim {
 			continue
 		}
 		delete(l.packed, id)
-		l.used -= packedOverhead
+		l.used.Add(-packedOverhead)
 		out = append(out, victim{id: id, key: string(c.buf[s.off+s.n : s.off+s.n+s.kn])})
 	}
-	l.used -= int64(l.chunkSize)
+	l.used.Add(-int64(l.chunkSize))
 	c.buf, c.ids = nil, nil // readers keep their own slices of it
 	l.chunks[0] = nil
 	l.chunks = l.chunks[1:]
@@ -261,10 +259,9 @@ func (l *largeBodies) compact() {
 func (l *largeBodies) remove(id uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	defer func() { l.usedA.Store(l.used) }()
 	if b, ok := l.m[id]; ok {
 		delete(l.m, id)
-		l.used -= b.cost()
+		l.used.Add(-b.cost())
 		return
 	}
 	s, ok := l.packed[id]
@@ -272,11 +269,11 @@ func (l *largeBodies) remove(id uint64) {
 		return
 	}
 	delete(l.packed, id)
-	l.used -= packedOverhead
+	l.used.Add(-packedOverhead)
 	c := l.chunks[s.seq-l.seq0]
 	if c.live--; c.live == 0 {
 		c.buf, c.ids = nil, nil
-		l.used -= int64(l.chunkSize)
+		l.used.Add(-int64(l.chunkSize))
 		l.dropFreedChunks()
 	}
 }
@@ -285,5 +282,5 @@ func (l *largeBodies) remove(id uint64) {
 func (l *largeBodies) usage() (int, int64) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return len(l.m) + len(l.packed), l.used
+	return len(l.m) + len(l.packed), l.used.Load()
 }

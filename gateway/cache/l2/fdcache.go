@@ -13,13 +13,15 @@ const (
 	// dearest part of a small hit after the body's checksum); nginx's
 	// open_file_cache does the same.
 	fdCacheSize = 1024
-	// mapCacheBytes bounds the bytes of large files kept mapped. A kept
+	// mapCacheBytes bounds the bytes of the files kept mapped (small,
+	// mid-size and large; maxKeptMap bounds one file). A kept
 	// mapping saves a hit of a large object open, fstat, mmap, a page
 	// fault per 16 pages and munmap (whose TLB shootdown alone measured
 	// 25 µs per 1 MiB hit). Only the mapping is kept: every hit still
 	// verifies every block it serves. The pages are the page cache's, so
 	// this costs address space and page tables (2 MiB per GiB), not memory.
 	mapCacheBytes = 4 << 30
+	maxKeptMap    = mapCacheBytes / 16
 )
 
 // fdCache keeps descriptors of recently read small object files and
@@ -86,7 +88,7 @@ func (c *fdCache) add(h uint64, fd int, gen uint64) {
 func (c *fdCache) addMap(h uint64, m []byte, gen uint64) *openFile {
 	f := &openFile{fd: -1, m: m}
 	f.refs.Store(2)
-	if int64(len(m)) > mapCacheBytes/16 || !c.put(h, f, gen) {
+	if int64(len(m)) > maxKeptMap || !c.put(h, f, gen) {
 		f.refs.Store(1)
 	}
 	return f
@@ -98,11 +100,8 @@ func (c *fdCache) addMap(h uint64, m []byte, gen uint64) *openFile {
 // returns nil when the file cannot be mapped.
 func (c *fdCache) upgrade(h uint64, old *openFile) *openFile {
 	var st syscall.Stat_t
-	if err := syscall.Fstat(old.fd, &st); err != nil || st.Size <= 0 || st.Size > mapCacheBytes/16 {
-		return nil
-	}
-	m, err := syscall.Mmap(old.fd, 0, int(st.Size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
+	var m []byte
+	if err := syscall.Fstat(old.fd, &st); err != nil || st.Size <= 0 || st.Size > maxKeptMap || !mapFile(old.fd, st.Size, &m) {
 		return nil
 	}
 	f := &openFile{fd: -1, m: m}

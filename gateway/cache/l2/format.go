@@ -426,22 +426,12 @@ func (r *blockReader) fill() {
 	bi := r.off >> blockShift
 	lo := bi << blockShift
 	hi := min(lo+blockSize, int64(r.p.hdr.bodyLen))
-	var b []byte
-	if r.m != nil {
-		b = r.mb[lo:hi]
-		if err := r.p.verify(b, lo); err != nil {
-			r.err = err
-			r.corrupt()
-			return
-		}
-	} else {
-		if r.buf == nil {
-			r.buf = make([]byte, blockSize)
-		}
-		b = r.buf[:hi-lo]
-		if r.readVerified(b, lo) != nil {
-			return
-		}
+	if r.m == nil && r.buf == nil {
+		r.buf = make([]byte, blockSize)
+	}
+	b, err := r.step(lo, hi, r.buf)
+	if err != nil {
+		return
 	}
 	start := r.off - lo
 	stop := min(hi, r.end) - lo
@@ -490,6 +480,23 @@ const chunkSize = 256 << 10
 // readVerified fills b with body bytes from body offset lo (block-aligned)
 // through f and verifies every block in it; on a mismatch b is cleared, the
 // file is reported corrupt and an error is returned.
+// step returns the verified body bytes [lo, hi), whole blocks: from the
+// mapping, or read into buf. A failure is recorded (r.err, and the file
+// reported corrupt) and returned.
+func (r *blockReader) step(lo, hi int64, buf []byte) ([]byte, error) {
+	if r.m == nil {
+		b := buf[:hi-lo]
+		return b, r.readVerified(b, lo)
+	}
+	b := r.mb[lo:hi]
+	if err := r.p.verify(b, lo); err != nil {
+		r.err = err
+		r.corrupt()
+		return nil, err
+	}
+	return b, nil
+}
+
 func (r *blockReader) readVerified(b []byte, lo int64) error {
 	if _, err := r.f.ReadAt(b, r.p.hdr.bodyOff()+lo); err != nil {
 		clear(b)
@@ -546,19 +553,9 @@ func (r *blockReader) WriteTo(w io.Writer) (n int64, err error) {
 		lo := r.off &^ (blockSize - 1)
 		// Whole blocks up to the one holding the window's last byte.
 		hi := min(lo+chunkSize, (r.end+blockSize-1)&^(blockSize-1), size)
-		var b []byte
-		if r.m != nil {
-			b = r.mb[lo:hi]
-			if err := r.p.verify(b, lo); err != nil {
-				r.err = err
-				r.corrupt()
-				return n, err
-			}
-		} else {
-			b = buf[:hi-lo]
-			if err := r.readVerified(b, lo); err != nil {
-				return n, err
-			}
+		b, err := r.step(lo, hi, buf)
+		if err != nil {
+			return n, err
 		}
 		from, to := r.off, min(hi, r.end)
 		k, err := w.Write(b[from-lo : to-lo])

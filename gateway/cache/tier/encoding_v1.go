@@ -1,7 +1,6 @@
 package tier
 
 import (
-	"net/http"
 	"time"
 )
 
@@ -35,8 +34,7 @@ func decodeV1(b []byte) (*Meta, []byte, error) {
 		return nil, nil, errCorrupt
 	}
 	start := d.b
-	type line struct{ k0, k1, v0, v1 int }
-	var stack [24]line
+	var stack [24]headerLine
 	lines := stack[:0]
 	for i := uint64(0); i < nh && d.err == nil; i++ {
 		k := d.bytes()
@@ -46,7 +44,7 @@ func decodeV1(b []byte) (*Meta, []byte, error) {
 		}
 		ko := len(start) - len(d.b) - len(v) - len(k) - uvarintLen(uint64(len(v)))
 		vo := len(start) - len(d.b) - len(v)
-		lines = append(lines, line{ko, ko + len(k), vo, vo + len(v)})
+		lines = append(lines, headerLine{k0: ko, k1: ko + len(k), v0: vo, v1: vo + len(v)})
 	}
 	if d.err != nil {
 		return nil, nil, d.err
@@ -54,29 +52,6 @@ func decodeV1(b []byte) (*Meta, []byte, error) {
 	all := string(base[:len(base)-len(d.b)])
 	m.Site = all[siteOff : siteOff+len(site)]
 	m.URL = all[urlOff : urlOff+len(url)]
-	hdr := len(base) - len(start) // offset of the header lines in all
-	for i := range lines {
-		lines[i].k0 += hdr
-		lines[i].k1 += hdr
-		lines[i].v0 += hdr
-		lines[i].v1 += hdr
-	}
-	vals := make([]string, len(lines))
-	m.Header = make(http.Header, len(lines))
-	for i, l := range lines {
-		key := all[l.k0:l.k1]
-		vals[i] = all[l.v0:l.v1]
-		if prev, ok := m.Header[key]; ok {
-			// Full slices (len == cap) throughout: an append by a reader
-			// must copy, never write into a slice others share.
-			v := append(prev[:len(prev):len(prev)], vals[i])
-			m.Header[key] = v[:len(v):len(v)]
-		} else {
-			m.Header[key] = vals[i : i+1 : i+1]
-		}
-	}
-	if d.err != nil {
-		return nil, nil, d.err
-	}
+	m.Header = buildHeader(all, len(base)-len(start), lines) // the lines' offsets are from start
 	return m, d.b, nil
 }

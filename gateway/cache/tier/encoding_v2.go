@@ -156,15 +156,10 @@ func decodeV2(b []byte) (*Meta, []byte, error) {
 	if nh > uint64(len(d.b)) {
 		return nil, nil, errCorrupt
 	}
-	type line struct {
-		name   string // a common name, or "" when the name is in out
-		k0, k1 int
-		v0, v1 int
-	}
-	var stack [24]line
+	var stack [24]headerLine
 	lines := stack[:0]
 	for i := uint64(0); i < nh && d.err == nil; i++ {
-		var l line
+		var l headerLine
 		code := d.uvarint()
 		switch {
 		case code == 0:
@@ -198,22 +193,38 @@ func decodeV2(b []byte) (*Meta, []byte, error) {
 	all := string(out)
 	m.Site = all[:len(site)]
 	m.URL = all[len(site) : len(site)+len(url)]
+	m.Header = buildHeader(all, 0, lines)
+	return m, d.b, nil
+}
+
+// headerLine locates one decoded header field: its name (a common name, or
+// "" when the name is the text at [k0,k1)) and its value at [v0,v1) of the
+// decoded string.
+type headerLine struct {
+	name   string
+	k0, k1 int
+	v0, v1 int
+}
+
+// buildHeader makes the header of lines, whose offsets are off bytes before
+// their place in all; keys and values are views of all.
+func buildHeader(all string, off int, lines []headerLine) http.Header {
 	vals := make([]string, len(lines))
-	m.Header = make(http.Header, len(lines))
+	h := make(http.Header, len(lines))
 	for i, l := range lines {
 		key := l.name
 		if key == "" {
-			key = all[l.k0:l.k1]
+			key = all[off+l.k0 : off+l.k1]
 		}
-		vals[i] = all[l.v0:l.v1]
-		if prev, ok := m.Header[key]; ok {
+		vals[i] = all[off+l.v0 : off+l.v1]
+		if prev, ok := h[key]; ok {
 			// Full slices (len == cap) throughout: an append by a reader
 			// must copy, never write into a slice others share.
 			v := append(prev[:len(prev):len(prev)], vals[i])
-			m.Header[key] = v[:len(v):len(v)]
+			h[key] = v[:len(v):len(v)]
 		} else {
-			m.Header[key] = vals[i : i+1 : i+1]
+			h[key] = vals[i : i+1 : i+1]
 		}
 	}
-	return m, d.b, nil
+	return h
 }
