@@ -46,6 +46,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 				"Linear memory (plugin + kernel) of the most recently returned idle instance.", l, nil),
 			instances: prometheus.NewDesc("meridian_plugin_instances",
 				"Instances per version by state (live = idle + busy, idle).", append(l, "state"), nil),
+			waiting: prometheus.NewDesc("meridian_plugin_waiting_requests",
+				"Requests waiting for an instance of the version because all its instances are busy.", l, nil),
 			versions: map[*pool][3]string{},
 		},
 	}
@@ -90,7 +92,7 @@ func (m *metrics) forVersion(site, plugin string, version int, p *pool) (version
 // poolCollector reports every active version's instances and memory at
 // scrape time.
 type poolCollector struct {
-	memory, instances *prometheus.Desc
+	memory, instances, waiting *prometheus.Desc
 
 	mu       sync.Mutex
 	versions map[*pool][3]string // site, plugin, version labels
@@ -112,6 +114,7 @@ func (c *poolCollector) remove(p *pool) {
 func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.memory
 	ch <- c.instances
+	ch <- c.waiting
 }
 
 // Collect implements prometheus.Collector.
@@ -119,9 +122,10 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for p, l := range c.versions {
-		live, idle, mem := p.report()
+		live, idle, waiting, mem := p.report()
 		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, float64(mem), l[0], l[1], l[2])
 		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(live), l[0], l[1], l[2], "live")
 		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(idle), l[0], l[1], l[2], "idle")
+		ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(waiting), l[0], l[1], l[2])
 	}
 }

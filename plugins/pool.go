@@ -177,13 +177,13 @@ func (p *pool) releaseLocked() {
 // report gives the metrics: live and idle instances, and the memory of the
 // most recently returned idle instance (idle instances are not in use, so
 // reading them under the lock is safe).
-func (p *pool) report() (live, idle int, memory uint64) {
+func (p *pool) report() (live, idle, waiting int, memory uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if n := len(p.idle); n > 0 {
 		p.memory = p.idle[n-1].in.MemoryBytes()
 	}
-	return p.live, len(p.idle), p.memory
+	return p.live, len(p.idle), len(p.waiters), p.memory
 }
 
 // put returns an instance. A broken one (after any failed call) is closed, never reused: its memory or

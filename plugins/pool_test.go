@@ -6,8 +6,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/plugins"
 	"github.com/meridian-edge/meridian/plugins/abi"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestConcurrentRequestsShareABoundedPool sends 64 concurrent requests to a
@@ -124,7 +126,7 @@ func TestInstanceKeepsItsConfig(t *testing.T) {
 // waiting request whose context ends gives up with KindBusy without taking
 // a slot from the next one.
 func TestBusyPoolHandsOverToWaiters(t *testing.T) {
-	h, _ := newHost(t, func(o *plugins.Options) { o.MaxInstances = 1 })
+	h, reg := newHost(t, func(o *plugins.Options) { o.MaxInstances = 1 })
 	deploy(t, h, "s", "ab", "absplit") // exports on_response: keeps its instance pinned
 	chain := &plugins.Chain{Site: "s", Entries: []plugins.Entry{{Plugin: "ab"}}}
 	x := h.Begin(chain, plugins.GeoInfo{})
@@ -153,6 +155,9 @@ func TestBusyPoolHandsOverToWaiters(t *testing.T) {
 	if err := <-gaveUp; plugins.KindOf(err) != plugins.KindBusy {
 		t.Fatalf("cancelled waiter: want busy, got %v", err)
 	}
+	// Once the second waiter is queued (not before: the check below would
+	// pass whatever the pool did), it must still be waiting.
+	testutil.WaitFor(t, "the waiter to queue", func() bool { return waitingRequests(t, reg) == 1 })
 	select {
 	case err := <-done:
 		t.Fatalf("a request ran while the only instance was pinned: %v", err)
@@ -162,4 +167,22 @@ func TestBusyPoolHandsOverToWaiters(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("waiter after release: %v", err)
 	}
+}
+
+// waitingRequests reads meridian_plugin_waiting_requests summed over versions.
+func waitingRequests(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "meridian_plugin_waiting_requests" {
+			for _, m := range mf.GetMetric() {
+				n += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return n
 }

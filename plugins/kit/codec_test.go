@@ -2,6 +2,7 @@ package kit
 
 import (
 	"bytes"
+	"math"
 	"testing"
 )
 
@@ -52,5 +53,70 @@ func TestDecodeRequest(t *testing.T) {
 	}
 	if _, err := DecodeRequest([]byte{2, 1}); err == nil {
 		t.Fatal("other contract version must fail")
+	}
+}
+
+func TestDecodeResponse(t *testing.T) {
+	in := []byte{1, 2,
+		0x10, 2, 0, 0x2D, 0x01, // 301
+		0x11, 6, 0, 3, 'x', '-', 'b', 'o', 'k',
+		0x11, 5, 0, 1, 'y', 'z', 'z', 'z',
+		0x0B, 8, 0, 0xE8, 0x03, 0, 0, 0, 0, 0, 0, // 1000 ms
+	}
+	r, err := DecodeResponse(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func() {
+		t.Helper()
+		xb, ok1 := r.Header("X-B")
+		y, ok2 := r.Header("y")
+		if r.Status != 301 || !ok1 || xb != "ok" || !ok2 || y != "zzz" || r.TimeUnixMs != 1000 || len(r.Headers) != 2 {
+			t.Fatalf("got %+v", r)
+		}
+	}
+	check()
+	// The result does not alias the input: the host may reuse its buffer.
+	for i := range in {
+		in[i] = 0
+	}
+	check()
+	if _, err := DecodeResponse([]byte{1, 1, 0x10, 2, 0, 200, 0}); err == nil {
+		t.Fatal("a request phase must not decode as a response")
+	}
+	if _, err := DecodeResponse([]byte{1, 2, 0x11, 6, 0, 3}); err == nil {
+		t.Fatal("truncated input must fail")
+	}
+}
+
+func TestDecodeGeo(t *testing.T) {
+	coord := func(f float64) []byte {
+		b := make([]byte, 8)
+		v := math.Float64bits(f)
+		for i := range b {
+			b[i] = byte(v >> (8 * i))
+		}
+		return b
+	}
+	in := []byte{0x07, 2, 0, 'F', 'R', 0x08, 3, 0, 'I', 'D', 'F', 0x20, 8, 0}
+	in = append(in, coord(48.85)...)
+	in = append(in, 0x21, 8, 0)
+	in = append(in, coord(2.35)...)
+	g, err := DecodeGeo(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Geo{Country: "FR", Region: "IDF", Lat: 48.85, Lon: 2.35}
+	if g != want {
+		t.Fatalf("got %+v, want %+v", g, want)
+	}
+	for i := range in {
+		in[i] = 0
+	}
+	if g != want {
+		t.Fatalf("after the input changed: %+v (the result must not alias it)", g)
+	}
+	if _, err := DecodeGeo([]byte{0x20, 4, 0, 1, 2, 3, 4}); err == nil {
+		t.Fatal("a coordinate of 4 bytes must fail")
 	}
 }
