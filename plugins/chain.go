@@ -257,10 +257,7 @@ func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *E
 		if phase != abi.PhaseRequest {
 			last = &in.last[1]
 		}
-		if *last != string(res) && len(res) > 1 && len(res) <= abi.SharedStringMax {
-			*last = string(res)
-		}
-		if derr := abi.DecodeActionsShared(phase, res, *last, out); derr != nil {
+		if derr := abi.DecodeActionsCached(phase, res, last, out); derr != nil {
 			err = &CallError{Kind: KindBadOutput, Err: derr}
 		}
 	}

@@ -289,33 +289,39 @@ func (e *DecodeError) Error() string {
 // Empty output is an error: a plugin that returns success must write at least
 // the version byte.
 func DecodeActions(phase Phase, out []byte, a *Actions) error {
-	return DecodeActionsShared(phase, out, "", a)
+	whole := ""
+	if len(out) > 1 && len(out) <= sharedStringMax {
+		whole = string(out)
+	}
+	return decodeActions(phase, out, whole, a)
 }
 
-// SharedStringMax is the largest answer whose strings share one copy.
-const SharedStringMax = sharedStringMax
+// DecodeActionsCached is DecodeActions for a caller that keeps, in *memo,
+// the string of its last small answer: plugins often answer the same bytes
+// on every request, and then the decoded strings are views of *memo, with
+// no allocation. A different small answer replaces *memo.
+func DecodeActionsCached(phase Phase, out []byte, memo *string, a *Actions) error {
+	whole := ""
+	if len(out) > 1 && len(out) <= sharedStringMax {
+		if *memo != string(out) { // compared without a copy
+			*memo = string(out)
+		}
+		whole = *memo
+	}
+	return decodeActions(phase, out, whole, a)
+}
 
-// DecodeActionsShared is DecodeActions whose strings are views of whole
-// when whole holds exactly the bytes of out (the caller kept the string of
-// an identical earlier answer: plugins often answer the same bytes on
-// every request). With whole empty it copies out as DecodeActions does.
-func DecodeActionsShared(phase Phase, out []byte, whole string, a *Actions) error {
+// decodeActions decodes out into a. whole, when set, holds exactly out's
+// bytes, and the strings of the small answer are views of it (one copy for
+// all instead of one per string); a large answer is copied per string so
+// that a kept header does not keep a large body alive.
+func decodeActions(phase Phase, out []byte, whole string, a *Actions) error {
 	a.Reset()
 	if len(out) == 0 {
 		return &DecodeError{0, "empty output (a plugin must write at least the version byte)"}
 	}
 	if out[0] != Version {
 		return &DecodeError{0, fmt.Sprintf("version %d, want %d", out[0], Version)}
-	}
-	// The strings of a small answer (header names and values, path, ...)
-	// share one copy of it: one allocation instead of one per string. A
-	// large answer is copied per string so that a kept header does not
-	// keep a large body alive.
-	if whole != string(out) { // compared without a copy
-		whole = ""
-	}
-	if whole == "" && len(out) > 1 && len(out) <= sharedStringMax {
-		whole = string(out)
 	}
 	str := func(lo, hi int) string {
 		if whole != "" {

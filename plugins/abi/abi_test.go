@@ -298,23 +298,26 @@ func TestTokenChars(t *testing.T) {
 	}
 }
 
-// TestDecodeActionsShared: with the string of the same answer, the decoded
-// strings are views of it (no copy); with a string of another answer, the
-// answer is decoded from its own bytes.
-func TestDecodeActionsShared(t *testing.T) {
+// TestDecodeActionsCached: with the string of the same answer kept, the
+// decoded strings are views of it (no copy); with a string of another
+// answer, the answer is decoded from its own bytes and kept instead.
+func TestDecodeActionsCached(t *testing.T) {
 	out := append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "shop"))...)
-	whole := string(out)
+	memo := string(out)
 	var a Actions
 	allocs := testing.AllocsPerRun(100, func() {
-		if err := DecodeActionsShared(PhaseRequest, out, whole, &a); err != nil {
+		if err := DecodeActionsCached(PhaseRequest, out, &memo, &a); err != nil {
 			t.Fatal(err)
 		}
 	})
 	if allocs != 0 || len(a.SetRequestHeaders) != 1 || a.SetRequestHeaders[0] != (Header{"x-site", "shop"}) {
 		t.Fatalf("%v allocations, actions %+v", allocs, a.SetRequestHeaders)
 	}
-	other := string(append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "blog"))...))
-	if err := DecodeActionsShared(PhaseRequest, out, other, &a); err != nil || a.SetRequestHeaders[0].Value != "shop" {
+	memo = string(append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "blog"))...))
+	if err := DecodeActionsCached(PhaseRequest, out, &memo, &a); err != nil || a.SetRequestHeaders[0].Value != "shop" {
 		t.Fatalf("with another answer's string: %+v %v", a.SetRequestHeaders, err)
+	}
+	if memo != string(out) {
+		t.Fatalf("the new answer was not kept: %q", memo)
 	}
 }

@@ -273,7 +273,7 @@ func parseFile(b []byte) (p parsed, err error) {
 
 // blockReader streams body bytes [off, end) of a large file, verifying each
 // block before returning any of its bytes. On a checksum mismatch it calls
-// onCorrupt once and returns an error wrapping errCorrupt, so corrupt bytes
+// the file corrupt once and returns an error wrapping errCorrupt, so corrupt bytes
 // never reach the caller.
 //
 // The body comes from a read-only mapping of the file (mb) or, where the
@@ -292,19 +292,20 @@ func parseFile(b []byte) (p parsed, err error) {
 // Besides Read and Seek it has a bulk path for serving a hit: WriteTo (used
 // by io.Copy) verifies and writes up to chunkSize bytes at a time.
 type blockReader struct {
-	f         *os.File  // pread source, or nil
-	mf        *openFile // the file's mapping (a reference), or nil
-	m         []byte    // mf.m
-	mb        []byte    // the body within m
-	p         parsed
-	start     int64 // body offset of the window's start
-	off, end  int64 // body offsets still to deliver
-	buf       []byte
-	pending   []byte // verified bytes not yet returned
-	err       error
-	onCorrupt func()
-	onClose   func()
-	closed    bool
+	f        *os.File  // pread source, or nil
+	mf       *openFile // the file's mapping (a reference), or nil
+	m        []byte    // mf.m
+	mb       []byte    // the body within m
+	p        parsed
+	start    int64 // body offset of the window's start
+	off, end int64 // body offsets still to deliver
+	buf      []byte
+	pending  []byte // verified bytes not yet returned
+	err      error
+	file     fileRef    // reported corrupt once, on the first bad block
+	bufs     *sync.Pool // where bufp goes back on Close
+	bufp     *[]byte
+	closed   bool
 	// chunks hands out chunkSize buffers for WriteTo from f.
 	chunks *sync.Pool
 }
@@ -340,12 +341,12 @@ func faultError(v any, m []byte) error {
 // mappedBody serves a small or mid-size body from its file's mapping; the
 // whole file was verified by the Get that made it, so what it serves was
 // verified on this read. A fault on the mapping (the file truncated by an
-// outside hand) is an error, and onFault reports the file.
+// outside hand) is an error, and the file is reported corrupt.
 type mappedBody struct {
-	r       bytes.Reader
-	mf      *openFile
-	m       []byte // mf.m, kept after Close for catchFault
-	onFault func()
+	r    bytes.Reader
+	mf   *openFile
+	m    []byte  // mf.m, kept after Close for catchFault
+	file fileRef // reported corrupt on a fault
 }
 
 func (b *mappedBody) catchFault(old bool, err *error) {
@@ -353,10 +354,8 @@ func (b *mappedBody) catchFault(old bool, err *error) {
 	if ferr := faultError(recover(), b.m); ferr != nil {
 		*err = ferr
 		b.r.Reset(nil)
-		if b.onFault != nil {
-			b.onFault()
-			b.onFault = nil
-		}
+		b.file.corrupt()
+		b.file = fileRef{}
 	}
 }
 
@@ -573,10 +572,8 @@ func (r *blockReader) WriteTo(w io.Writer) (n int64, err error) {
 }
 
 func (r *blockReader) corrupt() {
-	if r.onCorrupt != nil {
-		r.onCorrupt()
-		r.onCorrupt = nil
-	}
+	r.file.corrupt()
+	r.file = fileRef{}
 }
 
 func (r *blockReader) Close() error {
@@ -595,8 +592,9 @@ func (r *blockReader) Close() error {
 		r.mf, r.m, r.mb = nil, nil, nil
 	}
 	r.buf = nil
-	if r.onClose != nil {
-		r.onClose()
+	if r.bufp != nil {
+		r.bufs.Put(r.bufp)
+		r.bufp = nil
 	}
 	return err
 }

@@ -535,7 +535,7 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 	}
 	t.hit(h, charge(l.size), gen)
 	if l.body != nil && l.mf != nil {
-		b := &mappedBody{mf: l.mf, m: l.mf.m, onFault: func() { t.corrupt(h, t.path(h), errCorrupt) }}
+		b := &mappedBody{mf: l.mf, m: l.mf.m, file: fileRef{t, h}}
 		b.r.Reset(l.body[off:end])
 		return &tier.Object{Meta: m, Body: b}, nil
 	}
@@ -544,19 +544,31 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 	}
 	r := &blockReader{
 		f: l.f, p: l.p, start: off, off: off, end: end,
-		onCorrupt: func() { t.corrupt(h, t.path(h), errCorrupt) },
-		chunks:    &t.chunks,
+		file:   fileRef{t, h},
+		chunks: &t.chunks,
 	}
 	if l.mf != nil {
 		r.mf, r.m = l.mf, l.mf.m
 		r.mb = r.m[l.p.hdr.bodyOff():l.p.hdr.tableOff()]
 	} else {
 		// The block buffer comes from the same pool (smallRead >= blockSize).
-		bb := t.bufs.Get().(*[]byte)
-		r.buf = (*bb)[:blockSize]
-		r.onClose = func() { t.bufs.Put(bb) }
+		r.bufs, r.bufp = &t.bufs, t.bufs.Get().(*[]byte)
+		r.buf = (*r.bufp)[:blockSize]
 	}
 	return &tier.Object{Meta: m, Body: r}, nil
+}
+
+// fileRef names an object file for a body read from it to report it
+// corrupt (a value, not a closure: no allocation per hit).
+type fileRef struct {
+	t *Tier
+	h uint64
+}
+
+func (f fileRef) corrupt() {
+	if f.t != nil {
+		f.t.corrupt(f.h, f.t.path(f.h), errCorrupt)
+	}
 }
 
 // loaded is an object file opened for a Get, its header, key, meta and
