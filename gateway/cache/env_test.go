@@ -51,6 +51,8 @@ type envOpt struct {
 	plainFront bool
 	// wrapListener, when set, wraps the front's TCP listener (under Coalesce).
 	wrapListener func(net.Listener) net.Listener
+	// server, when set, configures the front's http.Server before it starts.
+	server func(*http.Server)
 }
 
 func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
@@ -86,6 +88,9 @@ func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
 	e.front = httptest.NewUnstartedServer(h)
 	if o.wrapListener != nil {
 		e.front.Listener = o.wrapListener(e.front.Listener)
+	}
+	if o.server != nil {
+		o.server(e.front.Config)
 	}
 	var fast *cache.FastListener
 	if !o.plainFront {

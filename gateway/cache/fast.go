@@ -221,6 +221,7 @@ func (l *FastListener) acceptLoop() {
 // false (and c closed) once the listener is closed.
 func (l *FastListener) start(c net.Conn, initial []byte) bool {
 	fc := &fastConn{l: l, conn: c}
+	fc.hw = fileHeadWriter{headWriter: headWriter{conn: c}, fs: connSender(c)}
 	l.mu.Lock()
 	if l.closing.Load() {
 		l.mu.Unlock()
@@ -259,6 +260,7 @@ type fastConn struct {
 	out    []byte
 	remote string // RemoteAddr, for Observe
 	vec    [2][]byte
+	hw     fileHeadWriter // the streamed-body writer, reused per response
 }
 
 func (c *fastConn) serve(initial []byte) {

@@ -104,7 +104,7 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 		c.vec = [2][]byte{}
 		sent = int64(len(st.body))
 	default:
-		sent, err = writeHeadAndBody(c.conn, out, st.reader())
+		sent, err = writeHeadAndBody(&c.hw, out, st.reader())
 	}
 	st.close()
 	if err != nil {
@@ -260,21 +260,29 @@ func appendField(out []byte, k, v string) []byte {
 	return append(out, "\r\n"...)
 }
 
-// writeHeadAndBody sends head and then a streamed body; the body's first
-// block leaves with head in one writev.
-func writeHeadAndBody(conn net.Conn, head []byte, body io.Reader) (int64, error) {
-	w := &headWriter{conn: conn, head: head}
+// writeHeadAndBody sends head and then a streamed body through w (the
+// connection's, reused per response); the body's first block leaves with
+// head in one writev. On a socket (w.fs not nil) a body in a local file (an
+// L2 hit) is sent by sendfile instead, head first with MSG_MORE
+// (tier.FileWriter).
+func writeHeadAndBody(w *fileHeadWriter, head []byte, body io.Reader) (int64, error) {
+	w.head = head
+	defer func() { w.head = nil }()
+	var dst io.Writer = w
+	if w.fs == nil {
+		dst = &w.headWriter
+	}
 	var (
 		n   int64
 		err error
 	)
 	if wt, ok := body.(io.WriterTo); ok {
-		n, err = wt.WriteTo(w)
+		n, err = wt.WriteTo(dst)
 	} else {
-		n, err = io.Copy(w, body)
+		n, err = io.Copy(dst, body)
 	}
-	if err == nil && w.head != nil {
-		_, err = conn.Write(w.head) // an empty body
+	if err == nil && len(w.head) > 0 {
+		_, err = w.conn.Write(w.head) // an empty body
 	}
 	return n, err
 }
@@ -285,7 +293,7 @@ type headWriter struct {
 }
 
 func (w *headWriter) Write(p []byte) (int, error) {
-	if w.head == nil {
+	if len(w.head) == 0 {
 		return w.conn.Write(p)
 	}
 	bufs := net.Buffers{w.head, p}
@@ -296,6 +304,18 @@ func (w *headWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return int(n - held), err
+}
+
+// fileHeadWriter is a headWriter that also sends file ranges when its
+// connection is a socket (fs not nil).
+type fileHeadWriter struct {
+	headWriter
+	fs *fileSender
+}
+
+// WriteFile implements tier.FileWriter.
+func (w *fileHeadWriter) WriteFile(fd int, off, n int64) (int64, error) {
+	return w.fs.sendFile(&w.head, fd, off, n)
 }
 
 // fastURL is requestURL for a parsed request on a plain connection.

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
 const (
@@ -17,9 +19,10 @@ const (
 	// mid-size and large; maxKeptMap bounds one file). A kept
 	// mapping saves a hit of a large object open, fstat, mmap, a page
 	// fault per 16 pages and munmap (whose TLB shootdown alone measured
-	// 25 µs per 1 MiB hit). Only the mapping is kept: every hit still
-	// verifies every block it serves. The pages are the page cache's, so
-	// this costs address space and page tables (2 MiB per GiB), not memory.
+	// 25 µs per 1 MiB hit). Its descriptor is kept with it, for sendfile
+	// (tier.FileWriter). Every hit still verifies every block it serves.
+	// The pages are the page cache's, so this costs address space and page
+	// tables (2 MiB per GiB), not memory.
 	mapCacheBytes = 4 << 30
 	maxKeptMap    = mapCacheBytes / 16
 )
@@ -36,13 +39,25 @@ type fdCache struct {
 	gen    atomic.Uint64
 }
 
-// openFile is a cached descriptor (fd, or -1) or mapping (m, when not
-// nil); refs counts the cache's reference and one per reader, and the
+// openFile is a cached descriptor (fd, or -1), with the file's mapping
+// (m) once it is mapped; refs counts the cache's reference and one per reader, and the
 // descriptor is closed or the mapping removed when it reaches zero.
 type openFile struct {
 	fd   int
 	m    []byte
 	refs atomic.Int32
+	// head is what the first verification of the mapping found, for the
+	// hits after it (see Tier.fromMapping); nil until then.
+	head atomic.Pointer[mappedHead]
+}
+
+// mappedHead is a mapped file's verified header, key, block table and
+// decoded meta, copied out of the mapping. The file is never written in
+// place, so they stay the file's for as long as the mapping lives; a hit
+// still verifies every body byte it serves, against this table.
+type mappedHead struct {
+	p    parsed // key and table are private copies; meta is not kept
+	meta *tier.Meta
 }
 
 func newFDCache() *fdCache { return &fdCache{m: make(map[uint64]*openFile, fdCacheSize)} }
@@ -82,11 +97,11 @@ func (c *fdCache) add(h uint64, fd int, gen uint64) {
 	}
 }
 
-// addMap takes mapping m of h's file, made at generation gen, and returns
-// it as an entry with one reference for the caller; the cache keeps another
-// when it can.
-func (c *fdCache) addMap(h uint64, m []byte, gen uint64) *openFile {
-	f := &openFile{fd: -1, m: m}
+// addMap takes descriptor fd and mapping m of h's file, made at generation
+// gen, and returns them as an entry with one reference for the caller; the
+// cache keeps another when it can.
+func (c *fdCache) addMap(h uint64, fd int, m []byte, gen uint64) *openFile {
+	f := &openFile{fd: fd, m: m}
 	f.refs.Store(2)
 	if int64(len(m)) > maxKeptMap || !c.put(h, f, gen) {
 		f.refs.Store(1)
@@ -104,7 +119,13 @@ func (c *fdCache) upgrade(h uint64, old *openFile) *openFile {
 	if err := syscall.Fstat(old.fd, &st); err != nil || st.Size <= 0 || st.Size > maxKeptMap || !mapFile(old.fd, st.Size, &m) {
 		return nil
 	}
-	f := &openFile{fd: -1, m: m}
+	// The mapping gets a descriptor of its own (for sendfile): old's may
+	// still be in a reader's hands, and closes when they let it go.
+	fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(old.fd), syscall.F_DUPFD_CLOEXEC, 0)
+	if errno != 0 {
+		fd = ^uintptr(0) // -1: mapped, no descriptor; hits write from the mapping
+	}
+	f := &openFile{fd: int(fd), m: m}
 	f.refs.Store(1)
 	c.mu.Lock()
 	if c.m != nil && c.m[h] == old && c.mapped+int64(len(m)) <= mapCacheBytes {

@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"github.com/zeebo/xxh3"
+
+	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
 // bytesBody is an in-memory body that can seek (for Range) and close. Its
@@ -347,6 +349,15 @@ type mappedBody struct {
 	mf   *openFile
 	m    []byte  // mf.m, kept after Close for catchFault
 	file fileRef // reported corrupt on a fault
+	// at is the file offset of the reader's first byte (for sendfile).
+	at int64
+}
+
+// mappedObject is a hit served from a mapping: the object and its body in
+// one allocation.
+type mappedObject struct {
+	obj  tier.Object
+	body mappedBody
 }
 
 func (b *mappedBody) catchFault(old bool, err *error) {
@@ -365,8 +376,16 @@ func (b *mappedBody) Read(p []byte) (n int, err error) {
 }
 
 // WriteTo hands the rest of the body to w in one Write, straight from the
-// mapping.
+// mapping, or, when w is a tier.FileWriter, as a range of the file: the
+// same bytes (the file is never written in place), already verified, and
+// not copied by the process.
 func (b *mappedBody) WriteTo(w io.Writer) (n int64, err error) {
+	if fw, ok := w.(tier.FileWriter); ok && b.mf != nil && b.mf.fd >= 0 {
+		pos := b.r.Size() - int64(b.r.Len())
+		n, err = fw.WriteFile(b.mf.fd, b.at+pos, int64(b.r.Len()))
+		_, _ = b.r.Seek(pos+n, io.SeekStart)
+		return n, err
+	}
 	defer b.catchFault(debug.SetPanicOnFault(true), &err)
 	return b.r.WriteTo(w)
 }
@@ -547,6 +566,12 @@ func (r *blockReader) WriteTo(w io.Writer) (n int64, err error) {
 		defer r.chunks.Put(bp)
 		buf = *bp
 	}
+	// From a mapping with its descriptor, a step verified in the mapping
+	// goes out as a file range (sendfile): the same bytes, not copied.
+	fw, _ := w.(tier.FileWriter)
+	if r.mf == nil || r.mf.fd < 0 {
+		fw = nil
+	}
 	size := int64(r.p.hdr.bodyLen)
 	for r.off < r.end {
 		lo := r.off &^ (blockSize - 1)
@@ -557,10 +582,17 @@ func (r *blockReader) WriteTo(w io.Writer) (n int64, err error) {
 			return n, err
 		}
 		from, to := r.off, min(hi, r.end)
-		k, err := w.Write(b[from-lo : to-lo])
-		n += int64(k)
-		r.off = from + int64(k)
-		if err == nil && int64(k) < to-from {
+		var k int64
+		if fw != nil {
+			k, err = fw.WriteFile(r.mf.fd, r.p.hdr.bodyOff()+from, to-from)
+		} else {
+			var kw int
+			kw, err = w.Write(b[from-lo : to-lo])
+			k = int64(kw)
+		}
+		n += k
+		r.off = from + k
+		if err == nil && k < to-from {
 			err = io.ErrShortWrite
 		}
 		if err != nil {

@@ -535,9 +535,11 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 	}
 	t.hit(h, charge(l.size), gen)
 	if l.body != nil && l.mf != nil {
-		b := &mappedBody{mf: l.mf, m: l.mf.m, file: fileRef{t, h}}
-		b.r.Reset(l.body[off:end])
-		return &tier.Object{Meta: m, Body: b}, nil
+		// One allocation for the object and its body.
+		o := &mappedObject{body: mappedBody{mf: l.mf, m: l.mf.m, file: fileRef{t, h}, at: l.p.hdr.bodyOff() + off}}
+		o.body.r.Reset(l.body[off:end])
+		o.obj = tier.Object{Meta: m, Body: &o.body}
+		return &o.obj, nil
 	}
 	if l.body != nil {
 		return &tier.Object{Meta: m, Body: &bytesBody{Reader: bytes.NewReader(l.body[off:end]), release: l.release}}, nil
@@ -674,10 +676,9 @@ func (t *Tier) load(h uint64, key string, gen uint64) (l loaded, err error) {
 			err = fmt.Errorf("%w: read %d of %d bytes: %v", errCorrupt, k, l.size, rerr)
 		}
 	case !t.noMmap && mapFile(fd, l.size, &m):
-		// Mid-size and large files are mapped and the mapping kept; the
-		// mapping outlives the descriptor.
-		_ = syscall.Close(fd)
-		return t.fromMapping(t.fds.addMap(h, m, gen), h, key)
+		// Mid-size and large files are mapped and the mapping kept, with
+		// the descriptor (for sendfile).
+		return t.fromMapping(t.fds.addMap(h, fd, m, gen), h, key)
 	case l.size <= inlineFile:
 		// Mid-size, not mapped: read whole into a pooled chunk buffer and
 		// verify the whole file, as for a small one, so damage is a clean
@@ -725,6 +726,13 @@ func (t *Tier) identify(p *parsed, h uint64, key string) (*tier.Meta, error) {
 // key and decodes its meta, and returns it holding the caller's reference
 // to mf. All of it reads the mapping under a fault guard; afterwards only
 // the body readers touch the mapping, under theirs.
+//
+// The first verification of a mapping keeps what it found (mf.head): the
+// header, key and table copied out of the mapping, and the decoded meta.
+// Later hits check the key and verify the body against that table, and
+// skip the header and table checksums and the meta decoding. That trusts
+// nothing the mapping could change: what a hit serves is the body, verified
+// on every hit, and the meta, decoded from bytes verified before.
 func (t *Tier) fromMapping(mf *openFile, h uint64, key string) (l loaded, err error) {
 	defer func(old bool) {
 		debug.SetPanicOnFault(old)
@@ -737,6 +745,19 @@ func (t *Tier) fromMapping(mf *openFile, h uint64, key string) (l loaded, err er
 		}
 	}(debug.SetPanicOnFault(true))
 	l.size, l.mf = int64(len(mf.m)), mf
+	if mh := mf.head.Load(); mh != nil {
+		if string(mh.p.key) != key {
+			return loaded{}, errOtherKey
+		}
+		l.p = mh.p
+		m := *mh.meta
+		l.meta = &m
+		if l.size <= inlineFile {
+			l.body = mf.m[l.p.hdr.bodyOff():l.p.hdr.tableOff()]
+			err = l.p.verify(l.body, 0)
+		}
+		return l, err
+	}
 	if l.size <= inlineFile {
 		l.p, l.body, err = parseWhole(mf.m)
 	} else {
@@ -744,6 +765,13 @@ func (t *Tier) fromMapping(mf *openFile, h uint64, key string) (l loaded, err er
 	}
 	if err == nil {
 		l.meta, err = t.identify(&l.p, h, key)
+	}
+	if err == nil {
+		mh := &mappedHead{p: parsed{hdr: l.p.hdr, key: bytes.Clone(l.p.key), table: bytes.Clone(l.p.table)}}
+		m := *l.meta
+		mh.meta = &m
+		mf.head.Store(mh)
+		l.p = mh.p
 	}
 	return l, err
 }

@@ -65,6 +65,21 @@ type Object struct {
 	Body io.ReadCloser
 }
 
+// FileWriter is an io.Writer that can also send a byte range of an open
+// file without copying it through the process (sendfile(2) to a socket). A
+// body read from a local file (L2) offers its verified ranges through it
+// from WriteTo when the writer has it, so a disk hit's bytes go from the
+// page cache to the socket without a copy in user space, as nginx's
+// sendfile does.
+type FileWriter interface {
+	io.Writer
+	// WriteFile writes the n bytes of the file open as descriptor fd from
+	// offset off (the descriptor's own offset is not used or moved), after
+	// anything the writer holds for it. It returns fewer than n only with
+	// an error.
+	WriteFile(fd int, off, n int64) (int64, error)
+}
+
 // Writer receives a body for Put. Commit makes the object visible; Abort
 // drops it. Exactly one of them must be called.
 type Writer interface {
