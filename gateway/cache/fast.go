@@ -261,6 +261,9 @@ type fastConn struct {
 	remote string // RemoteAddr, for Observe
 	vec    [2][]byte
 	hw     fileHeadWriter // the streamed-body writer, reused per response
+	key    []byte         // scratch for a request's cache key
+	// lastHost is the last request's Host (see host).
+	lastHost string
 }
 
 func (c *fastConn) serve(initial []byte) {
@@ -294,7 +297,7 @@ func (c *fastConn) serve(initial []byte) {
 		}
 		var sh *siteHandler
 		if !c.l.serverPath(c.req.path) {
-			sh, _ = c.l.route(c.req.host).(*siteHandler)
+			sh, _ = c.l.route(c.host(c.req.host)).(*siteHandler)
 		}
 		if sh == nil || sh.c != c.l.c || sh.site.Bypass {
 			c.l.c.metrics.fastRoute.Inc()
@@ -333,11 +336,21 @@ func (l *FastListener) answers(host string) bool {
 	return sh != nil && sh.c == l.c && !sh.site.Bypass
 }
 
-func (l *FastListener) route(host []byte) http.Handler {
+func (l *FastListener) route(host string) http.Handler {
 	if l.opts.Route == nil {
 		return nil
 	}
-	return l.opts.Route(string(host))
+	return l.opts.Route(host)
+}
+
+// host returns b as a string, reusing the connection's last one when b
+// holds the same bytes (a connection nearly always names one host), so a
+// request's routing allocates nothing. Routing itself runs per request.
+func (c *fastConn) host(b []byte) string {
+	if string(b) != c.lastHost {
+		c.lastHost = string(b)
+	}
+	return c.lastHost
 }
 
 // Outcomes of readHead.

@@ -25,6 +25,14 @@ const maxFastFields = 64
 // fastRequest is one parsed request head. Its byte slices point into the
 // connection's read buffer and are valid until the next read.
 type fastRequest struct {
+	fastHead
+	nf     int
+	fields [maxFastFields][2][]byte // name, value; only [:nf] are this request's
+}
+
+// fastHead is what parseFastRequest resets per request (not the fields
+// array: clearing its 3 KiB was a tenth of the parse).
+type fastHead struct {
 	head   bool   // HEAD (else GET)
 	target []byte // origin-form request target, as sent
 	path   []byte // target before '?'
@@ -42,15 +50,13 @@ type fastRequest struct {
 	// the fast path answers the 304s they lead to (a browser revalidating
 	// its copy of an object the PoP holds fresh).
 	inm, ims []byte
-	nf       int
-	fields   [maxFastFields][2][]byte // name, value
 }
 
 // parseFastRequest parses head, a request head ending in CRLF CRLF. idHeader
 // names the request ID header to capture (lower case, may be empty). It
 // returns false for every request the fast path must leave to net/http.
 func parseFastRequest(head []byte, idHeader string, req *fastRequest) bool {
-	*req = fastRequest{simple: true}
+	req.fastHead, req.nf = fastHead{simple: true}, 0
 	eol := bytes.Index(head, crlf)
 	if eol < 0 {
 		return false
@@ -157,7 +163,7 @@ func fastField(req *fastRequest, line []byte, idHeader string) bool {
 			return false // bare CR or LF, NUL and other controls
 		}
 	}
-	value = bytes.Trim(value, " \t")
+	value = textproto.TrimBytes(value) // no CR or LF left to trim: only SP and HTAB
 	req.fields[req.nf] = [2][]byte{name, value}
 	req.nf++
 	switch {
@@ -185,7 +191,9 @@ func fastField(req *fastRequest, line []byte, idHeader string) bool {
 		fold(name, "if-match"), fold(name, "if-unmodified-since"), fold(name, "if-range"):
 		req.simple = false
 	case idHeader != "" && fold(name, idHeader):
-		req.reqID = value
+		if req.reqID == nil { // the first, as Header.Get (middleware.RequestID) takes it
+			req.reqID = value
+		}
 	}
 	return true
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -23,7 +25,8 @@ import (
 // err is set when the connection failed while answering; it must close.
 func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, served bool, err error) {
 	req := &c.req
-	key := h.site.SiteID + "\x00" + fastURL(req, &h.site)
+	c.key = appendFastURL(append(append(c.key[:0], h.site.SiteID...), 0), req, &h.site)
+	key := string(c.key)
 	st, varyMiss := h.c.lookupWith(context.Background(), key, req.header)
 	// What the server gets when the fast path does not answer (built only
 	// then: a served hit allocates nothing for it).
@@ -40,7 +43,11 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 		m.fastStale.Inc()
 		return handOff(), false, nil
 	}
-	f := h.c.freshness(st)
+	now := start // with the real clock; a test's clock is read as it is
+	if h.c.opts.Now != nil {
+		now = h.c.now()
+	}
+	f := h.c.freshnessAt(st, now)
 	if f.NoCache || !f.Fresh() {
 		m.fastStale.Inc()
 		return handOff(), false, nil
@@ -320,21 +327,50 @@ func (w *fileHeadWriter) WriteFile(fd int, off, n int64) (int64, error) {
 
 // fastURL is requestURL for a parsed request on a plain connection.
 func fastURL(req *fastRequest, site *SitePolicy) string {
-	host := normHost(string(req.host), "http")
-	q := ""
-	if req.query != nil {
-		q = normQuery(string(req.query), site)
+	return string(appendFastURL(nil, req, site))
+}
+
+// appendFastURL appends fastURL's result to b. An ASCII host (every host
+// but an odd one) is lowered as it is copied, so that a hit's key costs one
+// allocation (the key string), not one per part.
+func appendFastURL(b []byte, req *fastRequest, site *SitePolicy) []byte {
+	b = append(b, "http://"...)
+	if ascii(req.host) {
+		start := len(b)
+		for _, ch := range req.host {
+			if 'A' <= ch && ch <= 'Z' {
+				ch += 'a' - 'A'
+			}
+			b = append(b, ch)
+		}
+		if bytes.HasSuffix(b[start:], []byte(":80")) {
+			b = b[:len(b)-3]
+		}
+	} else {
+		b = append(b, normHost(string(req.host), "http")...)
 	}
-	var b strings.Builder
-	b.Grow(7 + len(host) + len(req.path) + 1 + len(q))
-	b.WriteString("http://")
-	b.WriteString(host)
-	b.Write(req.path)
-	if q != "" {
-		b.WriteByte('?')
-		b.WriteString(q)
+	b = append(b, req.path...)
+	if len(req.query) == 0 {
+		return b
 	}
-	return b.String()
+	if len(site.IgnoreQuery) == 0 && !site.SortQuery {
+		b = append(b, '?')
+		return append(b, req.query...)
+	}
+	if q := normQuery(string(req.query), site); q != "" {
+		b = append(b, '?')
+		b = append(b, q...)
+	}
+	return b
+}
+
+func ascii(b []byte) bool {
+	for _, ch := range b {
+		if ch >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, start time.Time) {

@@ -256,12 +256,18 @@ func appendHitStatus(b []byte, st *stored, f policy.Freshness, detail string) []
 }
 
 func (c *Cache) freshness(st *stored) policy.Freshness {
+	return c.freshnessAt(st, c.now())
+}
+
+// freshnessAt is freshness at now (the fast path's request time, which saves
+// a clock read per hit).
+func (c *Cache) freshnessAt(st *stored, now time.Time) policy.Freshness {
 	m := st.meta
 	var f policy.Freshness
 	if st.shared {
-		f = c.fresh.evaluate(m, c.now())
+		f = c.fresh.evaluate(m, now)
 	} else {
-		f = policy.Evaluate(m.Status, m.Header, m.RequestTime, m.ResponseTime, c.now(), m.TTL)
+		f = policy.Evaluate(m.Status, m.Header, m.RequestTime, m.ResponseTime, now, m.TTL)
 	}
 	if m.Invalidated {
 		// Soft purge: stale from now on, usable only for stale-if-error.

@@ -18,13 +18,21 @@ import (
 
 func l2Env(t *testing.T, o envOpt) *env {
 	t.Helper()
-	t2, err := l2.Open(l2.Options{Dir: t.TempDir(), Bytes: 256 << 20})
+	e, _ := l2EnvAt(t, t.TempDir(), o)
+	return e
+}
+
+// l2EnvAt is an env whose store is the L2 tier it returns, in dir; the
+// tier is closed at the end of the test, or earlier by the caller.
+func l2EnvAt(t *testing.T, dir string, o envOpt) (*env, *l2.Tier) {
+	t.Helper()
+	t2, err := l2.Open(l2.Options{Dir: dir, Bytes: 256 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { t2.Close() })
 	o.opts.Store = t2
-	return newEnv(t, sizedOrigin, o)
+	return newEnv(t, sizedOrigin, o), t2
 }
 
 // TestL2HitsSentFromTheFileAreExact serves L2 hits of a small, a mid-size
@@ -92,11 +100,19 @@ func TestL2HitToAStalledClientEndsAtTheWriteTimeout(t *testing.T) {
 	// Small send buffers on the server and a small receive buffer here, so
 	// the body cannot all sit in socket buffers while the client stalls.
 	const size = 8 << 20
-	e := l2Env(t, envOpt{server: func(s *http.Server) { s.WriteTimeout = time.Second },
-		wrapListener: func(l net.Listener) net.Listener { return smallSendBuffers{l} }})
 	path := fmt.Sprintf("/o?size=%d", size)
-	e.get(path)
-	waitStored(t, e, 1)
+	// The fill goes through a front without the write timeout (on a loaded
+	// machine it may take longer than the timeout); the stalled client then
+	// talks to a second front over the same L2 directory.
+	dir := t.TempDir()
+	fill, filled := l2EnvAt(t, dir, envOpt{})
+	fill.get(path, "Host", "shop") // one Host for both fronts: it is in the key
+	waitStored(t, fill, 1)
+	if err := filled.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := l2EnvAt(t, dir, envOpt{server: func(s *http.Server) { s.WriteTimeout = time.Second },
+		wrapListener: func(l net.Listener) net.Listener { return smallSendBuffers{l} }})
 
 	c, err := net.Dial("tcp", e.front.Listener.Addr().String())
 	if err != nil {
@@ -104,7 +120,7 @@ func TestL2HitToAStalledClientEndsAtTheWriteTimeout(t *testing.T) {
 	}
 	defer c.Close()
 	_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
-	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: "+e.front.Listener.Addr().String()+"\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: shop\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)

@@ -134,8 +134,11 @@ type Tiered struct {
 
 	skipScan map[string]bool
 
-	tombMu     sync.Mutex
-	tombs      map[string]tombstone
+	tombMu sync.Mutex
+	tombs  map[string]tombstone
+	// ntombs is len(tombs), read without tombMu: a hit skips the lock
+	// and the lookup while no delete is pending (the usual state).
+	ntombs     atomic.Int64
 	now        func() time.Time
 	retryEvery time.Duration
 
@@ -802,6 +805,7 @@ func (t *Tiered) tomb(key string, at time.Time, failed, done uint64) bool {
 	} else {
 		t.tombs[key] = ts
 	}
+	t.ntombs.Store(int64(len(t.tombs)))
 	return true
 }
 
@@ -820,11 +824,15 @@ func (t *Tiered) untomb(key string, i int, stored time.Time) {
 	} else {
 		t.tombs[key] = ts
 	}
+	t.ntombs.Store(int64(len(t.tombs)))
 }
 
 // hidden reports whether tier i's object m under key was deleted while that
 // tier was unreachable.
 func (t *Tiered) hidden(key string, i int, m *tier.Meta) bool {
+	if t.ntombs.Load() == 0 {
+		return false
+	}
 	t.tombMu.Lock()
 	ts, ok := t.tombs[key]
 	t.tombMu.Unlock()
