@@ -495,6 +495,13 @@ var errClosed = errors.New("l2: read after Close")
 // more CPU than 256 KiB; from a mapping, 64 KiB +20 % and 1 MiB +12 %).
 const chunkSize = 256 << 10
 
+// sendChunk is the step of a WriteTo that sends file ranges
+// (tier.FileWriter): nothing is copied, so a step only has to bound how
+// much is verified before its first byte leaves (4 MiB: about 100 µs of
+// hashing), and fewer, longer sendfile calls measured cheaper than 256 KiB
+// ones on 1 MiB hits (compare.sh).
+const sendChunk = 4 << 20
+
 // readVerified fills b with body bytes from body offset lo (block-aligned)
 // through f and verifies every block in it; on a mismatch b is cleared, the
 // file is reported corrupt and an error is returned.
@@ -569,14 +576,15 @@ func (r *blockReader) WriteTo(w io.Writer) (n int64, err error) {
 	// From a mapping with its descriptor, a step verified in the mapping
 	// goes out as a file range (sendfile): the same bytes, not copied.
 	fw, _ := w.(tier.FileWriter)
+	step := int64(sendChunk)
 	if r.mf == nil || r.mf.fd < 0 {
-		fw = nil
+		fw, step = nil, chunkSize
 	}
 	size := int64(r.p.hdr.bodyLen)
 	for r.off < r.end {
 		lo := r.off &^ (blockSize - 1)
 		// Whole blocks up to the one holding the window's last byte.
-		hi := min(lo+chunkSize, (r.end+blockSize-1)&^(blockSize-1), size)
+		hi := min(lo+step, (r.end+blockSize-1)&^(blockSize-1), size)
 		b, err := r.step(lo, hi, buf)
 		if err != nil {
 			return n, err
