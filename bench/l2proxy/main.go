@@ -29,7 +29,8 @@
 // walk is measured too) or "l2" (the L2 tier directly as cache.Options.Store).
 // Fresh hits are answered by the cache's fast path (Cache.Fast) as a PoP's
 // are (-no-fast serves every request through net/http, on a listener wrapped
-// by cache.Coalesce unless -no-coalesce). -cpuprofile writes a CPU profile until SIGINT. GET /__l2
+// by cache.Coalesce unless -no-coalesce; -sendfile sends bodies by sendfile from
+// the L2 file instead of writing them from its mapping). -cpuprofile writes a CPU profile until SIGINT. GET /__l2
 // prints the L2 counters, to check that the run's hits came from disk.
 package main
 
@@ -61,6 +62,7 @@ func main() {
 	storeKind := flag.String("store", "tiered", `"tiered" (L2 inside the tier composition) or "l2" (the tier alone)`)
 	noCoalesce := flag.Bool("no-coalesce", false, "with -no-fast: serve without cache.Coalesce (header and body in separate writes)")
 	noFast := flag.Bool("no-fast", false, "serve every request through net/http (no Cache.Fast hit path)")
+	sendfile := flag.Bool("sendfile", false, "send hits by sendfile from the L2 file (cache.FastOptions.Sendfile)")
 	prof := flag.String("cpuprofile", "", "write a CPU profile here until SIGINT/SIGTERM")
 	flag.Parse()
 	if *dir == "" {
@@ -126,7 +128,7 @@ func main() {
 	}
 	switch {
 	case !*noFast:
-		ln = c.Fast(srv, ln, cache.FastOptions{Route: func(string) http.Handler { return h }})
+		ln = c.Fast(srv, ln, cache.FastOptions{Route: func(string) http.Handler { return h }, Sendfile: *sendfile})
 	case !*noCoalesce:
 		// As a PoP serves (package cache's doc): header and body in one writev.
 		ln = cache.Coalesce(srv, ln)

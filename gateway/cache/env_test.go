@@ -53,6 +53,8 @@ type envOpt struct {
 	wrapListener func(net.Listener) net.Listener
 	// server, when set, configures the front's http.Server before it starts.
 	server func(*http.Server)
+	// sendfile sets cache.FastOptions.Sendfile.
+	sendfile bool
 }
 
 func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
@@ -94,7 +96,7 @@ func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
 	}
 	var fast *cache.FastListener
 	if !o.plainFront {
-		fast = c.Fast(e.front.Config, e.front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
+		fast = c.Fast(e.front.Config, e.front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }, Sendfile: o.sendfile})
 		e.front.Listener = fast
 	}
 	e.front.Start()

@@ -36,13 +36,20 @@ func l2EnvAt(t *testing.T, dir string, o envOpt) (*env, *l2.Tier) {
 }
 
 // TestL2HitsSentFromTheFileAreExact serves L2 hits of a small, a mid-size
-// and a large object through the fast path, where their bodies leave by
-// sendfile, on keep-alive connections from several clients at once, and
-// checks every byte, the hit's origin (L2) and HEAD. The server's send
-// buffers are small, so a large body takes many sendfile calls and waits
-// for the socket in between.
+// and a large object through the fast path, written from the file's
+// mapping or sent by sendfile (FastOptions.Sendfile), on keep-alive
+// connections from several clients at once, and checks every byte, the
+// hit's origin (L2) and HEAD. The server's send buffers are small, so a
+// large body takes many writes or sendfile calls and waits for the socket
+// in between.
 func TestL2HitsSentFromTheFileAreExact(t *testing.T) {
-	e := l2Env(t, envOpt{wrapListener: func(l net.Listener) net.Listener { return smallSendBuffers{l} }})
+	for _, sendfile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sendfile=%v", sendfile), func(t *testing.T) { testL2HitsExact(t, sendfile) })
+	}
+}
+
+func testL2HitsExact(t *testing.T, sendfile bool) {
+	e := l2Env(t, envOpt{sendfile: sendfile, wrapListener: func(l net.Listener) net.Listener { return smallSendBuffers{l} }})
 	sizes := []int{5000, 100 << 10, 1<<20 + 100}
 	for _, n := range sizes {
 		e.get(fmt.Sprintf("/o?size=%d", n))
@@ -93,10 +100,16 @@ func TestL2HitsSentFromTheFileAreExact(t *testing.T) {
 }
 
 // TestL2HitToAStalledClientEndsAtTheWriteTimeout: a client that stops
-// reading in the middle of a large L2 hit sent by sendfile must not hold
-// the connection past the server's WriteTimeout (the cleanup's Drain also
-// fails if the connection is still open).
+// reading in the middle of a large L2 hit, written or sent by sendfile,
+// must not hold the connection past the server's WriteTimeout (the
+// cleanup's Drain also fails if the connection is still open).
 func TestL2HitToAStalledClientEndsAtTheWriteTimeout(t *testing.T) {
+	for _, sendfile := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sendfile=%v", sendfile), func(t *testing.T) { testStalledClient(t, sendfile) })
+	}
+}
+
+func testStalledClient(t *testing.T, sendfile bool) {
 	// Small send buffers on the server and a small receive buffer here, so
 	// the body cannot all sit in socket buffers while the client stalls.
 	const size = 8 << 20
@@ -111,7 +124,7 @@ func TestL2HitToAStalledClientEndsAtTheWriteTimeout(t *testing.T) {
 	if err := filled.Close(); err != nil {
 		t.Fatal(err)
 	}
-	e, _ := l2EnvAt(t, dir, envOpt{server: func(s *http.Server) { s.WriteTimeout = time.Second },
+	e, _ := l2EnvAt(t, dir, envOpt{sendfile: sendfile, server: func(s *http.Server) { s.WriteTimeout = time.Second },
 		wrapListener: func(l net.Listener) net.Listener { return smallSendBuffers{l} }})
 
 	c, err := net.Dial("tcp", e.front.Listener.Addr().String())
