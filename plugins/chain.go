@@ -52,6 +52,8 @@ type Exchange struct {
 	// (so a request reads the clock once per call, plus once per
 	// on_response start).
 	begun, last time.Duration
+	// fakeAt is Options.Now at Begin, when the Host has an injected clock.
+	fakeAt time.Time
 	// Room for a short chain and a typical request description, so Begin
 	// allocates once.
 	heldArr [2]held
@@ -105,6 +107,9 @@ func (h *Host) Begin(chain *Chain, geo GeoInfo) *Exchange {
 	x.h, x.chain, x.geo = h, chain, geo
 	x.begun = h.mono()
 	x.last = x.begun
+	if h.fakeNow {
+		x.fakeAt = h.opts.Now()
+	}
 	if n := len(chain.Entries); n <= len(x.heldArr) {
 		x.held = x.heldArr[:n]
 	} else {
@@ -117,7 +122,7 @@ func (h *Host) Begin(chain *Chain, geo GeoInfo) *Exchange {
 // plugins (Options.Now when the Host has one). It costs no clock read.
 func (x *Exchange) Time() time.Time {
 	if x.h.fakeNow {
-		return x.h.opts.Now()
+		return x.fakeAt
 	}
 	return x.h.wallAt(x.begun)
 }
@@ -253,11 +258,11 @@ func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *E
 	in.slow = false
 	res, err := in.in.Call(ctx, fn, x.buf, &x.env)
 	if err == nil {
-		last := &in.last[0]
+		memo := &in.memo[0]
 		if phase != abi.PhaseRequest {
-			last = &in.last[1]
+			memo = &in.memo[1]
 		}
-		if derr := abi.DecodeActionsCached(phase, res, last, out); derr != nil {
+		if derr := abi.DecodeActionsMemo(phase, res, memo, out); derr != nil {
 			err = &CallError{Kind: KindBadOutput, Err: derr}
 		}
 	}

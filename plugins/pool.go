@@ -6,6 +6,8 @@ import (
 	"maps"
 	"sync"
 	"unsafe"
+
+	"github.com/meridian-edge/meridian/plugins/abi"
 )
 
 // pool keeps warm instances of one program. Instances are made on demand up
@@ -43,9 +45,10 @@ type pooled struct {
 	// slow is set by take when the request waited for a busy slot or made
 	// the instance: the call's time must not count that.
 	slow bool
-	// last holds the instance's last small answer per phase as a string:
-	// the same answer again is decoded into views of it, without a copy.
-	last [2]string
+	// memo holds the instance's last small answer per phase (request,
+	// response) and its decoding: the same answer again costs a copy of
+	// the decoded actions (see abi.ActionsMemo).
+	memo *[2]abi.ActionsMemo
 }
 
 // bind binds an unbound instance to cfg (copied: the caller's map may
@@ -134,7 +137,7 @@ func (p *pool) take(ctx context.Context, cfg map[string]string, bind bool) (pool
 		p.mu.Unlock()
 		return pooled{}, err
 	}
-	it := pooled{in: in, slow: true}
+	it := pooled{in: in, slow: true, memo: new([2]abi.ActionsMemo)}
 	if bind {
 		it.bind(cfg)
 	}

@@ -17,8 +17,9 @@ import (
 // TestCallersRequestIsNotChanged: the middleware hands on a copy of the
 // request that it changes (headers, path, query, context), copying the
 // header map and URL only when a plugin changes them. The request of the
-// handler in front of it must come back exactly as it was, and a chain
-// that changes nothing passes the request on without Directives.
+// handler in front of it must come back exactly as it was; a chain that
+// changes nothing passes the request on without Directives, and so does a
+// chain that changes only headers (no decision for the cache or origins).
 func TestCallersRequestIsNotChanged(t *testing.T) {
 	ctx := context.Background()
 	nat, err := native.New(native.Options{CacheDir: plugintest.CacheDir()})
@@ -48,6 +49,8 @@ func TestCallersRequestIsNotChanged(t *testing.T) {
 		"/legacy/items": {Site: "shop", Entries: []plugins.Entry{{Plugin: "rewrite", Config: map[string]string{
 			"request": "X-Site: shop", "rewrite_prefix": "/legacy", "rewrite_to": "/v2", "no_store": "true"}}}},
 		"/plain": {Site: "shop", Entries: []plugins.Entry{{Plugin: "continue"}}},
+		"/headers": {Site: "shop", Entries: []plugins.Entry{{Plugin: "rewrite", Config: map[string]string{
+			"request": "X-Site: shop"}}}},
 	}
 	type seen struct {
 		path, query, site, cc string
@@ -97,5 +100,14 @@ func TestCallersRequestIsNotChanged(t *testing.T) {
 	resp.Body.Close()
 	if got.path != "/plain" || got.query != "y=2" || got.site != "" || got.dir != nil {
 		t.Fatalf("a chain that changes nothing: handler saw %+v, want the request as sent and no Directives", got)
+	}
+
+	resp, err = http.Get(srv.URL + "/headers?z=3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got.path != "/headers" || got.query != "z=3" || got.site != "shop" || got.cc != "" || got.dir != nil {
+		t.Fatalf("a chain that sets a header: handler saw %+v, want the header and no Directives", got)
 	}
 }

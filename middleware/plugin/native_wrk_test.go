@@ -58,9 +58,11 @@ func BenchmarkL1HitWrk(b *testing.B) {
 					resp.Body.Close()
 				}
 				// Warm the instances wrk's connections will use (each new
-				// Go instance grows its heap over its first few thousand
-				// requests): the measured run is the steady state.
-				if out, err := exec.Command(wrk, "-t1", "-c8", "-d1s", srv.URL+"/object").CombinedOutput(); err != nil {
+				// Go instance grows its memory until its heap's first
+				// collections, some 130000 requests in; see
+				// BenchmarkL1HitEngines): the measured run is the steady
+				// state.
+				if out, err := exec.Command(wrk, "-t1", "-c8", "-d4s", srv.URL+"/object").CombinedOutput(); err != nil {
 					b.Fatalf("wrk warm-up: %v\n%s", err, out)
 				}
 				cpu0 := processCPU(b)

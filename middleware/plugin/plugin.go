@@ -76,8 +76,8 @@ type Directives struct {
 type directivesKey struct{}
 
 // DirectivesFrom returns the plugins' decisions for the request, or nil if
-// no plugin changed the request and none has an on_response still to run.
-// The origin pool reads Origin from it.
+// no plugin left one (origin, cache key, TTL, no-store) and none has an
+// on_response still to run. The origin pool reads Origin from it.
 func DirectivesFrom(ctx context.Context) *Directives {
 	d, _ := ctx.Value(directivesKey{}).(*Directives)
 	return d
@@ -144,12 +144,12 @@ type exchange struct {
 	respOp []headerOp // response header changes asked in on_request
 	rw     responseWriter
 
-	// The request handed on is a shallow copy of the caller's; its header
-	// map and URL are copied on the first change (the caller's request is
-	// never touched).
-	ownHeader, ownURL bool
-	spare             []string // value slots for headers set, from the header copy
-	names             nameCache
+	// The request handed on is a shallow copy of the caller's (copied: made
+	// by own or copyRequest); its header map and URL are copied on the
+	// first change (the caller's request is never touched).
+	copied, ownHeader, ownURL bool
+	spare                     []string // value slots for headers set, from the header copy
+	names                     nameCache
 }
 
 type headerOp struct {
@@ -193,7 +193,7 @@ func (ex *exchange) run(opts *Options, chain *plugins.Chain, next http.Handler, 
 		geo.Country, geo.Region, geo.Lat, geo.Lon, geo.Known = opts.Geo.GeoLookup(ip)
 	}
 	ex.opts, ex.chain, ex.skip, ex.ran = opts, chain, -1, 0
-	ex.ownHeader, ex.ownURL = false, false
+	ex.copied, ex.ownHeader, ex.ownURL = false, false, false
 	ex.x = opts.Host.Begin(chain, geo)
 	defer ex.x.Close()
 	// Field by field: a whole-struct assignment is a bulk copy with
@@ -251,36 +251,51 @@ func (ex *exchange) run(opts *Options, chain *plugins.Chain, next http.Handler, 
 // own returns the exchange's own shallow copy of the caller's request, with
 // the Directives in its context, making it on the first call. The header
 // map and URL are still the caller's: header and url copy them before a
-// change. Until a plugin changes something, the caller's request goes on
-// as it is, and DirectivesFrom answers nil.
+// change. Until a plugin leaves a decision for the layers after (origin,
+// cache key, TTL, no-store) or has an on_response to run, DirectivesFrom
+// answers nil.
 func (ex *exchange) own(r *http.Request) *http.Request {
 	if ex.dir != nil {
 		return r
 	}
 	dc := &dirCtx{Context: r.Context()}
 	ex.dir = &dc.dir
-	return r.WithContext(dc)
+	ex.copied = true
+	return r.WithContext(dc) // a copy of r (of the exchange's copy, at worst)
+}
+
+// copyRequest returns the exchange's own shallow copy of the caller's
+// request (as own, without the Directives), making it on the first call.
+// The caller's request is never changed (net/http's rule for handlers).
+func (ex *exchange) copyRequest(r *http.Request) *http.Request {
+	if ex.copied {
+		return r
+	}
+	ex.copied = true
+	r2 := new(http.Request)
+	*r2 = *r
+	return r2
 }
 
 // header returns r's header map for changing, copied from the caller's
-// first (with room for extra more names).
-func (ex *exchange) header(r *http.Request, extra int) http.Header {
+// first (with room for names more names and values spare value slots).
+func (ex *exchange) header(r *http.Request, names, values int) http.Header {
 	if !ex.ownHeader {
-		r.Header, ex.spare = cloneHeader(r.Header, extra)
+		r.Header, ex.spare = cloneHeader(r.Header, names, values)
 		ex.ownHeader = true
 	}
 	return r.Header
 }
 
-// cloneHeader is http.Header.Clone with room for extra more names, and as
-// many spare value slots (one slice for all values, as Clone does).
-func cloneHeader(h http.Header, extra int) (http.Header, []string) {
+// cloneHeader is http.Header.Clone with room for names more names, and
+// values spare value slots (one slice for all values, as Clone does).
+func cloneHeader(h http.Header, names, values int) (http.Header, []string) {
 	nv := 0
 	for _, vv := range h {
 		nv += len(vv)
 	}
-	sv := make([]string, nv+extra)
-	h2 := make(http.Header, len(h)+extra)
+	sv := make([]string, nv+values)
+	h2 := make(http.Header, len(h)+names)
 	for k, vv := range h {
 		if vv == nil {
 			h2[k] = nil // keep a nil value: it means "do not send" to the proxy
@@ -293,7 +308,9 @@ func cloneHeader(h http.Header, extra int) (http.Header, []string) {
 	return h2, sv
 }
 
-// setHeader sets h[key] to the single value v (key canonical).
+// setHeader sets h[key] to the single value v (key canonical), in a spare
+// value slot when one is left (a slot is a one-element slice of capacity
+// one: an append to it by anyone copies it first).
 func (ex *exchange) setHeader(h http.Header, key, v string) {
 	if len(ex.spare) > 0 {
 		h[key] = append(ex.spare[:0:1], v)
@@ -316,12 +333,19 @@ func (ex *exchange) url(r *http.Request) *url.URL {
 // apply carries out the request-phase actions in ex.act on r.
 func (ex *exchange) apply(r *http.Request) *http.Request {
 	a := &ex.act
-	if len(a.RemoveRequestHeaders) > 0 || len(a.SetRequestHeaders) > 0 || a.RewritePath || a.RewriteQuery ||
-		a.Origin != "" || a.CacheKey != "" || a.HasTTL || a.NoStore {
-		r = ex.own(r)
+	switch {
+	case a.Origin != "" || a.CacheKey != "" || a.HasTTL || a.NoStore:
+		r = ex.own(r) // decisions for the layers after: Directives
+	case len(a.RemoveRequestHeaders) > 0 || len(a.SetRequestHeaders) > 0 || a.RewritePath || a.RewriteQuery:
+		// Only the request changes: a copy of it, without the Directives'
+		// context (one allocation less on the common header injection).
+		r = ex.copyRequest(r)
 	}
 	if len(a.RemoveRequestHeaders) > 0 || len(a.SetRequestHeaders) > 0 {
-		h := ex.header(r, len(a.SetRequestHeaders)+1) // +1: no-store below
+		// Value slots for the headers set, no-store below and the response
+		// headers asked for (set at delivery: one allocation less).
+		n := len(a.SetRequestHeaders) + 1
+		h := ex.header(r, n, n+len(a.SetResponseHeaders))
 		for _, name := range a.RemoveRequestHeaders {
 			delete(h, ex.names.canonical(name))
 		}
@@ -360,7 +384,7 @@ func (ex *exchange) apply(r *http.Request) *http.Request {
 		ex.dir.NoStore = true
 		// The cache honours the RFC 9111 request directive: nothing of this
 		// exchange is stored (a response already stored may still be served).
-		h := ex.header(r, 1)
+		h := ex.header(r, 1, 1)
 		if cc := h.Get("Cache-Control"); cc != "" {
 			ex.setHeader(h, "Cache-Control", cc+", no-store")
 		} else {
@@ -487,7 +511,7 @@ func (ex *exchange) setResponseHeader(h http.Header, name, value string) {
 		h[key] = append(h[key], value)
 		return
 	}
-	h[key] = []string{value}
+	ex.setHeader(h, key, value)
 }
 
 const failBody = "503 service unavailable: a plugin of this site failed\n"

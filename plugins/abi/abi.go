@@ -296,19 +296,66 @@ func DecodeActions(phase Phase, out []byte, a *Actions) error {
 	return decodeActions(phase, out, whole, a)
 }
 
-// DecodeActionsCached is DecodeActions for a caller that keeps, in *memo,
-// the string of its last small answer: plugins often answer the same bytes
-// on every request, and then the decoded strings are views of *memo, with
-// no allocation. A different small answer replaces *memo.
-func DecodeActionsCached(phase Phase, out []byte, memo *string, a *Actions) error {
-	whole := ""
-	if len(out) > 1 && len(out) <= sharedStringMax {
-		if *memo != string(out) { // compared without a copy
-			*memo = string(out)
-		}
-		whole = *memo
+// ActionsMemo remembers a plugin instance's last small answer in one phase
+// and what it decoded to. Plugins often answer the same bytes on every
+// request (a header plugin sets the same headers); the same answer again is
+// then a copy of the remembered actions, whose strings are views of the
+// remembered answer: no allocation, and no second validation of bytes that
+// were already checked. The zero value is ready; one memo serves one
+// instance and one phase, never two at once.
+type ActionsMemo struct {
+	phase Phase
+	out   string  // the last small answer
+	ok    bool    // out decoded without error into acts
+	acts  Actions // out decoded (strings are views of out)
+}
+
+// DecodeActionsMemo is DecodeActions for a caller that keeps a memo per
+// instance and phase (see ActionsMemo). A different small answer replaces
+// the memo's.
+func DecodeActionsMemo(phase Phase, out []byte, m *ActionsMemo, a *Actions) error {
+	if len(out) <= 1 || len(out) > sharedStringMax {
+		return DecodeActions(phase, out, a)
 	}
-	return decodeActions(phase, out, whole, a)
+	if m.ok && m.phase == phase && m.out == string(out) { // compared without a copy
+		a.copyFrom(&m.acts)
+		return nil
+	}
+	if m.out != string(out) {
+		m.out = string(out)
+	}
+	m.phase = phase
+	err := decodeActions(phase, out, m.out, a)
+	m.ok = err == nil
+	if m.ok {
+		m.acts.copyFrom(a)
+	}
+	return err
+}
+
+// copyFrom makes a hold b's actions, in a's own slices (field by field, as
+// Reset, for the write barriers).
+func (a *Actions) copyFrom(b *Actions) {
+	a.SetRequestHeaders = append(a.SetRequestHeaders[:0], b.SetRequestHeaders...)
+	a.RemoveRequestHeaders = append(a.RemoveRequestHeaders[:0], b.RemoveRequestHeaders...)
+	a.RespondHeaders = append(a.RespondHeaders[:0], b.RespondHeaders...)
+	a.Body = append(a.Body[:0], b.Body...)
+	a.SetResponseHeaders = append(a.SetResponseHeaders[:0], b.SetResponseHeaders...)
+	a.RemoveResponseHeaders = append(a.RemoveResponseHeaders[:0], b.RemoveResponseHeaders...)
+	if a.Path != b.Path {
+		a.Path = b.Path
+	}
+	if a.Query != b.Query {
+		a.Query = b.Query
+	}
+	if a.Origin != b.Origin {
+		a.Origin = b.Origin
+	}
+	if a.CacheKey != b.CacheKey {
+		a.CacheKey = b.CacheKey
+	}
+	a.RewritePath, a.RewriteQuery, a.TTL, a.HasTTL = b.RewritePath, b.RewriteQuery, b.TTL, b.HasTTL
+	a.NoStore, a.Respond, a.Status = b.NoStore, b.Respond, b.Status
 }
 
 // decodeActions decodes out into a. whole, when set, holds exactly out's

@@ -298,26 +298,53 @@ func TestTokenChars(t *testing.T) {
 	}
 }
 
-// TestDecodeActionsCached: with the string of the same answer kept, the
-// decoded strings are views of it (no copy); with a string of another
-// answer, the answer is decoded from its own bytes and kept instead.
-func TestDecodeActionsCached(t *testing.T) {
-	out := append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "shop"))...)
-	memo := string(out)
+// TestDecodeActionsMemo: the same small answer again decodes to the same
+// actions without allocating (a copy of the remembered decoding); another
+// answer is decoded from its own bytes and remembered instead; an answer
+// that failed to decode fails again, every time.
+func TestDecodeActionsMemo(t *testing.T) {
+	shop := append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "shop"))...)
+	shop = append(shop, act(ActSetPath, []byte("/v2"))...)
+	shop = append(shop, act(ActCacheTTL, []byte{60, 0, 0, 0})...)
+	blog := append([]byte{Version}, act(ActSetResponseHeader, hdr("x-site", "blog"))...)
+	bad := append([]byte{Version}, act(ActSetRequestHeader, hdr("x site", "shop"))...)
+	var m ActionsMemo
 	var a Actions
+	if err := DecodeActionsMemo(PhaseRequest, shop, &m, &a); err != nil {
+		t.Fatal(err)
+	}
 	allocs := testing.AllocsPerRun(100, func() {
-		if err := DecodeActionsCached(PhaseRequest, out, &memo, &a); err != nil {
+		if err := DecodeActionsMemo(PhaseRequest, shop, &m, &a); err != nil {
 			t.Fatal(err)
 		}
 	})
-	if allocs != 0 || len(a.SetRequestHeaders) != 1 || a.SetRequestHeaders[0] != (Header{"x-site", "shop"}) {
-		t.Fatalf("%v allocations, actions %+v", allocs, a.SetRequestHeaders)
+	if allocs != 0 || len(a.SetRequestHeaders) != 1 || a.SetRequestHeaders[0] != (Header{"x-site", "shop"}) ||
+		!a.RewritePath || a.Path != "/v2" || !a.HasTTL || a.TTL != time.Minute || len(a.SetResponseHeaders) != 0 {
+		t.Fatalf("%v allocations, actions %+v", allocs, a)
 	}
-	memo = string(append([]byte{Version}, act(ActSetRequestHeader, hdr("x-site", "blog"))...))
-	if err := DecodeActionsCached(PhaseRequest, out, &memo, &a); err != nil || a.SetRequestHeaders[0].Value != "shop" {
-		t.Fatalf("with another answer's string: %+v %v", a.SetRequestHeaders, err)
+	for range 2 {
+		if err := DecodeActionsMemo(PhaseRequest, blog, &m, &a); err != nil {
+			t.Fatal(err)
+		}
+		if len(a.SetRequestHeaders) != 0 || a.RewritePath || a.Path != "" || a.HasTTL ||
+			len(a.SetResponseHeaders) != 1 || a.SetResponseHeaders[0] != (Header{"x-site", "blog"}) {
+			t.Fatalf("another answer: %+v", a)
+		}
 	}
-	if memo != string(out) {
-		t.Fatalf("the new answer was not kept: %q", memo)
+	for range 2 {
+		if err := DecodeActionsMemo(PhaseRequest, bad, &m, &a); err == nil {
+			t.Fatal("a bad answer must fail every time")
+		}
+	}
+	if err := DecodeActionsMemo(PhaseResponse, shop, &m, &a); err == nil {
+		t.Fatal("a request-phase answer must fail in on_response, memo or not")
+	}
+	// The caller changing the decoded actions does not change the memo.
+	if err := DecodeActionsMemo(PhaseRequest, shop, &m, &a); err != nil {
+		t.Fatal(err)
+	}
+	a.SetRequestHeaders[0].Value = "changed"
+	if err := DecodeActionsMemo(PhaseRequest, shop, &m, &a); err != nil || a.SetRequestHeaders[0].Value != "shop" {
+		t.Fatalf("after a change by the caller: %+v %v", a.SetRequestHeaders, err)
 	}
 }

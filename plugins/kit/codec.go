@@ -108,7 +108,8 @@ func NewActions() *Actions {
 	return a
 }
 
-func (a *Actions) init() { a.buf = append(a.small[:0], ContractVersion) }
+// init empties the list (the kit reuses one Actions for every call).
+func (a *Actions) init() { a.buf, a.err = append(a.small[:0], ContractVersion), nil }
 
 // Bytes returns the encoded action list, or the first encoding error.
 func (a *Actions) Bytes() ([]byte, error) { return a.buf, a.err }
@@ -216,23 +217,24 @@ func DecodeRequest(b []byte) (*Request, error) {
 // decodeRequestInto parses on_request input held in s into r. Every string
 // in the result is a substring of s, so decoding allocates only the header
 // slice, when there are headers: allocation is much of a small Go plugin's
-// time in wasm.
+// time in wasm. It walks s once (twice with headers, to size their slice);
+// on an error r may hold some fields.
 func decodeRequestInto(r *Request, s string) error {
 	if len(s) < 2 || s[0] != ContractVersion || s[1] != 1 {
 		return errInput
 	}
 	s = s[2:]
-	nh, err := count(s, 0x05)
-	if err != nil {
-		return err
-	}
-	if nh > 0 {
-		r.Headers = make([]Header, 0, nh)
-	}
+	nh := 0
 	for i := 0; i < len(s); {
-		tag, v, next := field(s, i)
-		i = next
-		switch tag {
+		if len(s)-i < 3 {
+			return errTruncated
+		}
+		l := int(s[i+1]) | int(s[i+2])<<8
+		if len(s)-i-3 < l {
+			return errTruncatedField
+		}
+		v := s[i+3 : i+3+l]
+		switch s[i] {
 		case 0x01:
 			r.Method = v
 		case 0x02:
@@ -242,11 +244,7 @@ func decodeRequestInto(r *Request, s string) error {
 		case 0x04:
 			r.Host = v
 		case 0x05:
-			h, err := decodeHeader(v)
-			if err != nil {
-				return err
-			}
-			r.Headers = append(r.Headers, h)
+			nh++
 		case 0x06:
 			r.ClientIP = v
 		case 0x07:
@@ -263,8 +261,11 @@ func decodeRequestInto(r *Request, s string) error {
 			}
 		}
 		// Unknown tags are skipped: newer hosts may add fields.
+		i += 3 + l
 	}
-	return nil
+	var err error
+	r.Headers, err = collectHeaders(s, 0x05, nh)
+	return err
 }
 
 // DecodeResponse parses on_response input. The result does not alias b.
@@ -276,39 +277,60 @@ func DecodeResponse(b []byte) (*Response, error) {
 	return r, nil
 }
 
+// decodeResponseInto is decodeRequestInto for on_response input.
 func decodeResponseInto(r *Response, s string) error {
 	if len(s) < 2 || s[0] != ContractVersion || s[1] != 2 {
 		return errInput
 	}
 	s = s[2:]
-	nh, err := count(s, 0x11)
-	if err != nil {
-		return err
-	}
-	if nh > 0 {
-		r.Headers = make([]Header, 0, nh)
-	}
+	nh := 0
 	for i := 0; i < len(s); {
-		tag, v, next := field(s, i)
-		i = next
-		switch tag {
+		if len(s)-i < 3 {
+			return errTruncated
+		}
+		l := int(s[i+1]) | int(s[i+2])<<8
+		if len(s)-i-3 < l {
+			return errTruncatedField
+		}
+		v := s[i+3 : i+3+l]
+		switch s[i] {
 		case 0x10:
 			if len(v) == 2 {
 				r.Status = int(v[0]) | int(v[1])<<8
 			}
 		case 0x11:
-			h, err := decodeHeader(v)
-			if err != nil {
-				return err
-			}
-			r.Headers = append(r.Headers, h)
+			nh++
 		case 0x0B:
 			if len(v) == 8 {
 				r.TimeUnixMs = int64(le64(v))
 			}
 		}
+		i += 3 + l
 	}
-	return nil
+	var err error
+	r.Headers, err = collectHeaders(s, 0x11, nh)
+	return err
+}
+
+// collectHeaders decodes the nh fields of s tagged tag (header fields, in
+// a body whose framing was checked by the caller's first pass).
+func collectHeaders(s string, tag byte, nh int) ([]Header, error) {
+	if nh == 0 {
+		return nil, nil
+	}
+	hs := make([]Header, 0, nh)
+	for i := 0; i < len(s); {
+		t, v, next := field(s, i)
+		i = next
+		if t == tag {
+			h, err := decodeHeader(v)
+			if err != nil {
+				return nil, err
+			}
+			hs = append(hs, h)
+		}
+	}
+	return hs, nil
 }
 
 // DecodeGeo parses the meridian_geo answer.
@@ -349,6 +371,11 @@ func decodeHeader(v string) (Header, error) {
 	return Header{Name: v[1 : 1+n], Value: v[1+n:]}, nil
 }
 
+var (
+	errTruncated      = errors.New("kit: truncated input")
+	errTruncatedField = errors.New("kit: truncated input field")
+)
+
 // count checks that s is a well-formed sequence of tag, u16 length, value
 // records and returns how many carry tag. Once it succeeded, field can walk
 // s without further checks.
@@ -356,11 +383,11 @@ func count(s string, tag byte) (int, error) {
 	n := 0
 	for i := 0; i < len(s); {
 		if len(s)-i < 3 {
-			return 0, errors.New("kit: truncated input")
+			return 0, errTruncated
 		}
 		l := int(s[i+1]) | int(s[i+2])<<8
 		if len(s)-i-3 < l {
-			return 0, errors.New("kit: truncated input field")
+			return 0, errTruncatedField
 		}
 		if s[i] == tag {
 			n++

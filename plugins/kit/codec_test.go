@@ -3,6 +3,7 @@ package kit
 import (
 	"bytes"
 	"math"
+	"reflect"
 	"testing"
 )
 
@@ -118,5 +119,102 @@ func TestDecodeGeo(t *testing.T) {
 	}
 	if _, err := DecodeGeo([]byte{0x20, 4, 0, 1, 2, 3, 4}); err == nil {
 		t.Fatal("a coordinate of 4 bytes must fail")
+	}
+}
+
+// TestDecodeRefusesEveryTruncation: cut anywhere inside a record, a
+// description fails to decode (it is never read as a shorter valid one),
+// in both phases; a header record whose name length passes its end fails.
+func TestDecodeRefusesEveryTruncation(t *testing.T) {
+	req := []byte{1, 1,
+		0x01, 3, 0, 'G', 'E', 'T',
+		0x05, 6, 0, 3, 'x', '-', 'a', 'h', 'i',
+		0x09, 4, 0, 'f', 'r', 'a', '1',
+	}
+	resp := []byte{1, 2,
+		0x10, 2, 0, 200, 0,
+		0x11, 6, 0, 3, 'x', '-', 'b', 'o', 'k',
+	}
+	recordEnds := map[string][]int{"request": {2, 8, 17, 24}, "response": {2, 7, 16}}
+	for name, in := range map[string][]byte{"request": req, "response": resp} {
+		decode := func(b []byte) error {
+			if name == "request" {
+				_, err := DecodeRequest(b)
+				return err
+			}
+			_, err := DecodeResponse(b)
+			return err
+		}
+		if err := decode(in); err != nil {
+			t.Fatalf("%s: the whole description: %v", name, err)
+		}
+		for n := 2; n < len(in); n++ {
+			atEnd := false
+			for _, e := range recordEnds[name] {
+				atEnd = atEnd || e == n
+			}
+			if err := decode(in[:n]); (err == nil) != atEnd {
+				t.Errorf("%s cut at %d of %d bytes: err %v", name, n, len(in), err)
+			}
+		}
+	}
+	badReq := []byte{1, 1, 0x05, 3, 0, 9, 'x', 'y'}
+	if _, err := DecodeRequest(badReq); err == nil {
+		t.Fatal("a request header whose name passes the record's end must fail")
+	}
+	badResp := []byte{1, 2, 0x11, 3, 0, 9, 'x', 'y'}
+	if _, err := DecodeResponse(badResp); err == nil {
+		t.Fatal("a response header whose name passes the record's end must fail")
+	}
+}
+
+// TestDecodeRequestFields: every field of contract v1 lands in its place,
+// with the headers in order, and a description without headers has none.
+func TestDecodeRequestFields(t *testing.T) {
+	in := []byte{1, 1,
+		0x01, 4, 0, 'P', 'O', 'S', 'T',
+		0x02, 2, 0, '/', 'a',
+		0x03, 3, 0, 'q', '=', '1',
+		0x04, 4, 0, 'h', '.', 'i', 'o',
+		0x05, 4, 0, 1, 'a', '1', '2',
+		0x06, 7, 0, '1', '.', '2', '.', '3', '.', '4',
+		0x07, 2, 0, 'F', 'R',
+		0x08, 3, 0, 'I', 'D', 'F',
+		0x05, 3, 0, 1, 'b', '3',
+		0x09, 4, 0, 'p', 'a', 'r', '1',
+		0x0A, 2, 0, 'e', 'u',
+		0x0B, 8, 0, 0xE8, 0x03, 0, 0, 0, 0, 0, 0,
+	}
+	r, err := DecodeRequest(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Request{Method: "POST", Path: "/a", Query: "q=1", Host: "h.io", ClientIP: "1.2.3.4", Country: "FR", Region: "IDF",
+		PoP: "par1", PoPRegion: "eu", TimeUnixMs: 1000}
+	hs := r.Headers
+	r.Headers = nil
+	if !reflect.DeepEqual(*r, want) || len(hs) != 2 || hs[0] != (Header{"a", "12"}) || hs[1] != (Header{"b", "3"}) {
+		t.Fatalf("got %+v %+v", *r, hs)
+	}
+	r, err = DecodeRequest([]byte{1, 1, 0x01, 3, 0, 'G', 'E', 'T'})
+	if err != nil || r.Headers != nil || r.Method != "GET" {
+		t.Fatalf("without headers: %+v %v", r, err)
+	}
+}
+
+// TestActionsReuse: the kit hands the same Actions to every call; init
+// must forget the previous call's actions and its encoding error.
+func TestActionsReuse(t *testing.T) {
+	a := NewActions()
+	a.SetRequestHeader(string(make([]byte, 300)), "v")
+	a.SetResponseHeader("x-a", "1")
+	if _, err := a.Bytes(); err == nil {
+		t.Fatal("want the header name error")
+	}
+	a.init()
+	a.NoStore()
+	b, err := a.Bytes()
+	if err != nil || !bytes.Equal(b, []byte{1, 0x08, 0, 0}) {
+		t.Fatalf("after init: % x, %v", b, err)
 	}
 }

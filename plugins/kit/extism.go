@@ -61,22 +61,22 @@ func extismErrorSet(off uint64)
 //go:wasmimport extism:host/env config_get
 func extismConfigGet(off uint64) uint64
 
-// input returns the call's input as a string over a fresh buffer that
-// nothing writes to again (so handing out substrings of it is safe).
+// input returns the call's input as a string over fresh bytes that nothing
+// writes to again (so handing out substrings of it is safe).
 func input() string {
 	n := extismInputLength()
 	if n == 0 {
 		return ""
 	}
-	b := make([]byte, n)
+	b := carve(n)
 	var i uint64
 	for ; i+8 <= n; i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], extismInputLoadU64(i))
+		put64(b, i, extismInputLoadU64(i))
 	}
 	switch {
 	case i == n:
 	case n >= 8:
-		binary.LittleEndian.PutUint64(b[n-8:], extismInputLoadU64(n-8))
+		put64(b, n-8, extismInputLoadU64(n-8))
 	default:
 		for ; i < n; i++ {
 			b[i] = byte(extismInputLoadU8(i))
@@ -85,17 +85,55 @@ func input() string {
 	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
+// put64 stores v little-endian at b[i:i+8] with one wasm i64.store (wasm
+// is little-endian and allows unaligned access; binary.LittleEndian is
+// eight byte stores in Go's wasm code).
+func put64(b []byte, i, v uint64) {
+	_ = b[i+7]
+	*(*uint64)(unsafe.Pointer(&b[i])) = v
+}
+
+// get64 loads b[i:i+8] little-endian with one wasm i64.load.
+func get64(b []byte, i uint64) uint64 {
+	_ = b[i+7]
+	return *(*uint64)(unsafe.Pointer(&b[i]))
+}
+
+// slab is where carve cuts input buffers from.
+var slab []byte
+
+// slabSize is the size of one slab: a few dozen typical request
+// descriptions.
+const slabSize = 8 << 10
+
+// carve returns n fresh bytes: cut from a shared slab when small, so a
+// request costs one bump of a slice instead of an allocation (about 200 ns
+// in wasm). Nothing is ever written to the bytes again once input filled
+// them; a string kept from them keeps its whole slab alive (at most 8 KiB),
+// which the collector frees once no string points into it.
+func carve(n uint64) []byte {
+	if n > slabSize/8 {
+		return make([]byte, n)
+	}
+	if uint64(len(slab)) < n {
+		slab = make([]byte, slabSize)
+	}
+	b := slab[:n:n]
+	slab = slab[n:]
+	return b
+}
+
 // load reads the n bytes of the kernel block at off into a fresh buffer.
 func load(off, n uint64) string {
 	b := make([]byte, n)
 	var i uint64
 	for ; i+8 <= n; i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], extismLoadU64(off+i))
+		put64(b, i, extismLoadU64(off+i))
 	}
 	switch {
 	case i == n:
 	case n >= 8:
-		binary.LittleEndian.PutUint64(b[n-8:], extismLoadU64(off+n-8))
+		put64(b, n-8, extismLoadU64(off+n-8))
 	default:
 		for ; i < n; i++ {
 			b[i] = byte(extismLoadU8(off + i))
@@ -129,7 +167,7 @@ func storeWords(off uint64, b []byte) {
 	n := uint64(len(b))
 	var i uint64
 	for ; i+8 <= n; i += 8 {
-		extismStoreU64(off+i, binary.LittleEndian.Uint64(b[i:]))
+		extismStoreU64(off+i, get64(b, i))
 	}
 	if i < n {
 		var w [8]byte

@@ -4,10 +4,14 @@
 // plugin Host, pools, chains and policy above it stay the same, and the
 // go-sdk (plugins.SDKEngine) stays the reference it is tested against.
 //
-// What it owns: the Extism kernel kept in Go (a per-instance allocator over a
-// byte slice, reset between calls without reinstantiating), the env host
-// functions (memory, input, output, error, config, vars, logs), the
-// meridian_* host functions from plugins.HostFunctions, and call deadlines:
+// What it owns: the Extism kernel (kernel.go, kernel.wat): per instance, a
+// small wasm module whose memory holds the call's input and the blocks, and
+// whose functions serve the imports a plugin calls per word (input, load,
+// store, alloc, output, error) without leaving wasm, while Go owns the
+// memory's layout, the block table and the rest of the env functions
+// (free, length, config, vars, logs); it is reset between calls without
+// reinstantiating. Also the meridian_* host functions from
+// plugins.HostFunctions, and call deadlines:
 // each plugin is rewritten once at compile time to meter its own work and
 // call the host when its budget runs out (meter.go), which replaces wazero's
 // WithCloseOnContextDone and its exit to Go at every loop iteration.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
 
@@ -78,15 +79,19 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, lim plugins.Limits) (
 	if err != nil {
 		return fail(fmt.Errorf("plugin is not a valid wasm module: %w", err))
 	}
-	p := &program{e: e, rt: rt, mod: mod, lim: lim}
-	env := envFunctions()
+	kmod, err := rt.CompileModule(ctx, kernelWasm)
+	if err != nil {
+		return fail(fmt.Errorf("native plugin host: kernel module: %w", err))
+	}
+	p := &program{e: e, rt: rt, mod: mod, kmod: kmod, lim: lim}
+	envNames := kmod.ExportedFunctions()
 	for _, f := range mod.ImportedFunctions() {
 		m, n, _ := f.Import()
 		if m == meterModule {
 			continue // added by the metering rewrite
 		}
 		p.imports = append(p.imports, plugins.Import{Module: m, Name: n})
-		if !provides(env, m, n) {
+		if !provides(envNames, m, n) {
 			hint := "see plugins/README.md for the host functions"
 			if n == "http_request" {
 				hint = "plugins get no network"
@@ -98,7 +103,7 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, lim plugins.Limits) (
 		p.exports = append(p.exports, name)
 	}
 	slices.Sort(p.exports)
-	if err := instantiateHostModules(ctx, rt, env); err != nil {
+	if err := instantiateHostModules(ctx, rt, kernelFunctions()); err != nil {
 		return fail(fmt.Errorf("native plugin host: %w", err))
 	}
 	return p, nil
@@ -117,8 +122,8 @@ func compileModule(ctx context.Context, rt wazero.Runtime, wasm []byte) (mod waz
 }
 
 // provides reports whether the native host offers module.name: exactly the
-// imports plugins/README.md allows.
-func provides(env map[string]envFunc, module, name string) bool {
+// imports plugins/README.md allows (env: the kernel module's exports).
+func provides(env map[string]api.FunctionDefinition, module, name string) bool {
 	switch module {
 	case wasi_snapshot_preview1.ModuleName:
 		return true
@@ -135,7 +140,10 @@ func provides(env map[string]envFunc, module, name string) bool {
 	return false
 }
 
-func instantiateHostModules(ctx context.Context, rt wazero.Runtime, envFuncs map[string]envFunc) error {
+// instantiateHostModules adds the modules every instance shares: WASI, the
+// kernel's Go functions, metering and the meridian_* functions. The kernel
+// module itself is instantiated per instance (Instantiate).
+func instantiateHostModules(ctx context.Context, rt wazero.Runtime, kernelFuncs map[string]envFunc) error {
 	// WASI for guest runtimes (Go needs it): wazero's default module config
 	// gives no preopened directory, no environment, a fake wall clock and a
 	// deterministic random source; Instantiate adds the virtual monotonic
@@ -143,8 +151,8 @@ func instantiateHostModules(ctx context.Context, rt wazero.Runtime, envFuncs map
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
 		return err
 	}
-	env := rt.NewHostModuleBuilder(envModule)
-	for name, f := range envFuncs {
+	env := rt.NewHostModuleBuilder(kernelGoModule)
+	for name, f := range kernelFuncs {
 		env.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.params, f.results).Export(name)
 	}
 	if _, err := env.Instantiate(ctx); err != nil {
@@ -179,6 +187,7 @@ type program struct {
 	e       *Engine
 	rt      wazero.Runtime
 	mod     wazero.CompiledModule
+	kmod    wazero.CompiledModule // the kernel module (kernel.wat)
 	lim     plugins.Limits
 	imports []plugins.Import
 	exports []string
@@ -205,7 +214,7 @@ func (p *program) Instantiate(ctx context.Context) (plugins.Instance, error) {
 	if p.closed.Load() {
 		return nil, &plugins.CallError{Kind: plugins.KindInstance, Err: errors.New("plugin version was closed")}
 	}
-	in := &instance{p: p, k: newKernel(uint64(p.lim.MaxPages) * 65536)}
+	in := &instance{p: p}
 	in.cc = callCtx{in: in}
 	in.reqCtx = ctx
 	in.env = &plugins.CallEnv{}
@@ -216,13 +225,31 @@ func (p *program) Instantiate(ctx context.Context) (plugins.Instance, error) {
 		if in.mod != nil {
 			_ = in.mod.Close(context.Background())
 		}
+		if in.kmod != nil {
+			_ = in.kmod.Close(context.Background())
+		}
 		if killed {
 			err = fmt.Errorf("init passed its deadline of %v: %w", p.lim.Timeout+p.lim.InitTimeout, err)
 		}
 		return nil, &plugins.CallError{Kind: plugins.KindInstance, Err: fmt.Errorf("instantiate plugin: %w", err)}
 	}
 	in.arm(p.lim.Timeout + p.lim.InitTimeout)
-	mod, err := p.rt.InstantiateModule(&in.cc, p.mod, plugins.WithVirtualClock(wazero.NewModuleConfig().WithName("").WithStartFunctions()))
+	// The instance's own kernel, linked to the plugin's extism:host/env
+	// imports by the resolver (module names are shared by the runtime,
+	// kernels are not).
+	kmod, err := p.rt.InstantiateModule(&in.cc, p.kmod, wazero.NewModuleConfig().WithName("").WithStartFunctions())
+	if err != nil {
+		return fail(err)
+	}
+	in.kmod = kmod
+	in.k = newKernel(kmod.Memory(), uint64(p.lim.MaxPages)*65536)
+	link := experimental.WithImportResolver(&in.cc, func(name string) api.Module {
+		if name == envModule {
+			return kmod
+		}
+		return nil
+	})
+	mod, err := p.rt.InstantiateModule(link, p.mod, plugins.WithVirtualClock(wazero.NewModuleConfig().WithName("").WithStartFunctions()))
 	if err != nil {
 		return fail(err)
 	}

@@ -31,11 +31,13 @@ const (
 	i32 = api.ValueTypeI32
 )
 
-// envFuncs are the extism:host/env functions the native host provides: what
-// the Go PDK (v1.1.3) and the AssemblyScript PDK (1.0.0) import, and the rest
-// of the kernel ABI a PDK may use. http_request and its companions are not
-// here: plugins get no network, and Compile refuses a plugin importing them.
-func envFunctions() map[string]envFunc {
+// kernelFunctions are the kernel's Go functions (kernel.wat imports them
+// from kernelGoModule and exports them again in extism:host/env, next to
+// the per-word functions it runs in wasm): what the Go PDK (v1.1.3) and the
+// AssemblyScript PDK (1.0.0) import, and the rest of the kernel ABI a PDK
+// may use. http_request and its companions are not there: plugins get no
+// network, and Compile refuses a plugin importing them.
+func kernelFunctions() map[string]envFunc {
 	return map[string]envFunc{
 		"alloc": {func(ctx context.Context, _ api.Module, s []uint64) {
 			s[0] = current(ctx).k.alloc(s[0])
@@ -49,39 +51,6 @@ func envFunctions() map[string]envFunc {
 		"length_unsafe": {func(ctx context.Context, _ api.Module, s []uint64) {
 			s[0] = current(ctx).k.length(s[0])
 		}, []api.ValueType{i64}, []api.ValueType{i64}},
-		"load_u8": {func(ctx context.Context, _ api.Module, s []uint64) {
-			s[0] = uint64(current(ctx).k.loadU8(s[0]))
-		}, []api.ValueType{i64}, []api.ValueType{i32}},
-		"load_u64": {func(ctx context.Context, _ api.Module, s []uint64) {
-			v, err := current(ctx).k.loadU64(s[0])
-			if err != nil {
-				panic(err)
-			}
-			s[0] = v
-		}, []api.ValueType{i64}, []api.ValueType{i64}},
-		"store_u8": {func(ctx context.Context, _ api.Module, s []uint64) {
-			current(ctx).k.storeU8(s[0], byte(s[1]))
-		}, []api.ValueType{i64, i32}, nil},
-		"store_u64": {func(ctx context.Context, _ api.Module, s []uint64) {
-			if err := current(ctx).k.storeU64(s[0], s[1]); err != nil {
-				panic(err)
-			}
-		}, []api.ValueType{i64, i64}, nil},
-		"input_length": {func(ctx context.Context, _ api.Module, s []uint64) {
-			s[0] = uint64(len(current(ctx).k.input))
-		}, nil, []api.ValueType{i64}},
-		"input_load_u8": {func(ctx context.Context, _ api.Module, s []uint64) {
-			s[0] = uint64(current(ctx).k.inputLoadU8(s[0]))
-		}, []api.ValueType{i64}, []api.ValueType{i32}},
-		"input_load_u64": {func(ctx context.Context, _ api.Module, s []uint64) {
-			s[0] = current(ctx).k.inputLoadU64(s[0])
-		}, []api.ValueType{i64}, []api.ValueType{i64}},
-		"output_set": {func(ctx context.Context, _ api.Module, s []uint64) {
-			current(ctx).k.outputSet(s[0], s[1])
-		}, []api.ValueType{i64, i64}, nil},
-		"error_set": {func(ctx context.Context, _ api.Module, s []uint64) {
-			current(ctx).k.errorSet(s[0])
-		}, []api.ValueType{i64}, nil},
 		"config_get": {configGet, []api.ValueType{i64}, []api.ValueType{i64}},
 		"var_get":    {varGet, []api.ValueType{i64}, []api.ValueType{i64}},
 		"var_set":    {varSet, []api.ValueType{i64, i64}, nil},
@@ -93,7 +62,18 @@ func envFunctions() map[string]envFunc {
 		"log_info":  {logAt(slog.LevelInfo), []api.ValueType{i64}, nil},
 		"log_warn":  {logAt(slog.LevelWarn), []api.ValueType{i64}, nil},
 		"log_error": {logAt(slog.LevelError), []api.ValueType{i64}, nil},
+		"fault":     {fault, []api.ValueType{i32, i64}, nil},
 	}
+}
+
+// fault fails the call for kernel.wat: load_u64 (op 0) or store_u64 (op 1)
+// outside the blocks (the go-sdk traps there too).
+func fault(_ context.Context, _ api.Module, s []uint64) {
+	fn := "load_u64"
+	if s[0] == 1 {
+		fn = "store_u64"
+	}
+	panic(fmt.Errorf("%s at 0x%x is outside the plugin's kernel memory", fn, s[1]))
 }
 
 // configGet answers the chain entry's config value for the key block, 0 if
@@ -175,7 +155,7 @@ func writeString(in *instance, v string, fn string) uint64 {
 	if off == 0 {
 		panic(fmt.Errorf("%s: cannot hand %d bytes to the plugin: %w", fn, len(v), errKernelFull))
 	}
-	copy(in.k.mem[off-kernelBase:], v)
+	copy(in.k.mem[off-in.k.base:], v)
 	return off
 }
 

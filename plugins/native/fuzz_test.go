@@ -1,28 +1,27 @@
 package native
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
 	"log/slog"
-	"runtime"
 	"testing"
-
-	"github.com/tetratelabs/wazero/api"
 
 	"github.com/meridian-edge/meridian/plugins"
 )
 
-// envOps are the memory host functions the fuzz target drives, by opcode.
+// envOps are the extism:host/env functions the fuzz target drives, by opcode.
 var envOps = []string{"alloc", "free", "length", "length_unsafe", "load_u8", "load_u64", "store_u8",
 	"store_u64", "input_length", "input_load_u8", "input_load_u64", "output_set", "error_set",
 	"config_get", "var_get", "var_set", "log_info", "log_debug"}
 
 // FuzzHostMemory drives the extism:host/env functions exactly as a plugin
-// would (the same Go functions wazero calls) with random offsets and
-// lengths: near real blocks, at the edges, and anywhere in 64 bits. A
-// function may fail the call on purpose (it panics with an error, which
-// wazero turns into a trap of that call); it must never hit a Go runtime
-// error, and every byte it reads or writes must lie inside the instance's
-// own kernel memory.
+// reaches them (the kernel module's exports: wasm functions and Go ones)
+// with random offsets and lengths: near real blocks, at the edges, and
+// anywhere in 64 bits. A function may fail the call on purpose (a trap);
+// it must never hit a Go runtime error, it must never change the input or
+// the kernel's own bounds, and every byte it writes must lie inside the
+// call's blocks.
 //
 //	go test -run '^$' -fuzz FuzzHostMemory -fuzztime 30s ./plugins/native/
 func FuzzHostMemory(f *testing.F) {
@@ -30,47 +29,68 @@ func FuzzHostMemory(f *testing.F) {
 	f.Add([]byte{0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 5, 2, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, []byte{})
 	f.Add([]byte{0, 0, 200, 1, 1, 0, 0, 0, 8, 0, 0, 4, 2, 1, 3, 14, 1, 0, 1, 1, 15, 1, 0, 1, 1}, []byte("12345678901234567"))
 	f.Add([]byte{10, 0, 7, 9, 0, 9, 10, 2, 1, 0, 0, 0, 0, 0, 0, 0, 16, 1, 0}, []byte("abcdefghij"))
-	f.Fuzz(func(t *testing.T, prog, input []byte) {
-		const max = 64 << 10
-		in := &instance{k: newKernel(max)}
-		in.cc = callCtx{in: in}
-		var logged []string
-		in.env = &plugins.CallEnv{Config: map[string]string{"": "empty", "k": "value"},
-			Log: func(_ slog.Level, msg string) { logged = append(logged, msg) }}
-		in.k.input = input
-		fns := envFunctions()
-		var last uint64 // the last offset alloc returned, to aim near blocks
-		for len(prog) > 0 {
-			op := envOps[int(prog[0])%len(envOps)]
-			prog = prog[1:]
-			var stack [2]uint64
-			for i := range stack {
-				stack[i], prog = arg(prog, last)
-			}
-			if op == "store_u8" {
-				stack[1] &= 0xff
-			}
-			call(t, fns[op].fn, in, stack[:])
-			if op == "alloc" && stack[0] != 0 {
-				last = stack[0]
-			}
-			check(t, in.k)
+	rig := newKernelRig(f, 2)
+	f.Fuzz(func(t *testing.T, prog, input []byte) { fuzzHostMemory(t, rig, prog, input) })
+}
+
+// fuzzHostMemory is one FuzzHostMemory run: prog drives the functions of a
+// fresh kernel whose call has input.
+func fuzzHostMemory(t *testing.T, rig *kernelRig, prog, input []byte) {
+	if len(input) > 16<<10 {
+		input = input[:16<<10] // MaxInput is at most a quarter of the cap
+	}
+	in := rig.instance(t)
+	defer in.kmod.Close(context.Background())
+	var logged []string
+	in.env = &plugins.CallEnv{Config: map[string]string{"": "empty", "k": "value"},
+		Log: func(_ slog.Level, msg string) { logged = append(logged, msg) }}
+	if err := in.k.reset(input); err != nil {
+		t.Fatal(err)
+	}
+	base := in.k.base
+	var last uint64 // the last offset alloc returned, to aim near blocks
+	for len(prog) > 0 {
+		op := envOps[int(prog[0])%len(envOps)]
+		prog = prog[1:]
+		var args [2]uint64
+		for i := range args {
+			args[i], prog = arg(prog, last, base)
 		}
-		if out := in.k.output(); uint64(len(out)) != in.k.outLen && in.k.outLen != 0 {
-			t.Fatalf("output range %d bytes, view %d", in.k.outLen, len(out))
+		if op == "store_u8" {
+			args[1] &= 0xff
 		}
-		_ = in.k.errorMessage()
-		in.k.reset()
-		for _, b := range in.k.mem[:cap(in.k.mem)] {
-			if b != 0 {
-				t.Fatal("reset left data of the previous call in kernel memory")
-			}
+		fn := in.kmod.ExportedFunction(op)
+		n := len(fn.Definition().ParamTypes())
+		res, err := fn.Call(&in.cc, args[:n]...)
+		if err != nil && isRuntimeError(err) {
+			t.Fatalf("Go runtime error in %s%v: %v", op, args[:n], err)
 		}
-	})
+		if op == "alloc" && err == nil && res[0] != 0 {
+			last = res[0]
+		}
+		check(t, in.k)
+		if in.k.base != base || binary.LittleEndian.Uint64(in.k.buf[hdrBase:]) != base ||
+			binary.LittleEndian.Uint64(in.k.buf[hdrInputLen:]) != uint64(len(input)) ||
+			!bytes.Equal(in.k.buf[inputAt:inputAt+len(input)], input) {
+			t.Fatalf("%s%v changed the input or the kernel's bounds", op, args[:n])
+		}
+	}
+	if off, n := in.k.outputRange(); n > 0 && uint64(len(in.k.output())) != n {
+		t.Fatalf("output range 0x%x+%d, view %d bytes", off, n, len(in.k.output()))
+	}
+	_ = in.k.errorMessage()
+	if err := in.k.reset(nil); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range in.k.buf {
+		if b != 0 && !boundsWord(i) {
+			t.Fatal("reset left data of the previous call in kernel memory")
+		}
+	}
 }
 
 // arg decodes one argument: a mode byte, then 0, 1 or 8 bytes.
-func arg(p []byte, last uint64) (uint64, []byte) {
+func arg(p []byte, last, base uint64) (uint64, []byte) {
 	if len(p) == 0 {
 		return 0, p
 	}
@@ -96,30 +116,12 @@ func arg(p []byte, last uint64) (uint64, []byte) {
 			return ^uint64(0), nil
 		}
 		return binary.LittleEndian.Uint64(p), p[8:]
-	default: // kernel base plus a small offset
+	default: // the first block's address plus a small offset
 		if len(p) > 0 {
 			p = p[1:]
 		}
-		return kernelBase + small, p
+		return base + small, p
 	}
-}
-
-// call runs one host function and tells a deliberate trap from a crash.
-func call(t *testing.T, fn api.GoModuleFunc, in *instance, stack []uint64) {
-	t.Helper()
-	defer func() {
-		r := recover()
-		if r == nil {
-			return
-		}
-		if re, ok := r.(runtime.Error); ok {
-			t.Fatalf("Go runtime error in a host function: %v", re)
-		}
-		if _, ok := r.(error); !ok {
-			t.Fatalf("host function panicked with a non-error %T: %v", r, r)
-		}
-	}()
-	fn(&in.cc, nil, stack)
 }
 
 // check verifies the kernel's invariants: blocks ordered, inside mem and
@@ -127,6 +129,7 @@ func call(t *testing.T, fn api.GoModuleFunc, in *instance, stack []uint64) {
 // position zero.
 func check(t *testing.T, k *kernel) {
 	t.Helper()
+	k.sync()
 	if k.inUse() > k.max {
 		t.Fatalf("kernel uses %d bytes, cap %d", k.inUse(), k.max)
 	}
@@ -137,14 +140,14 @@ func check(t *testing.T, k *kernel) {
 		}
 		end = b.start + b.size
 	}
-	for _, c := range k.mem[len(k.mem):cap(k.mem)] {
+	for _, c := range k.buf[k.base+uint64(len(k.mem)):] {
 		if c != 0 {
 			t.Fatal("data past the allocated bytes")
 		}
 	}
-	if k.outLen > 0 {
-		if _, ok := k.span(k.outOff, k.outLen); !ok {
-			t.Fatal("output range outside kernel memory")
+	if off, n := k.outputRange(); n > 0 {
+		if _, ok := k.span(off, n); !ok {
+			t.Fatal("output range outside the blocks")
 		}
 	}
 }

@@ -22,11 +22,12 @@ const killed = -1
 // use (the pool hands it to one request at a time), except expire, which
 // the engine's watchdog runs.
 type instance struct {
-	p   *program
-	k   *kernel
-	mod api.Module
-	mem api.Memory // nil when the module has no memory
-	cc  callCtx
+	p    *program
+	k    *kernel
+	mod  api.Module
+	kmod api.Module // the instance's kernel module (kernel.wat)
+	mem  api.Memory // the plugin's memory; nil when it has none
+	cc   callCtx
 
 	onRequest, onResponse api.Function
 	// Whether on_request and on_response return a value: read once, as
@@ -147,15 +148,15 @@ func (in *instance) Call(ctx context.Context, fn string, input []byte, env *plug
 		in.broken = true
 		return nil, &plugins.CallError{Kind: plugins.KindTimeout, Err: fmt.Errorf("request ended before %s: %w", fn, err)}
 	}
-	in.k.reset()
-	in.k.input = input
+	if err := in.k.reset(input); err != nil {
+		return nil, &plugins.CallError{Kind: plugins.KindInput, Err: err}
+	}
 	in.reqCtx, in.env = ctx, env
 	in.stack[0] = 0
 	in.arm(lim.Timeout)
 	err := f.CallWithStack(&in.cc, in.stack[:])
 	expired := in.disarm()
 	in.reqCtx, in.env = nil, nil
-	in.k.input = nil
 	rc := uint32(0)
 	if hasResult {
 		rc = uint32(in.stack[0])
@@ -236,10 +237,16 @@ func (in *instance) MemoryBytes() uint64 {
 func (in *instance) Close(ctx context.Context) error {
 	in.p.e.wd.remove(in)
 	in.broken = true
-	if in.mod == nil {
-		return nil
+	var err error
+	if in.mod != nil {
+		err = in.mod.Close(ctx)
 	}
-	return in.mod.Close(ctx)
+	if in.kmod != nil {
+		if kerr := in.kmod.Close(ctx); err == nil {
+			err = kerr
+		}
+	}
+	return err
 }
 
 // ReadBlock implements plugins.HostMemory.
