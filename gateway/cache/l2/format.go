@@ -576,9 +576,12 @@ func (r *blockReader) WriteTo(w io.Writer) (n int64, err error) {
 	// From a mapping with its descriptor, a step verified in the mapping
 	// goes out as a file range (sendfile): the same bytes, not copied.
 	fw, _ := w.(tier.FileWriter)
-	step := int64(sendChunk)
-	if r.mf == nil || r.mf.fd < 0 {
-		fw, step = nil, chunkSize
+	step := int64(chunkSize)
+	switch {
+	case r.mf == nil || r.mf.fd < 0:
+		fw = nil
+	case fw != nil:
+		step = sendChunk
 	}
 	size := int64(r.p.hdr.bodyLen)
 	for r.off < r.end {
