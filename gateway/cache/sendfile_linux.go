@@ -73,8 +73,12 @@ func (s *fileSender) sendFile(head *[]byte, fd int, off, n int64) (int64, error)
 // send makes what progress the socket allows; false means wait until it
 // is writable.
 func (s *fileSender) send(sock uintptr) bool {
+	flags := syscall.MSG_NOSIGNAL
+	if s.n > 0 {
+		flags |= syscall.MSG_MORE // pushed by the last sendfile; never for an empty range
+	}
 	for len(s.head) > 0 {
-		k, e := syscall.SendmsgN(int(sock), s.head, nil, nil, syscall.MSG_MORE|syscall.MSG_NOSIGNAL)
+		k, e := syscall.SendmsgN(int(sock), s.head, nil, nil, flags)
 		switch e {
 		case nil:
 			s.head = s.head[k:]

@@ -50,7 +50,7 @@ func TestL2HitsSentFromTheFileAreExact(t *testing.T) {
 
 func testL2HitsExact(t *testing.T, sendfile bool) {
 	e := l2Env(t, envOpt{sendfile: sendfile, wrapListener: func(l net.Listener) net.Listener { return smallSendBuffers{l} }})
-	sizes := []int{5000, 100 << 10, 1<<20 + 100}
+	sizes := []int{0, 5000, 100 << 10, 1<<20 + 100}
 	for _, n := range sizes {
 		e.get(fmt.Sprintf("/o?size=%d", n))
 	}

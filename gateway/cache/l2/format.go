@@ -380,7 +380,7 @@ func (b *mappedBody) Read(p []byte) (n int, err error) {
 // same bytes (the file is never written in place), already verified, and
 // not copied by the process.
 func (b *mappedBody) WriteTo(w io.Writer) (n int64, err error) {
-	if fw, ok := w.(tier.FileWriter); ok && b.mf != nil && b.mf.fd >= 0 {
+	if fw, ok := w.(tier.FileWriter); ok && b.mf != nil && b.mf.fd >= 0 && b.r.Len() > 0 {
 		pos := b.r.Size() - int64(b.r.Len())
 		n, err = fw.WriteFile(b.mf.fd, b.at+pos, int64(b.r.Len()))
 		_, _ = b.r.Seek(pos+n, io.SeekStart)
