@@ -60,12 +60,16 @@ type coalescingConn struct {
 	net.Conn
 	// found is the fast path's lookup for the first request of a
 	// connection it handed off (see Fast).
-	found   atomic.Pointer[fastFound]
-	fast    *FastListener // the fast path that handed it off, or nil
-	mu      sync.Mutex
-	held    bool
-	pending []byte
-	vec     [2][]byte
+	found atomic.Pointer[fastFound]
+	fast  *FastListener // the fast path that handed it off, or nil
+	// streak is the fast connection's bounce streak, and responses the
+	// complete responses net/http has sent since (see reclaimAfter); only
+	// the connection's one serving goroutine touches them.
+	streak, responses int
+	mu                sync.Mutex
+	held              bool
+	pending           []byte
+	vec               [2][]byte
 }
 
 // maxHeld bounds what is held back: net/http's connection buffer is 4 KiB,

@@ -133,14 +133,30 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 		cc.dropFound()
 		// Only for a site whose hits the fast path answers: a connection
 		// of a plugin site would just be handed back at its next request,
-		// paying a hand-off and a hijack each time.
+		// paying a hand-off and a hijack each time. And only after as many
+		// complete responses as the connection's bounces call for.
 		if rw.complete(r) && !l.closing.Load() && l.answers(r.Host) {
-			l.reclaim(w)
+			if cc.responses++; cc.responses >= reclaimAfter(cc.streak) {
+				l.reclaim(w, cc.streak)
+			}
 		}
 	})
 	l.wg.Add(1)
 	go l.acceptLoop()
 	return l
+}
+
+// reclaimAfter is how many complete responses net/http serves on a handed-off
+// connection of bounce streak s (fastConn.streak) before it is taken back: 1
+// for a connection the fast path answered on (or a new one), then doubling
+// with each immediate bounce, up to 64. A browser that misses now and then
+// comes back at once; a client whose every request goes to net/http (or a
+// run of misses) pays a hand-off and a hijack once per 64 requests instead
+// of each time (on a `meridian dev` PoP, wrk sending a header the fast path
+// hands on: 61.7 µs of CPU per request before, 25.0–25.8 µs after); a
+// connection whose traffic turns into hits is back within 64 responses.
+func reclaimAfter(s int) int {
+	return 1 << min(max(s-1, 0), 6)
 }
 
 // fastBufSize is the read buffer of a fast connection: a request head that
@@ -218,16 +234,17 @@ func (l *FastListener) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		if !l.start(c, nil) {
+		if !l.start(c, nil, 0) {
 			return
 		}
 	}
 }
 
-// start serves c on the fast path, initial being bytes already read from it;
-// false (and c closed) once the listener is closed.
-func (l *FastListener) start(c net.Conn, initial []byte) bool {
-	fc := &fastConn{l: l, conn: c}
+// start serves c on the fast path, initial being bytes already read from it
+// and streak its bounce count (see fastConn.streak); false (and c closed)
+// once the listener is closed.
+func (l *FastListener) start(c net.Conn, initial []byte, streak int) bool {
+	fc := &fastConn{l: l, conn: c, streak: streak}
 	fc.hw = fileHeadWriter{headWriter: headWriter{conn: c}}
 	if l.opts.Sendfile {
 		fc.hw.fs = connSender(c)
@@ -274,6 +291,14 @@ type fastConn struct {
 	key    []byte         // scratch for a request's cache key
 	// lastHost is the last request's Host (see host).
 	lastHost string
+	// streak counts the times in a row this connection came back from
+	// net/http and handed its very next request off again (a client whose
+	// every request the fast path hands on: Range, Authorization, a
+	// Cache-Control on each request). It makes net/http keep the connection
+	// for more responses before the next reclaim (see reclaimAfter), so
+	// such a client does not pay a hand-off and a hijack per request.
+	streak int
+	served bool // a request was answered here since the connection came
 }
 
 func (c *fastConn) serve(initial []byte) {
@@ -322,6 +347,7 @@ func (c *fastConn) serve(initial []byte) {
 			return
 		}
 		c.r += end
+		c.served = true
 		if c.req.close || c.l.closing.Load() {
 			return
 		}
@@ -477,7 +503,11 @@ func (c *fastConn) handOff(found *fastFound) bool {
 // handOffBytes hands off the connection with rest to be read first.
 func (c *fastConn) handOffBytes(rest []byte, found *fastFound) bool {
 	_ = c.conn.SetReadDeadline(time.Time{})
-	cc := &coalescingConn{Conn: &prefixConn{Conn: c.conn, pre: rest}, fast: c.l}
+	streak := 1
+	if !c.served {
+		streak = c.streak + 1 // came back and bounced at once (or is new)
+	}
+	cc := &coalescingConn{Conn: &prefixConn{Conn: c.conn, pre: rest}, fast: c.l, streak: streak}
 	cc.found.Store(found)
 	select {
 	case c.l.handoff <- cc:
