@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -47,7 +48,9 @@ func benchHosts(b *testing.B) map[string]*plugins.Host {
 	if err != nil {
 		b.Fatal(err)
 	}
-	wasm["wat/continue"] = cont
+	// A copy: the package's fixture map stays as the tests built it.
+	blobs := maps.Clone(wasm)
+	blobs["wat/continue"] = cont
 	nat, err := native.New(native.Options{CacheDir: plugintest.CacheDir()})
 	if err != nil {
 		b.Fatal(err)
@@ -61,7 +64,7 @@ func benchHosts(b *testing.B) map[string]*plugins.Host {
 		}
 		b.Cleanup(func() { h.Close(ctx) })
 		for _, p := range benchPlugins {
-			v, err := h.Add(ctx, "shop", p, wasm[p])
+			v, err := h.Add(ctx, "shop", p, blobs[p])
 			if err != nil {
 				b.Fatal(err)
 			}
