@@ -149,10 +149,11 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 // reclaimAfter is how many complete responses net/http serves on a handed-off
 // connection of bounce streak s (fastConn.streak) before it is taken back: 1
 // for a connection the fast path answered on (or a new one), then doubling
-// with each immediate bounce, up to 64. A browser that misses now and then
-// comes back at once; a client whose every request goes to net/http (or a
-// run of misses) pays a hand-off and a hijack once per 64 requests instead
-// of each time (on a `meridian dev` PoP, wrk sending a header the fast path
+// with each immediate bounce, up to 64. A bounce is a request handed on for
+// what the client asked (fastConn.handOn), not a miss or a stale object. A
+// browser that misses now and then comes back at once; a client whose every
+// request goes to net/http pays a hand-off and a hijack once per 64
+// requests instead of each time (on a `meridian dev` PoP, wrk sending a header the fast path
 // hands on: 61.7 µs of CPU per request before, 25.0–25.8 µs after); a
 // connection whose traffic turns into hits is back within 64 responses.
 func reclaimAfter(s int) int {
@@ -299,6 +300,11 @@ type fastConn struct {
 	// such a client does not pay a hand-off and a hijack per request.
 	streak int
 	served bool // a request was answered here since the connection came
+	// handOn: the request being handed off goes to net/http for what the
+	// client asked (Range, Authorization, an odd head), not for the
+	// cache's state (a miss, a stale object), which the next request may
+	// not share; only such hand-offs count as bounces.
+	handOn bool
 }
 
 func (c *fastConn) serve(initial []byte) {
@@ -313,6 +319,7 @@ func (c *fastConn) serve(initial []byte) {
 		c.l.forget(c)
 	}()
 	if len(initial) > len(c.buf) {
+		c.handOn = true
 		handedOff = c.handOffBytes(initial, nil)
 		return
 	}
@@ -324,6 +331,7 @@ func (c *fastConn) serve(initial []byte) {
 			return
 		}
 		start := time.Now()
+		c.handOn = true // unless serveFast finds a miss or a stale object
 		head := c.buf[c.r : c.r+end]
 		if !parseFastRequest(head, c.l.idName, &c.req) {
 			c.l.c.metrics.fastUnparsed.Inc()
@@ -454,6 +462,7 @@ func (c *fastConn) readHead() (int, int) {
 // handOffHead hands off a request the fast path cannot even delimit.
 func (c *fastConn) handOffHead() int {
 	c.l.c.metrics.fastUnparsed.Inc()
+	c.handOn = true
 	if c.handOff(nil) {
 		return headHandedOff
 	}
@@ -504,7 +513,7 @@ func (c *fastConn) handOff(found *fastFound) bool {
 func (c *fastConn) handOffBytes(rest []byte, found *fastFound) bool {
 	_ = c.conn.SetReadDeadline(time.Time{})
 	streak := 1
-	if !c.served {
+	if c.handOn && !c.served {
 		streak = c.streak + 1 // came back and bounced at once (or is new)
 	}
 	cc := &coalescingConn{Conn: &prefixConn{Conn: c.conn, pre: rest}, fast: c.l, streak: streak}

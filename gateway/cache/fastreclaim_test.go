@@ -1,6 +1,7 @@
 package cache_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,25 @@ func TestReclaimBacksOffForRequestsTheFastPathHandsOn(t *testing.T) {
 	}
 	if n := fastCount(e, "served"); n == 0 {
 		t.Fatal("the connection never came back to the fast path after its requests turned into plain hits")
+	}
+}
+
+// TestReclaimAfterMissesAtOnce: misses are handed to net/http for the
+// cache's state, not for what the client asked, so a run of them does not
+// keep the connection away from the fast path: the first hit after them
+// on the same connection is answered there.
+func TestReclaimAfterMissesAtOnce(t *testing.T) {
+	e := newEnv(t, fastOrigin, envOpt{})
+	for i := range 20 {
+		if r := e.get(fmt.Sprintf("/m%d", i)); !strings.Contains(r.cs(), "fwd=uri-miss") {
+			t.Fatalf("miss %d: %q", i, r.cs())
+		}
+	}
+	settle(t, e)
+	if r := e.get("/m3"); r.body != "body of /m3" || !strings.Contains(r.cs(), "hit") {
+		t.Fatalf("hit: %q %q", r.body, r.cs())
+	}
+	if n := fastCount(e, "served"); n != 1 {
+		t.Fatalf("the first hit after 20 misses on one connection was answered by the fast path %d times, want 1", n)
 	}
 }

@@ -35,12 +35,14 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 	switch {
 	case st == nil:
 		m.fastMiss.Inc()
+		c.handOn = false
 		return handOff(), false, nil
 	case !req.simple:
 		m.fastRequest.Inc()
 		return handOff(), false, nil
 	case st.meta.Status != http.StatusOK:
 		m.fastStale.Inc()
+		c.handOn = false
 		return handOff(), false, nil
 	}
 	now := start // with the real clock; a test's clock is read as it is
@@ -50,6 +52,7 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 	f := h.c.freshnessAt(st, now)
 	if f.NoCache || !f.Fresh() {
 		m.fastStale.Inc()
+		c.handOn = false
 		return handOff(), false, nil
 	}
 	notModified := false

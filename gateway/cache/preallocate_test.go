@@ -34,9 +34,6 @@ func TestPreallocatedL1Serves(t *testing.T) {
 		}
 	}
 	settle(t, e)
-	// The misses left the client's connection with net/http for a while
-	// (reclaimAfter); the hits start on a new one.
-	e.client.CloseIdleConnections()
 	for _, p := range paths {
 		if r := e.get(p); r.body != "body of "+p || !strings.Contains(r.cs(), "hit") {
 			t.Fatalf("hit %s: %q %q", p, r.body, r.cs())

@@ -55,9 +55,6 @@ func testL2HitsExact(t *testing.T, sendfile bool) {
 		e.get(fmt.Sprintf("/o?size=%d", n))
 	}
 	waitStored(t, e, len(sizes))
-	// The fills' connection stays with net/http for a while after its run
-	// of misses (reclaimAfter); the hits start on new ones.
-	e.client.CloseIdleConnections()
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for range 4 {
