@@ -81,6 +81,13 @@ type result struct {
 	storing bool     // kindStream: a tier is storing the body
 }
 
+// inFlight reports whether a fetch of key is under way.
+func (g *group) inFlight(key string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.m[key] != nil
+}
+
 // join returns the flight for key and a registered reader of it; leader is
 // true when the caller created the flight and must run it.
 func (g *group) join(key string, header http.Header) (f *flight, rd *reader, leader bool) {

@@ -390,6 +390,13 @@ func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 // revalidateInBackground refreshes st (stale-while-revalidate) on a
 // goroutine owned by the cache, collapsed with any other fetch of the key.
 func (h *siteHandler) revalidateInBackground(r *http.Request, key, u string, st *stored) {
+	// A popular object going stale is hit by many requests while its
+	// revalidation runs: each would clone its request and start a goroutine
+	// only to join that flight and leave. (Racing past this check is
+	// harmless: join collapses it.)
+	if h.c.flights.inFlight(key) {
+		return
+	}
 	r2 := r.Clone(context.WithoutCancel(r.Context()))
 	h.c.goBackground(func(ctx context.Context) {
 		f, rd, leader := h.c.flights.join(key, r2.Header)

@@ -2,8 +2,10 @@ package cache_test
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -432,5 +434,60 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	e.clock.Advance(100 * time.Second) // beyond the window: revalidate in line
 	if r := e.get("/swr"); r.body != "v3" {
 		t.Fatalf("after window: %q, want v3", r.body)
+	}
+}
+
+// TestStaleWhileRevalidateStampede: many clients hitting an object that has
+// just gone stale (stale-while-revalidate) all get the stale copy at once,
+// and the origin sees one revalidation, however many hits arrive while it
+// runs.
+func TestStaleWhileRevalidateStampede(t *testing.T) {
+	var e *env
+	release := make(chan struct{})
+	e = newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		if e.count.Load() > 1 {
+			<-release // the revalidation takes as long as the stampede
+		}
+		w.Header().Set("Cache-Control", "max-age=1, stale-while-revalidate=60")
+		fmt.Fprintf(w, "v%d", e.count.Load())
+	}, envOpt{})
+	if r := e.get("/hot"); r.body != "v1" {
+		t.Fatalf("first: %q", r.body)
+	}
+	e.clock.Advance(10 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 10 {
+				resp, err := e.client.Get(e.front.URL + "/hot")
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(b) != "v1" || !strings.Contains(resp.Header.Get("Cache-Status"), "stale-while-revalidate") {
+					errs <- fmt.Errorf("stale hit: %q %q", b, resp.Header.Get("Cache-Status"))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(release)
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	testutil.WaitFor(t, "the revalidation to be stored", func() bool {
+		return testutil.CounterSum(t, e.reg, "meridian_cache_stores_total", "outcome", "stored") >= 2
+	})
+	if n := e.count.Load(); n != 2 {
+		t.Fatalf("origin requests %d for 200 stale hits, want 2 (the fill and one revalidation)", n)
+	}
+	if r := e.get("/hot"); r.body != "v2" {
+		t.Fatalf("after the revalidation: %q, want v2", r.body)
 	}
 }
