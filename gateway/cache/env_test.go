@@ -3,6 +3,7 @@ package cache_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -160,6 +161,45 @@ func (e *env) do(method, path string, hdr http.Header, body []byte) reply {
 func (e *env) get(path string, kv ...string) reply {
 	e.t.Helper()
 	return e.do(http.MethodGet, path, hdr(kv...), nil)
+}
+
+// fetch GETs path and reads the whole reply without failing the test, for
+// requests sent from goroutines other than the test's (see concurrently).
+func (e *env) fetch(path string) (reply, error) {
+	resp, err := e.client.Get(e.front.URL + path)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, fmt.Errorf("GET %s: read body: %w", path, err)
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: string(b)}, nil
+}
+
+// concurrently runs one rounds times on each of workers goroutines at once
+// (each on its keep-alive connections) and reports every error it returns;
+// a worker stops at its first error.
+func (e *env) concurrently(workers, rounds int, one func() error) {
+	e.t.Helper()
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			for range rounds {
+				if err := one(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			e.t.Error(err)
+		}
+	}
 }
 
 func hdr(kv ...string) http.Header {

@@ -2,10 +2,8 @@ package cache_test
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -455,32 +453,17 @@ func TestStaleWhileRevalidateStampede(t *testing.T) {
 		t.Fatalf("first: %q", r.body)
 	}
 	e.clock.Advance(10 * time.Second)
-	var wg sync.WaitGroup
-	errs := make(chan error, 200)
-	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 10 {
-				resp, err := e.client.Get(e.front.URL + "/hot")
-				if err != nil {
-					errs <- err
-					return
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if string(b) != "v1" || !strings.Contains(resp.Header.Get("Cache-Status"), "stale-while-revalidate") {
-					errs <- fmt.Errorf("stale hit: %q %q", b, resp.Header.Get("Cache-Status"))
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	e.concurrently(20, 10, func() error {
+		r, err := e.fetch("/hot")
+		if err != nil {
+			return err
+		}
+		if r.body != "v1" || !strings.Contains(r.cs(), "stale-while-revalidate") {
+			return fmt.Errorf("stale hit: %q %q", r.body, r.cs())
+		}
+		return nil
+	})
 	close(release)
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
 	testutil.WaitFor(t, "the revalidation to be stored", func() bool {
 		return testutil.CounterSum(t, e.reg, "meridian_cache_stores_total", "outcome", "stored") >= 2
 	})

@@ -2,14 +2,12 @@ package cache_test
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -55,38 +53,20 @@ func testL2HitsExact(t *testing.T, sendfile bool) {
 		e.get(fmt.Sprintf("/o?size=%d", n))
 	}
 	waitStored(t, e, len(sizes))
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 5 {
-				for _, n := range sizes {
-					resp, err := e.client.Get(e.front.URL + fmt.Sprintf("/o?size=%d", n))
-					if err != nil {
-						errs <- err
-						return
-					}
-					got, err := io.ReadAll(resp.Body)
-					resp.Body.Close()
-					switch {
-					case err != nil:
-						errs <- fmt.Errorf("%d bytes: %v", n, err)
-					case !bytes.Equal(got, bodyFor("/o", n)):
-						errs <- fmt.Errorf("%d bytes: body differs (%d bytes read)", n, len(got))
-					case !strings.Contains(resp.Header.Get("Cache-Status"), "detail=l2"):
-						errs <- fmt.Errorf("%d bytes: Cache-Status %q, want an L2 hit", n, resp.Header.Get("Cache-Status"))
-					}
-				}
+	e.concurrently(4, 5, func() error {
+		for _, n := range sizes {
+			r, err := e.fetch(fmt.Sprintf("/o?size=%d", n))
+			switch {
+			case err != nil:
+				return fmt.Errorf("%d bytes: %v", n, err)
+			case r.body != string(bodyFor("/o", n)):
+				return fmt.Errorf("%d bytes: body differs (%d bytes read)", n, len(r.body))
+			case !strings.Contains(r.cs(), "detail=l2"):
+				return fmt.Errorf("%d bytes: Cache-Status %q, want an L2 hit", n, r.cs())
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		}
+		return nil
+	})
 	if got, want := fastCount(e, "served"), 4*5*len(sizes); got != want {
 		t.Errorf("fast path served %d hits, want %d", got, want)
 	}

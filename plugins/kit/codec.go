@@ -226,15 +226,12 @@ func decodeRequestInto(r *Request, s string) error {
 	s = s[2:]
 	nh := 0
 	for i := 0; i < len(s); {
-		if len(s)-i < 3 {
-			return errTruncated
+		tag, v, next, err := nextField(s, i)
+		if err != nil {
+			return err
 		}
-		l := int(s[i+1]) | int(s[i+2])<<8
-		if len(s)-i-3 < l {
-			return errTruncatedField
-		}
-		v := s[i+3 : i+3+l]
-		switch s[i] {
+		i = next
+		switch tag {
 		case 0x01:
 			r.Method = v
 		case 0x02:
@@ -261,7 +258,6 @@ func decodeRequestInto(r *Request, s string) error {
 			}
 		}
 		// Unknown tags are skipped: newer hosts may add fields.
-		i += 3 + l
 	}
 	var err error
 	r.Headers, err = collectHeaders(s, 0x05, nh)
@@ -285,15 +281,12 @@ func decodeResponseInto(r *Response, s string) error {
 	s = s[2:]
 	nh := 0
 	for i := 0; i < len(s); {
-		if len(s)-i < 3 {
-			return errTruncated
+		tag, v, next, err := nextField(s, i)
+		if err != nil {
+			return err
 		}
-		l := int(s[i+1]) | int(s[i+2])<<8
-		if len(s)-i-3 < l {
-			return errTruncatedField
-		}
-		v := s[i+3 : i+3+l]
-		switch s[i] {
+		i = next
+		switch tag {
 		case 0x10:
 			if len(v) == 2 {
 				r.Status = int(v[0]) | int(v[1])<<8
@@ -305,7 +298,6 @@ func decodeResponseInto(r *Response, s string) error {
 				r.TimeUnixMs = int64(le64(v))
 			}
 		}
-		i += 3 + l
 	}
 	var err error
 	r.Headers, err = collectHeaders(s, 0x11, nh)
@@ -382,19 +374,29 @@ var (
 func count(s string, tag byte) (int, error) {
 	n := 0
 	for i := 0; i < len(s); {
-		if len(s)-i < 3 {
-			return 0, errTruncated
+		t, _, next, err := nextField(s, i)
+		if err != nil {
+			return 0, err
 		}
-		l := int(s[i+1]) | int(s[i+2])<<8
-		if len(s)-i-3 < l {
-			return 0, errTruncatedField
-		}
-		if s[i] == tag {
+		if t == tag {
 			n++
 		}
-		i += 3 + l
+		i = next
 	}
 	return n, nil
+}
+
+// nextField returns the record at i of s (tag, u16 length, value) and the
+// index of the next one, or an error when s ends inside the record.
+func nextField(s string, i int) (tag byte, v string, next int, err error) {
+	if len(s)-i < 3 {
+		return 0, "", 0, errTruncated
+	}
+	l := int(s[i+1]) | int(s[i+2])<<8
+	if len(s)-i-3 < l {
+		return 0, "", 0, errTruncatedField
+	}
+	return s[i], s[i+3 : i+3+l], i + 3 + l, nil
 }
 
 // field returns the record at i of a sequence count accepted, and the index

@@ -69,6 +69,18 @@ func put(t testing.TB, tr tier.Tier, key string, b []byte) {
 	}
 }
 
+// wantRemovedCorrupt fails the test unless tr counted one corrupt file and
+// file, the damaged one, is gone from disk.
+func wantRemovedCorrupt(t testing.TB, tr *l2.Tier, file string) {
+	t.Helper()
+	if n := tr.Counters().Corrupt; n != 1 {
+		t.Fatalf("corrupt counter = %d, want 1", n)
+	}
+	if _, err := os.Stat(file); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("damaged file still on disk: %v", err)
+	}
+}
+
 func get(t testing.TB, tr tier.Tier, key string) (*tier.Meta, []byte, error) {
 	t.Helper()
 	o, err := tr.Get(context.Background(), key)
@@ -292,12 +304,7 @@ func TestFlippedBytesAreMissRemovedCounted(t *testing.T) {
 			default:
 				t.Fatalf("a damaged file was served whole (%d bytes)", len(got))
 			}
-			if n := tr.Counters().Corrupt; n != 1 {
-				t.Fatalf("corrupt counter = %d, want 1", n)
-			}
-			if _, err := os.Stat(files[0]); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("damaged file still on disk: %v", err)
-			}
+			wantRemovedCorrupt(t, tr, files[0])
 			if objs, _ := tr.Usage(); objs != 0 {
 				t.Fatalf("index still holds %d objects", objs)
 			}

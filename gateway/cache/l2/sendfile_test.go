@@ -170,12 +170,7 @@ func TestFlippedBytesNeverOfferedAsFileRange(t *testing.T) {
 			} else if !errors.Is(err, tier.ErrNotFound) {
 				t.Fatalf("Get: %v, want a miss", err)
 			}
-			if n := tr.Counters().Corrupt; n != 1 {
-				t.Fatalf("corrupt counter = %d, want 1", n)
-			}
-			if _, err := os.Stat(files[0]); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("damaged file still on disk: %v", err)
-			}
+			wantRemovedCorrupt(t, tr, files[0])
 		})
 	}
 }

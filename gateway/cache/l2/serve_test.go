@@ -161,12 +161,7 @@ func TestFlippedBytesNeverServedOverHTTP(t *testing.T) {
 							t.Fatalf("corrupt bytes reached the client before the cut (%d bytes)", len(got))
 						}
 					}
-					if n := tr.Counters().Corrupt; n != 1 {
-						t.Fatalf("corrupt counter = %d, want 1", n)
-					}
-					if _, err := os.Stat(files[0]); !errors.Is(err, os.ErrNotExist) {
-						t.Fatalf("damaged file still on disk: %v", err)
-					}
+					wantRemovedCorrupt(t, tr, files[0])
 				})
 			}
 		}
