@@ -82,6 +82,9 @@ type Cache struct {
 	headers headerMemo // serialised headers for the fast path
 	metrics *metrics
 	now     func() time.Time
+	// realClock: now is time.Now (Options.Now unset), so a time the caller
+	// just read can stand for it (nowOr).
+	realClock bool
 
 	// purgeSeq changes on every purge and invalidation; a fill that started
 	// before a purge does not store its result, so a purged object can never
@@ -104,13 +107,14 @@ func New(opts Options) (*Cache, error) {
 	if opts.PoPID == "" {
 		opts.PoPID = "meridian"
 	}
-	if opts.Now == nil {
+	realClock := opts.Now == nil
+	if realClock {
 		opts.Now = time.Now
 	}
 	if opts.L1MaxObject < 0 {
 		return nil, fmt.Errorf("cache: L1MaxObject %d must not be negative", opts.L1MaxObject)
 	}
-	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now}
+	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now, realClock: realClock}
 	if opts.Store != nil {
 		c.store = store{t: opts.Store}
 	} else {

@@ -150,7 +150,8 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 // connection of bounce streak s (fastConn.streak) before it is taken back: 1
 // for a connection the fast path answered on (or a new one), then doubling
 // with each immediate bounce, up to 64. A bounce is a request handed on for
-// what the client asked (fastConn.handOn), not a miss or a stale object. A
+// what the client asked (not fastFound.cacheState: a miss or a stale
+// object). A
 // browser that misses now and then comes back at once; a client whose every
 // request goes to net/http pays a hand-off and a hijack once per 64
 // requests instead of each time (on a `meridian dev` PoP, wrk sending a header the fast path
@@ -300,11 +301,6 @@ type fastConn struct {
 	// such a client does not pay a hand-off and a hijack per request.
 	streak int
 	served bool // a request was answered here since the connection came
-	// handOn: the request being handed off goes to net/http for what the
-	// client asked (Range, Authorization, an odd head), not for the
-	// cache's state (a miss, a stale object), which the next request may
-	// not share; only such hand-offs count as bounces.
-	handOn bool
 }
 
 func (c *fastConn) serve(initial []byte) {
@@ -319,7 +315,6 @@ func (c *fastConn) serve(initial []byte) {
 		c.l.forget(c)
 	}()
 	if len(initial) > len(c.buf) {
-		c.handOn = true
 		handedOff = c.handOffBytes(initial, nil)
 		return
 	}
@@ -331,7 +326,6 @@ func (c *fastConn) serve(initial []byte) {
 			return
 		}
 		start := time.Now()
-		c.handOn = true // unless serveFast finds a miss or a stale object
 		head := c.buf[c.r : c.r+end]
 		if !parseFastRequest(head, c.l.idName, &c.req) {
 			c.l.c.metrics.fastUnparsed.Inc()
@@ -462,7 +456,6 @@ func (c *fastConn) readHead() (int, int) {
 // handOffHead hands off a request the fast path cannot even delimit.
 func (c *fastConn) handOffHead() int {
 	c.l.c.metrics.fastUnparsed.Inc()
-	c.handOn = true
 	if c.handOff(nil) {
 		return headHandedOff
 	}
@@ -512,9 +505,12 @@ func (c *fastConn) handOff(found *fastFound) bool {
 // handOffBytes hands off the connection with rest to be read first.
 func (c *fastConn) handOffBytes(rest []byte, found *fastFound) bool {
 	_ = c.conn.SetReadDeadline(time.Time{})
+	// A hand-off for what the client asked (not for the cache's state,
+	// which the next request need not share) right after coming back, or
+	// as a new connection's first request, is a bounce.
 	streak := 1
-	if c.handOn && !c.served {
-		streak = c.streak + 1 // came back and bounced at once (or is new)
+	if !found.cacheState() && !c.served {
+		streak = c.streak + 1
 	}
 	cc := &coalescingConn{Conn: &prefixConn{Conn: c.conn, pre: rest}, fast: c.l, streak: streak}
 	cc.found.Store(found)
@@ -564,7 +560,14 @@ type fastFound struct {
 	key      string
 	st       *stored
 	varyMiss bool
+	// stale: the stored response is not a fresh 200 (st may be nil: a miss).
+	stale bool
 }
+
+// cacheState reports whether f was handed off for the cache's state (a miss
+// or a stale object) rather than for what the request asked; nil (no lookup
+// made) is the request's.
+func (f *fastFound) cacheState() bool { return f != nil && (f.st == nil || f.stale) }
 
 func (f *fastFound) release() {
 	if f != nil {

@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -30,30 +28,23 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 	st, varyMiss := h.c.lookupWith(context.Background(), key, req.header)
 	// What the server gets when the fast path does not answer (built only
 	// then: a served hit allocates nothing for it).
-	handOff := func() *fastFound { return &fastFound{key: key, st: st, varyMiss: varyMiss} }
+	handOff := func(stale bool) *fastFound { return &fastFound{key: key, st: st, varyMiss: varyMiss, stale: stale} }
 	m := h.c.metrics
 	switch {
 	case st == nil:
 		m.fastMiss.Inc()
-		c.handOn = false
-		return handOff(), false, nil
+		return handOff(false), false, nil
 	case !req.simple:
 		m.fastRequest.Inc()
-		return handOff(), false, nil
+		return handOff(false), false, nil
 	case st.meta.Status != http.StatusOK:
 		m.fastStale.Inc()
-		c.handOn = false
-		return handOff(), false, nil
+		return handOff(true), false, nil
 	}
-	now := start // with the real clock; a test's clock is read as it is
-	if h.c.opts.Now != nil {
-		now = h.c.now()
-	}
-	f := h.c.freshnessAt(st, now)
+	f := h.c.freshnessAt(st, h.c.nowOr(start))
 	if f.NoCache || !f.Fresh() {
 		m.fastStale.Inc()
-		c.handOn = false
-		return handOff(), false, nil
+		return handOff(true), false, nil
 	}
 	notModified := false
 	if req.inm != nil || req.ims != nil {
@@ -61,7 +52,7 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 			// A full response to a conditional request: ServeContent's, with
 			// its Accept-Ranges and Last-Modified rewriting, is the server's.
 			m.fastRequest.Inc()
-			return handOff(), false, nil
+			return handOff(false), false, nil
 		}
 	}
 	size := st.size()
@@ -328,52 +319,13 @@ func (w *fileHeadWriter) WriteFile(fd int, off, n int64) (int64, error) {
 	return w.fs.sendFile(&w.head, fd, off, n)
 }
 
-// fastURL is requestURL for a parsed request on a plain connection.
-func fastURL(req *fastRequest, site *SitePolicy) string {
-	return string(appendFastURL(nil, req, site))
-}
-
-// appendFastURL appends fastURL's result to b. An ASCII host (every host
-// but an odd one) is lowered as it is copied, so that a hit's key costs one
-// allocation (the key string), not one per part.
+// appendFastURL appends requestURL's result for a parsed request on a plain
+// connection to b.
 func appendFastURL(b []byte, req *fastRequest, site *SitePolicy) []byte {
 	b = append(b, "http://"...)
-	if ascii(req.host) {
-		start := len(b)
-		for _, ch := range req.host {
-			if 'A' <= ch && ch <= 'Z' {
-				ch += 'a' - 'A'
-			}
-			b = append(b, ch)
-		}
-		if bytes.HasSuffix(b[start:], []byte(":80")) {
-			b = b[:len(b)-3]
-		}
-	} else {
-		b = append(b, normHost(string(req.host), "http")...)
-	}
+	b = appendNormHost(b, req.host, "http")
 	b = append(b, req.path...)
-	if len(req.query) == 0 {
-		return b
-	}
-	if len(site.IgnoreQuery) == 0 && !site.SortQuery {
-		b = append(b, '?')
-		return append(b, req.query...)
-	}
-	if q := normQuery(string(req.query), site); q != "" {
-		b = append(b, '?')
-		b = append(b, q...)
-	}
-	return b
-}
-
-func ascii(b []byte) bool {
-	for _, ch := range b {
-		if ch >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
+	return appendQuery(b, req.query, site)
 }
 
 func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, start time.Time) {
@@ -381,7 +333,7 @@ func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, 
 		c.remote = c.conn.RemoteAddr().String()
 	}
 	r := &http.Request{
-		Method: http.MethodGet, Host: string(req.host), RequestURI: string(req.target),
+		Method: http.MethodGet, Host: c.lastHost, RequestURI: string(req.target),
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: c.remote,
 		URL:    &url.URL{Path: string(req.path), RawQuery: string(req.query)},
 		Header: http.Header{},

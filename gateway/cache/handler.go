@@ -259,6 +259,15 @@ func (c *Cache) freshness(st *stored) policy.Freshness {
 	return c.freshnessAt(st, c.now())
 }
 
+// nowOr returns t, a time the caller just read from the real clock, when the
+// cache runs on the real clock, else the cache's clock (a test's).
+func (c *Cache) nowOr(t time.Time) time.Time {
+	if c.realClock {
+		return t
+	}
+	return c.now()
+}
+
 // freshnessAt is freshness at now (the fast path's request time, which saves
 // a clock read per hit).
 func (c *Cache) freshnessAt(st *stored, now time.Time) policy.Freshness {

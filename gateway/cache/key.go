@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // requestURL returns the normalised absolute URL of r: lower-case scheme and
@@ -17,38 +18,78 @@ func requestURL(r *http.Request, site *SitePolicy) string {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	host := normHost(r.Host, scheme)
-	var b strings.Builder
-	b.Grow(len(scheme) + 3 + len(host) + len(r.URL.RawPath) + len(r.URL.Path) + len(r.URL.RawQuery) + 1)
-	b.WriteString(scheme)
-	b.WriteString("://")
-	b.WriteString(host)
 	p := r.URL.EscapedPath()
 	if p == "" {
 		p = "/"
 	}
-	b.WriteString(p)
-	if q := normQuery(r.URL.RawQuery, site); q != "" {
-		b.WriteByte('?')
-		b.WriteString(q)
-	}
-	return b.String()
+	b := make([]byte, 0, len(scheme)+3+len(r.Host)+len(p)+1+len(r.URL.RawQuery))
+	b = append(append(b, scheme...), "://"...)
+	b = appendNormHost(b, r.Host, scheme)
+	b = append(b, p...)
+	return string(appendQuery(b, r.URL.RawQuery, site))
 }
 
 func normHost(host, scheme string) string {
-	host = strings.ToLower(host)
-	if scheme == "http" {
-		host = strings.TrimSuffix(host, ":80")
-	} else {
-		host = strings.TrimSuffix(host, ":443")
-	}
-	return host
+	return string(appendNormHost(nil, host, scheme))
 }
+
+// appendNormHost appends host lower-cased and without the scheme's default
+// port. An ASCII host (all but odd ones) is lowered as it is copied, which
+// lets the fast path build a key in one allocation.
+func appendNormHost[T ~string | ~[]byte](b []byte, host T, scheme string) []byte {
+	start := len(b)
+	if ascii(host) {
+		for i := 0; i < len(host); i++ {
+			ch := host[i]
+			if 'A' <= ch && ch <= 'Z' {
+				ch += 'a' - 'A'
+			}
+			b = append(b, ch)
+		}
+	} else {
+		b = append(b, strings.ToLower(string(host))...)
+	}
+	port := ":443"
+	if scheme == "http" {
+		port = ":80"
+	}
+	if len(b)-start >= len(port) && string(b[len(b)-len(port):]) == port {
+		b = b[:len(b)-len(port)]
+	}
+	return b
+}
+
+func ascii[T ~string | ~[]byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// appendQuery appends '?' and the raw query as the site's key options
+// shape it (normQuery), nothing when that leaves it empty.
+func appendQuery[T ~string | ~[]byte](b []byte, raw T, site *SitePolicy) []byte {
+	if len(raw) == 0 {
+		return b
+	}
+	if !site.rewritesQuery() {
+		return append(append(b, '?'), raw...)
+	}
+	if q := normQuery(string(raw), site); q != "" {
+		b = append(append(b, '?'), q...)
+	}
+	return b
+}
+
+// rewritesQuery reports whether the site's key options change queries.
+func (s *SitePolicy) rewritesQuery() bool { return len(s.IgnoreQuery) > 0 || s.SortQuery }
 
 // normQuery applies IgnoreQuery and SortQuery. Parameters keep their raw
 // encoding; only their order and presence change.
 func normQuery(raw string, site *SitePolicy) string {
-	if raw == "" || (len(site.IgnoreQuery) == 0 && !site.SortQuery) {
+	if raw == "" || !site.rewritesQuery() {
 		return raw
 	}
 	parts := strings.Split(raw, "&")
