@@ -305,6 +305,10 @@ var meteringHostiles = map[string]string{
 	"fakemeter": `(module
   (import "meridian:host/meter" "yield" (func $y (result i32)))
   (func (export "on_request") (result i32) (drop (call $y)) (i32.const 0)))`,
+	// Imports the kernel's Go side directly, around its bounds checks.
+	"fakekernel": `(module
+  (import "meridian:host/kernel" "fault" (func $f (param i32 i64)))
+  (func (export "on_request") (result i32) (call $f (i32.const 0) (i64.const 0)) (i32.const 0)))`,
 }
 
 func buildWAT(t *testing.T, name, src string) []byte {
@@ -360,8 +364,9 @@ func TestNativeMeteringHostiles(t *testing.T) {
 		})
 	}
 	for name, want := range map[string]string{
-		"startloop": "does not start",
-		"fakemeter": "imports meridian:host/meter.yield, which Meridian does not provide",
+		"startloop":  "does not start",
+		"fakemeter":  "imports meridian:host/meter.yield, which Meridian does not provide",
+		"fakekernel": "imports meridian:host/kernel.fault, which Meridian does not provide",
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := h.Add(context.Background(), "evil", name, buildWAT(t, name, meteringHostiles[name]))

@@ -172,17 +172,5 @@ func TestBusyPoolHandsOverToWaiters(t *testing.T) {
 // waitingRequests reads meridian_plugin_waiting_requests summed over versions.
 func waitingRequests(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() == "meridian_plugin_waiting_requests" {
-			for _, m := range mf.GetMetric() {
-				n += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return n
+	return testutil.MetricSum(t, reg, "meridian_plugin_waiting_requests", nil)
 }

@@ -50,9 +50,6 @@ type Options struct {
 	ClientIP func(r *http.Request) netip.Addr
 	// Logger gets failures; nil discards.
 	Logger *slog.Logger
-	// Now is the clock handed to plugins; nil is the plugins.Host's clock
-	// (the wall clock, read once per request with the call timing).
-	Now func() time.Time
 }
 
 // Directives are the decisions plugins left for the layers after this
@@ -204,11 +201,7 @@ func (ex *exchange) run(opts *Options, chain *plugins.Chain, next http.Handler, 
 	if geo.Known {
 		q.Country, q.Region = geo.Country, geo.Region
 	}
-	if opts.Now != nil {
-		q.Time = opts.Now()
-	} else {
-		q.Time = ex.x.Time()
-	}
+	q.Time = ex.x.Time() // the Host's clock (plugins.Options.Now in tests)
 
 	// r stays the caller's request until a plugin changes something (own).
 	for i := range chain.Entries {

@@ -305,8 +305,7 @@ func DecodeActions(phase Phase, out []byte, a *Actions) error {
 // instance and one phase, never two at once.
 type ActionsMemo struct {
 	phase Phase
-	out   string  // the last small answer
-	ok    bool    // out decoded without error into acts
+	out   string  // the last small answer that decoded, "" for none
 	acts  Actions // out decoded (strings are views of out)
 }
 
@@ -317,20 +316,17 @@ func DecodeActionsMemo(phase Phase, out []byte, m *ActionsMemo, a *Actions) erro
 	if len(out) <= 1 || len(out) > sharedStringMax {
 		return DecodeActions(phase, out, a)
 	}
-	if m.ok && m.phase == phase && m.out == string(out) { // compared without a copy
+	if m.phase == phase && m.out == string(out) { // compared without a copy
 		a.copyFrom(&m.acts)
 		return nil
 	}
-	if m.out != string(out) {
-		m.out = string(out)
+	m.phase, m.out = phase, string(out)
+	if err := decodeActions(phase, out, m.out, a); err != nil {
+		m.out = "" // never a hit
+		return err
 	}
-	m.phase = phase
-	err := decodeActions(phase, out, m.out, a)
-	m.ok = err == nil
-	if m.ok {
-		m.acts.copyFrom(a)
-	}
-	return err
+	m.acts.copyFrom(a)
+	return nil
 }
 
 // copyFrom makes a hold b's actions, in a's own slices (field by field, as

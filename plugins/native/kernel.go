@@ -157,7 +157,7 @@ func (k *kernel) grow(n uint64) bool {
 // the input does not fit the kernel's cap.
 func (k *kernel) reset(input []byte) error {
 	k.sync()
-	clear(k.buf[:k.base+uint64(len(k.mem))])
+	used := k.base + uint64(len(k.mem)) // beyond it, all is zero
 	k.blocks = k.blocks[:0]
 	k.frees = 0
 	// At least 8 zero bytes after the input: input_load_u64 reads a whole
@@ -165,9 +165,16 @@ func (k *kernel) reset(input []byte) error {
 	n := uint64(len(input))
 	base := inputAt + (n+7)&^7 + 8
 	if !k.grow(base) {
+		clear(k.buf[:used])
 		return fmt.Errorf("%w: the request description (%d bytes) does not fit", errKernelFull, n)
 	}
+	// The new input overwrites the old; only the header and what lies past
+	// the new input need clearing.
+	clear(k.buf[:inputAt])
 	copy(k.buf[inputAt:], input)
+	if end := inputAt + n; end < used {
+		clear(k.buf[end:used])
+	}
 	binary.LittleEndian.PutUint64(k.buf[hdrInputLen:], n)
 	k.base = base
 	k.mem = k.buf[base:base]

@@ -3,6 +3,7 @@ package native
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -238,6 +239,12 @@ func TestKernelAllocInWasm(t *testing.T) {
 		off := in.must(t, "alloc", uint64(i+1))
 		if off == 0 {
 			t.Fatalf("alloc %d failed", i)
+		}
+		if i == 0 {
+			// Made in wasm: a record for Go, not yet in its table.
+			if n := binary.LittleEndian.Uint64(in.k.buf[hdrPending:]); n != 1 {
+				t.Fatalf("after the first alloc the kernel module holds %d records for Go, want 1: the alloc went through Go", n)
+			}
 		}
 		in.must(t, "store_u8", off+uint64(i), uint64(i))
 		offs = append(offs, off)
