@@ -2,9 +2,6 @@ package plugins_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,93 +10,11 @@ import (
 	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/plugins"
 	"github.com/meridian-edge/meridian/plugins/abi"
-	"github.com/meridian-edge/meridian/plugins/plugintest"
 )
 
 // Tests of features that had none: Exchange.Time with an injected clock,
 // the kit's bound on its config cache, and the pool's hand-over of a slot
 // to a waiter whose context ends as it is handed over.
-
-// kitProbeSource is a Go plugin on the kit that reports what it sees, for
-// these tests only (so it is built here, not kept under examples/):
-//
-//   - x-time-ms: the request time it was given;
-//   - with config "keys" = N and "size" = S: it first asks the kit for N
-//     config keys that do not exist, each about S bytes long and made from
-//     the request's path (so every request asks new ones), then for the
-//     keys present-0 to present-9 twice; x-config-wrong counts answers
-//     that were wrong.
-const kitProbeSource = `package main
-
-import (
-	"strconv"
-	"strings"
-
-	"github.com/meridian-edge/meridian/plugins/kit"
-)
-
-//go:wasmexport on_request
-func onRequest() int32 {
-	return kit.HandleRequest(func(req *kit.Request, act *kit.Actions) error {
-		act.SetRequestHeader("x-time-ms", strconv.FormatInt(req.TimeUnixMs, 10))
-		v, _ := kit.Config("keys")
-		n, _ := strconv.Atoi(v)
-		if n == 0 {
-			return nil
-		}
-		wrong := 0
-		size, _ := kit.Config("size")
-		k, _ := strconv.Atoi(size)
-		pad := strings.Repeat("k", k)
-		for i := range n {
-			if _, ok := kit.Config(req.Path + "/" + strconv.Itoa(i) + "/" + pad); ok {
-				wrong++
-			}
-		}
-		for range 2 {
-			for i := range 10 {
-				if v, ok := kit.Config("present-" + strconv.Itoa(i)); !ok || v != "value-"+strconv.Itoa(i) {
-					wrong++
-				}
-			}
-		}
-		act.SetRequestHeader("x-config-wrong", strconv.Itoa(wrong))
-		return nil
-	})
-}
-
-func main() {}
-`
-
-// buildKitProbe builds kitProbeSource against this tree's kit, as
-// plugintest.BuildGo builds the examples.
-func buildKitProbe(t *testing.T) []byte {
-	t.Helper()
-	dir := t.TempDir()
-	sum, err := os.ReadFile(filepath.Join(plugintest.Dir(), "examples", "go.sum"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gomod := "module kitprobe\n\ngo 1.26.0\n\nrequire (\n\tgithub.com/extism/go-pdk v1.1.3\n\tgithub.com/meridian-edge/meridian/plugins/kit v0.0.0\n)\n\n" +
-		"replace github.com/meridian-edge/meridian/plugins/kit => " + filepath.Join(plugintest.Dir(), "kit") + "\n"
-	for name, b := range map[string][]byte{"go.mod": []byte(gomod), "go.sum": sum, "main.go": []byte(kitProbeSource)} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	out := filepath.Join(dir, "probe.wasm")
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-buildmode=c-shared", "-o", out, ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "GOWORK=off", "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the kit probe plugin: %v\n%s", err, b)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 // deployProbe adds and activates the probe plugin (bytes not in wasm).
 func deployProbe(t *testing.T, h *plugins.Host, site, name string, b []byte) {
@@ -125,7 +40,7 @@ func probeHeader(a *abi.Actions, name string) (string, bool) {
 
 // TestKitProbe runs the tests that need the probe plugin, built once.
 func TestKitProbe(t *testing.T) {
-	probe := buildKitProbe(t)
+	probe := wasm["kitprobe"]
 	t.Run("ExchangeTimeUsesInjectedClock", func(t *testing.T) { testExchangeTimeUsesInjectedClock(t, probe) })
 	t.Run("ConfigCacheBounded", func(t *testing.T) { testKitConfigCacheBounded(t, probe) })
 }

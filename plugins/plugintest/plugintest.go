@@ -24,7 +24,7 @@ func Dir() string {
 // GoExamples lists the Go plugins under plugins/examples: the five
 // examples, the no-op and the two probes the tests use.
 func GoExamples() []string {
-	return []string{"noop", "headers", "bearerauth", "geoblock", "absplit", "ratelimit", "sandboxprobe", "allocprobe"}
+	return []string{"noop", "headers", "bearerauth", "geoblock", "absplit", "ratelimit", "sandboxprobe", "allocprobe", "kitprobe", "pdkecho"}
 }
 
 // BuildGo builds the Go example plugins into outDir and returns their wasm
