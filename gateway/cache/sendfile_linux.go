@@ -19,7 +19,9 @@ func connSender(c net.Conn) *fileSender {
 	if err != nil {
 		return nil
 	}
-	return newFileSender(rc)
+	s := &fileSender{rc: rc}
+	s.step = s.send
+	return s
 }
 
 // maxSendfile bounds one sendfile call (Linux moves at most 0x7ffff000
@@ -38,16 +40,6 @@ type fileSender struct {
 	off, n, sent int64
 	op           string
 	err          error
-}
-
-// newFileSender returns a sender on rc, or nil when rc is nil.
-func newFileSender(rc syscall.RawConn) *fileSender {
-	if rc == nil {
-		return nil
-	}
-	s := &fileSender{rc: rc}
-	s.step = s.send
-	return s
 }
 
 // sendFile sends *head (what is left of it) and then n bytes of the file fd

@@ -1,6 +1,7 @@
 package l2
 
 import (
+	"io"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -60,6 +61,16 @@ type mappedHead struct {
 	meta *tier.Meta
 }
 
+// fileWriter returns w as a tier.FileWriter when f (nil: not mapped) has a
+// descriptor to send ranges of, and w can send them; else nil.
+func (f *openFile) fileWriter(w io.Writer) tier.FileWriter {
+	if f == nil || f.fd < 0 {
+		return nil
+	}
+	fw, _ := w.(tier.FileWriter)
+	return fw
+}
+
 func newFDCache() *fdCache { return &fdCache{m: make(map[uint64]*openFile, fdCacheSize)} }
 
 func (f *openFile) release() {
@@ -116,7 +127,10 @@ func (c *fdCache) addMap(h uint64, fd int, m []byte, gen uint64) *openFile {
 func (c *fdCache) upgrade(h uint64, old *openFile) *openFile {
 	var st syscall.Stat_t
 	var m []byte
-	if err := syscall.Fstat(old.fd, &st); err != nil || st.Size <= 0 || st.Size > maxKeptMap || !mapFile(old.fd, st.Size, &m) {
+	if err := syscall.Fstat(old.fd, &st); err != nil || st.Size <= 0 || st.Size > maxKeptMap || !c.roomFor(st.Size) ||
+		!mapFile(old.fd, st.Size, &m) {
+		// With no room for the mapping it would be made for one hit and
+		// dropped: the small file stays on pread.
 		return nil
 	}
 	// The mapping gets a descriptor of its own (for sendfile): old's may
@@ -140,6 +154,14 @@ func (c *fdCache) upgrade(h uint64, old *openFile) *openFile {
 		old.release() // the cache's reference
 	}
 	return f
+}
+
+// roomFor reports whether a mapping of size bytes fits the mapping budget
+// now (put may still evict to make room for other entries).
+func (c *fdCache) roomFor(size int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mapped+size <= mapCacheBytes
 }
 
 // put caches f (holding one reference for the cache) unless a drop

@@ -380,7 +380,7 @@ func (b *mappedBody) Read(p []byte) (n int, err error) {
 // same bytes (the file is never written in place), already verified, and
 // not copied by the process.
 func (b *mappedBody) WriteTo(w io.Writer) (n int64, err error) {
-	if fw, ok := w.(tier.FileWriter); ok && b.mf != nil && b.mf.fd >= 0 && b.r.Len() > 0 {
+	if fw := b.mf.fileWriter(w); fw != nil && b.r.Len() > 0 {
 		pos := b.r.Size() - int64(b.r.Len())
 		n, err = fw.WriteFile(b.mf.fd, b.at+pos, int64(b.r.Len()))
 		_, _ = b.r.Seek(pos+n, io.SeekStart)
@@ -575,12 +575,9 @@ func (r *blockReader) WriteTo(w io.Writer) (n int64, err error) {
 	}
 	// From a mapping with its descriptor, a step verified in the mapping
 	// goes out as a file range (sendfile): the same bytes, not copied.
-	fw, _ := w.(tier.FileWriter)
+	fw := r.mf.fileWriter(w)
 	step := int64(chunkSize)
-	switch {
-	case r.mf == nil || r.mf.fd < 0:
-		fw = nil
-	case fw != nil:
+	if fw != nil {
 		step = sendChunk
 	}
 	size := int64(r.p.hdr.bodyLen)
