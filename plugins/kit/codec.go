@@ -312,7 +312,7 @@ func collectHeaders(s string, tag byte, nh int) ([]Header, error) {
 	}
 	hs := make([]Header, 0, nh)
 	for i := 0; i < len(s); {
-		t, v, next := field(s, i)
+		t, v, next, _ := nextField(s, i) // framing checked by the first pass
 		i = next
 		if t == tag {
 			h, err := decodeHeader(v)
@@ -329,11 +329,11 @@ func collectHeaders(s string, tag byte, nh int) ([]Header, error) {
 func DecodeGeo(b []byte) (Geo, error) {
 	var g Geo
 	s := string(b)
-	if _, err := count(s, 0); err != nil {
-		return g, err
-	}
 	for i := 0; i < len(s); {
-		tag, v, next := field(s, i)
+		tag, v, next, err := nextField(s, i)
+		if err != nil {
+			return Geo{}, err
+		}
 		i = next
 		switch tag {
 		case 0x07:
@@ -368,24 +368,6 @@ var (
 	errTruncatedField = errors.New("kit: truncated input field")
 )
 
-// count checks that s is a well-formed sequence of tag, u16 length, value
-// records and returns how many carry tag. Once it succeeded, field can walk
-// s without further checks.
-func count(s string, tag byte) (int, error) {
-	n := 0
-	for i := 0; i < len(s); {
-		t, _, next, err := nextField(s, i)
-		if err != nil {
-			return 0, err
-		}
-		if t == tag {
-			n++
-		}
-		i = next
-	}
-	return n, nil
-}
-
 // nextField returns the record at i of s (tag, u16 length, value) and the
 // index of the next one, or an error when s ends inside the record.
 func nextField(s string, i int) (tag byte, v string, next int, err error) {
@@ -397,13 +379,6 @@ func nextField(s string, i int) (tag byte, v string, next int, err error) {
 		return 0, "", 0, errTruncatedField
 	}
 	return s[i], s[i+3 : i+3+l], i + 3 + l, nil
-}
-
-// field returns the record at i of a sequence count accepted, and the index
-// of the next one.
-func field(s string, i int) (tag byte, v string, next int) {
-	l := int(s[i+1]) | int(s[i+2])<<8
-	return s[i], s[i+3 : i+3+l], i + 3 + l
 }
 
 func le64(v string) uint64 {
