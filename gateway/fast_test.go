@@ -32,28 +32,7 @@ func cacheableOrigin(t *testing.T) *httptest.Server {
 // responses.
 func exchange(t *testing.T, addr string, reqs ...string) []*http.Response {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
-	var out []*http.Response
-	for _, r := range reqs {
-		if _, err := io.WriteString(c, r); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatalf("%q: %v", r, err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		resp.Body = io.NopCloser(strings.NewReader(string(b)))
-		out = append(out, resp)
-	}
-	return out
+	return mtestutil.Exchange(t, addr, reqs...)
 }
 
 // TestFastHitsKeepThePoPsObservability: hits the fast path answers still

@@ -38,6 +38,9 @@ type siteEntry struct {
 	Site
 	handler http.Handler // the whole per-site chain: plugins, cache
 	cache   http.Handler // the cache alone, for the fast hit path
+	// hooked is cache with the site's plugin hooks, for the fast hit path
+	// while the site runs plugins; nil without PluginHooks.
+	hooked http.Handler
 }
 
 func newRouter(sites []*siteEntry) (*router, error) {

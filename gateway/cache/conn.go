@@ -171,9 +171,12 @@ func takeFound(r *http.Request, key string) (st *stored, varyMiss, ok bool) {
 	if f == nil {
 		return nil, false, false
 	}
-	if f.key != key || r.ProtoMajor != 1 {
+	if f.key != key || r.ProtoMajor != 1 || f.noLookup {
 		f.release()
 		return nil, false, false
+	}
+	if b := f.call.Swap(nil); b != nil {
+		b.c.Close() // no middleware took it over
 	}
 	return f.st, f.varyMiss, true
 }

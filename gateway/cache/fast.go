@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"strings"
 	"sync"
@@ -301,6 +302,13 @@ type fastConn struct {
 	// such a client does not pay a hand-off and a hijack per request.
 	streak int
 	served bool // a request was answered here since the connection came
+	// For a site's hooks (fasthooks.go): the client's address, parsed once,
+	// and the request and header views handed to them, reused.
+	lastPath  string
+	client    netip.AddrPort
+	clientSet bool
+	hookReq   FastHookRequest
+	fh        FastHeader
 }
 
 func (c *fastConn) serve(initial []byte) {
@@ -332,16 +340,19 @@ func (c *fastConn) serve(initial []byte) {
 			handedOff = c.handOff(nil)
 			return
 		}
-		var sh *siteHandler
+		var (
+			sh    *siteHandler
+			hooks FastHooks
+		)
 		if !c.l.serverPath(c.req.path) {
-			sh, _ = c.l.route(c.host(c.req.host)).(*siteHandler)
+			sh, hooks = fastSite(c.l.route(c.host(c.req.host)))
 		}
 		if sh == nil || sh.c != c.l.c || sh.site.Bypass {
 			c.l.c.metrics.fastRoute.Inc()
 			handedOff = c.handOff(nil)
 			return
 		}
-		found, served, err := sh.serveFast(c, start)
+		found, served, err := sh.serveFast(c, hooks, start)
 		if !served {
 			if err == nil {
 				handedOff = c.handOff(found)
@@ -370,7 +381,7 @@ func (l *FastListener) answers(host string) bool {
 	if l.opts.Route == nil {
 		return false
 	}
-	sh, _ := l.opts.Route(host).(*siteHandler)
+	sh, _ := fastSite(l.opts.Route(host))
 	return sh != nil && sh.c == l.c && !sh.site.Bypass
 }
 
@@ -562,15 +573,26 @@ type fastFound struct {
 	varyMiss bool
 	// stale: the stored response is not a fresh 200 (st may be nil: a miss).
 	stale bool
+	// noLookup: none was made (the site's hooks changed more than
+	// headers); key and st are empty.
+	noLookup bool
+	// call is the site's hooks' run for the request, for the server's
+	// middleware to take over (TakeFastCall); nil box when none.
+	call atomic.Pointer[callBox]
 }
 
 // cacheState reports whether f was handed off for the cache's state (a miss
 // or a stale object) rather than for what the request asked; nil (no lookup
 // made) is the request's.
-func (f *fastFound) cacheState() bool { return f != nil && (f.st == nil || f.stale) }
+func (f *fastFound) cacheState() bool { return f != nil && !f.noLookup && (f.st == nil || f.stale) }
 
+// release ends what no handler took: the stored response and the hooks'
+// call.
 func (f *fastFound) release() {
 	if f != nil {
 		f.st.close()
+		if b := f.call.Swap(nil); b != nil {
+			b.c.Close()
+		}
 	}
 }

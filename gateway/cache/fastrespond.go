@@ -21,15 +21,39 @@ import (
 // that serveStored sends through net/http. Otherwise it returns the lookup
 // it made (nil when it made none) and served false, for the server to use.
 // err is set when the connection failed while answering; it must close.
-func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, served bool, err error) {
+func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (_ *fastFound, served bool, err error) {
 	req := &c.req
+	m := h.c.metrics
+	var call FastCall
+	if hooks != nil {
+		var ok bool
+		if call, ok = c.beginHooks(hooks); !ok {
+			m.fastRoute.Inc()
+			return nil, false, nil
+		}
+		if call != nil && !hookedPlain(req, call) {
+			m.fastHooked.Inc()
+			f := &fastFound{noLookup: true}
+			f.call.Store(&callBox{call})
+			return f, false, nil
+		}
+	}
 	c.key = appendFastURL(append(append(c.key[:0], h.site.SiteID...), 0), req, &h.site)
 	key := string(c.key)
-	st, varyMiss := h.c.lookupWith(context.Background(), key, req.header)
+	header := req.header
+	if call != nil {
+		header = func() http.Header { return hookedHeader(req, call) }
+	}
+	st, varyMiss := h.c.lookupWith(context.Background(), key, header)
 	// What the server gets when the fast path does not answer (built only
 	// then: a served hit allocates nothing for it).
-	handOff := func(stale bool) *fastFound { return &fastFound{key: key, st: st, varyMiss: varyMiss, stale: stale} }
-	m := h.c.metrics
+	handOff := func(stale bool) *fastFound {
+		f := &fastFound{key: key, st: st, varyMiss: varyMiss, stale: stale}
+		if call != nil {
+			f.call.Store(&callBox{call})
+		}
+		return f
+	}
 	switch {
 	case st == nil:
 		m.fastMiss.Inc()
@@ -85,6 +109,21 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 		out = append(out, id...)
 		out = append(out, "\r\n"...)
 	}
+	status := http.StatusOK
+	if notModified {
+		status = http.StatusNotModified
+	}
+	if call != nil {
+		defer call.Close()
+		var ok bool
+		if out, ok = c.respondHooks(call, out, status); !ok {
+			st.close()
+			if err := c.sendFailed(call, req, id, start); err != nil {
+				return nil, false, err
+			}
+			return nil, true, nil
+		}
+	}
 	if req.close || c.l.closing.Load() {
 		out = append(out, "Connection: close\r\n"...)
 	}
@@ -115,10 +154,6 @@ func (h *siteHandler) serveFast(c *fastConn, start time.Time) (_ *fastFound, ser
 		return nil, false, err
 	}
 	if c.l.opts.Observe != nil {
-		status := http.StatusOK
-		if notModified {
-			status = http.StatusNotModified
-		}
 		c.observe(req, id, status, sent, start)
 	}
 	return nil, true, nil

@@ -11,6 +11,7 @@ import (
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
 	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/statesync"
@@ -31,6 +32,7 @@ type popPlugins struct {
 // popPluginSetup is what a PoP's gateway needs from its plugins.
 type popPluginSetup struct {
 	middleware  func(http.Handler) http.Handler
+	hooks       func(site string) cache.FastHooks // the fast path's
 	adminRoutes map[string]http.Handler
 	runs        func(site string) bool // whether a site runs plugins now
 }
@@ -74,12 +76,15 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	if s.geo != nil {
 		g = geoForPlugins{s.geo}
 	}
-	mw := pluginmw.New(pluginmw.Options{
+	rn := pluginmw.NewRunner(pluginmw.Options{
 		Host: host, PoP: pc.ID, PoPRegion: pc.Region, Geo: g, Logger: log,
 		Chain: func(r *http.Request) *plugins.Chain { return mg.Chain(gateway.SiteFromContext(r.Context())) },
 	})
-	wrap := func(next http.Handler) http.Handler { return mw(pluginDirectives(next)) }
-	return popPluginSetup{middleware: wrap, adminRoutes: map[string]http.Handler{"/admin/plugins/*": mg.Handler()}, runs: mg.Runs}, nil
+	wrap := func(next http.Handler) http.Handler { return rn.Middleware(pluginDirectives(next)) }
+	hooks := func(site string) cache.FastHooks {
+		return rn.FastHooks(func() *plugins.Chain { return mg.Chain(site) })
+	}
+	return popPluginSetup{middleware: wrap, hooks: hooks, adminRoutes: map[string]http.Handler{"/admin/plugins/*": mg.Handler()}, runs: mg.Runs}, nil
 }
 
 // pluginEngines makes the configured plugin engine and, when some sites run

@@ -121,7 +121,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 		return err
 	}
 	p, err := gateway.New(gateway.Options{
-		Plugins: pl.middleware, PluginSites: pl.runs, AdminRoutes: pl.adminRoutes,
+		Plugins: pl.middleware, PluginHooks: pl.hooks, PluginSites: pl.runs, AdminRoutes: pl.adminRoutes,
 		TLS: tls, Cache: c, Sync: node, Credentials: creds, NoFastPath: pc.FastHits != nil && !*pc.FastHits,
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),

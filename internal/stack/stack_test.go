@@ -482,15 +482,7 @@ func TestPluginRolloutThroughTheStack(t *testing.T) {
 		// Generous: compiling a Go plugin takes tens of seconds under -race.
 		deadline := time.Now().Add(180 * time.Second)
 		for {
-			r, _ := http.NewRequest("GET", "http://"+st.PoP(id).HTTPAddr()+"/", nil)
-			r.Host = "www.example.test"
-			resp, err := http.DefaultClient.Do(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.Header.Get("X-Edge") == "meridian" {
+			if resp := getHome(t, st.PoP(id).HTTPAddr()); resp.Header.Get("X-Edge") == "meridian" {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -499,6 +491,36 @@ func TestPluginRolloutThroughTheStack(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	// The site's hits stay on the PoP's fast path, the plugin running there
+	// as its hooks: its header on every answer.
+	pop := st.PoP("eu-west-2")
+	served := func() float64 {
+		return testutil.CounterSum(t, pop.Registry(), "meridian_cache_fast_requests_total", "outcome", "served")
+	}
+	before := served()
+	for i := range 4 {
+		resp := getHome(t, pop.HTTPAddr())
+		if resp.Header.Get("X-Edge") != "meridian" || !strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
+			t.Fatalf("hit %d: X-Edge %q Cache-Status %q, want the plugin's header on a hit", i, resp.Header.Get("X-Edge"), resp.Header.Get("Cache-Status"))
+		}
+	}
+	if n := served() - before; n < 3 {
+		t.Errorf("the fast path answered %v of 4 hits of the plugin site, want 3 or more", n)
+	}
+}
+
+// getHome GETs www.example.test's home page from a PoP at addr, body read.
+func getHome(t *testing.T, addr string) *http.Response {
+	t.Helper()
+	r, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
+	r.Host = "www.example.test"
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
 }
 
 // TestCacheTiersAcrossRestartAndPoPs: an object fetched once is served after

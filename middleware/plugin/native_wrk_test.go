@@ -1,8 +1,11 @@
 package plugin_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -10,6 +13,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/cache"
+	gworigin "github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
 )
@@ -31,8 +37,6 @@ func BenchmarkL1HitWrk(b *testing.B) {
 	}
 	site := benchSite(b)
 	hosts := benchHosts(b)
-	reqs := regexp.MustCompile(`(\d+) requests in`)
-	rps := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
 	var noneCPU float64
 	for _, run := range []struct{ engine, plugin string }{
 		{"", ""}, {"native", "wat/continue"}, {"native", "noop"}, {"native", "headers"}, {"native", "as-headers"},
@@ -52,38 +56,126 @@ func BenchmarkL1HitWrk(b *testing.B) {
 		srv := httptest.NewServer(r)
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				if resp, err := http.Get(srv.URL + "/object"); err != nil || resp.StatusCode != 200 {
-					b.Fatalf("warm-up: %v %v", resp, err)
-				} else {
-					resp.Body.Close()
-				}
-				// Warm the instances wrk's connections will use (each new
-				// Go instance grows its memory until its heap's first
-				// collections, some 130000 requests in; see
-				// BenchmarkL1HitEngines): the measured run is the steady
-				// state.
-				if out, err := exec.Command(wrk, "-t1", "-c8", "-d4s", srv.URL+"/object").CombinedOutput(); err != nil {
-					b.Fatalf("wrk warm-up: %v\n%s", err, out)
-				}
-				cpu0 := processCPU(b)
-				out, err := exec.Command(wrk, "-t1", "-c8", "-d3s", srv.URL+"/object").CombinedOutput()
-				cpu := processCPU(b) - cpu0
-				if err != nil {
-					b.Fatalf("wrk: %v\n%s", err, out)
-				}
-				n, _ := strconv.ParseFloat(string(reqs.FindSubmatch(out)[1]), 64)
-				r, _ := strconv.ParseFloat(string(rps.FindSubmatch(out)[1]), 64)
-				b.ReportMetric(r, "req/s")
-				perReq := float64(cpu.Nanoseconds()) / n
-				b.ReportMetric(perReq, "server-cpu-ns/req")
-				if run.plugin == "" && noneCPU == 0 {
-					noneCPU = perReq
-				}
-				if noneCPU > 0 {
-					b.ReportMetric(perReq/noneCPU, "x-none")
-				}
+				reportWrk(b, wrk, srv.URL+"/object", run.plugin == "", &noneCPU)
 			}
 		})
 		srv.Close()
 	}
+}
+
+// BenchmarkPoPHitWrk is BenchmarkL1HitWrk through a whole PoP
+// (gateway.PoP: its fast hit path, access observers and metrics), the
+// plugins running as the fast path's hooks (gateway.Options.PluginHooks):
+// what a site owner's plugin costs on a PoP's hit, against the same hit of
+// the site without plugins.
+//
+//	go test -run '^$' -bench PoPHitWrk -benchtime 1x ./middleware/plugin/
+func BenchmarkPoPHitWrk(b *testing.B) {
+	wrk, err := exec.LookPath("wrk")
+	if err != nil {
+		b.Fatal("wrk is needed for this benchmark (apt-get install wrk)")
+	}
+	originSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(w, "hello from the origin, a small cached object")
+	}))
+	b.Cleanup(originSrv.Close)
+	u, _ := url.Parse(originSrv.URL)
+	hosts := benchHosts(b)
+	var noneCPU float64
+	for _, run := range []struct {
+		engine, plugin string
+		noHooks        bool // the plugin site through net/http, as before the fast path ran hooks
+	}{
+		{"", "", false}, {"native", "wat/continue", false}, {"native", "noop", false}, {"native", "headers", false},
+		{"native", "as-headers", false}, {"native", "as-headers", true}, {"sdk", "headers", false}, {"", "", false},
+	} {
+		var chain *plugins.Chain
+		h := hosts["native"]
+		name := "none"
+		if run.plugin != "" {
+			h, name = hosts[run.engine], run.engine+"/"+run.plugin
+			if run.noHooks {
+				name += "/net-http"
+			}
+			chain = &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: run.plugin, Config: map[string]string{
+				"request": "X-Site: shop", "response": "X-Frame-Options: DENY"}}}}
+		}
+		pool, err := gworigin.New(gworigin.Options{Site: "shop", Servers: []gworigin.Server{{URL: u}}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rn := plugin.NewRunner(plugin.Options{Host: h, PoP: "fra1", Chain: func(*http.Request) *plugins.Chain { return chain }})
+		hooks := func(string) cache.FastHooks { return rn.FastHooks(func() *plugins.Chain { return chain }) }
+		if run.noHooks {
+			hooks = nil
+		}
+		p, err := gateway.New(gateway.Options{
+			ID: "fra1", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+			Sites:       []gateway.Site{{Name: "shop", Hosts: []string{"127.0.0.1"}, Origin: pool}},
+			Plugins:     rn.Middleware,
+			PluginHooks: hooks,
+			PluginSites: func(string) bool { return chain != nil },
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				reportWrk(b, wrk, "http://"+p.HTTPAddr()+"/object", run.plugin == "", &noneCPU)
+			}
+		})
+		_ = p.Shutdown(context.Background())
+	}
+}
+
+var (
+	wrkRequests = regexp.MustCompile(`(\d+) requests in`)
+	wrkRPS      = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+)
+
+// reportWrk measures target (measureWrk) and reports req/s, the server's
+// CPU per request, and that over *noneCPU, the first no-plugin run's
+// (which a run with none set records).
+func reportWrk(b *testing.B, wrk, target string, none bool, noneCPU *float64) {
+	rps, perReq := measureWrk(b, wrk, target)
+	b.ReportMetric(rps, "req/s")
+	b.ReportMetric(perReq, "server-cpu-ns/req")
+	if none && *noneCPU == 0 {
+		*noneCPU = perReq
+	}
+	if *noneCPU > 0 {
+		b.ReportMetric(perReq / *noneCPU, "x-none")
+	}
+}
+
+// measureWrk warms target up, then drives it with wrk for a few seconds:
+// wrk's req/s, and the process's CPU time per request served.
+func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
+	b.Helper()
+	if resp, err := http.Get(target); err != nil || resp.StatusCode != 200 {
+		b.Fatalf("warm-up: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// Warm the instances wrk's connections will use (each new Go instance
+	// grows its memory until its heap's first collections, some 130000
+	// requests in; see BenchmarkL1HitEngines): the measured run is the
+	// steady state.
+	if out, err := exec.Command(wrk, "-t1", "-c8", "-d4s", target).CombinedOutput(); err != nil {
+		b.Fatalf("wrk warm-up: %v\n%s", err, out)
+	}
+	cpu0 := processCPU(b)
+	out, err := exec.Command(wrk, "-t1", "-c8", "-d3s", target).CombinedOutput()
+	cpu := processCPU(b) - cpu0
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	n, _ := strconv.ParseFloat(string(wrkRequests.FindSubmatch(out)[1]), 64)
+	rps, _ = strconv.ParseFloat(string(wrkRPS.FindSubmatch(out)[1]), 64)
+	return rps, float64(cpu.Nanoseconds()) / n
 }

@@ -80,35 +80,94 @@ func DirectivesFrom(ctx context.Context) *Directives {
 	return d
 }
 
-// New returns the middleware.
-func New(opts Options) func(http.Handler) http.Handler {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if opts.ClientIP == nil {
-		opts.ClientIP = remoteIP
-	}
-	o := &opts
+// Runner runs the sites' plugin chains: as chi middleware (Middleware,
+// for requests served through net/http) and on the cache's fast path
+// (FastHooks). A request runs through the chain once, whichever path takes
+// it: a call the fast path began and handed on with its connection is
+// taken over by Middleware (cache.TakeFastCall).
+type Runner struct {
+	o *Options
 	// Exchanges are recycled: a request through a plugin chain allocates
 	// only what outlives it (its context with the Directives, the
 	// request's shallow copy, header maps it changes, decoded strings).
-	exchanges := &sync.Pool{New: func() any { return new(exchange) }}
-	return func(next http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var chain *plugins.Chain
-			if o.Chain != nil {
-				chain = o.Chain(r)
-			}
-			if chain == nil || len(chain.Entries) == 0 {
-				next.ServeHTTP(w, r)
+	exchanges sync.Pool
+	// ownClientIP: Options.ClientIP was set, and it needs the server's
+	// request; the fast path then leaves plugin sites to net/http.
+	ownClientIP bool
+}
+
+// NewRunner returns a Runner.
+func NewRunner(opts Options) *Runner {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	rn := &Runner{ownClientIP: opts.ClientIP != nil}
+	if opts.ClientIP == nil {
+		opts.ClientIP = remoteIP
+	}
+	rn.o = &opts
+	rn.exchanges.New = func() any { return new(exchange) }
+	return rn
+}
+
+// New returns the middleware (NewRunner(opts).Middleware).
+func New(opts Options) func(http.Handler) http.Handler {
+	return NewRunner(opts).Middleware
+}
+
+// Middleware runs the request's chain (Options.Chain) around next.
+func (rn *Runner) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fc := cache.TakeFastCall(r); fc != nil {
+			if ex, ok := fc.(*exchange); ok && ex.rn == rn {
+				// The fast path ran the request phase: deliver it here.
+				ex.deliver(next, w, r)
+				ex.Close()
 				return
 			}
-			ex := exchanges.Get().(*exchange)
-			ex.run(o, chain, next, w, r)
-			ex.recycle()
-			exchanges.Put(ex)
-		})
+			fc.Close()
+		}
+		var chain *plugins.Chain
+		if rn.o.Chain != nil {
+			chain = rn.o.Chain(r)
+		}
+		if chain == nil || len(chain.Entries) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ex := rn.exchanges.Get().(*exchange)
+		ex.begin(rn, chain, rn.o.ClientIP(r), r.Method, r.Host, r.Context())
+		ex.request(r.URL.EscapedPath(), r.URL.RawQuery, httpHeader(r.Header))
+		ex.deliver(next, w, r)
+		ex.Close()
+	})
+}
+
+// FastHooks returns the hooks the cache's fast path runs for a site
+// (cache.WithFastHooks); chain returns the site's chain for a request, as
+// Options.Chain does.
+func (rn *Runner) FastHooks(chain func() *plugins.Chain) cache.FastHooks {
+	return fastHooks{rn: rn, chain: chain}
+}
+
+type fastHooks struct {
+	rn    *Runner
+	chain func() *plugins.Chain
+}
+
+// BeginFast implements cache.FastHooks.
+func (fh fastHooks) BeginFast(req *cache.FastHookRequest) (cache.FastCall, bool) {
+	if fh.rn.ownClientIP {
+		return nil, false
 	}
+	chain := fh.chain()
+	if chain == nil || len(chain.Entries) == 0 {
+		return nil, true
+	}
+	ex := fh.rn.exchanges.Get().(*exchange)
+	ex.begin(fh.rn, chain, req.Client.Addr().Unmap(), req.Method, req.Host, context.Background())
+	ex.request(req.Path, req.RawQuery, fastRequestHeader{req})
+	return ex, true
 }
 
 // remoteIP is the client address from RemoteAddr ("ip:port").
@@ -128,18 +187,41 @@ func remoteIP(r *http.Request) netip.Addr {
 // request is done: nothing that outlives the request may point into it
 // (the Directives live in dirCtx, allocated per request, because cache
 // revalidation may keep the request's context after the response).
+//
+// It runs in two steps, so that the fast path can run the first and hand
+// the second to net/http: request runs on_request of each entry and
+// records what the plugins asked (the request changes in order, their
+// decisions, a direct answer), reading the request through a view that
+// shows the changes made so far; deliver carries the record out on the
+// server's request and serves it. On the fast path, Response runs the
+// response phase on the hit's header block instead.
 type exchange struct {
+	rn     *Runner
 	opts   *Options
 	chain  *plugins.Chain
 	x      *plugins.Exchange
+	ctx    context.Context // the request step's only
+	base   headerView      // the incoming request's headers, request step only
 	req    abi.Request
 	resp   abi.Response
 	act    abi.Actions
 	ran    int // entries whose on_request ran (successfully or not)
-	skip   int // entry that answered directly (its on_response is not run), -1
+	skip   int // entry that answered directly or failed closed (no on_response), -1
 	dir    *Directives
 	respOp []headerOp // response header changes asked in on_request
 	rw     responseWriter
+
+	// The record of the request step.
+	path, query       string               // the path (escaped) and query as the plugins left them
+	newPath, newRaw   string               // a path rewrite: URL.Path and RawPath
+	pathSet, querySet bool                 // rewritten
+	hops              []cache.HeaderChange // request header changes, names canonical, in order
+	origin, cacheKey  string
+	ttl               time.Duration
+	noStore           bool
+	decided           bool   // origin, cache key, TTL or no-store: Directives needed
+	answer            []byte // a direct answer's body (skip's), copied
+	failed            error  // a fail-closed chain's on_request failure (skip's)
 
 	// The request handed on is a shallow copy of the caller's (copied: made
 	// by own or copyRequest); its header map and URL are copied on the
@@ -169,69 +251,225 @@ func (c *dirCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// recycle drops what the exchange points to, so a pooled exchange keeps no
-// request, writer or large buffer alive.
-func (ex *exchange) recycle() {
-	ex.opts, ex.chain, ex.x, ex.dir = nil, nil, nil, nil
-	ex.rw = responseWriter{}
-	ex.respOp = ex.respOp[:0]
-	ex.spare = nil
-	clear(ex.req.Headers)
-	clear(ex.resp.Headers)
-	if cap(ex.act.Body) > 64<<10 {
-		ex.act.Body = nil
-	}
-}
-
-func (ex *exchange) run(opts *Options, chain *plugins.Chain, next http.Handler, w http.ResponseWriter, r *http.Request) {
-	ip := opts.ClientIP(r)
+// begin starts the exchange for a request of chain.
+func (ex *exchange) begin(rn *Runner, chain *plugins.Chain, ip netip.Addr, method, host string, ctx context.Context) {
+	opts := rn.o
 	var geo plugins.GeoInfo
 	if opts.Geo != nil && ip.IsValid() {
 		geo.Country, geo.Region, geo.Lat, geo.Lon, geo.Known = opts.Geo.GeoLookup(ip)
 	}
-	ex.opts, ex.chain, ex.skip, ex.ran = opts, chain, -1, 0
+	ex.rn, ex.opts, ex.chain, ex.skip, ex.ran, ex.ctx = rn, opts, chain, -1, 0, ctx
 	ex.copied, ex.ownHeader, ex.ownURL = false, false, false
+	ex.pathSet, ex.querySet, ex.noStore, ex.decided = false, false, false, false
+	ex.ttl = 0
 	ex.x = opts.Host.Begin(chain, geo)
-	defer ex.x.Close()
 	// Field by field: a whole-struct assignment is a bulk copy with
 	// write barriers while the GC runs.
 	q := &ex.req
-	q.Method, q.Host, q.PoP, q.PoPRegion, q.ClientIP, q.ClientAddr = r.Method, r.Host, opts.PoP, opts.PoPRegion, "", ip
+	q.Method, q.Host, q.PoP, q.PoPRegion, q.ClientIP, q.ClientAddr = method, host, opts.PoP, opts.PoPRegion, "", ip
 	q.Country, q.Region = "", ""
 	if geo.Known {
 		q.Country, q.Region = geo.Country, geo.Region
 	}
 	q.Time = ex.x.Time() // the Host's clock (plugins.Options.Now in tests)
+}
 
-	// r stays the caller's request until a plugin changes something (own).
+// Close ends the exchange and recycles it (cache.FastCall).
+func (ex *exchange) Close() {
+	ex.x.Close()
+	rn := ex.rn
+	ex.recycle()
+	rn.exchanges.Put(ex)
+}
+
+// recycle drops what the exchange points to, so a pooled exchange keeps no
+// request, writer or large buffer alive.
+func (ex *exchange) recycle() {
+	ex.rn, ex.opts, ex.chain, ex.x, ex.dir, ex.ctx, ex.base, ex.failed = nil, nil, nil, nil, nil, nil, nil, nil
+	ex.rw = responseWriter{}
+	clear(ex.respOp)
+	ex.respOp = ex.respOp[:0]
+	clear(ex.hops)
+	ex.hops = ex.hops[:0]
+	ex.spare = nil
+	ex.path, ex.query, ex.newPath, ex.newRaw, ex.origin, ex.cacheKey = "", "", "", "", "", ""
+	clear(ex.req.Headers)
+	clear(ex.resp.Headers)
+	if cap(ex.act.Body) > 64<<10 {
+		ex.act.Body = nil
+	}
+	if cap(ex.answer) > 64<<10 {
+		ex.answer = nil
+	}
+}
+
+// request runs on_request of each entry in order (the request step): each
+// plugin sees the request as the ones before it left it.
+func (ex *exchange) request(path, query string, base headerView) {
+	ex.path, ex.query, ex.base = path, query, base
+	chain := ex.chain
 	for i := range chain.Entries {
 		e := &chain.Entries[i]
-		ex.req.Path, ex.req.Query = r.URL.EscapedPath(), r.URL.RawQuery
-		ex.req.Headers = ex.selectHeaders(ex.req.Headers[:0], r.Header, e.RequestHeaders)
+		ex.req.Path, ex.req.Query = ex.path, ex.query
+		ex.req.Headers = ex.selectRequestHeaders(ex.req.Headers[:0], e.RequestHeaders)
 		ex.ran = i + 1
-		if err := ex.x.Request(r.Context(), i, &ex.req, &ex.act); err != nil {
+		if err := ex.x.Request(ex.ctx, i, &ex.req, &ex.act); err != nil {
 			if chain.FailClosed {
-				ex.failClosed(w, e.Plugin, err)
-				return
+				ex.failed, ex.skip = err, i
+				break
 			}
 			continue // fail open: skip this plugin
 		}
-		r = ex.apply(r)
+		ex.record()
 		if ex.act.Respond {
 			ex.skip = i
-			ex.respond(w, r)
-			return
+			ex.answer = append(ex.answer[:0], ex.act.Body...)
+			break
 		}
 	}
-	pending := ex.x.ResponsePending()
+	ex.ctx, ex.base = nil, nil
+}
+
+// record notes the request-phase actions in ex.act.
+func (ex *exchange) record() {
+	a := &ex.act
+	for _, name := range a.RemoveRequestHeaders {
+		ex.hops = append(ex.hops, cache.HeaderChange{Name: ex.names.canonical(name), Remove: true})
+	}
+	for _, hd := range a.SetRequestHeaders {
+		ex.hops = append(ex.hops, cache.HeaderChange{Name: ex.names.canonical(hd.Name), Value: hd.Value})
+	}
+	if a.RewritePath {
+		p, err := url.PathUnescape(a.Path)
+		if err != nil {
+			p = a.Path // not %-encoded after all: take it literally
+		}
+		// EscapedPath falls back to encoding Path when RawPath does not match it.
+		u := url.URL{Path: p, RawPath: a.Path}
+		ex.newPath, ex.newRaw, ex.path, ex.pathSet = p, a.Path, u.EscapedPath(), true
+	}
+	if a.RewriteQuery {
+		ex.query, ex.querySet = a.Query, true
+	}
+	if a.Origin != "" {
+		ex.origin, ex.decided = a.Origin, true
+	}
+	if a.CacheKey != "" {
+		ex.cacheKey, ex.decided = a.CacheKey, true
+	}
+	if a.HasTTL && a.TTL > 0 {
+		ex.ttl, ex.decided = a.TTL, true
+	}
+	if (a.NoStore || (a.HasTTL && a.TTL == 0)) && !ex.noStore {
+		ex.noStore, ex.decided = true, true
+		// The cache honours the RFC 9111 request directive: nothing of this
+		// exchange is stored (a response already stored may still be served).
+		cc := "no-store"
+		if vs := ex.requestValues("Cache-Control"); len(vs) > 0 && vs[0] != "" {
+			cc = vs[0] + ", no-store"
+		}
+		ex.hops = append(ex.hops, cache.HeaderChange{Name: "Cache-Control", Value: cc})
+	}
+	for _, name := range a.RemoveResponseHeaders {
+		ex.respOp = append(ex.respOp, headerOp{name: name, remove: true})
+	}
+	for _, h := range a.SetResponseHeaders {
+		ex.respOp = append(ex.respOp, headerOp{name: h.Name, value: h.Value})
+	}
+}
+
+// requestValues returns the values of request header canon (canonical) as
+// the plugins so far left it.
+func (ex *exchange) requestValues(canon string) []string {
+	for i := len(ex.hops) - 1; i >= 0; i-- {
+		if op := &ex.hops[i]; op.Name == canon {
+			if op.Remove {
+				return nil
+			}
+			return []string{op.Value}
+		}
+	}
+	return ex.base.values(canon)
+}
+
+// changed reports whether the request step changed header canon.
+func (ex *exchange) changed(canon string) bool {
+	for i := range ex.hops {
+		if ex.hops[i].Name == canon {
+			return true
+		}
+	}
+	return false
+}
+
+// selectRequestHeaders appends the request headers named in names ("*":
+// all) as the plugins so far left them.
+func (ex *exchange) selectRequestHeaders(dst []abi.Header, names []string) []abi.Header {
+	for _, n := range names {
+		if n == "*" {
+			return ex.allRequestHeaders(dst)
+		}
+		canon := ex.names.canonical(n)
+		if !ex.changed(canon) {
+			for _, v := range ex.base.values(canon) {
+				dst = append(dst, abi.Header{Name: n, Value: v})
+			}
+			continue
+		}
+		for _, v := range ex.requestValues(canon) {
+			dst = append(dst, abi.Header{Name: n, Value: v})
+		}
+	}
+	return dst
+}
+
+// allRequestHeaders appends every request header as the plugins so far
+// left it. (Apart from selectRequestHeaders: the closure would move that
+// one's dst to the heap on every call.)
+func (ex *exchange) allRequestHeaders(dst []abi.Header) []abi.Header {
+	ex.base.each(func(k, v string) {
+		if !ex.changed(k) {
+			dst = append(dst, abi.Header{Name: k, Value: v})
+		}
+	})
+	for i := range ex.hops {
+		op := &ex.hops[i]
+		if ex.lastOp(i) && !op.Remove {
+			dst = append(dst, abi.Header{Name: op.Name, Value: op.Value})
+		}
+	}
+	return dst
+}
+
+// lastOp reports whether hops[i] is the last change of its header.
+func (ex *exchange) lastOp(i int) bool {
+	for j := i + 1; j < len(ex.hops); j++ {
+		if ex.hops[j].Name == ex.hops[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// deliver serves r as the request step left it (the delivery step): the
+// fail-closed 503, the direct answer, or next with the response phase
+// around it.
+func (ex *exchange) deliver(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	if ex.failed != nil {
+		ex.failClosed(w, ex.chain.Entries[ex.skip].Plugin, ex.failed)
+		return
+	}
+	pending := ex.skip < 0 && ex.x.ResponsePending()
+	r = ex.materialize(r, pending)
+	if ex.skip >= 0 {
+		ex.respond(w, r)
+		return
+	}
 	if !pending && len(ex.respOp) == 0 {
 		// Nothing to do at delivery: the plugins only looked (the common
 		// case of a plugin without on_response that continued).
 		next.ServeHTTP(w, r)
 		return
-	}
-	if pending {
-		r = ex.own(r) // on_response may leave Directives for the cache
 	}
 	ex.rw = responseWriter{ResponseWriter: w, ex: ex, r: r}
 	rw := &ex.rw
@@ -240,6 +478,77 @@ func (ex *exchange) run(opts *Options, chain *plugins.Chain, next http.Handler, 
 		rw.WriteHeader(http.StatusOK)
 	}
 }
+
+// materialize applies the request step's record to r, the caller's request
+// (which is never changed: the changes go to a shallow copy). pending: an
+// on_response is to run, which may leave Directives for the cache.
+func (ex *exchange) materialize(r *http.Request, pending bool) *http.Request {
+	switch {
+	case ex.decided || pending:
+		r = ex.own(r) // decisions for the layers after: Directives
+		ex.dir.Origin, ex.dir.CacheKey, ex.dir.TTL, ex.dir.NoStore = ex.origin, ex.cacheKey, ex.ttl, ex.noStore
+	case len(ex.hops) > 0 || ex.pathSet || ex.querySet:
+		// Only the request changes: a copy of it, without the Directives'
+		// context (one allocation less on the common header injection).
+		r = ex.copyRequest(r)
+	}
+	if len(ex.hops) > 0 {
+		// Value slots for the headers set and the response headers asked
+		// for (set at delivery: one allocation less).
+		sets := 0
+		for i := range ex.hops {
+			if !ex.hops[i].Remove {
+				sets++
+			}
+		}
+		h := ex.header(r, sets, sets+len(ex.respOp))
+		for _, op := range ex.hops {
+			if op.Remove {
+				delete(h, op.Name)
+			} else {
+				ex.setHeader(h, op.Name, op.Value)
+			}
+		}
+	}
+	if ex.pathSet {
+		u := ex.url(r)
+		u.Path, u.RawPath = ex.newPath, ex.newRaw
+		r.RequestURI = u.RequestURI()
+	}
+	if ex.querySet {
+		u := ex.url(r)
+		u.RawQuery = ex.query
+		r.RequestURI = u.RequestURI()
+	}
+	ctx := r.Context()
+	if ex.cacheKey != "" {
+		ctx = cache.WithKey(ctx, ex.cacheKey)
+	}
+	if ex.ttl > 0 {
+		ctx = cache.WithTTL(ctx, ex.ttl)
+	}
+	if ctx != r.Context() {
+		r = r.WithContext(ctx)
+	}
+	return r
+}
+
+// Plain implements cache.FastCall: the request step changed only headers.
+func (ex *exchange) Plain() bool {
+	return ex.skip < 0 && !ex.decided && !ex.pathSet && !ex.querySet
+}
+
+// RequestHeaderChanges implements cache.FastCall.
+func (ex *exchange) RequestHeaderChanges() []cache.HeaderChange { return ex.hops }
+
+// Response implements cache.FastCall: the response step on a fast hit.
+func (ex *exchange) Response(status int, h *cache.FastHeader) bool {
+	_, failed := ex.response(context.Background(), fastHeader{h}, status)
+	return !failed
+}
+
+// FailBody implements cache.FastCall.
+func (ex *exchange) FailBody() string { return failBody }
 
 // own returns the exchange's own shallow copy of the caller's request, with
 // the Directives in its context, making it on the first call. The header
@@ -313,7 +622,7 @@ func (ex *exchange) setHeader(h http.Header, key, v string) {
 	h[key] = []string{v}
 }
 
-// ownURL makes r.URL the exchange's own copy before a change.
+// url makes r.URL the exchange's own copy before a change.
 func (ex *exchange) url(r *http.Request) *url.URL {
 	if !ex.ownURL {
 		u := *r.URL
@@ -321,79 +630,6 @@ func (ex *exchange) url(r *http.Request) *url.URL {
 		ex.ownURL = true
 	}
 	return r.URL
-}
-
-// apply carries out the request-phase actions in ex.act on r.
-func (ex *exchange) apply(r *http.Request) *http.Request {
-	a := &ex.act
-	switch {
-	case a.Origin != "" || a.CacheKey != "" || a.HasTTL || a.NoStore:
-		r = ex.own(r) // decisions for the layers after: Directives
-	case len(a.RemoveRequestHeaders) > 0 || len(a.SetRequestHeaders) > 0 || a.RewritePath || a.RewriteQuery:
-		// Only the request changes: a copy of it, without the Directives'
-		// context (one allocation less on the common header injection).
-		r = ex.copyRequest(r)
-	}
-	if len(a.RemoveRequestHeaders) > 0 || len(a.SetRequestHeaders) > 0 {
-		// Value slots for the headers set, no-store below and the response
-		// headers asked for (set at delivery: one allocation less).
-		n := len(a.SetRequestHeaders) + 1
-		h := ex.header(r, n, n+len(a.SetResponseHeaders))
-		for _, name := range a.RemoveRequestHeaders {
-			delete(h, ex.names.canonical(name))
-		}
-		for _, hd := range a.SetRequestHeaders {
-			ex.setHeader(h, ex.names.canonical(hd.Name), hd.Value)
-		}
-	}
-	if a.RewritePath {
-		p, err := url.PathUnescape(a.Path)
-		if err != nil {
-			p = a.Path // not %-encoded after all: take it literally
-		}
-		// EscapedPath falls back to encoding Path when RawPath does not match it.
-		u := ex.url(r)
-		u.Path, u.RawPath = p, a.Path
-		r.RequestURI = u.RequestURI()
-	}
-	if a.RewriteQuery {
-		u := ex.url(r)
-		u.RawQuery = a.Query
-		r.RequestURI = u.RequestURI()
-	}
-	if a.Origin != "" {
-		ex.dir.Origin = a.Origin
-	}
-	ctx := r.Context()
-	if a.CacheKey != "" {
-		ex.dir.CacheKey = a.CacheKey
-		ctx = cache.WithKey(ctx, a.CacheKey)
-	}
-	if a.HasTTL && a.TTL > 0 {
-		ex.dir.TTL = a.TTL
-		ctx = cache.WithTTL(ctx, a.TTL)
-	}
-	if (a.NoStore || (a.HasTTL && a.TTL == 0)) && !ex.dir.NoStore {
-		ex.dir.NoStore = true
-		// The cache honours the RFC 9111 request directive: nothing of this
-		// exchange is stored (a response already stored may still be served).
-		h := ex.header(r, 1, 1)
-		if cc := h.Get("Cache-Control"); cc != "" {
-			ex.setHeader(h, "Cache-Control", cc+", no-store")
-		} else {
-			ex.setHeader(h, "Cache-Control", "no-store")
-		}
-	}
-	for _, name := range a.RemoveResponseHeaders {
-		ex.respOp = append(ex.respOp, headerOp{name: name, remove: true})
-	}
-	for _, h := range a.SetResponseHeaders {
-		ex.respOp = append(ex.respOp, headerOp{name: h.Name, value: h.Value})
-	}
-	if ctx != r.Context() {
-		r = r.WithContext(ctx)
-	}
-	return r
 }
 
 // nameCache remembers the canonical form of the last few header names seen
@@ -426,13 +662,13 @@ func (c *nameCache) canonical(name string) string {
 // respond writes a plugin's direct answer, after the on_response of the
 // plugins before it.
 func (ex *exchange) respond(w http.ResponseWriter, r *http.Request) {
-	status, body := ex.act.Status, append([]byte(nil), ex.act.Body...)
+	status, body := ex.act.Status, append([]byte(nil), ex.answer...)
 	h := w.Header()
 	for _, hd := range ex.act.RespondHeaders {
 		h.Add(hd.Name, hd.Value)
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
-	status, failed := ex.response(w, r, status)
+	status, failed := ex.response(r.Context(), httpHeader(h), status)
 	w.WriteHeader(status)
 	if failed {
 		_, _ = io.WriteString(w, failBody)
@@ -445,11 +681,10 @@ func (ex *exchange) respond(w http.ResponseWriter, r *http.Request) {
 // on_response in reverse order. It returns the status to send and whether a
 // fail-closed chain's on_response failed (then the status is 503 and the
 // original body must be dropped).
-func (ex *exchange) response(w http.ResponseWriter, r *http.Request, status int) (int, bool) {
-	h := w.Header()
+func (ex *exchange) response(ctx context.Context, h responseHeader, status int) (int, bool) {
 	for _, op := range ex.respOp {
 		if op.remove {
-			delete(h, ex.names.canonical(op.name))
+			ex.delResponseHeader(h, op.name)
 		} else {
 			ex.setResponseHeader(h, op.name, op.value)
 		}
@@ -461,30 +696,28 @@ func (ex *exchange) response(w http.ResponseWriter, r *http.Request, status int)
 			continue
 		}
 		e := &ex.chain.Entries[i]
-		resp.Headers = ex.selectHeaders(resp.Headers[:0], h, e.ResponseHeaders)
-		ran, err := ex.x.Response(r.Context(), i, resp, &ex.act)
+		resp.Headers = ex.selectResponseHeaders(resp.Headers[:0], h, e.ResponseHeaders)
+		ran, err := ex.x.Response(ctx, i, resp, &ex.act)
 		if !ran {
 			continue
 		}
 		if err != nil {
 			if ex.chain.FailClosed {
 				ex.opts.Logger.Warn("plugin on_response failed; answering 503", "site", ex.chain.Site, "plugin", e.Plugin, "err", err)
-				clear(h)
-				h.Set("Content-Type", "text/plain; charset=utf-8")
-				h.Set("Cache-Control", "no-store")
+				h.failed()
 				return http.StatusServiceUnavailable, true
 			}
 			continue
 		}
 		a := &ex.act
 		for _, name := range a.RemoveResponseHeaders {
-			delete(h, ex.names.canonical(name))
+			ex.delResponseHeader(h, name)
 		}
 		for _, hd := range a.SetResponseHeaders {
 			ex.setResponseHeader(h, hd.Name, hd.Value)
 		}
 		if ex.dir == nil {
-			continue // a direct answer: no cache to tell
+			continue // a direct answer or a fast hit: no cache to tell
 		}
 		if a.NoStore {
 			ex.dir.NoStore = true
@@ -497,44 +730,117 @@ func (ex *exchange) response(w http.ResponseWriter, r *http.Request, status int)
 }
 
 // setResponseHeader sets a header; Set-Cookie accumulates instead, since
-// several plugins may each set a cookie.
-func (ex *exchange) setResponseHeader(h http.Header, name, value string) {
+// several plugins may each set a cookie. The fields that frame the message
+// are the server's (cache.FramingField): a plugin's Content-Length would
+// cut or stall the body the cache writes.
+func (ex *exchange) setResponseHeader(h responseHeader, name, value string) {
 	key := ex.names.canonical(name)
-	if key == "Set-Cookie" {
-		h[key] = append(h[key], value)
+	if cache.FramingField(key) {
 		return
 	}
-	ex.setHeader(h, key, value)
+	if key == "Set-Cookie" {
+		h.add(key, value)
+		return
+	}
+	if hh, ok := h.(httpHeader); ok {
+		ex.setHeader(http.Header(hh), key, value)
+		return
+	}
+	h.set(key, value)
+}
+
+// delResponseHeader removes a header, but not one that frames the message.
+func (ex *exchange) delResponseHeader(h responseHeader, name string) {
+	if key := ex.names.canonical(name); !cache.FramingField(key) {
+		h.del(key)
+	}
 }
 
 const failBody = "503 service unavailable: a plugin of this site failed\n"
 
 func (ex *exchange) failClosed(w http.ResponseWriter, plugin string, err error) {
 	ex.opts.Logger.Warn("plugin failed; site fails closed: answering 503", "site", ex.chain.Site, "plugin", plugin, "kind", plugins.KindOf(err), "err", err)
-	ex.skip = ex.ran - 1
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = io.WriteString(w, failBody)
 }
 
-// selectHeaders appends the headers named in names ("*": all) from h.
-func (ex *exchange) selectHeaders(dst []abi.Header, h http.Header, names []string) []abi.Header {
+// selectResponseHeaders appends the headers named in names ("*": all)
+// from h.
+func (ex *exchange) selectResponseHeaders(dst []abi.Header, h responseHeader, names []string) []abi.Header {
 	for _, n := range names {
 		if n == "*" {
-			for k, vs := range h {
-				for _, v := range vs {
-					dst = append(dst, abi.Header{Name: k, Value: v})
-				}
-			}
-			return dst
+			return allHeaders(dst, h)
 		}
-		for _, v := range h[ex.names.canonical(n)] {
+		for _, v := range h.values(ex.names.canonical(n)) {
 			dst = append(dst, abi.Header{Name: n, Value: v})
 		}
 	}
 	return dst
 }
+
+// allHeaders appends every header of h (apart from its caller, and not
+// inlined into it, as allRequestHeaders).
+//
+//go:noinline
+func allHeaders(dst []abi.Header, h headerView) []abi.Header {
+	h.each(func(k, v string) { dst = append(dst, abi.Header{Name: k, Value: v}) })
+	return dst
+}
+
+// headerView reads a request's headers: net/http's, or the fast path's
+// parsed request.
+type headerView interface {
+	values(canon string) []string
+	each(fn func(name, value string))
+}
+
+// responseHeader is the response header the response step changes:
+// net/http's, or the fast path's header block.
+type responseHeader interface {
+	headerView
+	set(canon, value string)
+	add(canon, value string)
+	del(canon string)
+	failed() // a fail-closed on_response failed: the header of the 503
+}
+
+type httpHeader http.Header
+
+func (h httpHeader) values(canon string) []string { return h[canon] }
+
+func (h httpHeader) each(fn func(name, value string)) {
+	for k, vs := range h {
+		for _, v := range vs {
+			fn(k, v)
+		}
+	}
+}
+
+func (h httpHeader) set(canon, value string) { h[canon] = []string{value} }
+func (h httpHeader) add(canon, value string) { h[canon] = append(h[canon], value) }
+func (h httpHeader) del(canon string)        { delete(h, canon) }
+
+func (h httpHeader) failed() {
+	clear(h)
+	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	h["Cache-Control"] = []string{"no-store"}
+}
+
+type fastRequestHeader struct{ r *cache.FastHookRequest }
+
+func (h fastRequestHeader) values(canon string) []string     { return h.r.Values(canon) }
+func (h fastRequestHeader) each(fn func(name, value string)) { h.r.Each(fn) }
+
+type fastHeader struct{ h *cache.FastHeader }
+
+func (h fastHeader) values(canon string) []string     { return h.h.Values(canon) }
+func (h fastHeader) each(fn func(name, value string)) { h.h.Each(fn) }
+func (h fastHeader) set(canon, value string)          { h.h.Set(canon, value) }
+func (h fastHeader) add(canon, value string)          { h.h.Add(canon, value) }
+func (h fastHeader) del(canon string)                 { h.h.Del(canon) }
+func (h fastHeader) failed()                          {} // the fast path writes its own 503
 
 // responseWriter runs the response phase just before the headers go out.
 type responseWriter struct {
@@ -554,7 +860,7 @@ func (rw *responseWriter) WriteHeader(status int) {
 		return
 	}
 	rw.wroteHeader = true
-	final, failed := rw.ex.response(rw.ResponseWriter, rw.r, status)
+	final, failed := rw.ex.response(rw.r.Context(), httpHeader(rw.ResponseWriter.Header()), status)
 	rw.ResponseWriter.WriteHeader(final)
 	if failed {
 		rw.swallow = true

@@ -45,7 +45,7 @@ func run(m *testing.M) int {
 	for k, v := range built {
 		wasm[k] = v
 	}
-	for _, n := range []string{"trap", "loop"} {
+	for _, n := range []string{"trap", "loop", "resptrap"} {
 		b, err := plugintest.WAT(ctx, dir, n)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

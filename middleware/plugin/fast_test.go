@@ -1,0 +1,269 @@
+package plugin_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/cache"
+	gworigin "github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/internal/testutil"
+	"github.com/meridian-edge/meridian/middleware/plugin"
+	"github.com/meridian-edge/meridian/plugins"
+	"github.com/meridian-edge/meridian/plugins/native"
+	"github.com/meridian-edge/meridian/plugins/plugintest"
+)
+
+// edge is a whole PoP (gateway.PoP, its cache and fast path) whose one site,
+// shop.example, runs a plugin chain on the native engine, with the chain's
+// hooks on the fast path (gateway.Options.PluginHooks).
+type edge struct {
+	pop     *gateway.PoP
+	plugins *prometheus.Registry // the plugin host's metrics
+	origin  atomic.Int64         // requests the origin received
+}
+
+// newEdge starts the PoP with chain for the site; the origin answers every
+// path with a cacheable body that shows the request headers the plugins
+// set, and varies on one of them.
+func newEdge(t *testing.T, chain *plugins.Chain, wasmKeys map[string]string) *edge {
+	t.Helper()
+	e := &edge{plugins: prometheus.NewRegistry()}
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.origin.Add(1)
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Vary", "X-Meridian-Pop")
+		fmt.Fprintf(w, "%s pop=%s tenant=%s auth=%s/%s", r.URL.Path, r.Header.Get("X-Meridian-Pop"),
+			r.Header.Get("X-Tenant"), r.Header.Get("X-Authenticated"), r.Header.Get("Authorization"))
+	}))
+	t.Cleanup(o.Close)
+	nativeOnce.Do(func() { nativeEng, nativeErr = native.New(native.Options{CacheDir: plugintest.CacheDir()}) })
+	if nativeErr != nil {
+		t.Fatal(nativeErr)
+	}
+	h, err := plugins.NewHost(plugins.Options{Engine: nativeEng, Registerer: e.plugins, Limits: plugins.Limits{Timeout: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	ctx := context.Background()
+	for _, en := range chain.Entries {
+		v, err := h.Add(ctx, chain.Site, en.Plugin, wasm[wasmKeys[en.Plugin]])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Activate(ctx, chain.Site, en.Plugin, v.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, _ := url.Parse(o.URL)
+	pool, err := gworigin.New(gworigin.Options{Site: chain.Site, Servers: []gworigin.Server{{URL: u}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn := plugin.NewRunner(plugin.Options{Host: h, PoP: "fra1", PoPRegion: "eu-central",
+		Chain: func(*http.Request) *plugins.Chain { return chain }})
+	e.pop, err = gateway.New(gateway.Options{
+		ID: "fra1", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Sites:       []gateway.Site{{Name: chain.Site, Hosts: []string{"shop.example"}, Origin: pool}},
+		Plugins:     rn.Middleware,
+		PluginHooks: func(string) cache.FastHooks { return rn.FastHooks(func() *plugins.Chain { return chain }) },
+		PluginSites: func(site string) bool { return site == chain.Site },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.pop.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.pop.Shutdown(ctx)
+	})
+	return e
+}
+
+// send writes raw requests on one keep-alive connection and reads the
+// responses, bodies included.
+func (e *edge) send(t *testing.T, reqs ...string) []result {
+	t.Helper()
+	var out []result
+	for _, resp := range testutil.Exchange(t, e.pop.HTTPAddr(), reqs...) {
+		b, _ := io.ReadAll(resp.Body)
+		out = append(out, result{resp.StatusCode, resp.Header, string(b)})
+	}
+	return out
+}
+
+func (e *edge) fast(t *testing.T, outcome string) float64 {
+	return testutil.CounterSum(t, e.pop.Registry(), "meridian_cache_fast_requests_total", "outcome", outcome)
+}
+
+func (e *edge) calls(t *testing.T, phase string) float64 {
+	return testutil.CounterSum(t, e.plugins, "meridian_plugin_calls_total", "phase", phase)
+}
+
+func shopGET(path string, hdr ...string) string {
+	return "GET " + path + " HTTP/1.1\r\nHost: shop.example\r\n" + strings.Join(hdr, "") + "\r\n"
+}
+
+// TestFastPathRunsPluginsOnHits: a site with a header-injecting plugin keeps
+// the fast path for its hits. Each request runs the plugin exactly once,
+// whichever path answers; the hit is the variant the plugin's request
+// header selects (the origin varies on it); the plugin's response headers
+// reach the client on the miss and on the hits alike; and a plugin can not
+// change the message's framing.
+func TestFastPathRunsPluginsOnHits(t *testing.T) {
+	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "hdr", Config: map[string]string{
+		"request":  "x-tenant: blue",
+		"response": "x-served-by: meridian\ncontent-length: 1",
+	}}}}
+	e := newEdge(t, chain, map[string]string{"hdr": "headers"})
+	got := e.send(t, shopGET("/p"), shopGET("/p"), shopGET("/p"))
+	for i, r := range got {
+		if r.status != http.StatusOK || r.body != "/p pop=fra1 tenant=blue auth=/" {
+			t.Fatalf("response %d: %d %q, want 200 with the plugin's request headers seen by the origin", i, r.status, r.body)
+		}
+		if v := r.header.Get("X-Served-By"); v != "meridian" {
+			t.Errorf("response %d: X-Served-By %q, want the plugin's meridian", i, v)
+		}
+		if cl := r.header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(r.body)) {
+			t.Errorf("response %d: Content-Length %s for a %d-byte body: the plugin changed the framing", i, cl, len(r.body))
+		}
+		if hit := strings.Contains(r.header.Get("Cache-Status"), "hit"); hit != (i > 0) {
+			t.Errorf("response %d: Cache-Status %q", i, r.header.Get("Cache-Status"))
+		}
+	}
+	if n := e.fast(t, "served"); n != 2 {
+		t.Errorf("fast path served %v hits, want 2: a plugin site's hits stay on the fast path", n)
+	}
+	if n := e.calls(t, "request"); n != 3 {
+		t.Errorf("on_request ran %v times for 3 requests, want exactly once each", n)
+	}
+	if n := e.origin.Load(); n != 1 {
+		t.Errorf("origin saw %d requests, want 1", n)
+	}
+}
+
+// TestFastPathHandsPluginAnswersOn: a plugin's direct answer (bearer auth's
+// 401), given on the fast path, is delivered by the server's chain without
+// running the plugin again; a request the plugin lets through, with the
+// Authorization it removes, is a fast hit once stored.
+func TestFastPathHandsPluginAnswersOn(t *testing.T) {
+	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "auth",
+		Config: map[string]string{"tokens": "t1"}, RequestHeaders: []string{"authorization"}}}}
+	e := newEdge(t, chain, map[string]string{"auth": "bearerauth"})
+	token := "Authorization: Bearer t1\r\n"
+	got := e.send(t, shopGET("/a"), shopGET("/a", token), shopGET("/a", token), shopGET("/a", "Authorization: Bearer nope\r\n"))
+	if r := got[0]; r.status != http.StatusUnauthorized || r.header.Get("Www-Authenticate") == "" {
+		t.Errorf("no token: %d %v, want the plugin's 401 with WWW-Authenticate", r.status, r.header)
+	}
+	for i, r := range got[1:3] {
+		if r.status != http.StatusOK || r.body != "/a pop= tenant= auth=bearer/" {
+			t.Fatalf("token request %d: %d %q, want 200 with the token removed before the origin", i, r.status, r.body)
+		}
+	}
+	if !strings.Contains(got[2].header.Get("Cache-Status"), "hit") {
+		t.Errorf("second token request: Cache-Status %q, want a hit", got[2].header.Get("Cache-Status"))
+	}
+	if r := got[3]; r.status != http.StatusUnauthorized {
+		t.Errorf("bad token: %d, want 401", r.status)
+	}
+	if n := e.fast(t, "served"); n != 1 {
+		t.Errorf("fast path served %v, want 1 (the stored object, once the plugin removed Authorization)", n)
+	}
+	if n := e.calls(t, "request"); n != 4 {
+		t.Errorf("on_request ran %v times for 4 requests, want exactly once each", n)
+	}
+}
+
+// TestFastPathLeavesPluginDirectivesToTheServer: a plugin that adds a
+// request directive (Cache-Control: no-cache) has every request revalidated
+// by the server, not answered from the fast path; and one that picks the
+// origin and cache key (the A/B split) is served by the server with its
+// on_response, the plugin still running once per request.
+func TestFastPathLeavesPluginDirectivesToTheServer(t *testing.T) {
+	t.Run("no-cache", func(t *testing.T) {
+		chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "hdr",
+			Config: map[string]string{"request": "cache-control: no-cache"}}}}
+		e := newEdge(t, chain, map[string]string{"hdr": "headers"})
+		for i, r := range e.send(t, shopGET("/n"), shopGET("/n"), shopGET("/n")) {
+			if r.status != http.StatusOK {
+				t.Fatalf("response %d: %d", i, r.status)
+			}
+		}
+		if n := e.origin.Load(); n != 3 {
+			t.Errorf("origin saw %d requests, want 3: the plugin's no-cache makes each go there", n)
+		}
+		// The connection comes back to the fast path after the first
+		// hand-off, and stays with the server longer after the next
+		// (reclaimAfter): the hooks hand on at least those two.
+		if n, h := e.fast(t, "served"), e.fast(t, "hooks"); n != 0 || h < 2 {
+			t.Errorf("fast path served %v and handed on %v after hooks, want 0 and 2 or more", n, h)
+		}
+		if n := e.calls(t, "request"); n != 3 {
+			t.Errorf("on_request ran %v times for 3 requests, want 3", n)
+		}
+	})
+	t.Run("absplit", func(t *testing.T) {
+		chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "ab",
+			Config: map[string]string{"percent_b": "50"}, RequestHeaders: []string{"cookie"}}}}
+		e := newEdge(t, chain, map[string]string{"ab": "absplit"})
+		got := e.send(t, shopGET("/ab"), shopGET("/ab", "Cookie: mrd_ab=b\r\n"), shopGET("/ab", "Cookie: mrd_ab=b\r\n"))
+		for i, r := range got {
+			if r.status != http.StatusOK || !strings.Contains(r.header.Get("Vary"), "Cookie") {
+				t.Errorf("response %d: %d Vary %q, want 200 with the plugin's on_response Vary: Cookie", i, r.status, r.header.Get("Vary"))
+			}
+		}
+		if got[0].header.Get("Set-Cookie") == "" {
+			t.Errorf("first response has no Set-Cookie from on_response: %v", got[0].header)
+		}
+		if n := e.fast(t, "served"); n != 0 {
+			t.Errorf("fast path served %v, want 0 (the plugin chose the cache key)", n)
+		}
+		if q, r := e.calls(t, "request"), e.calls(t, "response"); q != 3 || r != 3 {
+			t.Errorf("on_request ran %v and on_response %v times for 3 requests, want 3 and 3", q, r)
+		}
+	})
+}
+
+// TestFastHitFailsClosedOnResponse: on a fail-closed site, a plugin that
+// traps in on_response turns a fast hit into the chain's 503, as the server
+// path does for the miss before it.
+func TestFastHitFailsClosedOnResponse(t *testing.T) {
+	chain := &plugins.Chain{Site: "shop", FailClosed: true, Entries: []plugins.Entry{{Plugin: "trap"}}}
+	e := newEdge(t, chain, map[string]string{"trap": "wat/resptrap"})
+	// A connection each: the server's 503 is chunked, and the connection
+	// then stays with the server.
+	var got []result
+	for range 3 {
+		got = append(got, e.send(t, shopGET("/f"))...)
+	}
+	for i, r := range got {
+		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "a plugin of this site failed") ||
+			r.header.Get("Cache-Control") != "no-store" {
+			t.Errorf("response %d: %d %q %v, want the fail-closed 503", i, r.status, r.body, r.header)
+		}
+		if strings.Contains(r.body, "pop=") {
+			t.Errorf("response %d leaks the stored body: %q", i, r.body)
+		}
+	}
+	if n := e.fast(t, "served"); n != 2 {
+		t.Errorf("fast path answered %v, want 2 (the hits, as 503s)", n)
+	}
+	if n := e.calls(t, "response"); n != 3 {
+		t.Errorf("on_response ran %v times, want 3", n)
+	}
+}
