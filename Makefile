@@ -11,6 +11,7 @@ NESTED := plugins/kit plugins/examples
 
 test: deps check
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -run Allocations ./middleware/plugin/  # allocation counts: without -race (see allocs_test.go)
 	cd plugins/kit && $(GO) test -race -count=1 ./...
 
 # Everything the tests use that is not a Go module: installed when missing.

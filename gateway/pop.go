@@ -97,6 +97,7 @@ type PoP struct {
 	httpSrv, adminSrv *http.Server
 	fast              *cache.FastListener // nil when plain HTTP goes through net/http only
 	observers         []middleware.Observer
+	metrics           *middleware.RequestMetrics
 	httpsSrv          *tlsedge.Server
 	policies          *tlsedge.Policies // HTTPS policies, nil without HTTPS
 	secure            atomic.Pointer[http.Handler]
@@ -135,8 +136,9 @@ func New(opts Options) (*PoP, error) {
 		Help: "Requests refused with 421 because their Host matched no site.",
 	})
 	p.registry.MustRegister(p.unknownHost)
-	m := middleware.NewRequestMetrics(p.registry, siteName)
-	p.observers = []middleware.Observer{m.Observer(), middleware.AccessLog(p.log), func(_ *http.Request, status int, _ int64, d time.Duration) {
+	p.metrics = middleware.NewRequestMetrics(p.registry, siteName)
+	// fastObserve does what these do for the fast path's answers.
+	p.observers = []middleware.Observer{p.metrics.Observer(), middleware.AccessLog(p.log), func(_ *http.Request, status int, _ int64, d time.Duration) {
 		p.load.observe(status, d)
 	}}
 	p.cache = opts.Cache
@@ -285,21 +287,19 @@ func (p *PoP) fastRoute(host string) http.Handler {
 	return s.cache
 }
 
-// fastObserve passes a request answered by the fast path to the observers
-// the middleware chain feeds (request metrics, access log, load), with the
-// site and request ID in its context as the chain would put them.
-func (p *PoP) fastObserve(r *http.Request, status int, bytes int64, elapsed time.Duration) {
-	ctx := r.Context()
-	if s := p.router.Load().lookup(r.Host); s != nil {
-		ctx = context.WithValue(ctx, siteKey{}, s)
+// fastObserve records a response of the fast path as the observers the
+// middleware chain feeds do (p.observers: request metrics, access log,
+// load; keep the two in step), from the fast path's fields: building an
+// http.Request and a context for them cost a quarter of a fast hit.
+func (p *PoP) fastObserve(o *cache.FastObservation) {
+	p.metrics.ObserveSite(o.Site, o.Method, o.Status, o.Bytes, o.Elapsed)
+	if ctx := context.Background(); p.log.Enabled(ctx, slog.LevelInfo) {
+		middleware.LogAccess(ctx, p.log, middleware.Access{
+			RequestID: o.RequestID, Remote: o.RemoteAddr, Method: o.Method, Host: o.Host, URI: o.RequestURI,
+			Proto: "HTTP/1.1", Status: o.Status, Bytes: o.Bytes, Elapsed: o.Elapsed,
+		})
 	}
-	if id := r.Header.Get(middleware.RequestIDHeader); id != "" {
-		ctx = middleware.WithRequestID(ctx, id)
-	}
-	r = r.WithContext(ctx)
-	for _, o := range p.observers {
-		o(r, status, bytes, elapsed)
-	}
+	p.load.observe(o.Status, o.Elapsed)
 }
 
 // Start binds both listeners (failing with the address when one is taken),

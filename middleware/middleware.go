@@ -165,16 +165,37 @@ func Observe(observers ...Observer) func(http.Handler) http.Handler {
 // AccessLog is an Observer writing one structured line per request.
 func AccessLog(log *slog.Logger) Observer {
 	return func(r *http.Request, status int, bytes int64, elapsed time.Duration) {
-		log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("request_id", GetRequestID(r.Context())),
-			slog.String("remote", r.RemoteAddr),
-			slog.String("method", r.Method),
-			slog.String("host", r.Host),
-			slog.String("uri", r.RequestURI),
-			slog.String("proto", r.Proto),
-			slog.Int("status", status),
-			slog.Int64("bytes", bytes),
-			slog.Duration("elapsed", elapsed),
-		)
+		ctx := r.Context()
+		if !log.Enabled(ctx, slog.LevelInfo) {
+			return
+		}
+		LogAccess(ctx, log, Access{
+			RequestID: GetRequestID(ctx), Remote: r.RemoteAddr, Method: r.Method, Host: r.Host,
+			URI: r.RequestURI, Proto: r.Proto, Status: status, Bytes: bytes, Elapsed: elapsed,
+		})
 	}
+}
+
+// Access is one access log line's fields.
+type Access struct {
+	RequestID, Remote, Method, Host, URI, Proto string
+	Status                                      int
+	Bytes                                       int64
+	Elapsed                                     time.Duration
+}
+
+// LogAccess writes a's access log line, as AccessLog does, for a server that
+// has no http.Request for it (the cache's fast path).
+func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
+	log.LogAttrs(ctx, slog.LevelInfo, "request",
+		slog.String("request_id", a.RequestID),
+		slog.String("remote", a.Remote),
+		slog.String("method", a.Method),
+		slog.String("host", a.Host),
+		slog.String("uri", a.URI),
+		slog.String("proto", a.Proto),
+		slog.Int("status", a.Status),
+		slog.Int64("bytes", a.Bytes),
+		slog.Duration("elapsed", a.Elapsed),
+	)
 }

@@ -78,7 +78,7 @@ package cache
 //	meridian_cache_purged_total{pop,site,mode}            hard, soft, invalidate
 //	meridian_cache_store_objects{pop,store}, meridian_cache_store_bytes{pop,store}
 //	meridian_cache_l1_pool_threshold_bytes{pop}, meridian_cache_l1_pool_bytes{pop}, meridian_cache_l1_pool_budget_bytes{pop}   L1's adaptive large-body split
-//	meridian_cache_fast_requests_total{pop,outcome}       the fast path: served, or handed to net/http (unparsed, route, miss, request, stale); reclaimed connections
+//	meridian_cache_fast_requests_total{pop,outcome}       the fast path: served, or handed to net/http (unparsed, route, miss, request, stale, hooks); reclaimed connections
 //
 // # What is stored
 //

@@ -39,9 +39,9 @@ type FastOptions struct {
 	// to the server.
 	Route func(host string) http.Handler
 	// Observe, when set, is called after each response the fast path sends,
-	// like the server's logging and metrics middleware would be: r carries
-	// the method, Host, RequestURI, URL, Proto, RemoteAddr and the request ID.
-	Observe func(r *http.Request, status int, bytes int64, elapsed time.Duration)
+	// like the server's logging and metrics middleware would be. o is valid
+	// during the call only.
+	Observe func(o *FastObservation)
 	// ServerPaths are path prefixes whose requests always go to the server
 	// (for example ACME HTTP-01 challenges, answered by its handler chain).
 	ServerPaths []string
@@ -61,6 +61,22 @@ type FastOptions struct {
 	Sendfile bool
 	// Logger receives accept errors; nil discards.
 	Logger *slog.Logger
+}
+
+// FastObservation is a response the fast path sent (FastOptions.Observe):
+// what an access log and request metrics record. Its request was plain
+// HTTP/1.1.
+type FastObservation struct {
+	// Site is the site's SitePolicy.SiteID.
+	Site string
+	// Method (GET or HEAD), Host and RequestURI as sent; RemoteAddr as
+	// net/http's Request has it.
+	Method, Host, RequestURI, RemoteAddr string
+	// RequestID is the ID set on the response ("" without NewRequestID).
+	RequestID string
+	Status    int
+	Bytes     int64 // body bytes sent
+	Elapsed   time.Duration
 }
 
 // FastListener is the listener Cache.Fast returns: serve it with the server that
@@ -302,13 +318,19 @@ type fastConn struct {
 	// such a client does not pay a hand-off and a hijack per request.
 	streak int
 	served bool // a request was answered here since the connection came
-	// For a site's hooks (fasthooks.go): the client's address, parsed once,
-	// and the request and header views handed to them, reused.
+	// For a site's hooks (fasthooks.go): the last path (reused as
+	// lastHost), the client's address, parsed once, and the request and
+	// header views handed to them, reused.
 	lastPath  string
 	client    netip.AddrPort
 	clientSet bool
 	hookReq   FastHookRequest
 	fh        FastHeader
+	// For Observe: the last request target (reused as lastHost), the site
+	// answering, and the observation handed over, reused.
+	lastTarget string
+	site       string
+	obs        FastObservation
 }
 
 func (c *fastConn) serve(initial []byte) {
@@ -352,6 +374,7 @@ func (c *fastConn) serve(initial []byte) {
 			handedOff = c.handOff(nil)
 			return
 		}
+		c.site = sh.site.SiteID
 		found, served, err := sh.serveFast(c, hooks, start)
 		if !served {
 			if err == nil {

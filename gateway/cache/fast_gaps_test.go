@@ -62,9 +62,9 @@ func newRIDFront(t *testing.T) *ridFront {
 		Route:           func(string) http.Handler { return h },
 		RequestIDHeader: middleware.RequestIDHeader,
 		NewRequestID:    middleware.NewRequestID,
-		Observe: func(r *http.Request, _ int, _ int64, _ time.Duration) {
+		Observe: func(o *cache.FastObservation) {
 			f.mu.Lock()
-			f.observed = append(f.observed, r.Header.Get(middleware.RequestIDHeader))
+			f.observed = append(f.observed, o.RequestID)
 			f.mu.Unlock()
 		},
 	})

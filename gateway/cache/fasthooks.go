@@ -217,22 +217,29 @@ func (h *FastHeader) Add(name, value string) {
 
 // Del removes the fields named name.
 func (h *FastHeader) Del(name string) {
-	if FramingField(name) {
+	if FramingField(name) || name == "" {
 		return
 	}
-	w := 0 // fields kept are moved down to b[:w]; w never passes the line read
-	for pos := 0; ; {
-		k, _, start, end, ok := nextLine(h.b, pos)
-		if !ok {
-			w += copy(h.b[w:], h.b[pos:]) // a last line without CRLF, if any
+	b := h.b
+	w := 0 // the kept lines are moved down to b[:w]; w never passes pos
+	for pos := 0; pos < len(b); {
+		eol := bytes.IndexByte(b[pos:], '\n')
+		if eol < 0 {
+			w += copy(b[w:], b[pos:]) // a last line without LF, if any
 			break
 		}
-		if len(k) != len(name) || !strings.EqualFold(string(k), name) {
-			w += copy(h.b[w:], h.b[start:end])
+		end := pos + eol + 1
+		if line := b[pos:end]; len(line) > len(name) && line[len(name)] == ':' && strings.EqualFold(string(line[:len(name)]), name) {
+			pos = end // dropped
+			continue
 		}
+		if w != pos {
+			copy(b[w:], b[pos:end])
+		}
+		w += end - pos
 		pos = end
 	}
-	h.b = h.b[:w]
+	h.b = b[:w]
 }
 
 // nextLine returns the field line of b at pos: its name, its value, where
@@ -254,8 +261,15 @@ func nextLine(b []byte, pos int) (k, v []byte, start, end int, ok bool) {
 // (Content-Length, Transfer-Encoding, Connection): the server's to write,
 // never a hook's to change, on either path.
 func FramingField(name string) bool {
-	return strings.EqualFold(name, "Content-Length") || strings.EqualFold(name, "Transfer-Encoding") ||
-		strings.EqualFold(name, "Connection")
+	switch len(name) {
+	case len("Connection"):
+		return strings.EqualFold(name, "Connection")
+	case len("Content-Length"):
+		return strings.EqualFold(name, "Content-Length")
+	case len("Transfer-Encoding"):
+		return strings.EqualFold(name, "Transfer-Encoding")
+	}
+	return false
 }
 
 // beginHooks runs hooks' request phase for c's current request.

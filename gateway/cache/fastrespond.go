@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -367,19 +366,17 @@ func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, 
 	if c.remote == "" {
 		c.remote = c.conn.RemoteAddr().String()
 	}
-	r := &http.Request{
-		Method: http.MethodGet, Host: c.lastHost, RequestURI: string(req.target),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, RemoteAddr: c.remote,
-		URL:    &url.URL{Path: string(req.path), RawQuery: string(req.query)},
-		Header: http.Header{},
+	if string(req.target) != c.lastTarget { // as host: often the same again
+		c.lastTarget = string(req.target)
 	}
+	o := &c.obs
+	o.Site, o.Method, o.Host, o.RequestURI, o.RemoteAddr, o.RequestID = c.site, http.MethodGet, c.lastHost, c.lastTarget, c.remote, id
 	if req.head {
-		r.Method = http.MethodHead
+		o.Method = http.MethodHead
 	}
-	if id != "" {
-		r.Header[c.l.idKey] = []string{id}
-	}
-	c.l.opts.Observe(r, status, sent, time.Since(start))
+	o.Status, o.Bytes, o.Elapsed = status, sent, time.Since(start)
+	c.l.opts.Observe(o)
+	*o = FastObservation{}
 }
 
 // maxHeaderMemo bounds the memo of serialised headers; it is emptied when

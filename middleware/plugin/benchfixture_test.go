@@ -25,18 +25,25 @@ var benchPlugins = []string{"wat/continue", "noop", "headers", "as-headers"}
 // serving one small cacheable object at every path.
 func benchSite(b *testing.B) http.Handler {
 	b.Helper()
-	originSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprint(w, "hello from the origin, a small cached object")
-	}))
-	b.Cleanup(originSrv.Close)
+	originSrv := benchOrigin(b)
 	c, err := cache.New(cache.Options{L1Bytes: 64 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
 	return c.Handler(cache.SitePolicy{SiteID: "shop"}, cachetest.Transport(b, originSrv.URL, 0))
+}
+
+// benchOrigin is a real origin serving one small cacheable object at every
+// path.
+func benchOrigin(tb testing.TB) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprint(w, "hello from the origin, a small cached object")
+	}))
+	tb.Cleanup(srv.Close)
+	return srv
 }
 
 // benchHosts returns a plugin host per engine ("sdk" and "native") with

@@ -1,8 +1,9 @@
 package plugin_test
 
 import (
+	"bytes"
 	"context"
-	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -75,13 +76,6 @@ func BenchmarkPoPHitWrk(b *testing.B) {
 	if err != nil {
 		b.Fatal("wrk is needed for this benchmark (apt-get install wrk)")
 	}
-	originSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprint(w, "hello from the origin, a small cached object")
-	}))
-	b.Cleanup(originSrv.Close)
-	u, _ := url.Parse(originSrv.URL)
 	hosts := benchHosts(b)
 	var noneCPU float64
 	for _, run := range []struct {
@@ -102,34 +96,97 @@ func BenchmarkPoPHitWrk(b *testing.B) {
 			chain = &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: run.plugin, Config: map[string]string{
 				"request": "X-Site: shop", "response": "X-Frame-Options: DENY"}}}}
 		}
-		pool, err := gworigin.New(gworigin.Options{Site: "shop", Servers: []gworigin.Server{{URL: u}}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		rn := plugin.NewRunner(plugin.Options{Host: h, PoP: "fra1", Chain: func(*http.Request) *plugins.Chain { return chain }})
-		hooks := func(string) cache.FastHooks { return rn.FastHooks(func() *plugins.Chain { return chain }) }
-		if run.noHooks {
-			hooks = nil
-		}
-		p, err := gateway.New(gateway.Options{
-			ID: "fra1", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-			Sites:       []gateway.Site{{Name: "shop", Hosts: []string{"127.0.0.1"}, Origin: pool}},
-			Plugins:     rn.Middleware,
-			PluginHooks: hooks,
-			PluginSites: func(string) bool { return chain != nil },
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := p.Start(context.Background()); err != nil {
-			b.Fatal(err)
-		}
+		addr := benchPoP(b, h, chain, !run.noHooks)
 		b.Run(name, func(b *testing.B) {
 			for b.Loop() {
-				reportWrk(b, wrk, "http://"+p.HTTPAddr()+"/object", run.plugin == "", &noneCPU)
+				reportWrk(b, wrk, "http://"+addr+"/object", run.plugin == "", &noneCPU)
 			}
 		})
-		_ = p.Shutdown(context.Background())
+	}
+}
+
+// benchPoP starts a PoP (stopped when b ends) whose site "shop" answers any
+// Host from the origin of benchSite, with chain run by h, on the fast path
+// when hooks is set; it returns the PoP's HTTP address.
+func benchPoP(b testing.TB, h *plugins.Host, chain *plugins.Chain, hooks bool) string {
+	b.Helper()
+	u, _ := url.Parse(benchOrigin(b).URL)
+	pool, err := gworigin.New(gworigin.Options{Site: "shop", Servers: []gworigin.Server{{URL: u}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	rn := plugin.NewRunner(plugin.Options{Host: h, PoP: "fra1", Chain: func(*http.Request) *plugins.Chain { return chain }})
+	var fast func(string) cache.FastHooks
+	if hooks {
+		fast = func(string) cache.FastHooks { return rn.FastHooks(func() *plugins.Chain { return chain }) }
+	}
+	p, err := gateway.New(gateway.Options{
+		ID: "fra1", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Sites:       []gateway.Site{{Name: "shop", Hosts: []string{"127.0.0.1"}, Origin: pool}},
+		Plugins:     rn.Middleware,
+		PluginHooks: fast,
+		PluginSites: func(string) bool { return chain != nil },
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	return p.HTTPAddr()
+}
+
+// hitClient sends GET /object on one keep-alive connection and reads each
+// response into a reused buffer.
+type hitClient struct {
+	conn net.Conn
+	req  []byte
+	buf  []byte
+}
+
+func dialHit(b testing.TB, addr string) *hitClient {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &hitClient{conn: c, req: []byte("GET /object HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"), buf: make([]byte, 8<<10)}
+}
+
+func (c *hitClient) close() { c.conn.Close() }
+
+// get sends the request and reads one response with a Content-Length.
+func (c *hitClient) get(b testing.TB) {
+	if _, err := c.conn.Write(c.req); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for {
+		m, err := c.conn.Read(c.buf[n:])
+		if err != nil {
+			b.Fatal(err)
+		}
+		n += m
+		head := bytes.Index(c.buf[:n], []byte("\r\n\r\n"))
+		if head < 0 {
+			continue
+		}
+		if !bytes.HasPrefix(c.buf, []byte("HTTP/1.1 200 ")) {
+			b.Fatalf("response %q", c.buf[:n])
+		}
+		i := bytes.Index(c.buf[:head], []byte("Content-Length: "))
+		if i < 0 {
+			b.Fatalf("no Content-Length: %q", c.buf[:head])
+		}
+		j := i + len("Content-Length: ")
+		k := bytes.IndexByte(c.buf[j:head+2], '\r')
+		size, err := strconv.Atoi(string(c.buf[j : j+k]))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n >= head+4+size {
+			return
+		}
 	}
 }
 
@@ -178,4 +235,33 @@ func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
 	n, _ := strconv.ParseFloat(string(wrkRequests.FindSubmatch(out)[1]), 64)
 	rps, _ = strconv.ParseFloat(string(wrkRPS.FindSubmatch(out)[1]), 64)
 	return rps, float64(cpu.Nanoseconds()) / n
+}
+
+// BenchmarkPoPHit is BenchmarkPoPHitWrk in process: one keep-alive client
+// sends the requests back to back, so -benchmem counts the allocations of
+// a PoP hit (the client's own are a few reads into a reused buffer); ns/op
+// includes the client and the loopback round trip.
+//
+//	go test -run '^$' -bench 'PoPHit$' -benchmem ./middleware/plugin/
+func BenchmarkPoPHit(b *testing.B) {
+	hosts := benchHosts(b)
+	for _, name := range []string{"none", "wat/continue", "noop", "headers", "as-headers"} {
+		b.Run(name, func(b *testing.B) {
+			var chain *plugins.Chain
+			if name != "none" {
+				chain = &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: name, Config: map[string]string{
+					"request": "X-Site: shop", "response": "X-Frame-Options: DENY"}}}}
+			}
+			addr := benchPoP(b, hosts["native"], chain, true)
+			c := dialHit(b, addr)
+			defer c.close()
+			for range 1000 { // warm the instances and the stored object
+				c.get(b)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				c.get(b)
+			}
+		})
+	}
 }
