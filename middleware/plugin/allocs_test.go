@@ -7,13 +7,9 @@
 package plugin_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/meridian-edge/meridian/plugins"
-	"github.com/meridian-edge/meridian/plugins/native"
-	"github.com/meridian-edge/meridian/plugins/plugintest"
 )
 
 // TestPluginFastHitAllocations: a header-injecting plugin (the
@@ -22,23 +18,7 @@ import (
 // allocation beyond what the encoding needs"; the encoding buffers are
 // recycled).
 func TestPluginFastHitAllocations(t *testing.T) {
-	nativeOnce.Do(func() { nativeEng, nativeErr = native.New(native.Options{CacheDir: plugintest.CacheDir()}) })
-	if nativeErr != nil {
-		t.Fatal(nativeErr)
-	}
-	h, err := plugins.NewHost(plugins.Options{Engine: nativeEng, Limits: plugins.Limits{Timeout: 2 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close(context.Background()) })
-	ctx := context.Background()
-	v, err := h.Add(ctx, "shop", "as", wasm["as-headers"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Activate(ctx, "shop", "as", v.Version); err != nil {
-		t.Fatal(err)
-	}
+	h := activeNativeHost(t, plugins.Options{}, "shop", map[string]string{"as": "as-headers"})
 	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "as", Config: map[string]string{
 		"request": "X-Site: shop", "response": "X-Frame-Options: DENY"}}}}
 	allocs := func(chain *plugins.Chain) float64 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache"
 	gworigin "github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/internal/testutil"
+	"github.com/meridian-edge/meridian/middleware"
 	"github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
 	"github.com/meridian-edge/meridian/plugins/native"
@@ -48,25 +50,8 @@ func newEdge(t *testing.T, chain *plugins.Chain, wasmKeys map[string]string) *ed
 			r.Header.Get("X-Tenant"), r.Header.Get("X-Authenticated"), r.Header.Get("Authorization"))
 	}))
 	t.Cleanup(o.Close)
-	nativeOnce.Do(func() { nativeEng, nativeErr = native.New(native.Options{CacheDir: plugintest.CacheDir()}) })
-	if nativeErr != nil {
-		t.Fatal(nativeErr)
-	}
-	h, err := plugins.NewHost(plugins.Options{Engine: nativeEng, Registerer: e.plugins, Limits: plugins.Limits{Timeout: 2 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	h := activeNativeHost(t, plugins.Options{Registerer: e.plugins}, chain.Site, wasmKeys)
 	ctx := context.Background()
-	for _, en := range chain.Entries {
-		v, err := h.Add(ctx, chain.Site, en.Plugin, wasm[wasmKeys[en.Plugin]])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Activate(ctx, chain.Site, en.Plugin, v.Version); err != nil {
-			t.Fatal(err)
-		}
-	}
 	u, _ := url.Parse(o.URL)
 	pool, err := gworigin.New(gworigin.Options{Site: chain.Site, Servers: []gworigin.Server{{URL: u}}})
 	if err != nil {
@@ -93,6 +78,34 @@ func newEdge(t *testing.T, chain *plugins.Chain, wasmKeys map[string]string) *ed
 		_ = e.pop.Shutdown(ctx)
 	})
 	return e
+}
+
+// activeNativeHost is a plugin host on the native engine (o's engine and
+// timeout set here), closed when t ends, with the plugins of deploy (name:
+// key in wasm) active for site.
+func activeNativeHost(t testing.TB, o plugins.Options, site string, deploy map[string]string) *plugins.Host {
+	t.Helper()
+	nativeOnce.Do(func() { nativeEng, nativeErr = native.New(native.Options{CacheDir: plugintest.CacheDir()}) })
+	if nativeErr != nil {
+		t.Fatal(nativeErr)
+	}
+	o.Engine, o.Limits = nativeEng, plugins.Limits{Timeout: 2 * time.Second}
+	h, err := plugins.NewHost(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	ctx := context.Background()
+	for name, key := range deploy {
+		v, err := h.Add(ctx, site, name, wasm[key])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Activate(ctx, site, name, v.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
 }
 
 // send writes raw requests on one keep-alive connection and reads the
@@ -265,5 +278,44 @@ func TestFastHitFailsClosedOnResponse(t *testing.T) {
 	}
 	if n := e.calls(t, "response"); n != 3 {
 		t.Errorf("on_response ran %v times, want 3", n)
+	}
+}
+
+// TestPanickingHandlerReturnsInstances: a handler after the plugins that
+// panics (the PoP's Recover answers 500) still ends the plugin exchange, so
+// the instances go back to the pool: with two instances allowed, requests
+// after many panics are answered, not left waiting for an instance.
+func TestPanickingHandlerReturnsInstances(t *testing.T) {
+	// The A/B split has an on_response, so an exchange holds its instance
+	// until it ends.
+	h := activeNativeHost(t, plugins.Options{MaxInstances: 2}, "shop", map[string]string{"ab": "absplit"})
+	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "ab", RequestHeaders: []string{"cookie"}}}}
+	mw := plugin.New(plugin.Options{Host: h, PoP: "fra1", Chain: func(*http.Request) *plugins.Chain { return chain }})
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/panic" {
+			panic("handler bug")
+		}
+		io.WriteString(w, "ok")
+	})
+	srv := httptest.NewServer(middleware.Recover(slog.New(slog.DiscardHandler))(mw(inner)))
+	t.Cleanup(srv.Close)
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := range 6 {
+		resp, err := client.Get(srv.URL + "/panic")
+		if err != nil {
+			t.Fatalf("panicking request %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusInternalServerError {
+			t.Fatalf("panicking request %d: %d, want 500", i, resp.StatusCode)
+		}
+	}
+	resp, err := client.Get(srv.URL + "/fine")
+	if err != nil {
+		t.Fatalf("request after the panics: %v (instances not returned to the pool?)", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Vary"), "Cookie") {
+		t.Errorf("request after the panics: %d Vary %q, want 200 with the plugin's on_response Vary", resp.StatusCode, resp.Header.Get("Vary"))
 	}
 }

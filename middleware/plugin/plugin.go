@@ -119,13 +119,13 @@ func New(opts Options) func(http.Handler) http.Handler {
 func (rn *Runner) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if fc := cache.TakeFastCall(r); fc != nil {
+			// Closed even if a handler panics (Recover answers it): an
+			// exchange left open would keep its instances from the pool.
+			defer fc.Close()
 			if ex, ok := fc.(*exchange); ok && ex.rn == rn {
-				// The fast path ran the request phase: deliver it here.
-				ex.deliver(next, w, r)
-				ex.Close()
+				ex.deliver(next, w, r) // the fast path ran the request phase
 				return
 			}
-			fc.Close()
 		}
 		var chain *plugins.Chain
 		if rn.o.Chain != nil {
@@ -137,9 +137,9 @@ func (rn *Runner) Middleware(next http.Handler) http.Handler {
 		}
 		ex := rn.exchanges.Get().(*exchange)
 		ex.begin(rn, chain, rn.o.ClientIP(r), r.Method, r.Host, r.Context())
+		defer ex.Close()
 		ex.request(r.URL.EscapedPath(), r.URL.RawQuery, httpHeader(r.Header))
 		ex.deliver(next, w, r)
-		ex.Close()
 	})
 }
 
