@@ -28,7 +28,11 @@ func Exchange(t testing.TB, addr string, reqs ...string) []*http.Response {
 		if _, err := io.WriteString(c, r); err != nil {
 			t.Fatal(err)
 		}
-		resp, err := http.ReadResponse(br, nil)
+		var req *http.Request // ReadResponse needs to know a HEAD's answer has no body
+		if strings.HasPrefix(r, "HEAD ") {
+			req = &http.Request{Method: http.MethodHead}
+		}
+		resp, err := http.ReadResponse(br, req)
 		if err != nil {
 			t.Fatalf("%q: %v", r, err)
 		}

@@ -45,6 +45,7 @@ func newEdge(t *testing.T, chain *plugins.Chain, wasmKeys map[string]string) *ed
 	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.origin.Add(1)
 		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Last-Modified", "Fri, 27 Nov 2026 08:00:00 GMT")
 		w.Header().Set("Vary", "X-Meridian-Pop")
 		fmt.Fprintf(w, "%s pop=%s tenant=%s auth=%s/%s", r.URL.Path, r.Header.Get("X-Meridian-Pop"),
 			r.Header.Get("X-Tenant"), r.Header.Get("X-Authenticated"), r.Header.Get("Authorization"))
@@ -170,6 +171,33 @@ func TestFastPathRunsPluginsOnHits(t *testing.T) {
 	}
 }
 
+// TestFastPathPluginRevalidationAndHEAD: a browser revalidating its copy
+// (If-Modified-Since) gets the fast path's 304, and a HEAD the stored
+// head, each with the plugin's response header and one plugin run.
+func TestFastPathPluginRevalidationAndHEAD(t *testing.T) {
+	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "hdr", Config: map[string]string{
+		"response": "x-served-by: meridian",
+	}}}}
+	e := newEdge(t, chain, map[string]string{"hdr": "headers"})
+	got := e.send(t, shopGET("/r"),
+		shopGET("/r", "If-Modified-Since: Fri, 27 Nov 2026 09:00:00 GMT\r\n"),
+		"HEAD /r HTTP/1.1\r\nHost: shop.example\r\n\r\n")
+	if r := got[1]; r.status != http.StatusNotModified || r.body != "" || r.header.Get("X-Served-By") != "meridian" {
+		t.Errorf("revalidation: %d %q X-Served-By %q, want a 304 with the plugin's header", r.status, r.body, r.header.Get("X-Served-By"))
+	}
+	if r := got[2]; r.status != http.StatusOK || r.body != "" || r.header.Get("X-Served-By") != "meridian" ||
+		r.header.Get("Content-Length") != strconv.Itoa(len(got[0].body)) {
+		t.Errorf("HEAD: %d %q X-Served-By %q Content-Length %q, want the stored head with the plugin's header",
+			r.status, r.body, r.header.Get("X-Served-By"), r.header.Get("Content-Length"))
+	}
+	if n := e.fast(t, "served"); n != 2 {
+		t.Errorf("fast path answered %v, want 2 (the 304 and the HEAD)", n)
+	}
+	if n := e.calls(t, "request"); n != 3 {
+		t.Errorf("on_request ran %v times for 3 requests, want 3", n)
+	}
+}
+
 // TestFastPathHandsPluginAnswersOn: a plugin's direct answer (bearer auth's
 // 401), given on the fast path, is delivered by the server's chain without
 // running the plugin again; a request the plugin lets through, with the
@@ -199,6 +227,35 @@ func TestFastPathHandsPluginAnswersOn(t *testing.T) {
 	}
 	if n := e.calls(t, "request"); n != 4 {
 		t.Errorf("on_request ran %v times for 4 requests, want exactly once each", n)
+	}
+}
+
+// TestFastPathRunsChainsInOrder: a chain of two plugins on the fast path
+// runs as through net/http: the first one's response header reaches the
+// second one's direct answer (handed on) and the hits; the second sees the
+// request as the first left it, and a hit is answered fast once the token
+// it removes is gone.
+func TestFastPathRunsChainsInOrder(t *testing.T) {
+	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{
+		{Plugin: "h", Config: map[string]string{"request": "x-tenant: blue", "response": "X-Frame-Options: DENY"}},
+		{Plugin: "auth", Config: map[string]string{"tokens": "t1"}, RequestHeaders: []string{"authorization", "x-tenant"}},
+	}}
+	e := newEdge(t, chain, map[string]string{"h": "headers", "auth": "bearerauth"})
+	token := "Authorization: Bearer t1\r\n"
+	got := e.send(t, shopGET("/c"), shopGET("/c", token), shopGET("/c", token))
+	if r := got[0]; r.status != http.StatusUnauthorized || r.header.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("no token: %d %v, want the second plugin's 401 with the first one's header", r.status, r.header)
+	}
+	for i, r := range got[1:] {
+		if r.status != http.StatusOK || r.body != "/c pop=fra1 tenant=blue auth=bearer/" || r.header.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("token request %d: %d %q %v", i, r.status, r.body, r.header)
+		}
+	}
+	if n := e.fast(t, "served"); n != 1 {
+		t.Errorf("fast path served %v, want 1 (the last request)", n)
+	}
+	if n := e.calls(t, "request"); n != 6 {
+		t.Errorf("on_request ran %v times, want 6 (two plugins, three requests, each once)", n)
 	}
 }
 
@@ -258,12 +315,9 @@ func TestFastPathLeavesPluginDirectivesToTheServer(t *testing.T) {
 func TestFastHitFailsClosedOnResponse(t *testing.T) {
 	chain := &plugins.Chain{Site: "shop", FailClosed: true, Entries: []plugins.Entry{{Plugin: "trap"}}}
 	e := newEdge(t, chain, map[string]string{"trap": "wat/resptrap"})
-	// A connection each: the server's 503 is chunked, and the connection
-	// then stays with the server.
-	var got []result
-	for range 3 {
-		got = append(got, e.send(t, shopGET("/f"))...)
-	}
+	// One connection: the server's 503 (the miss) has its length, so the
+	// connection comes back to the fast path for the hits.
+	got := e.send(t, shopGET("/f"), shopGET("/f"), shopGET("/f"))
 	for i, r := range got {
 		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "a plugin of this site failed") ||
 			r.header.Get("Cache-Control") != "no-store" {

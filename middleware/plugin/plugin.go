@@ -826,6 +826,9 @@ func (h httpHeader) failed() {
 	clear(h)
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["Cache-Control"] = []string{"no-store"}
+	// The 503's body is failBody whatever the handler goes on writing (it
+	// is swallowed): with its length the connection stays reusable.
+	h["Content-Length"] = []string{strconv.Itoa(len(failBody))}
 }
 
 type fastRequestHeader struct{ r *cache.FastHookRequest }
