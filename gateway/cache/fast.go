@@ -602,6 +602,9 @@ type fastFound struct {
 	// call is the site's hooks' run for the request, for the server's
 	// middleware to take over (TakeFastCall); nil box when none.
 	call atomic.Pointer[callBox]
+	// reqID is the request ID the hooks saw (HandedOffRequestID); "" when
+	// none ran.
+	reqID string
 }
 
 // cacheState reports whether f was handed off for the cache's state (a miss

@@ -73,11 +73,18 @@ type FastHookRequest struct {
 	// Client is the connection's remote address.
 	Client netip.AddrPort
 	req    *fastRequest
+	// idName is the request ID header (lower case) and id the request's
+	// ID, which replaces what the client sent in it, as the server's
+	// middleware does; idName "" without IDs.
+	idName, id string
 }
 
 // Values returns the request's values of header name (any case), as
-// net/http's Header would hold them.
+// net/http's Header would hold them after the request ID middleware.
 func (r *FastHookRequest) Values(name string) []string {
+	if r.idName != "" && len(name) == len(r.idName) && strings.EqualFold(name, r.idName) {
+		return []string{r.id}
+	}
 	var vs []string
 	for _, f := range r.req.fields[:r.req.nf] {
 		if len(f[0]) == len(name) && strings.EqualFold(string(f[0]), name) && !fold(f[0], "host") {
@@ -91,11 +98,29 @@ func (r *FastHookRequest) Values(name string) []string {
 // order sent.
 func (r *FastHookRequest) Each(fn func(name, value string)) {
 	for _, f := range r.req.fields[:r.req.nf] {
-		if fold(f[0], "host") {
+		if fold(f[0], "host") || (r.idName != "" && fold(f[0], r.idName)) {
 			continue
 		}
 		fn(textproto.CanonicalMIMEHeaderKey(string(f[0])), string(f[1]))
 	}
+	if r.idName != "" {
+		fn(textproto.CanonicalMIMEHeaderKey(r.idName), r.id)
+	}
+}
+
+// HandedOffRequestID returns the request ID the fast path gave r before
+// running its site's hooks on it and handing it to the server ("" when it
+// did not): the server's request ID middleware must give r the same one, so
+// that the plugins saw the ID the response carries.
+func HandedOffRequestID(r *http.Request) string {
+	cc, _ := r.Context().Value(connValue).(*coalescingConn)
+	if cc == nil {
+		return ""
+	}
+	if f := cc.found.Load(); f != nil {
+		return f.reqID
+	}
+	return ""
 }
 
 // WithFastHooks returns h, a handler made by this package's Cache.Handler,
@@ -272,8 +297,9 @@ func FramingField(name string) bool {
 	return false
 }
 
-// beginHooks runs hooks' request phase for c's current request.
-func (c *fastConn) beginHooks(hooks FastHooks) (FastCall, bool) {
+// beginHooks runs hooks' request phase for c's current request, whose
+// request ID is id.
+func (c *fastConn) beginHooks(hooks FastHooks, id string) (FastCall, bool) {
 	if !c.clientSet {
 		c.client, _ = netip.ParseAddrPort(c.conn.RemoteAddr().String())
 		c.clientSet = true
@@ -288,8 +314,9 @@ func (c *fastConn) beginHooks(hooks FastHooks) (FastCall, bool) {
 		c.lastPath = string(req.path)
 	}
 	hr.Host, hr.Path, hr.RawQuery, hr.Client, hr.req = c.lastHost, c.lastPath, string(req.query), c.client, req
+	hr.idName, hr.id = c.l.idName, id
 	call, ok := hooks.BeginFast(hr)
-	hr.req = nil
+	hr.req, hr.id = nil, ""
 	return call, ok
 }
 

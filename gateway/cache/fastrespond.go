@@ -24,15 +24,22 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 	req := &c.req
 	m := h.c.metrics
 	var call FastCall
+	var id string
 	if hooks != nil {
+		if c.l.idName != "" {
+			// Before the hooks, as the server's middleware gives the
+			// request its ID before the plugins: they see the ID the
+			// response will carry.
+			id = c.l.opts.NewRequestID(string(req.reqID))
+		}
 		var ok bool
-		if call, ok = c.beginHooks(hooks); !ok {
+		if call, ok = c.beginHooks(hooks, id); !ok {
 			m.fastRoute.Inc()
 			return nil, false, nil
 		}
 		if call != nil && !hookedPlain(req, call) {
 			m.fastHooked.Inc()
-			f := &fastFound{noLookup: true}
+			f := &fastFound{noLookup: true, reqID: id}
 			f.call.Store(&callBox{call})
 			return f, false, nil
 		}
@@ -50,6 +57,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		f := &fastFound{key: key, st: st, varyMiss: varyMiss, stale: stale}
 		if call != nil {
 			f.call.Store(&callBox{call})
+			f.reqID = id
 		}
 		return f
 	}
@@ -100,9 +108,10 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		out = time.Now().UTC().AppendFormat(out, http.TimeFormat)
 		out = append(out, "\r\n"...)
 	}
-	var id string
 	if c.l.idName != "" {
-		id = c.l.opts.NewRequestID(string(req.reqID))
+		if id == "" {
+			id = c.l.opts.NewRequestID(string(req.reqID))
+		}
 		out = append(out, c.l.opts.RequestIDHeader...)
 		out = append(out, ": "...)
 		out = append(out, id...)

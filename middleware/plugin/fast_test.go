@@ -198,6 +198,29 @@ func TestFastPathPluginRevalidationAndHEAD(t *testing.T) {
 	}
 }
 
+// TestPluginsSeeTheResponsesRequestID: a plugin that reads X-Request-Id
+// sees the ID the response carries, whether the fast path answers (a hit)
+// or hands the request on after the plugin ran (the miss), when the
+// client sent none and when it sent one.
+func TestPluginsSeeTheResponsesRequestID(t *testing.T) {
+	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "probe",
+		Config: map[string]string{"echo": "x-request-id"}, RequestHeaders: []string{"x-request-id"}}}}
+	e := newEdge(t, chain, map[string]string{"probe": "kitprobe"})
+	got := e.send(t, shopGET("/id"), shopGET("/id"), shopGET("/id", "X-Request-Id: trace-7\r\n"))
+	for i, r := range got {
+		id := r.header.Get("X-Request-Id")
+		if id == "" || r.header.Get("X-Echo") != id {
+			t.Errorf("response %d (%s): X-Request-Id %q, the plugin saw %q", i, r.header.Get("Cache-Status"), id, r.header.Get("X-Echo"))
+		}
+	}
+	if id := got[2].header.Get("X-Request-Id"); id != "trace-7" {
+		t.Errorf("the client's ID came back as %q", id)
+	}
+	if n := e.fast(t, "served"); n != 2 {
+		t.Errorf("fast path served %v, want 2", n)
+	}
+}
+
 // TestFastPathHandsPluginAnswersOn: a plugin's direct answer (bearer auth's
 // 401), given on the fast path, is delivered by the server's chain without
 // running the plugin again; a request the plugin lets through, with the

@@ -2,6 +2,8 @@
 // the plugins package tests (TestKitProbe):
 //
 //   - x-time-ms: the request time it was given;
+//   - with config "echo" = NAME: the response header x-echo carries the
+//     request header NAME as it saw it (the entry must ask for NAME);
 //   - with config "keys" = N and "size" = S: it first asks the kit for N
 //     config keys that do not exist, each about S bytes long and made from
 //     the request's path (so every request asks new ones), then for the
@@ -20,6 +22,10 @@ import (
 func onRequest() int32 {
 	return kit.HandleRequest(func(req *kit.Request, act *kit.Actions) error {
 		act.SetRequestHeader("x-time-ms", strconv.FormatInt(req.TimeUnixMs, 10))
+		if name, ok := kit.Config("echo"); ok {
+			v, _ := req.Header(name)
+			act.SetResponseHeader("x-echo", v)
+		}
 		v, _ := kit.Config("keys")
 		n, _ := strconv.Atoi(v)
 		if n == 0 {
