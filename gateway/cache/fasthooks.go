@@ -16,14 +16,15 @@ import (
 // around the cache, and without hooks here every request of a site with a
 // plugin went through net/http, at about twice the CPU of a fast hit
 // before the plugin itself cost anything (BenchmarkPoPHitWrk in
-// middleware/plugin: 21-23 µs against 9-10 µs per hit). With hooks, the fast path runs the chain's request phase
-// before its lookup, answers the hit when the chain changed nothing but
-// headers, and runs the response phase on the answer's header block. When
-// it cannot answer after the chain ran (a miss, a rewrite, a direct answer),
-// it hands the connection to net/http with the call, and the chain's
-// middleware there takes the call over (TakeFastCall) instead of running
-// the plugins a second time: a plugin sees each request once, whichever
-// path serves it.
+// middleware/plugin: 21-23 µs against 9-10 µs per hit). With hooks, the
+// fast path runs the chain's request phase before its lookup (with the
+// request headers and cache key it set), answers the hit when the chain
+// asked for nothing more (FastCall.Plain), and runs the response phase on
+// the answer's header block. When it cannot answer after the chain ran (a
+// miss, a rewrite, a direct answer), it hands the connection to net/http
+// with the call, and the chain's middleware there takes the call over
+// (TakeFastCall) instead of running the plugins a second time: a plugin
+// sees each request once, whichever path serves it.
 
 // FastHooks runs a site's request and response hooks on the fast path; the
 // plugin middleware implements it. Route it with WithFastHooks.
@@ -40,10 +41,15 @@ type FastHooks interface {
 // middleware that takes it over from the server's handler chain
 // (TakeFastCall); a call nobody took is closed with its connection.
 type FastCall interface {
-	// Plain reports whether the request hooks changed nothing but request
-	// and response headers, and did not answer; only then may the fast
-	// path serve the request.
+	// Plain reports whether the request hooks asked for nothing the fast
+	// path cannot do on a hit: they changed request and response headers,
+	// chose a cache key (CacheKey), or decided what matters on a miss only
+	// (origin, TTL); they did not rewrite the request, forbid storing or
+	// answer. Only then may the fast path serve the request.
 	Plain() bool
+	// CacheKey is the cache key the hooks chose ("": the URL's), as
+	// WithKey gives it to the handler.
+	CacheKey() string
 	// RequestHeaderChanges returns the request header changes in the order
 	// made (the caller must not change them).
 	RequestHeaderChanges() []HeaderChange
@@ -379,6 +385,14 @@ func simpleWithout(req *fastRequest, changes []HeaderChange) bool {
 		}
 	}
 	return inm <= 1 && ims <= 1
+}
+
+// hookedKey is the cache key call's hooks chose, "" for none (or no call).
+func hookedKey(call FastCall) string {
+	if call == nil {
+		return ""
+	}
+	return call.CacheKey()
 }
 
 // hookedHeader is req's header as the hooks left it, for a Vary lookup.

@@ -74,6 +74,7 @@ type testCall struct {
 }
 
 func (c *testCall) Plain() bool                          { return c.plain }
+func (c *testCall) CacheKey() string                     { return "" }
 func (c *testCall) RequestHeaderChanges() []HeaderChange { return c.changes }
 func (c *testCall) Response(int, *FastHeader) bool       { return true }
 func (c *testCall) FailBody() string                     { return "" }

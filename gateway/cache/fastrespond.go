@@ -44,7 +44,12 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 			return f, false, nil
 		}
 	}
-	c.key = appendFastURL(append(append(c.key[:0], h.site.SiteID...), 0), req, &h.site)
+	if ck := hookedKey(call); ck != "" {
+		// primaryKey's form for a key set with WithKey.
+		c.key = append(append(append(c.key[:0], h.site.SiteID...), "\x00k\x00"...), ck...)
+	} else {
+		c.key = appendFastURL(append(append(c.key[:0], h.site.SiteID...), 0), req, &h.site)
+	}
 	key := string(c.key)
 	header := req.header
 	if call != nil {

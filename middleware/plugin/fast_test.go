@@ -284,9 +284,8 @@ func TestFastPathRunsChainsInOrder(t *testing.T) {
 
 // TestFastPathLeavesPluginDirectivesToTheServer: a plugin that adds a
 // request directive (Cache-Control: no-cache) has every request revalidated
-// by the server, not answered from the fast path; and one that picks the
-// origin and cache key (the A/B split) is served by the server with its
-// on_response, the plugin still running once per request.
+// by the server, not answered from the fast path, the plugin still running
+// once per request.
 func TestFastPathLeavesPluginDirectivesToTheServer(t *testing.T) {
 	t.Run("no-cache", func(t *testing.T) {
 		chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "hdr",
@@ -310,26 +309,38 @@ func TestFastPathLeavesPluginDirectivesToTheServer(t *testing.T) {
 			t.Errorf("on_request ran %v times for 3 requests, want 3", n)
 		}
 	})
-	t.Run("absplit", func(t *testing.T) {
-		chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "ab",
-			Config: map[string]string{"percent_b": "50"}, RequestHeaders: []string{"cookie"}}}}
-		e := newEdge(t, chain, map[string]string{"ab": "absplit"})
-		got := e.send(t, shopGET("/ab"), shopGET("/ab", "Cookie: mrd_ab=b\r\n"), shopGET("/ab", "Cookie: mrd_ab=b\r\n"))
-		for i, r := range got {
-			if r.status != http.StatusOK || !strings.Contains(r.header.Get("Vary"), "Cookie") {
-				t.Errorf("response %d: %d Vary %q, want 200 with the plugin's on_response Vary: Cookie", i, r.status, r.header.Get("Vary"))
-			}
+}
+
+// TestFastPathServesPluginCacheKeys: a plugin that picks the cache key and
+// the origin (the A/B split with a sticky cookie) has its variants' hits
+// answered by the fast path under its key, with its on_response; the miss
+// before them goes to the server with the plugin's decisions, the plugin
+// running once per request.
+func TestFastPathServesPluginCacheKeys(t *testing.T) {
+	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "ab",
+		Config: map[string]string{"percent_b": "100"}, RequestHeaders: []string{"cookie"}}}}
+	e := newEdge(t, chain, map[string]string{"ab": "absplit"})
+	got := e.send(t, shopGET("/ab"), shopGET("/ab", "Cookie: mrd_ab=b\r\n"), shopGET("/ab", "Cookie: mrd_ab=b\r\n"))
+	for i, r := range got {
+		if r.status != http.StatusOK || r.header.Get("Vary") != "Cookie" {
+			t.Errorf("response %d: %d Vary %q, want 200 with the plugin's on_response Vary: Cookie", i, r.status, r.header.Get("Vary"))
 		}
-		if got[0].header.Get("Set-Cookie") == "" {
-			t.Errorf("first response has no Set-Cookie from on_response: %v", got[0].header)
+		if hit := strings.Contains(r.header.Get("Cache-Status"), "hit"); hit != (i > 0) {
+			t.Errorf("response %d: Cache-Status %q", i, r.header.Get("Cache-Status"))
 		}
-		if n := e.fast(t, "served"); n != 0 {
-			t.Errorf("fast path served %v, want 0 (the plugin chose the cache key)", n)
-		}
-		if q, r := e.calls(t, "request"), e.calls(t, "response"); q != 3 || r != 3 {
-			t.Errorf("on_request ran %v and on_response %v times for 3 requests, want 3 and 3", q, r)
-		}
-	})
+	}
+	if !strings.HasPrefix(got[0].header.Get("Set-Cookie"), "mrd_ab=b") || got[1].header.Get("Set-Cookie") != "" {
+		t.Errorf("Set-Cookie %q then %q, want the assignment once", got[0].header.Get("Set-Cookie"), got[1].header.Get("Set-Cookie"))
+	}
+	if n := e.fast(t, "served"); n != 2 {
+		t.Errorf("fast path served %v, want 2 (the hits under the plugin's key)", n)
+	}
+	if n := e.origin.Load(); n != 1 {
+		t.Errorf("origin saw %d requests, want 1", n)
+	}
+	if q, r := e.calls(t, "request"), e.calls(t, "response"); q != 3 || r != 3 {
+		t.Errorf("on_request ran %v and on_response %v times for 3 requests, want 3 and 3", q, r)
+	}
 }
 
 // TestFastHitFailsClosedOnResponse: on a fail-closed site, a plugin that

@@ -533,10 +533,15 @@ func (ex *exchange) materialize(r *http.Request, pending bool) *http.Request {
 	return r
 }
 
-// Plain implements cache.FastCall: the request step changed only headers.
+// Plain implements cache.FastCall: no rewrite, no direct answer, no
+// no-store (the cache key is CacheKey's; origin and TTL matter on a miss
+// only, and a miss goes on to deliver with this exchange).
 func (ex *exchange) Plain() bool {
-	return ex.skip < 0 && !ex.decided && !ex.pathSet && !ex.querySet
+	return ex.skip < 0 && !ex.pathSet && !ex.querySet && !ex.noStore
 }
+
+// CacheKey implements cache.FastCall.
+func (ex *exchange) CacheKey() string { return ex.cacheKey }
 
 // RequestHeaderChanges implements cache.FastCall.
 func (ex *exchange) RequestHeaderChanges() []cache.HeaderChange { return ex.hops }
