@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 		}, []string{"site", "mode"}),
 		fast: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_cache_fast_requests_total", ConstLabels: cl,
-			Help: "Requests read by the fast hit path (cache.Fast) by outcome: served, or handed to net/http because the request was not plain HTTP/1.1 GET/HEAD (unparsed), its host is not a cache-only site (route), it missed (miss), it carries Range, Cache-Control, Authorization or validators that do not make a 304 (request), or the stored response is not a fresh 200 (stale), or the site's plugins changed more than headers or answered themselves (hooks); and connections taken back from net/http after such a request (reclaimed).",
+			Help: "Requests read by the fast hit path (cache.Fast) by outcome: served, or handed to net/http because the request was not plain HTTP/1.1 GET/HEAD (unparsed), its host is not a cache-only site (route), it missed (miss), it carries Range, Cache-Control, Authorization or validators that do not make a 304 (request), or the stored response is not a fresh 200 (stale), or the site's plugins asked for what only the server does (a rewrite, no-store, a request directive) or answered themselves (hooks); and connections taken back from net/http after such a request (reclaimed).",
 		}, []string{"outcome"}),
 	}
 	m.fastServed = m.fast.WithLabelValues("served")
