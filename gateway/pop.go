@@ -257,25 +257,13 @@ func siteName(r *http.Request) string {
 // Handler is the PoP's public HTTP handler with its middleware chain.
 func (p *PoP) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(keepFastRequestID, middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody, p.route)
+	r.Use(middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody, p.route)
 	r.Use(middleware.Observe(p.observers...))
 	r.Handle("/*", p)
 	// chi answers unknown methods with 405 unless told otherwise; a proxy
 	// forwards every method to the origin.
 	r.MethodNotAllowed(p.ServeHTTP)
 	return r
-}
-
-// keepFastRequestID gives a request the fast path handed on after running
-// its site's plugins the request ID they saw (cache.HandedOffRequestID), for
-// middleware.RequestID to keep.
-func keepFastRequestID(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id := cache.HandedOffRequestID(r); id != "" {
-			r.Header.Set(middleware.RequestIDHeader, id)
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 // fastRoute gives the fast hit path the cache handler of a host's site, when

@@ -56,6 +56,8 @@ type envOpt struct {
 	server func(*http.Server)
 	// sendfile sets cache.FastOptions.Sendfile.
 	sendfile bool
+	// fast, when set, changes the fast path's options before it starts.
+	fast func(*cache.FastOptions)
 }
 
 func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
@@ -97,7 +99,11 @@ func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
 	}
 	var fast *cache.FastListener
 	if !o.plainFront {
-		fast = c.Fast(e.front.Config, e.front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }, Sendfile: o.sendfile})
+		fo := cache.FastOptions{Route: func(string) http.Handler { return h }, Sendfile: o.sendfile}
+		if o.fast != nil {
+			o.fast(&fo)
+		}
+		fast = c.Fast(e.front.Config, e.front.Listener, fo)
 		e.front.Listener = fast
 	}
 	e.front.Start()

@@ -138,6 +138,14 @@ func (c *Cache) Fast(srv *http.Server, ln net.Listener, opts FastOptions) *FastL
 	}
 	srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cc, _ := r.Context().Value(connValue).(*coalescingConn)
+		if cc != nil {
+			if f := cc.found.Load(); f != nil && f.reqID != "" {
+				// The request ID the site's hooks saw: the server's request
+				// ID middleware keeps a valid one, so the response and the
+				// plugins agree (see serveFast).
+				r.Header.Set(l.idKey, f.reqID)
+			}
+		}
 		if cc == nil || cc.fast != l || !reclaimable(r) {
 			inner.ServeHTTP(w, r)
 			if cc != nil && cc.found.Load() != nil {
@@ -319,17 +327,15 @@ type fastConn struct {
 	streak int
 	served bool // a request was answered here since the connection came
 	// For a site's hooks (fasthooks.go): the last path (reused as
-	// lastHost), the client's address, parsed once, and the request and
-	// header views handed to them, reused.
-	lastPath  string
-	client    netip.AddrPort
-	clientSet bool
-	hookReq   FastHookRequest
-	fh        FastHeader
-	// For Observe: the last request target (reused as lastHost), the site
-	// answering, and the observation handed over, reused.
+	// lastHost), the client's address, parsed once (from remoteAddr), and
+	// the request and header views handed to them, reused.
+	lastPath string
+	client   netip.AddrPort
+	hookReq  FastHookRequest
+	fh       FastHeader
+	// For Observe: the last request target (reused as lastHost) and the
+	// observation handed over, reused.
 	lastTarget string
-	site       string
 	obs        FastObservation
 }
 
@@ -374,7 +380,6 @@ func (c *fastConn) serve(initial []byte) {
 			handedOff = c.handOff(nil)
 			return
 		}
-		c.site = sh.site.SiteID
 		found, served, err := sh.serveFast(c, hooks, start)
 		if !served {
 			if err == nil {
@@ -602,8 +607,8 @@ type fastFound struct {
 	// call is the site's hooks' run for the request, for the server's
 	// middleware to take over (TakeFastCall); nil box when none.
 	call atomic.Pointer[callBox]
-	// reqID is the request ID the hooks saw (HandedOffRequestID); "" when
-	// none ran.
+	// reqID is the request ID the hooks saw, which the server's handler
+	// is given (see Fast); "" when none ran.
 	reqID string
 }
 

@@ -17,13 +17,11 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
-	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
 	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/l2"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 	"github.com/meridian-edge/meridian/gateway/cache/tiered"
 	"github.com/meridian-edge/meridian/internal/testutil"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fastOrigin serves the objects the fast path tests use.
@@ -556,52 +554,22 @@ func TestFastPathUnderConcurrentLoad(t *testing.T) {
 // one of FastOptions.ServerPaths (ACME challenges in a PoP) is never
 // answered by the fast path; other paths are.
 func TestFastPathLeavesServerPathsToTheServer(t *testing.T) {
-	origin := newServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "max-age=600")
 		io.WriteString(w, "origin "+r.URL.Path)
-	}))
-	reg := prometheus.NewRegistry()
-	c, err := cache.New(cache.Options{L1Bytes: 8 << 20, Registerer: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	h := c.Handler(cache.SitePolicy{SiteID: "s"}, cachetest.Transport(t, origin.URL, 0))
-	srv := &http.Server{Handler: h}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl := c.Fast(srv, ln, cache.FastOptions{Route: func(string) http.Handler { return h }, ServerPaths: []string{"/.well-known/acme-challenge/"}})
-	go srv.Serve(fl)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		fl.Drain(ctx)
-	}()
+	}, envOpt{fast: func(o *cache.FastOptions) { o.ServerPaths = []string{"/.well-known/acme-challenge/"} }})
+	// A connection per request, as a challenge's fetcher and a browser
+	// would: a keep-alive connection handed on for the challenge would stay
+	// with the server for a while (reclaimAfter).
 	get := func(path string) string {
-		conn, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-		io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		return resp.Header.Get("Cache-Status")
+		r := testutil.Exchange(t, e.front.Listener.Addr().String(), "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")[0]
+		return r.Header.Get("Cache-Status")
 	}
-	served := func() float64 {
-		return testutil.CounterSum(t, reg, "meridian_cache_fast_requests_total", "outcome", "served")
-	}
+	served := func() int { return fastCount(e, "served") }
 	get("/.well-known/acme-challenge/tok")
 	get("/page")
 	testutil.WaitFor(t, "both fills", func() bool {
-		return testutil.CounterSum(t, reg, "meridian_cache_stores_total", "outcome", "stored") == 2
+		return testutil.CounterSum(t, e.reg, "meridian_cache_stores_total", "outcome", "stored") == 2
 	})
 	if cs := get("/.well-known/acme-challenge/tok"); !strings.Contains(cs, "hit") || served() != 0 {
 		t.Errorf("challenge path: Cache-Status %q, fast path served %v; want a hit from the server, none from the fast path", cs, served())

@@ -114,21 +114,6 @@ func (r *FastHookRequest) Each(fn func(name, value string)) {
 	}
 }
 
-// HandedOffRequestID returns the request ID the fast path gave r before
-// running its site's hooks on it and handing it to the server ("" when it
-// did not): the server's request ID middleware must give r the same one, so
-// that the plugins saw the ID the response carries.
-func HandedOffRequestID(r *http.Request) string {
-	cc, _ := r.Context().Value(connValue).(*coalescingConn)
-	if cc == nil {
-		return ""
-	}
-	if f := cc.found.Load(); f != nil {
-		return f.reqID
-	}
-	return ""
-}
-
 // WithFastHooks returns h, a handler made by this package's Cache.Handler,
 // for FastOptions.Route, with hooks the fast path runs around its answers
 // for h's site. Any other handler is returned as is.
@@ -230,11 +215,11 @@ func (h *FastHeader) Each(fn func(name, value string)) {
 
 // Set replaces the fields named name with one of value.
 func (h *FastHeader) Set(name, value string) {
-	if FramingField(name) {
+	if FramingField(name) || !httpguts.ValidHeaderFieldName(name) {
 		return
 	}
-	h.Del(name)
-	h.Add(name, value)
+	h.del(name)
+	h.add(name, value)
 }
 
 // Add appends a field; values with line breaks are written as net/http
@@ -243,6 +228,10 @@ func (h *FastHeader) Add(name, value string) {
 	if FramingField(name) || !httpguts.ValidHeaderFieldName(name) {
 		return
 	}
+	h.add(name, value)
+}
+
+func (h *FastHeader) add(name, value string) {
 	h.b = appendField(h.b, textproto.CanonicalMIMEHeaderKey(name), value)
 }
 
@@ -251,6 +240,10 @@ func (h *FastHeader) Del(name string) {
 	if FramingField(name) || name == "" {
 		return
 	}
+	h.del(name)
+}
+
+func (h *FastHeader) del(name string) {
 	b := h.b
 	w := 0 // the kept lines are moved down to b[:w]; w never passes pos
 	for pos := 0; pos < len(b); {
@@ -306,9 +299,8 @@ func FramingField(name string) bool {
 // beginHooks runs hooks' request phase for c's current request, whose
 // request ID is id.
 func (c *fastConn) beginHooks(hooks FastHooks, id string) (FastCall, bool) {
-	if !c.clientSet {
-		c.client, _ = netip.ParseAddrPort(c.conn.RemoteAddr().String())
-		c.clientSet = true
+	if !c.client.IsValid() {
+		c.client, _ = netip.ParseAddrPort(c.remoteAddr())
 	}
 	req := &c.req
 	hr := &c.hookReq
@@ -422,7 +414,7 @@ func (c *fastConn) respondHooks(call FastCall, out []byte, status int) ([]byte, 
 
 // sendFailed answers the 503 of a fail-closed chain whose response hook
 // failed, as the server's middleware does.
-func (c *fastConn) sendFailed(call FastCall, req *fastRequest, id string, start time.Time) error {
+func (c *fastConn) sendFailed(site string, call FastCall, req *fastRequest, id string, start time.Time) error {
 	body := call.FailBody()
 	out := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(body)), 10)
@@ -447,7 +439,7 @@ func (c *fastConn) sendFailed(call FastCall, req *fastRequest, id string, start 
 		return err
 	}
 	if c.l.opts.Observe != nil {
-		c.observe(req, id, http.StatusServiceUnavailable, int64(len(body)), start)
+		c.observe(site, req, id, http.StatusServiceUnavailable, int64(len(body)), start)
 	}
 	return nil
 }

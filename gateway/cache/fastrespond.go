@@ -131,7 +131,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		var ok bool
 		if out, ok = c.respondHooks(call, out, status); !ok {
 			st.close()
-			if err := c.sendFailed(call, req, id, start); err != nil {
+			if err := c.sendFailed(h.site.SiteID, call, req, id, start); err != nil {
 				return nil, false, err
 			}
 			return nil, true, nil
@@ -167,7 +167,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		return nil, false, err
 	}
 	if c.l.opts.Observe != nil {
-		c.observe(req, id, status, sent, start)
+		c.observe(h.site.SiteID, req, id, status, sent, start)
 	}
 	return nil, true, nil
 }
@@ -376,15 +376,20 @@ func appendFastURL(b []byte, req *fastRequest, site *SitePolicy) []byte {
 	return appendQuery(b, req.query, site)
 }
 
-func (c *fastConn) observe(req *fastRequest, id string, status int, sent int64, start time.Time) {
+// remoteAddr is the connection's RemoteAddr as a string, made once.
+func (c *fastConn) remoteAddr() string {
 	if c.remote == "" {
 		c.remote = c.conn.RemoteAddr().String()
 	}
+	return c.remote
+}
+
+func (c *fastConn) observe(site string, req *fastRequest, id string, status int, sent int64, start time.Time) {
 	if string(req.target) != c.lastTarget { // as host: often the same again
 		c.lastTarget = string(req.target)
 	}
 	o := &c.obs
-	o.Site, o.Method, o.Host, o.RequestURI, o.RemoteAddr, o.RequestID = c.site, http.MethodGet, c.lastHost, c.lastTarget, c.remote, id
+	o.Site, o.Method, o.Host, o.RequestURI, o.RemoteAddr, o.RequestID = site, http.MethodGet, c.lastHost, c.lastTarget, c.remoteAddr(), id
 	if req.head {
 		o.Method = http.MethodHead
 	}

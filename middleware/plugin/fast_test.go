@@ -204,8 +204,16 @@ func TestFastPathPluginRevalidationAndHEAD(t *testing.T) {
 // or hands the request on after the plugin ran (the miss), when the
 // client sent none and when it sent one.
 func TestPluginsSeeTheResponsesRequestID(t *testing.T) {
+	// By name, and with every header ("*": the fast path's view of all the
+	// request's fields).
+	for _, asked := range []string{"x-request-id", "*"} {
+		t.Run(asked, func(t *testing.T) { testPluginsSeeTheResponsesRequestID(t, asked) })
+	}
+}
+
+func testPluginsSeeTheResponsesRequestID(t *testing.T, asked string) {
 	chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "probe",
-		Config: map[string]string{"echo": "x-request-id"}, RequestHeaders: []string{"x-request-id"}}}}
+		Config: map[string]string{"echo": "x-request-id"}, RequestHeaders: []string{asked}}}}
 	e := newEdge(t, chain, map[string]string{"probe": "kitprobe"})
 	got := e.send(t, shopGET("/id"), shopGET("/id"), shopGET("/id", "X-Request-Id: trace-7\r\n"))
 	for i, r := range got {

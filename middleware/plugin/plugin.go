@@ -219,7 +219,6 @@ type exchange struct {
 	origin, cacheKey  string
 	ttl               time.Duration
 	noStore           bool
-	decided           bool   // origin, cache key, TTL or no-store: Directives needed
 	answer            []byte // a direct answer's body (skip's), copied
 	failed            error  // a fail-closed chain's on_request failure (skip's)
 
@@ -260,7 +259,7 @@ func (ex *exchange) begin(rn *Runner, chain *plugins.Chain, ip netip.Addr, metho
 	}
 	ex.rn, ex.opts, ex.chain, ex.skip, ex.ran, ex.ctx = rn, opts, chain, -1, 0, ctx
 	ex.copied, ex.ownHeader, ex.ownURL = false, false, false
-	ex.pathSet, ex.querySet, ex.noStore, ex.decided = false, false, false, false
+	ex.pathSet, ex.querySet, ex.noStore = false, false, false
 	ex.ttl = 0
 	ex.x = opts.Host.Begin(chain, geo)
 	// Field by field: a whole-struct assignment is a bulk copy with
@@ -352,16 +351,16 @@ func (ex *exchange) record() {
 		ex.query, ex.querySet = a.Query, true
 	}
 	if a.Origin != "" {
-		ex.origin, ex.decided = a.Origin, true
+		ex.origin = a.Origin
 	}
 	if a.CacheKey != "" {
-		ex.cacheKey, ex.decided = a.CacheKey, true
+		ex.cacheKey = a.CacheKey
 	}
 	if a.HasTTL && a.TTL > 0 {
-		ex.ttl, ex.decided = a.TTL, true
+		ex.ttl = a.TTL
 	}
 	if (a.NoStore || (a.HasTTL && a.TTL == 0)) && !ex.noStore {
-		ex.noStore, ex.decided = true, true
+		ex.noStore = true
 		// The cache honours the RFC 9111 request directive: nothing of this
 		// exchange is stored (a response already stored may still be served).
 		cc := "no-store"
@@ -484,7 +483,7 @@ func (ex *exchange) deliver(next http.Handler, w http.ResponseWriter, r *http.Re
 // on_response is to run, which may leave Directives for the cache.
 func (ex *exchange) materialize(r *http.Request, pending bool) *http.Request {
 	switch {
-	case ex.decided || pending:
+	case ex.decided() || pending:
 		r = ex.own(r) // decisions for the layers after: Directives
 		ex.dir.Origin, ex.dir.CacheKey, ex.dir.TTL, ex.dir.NoStore = ex.origin, ex.cacheKey, ex.ttl, ex.noStore
 	case len(ex.hops) > 0 || ex.pathSet || ex.querySet:
@@ -531,6 +530,12 @@ func (ex *exchange) materialize(r *http.Request, pending bool) *http.Request {
 		r = r.WithContext(ctx)
 	}
 	return r
+}
+
+// decided reports whether the plugins left a decision for the layers after
+// them (origin, cache key, TTL, no-store): the request needs Directives.
+func (ex *exchange) decided() bool {
+	return ex.origin != "" || ex.cacheKey != "" || ex.ttl > 0 || ex.noStore
 }
 
 // Plain implements cache.FastCall: no rewrite, no direct answer, no
