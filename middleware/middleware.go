@@ -9,9 +9,10 @@ package middleware
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -48,8 +49,13 @@ func NewRequestID(client string) string {
 	if validID(client) {
 		return client
 	}
+	// 96 random bits from the runtime's per-thread ChaCha8 generator
+	// (seeded from the OS): an ID must be unique, not secret, and every
+	// request pays for it (crypto/rand: 64 ns, this: 35 ns, of which the
+	// string is most; BenchmarkNewRequestID).
 	var b [12]byte
-	_, _ = rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
+	binary.LittleEndian.PutUint32(b[8:], rand.Uint32())
 	return hex.EncodeToString(b[:])
 }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,6 +54,44 @@ func TestRequestID(t *testing.T) {
 		if c.want == "" && (len(got) != 24 || got == c.sent) {
 			t.Errorf("sent %q: id %q, want a fresh 24-hex id", c.sent, got)
 		}
+	}
+}
+
+// TestNewRequestIDsAreDistinct draws IDs from several goroutines at once (the
+// generator is per thread): every one is 24 lower-case hex digits and none
+// repeats.
+func TestNewRequestIDsAreDistinct(t *testing.T) {
+	const workers, each = 8, 5000
+	ids := make(chan string, workers*each)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				ids <- middleware.NewRequestID("")
+			}
+		})
+	}
+	wg.Wait()
+	close(ids)
+	seen := make(map[string]bool, workers*each)
+	for id := range ids {
+		if len(id) != 24 || strings.Trim(id, "0123456789abcdef") != "" {
+			t.Fatalf("id %q is not 24 hex digits", id)
+		}
+		if seen[id] {
+			t.Fatalf("id %q drawn twice", id)
+		}
+		seen[id] = true
+	}
+}
+
+// BenchmarkNewRequestID is the cost of a fresh ID, paid by every request
+// (on the fast hit path too).
+//
+//	go test -run '^$' -bench NewRequestID -benchmem ./middleware/
+func BenchmarkNewRequestID(b *testing.B) {
+	for b.Loop() {
+		_ = middleware.NewRequestID("")
 	}
 }
 
