@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -210,6 +211,20 @@ func reportWrk(b *testing.B, wrk, target string, none bool, noneCPU *float64) {
 	}
 }
 
+// wrkConns is wrk's connection flag: 8 connections, or MERIDIAN_WRK_CONNS
+// (the plugin figures are also quoted at 64, where batching makes a plain
+// hit cheaper and a plugin call dearer).
+func wrkConns(b *testing.B) string {
+	c := os.Getenv("MERIDIAN_WRK_CONNS")
+	if c == "" {
+		return "-c8"
+	}
+	if n, err := strconv.Atoi(c); err != nil || n < 1 {
+		b.Fatalf("MERIDIAN_WRK_CONNS=%q: want a positive number of connections", c)
+	}
+	return "-c" + c
+}
+
 // measureWrk warms target up, then drives it with wrk for a few seconds:
 // wrk's req/s, and the process's CPU time per request served.
 func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
@@ -223,11 +238,12 @@ func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
 	// grows its memory until its heap's first collections, some 130000
 	// requests in; see BenchmarkL1HitEngines): the measured run is the
 	// steady state.
-	if out, err := exec.Command(wrk, "-t1", "-c8", "-d4s", target).CombinedOutput(); err != nil {
+	conns := wrkConns(b)
+	if out, err := exec.Command(wrk, "-t1", conns, "-d4s", target).CombinedOutput(); err != nil {
 		b.Fatalf("wrk warm-up: %v\n%s", err, out)
 	}
 	cpu0 := processCPU(b)
-	out, err := exec.Command(wrk, "-t1", "-c8", "-d3s", target).CombinedOutput()
+	out, err := exec.Command(wrk, "-t1", conns, "-d3s", target).CombinedOutput()
 	cpu := processCPU(b) - cpu0
 	if err != nil {
 		b.Fatalf("wrk: %v\n%s", err, out)
