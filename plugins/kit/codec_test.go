@@ -2,8 +2,10 @@ package kit
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -216,5 +218,70 @@ func TestActionsReuse(t *testing.T) {
 	b, err := a.Bytes()
 	if err != nil || !bytes.Equal(b, []byte{1, 0x08, 0, 0}) {
 		t.Fatalf("after init: % x, %v", b, err)
+	}
+}
+
+// TestActionsGrowKeepsEveryAction fills an action list well past its inline
+// buffer, mixing header and plain actions, and reads every record back.
+func TestActionsGrowKeepsEveryAction(t *testing.T) {
+	a := NewActions()
+	type rec struct {
+		tag        byte
+		name, body string
+	}
+	var want []rec
+	for i := range 60 {
+		name, value := fmt.Sprintf("x-h%d", i), strings.Repeat("v", i)
+		a.SetResponseHeader(name, value)
+		want = append(want, rec{0x0C, name, value})
+		a.SetPath("/p" + value)
+		want = append(want, rec{0x03, "", "/p" + value})
+	}
+	b, err := a.Bytes()
+	if err != nil || b[0] != ContractVersion {
+		t.Fatalf("% x..., %v", b[:1], err)
+	}
+	s := string(b[1:])
+	for i, w := range want {
+		tag, v, next, err := nextField(s, 0)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		s = s[next:]
+		got := rec{tag: tag, body: v}
+		if tag == 0x0C {
+			h, err := decodeHeader(v)
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+			got.name, got.body = h.Name, h.Value
+		}
+		if got != w {
+			t.Fatalf("record %d: got %+v, want %+v", i, got, w)
+		}
+	}
+	if s != "" {
+		t.Fatalf("%d bytes after the last record", len(s))
+	}
+}
+
+// TestActionsRefusals: the first refused action's error is the one kept,
+// and it names what was wrong.
+func TestActionsRefusals(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		add  func(*Actions)
+		want string
+	}{
+		{"empty header name", func(a *Actions) { a.SetRequestHeader("", "v") }, "must be 1..255 bytes"},
+		{"header value too long", func(a *Actions) { a.SetResponseHeader("x-a", strings.Repeat("v", 70000)) }, "over 65535"},
+		{"path too long", func(a *Actions) { a.SetPath(strings.Repeat("/", 70000)) }, "over 65535"},
+	} {
+		a := NewActions()
+		c.add(a)
+		a.RespondHeader("", "second error, not reported")
+		if _, err := a.Bytes(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.name, err, c.want)
+		}
 	}
 }

@@ -26,7 +26,11 @@ func HandleRequest(fn func(req *Request, act *Actions) error) int32 {
 	if err := fn(&st.req, &st.act); err != nil {
 		return fail(err)
 	}
-	return output(&st.act)
+	if st.act.err != nil {
+		return fail(st.act.err)
+	}
+	setOutput(st.act.buf)
+	return 0
 }
 
 // HandleResponse runs fn for on_response (same instance as on_request, so
@@ -42,7 +46,11 @@ func HandleResponse(fn func(resp *Response, act *Actions) error) int32 {
 	if err := fn(&st.resp, &st.act); err != nil {
 		return fail(err)
 	}
-	return output(&st.act)
+	if st.act.err != nil {
+		return fail(st.act.err)
+	}
+	setOutput(st.act.buf)
+	return 0
 }
 
 // reqState and respState are what HandleRequest and HandleResponse hand
@@ -58,15 +66,6 @@ var (
 		act  Actions
 	}
 )
-
-func output(act *Actions) int32 {
-	b, err := act.Bytes()
-	if err != nil {
-		return fail(err)
-	}
-	setOutput(b)
-	return 0
-}
 
 func fail(err error) int32 {
 	setError(err.Error())
