@@ -181,12 +181,17 @@ func setOutput(b []byte) {
 	for ; i+8 <= n; i += 8 {
 		extismStoreU64(off+i, *(*uint64)(unsafe.Add(p, i)))
 	}
-	if i < n {
-		// The last partial word, zero-padded, a byte at a time: no read
-		// past the end of b.
+	if r := n - i; r > 0 {
+		// The last partial word, zero-padded: one load when b's capacity
+		// holds the whole word (the action list's always does), else a
+		// byte at a time. A Go loop in wasm costs a dispatch per turn.
 		var w uint64
-		for j := n; j > i; j-- {
-			w = w<<8 | uint64(*(*byte)(unsafe.Add(p, j-1)))
+		if uint64(cap(b))-n >= 8-r {
+			w = *(*uint64)(unsafe.Add(p, i)) & (1<<(8*r) - 1)
+		} else {
+			for j := n; j > i; j-- {
+				w = w<<8 | uint64(*(*byte)(unsafe.Add(p, j-1)))
+			}
 		}
 		extismStoreU64(off+i, w)
 	}
