@@ -99,13 +99,24 @@ func (x *Exchange) slot(i int, e *Entry) (*slot, error) {
 
 // Begin starts running chain for one request whose client is at geo.
 func (h *Host) Begin(chain *Chain, geo GeoInfo) *Exchange {
+	return h.BeginAt(chain, geo, time.Time{})
+}
+
+// BeginAt is Begin for a request that began at start, a time.Now reading
+// the caller already took (the zero time reads the clock): the request's
+// time and its first call's timing count from it.
+func (h *Host) BeginAt(chain *Chain, geo GeoInfo, start time.Time) *Exchange {
 	x, _ := h.exchanges.Get().(*Exchange)
 	if x == nil {
 		x = &Exchange{}
 		x.buf = x.bufArr[:0]
 	}
 	x.h, x.chain, x.geo = h, chain, geo
-	x.begun = h.mono()
+	if start.IsZero() {
+		x.begun = h.mono()
+	} else {
+		x.begun = start.Sub(h.epoch)
+	}
 	x.last = x.begun
 	if h.fakeNow {
 		x.fakeAt = h.opts.Now()
@@ -249,8 +260,10 @@ func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *E
 	env := &x.env
 	env.Site, env.Config, env.KV, env.Geo, env.Log = x.chain.Site, in.cfg, x.h.opts.KV, x.geo, v.log
 	// The time of an on_request call counts from the end of the previous
-	// one (or Begin): it includes taking the instance and encoding the
-	// input, and saves a clock read. on_response starts after the cache.
+	// one (or Begin, or BeginAt's start: on the fast path, when the
+	// request's head was read): it includes taking the instance and
+	// encoding the input, and saves a clock read. on_response starts after
+	// the cache.
 	start := x.last
 	if phase != abi.PhaseRequest || in.slow {
 		start = x.h.mono()
@@ -270,10 +283,8 @@ func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *E
 	x.last = end
 	d := (end - start).Seconds()
 	if phase == abi.PhaseRequest {
-		v.m.callsReq.Inc()
 		v.m.secondsReq.Observe(d)
 	} else {
-		v.m.callsResp.Inc()
 		v.m.secondsResp.Observe(d)
 	}
 	s.breaker.record(err == nil)

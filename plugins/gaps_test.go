@@ -207,3 +207,21 @@ func TestExchangeTimeIsBeginTimeWithInjectedClock(t *testing.T) {
 		t.Fatalf("Exchange.Time = %v after the clock moved on; want the time at Begin, %v", got, begin)
 	}
 }
+
+// TestBeginAtCountsFromTheGivenStart: BeginAt's request began at start (a
+// reading the fast path took when the request's head arrived), so the
+// exchange's time is start's, not the time BeginAt ran.
+func TestBeginAtCountsFromTheGivenStart(t *testing.T) {
+	h, _ := newHost(t, nil)
+	start := time.Now().Add(-300 * time.Millisecond)
+	x := h.BeginAt(&plugins.Chain{Site: "s"}, plugins.GeoInfo{}, start)
+	defer x.Close()
+	if d := x.Time().Sub(start); d < -time.Millisecond || d > time.Millisecond {
+		t.Fatalf("Exchange.Time is %v from the start given, want the start", d)
+	}
+	y := h.BeginAt(&plugins.Chain{Site: "s"}, plugins.GeoInfo{}, time.Time{})
+	defer y.Close()
+	if d := time.Since(y.Time()); d < 0 || d > time.Second {
+		t.Fatalf("without a start, Exchange.Time is %v ago, want now", d)
+	}
+}

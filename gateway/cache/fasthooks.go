@@ -78,7 +78,11 @@ type FastHookRequest struct {
 	Method, Host, Path, RawQuery string
 	// Client is the connection's remote address.
 	Client netip.AddrPort
-	req    *fastRequest
+	// Start is when the request's head was read (a monotonic clock
+	// reading): hooks that time the request start from it instead of
+	// reading the clock again.
+	Start time.Time
+	req   *fastRequest
 	// idName is the request ID header (lower case) and id the request's
 	// ID, which replaces what the client sent in it, as the server's
 	// middleware does; idName "" without IDs.
@@ -297,8 +301,8 @@ func FramingField(name string) bool {
 }
 
 // beginHooks runs hooks' request phase for c's current request, whose
-// request ID is id.
-func (c *fastConn) beginHooks(hooks FastHooks, id string) (FastCall, bool) {
+// request ID is id and which began at start.
+func (c *fastConn) beginHooks(hooks FastHooks, id string, start time.Time) (FastCall, bool) {
 	if !c.client.IsValid() {
 		c.client, _ = netip.ParseAddrPort(c.remoteAddr())
 	}
@@ -312,7 +316,7 @@ func (c *fastConn) beginHooks(hooks FastHooks, id string) (FastCall, bool) {
 		c.lastPath = string(req.path)
 	}
 	hr.Host, hr.Path, hr.RawQuery, hr.Client, hr.req = c.lastHost, c.lastPath, string(req.query), c.client, req
-	hr.idName, hr.id = c.l.idName, id
+	hr.idName, hr.id, hr.Start = c.l.idName, id, start
 	call, ok := hooks.BeginFast(hr)
 	hr.req, hr.id = nil, ""
 	return call, ok

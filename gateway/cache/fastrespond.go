@@ -33,7 +33,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 			id = c.l.opts.NewRequestID(string(req.reqID))
 		}
 		var ok bool
-		if call, ok = c.beginHooks(hooks, id); !ok {
+		if call, ok = c.beginHooks(hooks, id, start); !ok {
 			m.fastRoute.Inc()
 			return nil, false, nil
 		}

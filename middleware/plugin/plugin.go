@@ -136,7 +136,7 @@ func (rn *Runner) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		ex := rn.exchanges.Get().(*exchange)
-		ex.begin(rn, chain, rn.o.ClientIP(r), r.Method, r.Host, r.Context())
+		ex.begin(rn, chain, rn.o.ClientIP(r), r.Method, r.Host, r.Context(), time.Time{})
 		defer ex.Close()
 		ex.request(r.URL.EscapedPath(), r.URL.RawQuery, httpHeader(r.Header))
 		ex.deliver(next, w, r)
@@ -165,7 +165,7 @@ func (fh fastHooks) BeginFast(req *cache.FastHookRequest) (cache.FastCall, bool)
 		return nil, true
 	}
 	ex := fh.rn.exchanges.Get().(*exchange)
-	ex.begin(fh.rn, chain, req.Client.Addr().Unmap(), req.Method, req.Host, context.Background())
+	ex.begin(fh.rn, chain, req.Client.Addr().Unmap(), req.Method, req.Host, context.Background(), req.Start)
 	ex.request(req.Path, req.RawQuery, fastRequestHeader{req})
 	return ex, true
 }
@@ -251,7 +251,7 @@ func (c *dirCtx) Value(key any) any {
 }
 
 // begin starts the exchange for a request of chain.
-func (ex *exchange) begin(rn *Runner, chain *plugins.Chain, ip netip.Addr, method, host string, ctx context.Context) {
+func (ex *exchange) begin(rn *Runner, chain *plugins.Chain, ip netip.Addr, method, host string, ctx context.Context, start time.Time) {
 	opts := rn.o
 	var geo plugins.GeoInfo
 	if opts.Geo != nil && ip.IsValid() {
@@ -261,7 +261,7 @@ func (ex *exchange) begin(rn *Runner, chain *plugins.Chain, ip netip.Addr, metho
 	ex.copied, ex.ownHeader, ex.ownURL = false, false, false
 	ex.pathSet, ex.querySet, ex.noStore = false, false, false
 	ex.ttl = 0
-	ex.x = opts.Host.Begin(chain, geo)
+	ex.x = opts.Host.BeginAt(chain, geo, start)
 	// Field by field: a whole-struct assignment is a bulk copy with
 	// write barriers while the GC runs.
 	q := &ex.req
