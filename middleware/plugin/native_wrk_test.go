@@ -225,6 +225,28 @@ func wrkConns(b *testing.B) string {
 	return "-c" + c
 }
 
+// wrkCommand runs wrk, on CPU MERIDIAN_WRK_CPU when that is set (through
+// taskset). With the test binary itself under taskset on another CPU, the
+// server and the load generator no longer share cores (the peers' pinned
+// setup; Go then runs the server with GOMAXPROCS 1):
+//
+//	go test -c -o /tmp/plugin.test ./middleware/plugin/
+//	cd middleware/plugin && MERIDIAN_WRK_CPU=0 taskset -c 1 /tmp/plugin.test -test.run '^$' -test.bench PoPHitWrk -test.benchtime 1x
+func wrkCommand(b *testing.B, wrk string, args ...string) *exec.Cmd {
+	c := os.Getenv("MERIDIAN_WRK_CPU")
+	if c == "" {
+		return exec.Command(wrk, args...)
+	}
+	if n, err := strconv.Atoi(c); err != nil || n < 0 {
+		b.Fatalf("MERIDIAN_WRK_CPU=%q: want a CPU number", c)
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		b.Fatal("MERIDIAN_WRK_CPU needs taskset (apt-get install util-linux)")
+	}
+	return exec.Command(taskset, append([]string{"-c", c, wrk}, args...)...)
+}
+
 // measureWrk warms target up, then drives it with wrk for a few seconds:
 // wrk's req/s, and the process's CPU time per request served.
 func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
@@ -239,11 +261,11 @@ func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
 	// requests in; see BenchmarkL1HitEngines): the measured run is the
 	// steady state.
 	conns := wrkConns(b)
-	if out, err := exec.Command(wrk, "-t1", conns, "-d4s", target).CombinedOutput(); err != nil {
+	if out, err := wrkCommand(b, wrk, "-t1", conns, "-d4s", target).CombinedOutput(); err != nil {
 		b.Fatalf("wrk warm-up: %v\n%s", err, out)
 	}
 	cpu0 := processCPU(b)
-	out, err := exec.Command(wrk, "-t1", conns, "-d3s", target).CombinedOutput()
+	out, err := wrkCommand(b, wrk, "-t1", conns, "-d3s", target).CombinedOutput()
 	cpu := processCPU(b) - cpu0
 	if err != nil {
 		b.Fatalf("wrk: %v\n%s", err, out)
