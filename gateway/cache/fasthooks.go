@@ -247,6 +247,9 @@ func (h *FastHeader) Del(name string) {
 	h.del(name)
 }
 
+// del scans lines itself rather than with nextLine: it needs no value, and
+// nextLine's splitting doubled the cost of a Set (BenchmarkFastHeaderSet,
+// 120 against 218 ns), which a hooked hit pays per response header.
 func (h *FastHeader) del(name string) {
 	b := h.b
 	w := 0 // the kept lines are moved down to b[:w]; w never passes pos

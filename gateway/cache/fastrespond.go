@@ -45,8 +45,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		}
 	}
 	if ck := hookedKey(call); ck != "" {
-		// primaryKey's form for a key set with WithKey.
-		c.key = append(append(append(c.key[:0], h.site.SiteID...), "\x00k\x00"...), ck...)
+		c.key = appendOverrideKey(c.key[:0], h.site.SiteID, ck)
 	} else {
 		c.key = appendFastURL(append(append(c.key[:0], h.site.SiteID...), 0), req, &h.site)
 	}

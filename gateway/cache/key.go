@@ -123,9 +123,18 @@ func normQuery(raw string, site *SitePolicy) string {
 // key or the normalised URL.
 func primaryKey(r *http.Request, site *SitePolicy, u string) string {
 	if k, ok := r.Context().Value(keyOverride).(string); ok && k != "" {
-		return site.SiteID + "\x00k\x00" + k
+		return site.SiteID + overrideSep + k
 	}
 	return site.SiteID + "\x00" + u
+}
+
+// overrideSep joins the site ID and a key set with WithKey in a primary key
+// (the fast path builds the same keys: appendOverrideKey).
+const overrideSep = "\x00k\x00"
+
+// appendOverrideKey appends primaryKey's key for a key k set with WithKey.
+func appendOverrideKey(b []byte, siteID, k string) []byte {
+	return append(append(append(b, siteID...), overrideSep...), k...)
 }
 
 // variantKey is where the response for one Vary secondary key lives.

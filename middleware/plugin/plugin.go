@@ -408,14 +408,7 @@ func (ex *exchange) selectRequestHeaders(dst []abi.Header, names []string) []abi
 		if n == "*" {
 			return ex.allRequestHeaders(dst)
 		}
-		canon := ex.names.canonical(n)
-		if !ex.changed(canon) {
-			for _, v := range ex.base.values(canon) {
-				dst = append(dst, abi.Header{Name: n, Value: v})
-			}
-			continue
-		}
-		for _, v := range ex.requestValues(canon) {
+		for _, v := range ex.requestValues(ex.names.canonical(n)) {
 			dst = append(dst, abi.Header{Name: n, Value: v})
 		}
 	}
