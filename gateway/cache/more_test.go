@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
+	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
 )
 
 func metricText(t *testing.T, e *env) string {
@@ -131,6 +132,12 @@ func TestPurge(t *testing.T) {
 		for _, p := range []string{"/img/a.png", "/img/b.png", "/css/s.css", "/index.html", "/imgx"} {
 			e.get(p)
 		}
+		// A fill is stored once its body has gone out, which a loaded
+		// machine can delay past the client's next request: the purges
+		// below must find all five stored.
+		mtestutil.WaitFor(t, "the five fills to be stored", func() bool {
+			return mtestutil.CounterSum(t, e.reg, "meridian_cache_stores_total", "outcome", "stored") == 5
+		})
 		return e
 	}
 	cachedAfter := func(e *env) map[string]bool {
