@@ -69,7 +69,10 @@ type coalescingConn struct {
 	mu                sync.Mutex
 	held              bool
 	pending           []byte
-	vec               [2][]byte
+	// vec and bufs are the writev's buffers, kept here because a local
+	// net.Buffers escapes through the net.Conn.
+	vec  [2][]byte
+	bufs net.Buffers
 }
 
 // maxHeld bounds what is held back: net/http's connection buffer is 4 KiB,
@@ -88,11 +91,11 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 		return c.Conn.Write(p)
 	}
 	c.vec = [2][]byte{c.pending, p}
-	bufs := net.Buffers(c.vec[:])
-	n, err := bufs.WriteTo(c.Conn)
+	c.bufs = c.vec[:]
+	n, err := c.bufs.WriteTo(c.Conn)
 	held := int64(len(c.pending))
 	c.pending = c.pending[:0]
-	c.vec = [2][]byte{}
+	c.vec, c.bufs = [2][]byte{}, nil
 	if n < held {
 		return 0, err
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -312,8 +313,9 @@ type fastConn struct {
 	r, w   int // unread bytes: buf[r:w]
 	req    fastRequest
 	out    []byte
-	remote string // RemoteAddr, for Observe
-	vec    [2][]byte
+	remote string    // RemoteAddr, for Observe
+	vec    [2][]byte // a hit's writev, with bufs (a local net.Buffers escapes)
+	bufs   net.Buffers
 	hw     fileHeadWriter // the streamed-body writer, reused per response
 	key    []byte         // scratch for a request's cache key
 	// lastHost is the last request's Host (see host).
@@ -326,6 +328,12 @@ type fastConn struct {
 	// such a client does not pay a hand-off and a hijack per request.
 	streak int
 	served bool // a request was answered here since the connection came
+	// handedOff: the connection went to the server (serve must not close
+	// it). For readHead: the current head's deadline, whether the idle
+	// deadline is set for the current wait, and whether the last raw read
+	// emptied the socket.
+	handedOff, idleArmed, drained bool
+	headerBy                      time.Time
 	// For a site's hooks (fasthooks.go): the last path (reused as
 	// lastHost), the client's address, parsed once (from remoteAddr), and
 	// the request and header views handed to them, reused.
@@ -342,31 +350,58 @@ type fastConn struct {
 func (c *fastConn) serve(initial []byte) {
 	bp := c.l.bufs.Get().(*[]byte)
 	c.bufp, c.buf = bp, *bp
-	handedOff := false
 	defer func() {
-		if !handedOff {
+		if !c.handedOff {
 			_ = c.conn.Close()
 		}
 		c.l.bufs.Put(c.bufp)
 		c.l.forget(c)
 	}()
 	if len(initial) > len(c.buf) {
-		handedOff = c.handOffBytes(initial, nil)
+		c.handedOff = c.handOffBytes(initial, nil)
 		return
 	}
 	c.w = copy(c.buf, initial)
-	for {
-		end, st := c.readHead()
-		if st != headRead {
-			handedOff = st == headHandedOff
+	if tc, ok := c.conn.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			// The whole connection is served inside one raw read, so that
+			// the poller's readiness is not reset before every read (as
+			// each conn.Read does): after a read that left the socket
+			// empty, the next request is waited for instead of tried
+			// first. A keep-alive client sends its next request only
+			// after reading the response, so trying first fails with
+			// EAGAIN on most requests: a system call per hit, which nginx
+			// avoids the same way (its recv after a short read waits for
+			// the next epoll event). An error here is a closed connection
+			// or an expired deadline: the connection closes.
+			_ = rc.Read(func(fd uintptr) bool { return c.loop(int(fd)) })
 			return
+		}
+	}
+	c.loop(-1)
+}
+
+// loop serves requests until the connection is done (true: closed, to be
+// closed, or handed off, c.handedOff telling which) or, with a raw
+// descriptor (fd >= 0), until the socket must be waited for (false). With
+// fd < 0 it reads through c.conn and never returns false.
+func (c *fastConn) loop(fd int) bool {
+	for {
+		end, st := c.readHead(fd)
+		switch st {
+		case headRead:
+		case headWait:
+			return false
+		default:
+			c.handedOff = st == headHandedOff
+			return true
 		}
 		start := time.Now()
 		head := c.buf[c.r : c.r+end]
 		if !parseFastRequest(head, c.l.idName, &c.req) {
 			c.l.c.metrics.fastUnparsed.Inc()
-			handedOff = c.handOff(nil)
-			return
+			c.handedOff = c.handOff(nil)
+			return true
 		}
 		var (
 			sh    *siteHandler
@@ -377,20 +412,20 @@ func (c *fastConn) serve(initial []byte) {
 		}
 		if sh == nil || sh.c != c.l.c || sh.site.Bypass {
 			c.l.c.metrics.fastRoute.Inc()
-			handedOff = c.handOff(nil)
-			return
+			c.handedOff = c.handOff(nil)
+			return true
 		}
 		found, served, err := sh.serveFast(c, hooks, start)
 		if !served {
 			if err == nil {
-				handedOff = c.handOff(found)
+				c.handedOff = c.handOff(found)
 			}
-			return
+			return true
 		}
 		c.r += end
 		c.served = true
 		if c.req.close || c.l.closing.Load() {
-			return
+			return true
 		}
 	}
 }
@@ -435,13 +470,15 @@ const (
 	headRead      = iota
 	headDone      // closed, timed out, or Close called: close the connection
 	headHandedOff // a head the fast path does not read was handed off
+	headWait      // wait until the socket is readable, then call again
 )
 
 // readHead reads until buf[r:] holds a complete request head and returns its
-// length.
-func (c *fastConn) readHead() (int, int) {
+// length. With a raw descriptor (fd >= 0) it reads the socket itself and
+// returns headWait instead of reading when the last read left the socket
+// empty or a read found it so; without one it reads through c.conn.
+func (c *fastConn) readHead(fd int) (int, int) {
 	srv := c.l.srv
-	var headerBy time.Time
 	for {
 		if c.r < c.w {
 			switch i := indexHeadEnd(c.buf[c.r:c.w]); {
@@ -449,6 +486,7 @@ func (c *fastConn) readHead() (int, int) {
 				if c.state.Swap(fastActive) == fastClosed {
 					return 0, headDone
 				}
+				c.headerBy, c.idleArmed = time.Time{}, false
 				return i, headRead
 			case i == bareLF:
 				return 0, c.handOffHead()
@@ -469,16 +507,36 @@ func (c *fastConn) readHead() (int, int) {
 			if c.l.closing.Load() {
 				return 0, headDone
 			}
-			if d := idleTimeout(srv); d > 0 {
+			if d := idleTimeout(srv); d > 0 && !c.idleArmed {
+				c.idleArmed = true // once per wait, not per wake-up
 				_ = c.conn.SetReadDeadline(time.Now().Add(d))
 			}
-		} else if headerBy.IsZero() {
+		} else if c.headerBy.IsZero() {
+			// Kept across wake-ups: a head sent a byte at a time must still
+			// be complete by this deadline.
 			if d := headerTimeout(srv); d > 0 {
-				headerBy = time.Now().Add(d)
-				_ = c.conn.SetReadDeadline(headerBy)
+				c.headerBy = time.Now().Add(d)
+				_ = c.conn.SetReadDeadline(c.headerBy)
 			}
 		}
-		n, err := c.conn.Read(c.buf[c.w:])
+		var (
+			n   int
+			err error
+		)
+		if fd < 0 {
+			n, err = c.conn.Read(c.buf[c.w:])
+		} else {
+			if c.drained {
+				c.drained = false
+				return 0, headWait
+			}
+			room := len(c.buf) - c.w
+			if n, err = readFD(fd, c.buf[c.w:]); err == syscall.EAGAIN {
+				return 0, headWait
+			}
+			// A short read took all the socket held.
+			c.drained = err == nil && n < room
+		}
 		c.w += n
 		if err != nil {
 			if n > 0 && c.r < c.w {
@@ -489,6 +547,23 @@ func (c *fastConn) readHead() (int, int) {
 		if c.state.Load() == fastClosed {
 			return 0, headDone
 		}
+	}
+}
+
+// readFD reads from a socket descriptor as conn.Read would, without the
+// poller: syscall.EAGAIN when nothing is there, io.EOF at the end.
+func readFD(fd int, b []byte) (int, error) {
+	for {
+		n, err := syscall.Read(fd, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return 0, err
+		case n == 0:
+			return 0, io.EOF
+		}
+		return n, nil
 	}
 }
 

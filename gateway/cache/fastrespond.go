@@ -151,9 +151,9 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		_, err = c.conn.Write(out)
 	case st.rs == nil:
 		c.vec = [2][]byte{out, st.body}
-		bufs := net.Buffers(c.vec[:])
-		_, err = bufs.WriteTo(c.conn)
-		c.vec = [2][]byte{}
+		c.bufs = c.vec[:]
+		_, err = c.bufs.WriteTo(c.conn)
+		c.vec, c.bufs = [2][]byte{}, nil
 		sent = int64(len(st.body))
 	default:
 		sent, err = writeHeadAndBody(&c.hw, out, st.reader())
@@ -338,14 +338,21 @@ func writeHeadAndBody(w *fileHeadWriter, head []byte, body io.Reader) (int64, er
 type headWriter struct {
 	conn net.Conn
 	head []byte
+	// vec and bufs hold the writev's two buffers: kept here, in a writer
+	// that lives as long as its connection, because a local net.Buffers
+	// escapes through the net.Conn (two allocations per hit).
+	vec  [2][]byte
+	bufs net.Buffers
 }
 
 func (w *headWriter) Write(p []byte) (int, error) {
 	if len(w.head) == 0 {
 		return w.conn.Write(p)
 	}
-	bufs := net.Buffers{w.head, p}
-	n, err := bufs.WriteTo(w.conn)
+	w.vec = [2][]byte{w.head, p}
+	w.bufs = w.vec[:]
+	n, err := w.bufs.WriteTo(w.conn)
+	w.vec, w.bufs = [2][]byte{}, nil // p may be a mapping that is unmapped once the body closes
 	held := int64(len(w.head))
 	w.head = nil
 	if n < held {

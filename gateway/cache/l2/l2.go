@@ -749,9 +749,7 @@ func (t *Tier) fromMapping(mf *openFile, h uint64, key string) (l loaded, err er
 		if string(mh.p.key) != key {
 			return loaded{}, errOtherKey
 		}
-		l.p = mh.p
-		m := *mh.meta
-		l.meta = &m
+		l.p, l.meta = mh.p, mh.meta // shared, as decode's result is
 		if l.size <= inlineFile {
 			l.body = mf.m[l.p.hdr.bodyOff():l.p.hdr.tableOff()]
 			err = l.p.verify(l.body, 0)
@@ -767,9 +765,7 @@ func (t *Tier) fromMapping(mf *openFile, h uint64, key string) (l loaded, err er
 		l.meta, err = t.identify(&l.p, h, key)
 	}
 	if err == nil {
-		mh := &mappedHead{p: parsed{hdr: l.p.hdr, key: bytes.Clone(l.p.key), table: bytes.Clone(l.p.table)}}
-		m := *l.meta
-		mh.meta = &m
+		mh := &mappedHead{p: parsed{hdr: l.p.hdr, key: bytes.Clone(l.p.key), table: bytes.Clone(l.p.table)}, meta: l.meta}
 		mf.head.Store(mh)
 		l.p = mh.p
 	}

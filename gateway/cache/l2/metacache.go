@@ -27,20 +27,19 @@ type metaEntry struct {
 }
 
 // decode returns the metadata encoded in raw (verified bytes of the file
-// of hash h). The result is a copy the caller may change, except that its
-// Header and Vary are shared with the cache: clone them before changing
-// them (tier.Meta.Clone), as for any tier's metadata.
+// of hash h). The result is shared with the cache and with every other
+// reader of the object, as L1's is: callers must not change it (they clone
+// it first, tier.Meta.Clone, as for any tier's metadata). Sharing saves a
+// copy per hit, and keeps the Header map the same for the cache's memos.
 func (c *metaCache) decode(h uint64, raw []byte) (*tier.Meta, error) {
 	slot := &c.slots[h%metaSlots]
 	if e := slot.Load(); e != nil && e.hash == h && bytes.Equal(e.raw, raw) {
-		m := *e.meta
-		return &m, nil
+		return e.meta, nil
 	}
 	m, _, err := tier.DecodeMeta(raw)
 	if err != nil {
 		return nil, err
 	}
 	slot.Store(&metaEntry{hash: h, raw: bytes.Clone(raw), meta: m})
-	c2 := *m
-	return &c2, nil
+	return m, nil
 }

@@ -60,6 +60,9 @@ type Meta struct {
 }
 
 // Object is a stored object returned by Get. The caller must Close Body.
+// Meta may be shared with the tier and with other readers of the object
+// (L1 and L2 hand every hit the same one): treat it as read-only, and
+// Clone it before changing it.
 type Object struct {
 	Meta *Meta
 	Body io.ReadCloser
