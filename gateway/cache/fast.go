@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // Why a fast path: with net/http's server, a keep-alive L1 hit costs about
@@ -273,7 +274,7 @@ func (l *FastListener) acceptLoop() {
 // once the listener is closed.
 func (l *FastListener) start(c net.Conn, initial []byte, streak int) bool {
 	fc := &fastConn{l: l, conn: c, streak: streak}
-	fc.hw = fileHeadWriter{headWriter: headWriter{conn: c}}
+	fc.hw = fileHeadWriter{headWriter: headWriter{conn: c, vw: newVecWriter(c)}}
 	if l.opts.Sendfile {
 		fc.hw.fs = connSender(c)
 	}
@@ -362,21 +363,18 @@ func (c *fastConn) serve(initial []byte) {
 		return
 	}
 	c.w = copy(c.buf, initial)
-	if tc, ok := c.conn.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			// The whole connection is served inside one raw read, so that
-			// the poller's readiness is not reset before every read (as
-			// each conn.Read does): after a read that left the socket
-			// empty, the next request is waited for instead of tried
-			// first. A keep-alive client sends its next request only
-			// after reading the response, so trying first fails with
-			// EAGAIN on most requests: a system call per hit, which nginx
-			// avoids the same way (its recv after a short read waits for
-			// the next epoll event). An error here is a closed connection
-			// or an expired deadline: the connection closes.
-			_ = rc.Read(func(fd uintptr) bool { return c.loop(int(fd)) })
-			return
-		}
+	if rc := tcpSocket(c.conn); rc != nil {
+		// The whole connection is served inside one raw read, so that the
+		// poller's readiness is not reset before every read (as each
+		// conn.Read does): after a read that left the socket empty, the
+		// next request is waited for instead of tried first. A keep-alive
+		// client sends its next request only after reading the response,
+		// so trying first fails with EAGAIN on most requests: a system call
+		// per hit, which nginx avoids the same way (its recv after a short
+		// read waits for the next epoll event). An error here is a closed
+		// connection or an expired deadline: the connection closes.
+		_ = rc.Read(func(fd uintptr) bool { return c.loop(int(fd)) })
+		return
 	}
 	c.loop(-1)
 }
@@ -550,20 +548,37 @@ func (c *fastConn) readHead(fd int) (int, int) {
 	}
 }
 
+// tcpSocket returns c's descriptor access when c is a TCP socket itself,
+// or nil. Only then does the fast path call the system directly: a wrapper
+// type (a listener's own net.Conn) may do something in its Read or Write.
+func tcpSocket(c net.Conn) syscall.RawConn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
 // readFD reads from a socket descriptor as conn.Read would, without the
 // poller: syscall.EAGAIN when nothing is there, io.EOF at the end.
 func readFD(fd int, b []byte) (int, error) {
 	for {
-		n, err := syscall.Read(fd, b)
+		// Raw, as vecWriter's writes (see there): a read of a
+		// non-blocking socket never waits.
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
 		switch {
-		case err == syscall.EINTR:
+		case e == syscall.EINTR:
 			continue
-		case err != nil:
-			return 0, err
+		case e != 0:
+			return 0, e
 		case n == 0:
 			return 0, io.EOF
 		}
-		return n, nil
+		return int(n), nil
 	}
 }
 

@@ -147,6 +147,13 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 	}
 	var sent int64
 	switch {
+	case c.hw.vw != nil && (req.head || notModified || st.rs == nil):
+		var body []byte
+		if !req.head && !notModified {
+			body = st.body
+			sent = int64(len(body))
+		}
+		_, err = c.hw.vw.write(out, body)
 	case req.head || notModified:
 		_, err = c.conn.Write(out)
 	case st.rs == nil:
@@ -337,6 +344,7 @@ func writeHeadAndBody(w *fileHeadWriter, head []byte, body io.Reader) (int64, er
 
 type headWriter struct {
 	conn net.Conn
+	vw   *vecWriter // nil: write through conn
 	head []byte
 	// vec and bufs hold the writev's two buffers: kept here, in a writer
 	// that lives as long as its connection, because a local net.Buffers
@@ -346,6 +354,15 @@ type headWriter struct {
 }
 
 func (w *headWriter) Write(p []byte) (int, error) {
+	if w.vw != nil {
+		n, err := w.vw.write(w.head, p)
+		held := int64(len(w.head))
+		w.head = nil
+		if n < held {
+			return 0, err
+		}
+		return int(n - held), err
+	}
 	if len(w.head) == 0 {
 		return w.conn.Write(p)
 	}

@@ -7,16 +7,12 @@ import (
 	"syscall"
 )
 
-// connSender returns a fileSender for c, or nil when c has no descriptor
-// (a wrapped or non-socket connection), in which case bodies are written
-// from memory.
+// connSender returns a fileSender for c, or nil when c is not a TCP
+// socket itself (see tcpSocket), in which case bodies are written from
+// memory.
 func connSender(c net.Conn) *fileSender {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc := tcpSocket(c)
+	if rc == nil {
 		return nil
 	}
 	s := &fileSender{rc: rc}

@@ -1,7 +1,10 @@
 package cache_test
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -27,9 +30,10 @@ func (l wrappedConns) Accept() (net.Conn, error) {
 	return wrappedConn{c}, nil
 }
 
-// fastReadFronts are the two ways the fast path reads a connection: a TCP
-// socket's descriptor directly (waiting for it after a read that emptied
-// it), and any other net.Conn through Read.
+// fastReadFronts are the two ways the fast path reads and writes a
+// connection: a TCP socket's descriptor directly (waiting for it after a
+// read that emptied it, writing with raw writev calls), and any other
+// net.Conn through Read and Write.
 var fastReadFronts = map[string]func(net.Listener) net.Listener{
 	"tcp":      nil,
 	"net.Conn": func(l net.Listener) net.Listener { return wrappedConns{l} },
@@ -133,6 +137,79 @@ func TestFastPathClosesTricklingHeads(t *testing.T) {
 				// The trickle lasts 5 s: a clock restarted by each byte
 				// closes only after it stops.
 				t.Errorf("the server hung up after %v, not at its 200ms timeout: the trickle kept it open", waited)
+			}
+		})
+	}
+}
+
+// TestFastPathWritesLargeL1HitsToSlowClients: an L1 hit far larger than
+// the socket buffers reaches a client that reads slowly intact (the writes
+// stop at a full buffer, wait and go on, head and body in order), and a
+// client that stops reading is cut off at the server's WriteTimeout.
+func TestFastPathWritesLargeL1HitsToSlowClients(t *testing.T) {
+	const size = 400 << 10 // L1's large-body pool keeps it; 50 times the send buffer
+	path := fmt.Sprintf("/big?size=%d", size)
+	for name, wrap := range fastReadFronts {
+		t.Run(name, func(t *testing.T) {
+			small := func(l net.Listener) net.Listener {
+				l = smallSendBuffers{l}
+				if wrap != nil {
+					l = wrap(l)
+				}
+				return l
+			}
+			e := newEnv(t, sizedOrigin, envOpt{opts: cache.Options{L1Bytes: 64 << 20, L1LargeBytes: 4 << 20},
+				wrapListener: small, server: func(s *http.Server) { s.WriteTimeout = time.Second }})
+			e.get(path, "Host", "x")
+			waitStored(t, e, 1)
+
+			c, br := rawConn(t, e)
+			_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+			for i := range 2 { // twice on one connection: the writer is reused
+				io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "detail=l1") {
+					t.Fatalf("hit %d: Cache-Status %q, want an L1 hit", i, cs)
+				}
+				var got bytes.Buffer
+				chunk := make([]byte, 16<<10)
+				for {
+					n, err := resp.Body.Read(chunk)
+					got.Write(chunk[:n])
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						t.Fatalf("hit %d: after %d bytes: %v", i, got.Len(), err)
+					}
+					time.Sleep(200 * time.Microsecond)
+				}
+				if !bytes.Equal(got.Bytes(), bodyFor("/big", size)) {
+					t.Fatalf("hit %d: body of %d bytes differs from the origin's %d", i, got.Len(), size)
+				}
+			}
+			if n := fastCount(e, "served"); n != 2 {
+				t.Errorf("fast path served %d, want 2", n)
+			}
+
+			stalled, err := net.Dial("tcp", strings.TrimPrefix(e.front.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stalled.Close()
+			_ = stalled.(*net.TCPConn).SetReadBuffer(16 << 10)
+			io.WriteString(stalled, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+			time.Sleep(2 * time.Second) // well past the write timeout
+			_ = stalled.SetReadDeadline(time.Now().Add(20 * time.Second))
+			n, err := io.Copy(io.Discard, bufio.NewReader(stalled))
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("the server never closed the stalled connection (%d bytes read)", n)
+			}
+			if n >= size {
+				t.Fatalf("a stalled client still got the whole body (%d bytes): the write timeout did not end the send", n)
 			}
 		})
 	}
