@@ -143,11 +143,13 @@ func TestFastPathClosesTricklingHeads(t *testing.T) {
 }
 
 // TestFastPathWritesLargeL1HitsToSlowClients: an L1 hit far larger than
-// the socket buffers reaches a client that reads slowly intact (the writes
+// the socket buffers (and than one raw writev offers) reaches a client that reads slowly intact (the writes
 // stop at a full buffer, wait and go on, head and body in order), and a
 // client that stops reading is cut off at the server's WriteTimeout.
 func TestFastPathWritesLargeL1HitsToSlowClients(t *testing.T) {
-	const size = 400 << 10 // L1's large-body pool keeps it; 50 times the send buffer
+	// Over a raw writev's 1 MiB (maxRawWrite), and 200 times the send
+	// buffer: L1's large-body pool keeps it.
+	const size = 1600 << 10
 	path := fmt.Sprintf("/big?size=%d", size)
 	for name, wrap := range fastReadFronts {
 		t.Run(name, func(t *testing.T) {
@@ -158,7 +160,7 @@ func TestFastPathWritesLargeL1HitsToSlowClients(t *testing.T) {
 				}
 				return l
 			}
-			e := newEnv(t, sizedOrigin, envOpt{opts: cache.Options{L1Bytes: 64 << 20, L1LargeBytes: 4 << 20},
+			e := newEnv(t, sizedOrigin, envOpt{opts: cache.Options{L1Bytes: 64 << 20, L1LargeBytes: 32 << 20, L1MaxObject: 4 << 20},
 				wrapListener: small, server: func(s *http.Server) { s.WriteTimeout = time.Second }})
 			e.get(path, "Host", "x")
 			waitStored(t, e, 1)

@@ -26,6 +26,13 @@ type vecWriter struct {
 	err  error
 }
 
+// maxRawWrite bounds the bytes one raw writev offers. The kernel copies as
+// much as the send buffer takes (autotuned up to 4 MiB by default), and a
+// raw call cannot be preempted: a stop-the-world pause waits for it. 1 MiB
+// keeps a call to a few hundred microseconds and costs a large body one
+// call per MiB.
+const maxRawWrite = 1 << 20
+
 // newVecWriter returns a vecWriter for c, or nil when c is not a TCP
 // socket (then its Write is used).
 func newVecWriter(c net.Conn) *vecWriter {
@@ -55,11 +62,12 @@ func (w *vecWriter) write(a, b []byte) (int64, error) {
 // writable.
 func (w *vecWriter) send(fd uintptr) bool {
 	for {
-		k := 0
+		k, room := 0, maxRawWrite
 		for _, b := range w.bufs {
-			if len(b) > 0 {
+			if n := min(len(b), room); n > 0 {
 				w.iov[k].Base = unsafe.SliceData(b)
-				w.iov[k].SetLen(len(b))
+				w.iov[k].SetLen(n)
+				room -= n
 				k++
 			}
 		}
