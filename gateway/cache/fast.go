@@ -273,10 +273,10 @@ func (l *FastListener) acceptLoop() {
 // and streak its bounce count (see fastConn.streak); false (and c closed)
 // once the listener is closed.
 func (l *FastListener) start(c net.Conn, initial []byte, streak int) bool {
-	fc := &fastConn{l: l, conn: c, streak: streak}
-	fc.hw = fileHeadWriter{headWriter: headWriter{conn: c, vw: newVecWriter(c)}}
+	fc := &fastConn{l: l, conn: c, streak: streak, rc: tcpSocket(c)}
+	fc.hw = fileHeadWriter{headWriter: headWriter{conn: c, vw: newVecWriter(fc.rc)}}
 	if l.opts.Sendfile {
-		fc.hw.fs = connSender(c)
+		fc.hw.fs = connSender(fc.rc)
 	}
 	l.mu.Lock()
 	if l.closing.Load() {
@@ -314,11 +314,13 @@ type fastConn struct {
 	r, w   int // unread bytes: buf[r:w]
 	req    fastRequest
 	out    []byte
-	remote string    // RemoteAddr, for Observe
-	vec    [2][]byte // a hit's writev, with bufs (a local net.Buffers escapes)
-	bufs   net.Buffers
-	hw     fileHeadWriter // the streamed-body writer, reused per response
-	key    []byte         // scratch for a request's cache key
+	remote string // RemoteAddr, for Observe
+	// rc is the socket's descriptor access when the connection is a TCP
+	// socket itself (tcpSocket; nil otherwise): with it, reads, writev and
+	// sendfile go to the system directly.
+	rc  syscall.RawConn
+	hw  fileHeadWriter // the connection's writer, reused per response
+	key []byte         // scratch for a request's cache key
 	// lastHost is the last request's Host (see host).
 	lastHost string
 	// streak counts the times in a row this connection came back from
@@ -363,7 +365,7 @@ func (c *fastConn) serve(initial []byte) {
 		return
 	}
 	c.w = copy(c.buf, initial)
-	if rc := tcpSocket(c.conn); rc != nil {
+	if c.rc != nil {
 		// The whole connection is served inside one raw read, so that the
 		// poller's readiness is not reset before every read (as each
 		// conn.Read does): after a read that left the socket empty, the
@@ -373,7 +375,7 @@ func (c *fastConn) serve(initial []byte) {
 		// per hit, which nginx avoids the same way (its recv after a short
 		// read waits for the next epoll event). An error here is a closed
 		// connection or an expired deadline: the connection closes.
-		_ = rc.Read(func(fd uintptr) bool { return c.loop(int(fd)) })
+		_ = c.rc.Read(func(fd uintptr) bool { return c.loop(int(fd)) })
 		return
 	}
 	c.loop(-1)

@@ -442,7 +442,7 @@ func (c *fastConn) sendFailed(site string, call FastCall, req *fastRequest, id s
 	if d := c.l.srv.WriteTimeout; d > 0 {
 		_ = c.conn.SetWriteDeadline(time.Now().Add(d))
 	}
-	if _, err := c.conn.Write(out); err != nil {
+	if _, err := c.hw.writev(out, nil); err != nil {
 		return err
 	}
 	if c.l.opts.Observe != nil {

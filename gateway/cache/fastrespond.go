@@ -147,20 +147,10 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 	}
 	var sent int64
 	switch {
-	case c.hw.vw != nil && (req.head || notModified || st.rs == nil):
-		var body []byte
-		if !req.head && !notModified {
-			body = st.body
-			sent = int64(len(body))
-		}
-		_, err = c.hw.vw.write(out, body)
 	case req.head || notModified:
-		_, err = c.conn.Write(out)
+		_, err = c.hw.writev(out, nil)
 	case st.rs == nil:
-		c.vec = [2][]byte{out, st.body}
-		c.bufs = c.vec[:]
-		_, err = c.bufs.WriteTo(c.conn)
-		c.vec, c.bufs = [2][]byte{}, nil
+		_, err = c.hw.writev(out, st.body)
 		sent = int64(len(st.body))
 	default:
 		sent, err = writeHeadAndBody(&c.hw, out, st.reader())
@@ -337,39 +327,43 @@ func writeHeadAndBody(w *fileHeadWriter, head []byte, body io.Reader) (int64, er
 		n, err = io.Copy(dst, body)
 	}
 	if err == nil && len(w.head) > 0 {
-		_, err = w.conn.Write(w.head) // an empty body
+		_, err = w.writev(w.head, nil) // an empty body
 	}
 	return n, err
 }
 
+// headWriter is a fast connection's writer: every response the fast path
+// sends goes through writev. As an io.Writer (a streamed body's WriteTo) it
+// sends head, when set, with the first bytes written.
 type headWriter struct {
 	conn net.Conn
-	vw   *vecWriter // nil: write through conn
+	vw   *vecWriter // the raw writev on a TCP socket; nil: through conn
 	head []byte
-	// vec and bufs hold the writev's two buffers: kept here, in a writer
-	// that lives as long as its connection, because a local net.Buffers
-	// escapes through the net.Conn (two allocations per hit).
+	// vec and bufs hold conn's writev buffers: kept here, in a writer that
+	// lives as long as its connection, because a local net.Buffers escapes
+	// through the net.Conn (two allocations per hit).
 	vec  [2][]byte
 	bufs net.Buffers
 }
 
-func (w *headWriter) Write(p []byte) (int, error) {
+// writev sends a and then b in one writev and returns the bytes written.
+func (w *headWriter) writev(a, b []byte) (int64, error) {
 	if w.vw != nil {
-		n, err := w.vw.write(w.head, p)
-		held := int64(len(w.head))
-		w.head = nil
-		if n < held {
-			return 0, err
-		}
-		return int(n - held), err
+		return w.vw.write(a, b)
 	}
-	if len(w.head) == 0 {
-		return w.conn.Write(p)
+	if len(a) == 0 {
+		n, err := w.conn.Write(b)
+		return int64(n), err
 	}
-	w.vec = [2][]byte{w.head, p}
+	w.vec = [2][]byte{a, b}
 	w.bufs = w.vec[:]
 	n, err := w.bufs.WriteTo(w.conn)
-	w.vec, w.bufs = [2][]byte{}, nil // p may be a mapping that is unmapped once the body closes
+	w.vec, w.bufs = [2][]byte{}, nil // b may be a mapping that is unmapped once its body closes
+	return n, err
+}
+
+func (w *headWriter) Write(p []byte) (int, error) {
+	n, err := w.writev(w.head, p)
 	held := int64(len(w.head))
 	w.head = nil
 	if n < held {

@@ -2,16 +2,13 @@ package cache
 
 import (
 	"io"
-	"net"
 	"os"
 	"syscall"
 )
 
-// connSender returns a fileSender for c, or nil when c is not a TCP
-// socket itself (see tcpSocket), in which case bodies are written from
-// memory.
-func connSender(c net.Conn) *fileSender {
-	rc := tcpSocket(c)
+// connSender returns a fileSender for a TCP socket's rc (tcpSocket), or
+// nil without one, in which case bodies are written from memory.
+func connSender(rc syscall.RawConn) *fileSender {
 	if rc == nil {
 		return nil
 	}

@@ -3,7 +3,6 @@
 package cache
 
 import (
-	"net"
 	"syscall"
 )
 
@@ -11,7 +10,7 @@ import (
 type fileSender struct{}
 
 // connSender returns nil: sendfile is used on Linux only.
-func connSender(net.Conn) *fileSender { return nil }
+func connSender(syscall.RawConn) *fileSender { return nil }
 
 // sendFile is not called: connSender returns nil.
 func (*fileSender) sendFile(*[]byte, int, int64, int64) (int64, error) {

@@ -33,10 +33,9 @@ type vecWriter struct {
 // call per MiB.
 const maxRawWrite = 1 << 20
 
-// newVecWriter returns a vecWriter for c, or nil when c is not a TCP
-// socket (then its Write is used).
-func newVecWriter(c net.Conn) *vecWriter {
-	rc := tcpSocket(c)
+// newVecWriter returns a vecWriter for a TCP socket's rc (tcpSocket), or
+// nil without one (then the connection's Write is used).
+func newVecWriter(rc syscall.RawConn) *vecWriter {
 	if rc == nil {
 		return nil
 	}
