@@ -17,9 +17,10 @@ import (
 )
 
 // benchPlugins are the plugins every engine benchmark activates for site
-// "shop": a raw-wasm no-op (the host's own cost), and the Go no-op and the
-// header-injection examples in Go and AssemblyScript.
-var benchPlugins = []string{"wat/continue", "noop", "headers", "as-headers"}
+// "shop": a raw-wasm no-op (the host's own cost), the header example's
+// actions written by raw wasm (the host's cost of applying them), and the
+// Go no-op and the header-injection examples in Go and AssemblyScript.
+var benchPlugins = []string{"wat/continue", "wat/headers", "noop", "headers", "as-headers"}
 
 // benchSite is site "shop" behind a real cache (L1 only) and a real origin
 // serving one small cacheable object at every path.
@@ -51,13 +52,15 @@ func benchOrigin(tb testing.TB) *httptest.Server {
 func benchHosts(b *testing.B) map[string]*plugins.Host {
 	b.Helper()
 	ctx := context.Background()
-	cont, err := plugintest.WAT(ctx, b.TempDir(), "continue")
-	if err != nil {
-		b.Fatal(err)
-	}
 	// A copy: the package's fixture map stays as the tests built it.
 	blobs := maps.Clone(wasm)
-	blobs["wat/continue"] = cont
+	for _, name := range []string{"continue", "headers"} {
+		w, err := plugintest.WAT(ctx, b.TempDir(), name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		blobs["wat/"+name] = w
+	}
 	nat, err := native.New(native.Options{CacheDir: plugintest.CacheDir()})
 	if err != nil {
 		b.Fatal(err)

@@ -83,7 +83,7 @@ func BenchmarkPoPHitWrk(b *testing.B) {
 		engine, plugin string
 		noHooks        bool // the plugin site through net/http, as before the fast path ran hooks
 	}{
-		{"", "", false}, {"native", "wat/continue", false}, {"native", "noop", false}, {"native", "headers", false},
+		{"", "", false}, {"native", "wat/continue", false}, {"native", "wat/headers", false}, {"native", "noop", false}, {"native", "headers", false},
 		{"native", "as-headers", false}, {"native", "as-headers", true}, {"sdk", "headers", false}, {"", "", false},
 	} {
 		var chain *plugins.Chain
@@ -283,7 +283,7 @@ func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
 //	go test -run '^$' -bench 'PoPHit$' -benchmem ./middleware/plugin/
 func BenchmarkPoPHit(b *testing.B) {
 	hosts := benchHosts(b)
-	for _, name := range []string{"none", "wat/continue", "noop", "headers", "as-headers"} {
+	for _, name := range []string{"none", "wat/continue", "wat/headers", "noop", "headers", "as-headers"} {
 		b.Run(name, func(b *testing.B) {
 			var chain *plugins.Chain
 			if name != "none" {

@@ -1,7 +1,13 @@
 // Command headers injects headers: the request headers listed in config
 // "request" go to the cache and origin, those in config "response" go to
 // the client. Each config value holds "name: value" lines. The header
-// x-meridian-pop always carries the PoP that served the request.
+// x-meridian-pop always carries the PoP that served the request, and
+// x-plugin-build the build's name when one was set at link time:
+//
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -ldflags '-X main.build=v2' -o headers-v2.wasm .
+//
+// which makes a second version to push as a canary, told apart in its
+// responses.
 package main
 
 import (
@@ -21,6 +27,9 @@ var (
 	reqHeaders, respHdrs []header
 )
 
+// build names this build (set with -ldflags '-X main.build=NAME').
+var build string
+
 //go:wasmexport on_request
 func onRequest() int32 {
 	return kit.HandleRequest(func(req *kit.Request, act *kit.Actions) error {
@@ -33,6 +42,9 @@ func onRequest() int32 {
 		}
 		for _, h := range respHdrs {
 			act.SetResponseHeader(h.name, h.value)
+		}
+		if build != "" {
+			act.SetResponseHeader("x-plugin-build", build)
 		}
 		return nil
 	})
