@@ -63,7 +63,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &Error{File: name, Msg: "file is empty; see deploy/reference.yaml for a complete example"}
 		}
-		return nil, syntaxError(name, err)
+		return nil, syntaxError(name, data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -74,40 +74,35 @@ func Parse(name string, data []byte) (*Config, error) {
 		root = root.Content[0]
 	}
 	w := walker{file: name, lines: map[string]int{}}
-	w.check(root, reflect.TypeFor[Config](), "")
-	if len(w.errs) > 0 {
+	if !w.check(root, reflect.TypeFor[Config](), "") {
 		return nil, joinSorted(w.errs)
 	}
+	// The walker replaced every rejected value by null and dropped repeated
+	// keys, so the rest decodes and is validated in the same run: a typo in
+	// one place does not hide a range error in another.
 	cfg := &Config{}
 	if err := root.Decode(cfg); err != nil {
+		if len(w.errs) > 0 {
+			return nil, joinSorted(w.errs)
+		}
 		// The walker checked shapes and scalars already; reaching here means a
 		// case it does not know, so keep yaml's own words.
 		return nil, &Error{File: name, Msg: err.Error()}
 	}
 	applyDefaults(cfg)
-	if errs := validate(cfg); len(errs) > 0 {
-		for _, e := range errs {
-			e.File = name
-			e.Line = w.line(e.Field)
+	errs := w.errs
+	for _, e := range validate(cfg) {
+		if w.masks(e.Field) {
+			continue
 		}
+		e.File = name
+		e.Line = w.line(e.Field)
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 {
 		return nil, joinSorted(errs)
 	}
 	return cfg, nil
-}
-
-func syntaxError(name string, err error) error {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	line := 0
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if i := strings.IndexByte(rest, ':'); i > 0 {
-			if n, convErr := strconv.Atoi(rest[:i]); convErr == nil {
-				line = n
-				msg = strings.TrimSpace(rest[i+1:])
-			}
-		}
-	}
-	return &Error{File: name, Line: line, Msg: "YAML syntax: " + msg}
 }
 
 func joinSorted(errs []*Error) error {
@@ -121,15 +116,67 @@ func joinSorted(errs []*Error) error {
 
 // walker checks the YAML tree against the Go types before decoding, so that
 // an unknown key or a wrong type is reported with its field path, and records
-// the line of every field for validation errors found later.
+// the line of every field for validation errors found later. It edits the
+// tree so that it decodes despite the errors: a rejected value becomes null
+// (the field keeps its default) and a repeated key is dropped.
 type walker struct {
 	file  string
 	lines map[string]int
 	errs  []*Error
+	// rejected lists the paths whose value was replaced or dropped.
+	rejected []string
 }
 
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
 	w.errs = append(w.errs, &Error{File: w.file, Line: n.Line, Field: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// reject reports a value that cannot be decoded as its field's type.
+func (w *walker) reject(n *yaml.Node, path, format string, args ...any) {
+	w.fail(n, path, format, args...)
+	w.rejected = append(w.rejected, path)
+}
+
+// masks tells whether a validation error on field may only follow from a
+// rejected value, which validation saw as unset: errors on the value itself,
+// on what it contains or what contains it, and on the rest of its record
+// (the PoP, site, zone or section it is in), whose checks compare fields with
+// each other. Site names and defaults are also checked from plugins and tls.
+func (w *walker) masks(field string) bool {
+	for _, p := range w.rejected {
+		if field == p || within(field, p) || within(p, field) {
+			return true
+		}
+		if r := record(p); field == r || within(field, r) {
+			return true
+		}
+		if (p == "sites" || within(p, "sites")) && (field == "tls.unknown_sni" || field == "plugins.sdk_sites" || within(field, "plugins.sdk_sites")) {
+			return true
+		}
+	}
+	return false
+}
+
+// within tells whether path lies inside the field or list at parent.
+func within(path, parent string) bool {
+	return strings.HasPrefix(path, parent+".") || strings.HasPrefix(path, parent+"[")
+}
+
+// record is the list item or section that path belongs to: "pops[0]" for
+// "pops[0].cache.l1_size", "nats" for "nats.stream_replicas".
+func record(path string) string {
+	if i := strings.IndexByte(path, ']'); i >= 0 {
+		return path[:i+1]
+	}
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[:i]
+	}
+	return path
+}
+
+// null stands in for a rejected value n.
+func null(n *yaml.Node) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
 }
 
 // line finds the line of path, or of its nearest recorded parent, so that a
@@ -165,38 +212,41 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-func (w *walker) check(n *yaml.Node, t reflect.Type, path string) {
+// check checks n against t and reports whether n itself is acceptable; when
+// it is not, the caller puts null in its place.
+func (w *walker) check(n *yaml.Node, t reflect.Type, path string) bool {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
 	w.lines[path] = n.Line
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
-		return // an empty value keeps the default
+		return true // an empty value keeps the default
 	}
+	rejected := len(w.rejected)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	switch {
 	case t == durationType:
 		if n.Kind != yaml.ScalarNode {
-			w.fail(n, path, "expected a duration like 30s or 5m, got a %s", kindName(n))
+			w.reject(n, path, "expected a duration like 30s or 5m, got a %s", kindName(n))
 		} else if _, err := time.ParseDuration(n.Value); err != nil {
-			w.fail(n, path, "%q is not a duration; expected a number with a unit, like 30s, 5m or 1h", n.Value)
+			w.reject(n, path, "%q is not a duration; expected a number with a unit, like 30s, 5m or 1h", n.Value)
 		}
-		return
+		return len(w.rejected) == rejected
 	case t == byteSizeType:
 		if n.Kind != yaml.ScalarNode {
-			w.fail(n, path, "expected a size like 512MiB, got a %s", kindName(n))
+			w.reject(n, path, "expected a size like 512MiB, got a %s", kindName(n))
 		} else if _, err := ParseByteSize(n.Value); err != nil {
-			w.fail(n, path, "%v", err)
+			w.reject(n, path, "%v", err)
 		}
-		return
+		return len(w.rejected) == rejected
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			w.fail(n, path, "expected a mapping of fields, got a %s", kindName(n))
-			return
+			w.reject(n, path, "expected a mapping of fields, got a %s", kindName(n))
+			return false
 		}
 		fields := map[string]reflect.StructField{}
 		var names []string
@@ -208,6 +258,7 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) {
 			}
 		}
 		seen := map[string]int{}
+		kept := n.Content[:0:0]
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			f, ok := fields[k.Value]
@@ -216,58 +267,77 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) {
 				continue
 			}
 			if first, dup := seen[k.Value]; dup {
-				w.fail(k, join(path, k.Value), "set twice (first at line %d)", first)
+				// yaml.v3 refuses a whole mapping with a repeated key;
+				// keep the first.
+				w.reject(k, join(path, k.Value), "set twice (first at line %d)", first)
 				continue
 			}
 			seen[k.Value] = k.Line
 			w.lines[join(path, k.Value)] = k.Line
-			w.check(v, f.Type, join(path, k.Value))
+			if !w.check(v, f.Type, join(path, k.Value)) {
+				v = null(v)
+			}
+			kept = append(kept, k, v)
 		}
+		n.Content = kept
+		return true
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			w.fail(n, path, "expected a list, got a %s", kindName(n))
-			return
+			w.reject(n, path, "expected a list, got a %s", kindName(n))
+			return false
 		}
 		for i, item := range n.Content {
-			w.check(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+			if !w.check(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i)) {
+				n.Content[i] = null(item)
+			}
 		}
+		return true
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			w.fail(n, path, "expected a mapping, got a %s", kindName(n))
-			return
+			w.reject(n, path, "expected a mapping, got a %s", kindName(n))
+			return false
 		}
+		kept := n.Content[:0:0]
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			w.check(k, t.Key(), join(path, k.Value))
-			w.check(v, t.Elem(), join(path, k.Value))
+			if !w.check(k, t.Key(), join(path, k.Value)) {
+				continue
+			}
+			if !w.check(v, t.Elem(), join(path, k.Value)) {
+				v = null(v)
+			}
+			kept = append(kept, k, v)
 		}
+		n.Content = kept
+		return true
 	case reflect.String:
 		if n.Kind != yaml.ScalarNode {
-			w.fail(n, path, "expected a string, got a %s", kindName(n))
+			w.reject(n, path, "expected a string, got a %s", kindName(n))
 		}
 	case reflect.Bool:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
-			w.fail(n, path, "expected true or false, got %s", describe(n))
+			w.reject(n, path, "expected true or false, got %s", describe(n))
 		}
 	case reflect.Int, reflect.Int64, reflect.Int32:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
-			w.fail(n, path, "expected a whole number, got %s", describe(n))
+			w.reject(n, path, "expected a whole number, got %s", describe(n))
 		} else if _, err := strconv.ParseInt(n.Value, 0, t.Bits()); err != nil {
-			w.fail(n, path, "%s does not fit a %d-bit number", n.Value, t.Bits())
+			w.reject(n, path, "%s does not fit a %d-bit number", n.Value, t.Bits())
 		}
 	case reflect.Uint32, reflect.Uint64, reflect.Uint:
 		if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
-			w.fail(n, path, "expected a whole number, got %s", describe(n))
+			w.reject(n, path, "expected a whole number, got %s", describe(n))
 		} else if _, err := strconv.ParseUint(n.Value, 0, t.Bits()); err != nil {
-			w.fail(n, path, "%s is not a whole number in [0, %d]", n.Value, uint64(1)<<t.Bits()-1)
+			w.reject(n, path, "%s is not a whole number in [0, %d]", n.Value, uint64(1)<<t.Bits()-1)
 		}
 	case reflect.Float64:
 		if n.Kind != yaml.ScalarNode || (n.Tag != "!!float" && n.Tag != "!!int") {
-			w.fail(n, path, "expected a number, got %s", describe(n))
+			w.reject(n, path, "expected a number, got %s", describe(n))
 		}
 	default:
-		w.fail(n, path, "field of unsupported type %s (a bug in meridian; please report it)", t)
+		w.reject(n, path, "field of unsupported type %s (a bug in meridian; please report it)", t)
 	}
+	return len(w.rejected) == rejected
 }
 
 func kindName(n *yaml.Node) string {
