@@ -47,10 +47,43 @@ func version() string {
 	return "meridian " + v
 }
 
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+// newFlags makes the flag set of command name ("dns explain"). Its -h and
+// its flag errors print "usage: meridian SYNOPSIS" and the flags the command
+// registered, so every command answers -h/--help with its own usage.
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("meridian "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: meridian %s\n", synopsis)
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintf(fs.Output(), "\nflags:\n")
+			fs.PrintDefaults()
+		}
+	}
 	return fs
+}
+
+// noArgs parses the arguments of a command that takes none: -h prints its
+// usage, anything else is refused.
+func noArgs(name, synopsis string, args []string, stderr io.Writer) error {
+	fs := newFlags(name, synopsis, stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q; usage: meridian %s: %w", name, fs.Arg(0), synopsis, errUsage)
+	}
+	return nil
+}
+
+// plural is "1 site", "2 sites": n and the word, pluralised by appending s.
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return strconv.Itoa(n) + " " + word + "s"
 }
 
 func loadConfig(path string) (*config.Config, error) {
@@ -103,7 +136,7 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 	for {
 		select {
 		case <-hup:
-			reload(path, st, log)
+			reload(path, st.Reload, log)
 			continue
 		case <-ctx.Done():
 		}
@@ -115,23 +148,41 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 	return st.Shutdown(sctx)
 }
 
-// reload applies what can change live. A bad file is refused whole and the
-// running configuration stays.
-func reload(path string, st *stack.Stack, log *slog.Logger) {
+// builtInSource names the configuration `meridian dev` runs without --config.
+const builtInSource = "built-in deploy/dev.yaml"
+
+// reload reads the configuration again and hands it to apply (the stack's
+// Reload), which applies what can change live. A bad file is refused whole
+// and the running configuration stays. Every log line names the source.
+//
+// The built-in dev configuration is compiled into the binary, so reloading
+// it cannot change a setting; it is still applied, because a reload also
+// re-reads the certificate files (the dev CA's among them). The log says
+// so, and how to get a configuration that SIGHUP can change.
+func reload(path string, apply func(*config.Config) error, log *slog.Logger) {
+	source := path
+	if source == "" {
+		source = builtInSource
+	}
 	cfg, err := loadConfig(path)
 	if err != nil {
-		log.Error("reload refused; keeping the running configuration", "err", err)
+		log.Error("reload refused; keeping the running configuration", "source", source, "err", err)
 		return
 	}
-	if err := st.Reload(cfg); err != nil {
-		log.Error("reload refused; keeping the running configuration", "err", err)
+	if err := apply(cfg); err != nil {
+		log.Error("reload refused; keeping the running configuration", "source", source, "err", err)
 		return
 	}
-	log.Info("configuration reloaded", "file", path)
+	if path == "" {
+		log.Info("configuration reloaded", "source", source,
+			"note", "the built-in configuration is part of the binary and cannot change; certificates were re-read. To change settings with SIGHUP, run with --config FILE (a copy of deploy/dev.yaml)")
+		return
+	}
+	log.Info("configuration reloaded", "source", source)
 }
 
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dev", stderr)
+	fs := newFlags("dev", "dev [--config FILE]", stderr)
 	path := fs.String("config", "", "configuration file (default: the built-in deploy/dev.yaml)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -258,7 +309,7 @@ func orDefault(s, def string) string {
 }
 
 func cmdPoP(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("pop", stderr)
+	fs := newFlags("pop", "pop --config FILE [--id ID]", stderr)
 	path := fs.String("config", "", "configuration file (required)")
 	id := fs.String("id", "", "PoP to run, when the file lists several")
 	if err := fs.Parse(args); err != nil {
@@ -274,7 +325,7 @@ func cmdPoP(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if *id == "" {
 		if len(cfg.PoPs) != 1 {
-			return fmt.Errorf("pop: %s lists %d PoPs; choose one with --id", *path, len(cfg.PoPs))
+			return fmt.Errorf("pop: %s lists %s; choose one with --id", *path, plural(len(cfg.PoPs), "PoP"))
 		}
 		*id = cfg.PoPs[0].ID
 	}
@@ -282,7 +333,7 @@ func cmdPoP(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func cmdDNS(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("dns", stderr)
+	fs := newFlags("dns", "dns --config FILE   (and: meridian dns explain -h)", stderr)
 	path := fs.String("config", "", "configuration file (required)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -294,11 +345,33 @@ func cmdDNS(ctx context.Context, args []string, stderr io.Writer) error {
 	return serve(ctx, *path, stack.Roles{DNS: true}, stderr, nil)
 }
 
-func cmdConfigCheck(args []string, stdout io.Writer) error {
-	if len(args) != 1 {
-		return fmt.Errorf("config check: give exactly one FILE: %w", errUsage)
+// configUsage is the usage of 'meridian config'.
+const configUsage = "usage: meridian config check FILE"
+
+// cmdConfig runs 'meridian config SUBCOMMAND'.
+func cmdConfig(args []string, stdout, stderr io.Writer) error {
+	switch {
+	case len(args) == 0:
+		return fmt.Errorf("config: missing subcommand; %s: %w", configUsage, errUsage)
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprintln(stdout, configUsage)
+		return nil
+	case args[0] != "check":
+		return fmt.Errorf("config: unknown subcommand %q; %s: %w", args[0], configUsage, errUsage)
 	}
-	cfg, err := config.Load(args[0])
+	return cmdConfigCheck(args[1:], stdout, stderr)
+}
+
+func cmdConfigCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("config check", "config check FILE", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("config check: give exactly one FILE; %s: %w", configUsage, errUsage)
+	}
+	file := fs.Arg(0)
+	cfg, err := config.Load(file)
 	if err != nil {
 		return err
 	}
@@ -306,11 +379,14 @@ func cmdConfigCheck(args []string, stdout io.Writer) error {
 	if cfg.DNS != nil {
 		zones = len(cfg.DNS.Zones)
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d PoPs, %d sites, %d DNS zones)\n", args[0], len(cfg.PoPs), len(cfg.Sites), zones)
+	fmt.Fprintf(stdout, "%s: ok (%s, %s, %s)\n", file, plural(len(cfg.PoPs), "PoP"), plural(len(cfg.Sites), "site"), plural(zones, "DNS zone"))
 	return nil
 }
 
-func cmdToken(stdout io.Writer) error {
+func cmdToken(args []string, stdout, stderr io.Writer) error {
+	if err := noArgs("token", "token   (prints a new admin API token and its SHA-256)", args, stderr); err != nil {
+		return err
+	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return err
@@ -321,7 +397,10 @@ func cmdToken(stdout io.Writer) error {
 	return nil
 }
 
-func cmdRegions(stdout io.Writer) error {
+func cmdRegions(args []string, stdout, stderr io.Writer) error {
+	if err := noArgs("regions", "regions   (lists the built-in region catalog)", args, stderr); err != nil {
+		return err
+	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCONTINENT\tCITY\tLAT\tLON")
 	for _, r := range region.All() {
@@ -330,19 +409,22 @@ func cmdRegions(stdout io.Writer) error {
 	return tw.Flush()
 }
 
-func cmdDNSExplain(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("dns explain", os.Stderr)
+// explainUsage is the synopsis of 'meridian dns explain'.
+const explainUsage = "dns explain [--config FILE] --subnet CIDR NAME"
+
+func cmdDNSExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("dns explain", explainUsage, stderr)
 	path := fs.String("config", "", "configuration file of the running DNS server (default: the built-in dev stack)")
 	subnet := fs.String("subnet", "", "client subnet, e.g. 203.0.113.0/24 (required)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *subnet == "" || fs.NArg() != 1 {
-		return fmt.Errorf("dns explain: usage: meridian dns explain [--config FILE] --subnet CIDR NAME: %w", errUsage)
+		return fmt.Errorf("dns explain: usage: meridian %s: %w", explainUsage, errUsage)
 	}
 	prefix, err := netip.ParsePrefix(*subnet)
 	if err != nil {
-		return fmt.Errorf("dns explain: --subnet %q: %v", *subnet, err)
+		return fmt.Errorf("dns explain: --subnet %q is not a CIDR prefix (want e.g. 203.0.113.0/24 or 2001:db8::/48): %w", *subnet, errUsage)
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -361,7 +443,9 @@ func cmdDNSExplain(ctx context.Context, args []string, stdout io.Writer) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("dns explain: %s", strings.TrimSpace(string(body)))
+		// The server's errors may carry the prefix already.
+		msg := strings.TrimPrefix(strings.TrimSpace(string(body)), "dns explain: ")
+		return fmt.Errorf("dns explain: %s", msg)
 	}
 	_, err = io.Copy(stdout, resp.Body)
 	return err

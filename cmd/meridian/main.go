@@ -18,7 +18,7 @@ Usage:
   meridian dev [--config FILE]             run everything on loopback (embedded NATS, demo origin, PoPs, DNS)
   meridian pop --config FILE [--id ID]     run one PoP against the file's NATS
   meridian dns --config FILE               run the GeoDNS server against the file's NATS
-  meridian dns explain --config FILE --subnet CIDR NAME
+  meridian dns explain [--config FILE] --subnet CIDR NAME
                                            show how a running DNS server answers NAME for a client subnet
   meridian plugin push|list|promote|rollback|logs|chain --site SITE ...
                                            deploy a site's wasm plugins through a PoP's admin API
@@ -29,7 +29,7 @@ Usage:
   meridian regions                         list the built-in region catalog
   meridian version                         print the version
 
-Run 'meridian COMMAND -h' for a command's flags.
+Run 'meridian COMMAND -h' for a command's usage and flags.
 `
 
 func main() {
@@ -52,26 +52,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdPoP(ctx, rest, stderr)
 	case "dns":
 		if len(rest) > 0 && rest[0] == "explain" {
-			err = cmdDNSExplain(ctx, rest[1:], stdout)
+			err = cmdDNSExplain(ctx, rest[1:], stdout, stderr)
 		} else {
 			err = cmdDNS(ctx, rest, stderr)
 		}
 	case "config":
-		if len(rest) == 0 || rest[0] != "check" {
-			fmt.Fprint(stderr, "usage: meridian config check FILE\n")
-			return 2
-		}
-		err = cmdConfigCheck(rest[1:], stdout)
+		err = cmdConfig(rest, stdout, stderr)
 	case "plugin":
 		err = cmdPlugin(ctx, rest, stdout, stderr)
 	case "state":
-		err = cmdState(ctx, rest, stdout)
+		err = cmdState(ctx, rest, stdout, stderr)
 	case "token":
-		err = cmdToken(stdout)
+		err = cmdToken(rest, stdout, stderr)
 	case "regions":
-		err = cmdRegions(stdout)
+		err = cmdRegions(rest, stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintln(stdout, version())
+		if err = noArgs("version", "version", rest, stderr); err == nil {
+			fmt.Fprintln(stdout, version())
+		}
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/deploy"
+	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/miekg/dns"
 )
@@ -36,23 +39,77 @@ func TestConfigCheck(t *testing.T) {
 		args     []string
 		code     int
 		out, err string
+		not      string // in neither stdout nor stderr ("" = not checked)
 	}{
-		{[]string{"config", "check", good}, 0, good + ": ok (3 PoPs, 1 sites, 1 DNS zones)", ""},
-		{[]string{"config", "check", bad}, 1, "", fmt.Sprintf("%s:%d: pops[1].region: unknown region \"eu-west-9\"", bad, badLine)},
-		{[]string{"config", "check", filepath.Join(dir, "missing.yaml")}, 1, "", "no such file or directory"},
-		{[]string{"config", "check"}, 2, "", ""},
-		{[]string{"regions"}, 0, "Asia-Pacific   Tokyo", ""},
-		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
-		{[]string{"pop"}, 2, "", "--config is required"},
-		{[]string{"version"}, 0, "meridian ", ""},
+		{[]string{"config", "check", good}, 0, good + ": ok (3 PoPs, 1 site, 1 DNS zone)", "", ""},
+		{[]string{"config", "check", bad}, 1, "", fmt.Sprintf("%s:%d: pops[1].region: unknown region \"eu-west-9\"", bad, badLine), ""},
+		{[]string{"config", "check", filepath.Join(dir, "missing.yaml")}, 1, "", "no such file or directory", ""},
+		{[]string{"config", "check"}, 2, "", "usage: meridian config check FILE", ""},
+		{[]string{"config", "validate", "x"}, 2, "", `config: unknown subcommand "validate"; usage: meridian config check FILE`, ""},
+		{[]string{"config"}, 2, "", "config: missing subcommand; usage: meridian config check FILE", ""},
+		{[]string{"config", "--help"}, 0, "usage: meridian config check FILE", "", ""},
+		{[]string{"config", "check", "--help"}, 0, "", "usage: meridian config check FILE", "no such file"},
+		{[]string{"regions"}, 0, "Asia-Pacific   Tokyo", "", ""},
+		{[]string{"regions", "--help"}, 0, "", "usage: meridian regions", "Tokyo"},
+		{[]string{"regions", "extra"}, 2, "", `regions: unexpected argument "extra"`, "Tokyo"},
+		{[]string{"token", "-h"}, 0, "", "usage: meridian token", "sha256:"},
+		{[]string{"version", "--help"}, 0, "", "usage: meridian version", "devel"},
+		{[]string{"dev", "--help"}, 0, "", "usage: meridian dev [--config FILE]", ""},
+		{[]string{"pop", "-h"}, 0, "", "usage: meridian pop --config FILE [--id ID]", ""},
+		{[]string{"dns", "-h"}, 0, "", "usage: meridian dns --config FILE", ""},
+		{[]string{"dns", "explain", "-h"}, 0, "", "usage: meridian dns explain [--config FILE] --subnet CIDR NAME", ""},
+		{[]string{"state", "--help"}, 0, "meridian state get    [--config FILE] --node POP KEY", "", ""},
+		{[]string{"state", "get", "-h"}, 0, "", "usage: meridian state get [--config FILE] --node POP KEY", ""},
+		{[]string{"state", "frob"}, 2, "", `state: unknown verb "frob"`, ""},
+		{[]string{"help"}, 0, "meridian dns explain [--config FILE] --subnet CIDR NAME", "", ""},
+		{[]string{"dns", "explain", "--subnet", "nonsense", "www.example.test"}, 2, "",
+			`meridian: dns explain: --subnet "nonsense" is not a CIDR prefix (want e.g. 203.0.113.0/24 or 2001:db8::/48)`, "ParsePrefix"},
+		{[]string{"frobnicate"}, 2, "", `unknown command "frobnicate"`, ""},
+		{[]string{"pop"}, 2, "", "--config is required", ""},
+		{[]string{"version"}, 0, "meridian ", "", ""},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer
 		code := run(context.Background(), c.args, &out, &errb)
-		if code != c.code || !strings.Contains(out.String(), c.out) || !strings.Contains(errb.String(), c.err) {
-			t.Errorf("meridian %v: exit %d, stdout %q, stderr %q; want exit %d, stdout ~%q, stderr ~%q",
-				c.args, code, out.String(), errb.String(), c.code, c.out, c.err)
+		if code != c.code || !strings.Contains(out.String(), c.out) || !strings.Contains(errb.String(), c.err) ||
+			c.not != "" && strings.Contains(out.String()+errb.String(), c.not) {
+			t.Errorf("meridian %v: exit %d, stdout %q, stderr %q; want exit %d, stdout ~%q, stderr ~%q, neither ~%q",
+				c.args, code, out.String(), errb.String(), c.code, c.out, c.err, c.not)
 		}
+	}
+}
+
+// TestReloadNamesSource: the reload log names what was reloaded, the
+// built-in dev configuration included (it used to log file=""), and says
+// that the built-in one cannot change; a refused reload names it too.
+func TestReloadNamesSource(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	var got *config.Config
+	reload("", func(c *config.Config) error { got = c; return nil }, log)
+	if got == nil || len(got.PoPs) != 3 {
+		t.Fatalf("the built-in configuration was not applied: %+v", got)
+	}
+	if s := logs.String(); !strings.Contains(s, `msg="configuration reloaded" source="built-in deploy/dev.yaml"`) ||
+		!strings.Contains(s, "run with --config FILE") || strings.Contains(s, `file=""`) {
+		t.Fatalf("reload of the built-in configuration logged:\n%s", s)
+	}
+
+	logs.Reset()
+	reload("", func(*config.Config) error {
+		return errors.New("pops us-east-1: http and admin addresses cannot change live")
+	}, log)
+	if s := logs.String(); !strings.Contains(s, `msg="reload refused; keeping the running configuration" source="built-in deploy/dev.yaml"`) ||
+		!strings.Contains(s, "cannot change live") {
+		t.Fatalf("refused reload logged:\n%s", s)
+	}
+
+	logs.Reset()
+	missing := filepath.Join(t.TempDir(), "gone.yaml")
+	applied := false
+	reload(missing, func(*config.Config) error { applied = true; return nil }, log)
+	if s := logs.String(); applied || !strings.Contains(s, "reload refused") || !strings.Contains(s, "source="+missing) {
+		t.Fatalf("reload of a missing file (applied %v) logged:\n%s", applied, s)
 	}
 }
 
@@ -199,6 +256,11 @@ func TestDevCommand(t *testing.T) {
 	if !strings.Contains(string(out), "chosen: "+wantPoP+"\n") || !strings.Contains(string(out), "ECS scope /24") {
 		t.Fatalf("%s printed:\n%s", explainLine, out)
 	}
+	// A name the server does not serve: its error, with the prefix once.
+	out, err = exec.Command(bin, "dns", "explain", "--config", cfgPath, "--subnet", "198.51.100.0/24", "nope.example.test").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "dns explain: nope.example.test. is not") || strings.Count(string(out), "dns explain:") != 1 {
+		t.Fatalf("dns explain of an unserved name: %v\n%s", err, out)
+	}
 
 	// SIGHUP reloads the file: a new served name answers without a restart,
 	// and a broken file is refused while the old configuration keeps serving.
@@ -217,6 +279,13 @@ func TestDevCommand(t *testing.T) {
 	for rcode("api.example.test.") != dns.RcodeSuccess {
 		if time.Now().After(deadline) {
 			t.Fatalf("api.example.test not served 10s after SIGHUP:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The reload log names the file (Info lines reach stderr in batches).
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), `msg="configuration reloaded" source=`+cfgPath); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload log naming %s:\n%s", cfgPath, stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -30,7 +30,8 @@ const pluginUsage = `usage:
 Every command talks to a PoP's admin API (--admin, default the dev stack's
 first PoP) with a site owner's or the ops token (--token or MERIDIAN_TOKEN).
 push uploads a plugin; with --canary it takes that share of requests next to
-the version running now and is rolled back automatically if it fails. A pushed
+the version running now and is rolled back automatically if it fails (the
+bytes of the running version are refused as a canary: it would try nothing). A pushed
 plugin joins the end of the site's chain; --config and the header flags set
 its chain entry. rollback without --version ends a canary, or goes back to
 the version before the running one. promote sends all traffic (or --canary
@@ -48,6 +49,25 @@ type pluginClient struct {
 	http         *http.Client
 }
 
+// pluginSynopsis is the usage line of a plugin verb; "" for an unknown verb.
+func pluginSynopsis(verb string) string {
+	switch verb {
+	case "push":
+		return "plugin push --site SITE --name NAME [--canary PCT] [--config KEY=VALUE]... [--request-header H]... [--response-header H]... FILE.wasm"
+	case "list":
+		return "plugin list --site SITE"
+	case "rollback":
+		return "plugin rollback --site SITE --name NAME [--version N]"
+	case "promote":
+		return "plugin promote --site SITE --name NAME [--version N] [--canary PCT]"
+	case "logs":
+		return "plugin logs --site SITE [--name NAME] [--limit N]"
+	case "chain":
+		return "plugin chain --site SITE [--set FILE.json]"
+	}
+	return ""
+}
+
 // cmdPlugin runs 'meridian plugin VERB'.
 func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -58,19 +78,43 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	}
 	verb := args[0]
-	fs := newFlags("plugin "+verb, stderr)
+	synopsis := pluginSynopsis(verb)
+	if synopsis == "" {
+		return fmt.Errorf("plugin: unknown verb %q\n%s: %w", verb, pluginUsage, errUsage)
+	}
+	// Each verb registers only the flags it reads, so its -h lists only those.
+	fs := newFlags("plugin "+verb, synopsis, stderr)
 	admin := fs.String("admin", "http://127.0.0.11:9090", "admin API of a PoP (any PoP: changes reach all)")
 	token := fs.String("token", "", "site owner's or ops token (default $MERIDIAN_TOKEN)")
 	site := fs.String("site", "", "site name, as in the config (required)")
-	name := fs.String("name", "", "plugin name: 1-64 letters, digits, '_' or '-'")
-	canary := fs.Int("canary", 100, "percentage of requests the new version takes (push, promote)")
-	version := fs.Int("version", 0, "version number (rollback, promote)")
-	limit := fs.Int("limit", 100, "how many log lines (logs)")
-	set := fs.String("set", "", "JSON file with the site's chain to set (chain)")
-	var config, reqHeaders, respHeaders multiFlag
-	fs.Var(&config, "config", "KEY=VALUE for the plugin's chain entry (push; repeat)")
-	fs.Var(&reqHeaders, "request-header", "request header the plugin sees (push; repeat; * for all)")
-	fs.Var(&respHeaders, "response-header", "response header the plugin sees (push; repeat)")
+	var (
+		name, set                       string
+		canary                          = 100
+		version, limit                  int
+		config, reqHeaders, respHeaders multiFlag
+	)
+	switch verb {
+	case "push", "rollback", "promote":
+		fs.StringVar(&name, "name", "", "plugin name: 1-64 letters, digits, '_' or '-' (required)")
+	case "logs":
+		fs.StringVar(&name, "name", "", "only this plugin's lines")
+	}
+	switch verb {
+	case "push":
+		fs.IntVar(&canary, "canary", 100, "percentage of requests the new version takes; the rest keep the running version")
+		fs.Var(&config, "config", "KEY=VALUE for the plugin's chain entry (repeat)")
+		fs.Var(&reqHeaders, "request-header", "request header the plugin sees (repeat; * for all)")
+		fs.Var(&respHeaders, "response-header", "response header the plugin sees (repeat)")
+	case "promote":
+		fs.IntVar(&canary, "canary", 100, "percentage of requests the version takes")
+		fs.IntVar(&version, "version", 0, "version to promote (default: the running canary)")
+	case "rollback":
+		fs.IntVar(&version, "version", 0, "version to go back to (default: end the canary, or the version before the running one)")
+	case "logs":
+		fs.IntVar(&limit, "limit", 100, "how many log lines")
+	case "chain":
+		fs.StringVar(&set, "set", "", "JSON file with the site's chain to set")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -78,16 +122,19 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		*token = os.Getenv("MERIDIAN_TOKEN")
 	}
 	if *site == "" {
-		return fmt.Errorf("plugin %s: --site is required\n%s: %w", verb, pluginUsage, errUsage)
+		return fmt.Errorf("plugin %s: --site is required\nusage: meridian %s: %w", verb, synopsis, errUsage)
 	}
 	needName := func() error {
-		if *name == "" {
+		if name == "" {
 			return fmt.Errorf("plugin %s: --name is required: %w", verb, errUsage)
 		}
 		return nil
 	}
-	if *canary < 0 || *canary > 100 {
-		return fmt.Errorf("plugin %s: --canary %d: want a percentage 0..100: %w", verb, *canary, errUsage)
+	if canary < 0 || canary > 100 {
+		return fmt.Errorf("plugin %s: --canary %d: want a percentage 0..100: %w", verb, canary, errUsage)
+	}
+	if verb != "push" && fs.NArg() > 0 { // push checks its FILE below
+		return fmt.Errorf("plugin %s: unexpected argument %q\nusage: meridian %s: %w", verb, fs.Arg(0), synopsis, errUsage)
 	}
 	c := &pluginClient{admin: strings.TrimRight(*admin, "/"), token: *token, http: &http.Client{Timeout: 2 * time.Minute}}
 	base := "/admin/plugins/" + url.PathEscape(*site)
@@ -104,17 +151,17 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("plugin push: %w", err)
 		}
 		q := url.Values{}
-		if *canary != 100 {
-			q.Set("canary", strconv.Itoa(*canary))
+		if canary != 100 {
+			q.Set("canary", strconv.Itoa(canary))
 		}
 		q["config"], q["request_header"], q["response_header"] = config, reqHeaders, respHeaders
 		var pr rollout.PushResult
-		if err := c.do(ctx, http.MethodPost, base+"/"+url.PathEscape(*name)+"?"+q.Encode(), wasm, &pr); err != nil {
+		if err := c.do(ctx, http.MethodPost, base+"/"+url.PathEscape(name)+"?"+q.Encode(), wasm, &pr); err != nil {
 			return fmt.Errorf("plugin push: %w", err)
 		}
 		same := ""
 		if !pr.New {
-			same = " (same bytes as before: same version)"
+			same = " (these bytes were stored before: no new version)"
 		}
 		fmt.Fprintf(stdout, "pushed %s/%s version %d%s: sha256 %s, %d bytes\n", pr.Site, pr.Plugin, pr.Version.Version, same, pr.SHA256, pr.Size)
 		fmt.Fprintf(stdout, "deployment: %s\n", describe(pr.Deployment))
@@ -130,38 +177,38 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := needName(); err != nil {
 			return err
 		}
-		var body any = rollout.RollbackRequest{Version: *version}
-		path := base + "/" + url.PathEscape(*name) + "/rollback"
+		var body any = rollout.RollbackRequest{Version: version}
+		path := base + "/" + url.PathEscape(name) + "/rollback"
 		if verb == "promote" {
-			v := *version
+			v := version
 			if v == 0 {
 				var st rollout.SiteStatus
 				if err := c.do(ctx, http.MethodGet, base, nil, &st); err != nil {
 					return fmt.Errorf("plugin promote: %w", err)
 				}
 				for _, p := range st.Plugins {
-					if p.Plugin == *name && p.Deployment != nil {
+					if p.Plugin == name && p.Deployment != nil {
 						v = p.Deployment.Canary
 					}
 				}
 				if v == 0 {
-					return fmt.Errorf("plugin promote: %s/%s runs no canary; name a version with --version", *site, *name)
+					return fmt.Errorf("plugin promote: %s/%s runs no canary; name a version with --version", *site, name)
 				}
 			}
-			pct := *canary
-			body, path = rollout.DeployRequest{Version: v, CanaryPercent: &pct}, base+"/"+url.PathEscape(*name)+"/deploy"
+			pct := canary
+			body, path = rollout.DeployRequest{Version: v, CanaryPercent: &pct}, base+"/"+url.PathEscape(name)+"/deploy"
 		}
 		b, _ := json.Marshal(body)
 		var t rollout.Target
 		if err := c.do(ctx, http.MethodPost, path, b, &t); err != nil {
 			return fmt.Errorf("plugin %s: %w", verb, err)
 		}
-		fmt.Fprintf(stdout, "%s/%s: %s\n", *site, *name, describe(t))
+		fmt.Fprintf(stdout, "%s/%s: %s\n", *site, name, describe(t))
 		return nil
 	case "logs":
-		q := url.Values{"limit": {strconv.Itoa(*limit)}}
-		if *name != "" {
-			q.Set("plugin", *name)
+		q := url.Values{"limit": {strconv.Itoa(limit)}}
+		if name != "" {
+			q.Set("plugin", name)
 		}
 		var out struct {
 			PoP   string            `json:"pop"`
@@ -179,8 +226,8 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	case "chain":
 		var doc rollout.ChainDoc
-		if *set != "" {
-			b, err := os.ReadFile(*set)
+		if set != "" {
+			b, err := os.ReadFile(set)
 			if err != nil {
 				return fmt.Errorf("plugin chain: %w", err)
 			}
@@ -194,7 +241,7 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		enc.SetIndent("", "  ")
 		return enc.Encode(doc)
 	}
-	return fmt.Errorf("plugin: unknown verb %q\n%s: %w", verb, pluginUsage, errUsage)
+	return fmt.Errorf("plugin: unknown verb %q\n%s: %w", verb, pluginUsage, errUsage) // not reached: checked above
 }
 
 // do sends one admin request and decodes the JSON answer into out.

@@ -69,12 +69,17 @@ func TestPluginCommand(t *testing.T) {
 		answering string // x-v the PoP answers with afterwards ("" = not checked)
 	}{
 		{[]string{"push", admin, "--site=shop", "--name=tag", v1}, 0, "pushed shop/tag version 1", "", "1"},
+		// A canary of the bytes that already run is refused, not dropped.
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--canary=10", v1}, 1, "",
+			"these bytes are already version 1 of shop/tag, which takes all requests: a canary needs a different build", "1"},
+		{[]string{"list", admin, "--site=nosuch", "--token=" + rollouttest.OpsToken}, 1, "", `unknown site "nosuch": the sites of this PoP are other, shop (HTTP 404)`, ""},
 		{[]string{"push", admin, "--site=shop", "--name=tag", "--canary=0", v2}, 0, "version 2 takes 0% of requests (canary), version 1 the rest", "", "1"},
 		{[]string{"list", admin, "--site=shop"}, 0, "canary 0%", "", ""},
 		{[]string{"promote", admin, "--site=shop", "--name=tag"}, 0, "version 2 takes all requests", "", "2"},
 		{[]string{"rollback", admin, "--site=shop", "--name=tag"}, 0, "version 1 takes all requests", "", "1"},
 		{[]string{"rollback", admin, "--site=shop", "--name=tag", "--version=2"}, 0, "version 2 takes all requests", "", "2"},
 		{[]string{"list", admin, "--site=shop"}, 0, "deployment: version 2 takes all requests (rolled back)", "", ""},
+		{[]string{"push", admin, "--site=shop", "--name=tag", v2}, 0, "pushed shop/tag version 2 (these bytes were stored before: no new version)", "", "2"},
 		{[]string{"chain", admin, "--site=shop"}, 0, `"plugin": "tag"`, "", ""},
 		{[]string{"push", admin, "--site=shop", "--name=tag", bad}, 1, "", "plugin refused", "2"},
 		{[]string{"push", admin, "--site=other", "--name=tag", v1}, 1, "", `this token belongs to site "shop"`, ""},
@@ -115,6 +120,45 @@ func TestPluginCommand(t *testing.T) {
 			t.Fatalf("no trap log line for tag@3: %q", out)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPluginHelp: each plugin verb's -h shows its own usage line and only
+// the flags it reads.
+func TestPluginHelp(t *testing.T) {
+	cases := []struct {
+		verb      string
+		want, not []string
+	}{
+		{"push", []string{"usage: meridian plugin push --site SITE --name NAME", "-canary", "-config", "-request-header", "-admin", "-token"}, []string{"-limit", "-set", "-version"}},
+		{"list", []string{"usage: meridian plugin list --site SITE", "-site", "-admin"}, []string{"-name", "-canary", "-limit", "-set", "-version", "-config"}},
+		{"rollback", []string{"usage: meridian plugin rollback", "-name", "-version"}, []string{"-canary", "-limit", "-set", "-config"}},
+		{"promote", []string{"usage: meridian plugin promote", "-name", "-version", "-canary"}, []string{"-limit", "-set", "-config"}},
+		{"logs", []string{"usage: meridian plugin logs", "-name", "-limit"}, []string{"-canary", "-set", "-version", "-config"}},
+		{"chain", []string{"usage: meridian plugin chain", "-set"}, []string{"-name", "-canary", "-limit", "-version", "-config"}},
+	}
+	for _, c := range cases {
+		var out, errb bytes.Buffer
+		code := runPlugin(t, []string{"plugin", c.verb, "--help"}, &out, &errb)
+		text := out.String() + errb.String()
+		if code != 0 {
+			t.Errorf("plugin %s --help: exit %d: %s", c.verb, code, text)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(text, w) {
+				t.Errorf("plugin %s --help lacks %q:\n%s", c.verb, w, text)
+			}
+		}
+		for _, n := range c.not {
+			if strings.Contains(text, n+" ") {
+				t.Errorf("plugin %s --help lists %s, a flag of another verb:\n%s", c.verb, n, text)
+			}
+		}
+	}
+	// A flag of another verb is refused, not silently ignored.
+	var out, errb bytes.Buffer
+	if code := runPlugin(t, []string{"plugin", "list", "--site=shop", "--limit=5"}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "-limit") {
+		t.Errorf("plugin list --limit: exit %d, stderr %q", code, errb.String())
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -21,13 +20,34 @@ const stateUsage = `usage:
 Asks a running PoP over NATS about its replica of the shared state: a key's
 value, vector clock, losing concurrent versions and recent history.`
 
+// stateSynopsis is the usage line of a state verb; "" for an unknown verb.
+func stateSynopsis(verb string) string {
+	switch verb {
+	case "status":
+		return "state status [--config FILE] --node POP"
+	case "keys":
+		return "state keys [--config FILE] --node POP [PREFIX]"
+	case "get":
+		return "state get [--config FILE] --node POP KEY"
+	}
+	return ""
+}
+
 // cmdState inspects the replicated state of a running node.
-func cmdState(ctx context.Context, args []string, stdout io.Writer) error {
+func cmdState(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("state: %s: %w", stateUsage, errUsage)
 	}
 	verb := args[0]
-	fs := newFlags("state "+verb, os.Stderr)
+	if verb == "-h" || verb == "--help" || verb == "help" {
+		fmt.Fprintln(stdout, stateUsage)
+		return nil
+	}
+	synopsis := stateSynopsis(verb)
+	if synopsis == "" {
+		return fmt.Errorf("state: unknown verb %q\n%s: %w", verb, stateUsage, errUsage)
+	}
+	fs := newFlags("state "+verb, synopsis, stderr)
 	path := fs.String("config", "", "configuration file naming the NATS to ask on (default: the built-in dev stack)")
 	node := fs.String("node", "", "PoP id of the node to ask (required)")
 	if err := fs.Parse(args[1:]); err != nil {

@@ -21,7 +21,10 @@ import (
 // Handler is the admin API, mounted on a PoP's admin listener under
 // /admin/plugins/ (the paths below are absolute). Every request needs
 // "Authorization: Bearer TOKEN": a site owner's token for its own site, or
-// the ops token. Answers are JSON; errors are {"error": "..."}.
+// the ops token. Answers are JSON; errors are {"error": "..."}. A site this
+// PoP does not serve (Options.Sites) answers 404. A push with canary below
+// 100 of the bytes that already are the stable version answers 409 and
+// changes nothing: such a canary would try nothing.
 //
 //	POST /admin/plugins/{site}/{plugin}            body: the wasm (push)
 //	     ?canary=P                                 P% of requests (default 100)
@@ -60,8 +63,14 @@ func (mg *Manager) site(next func(w http.ResponseWriter, r *http.Request, site s
 		}
 		ops, own, ok := mg.opts.Authenticate(r)
 		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian admin"`)
-			writeError(w, http.StatusUnauthorized, "send the site owner's or the ops token as 'Authorization: Bearer TOKEN'")
+			status, challenge, msg := http.StatusUnauthorized, `Bearer realm="meridian admin"`, "send the site owner's or the ops token as 'Authorization: Bearer TOKEN'"
+			if mg.opts.Refusal != nil {
+				status, challenge, msg = mg.opts.Refusal(r)
+			}
+			if challenge != "" {
+				w.Header().Set("WWW-Authenticate", challenge)
+			}
+			writeError(w, status, msg)
 			return
 		}
 		site := r.PathValue("site")
@@ -71,6 +80,12 @@ func (mg *Manager) site(next func(w http.ResponseWriter, r *http.Request, site s
 		}
 		if !ops && own != site {
 			writeError(w, http.StatusForbidden, fmt.Sprintf("this token belongs to site %q; it cannot change site %q", own, site))
+			return
+		}
+		// After the token checks: only the ops token may learn which sites
+		// exist; a site owner's token only ever reaches here for its own site.
+		if msg, ok := mg.unknownSite(site, ops); !ok {
+			writeError(w, http.StatusNotFound, msg)
 			return
 		}
 		if mg.st.Load() == nil {
@@ -83,6 +98,26 @@ func (mg *Manager) site(next func(w http.ResponseWriter, r *http.Request, site s
 		}
 		next(w, r, site, who)
 	}
+}
+
+// unknownSite checks site against Options.Sites; when the PoP does not
+// serve it, ok is false and msg says so (listing the sites to ops only).
+func (mg *Manager) unknownSite(site string, ops bool) (msg string, ok bool) {
+	if mg.opts.Sites == nil {
+		return "", true
+	}
+	known := slices.Clone(mg.opts.Sites())
+	if slices.Contains(known, site) {
+		return "", true
+	}
+	if !ops {
+		return fmt.Sprintf("unknown site %q: this PoP does not serve it (was it removed from the configuration?)", site), false
+	}
+	if len(known) == 0 {
+		return fmt.Sprintf("unknown site %q: this PoP serves no sites", site), false
+	}
+	slices.Sort(known)
+	return fmt.Sprintf("unknown site %q: the sites of this PoP are %s", site, strings.Join(known, ", ")), false
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -150,6 +185,19 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 	sha := hex.EncodeToString(sum[:])
 	ctx := r.Context()
 
+	// A canary of the bytes that already take the stable share would try
+	// nothing: refuse it before anything is stored or the chain entry is
+	// changed, rather than answer as if a canary had started.
+	if canary < 100 {
+		if msg, err := mg.canaryOfStable(ctx, site, plugin, sha); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		} else if msg != "" {
+			writeError(w, http.StatusConflict, msg)
+			return
+		}
+	}
+
 	// Validate with the Host's own checks in a scratch slot: compiles,
 	// exports on_request, imports only our host functions, starts.
 	scratch := plugin + "@upload-" + sha[:12]
@@ -193,10 +241,12 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 	t := Target{Stable: v.Version}
 	if canary < 100 {
 		cur := mg.current(site, plugin)
-		t = Target{Canary: v.Version, Percent: canary, Stable: cur.Stable}
 		if cur.Stable == v.Version {
-			t = cur // the canary is what already runs: nothing to try
+			// The deployment changed between canaryOfStable and now.
+			writeError(w, http.StatusConflict, canaryOfStableMsg(site, plugin, cur))
+			return
 		}
+		t = Target{Canary: v.Version, Percent: canary, Stable: cur.Stable}
 	}
 	if err := mg.deploy(ctx, pluginKey{site, plugin}, t, false, who.by); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "recording the deployment failed: "+err.Error())
@@ -208,6 +258,37 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 		status = http.StatusOK
 	}
 	writeJSON(w, status, PushResult{Version: v, New: isNew, CanaryPercent: t.percent(), Deployment: t, Chain: doc})
+}
+
+// canaryOfStable returns a refusal message when sha is already stored as
+// the version that takes the stable share of site/plugin; "" otherwise.
+func (mg *Manager) canaryOfStable(ctx context.Context, site, plugin, sha string) (string, error) {
+	cur := mg.current(site, plugin)
+	if cur.Stable == 0 {
+		return "", nil
+	}
+	vs, err := mg.st.Load().versions(ctx, site, plugin)
+	if err != nil {
+		return "", err
+	}
+	for _, v := range vs {
+		if v.SHA256 == sha && v.Version == cur.Stable {
+			return canaryOfStableMsg(site, plugin, cur), nil
+		}
+	}
+	return "", nil
+}
+
+// canaryOfStableMsg says why a canary of the stable version is refused and
+// what to do instead.
+func canaryOfStableMsg(site, plugin string, cur Target) string {
+	running := "takes all requests"
+	if cur.Canary != 0 {
+		running = fmt.Sprintf("is the stable version (version %d runs as a %d%% canary)", cur.Canary, cur.Percent)
+	}
+	return fmt.Sprintf("these bytes are already version %d of %s/%s, which %s: a canary needs a different build; "+
+		"nothing was changed. Rebuild the plugin and push it again, or move between stored versions with "+
+		"'meridian plugin promote --version N [--canary PCT]' or 'meridian plugin rollback'", cur.Stable, site, plugin, running)
 }
 
 // entryFromQuery builds a chain entry from push parameters; set is true

@@ -192,3 +192,50 @@ func TestManualRollback(t *testing.T) {
 		t.Fatal("refused rollbacks changed what runs")
 	}
 }
+
+// TestCanaryOfStableRefused: pushing, as a canary, the bytes that already
+// are the stable version would try nothing; the push is refused with 409 and
+// a message saying what to do, and nothing changes (record, versions, chain
+// entry). A canary of the canary's own bytes changes its share.
+func TestCanaryOfStableRefused(t *testing.T) {
+	srv := ntestutil.StartNATS(t)
+	p := rollouttest.StartPoP(t, srv, engine, "ams", nil)
+	v1, v2 := rollouttest.VersionWAT(t, "1"), rollouttest.VersionWAT(t, "2")
+	mustPush(t, p.Admin.URL, shop, site, "tag", v1, nil)
+	waitLocal(t, p, "tag", rollout.Target{Stable: 1})
+	before, _ := p.Node.Deployment(site, "tag")
+
+	r := push(t, p.Admin.URL, shop, site, "tag", v1, url.Values{"canary": {"10"}, "config": {"k=v"}})
+	if r.status != http.StatusConflict ||
+		!strings.Contains(r.errorText(), "these bytes are already version 1 of shop/tag, which takes all requests: a canary needs a different build") ||
+		!strings.Contains(r.errorText(), "meridian plugin promote --version N") {
+		t.Fatalf("canary of the running bytes: %d %q", r.status, r.errorText())
+	}
+	if d, _ := p.Node.Deployment(site, "tag"); d != before {
+		t.Fatalf("refused push changed the record: %+v, was %+v", d, before)
+	}
+	st := status(t, p.Admin.URL, shop, site)
+	if len(st.Plugins) != 1 || len(st.Plugins[0].Versions) != 1 || len(st.Chain.Entries) != 1 || st.Chain.Entries[0].Config != nil {
+		t.Fatalf("refused push changed the site: %+v", st)
+	}
+
+	// With a canary running, the stable bytes are refused as a canary too.
+	pr := mustPush(t, p.Admin.URL, shop, site, "tag", v2, url.Values{"canary": {"30"}})
+	if pr.Deployment != (rollout.Target{Stable: 1, Canary: 2, Percent: 30}) {
+		t.Fatalf("canary push: %+v", pr.Deployment)
+	}
+	r = push(t, p.Admin.URL, shop, site, "tag", v1, url.Values{"canary": {"0"}})
+	if r.status != http.StatusConflict || !strings.Contains(r.errorText(), "version 1 of shop/tag, which is the stable version (version 2 runs as a 30% canary)") {
+		t.Fatalf("canary of the stable bytes beside a canary: %d %q", r.status, r.errorText())
+	}
+	if d, _ := p.Node.Deployment(site, "tag"); d.Version != "2 base 1" || d.CanaryPercent != 30 {
+		t.Fatalf("refused push changed the canary record: %+v", d)
+	}
+
+	// The canary's own bytes again: a new share, not a refusal.
+	pr = mustPush(t, p.Admin.URL, shop, site, "tag", v2, url.Values{"canary": {"50"}})
+	if pr.New || pr.Deployment != (rollout.Target{Stable: 1, Canary: 2, Percent: 50}) {
+		t.Fatalf("canary bytes pushed again at 50%%: %+v", pr)
+	}
+	waitLocal(t, p, "tag", rollout.Target{Stable: 1, Canary: 2, Percent: 50})
+}

@@ -36,6 +36,19 @@ type Options struct {
 	// for a missing or unknown token. nil refuses every admin request.
 	// (gateway.Credentials.Authenticate adapts in one line.)
 	Authenticate func(r *http.Request) (ops bool, site string, ok bool)
+	// Refusal, when set, words the answer to a request Authenticate
+	// refused: its status, WWW-Authenticate challenge ("" for none) and
+	// message, so that a missing token, a token not recognised and a PoP
+	// with no token configured read differently (gateway.Credentials.Check
+	// tells them apart). nil answers every refusal with the same 401.
+	Refusal func(r *http.Request) (status int, challenge, message string)
+	// Sites lists the sites this PoP serves now (the configuration's, so it
+	// follows reloads); it is called on every admin request. A request
+	// naming another site is refused with 404 rather than answered as an
+	// empty site, so a mistyped name is not taken for a site without
+	// plugins. nil accepts every well-formed site name (tools and tests
+	// without a site list).
+	Sites func() []string
 	// MaxUpload refuses larger plugin uploads. Default 16 MiB.
 	MaxUpload int64
 	// CanaryErrorThreshold rolls a canary back automatically when the

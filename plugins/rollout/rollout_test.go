@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -149,5 +150,60 @@ func TestRolloutToEveryPoP(t *testing.T) {
 	// Pushing the same bytes again keeps the version number.
 	if pr := mustPush(t, pops[1].Admin.URL, shop, site, "headers", wasm["headers"], nil); pr.Version.Version != 1 || pr.New {
 		t.Fatalf("same bytes pushed again: %+v", pr)
+	}
+}
+
+// TestUnknownSite: the admin API answers 404 for a site the PoP does not
+// serve instead of an empty site; the ops token is told which sites exist,
+// a site owner's token is not. The site list is read on every request, so a
+// site removed by a reload is unknown from then on.
+func TestUnknownSite(t *testing.T) {
+	srv := ntestutil.StartNATS(t)
+	var sites atomic.Pointer[[]string]
+	all := rollouttest.Sites()
+	sites.Store(&all)
+	p := rollouttest.StartPoP(t, srv, engine, "ams", func(o *rollout.Options) {
+		o.Sites = func() []string { return *sites.Load() }
+	})
+	v1 := rollouttest.VersionWAT(t, "1")
+	mustPush(t, p.Admin.URL, shop, site, "tag", v1, nil)
+	mustPush(t, p.Admin.URL, ops, "other", "tag", v1, nil)
+
+	cases := []struct {
+		name, method, path, token string
+		body                      []byte
+		status                    int
+		errText                   string
+	}{
+		{"list", http.MethodGet, "/admin/plugins/nosuch", ops, nil, http.StatusNotFound, `unknown site "nosuch": the sites of this PoP are other, shop`},
+		{"push", http.MethodPost, "/admin/plugins/nosuch/tag", ops, v1, http.StatusNotFound, `unknown site "nosuch"`},
+		{"chain", http.MethodGet, "/admin/plugins/nosuch/chain", ops, nil, http.StatusNotFound, `unknown site "nosuch"`},
+		{"rollback", http.MethodPost, "/admin/plugins/nosuch/tag/rollback", ops, nil, http.StatusNotFound, `unknown site "nosuch"`},
+		{"site owner", http.MethodGet, "/admin/plugins/nosuch", shop, nil, http.StatusForbidden, `belongs to site "shop"`},
+		{"no token", http.MethodGet, "/admin/plugins/nosuch", "", nil, http.StatusUnauthorized, "Authorization: Bearer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := call(t, c.method, p.Admin.URL+c.path, c.token, c.body)
+			if r.status != c.status || !strings.Contains(r.errorText(), c.errText) {
+				t.Fatalf("got %d %q, want %d with %q", r.status, r.errorText(), c.status, c.errText)
+			}
+		})
+	}
+	if st := status(t, p.Admin.URL, shop, site); len(st.Plugins) != 1 || len(st.Plugins[0].Versions) != 1 {
+		t.Fatalf("shop after refused requests: %+v", st.Plugins)
+	}
+
+	// A reload drops site "other": its owner is told the PoP no longer
+	// serves it (without the list of other sites), ops get the list.
+	shopOnly := []string{"shop"}
+	sites.Store(&shopOnly)
+	r := call(t, http.MethodGet, p.Admin.URL+"/admin/plugins/other", other, nil)
+	if r.status != http.StatusNotFound || !strings.Contains(r.errorText(), "does not serve it") || strings.Contains(r.errorText(), "shop") {
+		t.Fatalf("owner of a removed site: %d %q", r.status, r.errorText())
+	}
+	r = call(t, http.MethodGet, p.Admin.URL+"/admin/plugins/other", ops, nil)
+	if r.status != http.StatusNotFound || !strings.Contains(r.errorText(), `unknown site "other": the sites of this PoP are shop`) {
+		t.Fatalf("ops on a removed site: %d %q", r.status, r.errorText())
 	}
 }

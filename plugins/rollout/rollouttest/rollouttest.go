@@ -41,6 +41,10 @@ const (
 // Site is the site whose chain the edge servers run.
 const Site = "shop"
 
+// Sites are the sites the test PoPs serve (rollout.Options.Sites); the
+// admin API answers 404 for any other.
+func Sites() []string { return []string{"shop", "other"} }
+
 // PoP is one started test PoP.
 type PoP struct {
 	ID       string
@@ -117,6 +121,7 @@ func Start(t testing.TB, engine plugins.Engine, c Config) *PoP {
 			p, ok := creds.Authenticate(r)
 			return p.Ops, p.Site, ok
 		},
+		Sites:   Sites,
 		Metrics: reg, Registerer: reg, CheckInterval: 100 * time.Millisecond,
 	}
 	if c.Tweak != nil {
