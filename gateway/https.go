@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/meridian-edge/meridian/gateway/tlsedge"
@@ -83,4 +84,52 @@ func (p *PoP) HTTPSAddr() string {
 		return ""
 	}
 	return p.httpsSrv.Addr()
+}
+
+// TLSSites is the part of a PoP's HTTPS setup that changes live (a config
+// reload): its sites' certificates, the unknown-SNI answer and the sites'
+// HTTPS policies. Listen addresses are not part of it: they need a restart.
+type TLSSites struct {
+	// Certs are the sites' certificates (Manager.PrepareSites).
+	Certs []tlsedge.SiteCert
+	// UnknownSNI and DefaultSite say what a handshake for no site's name gets.
+	UnknownSNI  tlsedge.UnknownSNI
+	DefaultSite string
+	// Policies are the sites' HSTS and HTTP→HTTPS redirect settings.
+	Policies []tlsedge.SitePolicy
+}
+
+// PrepareTLS checks a new HTTPS site set against the running PoP, reading
+// every PEM file, and changes nothing: the returned apply swaps the
+// certificates and then the policies in, each atomically, so a handshake or
+// request sees either the old or the new set, never half of one. A PoP
+// started without HTTPS accepts an empty set only (binding the HTTPS
+// listener needs a restart).
+func (p *PoP) PrepareTLS(s TLSSites) (apply func() error, err error) {
+	if p.httpsSrv == nil || p.policies == nil || p.opts.TLS.Certs == nil {
+		if len(s.Certs) > 0 {
+			return nil, fmt.Errorf("gateway %s: HTTPS is not running (no https address, or no site had a certificate at start); restart to serve HTTPS for site %s", p.opts.ID, s.Certs[0].Site)
+		}
+		return func() error { return nil }, nil
+	}
+	if err := tlsedge.CheckPolicies(s.Policies); err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", p.opts.ID, err)
+	}
+	u, err := p.opts.TLS.Certs.PrepareSites(s.Certs, s.UnknownSNI, s.DefaultSite)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", p.opts.ID, err)
+	}
+	policies := slices.Clone(s.Policies)
+	return func() error {
+		// Certificates first: a host that becomes redirected to HTTPS has
+		// its certificate by the time the redirect is sent.
+		certErr := u.Apply()
+		if err := p.policies.Set(policies); err != nil {
+			return fmt.Errorf("gateway %s: %w", p.opts.ID, err) // checked above; not expected
+		}
+		if certErr != nil {
+			return fmt.Errorf("gateway %s: %w", p.opts.ID, certErr)
+		}
+		return nil
+	}, nil
 }

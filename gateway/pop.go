@@ -70,12 +70,16 @@ type Options struct {
 	// "/admin/plugins/*" for plugin upload and rollout.
 	AdminRoutes map[string]http.Handler
 	// Cache is the PoP's HTTP cache, shared by its sites; nil makes one with
-	// a 64 MiB memory tier (tests, small deployments).
+	// a 64 MiB memory tier (tests, small deployments). Give it this PoP's
+	// ID as its cache.Options.PoPID: its metrics' pop label then matches
+	// this PoP's other metrics, and Via says "meridian-<ID>".
 	Cache *cache.Cache
 	// Sync is the PoP's replica of the shared state (purges, plugin
 	// deployments, plugin KV); nil runs the PoP alone.
 	Sync *statesync.Node
-	// Credentials guard the admin API's changes; the zero value allows none.
+	// Credentials guard the admin API's changes; the zero value allows none
+	// (and the refusals then say that no token is configured). SetCredentials
+	// replaces them while the PoP runs.
 	Credentials Credentials
 	// Registry receives the PoP's metrics and is served on the admin
 	// /metrics; nil makes a new one. Pass one in to register the metrics of
@@ -91,6 +95,7 @@ type PoP struct {
 	cache    *cache.Cache
 	ownCache bool
 	router   atomic.Pointer[router]
+	creds    atomic.Pointer[Credentials] // the admin API's (SetCredentials)
 	load     *loadTracker
 	draining atomic.Bool
 
@@ -127,6 +132,7 @@ func New(opts Options) (*PoP, error) {
 		registry: opts.Registry,
 		load:     newLoadTracker(time.Now()),
 	}
+	p.creds.Store(&opts.Credentials)
 	if p.registry == nil {
 		p.registry = prometheus.NewRegistry()
 	}
@@ -146,7 +152,7 @@ func New(opts Options) (*PoP, error) {
 	}}
 	p.cache = opts.Cache
 	if p.cache == nil {
-		c, err := cache.New(cache.Options{L1Bytes: 64 << 20, PoPID: "meridian-" + opts.ID, Logger: p.log, Registerer: p.registry})
+		c, err := cache.New(cache.Options{L1Bytes: 64 << 20, PoPID: opts.ID, Logger: p.log, Registerer: p.registry})
 		if err != nil {
 			return nil, fmt.Errorf("gateway %s: cache: %w", opts.ID, err)
 		}
@@ -268,6 +274,13 @@ func (p *PoP) Handler() http.Handler {
 	r.MethodNotAllowed(p.ServeHTTP)
 	return r
 }
+
+// SetCredentials replaces the admin API's credentials (a configuration
+// reload changed the tokens): requests checked from then on use c.
+func (p *PoP) SetCredentials(c Credentials) { p.creds.Store(&c) }
+
+// credentials are the admin API's current credentials.
+func (p *PoP) credentials() Credentials { return *p.creds.Load() }
 
 // fastRoute gives the fast hit path the cache handler of a host's site, when
 // nothing else in the chain can change its answer but the site's plugins,

@@ -33,17 +33,18 @@ type purgeResponse struct {
 // record goes to every PoP (which apply it on arrival, and check it on every
 // read until then); without, it applies to this PoP only.
 func (p *PoP) handlePurge(w http.ResponseWriter, r *http.Request) {
+	// The token first: a caller without one learns nothing from the body's
+	// checks, and a PoP without tokens says so before a body is fixed.
+	who, denied := p.credentials().Check(r, false)
+	if denied != nil {
+		denied.Write(w)
+		return
+	}
 	var req purgeRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
 		http.Error(w, fmt.Sprintf(`meridian admin: purge: bad JSON body (%v); send {"site":"www","kind":"url|prefix|surrogate-key|site","value":"...","soft":false}`, err), http.StatusBadRequest)
-		return
-	}
-	who, ok := p.opts.Credentials.Authenticate(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="meridian admin"`)
-		http.Error(w, "meridian admin: send the ops token or the site owner's token as 'Authorization: Bearer TOKEN'", http.StatusUnauthorized)
 		return
 	}
 	if !who.MaySite(req.Site) {

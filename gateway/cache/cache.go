@@ -58,7 +58,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the cache's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
-	// PoPID names this PoP in Via; default "meridian".
+	// PoPID is the PoP's id, as in its config, beacons, logs and the DNS
+	// server's metrics (e.g. "ap-northeast-1"): the pop label of the cache's
+	// metrics, so dashboards can join them with the rest. Via names the PoP
+	// "meridian-<PoPID>" (see ViaName). Empty: the metrics carry no pop
+	// label and Via says "meridian".
 	PoPID string
 	// PurgeCheck, when set, is asked on every read whether a stored response
 	// was purged after it was stored (by a purge replicated from another PoP
@@ -104,9 +108,6 @@ func New(opts Options) (*Cache, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.PoPID == "" {
-		opts.PoPID = "meridian"
-	}
 	realClock := opts.Now == nil
 	if realClock {
 		opts.Now = time.Now
@@ -141,6 +142,15 @@ func New(opts Options) (*Cache, error) {
 	}
 	c.gen.Store(uint64(c.now().UnixNano()))
 	return c, nil
+}
+
+// ViaName is the pseudonym a PoP with id popID gives itself in Via
+// ("1.1 meridian-<popID>"): "meridian" without an id.
+func ViaName(popID string) string {
+	if popID == "" {
+		return "meridian"
+	}
+	return "meridian-" + popID
 }
 
 // Close stops background fills and revalidations, waits for them, and

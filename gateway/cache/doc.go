@@ -88,8 +88,14 @@ package cache
 //
 // # Metrics
 //
+// The pop label is the PoP's id (Options.PoPID, e.g. "ap-northeast-1"), as
+// in the DNS server's metrics, /admin/info and the logs, so dashboards can
+// join them; Via names the PoP "meridian-<id>" (ViaName). A cache without a
+// PoPID has no pop label. Served bytes are body bytes actually sent: a HEAD,
+// a 304 or a 416 adds none, a Range request what its 206 carries.
+//
 //	meridian_cache_requests_total{pop,site,tier,result}   result: hit, stale, revalidated, miss, collapsed, pass, error
-//	meridian_cache_served_bytes_total{pop,site,tier}      body bytes sent, by the tier they came from (origin included)
+//	meridian_cache_served_bytes_total{pop,site,tier}      body bytes sent (none for HEAD), by the tier they came from (origin included)
 //	meridian_cache_origin_seconds{pop,site,outcome}       time to the origin's response headers
 //	meridian_cache_collapsed_total{pop,site}              requests that waited for another request's fetch
 //	meridian_cache_stores_total{pop,site,tier,outcome}    stored, not_admitted, too_large, error, purged

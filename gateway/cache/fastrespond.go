@@ -91,8 +91,13 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		}
 	}
 	size := st.size()
-	h.countHit(st.tier, size)
-	m.fastServed.Inc() // before the reply, as the hit: a client may read metrics right after
+	// Before the reply, as the hit: a client may read metrics right after.
+	// A HEAD or a 304 sends no body, so adds no served bytes.
+	h.countHit(st.tier)
+	if !req.head && !notModified {
+		h.countBytes(st.tier, size)
+	}
+	m.fastServed.Inc()
 
 	var out []byte
 	if notModified {

@@ -35,7 +35,7 @@ func TestHTTP2Clients(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.ProtoMajor != 2 || string(b) != "over h2" || !strings.Contains(resp.Header.Get("Cache-Status"), want) || resp.Header.Get("Via") != "2 p" {
+		if resp.ProtoMajor != 2 || string(b) != "over h2" || !strings.Contains(resp.Header.Get("Cache-Status"), want) || resp.Header.Get("Via") != "2 meridian-p" {
 			t.Fatalf("request %d: proto %d body %q Cache-Status %q Via %q", i, resp.ProtoMajor, b, resp.Header.Get("Cache-Status"), resp.Header.Get("Via"))
 		}
 	}

@@ -89,16 +89,32 @@ type tierCounters struct {
 	hit, bytes prometheus.Counter
 }
 
-func (h *siteHandler) countHit(tierName string, bytes int64) {
+// countHit counts a fresh hit from tierName; the body bytes it sends are
+// counted by countBytes, as they are sent.
+func (h *siteHandler) countHit(tierName string) {
 	for i := range h.hits {
 		if tc := &h.hits[i]; tc.tier == tierName {
 			tc.hit.Inc()
-			tc.bytes.Add(float64(bytes))
 			return
 		}
 	}
 	h.c.metrics.request(h.site.SiteID, tierName, resHit)
-	h.c.metrics.bytes.WithLabelValues(h.site.SiteID, tierName).Add(float64(bytes))
+}
+
+// countBytes adds n body bytes sent from tierName to
+// meridian_cache_served_bytes_total. Only bytes of a body go there: a HEAD
+// or a 304 sends none, whatever the stored response's size.
+func (h *siteHandler) countBytes(tierName string, n int64) {
+	if n <= 0 {
+		return
+	}
+	for i := range h.hits {
+		if tc := &h.hits[i]; tc.tier == tierName {
+			tc.bytes.Add(float64(n))
+			return
+		}
+	}
+	h.c.metrics.bytes.WithLabelValues(h.site.SiteID, tierName).Add(float64(n))
 }
 
 // Handler returns the whole proxy and cache path for one site: requests are
@@ -122,7 +138,7 @@ func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler 
 			bytes: c.metrics.bytes.WithLabelValues(site.SiteID, t)}
 	}
 	h.proxy, _ = proxy.New(proxy.Options{ // cannot fail: Transport is set
-		SiteID: site.SiteID, PoPID: c.opts.PoPID, Transport: origin, Logger: c.log,
+		SiteID: site.SiteID, PoPID: ViaName(c.opts.PoPID), Transport: origin, Logger: c.log,
 		ModifyResponse: func(res *http.Response) error {
 			if cs, ok := res.Request.Context().Value(statusValue).(string); ok {
 				res.Header.Add("Cache-Status", cs)
@@ -209,15 +225,13 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch policy.Decide(f, reqCC) {
 	case policy.UseFresh:
 		if f.Fresh() {
-			h.countHit(st.tier, st.size())
+			h.countHit(st.tier)
 		} else {
 			h.c.metrics.request(h.site.SiteID, st.tier, resStale)
-			h.c.metrics.bytes.WithLabelValues(h.site.SiteID, st.tier).Add(float64(st.size()))
 		}
 		h.serveStored(w, r, st, hitStatus(st, f, ""), f.Age)
 	case policy.UseStaleRevalidate:
 		h.c.metrics.request(h.site.SiteID, st.tier, resStale)
-		h.c.metrics.bytes.WithLabelValues(h.site.SiteID, st.tier).Add(float64(st.size()))
 		h.revalidateInBackground(r, key, u, st)
 		h.serveStored(w, r, st, hitStatus(st, f, "stale-while-revalidate"), f.Age)
 	default:

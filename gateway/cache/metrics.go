@@ -34,7 +34,16 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, error) {
-	cl := prometheus.Labels{"pop": pop}
+	// The PoP's id as everywhere else (the DNS server's metrics, logs,
+	// /admin/info), not its Via name; none without one.
+	cl := prometheus.Labels{}
+	if pop != "" {
+		cl["pop"] = pop
+	}
+	storeLabels := prometheus.Labels{"store": st.t.Name()}
+	for k, v := range cl {
+		storeLabels[k] = v
+	}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_cache_requests_total", ConstLabels: cl,
@@ -42,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 		}, []string{"site", "tier", "result"}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_cache_served_bytes_total", ConstLabels: cl,
-			Help: "Body bytes sent to clients by site and source tier (l1, origin).",
+			Help: "Body bytes sent to clients by site and source tier (l1, origin); a HEAD or a 304 sends none.",
 		}, []string{"site", "tier"}),
 		originDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "meridian_cache_origin_seconds", ConstLabels: cl,
@@ -79,27 +88,26 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 	}
 	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged, m.fast,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "meridian_cache_store_objects", ConstLabels: prometheus.Labels{"pop": pop, "store": st.t.Name()},
+			Name: "meridian_cache_store_objects", ConstLabels: storeLabels,
 			Help: "Objects held by the cache's storage (as its tier.Stats reports).",
 		}, func() float64 { o, _ := st.usage(); return float64(o) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "meridian_cache_store_bytes", ConstLabels: prometheus.Labels{"pop": pop, "store": st.t.Name()},
+			Name: "meridian_cache_store_bytes", ConstLabels: storeLabels,
 			Help: "Bytes held by the cache's storage (as its tier.Stats reports).",
 		}, func() float64 { _, b := st.usage(); return float64(b) }),
 	}
 	if t1 := memoryTier(st.t); t1 != nil {
-		pl := prometheus.Labels{"pop": pop}
 		cs = append(cs,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "meridian_cache_l1_pool_threshold_bytes", ConstLabels: pl,
+				Name: "meridian_cache_l1_pool_threshold_bytes", ConstLabels: cl,
 				Help: "Encoded size from which L1 keeps bodies in its large-body pool now (it moves with the traffic's sizes; 0: no pool).",
 			}, func() float64 { return float64(t1.Split().Threshold) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "meridian_cache_l1_pool_bytes", ConstLabels: pl,
+				Name: "meridian_cache_l1_pool_bytes", ConstLabels: cl,
 				Help: "Bytes of bodies in L1's large-body pool.",
 			}, func() float64 { return float64(t1.Split().PoolBytes) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "meridian_cache_l1_pool_budget_bytes", ConstLabels: pl,
+				Name: "meridian_cache_l1_pool_budget_bytes", ConstLabels: cl,
 				Help: "L1's large-body pool budget (part of the L1 budget).",
 			}, func() float64 { return float64(t1.Split().PoolBudget) }),
 		)

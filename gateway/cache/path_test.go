@@ -94,7 +94,7 @@ func TestHeadersOnHitsMatchOrigin(t *testing.T) {
 		if r.header.Get("X-Hop") != "" || r.header.Get("Connection") != "" {
 			t.Errorf("%s: hop-by-hop fields reached the client", phase)
 		}
-		if r.header.Get("Content-Type") != "application/x-thing" || r.header.Get("Via") != "1.1 test-pop" {
+		if r.header.Get("Content-Type") != "application/x-thing" || r.header.Get("Via") != "1.1 meridian-test-pop" {
 			t.Errorf("%s: Content-Type %q Via %q", phase, r.header.Get("Content-Type"), r.header.Get("Via"))
 		}
 		if i == 1 && r.header.Get("Age") == "" {
@@ -120,7 +120,7 @@ func TestFillRequestHeaders(t *testing.T) {
 	if got := h.Get("X-Forwarded-For"); got != "198.51.100.7, 127.0.0.1" {
 		t.Errorf("X-Forwarded-For %q", got)
 	}
-	if h.Get("Via") != "1.1 test-pop" || h.Get("X-Forwarded-Proto") != "http" || !strings.Contains(h.Get("Forwarded"), "for=127.0.0.1") {
+	if h.Get("Via") != "1.1 meridian-test-pop" || h.Get("X-Forwarded-Proto") != "http" || !strings.Contains(h.Get("Forwarded"), "for=127.0.0.1") {
 		t.Errorf("forwarding fields: %v", h)
 	}
 }

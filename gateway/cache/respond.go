@@ -39,7 +39,6 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 		}
 		defer st.close()
 		h.c.metrics.request(site, st.tier, resRevalidated)
-		h.c.metrics.bytes.WithLabelValues(site, st.tier).Add(float64(st.size()))
 		h.serveStored(w, r, st, "meridian; fwd="+fwd+"; fwd-status=304; detail="+st.tier, -1)
 	case kindPass:
 		rd.Close()
@@ -79,7 +78,6 @@ func (h *siteHandler) serveStaleIfError(w http.ResponseWriter, r *http.Request, 
 	}
 	defer st.close()
 	h.c.metrics.request(h.site.SiteID, st.tier, resStale)
-	h.c.metrics.bytes.WithLabelValues(h.site.SiteID, st.tier).Add(float64(st.size()))
 	f := h.c.freshness(st)
 	h.serveStored(w, r, st, hitStatus(st, f, "stale-if-error"), f.Age)
 }
@@ -175,7 +173,8 @@ func (h *siteHandler) writeResponse(w http.ResponseWriter, r *http.Request, resp
 
 // serveStored answers from a stored response: Age computed now (Date is
 // never rewritten), Cache-Status, and for 200 responses conditional requests
-// (If-None-Match before If-Modified-Since), Range (206/416) and HEAD.
+// (If-None-Match before If-Modified-Since), Range (206/416) and HEAD. It
+// counts the body bytes it sends (served bytes), the caller the request.
 func (h *siteHandler) serveStored(w http.ResponseWriter, r *http.Request, st *stored, cs string, age time.Duration) {
 	hd := w.Header()
 	h.clientHeader(hd, st.meta.Header, r, cs)
@@ -195,6 +194,11 @@ func (h *siteHandler) serveStored(w http.ResponseWriter, r *http.Request, st *st
 			// and a small body leave in one write, and a large one in one
 			// writev on a coalescing connection, without a copy.
 			hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+			if r.Method != http.MethodHead {
+				// Counted before the reply, as the hit is, so that a client
+				// reading the metrics right after sees it.
+				h.countBytes(st.tier, size)
+			}
 			w.WriteHeader(http.StatusOK)
 			if r.Method != http.MethodHead {
 				if st.rs == nil {
@@ -211,17 +215,59 @@ func (h *siteHandler) serveStored(w http.ResponseWriter, r *http.Request, st *st
 				mod = t
 			}
 		}
-		http.ServeContent(w, r, "", mod, st.reader())
+		// ServeContent decides what to send (304, 206 parts, 416, the
+		// whole body): count what it writes.
+		cw := &countingWriter{ResponseWriter: w}
+		defer func() { h.countBytes(st.tier, cw.n) }()
+		http.ServeContent(cw, r, "", mod, st.reader())
 		return
 	}
+	body := r.Method != http.MethodHead && bodyAllowed(st.meta.Status)
 	if bodyAllowed(st.meta.Status) {
 		hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
 	}
+	if body {
+		h.countBytes(st.tier, size)
+	}
 	w.WriteHeader(st.meta.Status)
-	if r.Method != http.MethodHead && bodyAllowed(st.meta.Status) {
+	if body {
 		_, _ = io.Copy(w, st.reader())
 	}
 }
+
+// countingWriter counts the body bytes written through it, for
+// http.ServeContent, whose choice of what to send only its writes tell.
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the underlying writer's ReadFrom (net/http's sendfile for a
+// file-backed body) when it has one.
+func (w *countingWriter) ReadFrom(src io.Reader) (int64, error) {
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(writerOnly{w.ResponseWriter}, src)
+	}
+	w.n += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// writerOnly hides every method but Write, so io.Copy does not call back
+// into a ReadFrom.
+type writerOnly struct{ io.Writer }
 
 // reader returns the body from its start.
 func (s *stored) reader() io.ReadSeeker {

@@ -137,8 +137,12 @@ type Manager struct {
 // certState is one consistent view of the sites' certificates.
 type certState struct {
 	sites []SiteCert
-	files map[string]*fileCert // by host name (lowercase; wildcards as "*.x")
-	acme  map[string]string    // host name -> site
+	// unknown and defaultSite are what the state was built with, so that
+	// the file watcher rebuilds it alike.
+	unknown     UnknownSNI
+	defaultSite string
+	files       map[string]*fileCert // by host name (lowercase; wildcards as "*.x")
+	acme        map[string]string    // host name -> site
 	// defaultName is the host whose certificate answers unknown SNI.
 	defaultName string
 }
@@ -149,9 +153,6 @@ type certState struct {
 func New(opts Options) (*Manager, error) {
 	if opts.UnknownSNI == "" {
 		opts.UnknownSNI = UnknownSNIReject
-	}
-	if opts.UnknownSNI != UnknownSNIReject && opts.UnknownSNI != UnknownSNIDefault {
-		return nil, fmt.Errorf("tlsedge: unknown_sni %q: want %q or %q", opts.UnknownSNI, UnknownSNIReject, UnknownSNIDefault)
 	}
 	if opts.HTTPPort == 0 {
 		opts.HTTPPort = 80
@@ -179,7 +180,7 @@ func New(opts Options) (*Manager, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{opts: opts, log: log.With("component", "tls"), metrics: newMetrics()}
-	st, err := m.buildState(opts.Sites, nil)
+	st, err := m.buildState(opts.Sites, opts.UnknownSNI, opts.DefaultSite, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -198,8 +199,14 @@ func New(opts Options) (*Manager, error) {
 
 // buildState checks sites and loads PEM files. Files whose size and mtime
 // did not change since prev are reused rather than read again.
-func (m *Manager) buildState(sites []SiteCert, prev *certState) (*certState, error) {
-	st := &certState{sites: sites, files: map[string]*fileCert{}, acme: map[string]string{}}
+func (m *Manager) buildState(sites []SiteCert, unknown UnknownSNI, defaultSite string, prev *certState) (*certState, error) {
+	if unknown == "" {
+		unknown = UnknownSNIReject
+	}
+	if unknown != UnknownSNIReject && unknown != UnknownSNIDefault {
+		return nil, fmt.Errorf("tlsedge: unknown_sni %q: want %q or %q", unknown, UnknownSNIReject, UnknownSNIDefault)
+	}
+	st := &certState{sites: sites, unknown: unknown, defaultSite: defaultSite, files: map[string]*fileCert{}, acme: map[string]string{}}
 	owner := map[string]string{}
 	var errs []error
 	now := time.Now()
@@ -263,14 +270,14 @@ func (m *Manager) buildState(sites []SiteCert, prev *certState) (*certState, err
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if m.opts.UnknownSNI == UnknownSNIDefault {
+	if unknown == UnknownSNIDefault {
 		for _, s := range sites {
-			if s.Site == m.opts.DefaultSite {
+			if s.Site == defaultSite {
 				st.defaultName = normalizeName(s.Names[0])
 			}
 		}
 		if st.defaultName == "" {
-			return nil, fmt.Errorf("tlsedge: unknown_sni is %q but default_site %q is not a site with a certificate", UnknownSNIDefault, m.opts.DefaultSite)
+			return nil, fmt.Errorf("tlsedge: unknown_sni is %q but default_site %q is not a site with a certificate", UnknownSNIDefault, defaultSite)
 		}
 	}
 	return st, nil
@@ -438,7 +445,7 @@ func (m *Manager) reload(force bool) error {
 	if force {
 		prev = nil
 	}
-	st, err := m.buildState(cur.sites, prev)
+	st, err := m.buildState(cur.sites, cur.unknown, cur.defaultSite, prev)
 	if err != nil {
 		m.metrics.reloads.WithLabelValues("error").Inc()
 		return err
@@ -463,21 +470,61 @@ func changed(a, b *certState) bool {
 	return false
 }
 
-// SetSites replaces the sites (a config reload): new PEM files are loaded
-// and checked first, and on error nothing changes. ACME names that are new
-// are managed from now on (in the background, under Start's context);
-// names no longer present stop being renewed.
+// SetSites replaces the sites (a config reload), keeping the unknown-SNI
+// answer and default site: new PEM files are loaded and checked first
+// (unchanged ones are reused), and on error nothing changes. ACME names that
+// are new are managed from now on (in the background, under Start's
+// context); names no longer present stop being renewed.
 func (m *Manager) SetSites(sites []SiteCert) error {
-	m.reloadMu.Lock()
-	defer m.reloadMu.Unlock()
 	cur := m.state.Load()
-	st, err := m.buildState(sites, cur)
+	u, err := m.prepare(sites, cur.unknown, cur.defaultSite, cur)
 	if err != nil {
 		return err
 	}
-	if len(st.acme) > 0 && m.opts.Storage == nil {
-		return errors.New("tlsedge: a site uses ACME but no certificate storage is configured")
+	return u.Apply()
+}
+
+// SitesUpdate is a new set of sites whose certificates are loaded and
+// checked, ready to be swapped in by Apply. It lets a caller that changes
+// several things at once (a config reload) check all of them before it
+// changes any.
+type SitesUpdate struct {
+	m  *Manager
+	st *certState
+}
+
+// PrepareSites checks sites (with the unknown-SNI answer and the default
+// site it names) and reads every PEM file again, as SIGHUP promises, without
+// changing what is served. An error names the site and file at fault.
+// Apply the result to serve it.
+func (m *Manager) PrepareSites(sites []SiteCert, unknown UnknownSNI, defaultSite string) (*SitesUpdate, error) {
+	return m.prepare(sites, unknown, defaultSite, nil)
+}
+
+func (m *Manager) prepare(sites []SiteCert, unknown UnknownSNI, defaultSite string, prev *certState) (*SitesUpdate, error) {
+	st, err := m.buildState(slices.Clone(sites), unknown, defaultSite, prev)
+	if err != nil {
+		m.metrics.reloads.WithLabelValues("error").Inc()
+		return nil, err
 	}
+	if len(st.acme) > 0 && m.opts.Storage == nil {
+		m.metrics.reloads.WithLabelValues("error").Inc()
+		return nil, fmt.Errorf("tlsedge: site %s uses ACME but this PoP has no certificate storage (it is opened at start only when a site uses ACME): restart to apply", st.acme[st.acmeNames()[0]])
+	}
+	return &SitesUpdate{m: m, st: st}, nil
+}
+
+// Apply swaps the prepared sites in: handshakes already past certificate
+// selection finish with the old certificate, later ones get the new set.
+// ACME names that are new are managed from now on (in the background,
+// under Start's context); names no longer present stop being renewed. The
+// only error is certmagic refusing to manage a new ACME name, after the
+// swap.
+func (u *SitesUpdate) Apply() error {
+	m := u.m
+	m.reloadMu.Lock()
+	defer m.reloadMu.Unlock()
+	cur, st := m.state.Load(), u.st
 	var added, removed []string
 	for n := range st.acme {
 		if _, ok := cur.acme[n]; !ok {
@@ -489,11 +536,17 @@ func (m *Manager) SetSites(sites []SiteCert) error {
 			removed = append(removed, n)
 		}
 	}
+	slices.Sort(added)
 	running := m.cancel != nil && m.runCtx.Err() == nil
 	if cfg := m.magic.Load(); cfg == nil && len(added) > 0 && running {
 		m.startACME()
 	}
+	// The files were read when the update was prepared; if they changed
+	// since, their stamps differ and the watcher reads them again.
 	m.state.Store(st)
+	if changed(cur, st) || len(added)+len(removed) > 0 {
+		m.metrics.reloads.WithLabelValues("ok").Inc()
+	}
 	if cfg := m.magic.Load(); cfg != nil && running {
 		if len(added) > 0 {
 			if err := cfg.ManageAsync(m.runCtx, added); err != nil {

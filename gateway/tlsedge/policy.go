@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,16 +44,53 @@ type SitePolicy struct {
 	RedirectHTTP bool
 }
 
-// Policies applies per-site HSTS and HTTP→HTTPS redirects.
+// Policies applies per-site HSTS and HTTP→HTTPS redirects. The set of
+// policies can be replaced live (Set); each request reads one whole set.
 type Policies struct {
-	byName    map[string]*SitePolicy
+	cur       atomic.Pointer[policyIndex]
 	httpsPort int
+}
+
+// policyIndex is one consistent set of site policies by host name.
+type policyIndex struct {
+	byName map[string]*SitePolicy
 }
 
 // NewPolicies indexes the sites' policies. httpsPort is the port redirects
 // point to (443 is left out of the URL).
 func NewPolicies(sites []SitePolicy, httpsPort int) (*Policies, error) {
-	p := &Policies{byName: map[string]*SitePolicy{}, httpsPort: httpsPort}
+	idx, err := indexPolicies(sites)
+	if err != nil {
+		return nil, err
+	}
+	p := &Policies{httpsPort: httpsPort}
+	p.cur.Store(idx)
+	return p, nil
+}
+
+// CheckPolicies reports what NewPolicies or Set would refuse in sites,
+// without changing anything: for a caller that checks a whole new
+// configuration before applying any of it.
+func CheckPolicies(sites []SitePolicy) error {
+	_, err := indexPolicies(sites)
+	return err
+}
+
+// Set replaces the policies (a config reload): on error nothing changes.
+// Requests already past the lookup finish under the old policy.
+func (p *Policies) Set(sites []SitePolicy) error {
+	idx, err := indexPolicies(sites)
+	if err != nil {
+		return err
+	}
+	p.cur.Store(idx)
+	return nil
+}
+
+func indexPolicies(sites []SitePolicy) (*policyIndex, error) {
+	// Copied, so that the caller's slice may change after.
+	sites = slices.Clone(sites)
+	idx := &policyIndex{byName: map[string]*SitePolicy{}}
 	for i := range sites {
 		s := &sites[i]
 		if s.HSTS.MaxAge < 0 {
@@ -61,16 +100,16 @@ func NewPolicies(sites []SitePolicy, httpsPort int) (*Policies, error) {
 			return nil, fmt.Errorf("tlsedge: hsts preload for %v needs max_age of at least 1 year and include_subdomains (the preload list refuses less)", s.Names)
 		}
 		for _, n := range s.Names {
-			p.byName[normalizeName(n)] = s
+			idx.byName[normalizeName(n)] = s
 		}
 	}
-	return p, nil
+	return idx, nil
 }
 
 // RedirectsHTTP reports whether plain HTTP requests for host are redirected
 // to HTTPS (so nothing may answer them from the cache instead).
 func (p *Policies) RedirectsHTTP(host string) bool {
-	s := lookupName(p.byName, normalizeName(host))
+	s := lookupName(p.cur.Load().byName, normalizeName(host))
 	return s != nil && s.RedirectHTTP
 }
 
@@ -78,7 +117,7 @@ func (p *Policies) RedirectsHTTP(host string) bool {
 // listeners (r.TLS tells them apart).
 func (p *Policies) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := lookupName(p.byName, normalizeName(r.Host))
+		s := lookupName(p.cur.Load().byName, normalizeName(r.Host))
 		if s == nil {
 			next.ServeHTTP(w, r)
 			return

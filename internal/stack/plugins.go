@@ -39,7 +39,7 @@ type popPluginSetup struct {
 
 // startPlugins builds the plugin host and the rollout manager of one PoP and
 // returns the per-site middleware and the admin routes for uploads.
-func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, node *statesync.Node, creds gateway.Credentials, reg *prometheus.Registry, log *slog.Logger) (popPluginSetup, error) {
+func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, node *statesync.Node, reg *prometheus.Registry, log *slog.Logger) (popPluginSetup, error) {
 	engine, siteEngine, err := s.pluginEngines()
 	if err != nil {
 		return popPluginSetup{}, err
@@ -50,12 +50,22 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	}
 	mg, err := rollout.New(rollout.Options{
 		PoPID: pc.ID, Host: host, Sync: node, Conn: nc,
+		// The credentials a reload installed (Stack.creds), as the PoP's own
+		// admin routes use.
 		Authenticate: func(r *http.Request) (bool, string, bool) {
-			p, ok := creds.Authenticate(r)
+			p, ok := s.creds.Load().Authenticate(r)
 			return p.Ops, p.Site, ok
+		},
+		Refusal: func(r *http.Request) (int, string, string) {
+			if _, d := s.creds.Load().Check(r, false); d != nil {
+				return d.Status, d.Challenge, d.Message
+			}
+			// Authenticate refused what Check accepts: not expected.
+			return http.StatusUnauthorized, "", "the token was not accepted"
 		},
 		Metrics: reg, Registerer: reg, StoreReplicas: s.cfg.NATS.StreamReplicas,
 		CacheDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "plugins"), Logger: log,
+		Sites: s.siteNamesNow,
 	})
 	if err != nil {
 		_ = host.Close(ctx)

@@ -80,6 +80,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	if err != nil {
 		return err
 	}
+	s.creds.Store(&creds)
 	node, err := statesync.Open(ctx, statesync.Options{
 		NodeID: pc.ID, Conn: nc, DataDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "sync"),
 		Stream: "MERIDIAN_SYNC", StreamReplicas: s.cfg.NATS.StreamReplicas,
@@ -96,7 +97,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	largeBody, largeBytes := l1Large(pc.Cache)
 	c, err := cache.New(cache.Options{
 		Store:   store,
-		L1Bytes: int64(pc.Cache.L1Size), L1LargeBody: largeBody, L1LargeBytes: largeBytes, L1Preallocate: s.preallocL1, PoPID: "meridian-" + pc.ID, Logger: log, Registerer: reg,
+		L1Bytes: int64(pc.Cache.L1Size), L1LargeBody: largeBody, L1LargeBytes: largeBytes, L1Preallocate: s.preallocL1, PoPID: pc.ID, Logger: log, Registerer: reg,
 		PurgeCheck: func(site, url string, keys []string, storedAt time.Time) (bool, bool) {
 			v := node.CheckPurged(site, url, keys, storedAt)
 			return v.Purged, v.Stale
@@ -116,7 +117,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	if err != nil {
 		return err
 	}
-	pl, err := s.startPlugins(ctx, pc, nc, node, creds, reg, log)
+	pl, err := s.startPlugins(ctx, pc, nc, node, reg, log)
 	if err != nil {
 		return err
 	}

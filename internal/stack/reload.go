@@ -11,19 +11,44 @@ import (
 )
 
 // Reload applies a new configuration to the running components: sites and
-// origins of every PoP, and the DNS zones, PoP list and geo data. What cannot
-// change live (listen addresses, NATS, which PoPs run) is refused with the
-// field named, and nothing is applied.
+// origins of every PoP, their HTTPS (adding or removing a TLS site, its
+// hosts, certificate files, dev_ca, acme, redirect_http and hsts, and
+// tls.unknown_sni), the admin tokens, and the DNS zones, PoP list and geo
+// data. Every PEM file is read again, as SIGHUP promises. It is all or
+// nothing: everything is built and checked first (certificates loaded and
+// matched to their hosts, policies, origins, tokens, DNS), and only then
+// swapped in, each part atomically,
+// so in-flight handshakes and requests finish on the old set. What cannot
+// change live (listen addresses including pops[].https and http3, tls.acme,
+// NATS, which PoPs run) is refused with the field named, and nothing is
+// applied; a refused reload leaves every certificate in service.
+//
+// The one thing done before the reload is known to succeed: a dev_ca site's
+// new host makes the dev CA issue its certificate again, for the old hosts
+// too, so the running set still finds its own in the file.
 func (s *Stack) Reload(cfg *config.Config) error {
 	if err := s.checkReloadable(cfg); err != nil {
 		return err
 	}
-	// PEM certificates are re-read on SIGHUP too (they are also watched);
-	// a broken file is refused and the old certificate kept.
-	for _, m := range s.certs {
-		if err := m.Reload(); err != nil {
+	creds, err := credentials(cfg)
+	if err != nil {
+		return err
+	}
+	dev, err := s.reloadDevCA(cfg)
+	if err != nil {
+		return err
+	}
+	applyTLS := make([]func() error, 0, len(s.order))
+	for _, id := range s.order {
+		var ts gateway.TLSSites
+		if popByID(cfg, id).HTTPS != "" {
+			ts, _ = tlsSites(cfg, dev)
+		}
+		apply, err := s.pops[id].PrepareTLS(ts)
+		if err != nil {
 			return fmt.Errorf("tls: %w", err)
 		}
+		applyTLS = append(applyTLS, apply)
 	}
 	var dnsOpts dnsrouter.Options
 	if s.dns != nil {
@@ -57,19 +82,36 @@ func (s *Stack) Reload(cfg *config.Config) error {
 			return fmt.Errorf("dns: %w", err)
 		}
 	}
+	for i, apply := range applyTLS {
+		// Only a refusal of certmagic to manage a new ACME name gets here,
+		// after the swap: the other names serve, so the reload goes on.
+		if err := apply(); err != nil {
+			s.log.Error("reload: ACME management of new names failed; they stay without a certificate until a restart", "pop", s.order[i], "err", err)
+		}
+	}
 	for _, id := range s.order {
 		if err := s.pops[id].SetSites(built[id]); err != nil {
 			return fmt.Errorf("pop %s: %w", id, err)
 		}
+		// With the sites: a new site's owner token works once it is served.
+		s.pops[id].SetCredentials(creds)
 	}
+	s.creds.Store(&creds)
 	s.cfg = cfg
+	s.setSiteNames(cfg)
+	s.devCA = dev
 	return nil
 }
 
+// checkReloadable refuses, naming the field, a config that changes what
+// only a restart can: pops[].https and http3 and tls.acme (see
+// tlsRestartNeeded), nats, a running PoP's removal or its http and admin
+// addresses, and dns.listen and dns.metrics (or dropping dns). Sites,
+// including their tls blocks, are checked later, by building them.
 func (s *Stack) checkReloadable(cfg *config.Config) error {
 	old := s.cfg
-	if tlsChanged(old, cfg) {
-		return errors.New("HTTPS settings (tls, sites[].tls, pops[].https) cannot change live yet; restart to apply (changed PEM files are picked up by themselves)")
+	if err := tlsRestartNeeded(old, cfg); err != nil {
+		return err
 	}
 	if (old.NATS.Embedded == nil) != (cfg.NATS.Embedded == nil) || strings.Join(old.NATS.URLs, ",") != strings.Join(cfg.NATS.URLs, ",") {
 		return errors.New("nats cannot change live; restart to apply")

@@ -17,13 +17,13 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-edge/meridian/dnsrouter"
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
 	"github.com/meridian-edge/meridian/gateway"
 	"github.com/meridian-edge/meridian/gateway/cache"
-	"github.com/meridian-edge/meridian/gateway/tlsedge"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
@@ -72,7 +72,12 @@ type Stack struct {
 	// closers run last at shutdown, after the components that use them.
 	closers []func() error
 	devCA   devca.Files
-	certs   []*tlsedge.Manager
+	// siteNames are the configured sites, for the plugin admin API, which
+	// reads them while Reload replaces cfg.
+	siteNames atomic.Pointer[[]string]
+	// creds are the admin tokens (the same for every PoP), for the plugin
+	// admin API; Reload replaces them and each PoP's.
+	creds atomic.Pointer[gateway.Credentials]
 	// geo locates clients for the PoPs' plugins (from dns.geo).
 	geo    geo.Source
 	dns    *dnsrouter.Server
@@ -82,6 +87,7 @@ type Stack struct {
 // Start runs the roles of cfg. ctx bounds the start and the components' lives.
 func Start(ctx context.Context, cfg *config.Config, roles Roles, log *slog.Logger) (*Stack, error) {
 	s := &Stack{cfg: cfg, log: log, pops: map[string]*runningPoP{}}
+	s.setSiteNames(cfg)
 	if err := s.start(ctx, roles); err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -256,3 +262,15 @@ func (s *Stack) tuneMemory(run []config.PoP) {
 	s.preallocL1 = true
 	s.log.Info("memory tuned for the L1 budget", "l1_bytes", l1, "gogc", pct)
 }
+
+// setSiteNames records cfg's site names for SiteNames.
+func (s *Stack) setSiteNames(cfg *config.Config) {
+	names := make([]string, len(cfg.Sites))
+	for i, sc := range cfg.Sites {
+		names[i] = sc.Name
+	}
+	s.siteNames.Store(&names)
+}
+
+// siteNamesNow returns the sites of the running configuration.
+func (s *Stack) siteNamesNow() []string { return *s.siteNames.Load() }

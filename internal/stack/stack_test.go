@@ -3,8 +3,10 @@ package stack_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -287,9 +289,19 @@ func TestReload(t *testing.T) {
 		t.Fatalf("refused reload changed the origin: %q", got)
 	}
 
+	// The plugin admin API knows the configured sites, and learns a new
+	// one from the reload.
+	plugins := func(site string) (int, string) {
+		return adminDo(t, st, "us-east-1", "GET", "/admin/plugins/"+site, "dev-ops-token")
+	}
+	if code, body := plugins("shop"); code != http.StatusNotFound || !strings.Contains(body, `unknown site \"shop\"`) || !strings.Contains(body, "www") {
+		t.Fatalf("plugins of an unknown site before reload: %d %s", code, body)
+	}
+
 	next := devConfig(t, originB.URL)
 	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
 	next.DNS.Zones[0].Names = append(next.DNS.Zones[0].Names, "api")
+	next.Sites = append(next.Sites, config.Site{Name: "shop", Hosts: []string{"shop.example.test"}, Origins: []config.Origin{{URL: originB.URL}}})
 	if err := st.Reload(next); err != nil {
 		t.Fatal(err)
 	}
@@ -298,6 +310,9 @@ func TestReload(t *testing.T) {
 	}
 	if rc := query("api.example.test."); rc != dns.RcodeSuccess {
 		t.Fatalf("api after reload: %s", dns.RcodeToString[rc])
+	}
+	if code, body := plugins("shop"); code != http.StatusOK {
+		t.Fatalf("plugins of the site added by the reload: %d %s", code, body)
 	}
 }
 
@@ -806,4 +821,115 @@ func TestFastHitsSwitch(t *testing.T) {
 			t.Errorf("%s (fast_hits %v): the fast path served %v hits", pop, want, served)
 		}
 	}
+}
+
+// TestReloadRotatesAdminTokens: a reload with new token hashes retires the
+// old tokens and admits the new ones at once, on the PoP's own admin routes
+// and on the plugin admin API alike; every refusal says why.
+func TestReloadRotatesAdminTokens(t *testing.T) {
+	origin := httptest.NewServer(demoorigin.New())
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+	call := func(method, path, token string) (int, string) {
+		return adminDo(t, st, "eu-west-2", method, path, token)
+	}
+	const drain, plugins = "/admin/drain?off=1", "/admin/plugins/www"
+	if code, body := call("POST", drain, ""); code != http.StatusUnauthorized || !strings.Contains(body, "send the ops token") {
+		t.Fatalf("drain without a token: %d %s", code, body)
+	}
+	if code, body := call("GET", plugins, ""); code != http.StatusUnauthorized || !strings.Contains(body, "send the ops token or the site owner's token") {
+		t.Fatalf("plugins without a token: %d %s", code, body)
+	}
+	if code, body := call("POST", drain, "dev-ops-token"); code != http.StatusNoContent {
+		t.Fatalf("drain with the ops token: %d %s", code, body)
+	}
+	if code, body := call("GET", plugins, "dev-www-token"); code != http.StatusOK {
+		t.Fatalf("plugins with the owner token: %d %s", code, body)
+	}
+
+	next := devConfig(t, origin.URL)
+	next.PoPs, next.DNS, next.DataDir = cfg.PoPs, cfg.DNS, cfg.DataDir
+	opsSum, ownerSum := sha256.Sum256([]byte("rotated-ops")), sha256.Sum256([]byte("rotated-www"))
+	next.Admin.OpsTokenSHA256 = hex.EncodeToString(opsSum[:])
+	next.Sites[0].OwnerTokenSHA256 = hex.EncodeToString(ownerSum[:])
+	if err := st.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ method, path, token string }{
+		{"POST", drain, "dev-ops-token"}, {"GET", plugins, "dev-ops-token"}, {"GET", plugins, "dev-www-token"},
+	} {
+		if code, body := call(c.method, c.path, c.token); code != http.StatusUnauthorized || !strings.Contains(body, "not recognised") {
+			t.Errorf("%s with the retired token %s: %d %s", c.path, c.token, code, body)
+		}
+	}
+	if code, body := call("POST", drain, "rotated-ops"); code != http.StatusNoContent {
+		t.Errorf("drain with the new ops token: %d %s", code, body)
+	}
+	for _, tok := range []string{"rotated-ops", "rotated-www"} {
+		if code, body := call("GET", plugins, tok); code != http.StatusOK {
+			t.Errorf("plugins with the new token %s: %d %s", tok, code, body)
+		}
+	}
+
+	// Without any token configured, the refusal says so instead of
+	// blaming the caller's token.
+	none := devConfig(t, origin.URL)
+	none.PoPs, none.DNS, none.DataDir = cfg.PoPs, cfg.DNS, cfg.DataDir
+	none.Admin.OpsTokenSHA256, none.Sites[0].OwnerTokenSHA256 = "", ""
+	if err := st.Reload(none); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ method, path string }{{"POST", drain}, {"GET", plugins}} {
+		if code, body := call(c.method, c.path, "rotated-ops"); code != http.StatusForbidden || !strings.Contains(body, "no ops token configured") {
+			t.Errorf("%s with no token configured: %d %s", c.path, code, body)
+		}
+	}
+}
+
+// TestPoPMetricsNameThePoP: the cache's series carry the PoP's id as their
+// pop label, as the DNS's and /admin/info do, so dashboards can join them.
+func TestPoPMetricsNameThePoP(t *testing.T) {
+	st := startDev(t)
+	siteGet(t, st, "ap-northeast-1", "/")
+	resp, err := http.Get("http://" + st.PoP("ap-northeast-1").AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	n := 0
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if !strings.HasPrefix(line, "meridian_cache_") {
+			continue
+		}
+		n++
+		if !strings.Contains(line, `pop="ap-northeast-1"`) {
+			t.Errorf("cache series without pop=\"ap-northeast-1\": %s", line)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no meridian_cache_ series on /metrics:\n%.2000s", body)
+	}
+}
+
+// adminDo sends method path to pop's admin API with token ("" sends none)
+// and returns the status and the body.
+func adminDo(t *testing.T, st *stack.Stack, pop, method, path, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+st.PoP(pop).AdminAddr()+path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }

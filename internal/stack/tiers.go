@@ -49,6 +49,9 @@ func (s *Stack) cacheStore(pc config.PoP, reg prometheus.Registerer, log *slog.L
 	if c.L2.Disabled && c.L3.Endpoint == "" {
 		return nil, nil, nil
 	}
+	// Every cache series names the PoP, as the cache's own do
+	// (cache.Options.PoPID), so dashboards join them with the DNS's.
+	reg = prometheus.WrapRegistererWith(prometheus.Labels{"pop": pc.ID}, reg)
 	var tiers []tier.Tier
 	var closers []func() error
 	closeAll := func() error {
