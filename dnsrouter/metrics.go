@@ -91,7 +91,15 @@ func typeLabel(t uint16) string {
 	return "other"
 }
 
+// rcodeLabel names the rcode of an answer's header and OPT record.
+// RcodeToString names 16 BADSIG, but BADSIG is a TSIG error (RFC 8945)
+// carried in the TSIG record, never in a message's rcode; an rcode of 16
+// in the header and OPT is BADVERS (RFC 6891), the only meaning our
+// answers (which have no TSIG) can give it.
 func rcodeLabel(r int) string {
+	if r == dns.RcodeBadVers {
+		return "BADVERS"
+	}
 	if s, ok := dns.RcodeToString[r]; ok {
 		return s
 	}

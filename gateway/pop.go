@@ -12,9 +12,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +80,11 @@ type Options struct {
 	// Sync is the PoP's replica of the shared state (purges, plugin
 	// deployments, plugin KV); nil runs the PoP alone.
 	Sync *statesync.Node
+	// DrainFile, when set, remembers an operator's drain (SetDraining, the
+	// admin API's /admin/drain) across restarts: a PoP drained for
+	// maintenance stays out of the DNS answers when it comes back, until the
+	// drain is turned off. The file exists while drained.
+	DrainFile string
 	// Credentials guard the admin API's changes; the zero value allows none
 	// (and the refusals then say that no token is configured). SetCredentials
 	// replaces them while the PoP runs.
@@ -138,11 +146,28 @@ func New(opts Options) (*PoP, error) {
 	}
 	p.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p.unknownHost = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "meridian_http_unknown_host_total",
-		Help: "Requests refused with 421 because their Host matched no site.",
+		Name:        "meridian_http_unknown_host_total",
+		Help:        "Requests refused with 421 because their Host matched no site.",
+		ConstLabels: prometheus.Labels{"pop": opts.ID},
 	})
 	p.registry.MustRegister(p.unknownHost)
-	p.metrics = middleware.NewRequestMetrics(p.registry, siteName)
+	p.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "meridian_pop_draining",
+		Help:        "1 while the PoP drains (admin API or shutdown.drain): beacons and /healthz report it unhealthy.",
+		ConstLabels: prometheus.Labels{"pop": opts.ID},
+	}, func() float64 {
+		if p.draining.Load() {
+			return 1
+		}
+		return 0
+	}))
+	if opts.DrainFile != "" {
+		if _, err := os.Stat(opts.DrainFile); err == nil {
+			p.draining.Store(true)
+			p.log.Warn("starting drained: the drain set through the admin API before the restart still holds; POST /admin/drain?off=1 ends it", "file", opts.DrainFile)
+		}
+	}
+	p.metrics = middleware.NewPoPRequestMetrics(p.registry, opts.ID, siteName)
 	p.observers = []middleware.Observer{func(r *http.Request, status int, bytes int64, d time.Duration) {
 		ctx := r.Context()
 		p.record(ctx, siteName(r), middleware.Access{
@@ -234,6 +259,7 @@ func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if s == nil {
 		p.unknownHost.Inc()
+		middleware.MarkGenerated(r.Context(), "unknown-host")
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusMisdirectedRequest)
 		fmt.Fprintf(w, "meridian %s: no site is configured for host %q at this PoP\n", p.opts.ID, normalizeHost(r.Host))
@@ -260,7 +286,7 @@ func siteName(r *http.Request) string {
 	if s := SiteFromContext(r.Context()); s != "" {
 		return s
 	}
-	return "unknown"
+	return middleware.UnknownSite
 }
 
 // Handler is the PoP's public HTTP handler with its middleware chain.
@@ -312,6 +338,9 @@ func (p *PoP) fastObserve(o *cache.FastObservation) {
 		RequestID: o.RequestID, Remote: o.RemoteAddr, Method: o.Method, Host: o.Host, URI: o.RequestURI,
 		Proto: "HTTP/1.1", Status: o.Status, Bytes: o.Bytes, Elapsed: o.Elapsed,
 	})
+	if o.Generated != "" {
+		p.metrics.ObserveGenerated(o.Site, o.Status, o.Generated)
+	}
 }
 
 // record feeds one answered request of site to the request metrics, the
@@ -319,6 +348,9 @@ func (p *PoP) fastObserve(o *cache.FastObservation) {
 // and fastObserve) record through.
 func (p *PoP) record(ctx context.Context, site string, a middleware.Access) {
 	p.metrics.ObserveSite(site, a.Method, a.Status, a.Bytes, a.Elapsed)
+	if reason := middleware.Generated(ctx); reason != "" {
+		p.metrics.ObserveGenerated(site, a.Status, reason)
+	}
 	if p.log.Enabled(ctx, slog.LevelInfo) {
 		middleware.LogAccess(ctx, p.log, a)
 	}
@@ -421,9 +453,33 @@ func (p *PoP) StopBeacons() {
 	}
 }
 
-// SetDraining marks the PoP as draining: beacons and /healthz report it
-// unhealthy, so the DNS moves clients away, while requests are still served.
-func (p *PoP) SetDraining(on bool) { p.draining.Store(on) }
+// SetDraining marks the PoP as draining (an operator's drain): beacons and
+// /healthz report it unhealthy, so the DNS moves clients away, while
+// requests are still served. With Options.DrainFile it holds across
+// restarts; a failure to record it is logged, and the drain still holds
+// until this process ends.
+func (p *PoP) SetDraining(on bool) {
+	p.draining.Store(on)
+	if p.opts.DrainFile == "" {
+		return
+	}
+	var err error
+	if on {
+		if err = os.MkdirAll(filepath.Dir(p.opts.DrainFile), 0o755); err == nil {
+			err = os.WriteFile(p.opts.DrainFile, []byte("drained through the admin API; POST /admin/drain?off=1 ends it\n"), 0o644)
+		}
+	} else if err = os.Remove(p.opts.DrainFile); errors.Is(err, fs.ErrNotExist) {
+		err = nil
+	}
+	if err != nil {
+		p.log.Error("the drain will not survive a restart: recording it failed", "draining", on, "err", err)
+	}
+}
+
+// DrainForShutdown marks the PoP as draining for the rest of this process
+// only (shutdown.drain): unlike SetDraining it is not remembered, so the PoP
+// is back in service when it starts again.
+func (p *PoP) DrainForShutdown() { p.draining.Store(true) }
 
 // Shutdown stops accepting, lets in-flight requests finish until ctx ends,
 // and stops beacons.

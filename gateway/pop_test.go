@@ -17,6 +17,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/internal/beacon"
 	"github.com/meridian-edge/meridian/internal/testutil"
+	"github.com/meridian-edge/meridian/middleware"
 )
 
 func hash(token string) string {
@@ -162,6 +163,26 @@ func TestOriginFailures(t *testing.T) {
 	if resp, body := do(t, "GET", p.HTTPAddr(), "dead.test", "/"); resp.StatusCode != 502 || !strings.Contains(body, "refused or reset the connection") {
 		t.Errorf("dead origin: %d %q", resp.StatusCode, body)
 	}
+	if resp, _ := do(t, "GET", p.HTTPAddr(), "nosuch.test", "/"); resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Errorf("unknown host: %d", resp.StatusCode)
+	}
+	// The PoP's request metrics name it, and count what it answered itself
+	// apart from what origins sent.
+	for _, c := range []struct {
+		labels map[string]string
+		want   float64
+	}{
+		{map[string]string{"pop": "test-pop", "site": "hang", "code": "504", "reason": "origin-timeout"}, 1},
+		{map[string]string{"pop": "test-pop", "site": "dead", "code": "502", "reason": "origin-unreachable"}, 1},
+		{map[string]string{"pop": "test-pop", "site": middleware.UnknownSite, "code": "421", "reason": "unknown-host"}, 1},
+	} {
+		if n := testutil.MetricSum(t, p.Registry(), "meridian_http_responses_generated_total", c.labels); n != c.want {
+			t.Errorf("meridian_http_responses_generated_total%v = %v, want %v", c.labels, n, c.want)
+		}
+	}
+	if n := testutil.MetricSum(t, p.Registry(), "meridian_http_requests_total", map[string]string{"pop": "test-pop"}); n != 3 {
+		t.Errorf("meridian_http_requests_total{pop=\"test-pop\"} = %v, want 3", n)
+	}
 }
 
 func TestAdminAndBeacons(t *testing.T) {
@@ -205,7 +226,7 @@ func TestAdminAndBeacons(t *testing.T) {
 	// get here first: wait for the count, boundedly.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		_, body := do(t, "GET", p.AdminAddr(), "", "/metrics")
-		if strings.Contains(body, `meridian_http_requests_total{code="2xx",method="GET",site="a"} 1`) {
+		if strings.Contains(body, `meridian_http_requests_total{code="2xx",method="GET",pop="tokyo",site="a"} 1`) {
 			break
 		}
 		if time.Now().After(deadline) {

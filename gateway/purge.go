@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
@@ -85,9 +88,69 @@ func (p *PoP) handlePurge(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "meridian admin: purge: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	if hint := p.purgeHint(sel, resp.Local); hint != "" {
+		if resp.Warning != "" {
+			resp.Warning += "; "
+		}
+		resp.Warning += hint
+	}
 	p.log.Info("purge requested", "site", sel.Site, "kind", sel.Kind.String(), "value", sel.Value, "soft", sel.Soft, "id", resp.ID, "purged_here", resp.Local)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// purgeHint explains why a URL or prefix purge of sel may match nothing:
+// cache keys hold the request's Host as the client sent it (lower-cased,
+// the scheme's default port dropped, any other port kept), so a URL whose
+// host is not one of the site's selects none of its objects, and one
+// without the port clients use selects none of theirs. "" when there is
+// nothing to say.
+func (p *PoP) purgeHint(sel cache.Selector, purged int) string {
+	if sel.Kind != cache.ByURL && sel.Kind != cache.ByPrefix {
+		return ""
+	}
+	u, err := url.Parse(sel.Value)
+	if err != nil || u.Host == "" {
+		return "" // Validate refused these
+	}
+	rt := p.router.Load()
+	var site *siteEntry
+	for _, s := range rt.all {
+		if s.Name == sel.Site {
+			site = s
+		}
+	}
+	if site == nil {
+		return ""
+	}
+	if serving := rt.lookup(u.Host); serving != site {
+		hosts := strings.Join(site.Hosts, ", ")
+		if site.Default {
+			hosts += ", and as the default site any host no other site claims"
+		}
+		msg := fmt.Sprintf("%s is not a host of site %s (its hosts: %s)", u.Scheme+"://"+u.Host+"/", site.Name, hosts)
+		if serving != nil {
+			msg += fmt.Sprintf("; %s belongs to site %s", normalizeHost(u.Host), serving.Name)
+		}
+		return msg + "; cache keys hold the request's host, so this purge matches none of the site's objects"
+	}
+	if purged > 0 || u.Port() != "" || p.httpLn == nil {
+		return ""
+	}
+	// The host is right and nothing matched: perhaps clients reach this PoP
+	// on a port that is not the scheme's default, which their Host (and so
+	// the cache key) then carries.
+	addr := p.HTTPAddr()
+	if u.Scheme == "https" {
+		addr = p.HTTPSAddr()
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "80" && u.Scheme == "http" || port == "443" && u.Scheme == "https" {
+		return ""
+	}
+	withPort := *u
+	withPort.Host = net.JoinHostPort(u.Hostname(), port)
+	return fmt.Sprintf("nothing matched; cache keys keep the Host's port unless it is the scheme's default, and this PoP serves %s on port %s: if clients reach it there, purge %s", u.Scheme, port, withPort.String())
 }
 
 func (p *PoP) hasSite(name string) bool {

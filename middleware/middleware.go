@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,7 +38,9 @@ func RequestID(next http.Handler) http.Handler {
 			r.Header.Set(RequestIDHeader, id)
 		}
 		w.Header().Set(RequestIDHeader, id)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, id)))
+		// One allocation, as the bare id in the context was: the state
+		// also carries MarkGenerated's reason to the observers.
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey, &requestState{id: id})))
 	})
 }
 
@@ -80,8 +83,45 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 
 // GetRequestID returns the request's ID, or "" outside RequestID.
 func GetRequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
+	switch v := ctx.Value(requestIDKey).(type) {
+	case *requestState:
+		return v.id
+	case string: // WithRequestID
+		return v
+	}
+	return ""
+}
+
+// requestState is what RequestID keeps in a request's context: its ID and,
+// when the PoP made the response itself, why.
+type requestState struct {
+	id        string
+	generated atomic.Pointer[string]
+}
+
+// MarkGenerated records that the response to ctx's request is made by the
+// PoP itself rather than passed on from the origin (an origin that refused
+// or did not answer in time, a failed plugin), and why: reason is a short
+// fixed word such as "origin-timeout", never request data, since it becomes
+// a metric label (meridian_http_responses_generated_total). It reports
+// whether ctx came through RequestID (outside it there is nothing to mark).
+func MarkGenerated(ctx context.Context, reason string) bool {
+	st, ok := ctx.Value(requestIDKey).(*requestState)
+	if ok {
+		st.generated.Store(&reason)
+	}
+	return ok
+}
+
+// Generated returns the reason MarkGenerated recorded for ctx's request, or
+// "" when its response came from the origin (or was not marked).
+func Generated(ctx context.Context) string {
+	if st, ok := ctx.Value(requestIDKey).(*requestState); ok {
+		if g := st.generated.Load(); g != nil {
+			return *g
+		}
+	}
+	return ""
 }
 
 // Recover turns a panic in a handler into a 500 (when nothing was written

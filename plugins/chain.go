@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/meridian-edge/meridian/plugins/abi"
@@ -61,6 +62,10 @@ type Exchange struct {
 	// slots remembers the slots of the first entries the last time this
 	// (recycled) Exchange resolved them, while the plugin table is the same.
 	slots [4]slotMemo
+	// shard picks the breakers' success counter this Exchange adds to:
+	// random once per Exchange, and Exchanges are recycled mostly on the
+	// same P, so concurrent requests mostly count on different lines.
+	shard uint8
 }
 
 type held struct {
@@ -108,7 +113,7 @@ func (h *Host) Begin(chain *Chain, geo GeoInfo) *Exchange {
 func (h *Host) BeginAt(chain *Chain, geo GeoInfo, start time.Time) *Exchange {
 	x, _ := h.exchanges.Get().(*Exchange)
 	if x == nil {
-		x = &Exchange{}
+		x = &Exchange{shard: uint8(rand.Uint32())}
 		x.buf = x.bufArr[:0]
 	}
 	x.h, x.chain, x.geo = h, chain, geo
@@ -157,7 +162,7 @@ func (x *Exchange) Request(ctx context.Context, i int, req *abi.Request, out *ab
 	if !s.breaker.allow() {
 		v.m.errors.WithLabelValues(string(KindBreakerOpen)).Inc()
 		v.releaseRef()
-		return &CallError{Kind: KindBreakerOpen, Err: fmt.Errorf("plugin %q failed %d times in a row; skipped for %v", e.Plugin, x.h.opts.BreakerThreshold, x.h.opts.BreakerCooldown)}
+		return &CallError{Kind: KindBreakerOpen, Err: fmt.Errorf("plugin %q is failing too often: its circuit breaker is open and the call was skipped (the site's plugin logs say why)", e.Plugin)}
 	}
 	x.buf, err = abi.AppendRequest(x.buf[:0], req)
 	if err != nil {
@@ -246,8 +251,10 @@ func (x *Exchange) Close() {
 func (x *Exchange) call(ctx context.Context, s *slot, v *live, e *Entry, fn string, phase abi.Phase, out *abi.Actions) (pooled, error) {
 	in, err := v.pool.get(ctx, e.Config)
 	if err != nil {
-		s.breaker.record(false)
-		return pooled{}, x.fail(v, e, err)
+		tr := s.breaker.record(false, x.shard)
+		err = x.fail(v, e, err)
+		x.noteBreaker(v, e, tr)
+		return pooled{}, err
 	}
 	return x.callOn(ctx, s, v, in, e, fn, phase, out)
 }
@@ -287,11 +294,18 @@ func (x *Exchange) callOn(ctx context.Context, s *slot, v *live, in pooled, e *E
 	} else {
 		v.m.secondsResp.Observe(d)
 	}
-	s.breaker.record(err == nil)
+	// The healthy case stays inline: one load and one add.
+	if err == nil && s.breaker.success(x.shard) {
+		return in, nil
+	}
+	tr := s.breaker.recordSlow(err == nil, x.shard)
 	if err != nil {
 		x.put(v, in, true)
-		return pooled{}, x.fail(v, e, err)
+		err = x.fail(v, e, err)
+		x.noteBreaker(v, e, tr)
+		return pooled{}, err
 	}
+	x.noteBreaker(v, e, tr)
 	return in, nil
 }
 
@@ -310,8 +324,50 @@ func (x *Exchange) fail(v *live, e *Entry, err error) error {
 		ver = v.info.Version
 		v.m.errors.WithLabelValues(string(ce.Kind)).Inc()
 	}
-	x.h.logs.add(LogLine{Time: x.h.opts.Now(), Site: x.chain.Site, Plugin: e.Plugin, Version: ver, Level: slog.LevelError,
+	now := x.h.opts.Now()
+	if ce.Output != "" {
+		// What the plugin printed (a Go panic's goroutine trace), before
+		// the failure's own line, which names only its most telling line.
+		x.h.logs.add(LogLine{Time: now, Site: x.chain.Site, Plugin: e.Plugin, Version: ver, Level: slog.LevelError,
+			Msg: "host: the plugin's output before it failed (last 2 KiB):\n" + ce.Output})
+	}
+	x.h.logs.add(LogLine{Time: now, Site: x.chain.Site, Plugin: e.Plugin, Version: ver, Level: slog.LevelError,
 		Msg: "host: " + ce.Error()})
 	x.h.opts.Logger.Debug("plugin call failed", "site", x.chain.Site, "plugin", e.Plugin, "version", ver, "kind", ce.Kind, "err", ce.Err)
 	return ce
+}
+
+// noteBreaker tells the site owner (and ops) that the plugin's breaker
+// opened or closed: without it, the skipped or 503 requests that follow
+// would look unexplained in the site's plugin logs.
+func (x *Exchange) noteBreaker(v *live, e *Entry, tr transition) {
+	var (
+		lv  slog.Level
+		msg string
+	)
+	policy := "skipped (fail open)"
+	if x.chain.FailClosed {
+		policy = "answered 503 (fail closed)"
+	}
+	switch tr.ev {
+	case breakerOpened:
+		lv = slog.LevelWarn
+		msg = fmt.Sprintf("host: circuit breaker opened: %s; requests are %s without running the plugin for %v, then one trial call decides",
+			tr.why(), policy, tr.cooldown)
+	case breakerReopened:
+		lv = slog.LevelWarn
+		msg = fmt.Sprintf("host: circuit breaker stays open: the trial call failed; requests are %s without running the plugin for another %v",
+			policy, tr.cooldown)
+	case breakerRecovered:
+		lv = slog.LevelInfo
+		msg = "host: circuit breaker closed: the trial call succeeded; the plugin runs on every request again"
+	default:
+		return
+	}
+	ver := 0
+	if v != nil {
+		ver = v.info.Version
+	}
+	x.h.logs.add(LogLine{Time: x.h.opts.Now(), Site: x.chain.Site, Plugin: e.Plugin, Version: ver, Level: lv, Msg: msg})
+	x.h.opts.Logger.Log(context.Background(), lv, "plugin circuit breaker", "site", x.chain.Site, "plugin", e.Plugin, "version", ver, "msg", msg)
 }

@@ -1,13 +1,16 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 )
 
 // Engine compiles plugin binaries. SDKEngine runs them on
@@ -29,6 +32,9 @@ type Program interface {
 	Imports() []Import
 	// Exports lists the functions the module exports.
 	Exports() []string
+	// ExportSignature returns the wasm type of exported function name, or
+	// false when the module does not export it.
+	ExportSignature(name string) (Signature, bool)
 	// Close frees the compiled code and every instance still open.
 	Close(ctx context.Context) error
 }
@@ -45,6 +51,39 @@ type Instance interface {
 	MemoryBytes() uint64
 	// Close frees the instance.
 	Close(ctx context.Context) error
+}
+
+// Signature is the wasm type of a function.
+type Signature struct{ Params, Results []api.ValueType }
+
+// SignatureOf returns the type of a wazero function definition.
+func SignatureOf(d api.FunctionDefinition) Signature {
+	return Signature{Params: d.ParamTypes(), Results: d.ResultTypes()}
+}
+
+// String writes s as in the text format: "(param i32) (result i32)", or
+// "no parameters and no result".
+func (s Signature) String() string {
+	if len(s.Params) == 0 && len(s.Results) == 0 {
+		return "no parameters and no result"
+	}
+	var b strings.Builder
+	list := func(kw string, ts []api.ValueType) {
+		if len(ts) == 0 {
+			return
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString("(" + kw)
+		for _, t := range ts {
+			b.WriteString(" " + api.ValueTypeName(t))
+		}
+		b.WriteByte(')')
+	}
+	list("param", s.Params)
+	list("result", s.Results)
+	return b.String()
 }
 
 // Import names one imported function.
@@ -153,6 +192,12 @@ const (
 type CallError struct {
 	Kind ErrorKind
 	Err  error
+	// Output is the tail of what the plugin wrote to stdout and stderr
+	// during the failed call (at most OutputTailSize bytes, control bytes
+	// other than newlines and tabs replaced), empty when it wrote nothing.
+	// Err already names its most telling line (a Go panic); the rest is
+	// for a site owner who wants the whole trace.
+	Output string
 }
 
 func (e *CallError) Error() string { return fmt.Sprintf("plugin %s: %v", e.Kind, e.Err) }
@@ -179,4 +224,175 @@ func NewCompilationCache(dir string) (wazero.CompilationCache, error) {
 		return nil, fmt.Errorf("plugin compilation cache in %s: %w (check the directory is writable)", dir, err)
 	}
 	return c, nil
+}
+
+// OutputTailSize is how many bytes of a call's stdout and stderr an
+// instance keeps (the last ones).
+const OutputTailSize = 2 << 10
+
+// reasonSize bounds the kept reason line (a Go panic's first line).
+const reasonSize = 256
+
+// OutputTail keeps what a plugin writes to stdout and stderr during one
+// call, bounded: the last OutputTailSize bytes, and the first line that
+// gives a Go runtime's failure reason ("panic: ", "fatal error: "), which a
+// long goroutine trace would push out of the tail. Engines give one to
+// every instance as its WASI stdout and stderr, Reset it before each call
+// and read it when a call fails, so that a site owner sees "panic:
+// assignment to entry in nil map" instead of "wasm error: unreachable".
+// Writing never blocks, never fails and never allocates; a call that
+// writes nothing costs one load. Not safe for concurrent use (an instance
+// runs one call at a time).
+type OutputTail struct {
+	total   int // bytes written since Reset
+	tailN   int // bytes in tail, oldest first
+	lineN   int // bytes of the current line in line (at most reasonSize)
+	reasonN int // bytes in reason; 0 until a reason line was seen
+	tail    [OutputTailSize]byte
+	line    [reasonSize]byte
+	reason  [reasonSize]byte
+}
+
+// Reset forgets what was written.
+func (t *OutputTail) Reset() {
+	if t.total != 0 {
+		t.total, t.tailN, t.lineN, t.reasonN = 0, 0, 0, 0
+	}
+}
+
+// Write implements io.Writer: it keeps the tail of what was written and
+// the first reason line, and reports all of p written.
+func (t *OutputTail) Write(p []byte) (int, error) {
+	n := len(p)
+	t.total += n
+	switch {
+	case n >= len(t.tail):
+		t.tailN = copy(t.tail[:], p[n-len(t.tail):])
+	case t.tailN+n <= len(t.tail):
+		t.tailN += copy(t.tail[t.tailN:], p)
+	default:
+		drop := t.tailN + n - len(t.tail)
+		copy(t.tail[:], t.tail[drop:t.tailN])
+		copy(t.tail[t.tailN-drop:], p)
+		t.tailN = len(t.tail)
+	}
+	if t.reasonN == 0 && isReason(p) {
+		// Go's runtime prints "panic: " with a write of its own, maybe
+		// after output that did not end its line.
+		t.lineN = 0
+	}
+	for t.reasonN == 0 && len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			t.lineN += copy(t.line[t.lineN:], p)
+			break
+		}
+		t.lineN += copy(t.line[t.lineN:], p[:i])
+		t.endLine()
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+// endLine keeps the current line as the reason if it is one.
+func (t *OutputTail) endLine() {
+	if l := bytes.TrimSpace(t.line[:t.lineN]); isReason(l) {
+		t.reasonN = copy(t.reason[:], l)
+	}
+	t.lineN = 0
+}
+
+// Written reports whether anything was written since Reset.
+func (t *OutputTail) Written() bool { return t.total != 0 }
+
+// Output returns the kept tail as text: at most OutputTailSize bytes (and
+// a leading "…" when more was written), trimmed, with control bytes other
+// than newline and tab replaced.
+func (t *OutputTail) Output() string {
+	if t.total == 0 {
+		return ""
+	}
+	s := printable(bytes.TrimSpace(t.tail[:t.tailN]))
+	if t.total > t.tailN {
+		s = "…" + s
+	}
+	return s
+}
+
+// Summary returns the line of the output that says why the call failed,
+// on one line and at most reasonSize bytes: the reason of a Go panic or
+// fatal error, else the last line written. It is "" when nothing was
+// written.
+func (t *OutputTail) Summary() string {
+	if t.total == 0 {
+		return ""
+	}
+	if t.reasonN == 0 && t.lineN > 0 {
+		t.endLine() // a reason without its newline
+	}
+	line := t.reason[:t.reasonN]
+	if len(line) == 0 {
+		trimmed := bytes.TrimRight(t.tail[:t.tailN], " \t\r\n")
+		line = bytes.TrimSpace(trimmed[bytes.LastIndexByte(trimmed, '\n')+1:])
+		if len(line) > reasonSize {
+			line = line[:reasonSize]
+		}
+	}
+	return printable(line)
+}
+
+// OutOfMemory reports whether the output says the guest runtime ran out
+// of memory (Go: "fatal error: out of memory", "runtime: out of memory").
+func (t *OutputTail) OutOfMemory() bool {
+	if t.total == 0 {
+		return false
+	}
+	oom := []byte("out of memory")
+	return bytes.Contains(t.reason[:t.reasonN], oom) || bytes.Contains(t.tail[:t.tailN], oom)
+}
+
+// Explain puts what the plugin wrote into the error of a failed call:
+// the telling line first (what a site owner reads in the plugin logs),
+// then err. It returns err unchanged when the plugin wrote nothing.
+func (t *OutputTail) Explain(err error) error {
+	sum := t.Summary()
+	if sum == "" {
+		return err
+	}
+	if t.total > len(sum)+2 { // more than that line and its newline
+		return fmt.Errorf("%s (more in the plugin's output): %w", sum, err)
+	}
+	return fmt.Errorf("%s: %w", sum, err)
+}
+
+// isReason reports whether line starts with a Go runtime's failure reason.
+func isReason(line []byte) bool {
+	for _, p := range [...]string{"panic: ", "fatal error: ", "runtime: out of memory"} {
+		if bytes.HasPrefix(line, []byte(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// printable turns b into valid UTF-8 text without control bytes other than
+// newline and tab, which a log line must not carry.
+func printable(b []byte) string {
+	s := strings.ToValidUTF8(string(b), "?")
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\t' {
+			return r
+		}
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// MemoryError is the error of a call that failed at its memory cap: it
+// says the cap and how to raise it.
+func MemoryError(maxPages uint32, err error) error {
+	return fmt.Errorf("ran out of memory at its cap of %d pages (%d MiB): use less memory, or ask the PoP operator to raise the cap (plugins.memory in the configuration): %w",
+		maxPages, uint64(maxPages)*65536>>20, err)
 }

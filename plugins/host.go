@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tetratelabs/wazero/api"
 )
 
 // Options configure a Host. Zero fields take the documented defaults.
@@ -44,8 +45,11 @@ type Options struct {
 	// WarmInstances are made when a version is activated, before it takes
 	// traffic. Default 2.
 	WarmInstances int
-	// BreakerThreshold consecutive failures open a plugin's breaker for
-	// BreakerCooldown. Defaults 5 and 10s.
+	// BreakerThreshold is the fewest failed calls, within about the last
+	// 10 s, that open a plugin's breaker for BreakerCooldown: it opens when
+	// at least that many failed and either none succeeded, or at least 20
+	// calls ran and half or more failed (see breaker.go), so a plugin that
+	// fails only on some requests keeps running. Defaults 5 and 10s.
 	BreakerThreshold int
 	BreakerCooldown  time.Duration
 	// KeepVersions is how many versions' bytes a plugin keeps for rollback.
@@ -57,6 +61,12 @@ type Options struct {
 	KV KV
 	// Registerer receives the plugin metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// MetricLabels, when set, gives the plugin and version labels of a
+	// plugin's series from its name and version in this Host: a caller that
+	// keeps each of its versions under a name of its own (rollout's
+	// "NAME@VERSION") reports them as the site owner knows them. nil: the
+	// name and the Host's version.
+	MetricLabels func(name string, version int) (pluginLabel, versionLabel string)
 	// Logger gets host events; nil discards.
 	Logger *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
@@ -228,9 +238,29 @@ func allowedImport(module, name string) bool {
 	return false
 }
 
+// contractSignature reports whether sig is one the contract's exports may
+// have: no parameters and an i32 result (0 = success). No result is
+// accepted as well, as the Extism convention and both engines treat it as
+// success.
+func contractSignature(sig Signature) bool {
+	if len(sig.Params) != 0 {
+		return false
+	}
+	switch len(sig.Results) {
+	case 0:
+		return true
+	case 1:
+		return sig.Results[0] == api.ValueTypeI32
+	}
+	return false
+}
+
 // Add validates wasm as a new version of site's plugin name and stores it
-// without activating it: size limit, it compiles, it exports on_request,
-// it imports only our host functions (and WASI), and an instance starts.
+// without activating it: size limit, it compiles, it is not a WASI command
+// (_start without _initialize: Go built without -buildmode=c-shared), it
+// exports on_request, on_request and on_response have the contract's type
+// (no parameters, an i32 result or none), it imports only our host
+// functions (and WASI), and an instance starts.
 // Adding bytes already stored returns that version.
 func (h *Host) Add(ctx context.Context, site, name string, wasm []byte) (VersionInfo, error) {
 	if site == "" || name == "" {
@@ -289,8 +319,23 @@ func (h *Host) compile(ctx context.Context, site string, wasm []byte) (Program, 
 		}
 	}
 	exports := prog.Exports()
+	// A WASI command (Go's default build mode) must run _start before any
+	// other export, and the host never runs it: every call would trap (Go:
+	// runtime.notInitialized). Reactors export _initialize (Go's and
+	// TinyGo's c-shared), AssemblyScript and Rust cdylib modules neither.
+	if slices.Contains(exports, "_start") && !slices.Contains(exports, "_initialize") {
+		return fail("it exports _start but not _initialize, so it is a WASI command whose exports cannot run before its main: " +
+			"a Go plugin must be built with -buildmode=c-shared (GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o plugin.wasm .); " +
+			"other toolchains: build a library/reactor (Rust: crate-type cdylib; C: -mexec-model=reactor)")
+	}
 	if !slices.Contains(exports, "on_request") {
 		return fail("it does not export on_request (Go: build with -buildmode=c-shared and //go:wasmexport on_request)")
+	}
+	for _, fn := range []string{"on_request", "on_response"} {
+		sig, ok := prog.ExportSignature(fn)
+		if ok && !contractSignature(sig) {
+			return fail("its export %s has the type %s, but plugins/README.md requires (result i32): no parameters and an i32 result, 0 = success (Go: //go:wasmexport %s on a func() int32)", fn, sig, fn)
+		}
 	}
 	in, err := prog.Instantiate(ctx)
 	if err != nil {
@@ -390,7 +435,11 @@ func (h *Host) activateLocked(ctx context.Context, s *slot, version int) error {
 	l.log = func(lv slog.Level, msg string) {
 		h.logs.add(LogLine{Time: h.opts.Now(), Site: l.info.Site, Plugin: l.info.Plugin, Version: l.info.Version, Level: lv, Msg: msg})
 	}
-	l.m, l.release = h.metrics.forVersion(st.info.Site, st.info.Plugin, st.info.Version, l.pool)
+	plugLabel, verLabel := st.info.Plugin, versionLabel(st.info.Version)
+	if h.opts.MetricLabels != nil {
+		plugLabel, verLabel = h.opts.MetricLabels(st.info.Plugin, st.info.Version)
+	}
+	l.m, l.release = h.metrics.forVersion(st.info.Site, plugLabel, verLabel, l.pool)
 	if err := l.pool.warm(ctx, h.opts.WarmInstances); err != nil {
 		l.free()
 		return fmt.Errorf("activate %s/%s version %d: %w", st.info.Site, st.info.Plugin, version, err)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"github.com/meridian-edge/meridian/plugins"
@@ -18,7 +20,8 @@ var wasm = map[string][]byte{}
 
 // hostileNames are the WAT plugins under testdata/hostile.
 var hostileNames = []string{"loop", "membomb", "trap", "garbage", "emptyoutput", "badptr",
-	"unknownimport", "network", "noexport", "continue", "pluginerror"}
+	"unknownimport", "network", "noexport", "continue", "pluginerror",
+	"badsig", "badsigresp", "noresult", "command", "stderrtrap"}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -40,6 +43,18 @@ func run(m *testing.M) int {
 	for k, v := range built {
 		wasm[k] = v
 	}
+	// panicprobe (how a failing Go plugin is explained), built as the
+	// c-shared plugin and as the command-mode module the host refuses.
+	probe, err := plugintest.BuildGo(ctx, dir, "panicprobe")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	wasm["panicprobe"] = probe["panicprobe"]
+	if wasm["panicprobe-command"], err = buildGoCommand(ctx, dir, "panicprobe"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	for _, n := range hostileNames {
 		b, err := plugintest.WAT(ctx, dir, n)
 		if err != nil {
@@ -55,4 +70,17 @@ func run(m *testing.M) int {
 	}
 	defer engine.Close(ctx)
 	return m.Run()
+}
+
+// buildGoCommand builds plugins/examples/<name> the way a plugin author
+// who forgot -buildmode=c-shared does: a WASI command exporting _start.
+func buildGoCommand(ctx context.Context, outDir, name string) ([]byte, error) {
+	dst := filepath.Join(outDir, name+"-command.wasm")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dst, "./"+name)
+	cmd.Dir = filepath.Join(plugintest.Dir(), "examples")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "GOWORK=off", "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build %s without -buildmode=c-shared: %w\n%s", name, err, out)
+	}
+	return os.ReadFile(dst)
 }

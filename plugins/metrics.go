@@ -74,8 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 // forVersion resolves a version's series, starts reporting its pool, and
 // returns a func that deletes its series.
-func (m *metrics) forVersion(site, plugin string, version int, p *pool) (versionMetrics, func()) {
-	v := versionLabel(version)
+func (m *metrics) forVersion(site, plugin, v string, p *pool) (versionMetrics, func()) {
 	labels := prometheus.Labels{"site": site, "plugin": plugin, "version": v}
 	errs := m.errors.MustCurryWith(labels)
 	vm := versionMetrics{

@@ -73,8 +73,10 @@ func (e *SDKEngine) Compile(ctx context.Context, wasm []byte, lim Limits) (Progr
 		imports = append(imports, Import{Module: m, Name: n})
 	}
 	var exports []string
-	for name := range mod.ExportedFunctions() {
+	sigs := map[string]Signature{}
+	for name, d := range mod.ExportedFunctions() {
 		exports = append(exports, name)
+		sigs[name] = SignatureOf(d)
 	}
 	if err := mod.Close(ctx); err != nil {
 		return nil, err
@@ -102,7 +104,7 @@ func (e *SDKEngine) Compile(ctx context.Context, wasm []byte, lim Limits) (Progr
 	if err != nil {
 		return nil, fmt.Errorf("compile plugin: %w", err)
 	}
-	return &sdkProgram{cp: cp, lim: lim, imports: imports, exports: exports}, nil
+	return &sdkProgram{cp: cp, lim: lim, imports: imports, exports: exports, sigs: sigs}, nil
 }
 
 type sdkProgram struct {
@@ -110,22 +112,33 @@ type sdkProgram struct {
 	lim     Limits
 	imports []Import
 	exports []string
+	sigs    map[string]Signature
 }
 
 func (p *sdkProgram) Imports() []Import { return p.imports }
 func (p *sdkProgram) Exports() []string { return p.exports }
 
+// ExportSignature implements Program.
+func (p *sdkProgram) ExportSignature(name string) (Signature, bool) {
+	s, ok := p.sigs[name]
+	return s, ok
+}
+
 func (p *sdkProgram) Close(ctx context.Context) error { return p.cp.Close(ctx) }
 
 func (p *sdkProgram) Instantiate(ctx context.Context) (Instance, error) {
 	mem := &memTracker{}
+	// What the plugin writes to stdout and stderr is kept (bounded) to
+	// explain a failed call; the SDK replaces these writers only when
+	// EXTISM_ENABLE_WASI_OUTPUT is set in the environment.
+	stdio := &OutputTail{}
 	plug, err := p.cp.Instance(experimental.WithMemoryAllocator(ctx, mem), extism.PluginInstanceConfig{
-		ModuleConfig: WithVirtualClock(wazero.NewModuleConfig()),
+		ModuleConfig: WithVirtualClock(wazero.NewModuleConfig()).WithStdout(stdio).WithStderr(stdio),
 	})
 	if err != nil {
-		return nil, &CallError{Kind: KindInstance, Err: fmt.Errorf("instantiate plugin: %w", err)}
+		return nil, &CallError{Kind: KindInstance, Err: fmt.Errorf("instantiate plugin: %w", stdio.Explain(err)), Output: stdio.Output()}
 	}
-	in := &sdkInstance{p: plug, mem: mem, lim: p.lim}
+	in := &sdkInstance{p: plug, mem: mem, lim: p.lim, stdio: stdio}
 	plug.SetLogger(in.log)
 	return in, nil
 }
@@ -136,6 +149,7 @@ type sdkInstance struct {
 	lim    Limits
 	env    *CallEnv // set for the duration of a call
 	called bool     // the guest runtime's init has run
+	stdio  *OutputTail
 }
 
 // envKey carries the *CallEnv to the host functions.
@@ -170,6 +184,7 @@ func (i *sdkInstance) Call(ctx context.Context, fn string, input []byte, env *Ca
 		i.p.Timeout += i.lim.InitTimeout
 	}
 	ctx = context.WithValue(ctx, envKey{}, env)
+	i.stdio.Reset()
 	rc, out, err := i.p.CallWithContext(ctx, fn, input)
 	if err != nil {
 		return nil, i.classify(rc, err)
@@ -184,23 +199,26 @@ func (i *sdkInstance) Call(ctx context.Context, fn string, input []byte, env *Ca
 }
 
 func (i *sdkInstance) classify(rc uint32, err error) error {
+	out := i.stdio.Output()
 	// Memory first: a plugin that filled its memory and was then stopped by
-	// the deadline (slow growth on a loaded machine) is a memory overrun.
-	if i.mem.atCap() {
-		return &CallError{Kind: KindMemory, Err: fmt.Errorf("failed at its memory cap of %d pages: %w", i.lim.MaxPages, err)}
+	// the deadline (slow growth on a loaded machine) is a memory overrun,
+	// and so is a guest runtime that says it ran out of memory (Go asks
+	// for a large block at once: its memory is nowhere near the cap).
+	if i.mem.atCap() || i.stdio.OutOfMemory() {
+		return &CallError{Kind: KindMemory, Err: MemoryError(i.lim.MaxPages, i.stdio.Explain(err)), Output: out}
 	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) {
-		return &CallError{Kind: KindTimeout, Err: fmt.Errorf("call stopped after %v: %w", i.p.Timeout, err)}
+		return &CallError{Kind: KindTimeout, Err: fmt.Errorf("call stopped after %v: %w", i.p.Timeout, i.stdio.Explain(err)), Output: out}
 	}
 	// A failure the plugin reported itself (error_set + non-zero return)
 	// comes back as exactly the kernel's error message.
 	if rc != 0 {
 		if msg := i.p.GetError(); msg != "" && msg == err.Error() {
-			return &CallError{Kind: KindPluginError, Err: err}
+			return &CallError{Kind: KindPluginError, Err: err, Output: out}
 		}
 	}
-	return &CallError{Kind: KindTrap, Err: err}
+	return &CallError{Kind: KindTrap, Err: i.stdio.Explain(err), Output: out}
 }
 
 func (i *sdkInstance) MemoryBytes() uint64 { return i.mem.bytes() }

@@ -117,8 +117,20 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 	}
 	buf := newLogBuffer(stderr)
 	log := newLogger(cfg, buf)
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	// stops delivers SIGINT and SIGTERM: the first begins the stop (ctx
+	// ends), a second during shutdown.drain cuts the drain short.
+	stops := make(chan os.Signal, 2)
+	signal.Notify(stops, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(stops)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	go func() {
+		select {
+		case <-stops:
+			stop()
+		case <-ctx.Done():
+		}
+	}()
 	logCtx, stopLog := context.WithCancel(context.Background())
 	logDone := make(chan struct{})
 	go func() { buf.run(logCtx); close(logDone) }()
@@ -142,10 +154,35 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 		}
 		break
 	}
-	log.Info("shutting down; in-flight requests get 10s to finish")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return stopStack(st, stops, log)
+}
+
+// stopStack stops st as the running configuration's shutdown section says:
+// the PoPs drain first (report unhealthy and keep serving, so the DNS moves
+// clients away; a signal on more ends the drain early), then stop accepting
+// and give requests in flight the grace period.
+func stopStack(st *stack.Stack, more <-chan os.Signal, log *slog.Logger) error {
+	sd := st.Config().Shutdown
+	if sd.Drain > 0 && len(st.PoPIDs()) > 0 {
+		log.Info("draining before the stop: the PoPs report unhealthy so the DNS sends clients elsewhere, and keep serving; signal again to stop now", "drain", sd.Drain)
+		st.DrainForShutdown()
+		t := time.NewTimer(sd.Drain)
+		select {
+		case <-t.C:
+		case <-more:
+			t.Stop()
+			log.Info("drain cut short by a second signal")
+		}
+	}
+	log.Info("shutting down: no new connections; in-flight requests get the grace period to finish", "grace", sd.Grace)
+	sctx, cancel := context.WithTimeout(context.Background(), sd.Grace)
 	defer cancel()
-	return st.Shutdown(sctx)
+	err := st.Shutdown(sctx)
+	if sctx.Err() != nil {
+		log.Warn("the grace period ran out: requests still in flight were cut off (raise shutdown.grace)", "grace", sd.Grace)
+	}
+	log.Info("stopped")
+	return err
 }
 
 // builtInSource names the configuration `meridian dev` runs without --config.
@@ -165,12 +202,13 @@ func reload(path string, apply func(*config.Config) error, log *slog.Logger) {
 		source = builtInSource
 	}
 	cfg, err := loadConfig(path)
-	if err != nil {
-		log.Error("reload refused; keeping the running configuration", "source", source, "err", err)
-		return
+	if err == nil {
+		err = apply(cfg)
 	}
-	if err := apply(cfg); err != nil {
-		log.Error("reload refused; keeping the running configuration", "source", source, "err", err)
+	if err != nil {
+		// One problem per line in the file's report; joined here, so that
+		// the log line reads as text rather than with escaped newlines.
+		log.Error("reload refused; keeping the running configuration", "source", source, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return
 	}
 	if path == "" {

@@ -160,7 +160,7 @@ func TestDevCommand(t *testing.T) {
 		}
 		close(lines)
 	}()
-	var digLine, curlLine, httpsLine, want, wantPoP string
+	var digLine, curlLine, httpsLine, want, wantPoP, adminURL string
 	timeout := time.After(30 * time.Second)
 	for curlLine == "" || httpsLine == "" {
 		select {
@@ -171,6 +171,11 @@ func TestDevCommand(t *testing.T) {
 			switch l = strings.TrimSpace(l); {
 			case strings.HasPrefix(l, "dig "):
 				digLine = l
+			case strings.HasPrefix(l, "PoP ") && adminURL == "":
+				// PoP ID http://HOST:PORT admin http://HOST:PORT [https://...]
+				if f := strings.Fields(l); len(f) >= 5 && f[3] == "admin" {
+					adminURL = f[4]
+				}
 			case strings.HasPrefix(l, "-> "):
 				want = strings.Fields(l)[1]
 				wantPoP = strings.Trim(strings.Fields(l)[2], "(,")
@@ -302,7 +307,45 @@ func TestDevCommand(t *testing.T) {
 		t.Fatal("a refused reload dropped the running configuration")
 	}
 
-	// Ctrl-C stops everything cleanly.
+	// With shutdown.drain set (by a reload: it is read when the stop
+	// begins), Ctrl-C first drains: /healthz says so and the DNS is told,
+	// while the site goes on serving; a second Ctrl-C ends the drain, and
+	// everything stops cleanly.
+	os.WriteFile(cfgPath, []byte(strings.Replace(text, "names: [www]", "names: [www, api]", 1)+"\nshutdown:\n  drain: 60s\n"), 0o644)
+	reloads := strings.Count(stderr.String(), `msg="configuration reloaded"`)
+	cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(stderr.String(), `msg="configuration reloaded"`) == reloads; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload of the shutdown settings:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if adminURL == "" {
+		t.Fatal("no PoP admin address in the banner")
+	}
+	health := func() int {
+		resp, err := http.Get(adminURL + "/healthz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := health(); code != http.StatusOK {
+		t.Fatalf("/healthz before the stop: %d", code)
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	for deadline := time.Now().Add(10 * time.Second); health() != http.StatusServiceUnavailable; {
+		if time.Now().After(deadline) {
+			t.Fatalf("/healthz not draining 10s after Ctrl-C:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if resp, err := client.Get(c[4]); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the site while draining: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -312,9 +355,11 @@ func TestDevCommand(t *testing.T) {
 			t.Fatalf("exit after Ctrl-C: %v\n%s", err, stderr.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("still running 20s after Ctrl-C")
+		t.Fatalf("still running 20s after the second Ctrl-C (the drain is 60s)")
 	}
-	if !strings.Contains(stderr.String(), "shutting down") {
-		t.Errorf("no shutdown log:\n%s", stderr.String())
+	for _, want := range []string{"draining before the stop", "drain cut short", "shutting down", `msg=stopped`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("no %q in the log:\n%s", want, stderr.String())
+		}
 	}
 }

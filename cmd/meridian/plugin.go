@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -31,11 +32,31 @@ Every command talks to a PoP's admin API (--admin, default the dev stack's
 first PoP) with a site owner's or the ops token (--token or MERIDIAN_TOKEN).
 push uploads a plugin; with --canary it takes that share of requests next to
 the version running now and is rolled back automatically if it fails (the
-bytes of the running version are refused as a canary: it would try nothing). A pushed
-plugin joins the end of the site's chain; --config and the header flags set
-its chain entry. rollback without --version ends a canary, or goes back to
-the version before the running one. promote sends all traffic (or --canary
-PCT) to a version, by default the running canary.`
+bytes of the running version are refused as a canary: it would try nothing).
+A pushed plugin joins the end of the site's chain. Its entry in the chain
+says what it reads: --config KEY=VALUE (repeat; config_get in the plugin),
+--request-header NAME and --response-header NAME (repeat; the headers it
+sees, * for all). Without them the entry is kept. The entry goes with the
+push: without --canary it applies to all requests at once; with --canary
+only the canary's requests run it, promote makes it the chain's and
+rollback drops it. To change only the config, push the running bytes again
+without --canary. 'meridian plugin push -h' shows an example.
+rollback without --version ends a canary, or goes back to the version
+before the running one. promote sends all traffic (or --canary PCT) to a
+version, by default the running canary.`
+
+// pushHelp ends 'meridian plugin push -h': how a plugin gets its config and
+// sees headers, which a plugin author needs on the first push.
+const pushHelp = `
+The plugin's entry in the site's chain says what it reads: --config KEY=VALUE
+(repeat; the plugin reads it with config_get), --request-header NAME and
+--response-header NAME (repeat; the headers it sees, * for all). Without
+them the entry is kept. Without --canary the entry applies to all requests
+at once; with --canary only the canary's requests run it (promote makes it
+the chain's, rollback drops it). For example:
+
+  meridian plugin push --site www --name auth --canary 10 --config realm=shop --config prefix=/secret --request-header authorization --response-header x-cache auth.wasm
+`
 
 // multiFlag collects a repeated flag.
 type multiFlag []string
@@ -84,6 +105,13 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// Each verb registers only the flags it reads, so its -h lists only those.
 	fs := newFlags("plugin "+verb, synopsis, stderr)
+	if verb == "push" {
+		flagsHelp := fs.Usage
+		fs.Usage = func() {
+			flagsHelp()
+			fmt.Fprint(fs.Output(), pushHelp)
+		}
+	}
 	admin := fs.String("admin", "http://127.0.0.11:9090", "admin API of a PoP (any PoP: changes reach all)")
 	token := fs.String("token", "", "site owner's or ops token (default $MERIDIAN_TOKEN)")
 	site := fs.String("site", "", "site name, as in the config (required)")
@@ -102,7 +130,7 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	switch verb {
 	case "push":
 		fs.IntVar(&canary, "canary", 100, "percentage of requests the new version takes; the rest keep the running version")
-		fs.Var(&config, "config", "KEY=VALUE for the plugin's chain entry (repeat)")
+		fs.Var(&config, "config", "KEY=VALUE the plugin reads with config_get (repeat for more keys)")
 		fs.Var(&reqHeaders, "request-header", "request header the plugin sees (repeat; * for all)")
 		fs.Var(&respHeaders, "response-header", "response header the plugin sees (repeat)")
 	case "promote":
@@ -287,15 +315,42 @@ func (c *pluginClient) do(ctx context.Context, method, path string, body []byte,
 
 // describe says in words what a deployment target runs.
 func describe(t rollout.Target) string {
+	own := ""
+	if e, ok := t.CanaryEntry(); ok {
+		own = ", with " + describeEntry(e)
+	}
 	switch {
 	case t.Canary != 0 && t.Stable != 0:
-		return fmt.Sprintf("version %d takes %d%% of requests (canary), version %d the rest", t.Canary, t.Percent, t.Stable)
+		return fmt.Sprintf("version %d takes %d%% of requests (canary%s), version %d the rest", t.Canary, t.Percent, own, t.Stable)
 	case t.Canary != 0:
-		return fmt.Sprintf("version %d takes %d%% of requests (canary); the rest run without this plugin", t.Canary, t.Percent)
+		return fmt.Sprintf("version %d takes %d%% of requests (canary%s); the rest run without this plugin", t.Canary, t.Percent, own)
 	case t.Stable != 0:
 		return fmt.Sprintf("version %d takes all requests", t.Stable)
 	}
 	return "runs nowhere"
+}
+
+// describeEntry lists a chain entry's config and headers, sorted.
+func describeEntry(e rollout.ChainEntry) string {
+	var parts []string
+	keys := make([]string, 0, len(e.Config))
+	for k := range e.Config {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		parts = append(parts, "config "+k+"="+e.Config[k])
+	}
+	if len(e.RequestHeaders) > 0 {
+		parts = append(parts, "request headers "+strings.Join(e.RequestHeaders, ","))
+	}
+	if len(e.ResponseHeaders) > 0 {
+		parts = append(parts, "response headers "+strings.Join(e.ResponseHeaders, ","))
+	}
+	if len(parts) == 0 {
+		return "no config, no headers"
+	}
+	return strings.Join(parts, "; ")
 }
 
 func printStatus(w io.Writer, st rollout.SiteStatus) {

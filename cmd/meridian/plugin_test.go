@@ -26,7 +26,10 @@ func TestPluginCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer engine.Close(context.Background())
+	// A cleanup, not a defer: cleanups run after the test returns, last
+	// registered first, so the PoP (whose worker may be compiling) stops
+	// before its engine closes, also when the test fails early.
+	t.Cleanup(func() { engine.Close(context.Background()) })
 	srv := testutil.StartNATS(t)
 	pop := rollouttest.StartPoP(t, srv, engine, "ams", nil)
 	dir := t.TempDir()
@@ -121,6 +124,36 @@ func TestPluginCommand(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+
+	// A canary's config goes with the canary: the chain entry keeps the
+	// stable version's, and rollback drops the canary's.
+	for _, c := range []struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--canary=20", "--config=prefix=/secret", "--request-header=authorization", v2}, 0,
+			"version 2 takes 20% of requests (canary, with config prefix=/secret; request headers authorization), version 3 the rest", ""},
+		{[]string{"list", admin, "--site=shop"}, 0, "(canary, with config prefix=/secret", ""},
+		{[]string{"chain", admin, "--site=shop"}, 0, `"plugin": "tag"`, ""},
+		{[]string{"rollback", admin, "--site=shop", "--name=tag"}, 0, "version 3 takes all requests", ""},
+		// The running bytes with a new config as a canary: refused, with the way to do it.
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--canary=20", "--config=prefix=/secret", file("trap3.wasm", trap)}, 1, "",
+			"To change only the config or headers, push without a canary (--canary in the CLI"},
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--config=nokey", v2}, 1, "", `config "nokey": want KEY=VALUE (--config KEY=VALUE in the CLI`},
+		// A plugin with one version has nothing to roll back to: the message names the flag.
+		{[]string{"push", admin, "--site=shop", "--name=solo", v1}, 0, "pushed shop/solo version 1", ""},
+		{[]string{"rollback", admin, "--site=shop", "--name=solo"}, 1, "",
+			`runs version 1 and has no earlier version; name the version to go back to (--version N in the CLI, {"version":N} in the API)`},
+	} {
+		out, errText, code := run(c.args...)
+		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errText, c.err) {
+			t.Fatalf("meridian plugin %v: code %d, stdout %q, stderr %q; want %d, %q, %q", c.args, code, out, errText, c.code, c.out, c.err)
+		}
+		if strings.Contains(out, `"config"`) && strings.Contains(out, "/secret") {
+			t.Fatalf("meridian plugin %v: the canary's config reached the chain: %s", c.args, out)
+		}
+	}
 }
 
 // TestPluginHelp: each plugin verb's -h shows its own usage line and only
@@ -130,7 +163,10 @@ func TestPluginHelp(t *testing.T) {
 		verb      string
 		want, not []string
 	}{
-		{"push", []string{"usage: meridian plugin push --site SITE --name NAME", "-canary", "-config", "-request-header", "-admin", "-token"}, []string{"-limit", "-set", "-version"}},
+		{"push", []string{"usage: meridian plugin push --site SITE --name NAME", "-canary", "-config", "-request-header", "-admin", "-token",
+			"--config KEY=VALUE\n(repeat; the plugin reads it with config_get)", "--response-header NAME",
+			"meridian plugin push --site www --name auth --canary 10 --config realm=shop --config prefix=/secret --request-header authorization --response-header x-cache auth.wasm"},
+			[]string{"-limit", "-set", "-version"}},
 		{"list", []string{"usage: meridian plugin list --site SITE", "-site", "-admin"}, []string{"-name", "-canary", "-limit", "-set", "-version", "-config"}},
 		{"rollback", []string{"usage: meridian plugin rollback", "-name", "-version"}, []string{"-canary", "-limit", "-set", "-config"}},
 		{"promote", []string{"usage: meridian plugin promote", "-name", "-version", "-canary"}, []string{"-limit", "-set", "-config"}},

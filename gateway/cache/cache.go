@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-edge/meridian/gateway/cache/failurelog"
 	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
@@ -77,15 +78,16 @@ type Options struct {
 // Cache is one PoP's HTTP cache, shared by all its sites. Create it with New
 // and stop it with Close.
 type Cache struct {
-	opts    Options
-	log     *slog.Logger
-	own     *l1.Tier // the built-in L1, nil when Options.Store is set
-	store   store
-	flights group
-	fresh   freshMemo
-	headers headerMemo // serialised headers for the fast path
-	metrics *metrics
-	now     func() time.Time
+	opts     Options
+	log      *slog.Logger
+	failures *failurelog.Log // store failures, rate-limited
+	own      *l1.Tier        // the built-in L1, nil when Options.Store is set
+	store    store
+	flights  group
+	fresh    freshMemo
+	headers  headerMemo // serialised headers for the fast path
+	metrics  *metrics
+	now      func() time.Time
 	// realClock: now is time.Now (Options.Now unset), so a time the caller
 	// just read can stand for it (nowOr).
 	realClock bool
@@ -115,7 +117,8 @@ func New(opts Options) (*Cache, error) {
 	if opts.L1MaxObject < 0 {
 		return nil, fmt.Errorf("cache: L1MaxObject %d must not be negative", opts.L1MaxObject)
 	}
-	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now, realClock: realClock}
+	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now, realClock: realClock,
+		failures: failurelog.New(opts.Logger, failurelog.DefaultEvery, nil)}
 	if opts.Store != nil {
 		c.store = store{t: opts.Store}
 	} else {

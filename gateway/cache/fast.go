@@ -79,6 +79,9 @@ type FastObservation struct {
 	Status    int
 	Bytes     int64 // body bytes sent
 	Elapsed   time.Duration
+	// Generated is why the PoP made this answer itself ("" when it is a
+	// stored response), as middleware.MarkGenerated says on net/http.
+	Generated string
 }
 
 // FastListener is the listener Cache.Fast returns: serve it with the server that

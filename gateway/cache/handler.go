@@ -14,9 +14,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-edge/meridian/gateway/cache/failurelog"
 	"github.com/meridian-edge/meridian/gateway/cache/policy"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 	"github.com/meridian-edge/meridian/gateway/proxy"
+	"github.com/meridian-edge/meridian/middleware"
 )
 
 // stored is a response found in a tier.
@@ -209,6 +211,8 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.c.metrics.request(h.site.SiteID, "none", resError)
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.Header().Set("Cache-Status", "meridian; fwd=miss; detail=only-if-cached")
+			h.proxy.AddVia(w.Header(), r.ProtoMajor, r.ProtoMinor)
+			middleware.MarkGenerated(r.Context(), "only-if-cached")
 			w.WriteHeader(http.StatusGatewayTimeout)
 			io.WriteString(w, "504 Gateway Timeout: the request said only-if-cached and this PoP holds no stored response for it.\n")
 			return
@@ -630,7 +634,8 @@ func (c *Cache) storeOutcome(site string, err error) {
 		o = "too_large"
 	default:
 		o = "error"
-		c.log.Warn("cache: store failed", "site", site, "err", err)
+		// Rate-limited: a broken store fails every response stored.
+		c.failures.Warn("store/"+c.store.t.Name()+"/"+failurelog.ErrorKind(err), "cache: store failed", "site", site, "store", c.store.t.Name(), "err", err)
 	}
 	c.metrics.stores.WithLabelValues(site, c.store.t.Name(), o).Inc()
 }

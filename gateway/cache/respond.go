@@ -46,7 +46,7 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 			if resp != nil {
 				resp.Body.Close()
 			}
-			h.serveStaleIfError(w, r, res.stored)
+			h.serveStaleIfError(w, r, res.stored, fwd)
 			return
 		}
 		if resp == nil { // a waiter: make our own request (fetch handles it)
@@ -58,22 +58,21 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 	case kindError:
 		rd.Close()
 		if res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC) {
-			h.serveStaleIfError(w, r, res.stored)
+			h.serveStaleIfError(w, r, res.stored, fwd)
 			return
 		}
 		h.c.metrics.request(site, "origin", resError)
 		if r.Context().Err() != nil && !proxy.IsTimeout(res.err) {
 			return // the client went away
 		}
-		h.c.log.Warn("cache: origin failed", "site", site, "url", u, "err", res.err)
-		proxy.WriteError(w, site, res.err)
+		h.writeOriginError(w, r, u, fwd, res.err)
 	}
 }
 
-func (h *siteHandler) serveStaleIfError(w http.ResponseWriter, r *http.Request, st *stored) {
+func (h *siteHandler) serveStaleIfError(w http.ResponseWriter, r *http.Request, st *stored, fwd string) {
 	st = h.c.reopen(r.Context(), st)
 	if st == nil {
-		proxy.WriteError(w, h.site.SiteID, errString("the stored copy disappeared while the origin failed"))
+		h.writeOriginError(w, r, r.URL.String(), fwd, errString("the stored copy disappeared while the origin failed"))
 		return
 	}
 	defer st.close()

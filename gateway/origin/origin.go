@@ -1,10 +1,13 @@
 // Package origin sends a PoP's cache misses to a site's origin servers.
 //
 // A Pool is an http.RoundTripper over one site's origin servers: it picks a
-// server (round-robin over the ones not recently failing), points the request
-// at it, bounds connect, header and total time, and retries idempotent requests
-// that never reached a server. It does not touch headers other than Host:
-// proxy header rules (hop-by-hop, X-Forwarded-*, Via) belong to gateway/proxy.
+// server (round-robin over the ones not marked down), points the request at
+// it, bounds connect, header, body-idle and total time, keeps passive health
+// (a server that fails to connect, times out or breaks before its headers is
+// skipped for a while, then tried again by one request), and sends a request
+// that failed to the next server when that cannot repeat an effect. It does
+// not touch headers other than Host: proxy header rules (hop-by-hop,
+// X-Forwarded-*, Via) belong to gateway/proxy.
 package origin
 
 import (
@@ -16,12 +19,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Server is one origin server of a site.
@@ -40,16 +41,23 @@ type Options struct {
 	Site string
 	// Servers are tried round-robin.
 	Servers []Server
-	// ConnectTimeout bounds dialing (and the TLS handshake).
+	// ConnectTimeout bounds dialing (and the TLS handshake). Default 5s.
 	ConnectTimeout time.Duration
-	// HeaderTimeout bounds the wait for response headers once the request is sent.
+	// HeaderTimeout bounds the wait for response headers, from the start of
+	// the attempt. Zero: no bound but the total one.
 	HeaderTimeout time.Duration
-	// TotalTimeout bounds the whole exchange, body included.
+	// IdleTimeout aborts a response body when one read waits this long for a
+	// byte from the origin (nginx's proxy_read_timeout, for the body). Time
+	// the caller spends between reads does not count. Zero: no bound but the
+	// total one.
+	IdleTimeout time.Duration
+	// TotalTimeout bounds the whole exchange, every attempt and the body
+	// included. Zero: no bound.
 	TotalTimeout time.Duration
-	// Retries is how many other servers an idempotent request may try after a
-	// connection failure. Default 1.
+	// Retries is how many other servers a failed request may try (see
+	// RoundTrip for which requests). Default and maximum: every other server.
 	Retries int
-	// DownFor is how long a server that failed to connect is skipped. Default 10s.
+	// DownFor is how long a server that failed is skipped. Default 10s.
 	DownFor time.Duration
 	// TLS configures connections to https origins; nil uses system roots with
 	// SNI set to the origin's host name.
@@ -59,40 +67,11 @@ type Options struct {
 	Metrics *Metrics
 }
 
-// Metrics are the origin request metrics, shared by every pool of a PoP.
-type Metrics struct {
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-}
-
-// NewMetrics creates and registers origin metrics on reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_origin_requests_total",
-			Help: "Requests sent to origin servers, by site, server and outcome (status class or error).",
-		}, []string{"site", "server", "outcome"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "meridian_origin_header_seconds",
-			Help:    "Time from sending a request to an origin to receiving its response headers.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
-		}, []string{"site"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.requests, m.latency)
-	}
-	return m
-}
-
-type server struct {
-	Server
-	downUntil atomic.Int64 // unix nanos
-}
-
 // Pool is a site's set of origin servers; safe for concurrent use.
 type Pool struct {
 	opts      Options
 	servers   []*server
+	attempts  int
 	next      atomic.Uint64
 	transport *http.Transport
 	log       *slog.Logger
@@ -101,13 +80,12 @@ type Pool struct {
 // ErrNoServers means every origin server is marked down.
 var ErrNoServers = errors.New("origin: every origin server failed recently")
 
-// New creates a pool; it opens no connections until the first request.
+// New creates a pool; it opens no connections until the first request. When
+// opts.Metrics is set, every server's down gauge starts at 0 and series of a
+// previous pool of the same site (servers since removed) are dropped.
 func New(opts Options) (*Pool, error) {
 	if len(opts.Servers) == 0 {
 		return nil, fmt.Errorf("origin: site %s has no origin servers", opts.Site)
-	}
-	if opts.Retries == 0 {
-		opts.Retries = 1
 	}
 	if opts.DownFor == 0 {
 		opts.DownFor = 10 * time.Second
@@ -125,6 +103,16 @@ func New(opts Options) (*Pool, error) {
 			return nil, fmt.Errorf("origin: site %s: server %v is not an http(s) URL", opts.Site, s.URL)
 		}
 		p.servers = append(p.servers, &server{Server: s})
+	}
+	p.attempts = len(p.servers)
+	if opts.Retries > 0 && opts.Retries+1 < p.attempts {
+		p.attempts = opts.Retries + 1
+	}
+	if m := opts.Metrics; m != nil {
+		m.down.DeletePartialMatch(map[string]string{"site": opts.Site})
+		for _, s := range p.servers {
+			m.down.WithLabelValues(opts.Site, s.URL.Host).Set(0)
+		}
 	}
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	p.transport = &http.Transport{
@@ -145,27 +133,6 @@ func New(opts Options) (*Pool, error) {
 
 // Close releases idle connections.
 func (p *Pool) Close() { p.transport.CloseIdleConnections() }
-
-// pick returns the next server not marked down, or any server when all are.
-func (p *Pool) pick(skip map[*server]bool) *server {
-	now := time.Now().UnixNano()
-	n := len(p.servers)
-	start := int(p.next.Add(1) % uint64(n))
-	for i := range n {
-		s := p.servers[(start+i)%n]
-		if !skip[s] && s.downUntil.Load() <= now {
-			return s
-		}
-	}
-	// Every server failed recently: try one anyway rather than fail without
-	// asking, since "down" is only our guess.
-	for i := range n {
-		if s := p.servers[(start+i)%n]; !skip[s] {
-			return s
-		}
-	}
-	return nil
-}
 
 type serverKey struct{}
 
@@ -192,6 +159,15 @@ func (p *Pool) named(ctx context.Context) *server {
 // RoundTrip sends req to one of the site's origin servers. req.URL's path and
 // query are kept; scheme and host are replaced. The returned body must be
 // closed; the total timeout runs until then.
+//
+// An attempt that fails before response headers (connect failure, connect or
+// header timeout, connection broken) marks its server down and, as nginx's
+// proxy_next_upstream error timeout, is sent to the next server when that
+// cannot repeat an effect: any request that never reached the server (no
+// connection was made), and GET, HEAD and OPTIONS requests otherwise; in both
+// cases only when the body, if any, can be sent again (req.GetBody). No
+// response byte has reached the client at that point, since RoundTrip has not
+// returned. Attempts stop at the number of servers and the total timeout.
 func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithCancel(req.Context())
 	if p.opts.TotalTimeout > 0 {
@@ -200,63 +176,38 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	tried := map[*server]bool{}
 	var lastErr error
 	chosen := p.named(req.Context())
-	for attempt := 0; attempt <= p.opts.Retries; attempt++ {
-		s := chosen
+	for attempt := range p.attempts {
+		s, probe := chosen, false
 		if s == nil || attempt > 0 {
-			s = p.pick(tried)
+			s, probe = p.pick(tried)
 		}
 		if s == nil {
 			break
 		}
 		tried[s] = true
-		// The header timeout is our own timer on the attempt's context, not
-		// only the transport's ResponseHeaderTimeout: that one starts after
-		// the request is written, so a stalled write would wait forever.
-		actx, acancel := context.WithCancel(ctx)
-		var headerTimer *time.Timer
-		var timedOut atomic.Bool
-		if d := p.opts.HeaderTimeout; d > 0 {
-			headerTimer = time.AfterFunc(d, func() { timedOut.Store(true); acancel() })
-		}
-		out := req.Clone(actx)
-		out.URL.Scheme = s.URL.Scheme
-		out.URL.Host = s.URL.Host
-		if s.HostHeader != "" {
-			out.Host = s.HostHeader
-		}
-		out.RequestURI = ""
-		start := time.Now()
-		resp, err := p.transport.RoundTrip(out)
-		if headerTimer != nil {
-			headerTimer.Stop()
-		}
-		if err == nil && !timedOut.Load() {
-			p.observe(s, start, statusClass(resp.StatusCode))
-			cb := &cancelBody{ReadCloser: resp.Body, cancel: func() { acancel(); cancel() }}
-			resp.Body = cb
-			if rw, ok := cb.ReadCloser.(io.Writer); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-				// An upgraded connection: the proxy writes the client's
-				// side of the tunnel into the body.
-				resp.Body = &upgradedBody{cancelBody: cb, w: rw}
+		body := req.Body
+		if attempt > 0 && body != nil && body != http.NoBody {
+			// The transport closed the body of the failed attempt.
+			var err error
+			if body, err = req.GetBody(); err != nil {
+				lastErr = fmt.Errorf("cannot send the request body again: %w", err)
+				break
 			}
+		}
+		resp, sent, err := p.try(ctx, cancel, req, body, s)
+		if probe {
+			defer s.probing.Store(false)
+		}
+		if err == nil {
+			p.answered(s)
 			return resp, nil
 		}
-		if err == nil { // headers raced the timer: the body's context is gone
-			resp.Body.Close()
-		}
-		acancel()
-		if timedOut.Load() {
-			err = fmt.Errorf("no response headers within %s: %w", p.opts.HeaderTimeout, context.DeadlineExceeded)
-		}
 		lastErr = err
-		p.observe(s, start, errorKind(err))
-		if !connectFailure(err) {
-			break
+		if req.Context().Err() != nil {
+			break // the client went away: not the server's fault
 		}
-		s.downUntil.Store(time.Now().Add(p.opts.DownFor).UnixNano())
-		p.log.Warn("origin server unreachable; marked down", "site", p.opts.Site, "server", s.URL.Host, "for", p.opts.DownFor, "err", err)
-		// Only requests that cannot have had an effect are sent again.
-		if !idempotent(req) || ctx.Err() != nil {
+		p.failed(s, err)
+		if ctx.Err() != nil || !replayable(req) || (sent && !safe(req.Method)) {
 			break
 		}
 	}
@@ -267,12 +218,65 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	return nil, fmt.Errorf("origin: site %s: %w", p.opts.Site, lastErr)
 }
 
-func (p *Pool) observe(s *server, start time.Time, outcome string) {
+// try makes one attempt on s. sent reports whether a connection to s was
+// made, so that the request may have reached it.
+func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Request, body io.ReadCloser, s *server) (resp *http.Response, sent bool, err error) {
+	// The header timeout is our own timer on the attempt's context, not
+	// only the transport's ResponseHeaderTimeout: that one starts after
+	// the request is written, so a stalled write would wait forever.
+	actx, acancel := context.WithCancel(ctx)
+	var headerTimer *time.Timer
+	var timedOut, gotConn atomic.Bool
+	if d := p.opts.HeaderTimeout; d > 0 {
+		headerTimer = time.AfterFunc(d, func() { timedOut.Store(true); acancel() })
+	}
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
+	out := req.Clone(actx)
+	out.Body = body
+	out.URL.Scheme = s.URL.Scheme
+	out.URL.Host = s.URL.Host
+	if s.HostHeader != "" {
+		out.Host = s.HostHeader
+	}
+	out.RequestURI = ""
+	start := time.Now()
+	resp, err = p.transport.RoundTrip(out)
+	if headerTimer != nil {
+		headerTimer.Stop()
+	}
+	if err == nil && !timedOut.Load() {
+		p.observeHeaders(start)
+		end := func() { acancel(); cancel() }
+		if rw, ok := resp.Body.(io.Writer); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+			// An upgraded connection: the proxy writes the client's side
+			// of the tunnel into the body.
+			p.count(s, statusClass(resp.StatusCode))
+			resp.Body = &upgradedBody{cancelBody: &cancelBody{ReadCloser: resp.Body, cancel: end}, w: rw}
+			return resp, true, nil
+		}
+		resp.Body = p.newBody(resp.Body, s, resp.StatusCode, req.Context(), end)
+		return resp, true, nil
+	}
+	if err == nil { // headers raced the timer: the body's context is gone
+		resp.Body.Close()
+	}
+	acancel()
+	if timedOut.Load() {
+		err = fmt.Errorf("no response headers from %s within %s: %w", s.URL.Host, p.opts.HeaderTimeout, context.DeadlineExceeded)
+	}
+	p.count(s, errorKind(err))
+	return nil, gotConn.Load() && !connectFailure(err), err
+}
+
+func (p *Pool) observeHeaders(start time.Time) {
+	if m := p.opts.Metrics; m != nil {
+		m.latency.WithLabelValues(p.opts.Site).Observe(time.Since(start).Seconds())
+	}
+}
+
+func (p *Pool) count(s *server, outcome string) {
 	if m := p.opts.Metrics; m != nil {
 		m.requests.WithLabelValues(p.opts.Site, s.URL.Host, outcome).Inc()
-		if outcome[0] >= '1' && outcome[0] <= '5' {
-			m.latency.WithLabelValues(p.opts.Site).Observe(time.Since(start).Seconds())
-		}
 	}
 }
 
@@ -291,7 +295,8 @@ func errorKind(err error) string {
 	}
 }
 
-// IsTimeout reports whether err came from a connect, header or total timeout.
+// IsTimeout reports whether err came from a connect, header, idle or total
+// timeout.
 func IsTimeout(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, http.ErrHandlerTimeout) {
 		return true
@@ -311,41 +316,19 @@ func connectFailure(err error) bool {
 	return errors.As(err, &tlsErr)
 }
 
-func idempotent(r *http.Request) bool {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
-		return r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
+// safe reports whether a request that reached a server may be sent to
+// another: the methods nginx and RFC 9110 call safe.
+func safe(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
 	}
 	return false
 }
 
-// cancelBody ends the request's context when the body is closed, so the total
-// timeout covers the body and nothing leaks after it.
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-	once   sync.Once
-}
-
-func (b *cancelBody) Close() error {
-	err := b.ReadCloser.Close()
-	b.once.Do(b.cancel)
-	return err
-}
-
-// upgradedBody is the body of a 101 response: the connection itself, which
-// httputil.ReverseProxy needs writable to tunnel (a WebSocket).
-type upgradedBody struct {
-	*cancelBody
-	w io.Writer
-}
-
-func (b *upgradedBody) Write(p []byte) (int, error) { return b.w.Write(p) }
-
-// Requests returns the request counter for one label set (for tests and
-// dashboards built in code).
-func (m *Metrics) Requests(site, server, outcome string) prometheus.Counter {
-	return m.requests.WithLabelValues(site, server, outcome)
+// replayable reports whether req's body (if any) can be sent again.
+func replayable(r *http.Request) bool {
+	return r.Body == nil || r.Body == http.NoBody || r.GetBody != nil
 }
 
 // ServerHosts lists the pool's servers as host:port, in configured order.

@@ -140,7 +140,8 @@ func TestTotalTimeoutCoversBody(t *testing.T) {
 	}))
 	defer slow.Close()
 	defer close(release)
-	p, _ := origin.New(origin.Options{Site: "www", TotalTimeout: 200 * time.Millisecond, Servers: []origin.Server{{URL: mustURL(t, slow.URL)}}})
+	m := origin.NewMetrics(nil)
+	p, _ := origin.New(origin.Options{Site: "www", Metrics: m, TotalTimeout: 200 * time.Millisecond, Servers: []origin.Server{{URL: mustURL(t, slow.URL)}}})
 	resp, err := get(t, p, "GET", "/", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +150,14 @@ func TestTotalTimeoutCoversBody(t *testing.T) {
 	_, err = io.ReadAll(resp.Body)
 	if err == nil || !origin.IsTimeout(err) {
 		t.Fatalf("body of a stalled origin: err = %v, want a timeout", err)
+	}
+	resp.Body.Close()
+	host := p.ServerHosts()[0]
+	if n := testutil.ToFloat64(m.Requests("www", host, "body_error")); n != 1 {
+		t.Fatalf("outcome body_error = %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(m.Requests("www", host, "2xx")); n != 0 {
+		t.Fatalf("outcome 2xx = %v, want 0", n)
 	}
 }
 

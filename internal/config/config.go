@@ -36,6 +36,21 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 	// Plugins chooses how site owners' wasm plugins run.
 	Plugins Plugins `yaml:"plugins"`
+	// Shutdown says how a PoP stops on SIGTERM or SIGINT.
+	Shutdown Shutdown `yaml:"shutdown"`
+}
+
+// Shutdown says how a PoP stops. It is read when the stop begins, so a
+// reload changes it.
+type Shutdown struct {
+	// Drain is how long the PoPs keep serving while reporting unhealthy
+	// (health beacons and /healthz) before they stop accepting, so that the
+	// DNS sends clients elsewhere first: about the DNS answers' TTL. A second
+	// signal ends it early. Default 0 (stop at once).
+	Drain time.Duration `yaml:"drain"`
+	// Grace is how long requests in flight get to finish once the PoPs stop
+	// accepting; what is left is then cut off. Default 10s.
+	Grace time.Duration `yaml:"grace"`
 }
 
 // Plugins chooses the host that runs site owners' plugins.
@@ -47,6 +62,13 @@ type Plugins struct {
 	// SDKSites run on the go-sdk whatever Engine says, e.g. to compare a
 	// site's plugins against the reference host.
 	SDKSites []string `yaml:"sdk_sites"`
+	// Timeout bounds each plugin call (one on_request or on_response): past
+	// it the call is stopped and fails as a timeout. Default 50ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// Memory caps each plugin instance's linear memory (and, separately, its
+	// Extism kernel's): in whole 64 KiB pages, from 1MiB to 4GiB. A plugin
+	// that needs more fails as out of memory. Default 32MiB.
+	Memory ByteSize `yaml:"memory"`
 }
 
 // TLS holds fleet-wide HTTPS settings. Certificates are per site
@@ -299,6 +321,10 @@ type Timeouts struct {
 	Connect time.Duration `yaml:"connect"`
 	// Header bounds the wait for the response headers. Default 30s.
 	Header time.Duration `yaml:"header"`
+	// Idle aborts a response body when the origin sends no byte for this
+	// long (nginx's proxy_read_timeout, 60s there too); the client gets a
+	// truncated response, counted as outcome="body_error". Default 60s.
+	Idle time.Duration `yaml:"idle"`
 	// Total bounds the whole exchange, body included. Default 5m.
 	Total time.Duration `yaml:"total"`
 }

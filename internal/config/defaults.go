@@ -17,6 +17,7 @@ const (
 	DefaultMaxL1Object     = ByteSize(4 << 20)
 	DefaultConnectTimeout  = 5 * time.Second
 	DefaultHeaderTimeout   = 30 * time.Second
+	DefaultIdleTimeout     = 60 * time.Second
 	DefaultTotalTimeout    = 5 * time.Minute
 	DefaultDNSListen       = "127.0.0.1:5353"
 	DefaultAnswerTTL       = 30 * time.Second
@@ -32,6 +33,9 @@ const (
 	DefaultDevOrigin       = "127.0.0.1:8081"
 	DefaultAnswersPerQuery = 1
 	DefaultACMEDirectory   = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultShutdownGrace   = 10 * time.Second
+	DefaultPluginTimeout   = 50 * time.Millisecond
+	DefaultPluginMemory    = ByteSize(32 << 20)
 )
 
 func applyDefaults(c *Config) {
@@ -50,6 +54,11 @@ func applyDefaults(c *Config) {
 	def(&c.Log.Format, "text")
 	def(&c.TLS.UnknownSNI, "reject")
 	def(&c.Plugins.Engine, "native")
+	defDur(&c.Shutdown.Grace, DefaultShutdownGrace)
+	defDur(&c.Plugins.Timeout, DefaultPluginTimeout)
+	if c.Plugins.Memory == 0 {
+		c.Plugins.Memory = DefaultPluginMemory
+	}
 	def(&c.TLS.ACME.Directory, DefaultACMEDirectory)
 	if c.NATS.StreamReplicas == 0 {
 		c.NATS.StreamReplicas = 1
@@ -88,6 +97,7 @@ func applyDefaults(c *Config) {
 		}
 		defDur(&s.Timeouts.Connect, DefaultConnectTimeout)
 		defDur(&s.Timeouts.Header, DefaultHeaderTimeout)
+		defDur(&s.Timeouts.Idle, DefaultIdleTimeout)
 		defDur(&s.Timeouts.Total, DefaultTotalTimeout)
 		if s.Cache.MaxL1Object == 0 {
 			s.Cache.MaxL1Object = DefaultMaxL1Object

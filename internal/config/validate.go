@@ -53,6 +53,18 @@ func validate(c *Config) []*Error {
 	v.tokenHash("admin.ops_token_sha256", c.Admin.OpsTokenSHA256)
 	v.tls(c)
 	v.oneOf("plugins.engine", c.Plugins.Engine, "native", "sdk")
+	if d := c.Plugins.Timeout; d < time.Millisecond || d > 10*time.Second {
+		v.add("plugins.timeout", "%v is out of range [1ms,10s]", d)
+	}
+	if m := c.Plugins.Memory; m < 1<<20 || m > 4<<30 || m%(64<<10) != 0 {
+		v.add("plugins.memory", "%d bytes: want whole 64KiB pages from 1MiB to 4GiB, e.g. 32MiB", int64(m))
+	}
+	if d := c.Shutdown.Drain; d < 0 || d > time.Hour {
+		v.add("shutdown.drain", "%v is out of range [0s,1h]; use about the DNS answers' TTL", d)
+	}
+	if g := c.Shutdown.Grace; g < 0 || g > time.Hour {
+		v.add("shutdown.grace", "%v is out of range [0s,1h]", g)
+	}
 	for i, name := range c.Plugins.SDKSites {
 		found := false
 		for _, s := range c.Sites {
@@ -318,6 +330,7 @@ func (v *validation) sites(sites []Site) {
 		}
 		v.positive(f+".timeouts.connect", s.Timeouts.Connect)
 		v.positive(f+".timeouts.header", s.Timeouts.Header)
+		v.positive(f+".timeouts.idle", s.Timeouts.Idle)
 		v.positive(f+".timeouts.total", s.Timeouts.Total)
 	}
 }

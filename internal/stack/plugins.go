@@ -44,7 +44,9 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	if err != nil {
 		return popPluginSetup{}, err
 	}
-	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: syncKV{node}, Registerer: reg, Logger: log})
+	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: syncKV{node}, Registerer: reg, Logger: log,
+		MetricLabels: rollout.MetricLabels,
+		Limits:       plugins.Limits{Timeout: s.cfg.Plugins.Timeout, MaxPages: uint32(s.cfg.Plugins.Memory / (64 << 10))}})
 	if err != nil {
 		return popPluginSetup{}, fmt.Errorf("pop %s: plugins: %w", pc.ID, err)
 	}

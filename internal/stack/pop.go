@@ -50,7 +50,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		}
 		pool, err := origin.New(origin.Options{
 			Site: sc.Name, Servers: servers, TLS: tlsConf,
-			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, TotalTimeout: sc.Timeouts.Total,
+			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, IdleTimeout: sc.Timeouts.Idle, TotalTimeout: sc.Timeouts.Total,
 			Logger: log, Metrics: metrics,
 		})
 		if err != nil {
@@ -125,7 +125,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 		Plugins: pl.middleware, PluginHooks: pl.hooks, PluginSites: pl.runs, AdminRoutes: pl.adminRoutes,
 		TLS: tls, Cache: c, Sync: node, Credentials: creds, NoFastPath: pc.FastHits != nil && !*pc.FastHits,
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
-		Sites: sites, Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
+		Sites: sites, DrainFile: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "drained"), Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
 		Logger: s.log, Registry: reg,
 	})
 	if err != nil {

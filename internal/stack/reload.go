@@ -3,6 +3,8 @@ package stack
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/meridian-edge/meridian/dnsrouter"
@@ -113,6 +115,9 @@ func (s *Stack) checkReloadable(cfg *config.Config) error {
 	if err := tlsRestartNeeded(old, cfg); err != nil {
 		return err
 	}
+	if o, n := old.Plugins, cfg.Plugins; o.Engine != n.Engine || o.Timeout != n.Timeout || o.Memory != n.Memory || !slices.Equal(o.SDKSites, n.SDKSites) {
+		return errors.New("plugins (engine, sdk_sites, timeout, memory) cannot change live: every PoP's plugin host is set up with them at start; restart to apply")
+	}
 	if (old.NATS.Embedded == nil) != (cfg.NATS.Embedded == nil) || strings.Join(old.NATS.URLs, ",") != strings.Join(cfg.NATS.URLs, ",") {
 		return errors.New("nats cannot change live; restart to apply")
 	}
@@ -123,6 +128,9 @@ func (s *Stack) checkReloadable(cfg *config.Config) error {
 		}
 		if o.HTTP != n.HTTP || o.Admin != n.Admin {
 			return fmt.Errorf("pops %s: http and admin addresses cannot change live; restart to apply", id)
+		}
+		if err := popRestartNeeded(o, n); err != nil {
+			return fmt.Errorf("pops %s: %w", id, err)
 		}
 	}
 	if s.dns != nil {
@@ -140,6 +148,32 @@ func popByID(cfg *config.Config, id string) *config.PoP {
 	for i := range cfg.PoPs {
 		if cfg.PoPs[i].ID == id {
 			return &cfg.PoPs[i]
+		}
+	}
+	return nil
+}
+
+// popRestartNeeded names a setting of a running PoP that differs between o
+// and n and is only read when the PoP starts: its cache tiers (which hold
+// open files, memory reservations and connections), the fast hit path, and
+// its region (in its beacons, its plugins' requests and its L3 prefix).
+// (Capacity does change live: the DNS reads it from the configuration.) A
+// reload that said "reloaded" while the old values stayed in force would
+// mislead.
+func popRestartNeeded(o, n *config.PoP) error {
+	for _, f := range []struct {
+		name string
+		same bool
+	}{
+		{"region", o.Region == n.Region},
+		{"fast_hits", (o.FastHits == nil || *o.FastHits) == (n.FastHits == nil || *n.FastHits)},
+		{"cache.l1_size", o.Cache.L1Size == n.Cache.L1Size},
+		{"cache.l1_large_bodies", reflect.DeepEqual(o.Cache.L1LargeBodies, n.Cache.L1LargeBodies)},
+		{"cache.l2", reflect.DeepEqual(o.Cache.L2, n.Cache.L2)},
+		{"cache.l3", reflect.DeepEqual(o.Cache.L3, n.Cache.L3)},
+	} {
+		if !f.same {
+			return fmt.Errorf("%s cannot change live (it is set up when the PoP starts); restart to apply", f.name)
 		}
 	}
 	return nil

@@ -207,6 +207,16 @@ func (s *Stack) NATSURL() string {
 // Origin returns the demo origin, or nil.
 func (s *Stack) Origin() *demoorigin.Origin { return s.origin }
 
+// DrainForShutdown marks every PoP of this process as draining for the
+// rest of its life: their health beacons and /healthz report unhealthy, so
+// the DNS sends clients elsewhere, while they go on serving whoever still
+// comes. It is not remembered across a restart (an operator's drain is).
+func (s *Stack) DrainForShutdown() {
+	for _, id := range s.order {
+		s.pops[id].DrainForShutdown()
+	}
+}
+
 // Shutdown stops everything, front to back: DNS, PoPs (letting in-flight
 // requests finish until ctx ends), origin, NATS.
 func (s *Stack) Shutdown(ctx context.Context) error {
@@ -274,3 +284,7 @@ func (s *Stack) setSiteNames(cfg *config.Config) {
 
 // siteNamesNow returns the sites of the running configuration.
 func (s *Stack) siteNamesNow() []string { return *s.siteNames.Load() }
+
+// Config is the running configuration: the one Start was given, or the
+// last a Reload applied. Do not call it while a Reload runs.
+func (s *Stack) Config() *config.Config { return s.cfg }

@@ -288,6 +288,30 @@ func TestReload(t *testing.T) {
 	if got := get(); got != "origin A" {
 		t.Fatalf("refused reload changed the origin: %q", got)
 	}
+	// Settings read only at a PoP's start are refused by name too, rather
+	// than reported reloaded while the old values stay in force.
+	off := false
+	for _, c := range []struct {
+		field  string
+		change func(p *config.PoP)
+	}{
+		{"cache.l1_size", func(p *config.PoP) { p.Cache.L1Size *= 2 }},
+		{"cache.l2", func(p *config.PoP) { p.Cache.L2.Dir = t.TempDir() }},
+		{"fast_hits", func(p *config.PoP) { p.FastHits = &off }},
+		{"region", func(p *config.PoP) { p.Region = "eu-central-1" }},
+	} {
+		bad := devConfig(t, originB.URL)
+		bad.DNS.Listen, bad.DataDir = cfg.DNS.Listen, cfg.DataDir
+		bad.PoPs = append([]config.PoP(nil), cfg.PoPs...)
+		c.change(&bad.PoPs[1])
+		want := "pops " + bad.PoPs[1].ID + ": " + c.field + " cannot change live"
+		if err := st.Reload(bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("reload changing %s: %v, want %q", c.field, err, want)
+		}
+	}
+	if got := get(); got != "origin A" {
+		t.Fatalf("refused reload changed the origin: %q", got)
+	}
 
 	// The plugin admin API knows the configured sites, and learns a new
 	// one from the reload.
@@ -481,18 +505,7 @@ func TestPluginRolloutThroughTheStack(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := startDev(t)
-	q := url.Values{"config": {"response=X-Edge: meridian"}}
-	req, _ := http.NewRequest("POST", "http://"+st.PoP("eu-west-2").AdminAddr()+"/admin/plugins/www/headers?"+q.Encode(), bytes.NewReader(wasm["headers"]))
-	req.Header.Set("Authorization", "Bearer dev-www-token")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("push: %d %s", resp.StatusCode, body)
-	}
+	pushPlugin(t, st, "eu-west-2", "headers", url.Values{"config": {"response=X-Edge: meridian"}}, wasm["headers"])
 	for _, id := range st.PoPIDs() {
 		// Generous: compiling a Go plugin takes tens of seconds under -race.
 		deadline := time.Now().Add(180 * time.Second)
@@ -521,6 +534,10 @@ func TestPluginRolloutThroughTheStack(t *testing.T) {
 	}
 	if n := served() - before; n < 3 {
 		t.Errorf("the fast path answered %v of 4 hits of the plugin site, want 3 or more", n)
+	}
+	// Its series carry the plugin's name and version as pushed.
+	if n := testutil.MetricSum(t, pop.Registry(), "meridian_plugin_calls_total", map[string]string{"site": "www", "plugin": "headers", "version": "1"}); n < 4 {
+		t.Errorf("meridian_plugin_calls_total{plugin=\"headers\",version=\"1\"} = %v, want 4 or more", n)
 	}
 }
 
@@ -932,4 +949,109 @@ func adminDo(t *testing.T, st *stack.Stack, pop, method, path, token string) (in
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// TestDrainSurvivesRestart: an operator's drain (admin API) holds across a
+// restart of the PoP, until it is turned off; the drain of a stop
+// (DrainForShutdown) does not; /metrics shows the state.
+func TestDrainSurvivesRestart(t *testing.T) {
+	origin := httptest.NewServer(demoorigin.New())
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	start := func() *stack.Stack {
+		st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	health := func(st *stack.Stack) (int, string) { return adminDo(t, st, "ap-northeast-1", "GET", "/healthz", "") }
+	gauge := func(st *stack.Stack) string {
+		_, body := adminDo(t, st, "ap-northeast-1", "GET", "/metrics", "")
+		for line := range strings.SplitSeq(body, "\n") {
+			if strings.HasPrefix(line, "meridian_pop_draining{") {
+				return line
+			}
+		}
+		return ""
+	}
+	st := start()
+	if code, body := adminDo(t, st, "ap-northeast-1", "POST", "/admin/drain", "dev-ops-token"); code != http.StatusNoContent {
+		t.Fatalf("drain: %d %s", code, body)
+	}
+	if g := gauge(st); g != `meridian_pop_draining{pop="ap-northeast-1"} 1` {
+		t.Errorf("gauge while drained: %q", g)
+	}
+	st.Shutdown(context.Background())
+
+	st = start()
+	if code, body := health(st); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
+		t.Fatalf("/healthz after a restart of a drained PoP: %d %q, want 503 draining", code, body)
+	}
+	if code, _ := adminDo(t, st, "eu-west-2", "GET", "/healthz", ""); code != http.StatusOK {
+		t.Fatalf("another PoP after the restart: %d", code)
+	}
+	if code, body := adminDo(t, st, "ap-northeast-1", "POST", "/admin/drain?off=1", "dev-ops-token"); code != http.StatusNoContent {
+		t.Fatalf("drain off: %d %s", code, body)
+	}
+	if g := gauge(st); g != `meridian_pop_draining{pop="ap-northeast-1"} 0` {
+		t.Errorf("gauge after the drain ended: %q", g)
+	}
+	st.DrainForShutdown() // as a stop with shutdown.drain does
+	if code, _ := health(st); code != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz while a stop drains: %d", code)
+	}
+	st.Shutdown(context.Background())
+
+	st = start()
+	defer st.Shutdown(context.Background())
+	if code, body := health(st); code != http.StatusOK {
+		t.Fatalf("/healthz after a restart of an undrained PoP: %d %q", code, body)
+	}
+}
+
+// TestPluginLimitsFromConfig: plugins.timeout reaches every PoP's plugin
+// host: an endless loop is stopped at the configured deadline, the site
+// (fail open) still answers, and the site owner's log names the deadline.
+func TestPluginLimitsFromConfig(t *testing.T) {
+	loop, err := plugintest.WAT(context.Background(), t.TempDir(), "loop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := httptest.NewServer(demoorigin.New())
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	cfg.Plugins.Timeout = 20 * time.Millisecond
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+	pop := st.PoP("eu-west-2")
+	pushPlugin(t, st, "eu-west-2", "loop", nil, loop)
+	testutil.WaitFor(t, "the loop plugin to run and be stopped at 20ms", func() bool {
+		if r := getHome(t, pop.HTTPAddr()); r.StatusCode != http.StatusOK {
+			t.Fatalf("the fail-open site answered %d", r.StatusCode)
+		}
+		_, logs := adminDo(t, st, "eu-west-2", "GET", "/admin/plugins/www/logs?plugin=loop", "dev-www-token")
+		return strings.Contains(logs, "20ms")
+	})
+}
+
+// pushPlugin pushes wasm as plugin name of site www to pop's admin API with
+// the site owner's token and query q (config, canary...), failing t unless
+// the push is accepted.
+func pushPlugin(t *testing.T, st *stack.Stack, pop, name string, q url.Values, wasm []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", "http://"+st.PoP(pop).AdminAddr()+"/admin/plugins/www/"+name+"?"+q.Encode(), bytes.NewReader(wasm))
+	req.Header.Set("Authorization", "Bearer dev-www-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("push %s: %d %s", name, resp.StatusCode, body)
+	}
 }

@@ -376,6 +376,10 @@ func TestFastHitFailsClosedOnResponse(t *testing.T) {
 	if n := e.calls(t, "response"); n != 3 {
 		t.Errorf("on_response ran %v times, want 3", n)
 	}
+	// All three are the PoP's own answers, on either path.
+	if n := testutil.MetricSum(t, e.pop.Registry(), "meridian_http_responses_generated_total", map[string]string{"site": "shop", "code": "503", "reason": "plugin-failure"}); n != 3 {
+		t.Errorf("responses counted as the PoP's own (plugin-failure): %v, want 3", n)
+	}
 }
 
 // TestPanickingHandlerReturnsInstances: a handler after the plugins that

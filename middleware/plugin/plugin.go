@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/middleware"
 	"github.com/meridian-edge/meridian/plugins"
 	"github.com/meridian-edge/meridian/plugins/abi"
 )
@@ -448,6 +449,7 @@ func (ex *exchange) lastOp(i int) bool {
 // around it.
 func (ex *exchange) deliver(next http.Handler, w http.ResponseWriter, r *http.Request) {
 	if ex.failed != nil {
+		middleware.MarkGenerated(r.Context(), "plugin-failure")
 		ex.failClosed(w, ex.chain.Entries[ex.skip].Plugin, ex.failed)
 		return
 	}
@@ -707,6 +709,7 @@ func (ex *exchange) response(ctx context.Context, h responseHeader, status int) 
 		if err != nil {
 			if ex.chain.FailClosed {
 				ex.opts.Logger.Warn("plugin on_response failed; answering 503", "site", ex.chain.Site, "plugin", e.Plugin, "err", err)
+				middleware.MarkGenerated(ctx, "plugin-failure") // ctx: the request's on net/http, a background one on the fast path
 				h.failed()
 				return http.StatusServiceUnavailable, true
 			}

@@ -99,8 +99,10 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, lim plugins.Limits) (
 			return fail(fmt.Errorf("it imports %s.%s, which Meridian does not provide (%s)", m, n, hint))
 		}
 	}
-	for name := range mod.ExportedFunctions() {
+	p.sigs = map[string]plugins.Signature{}
+	for name, d := range mod.ExportedFunctions() {
 		p.exports = append(p.exports, name)
+		p.sigs[name] = plugins.SignatureOf(d)
 	}
 	slices.Sort(p.exports)
 	if err := instantiateHostModules(ctx, rt, kernelFunctions()); err != nil {
@@ -191,11 +193,18 @@ type program struct {
 	lim     plugins.Limits
 	imports []plugins.Import
 	exports []string
+	sigs    map[string]plugins.Signature
 	closed  atomic.Bool
 }
 
 func (p *program) Imports() []plugins.Import { return p.imports }
 func (p *program) Exports() []string         { return p.exports }
+
+// ExportSignature implements plugins.Program.
+func (p *program) ExportSignature(name string) (plugins.Signature, bool) {
+	s, ok := p.sigs[name]
+	return s, ok
+}
 
 // Close frees the compiled code, the runtime and every instance still open.
 func (p *program) Close(ctx context.Context) error {
@@ -228,10 +237,11 @@ func (p *program) Instantiate(ctx context.Context) (plugins.Instance, error) {
 		if in.kmod != nil {
 			_ = in.kmod.Close(context.Background())
 		}
+		err = in.stdio.Explain(err)
 		if killed {
 			err = fmt.Errorf("init passed its deadline of %v: %w", p.lim.Timeout+p.lim.InitTimeout, err)
 		}
-		return nil, &plugins.CallError{Kind: plugins.KindInstance, Err: fmt.Errorf("instantiate plugin: %w", err)}
+		return nil, &plugins.CallError{Kind: plugins.KindInstance, Err: fmt.Errorf("instantiate plugin: %w", err), Output: in.stdio.Output()}
 	}
 	in.arm(p.lim.Timeout + p.lim.InitTimeout)
 	// The instance's own kernel, linked to the plugin's extism:host/env
@@ -249,7 +259,10 @@ func (p *program) Instantiate(ctx context.Context) (plugins.Instance, error) {
 		}
 		return nil
 	})
-	mod, err := p.rt.InstantiateModule(link, p.mod, plugins.WithVirtualClock(wazero.NewModuleConfig().WithName("").WithStartFunctions()))
+	// stdout and stderr go to the instance's bounded buffer, which explains
+	// a failed call (a Go panic's reason) and is otherwise dropped.
+	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions().WithStdout(&in.stdio).WithStderr(&in.stdio)
+	mod, err := p.rt.InstantiateModule(link, p.mod, plugins.WithVirtualClock(cfg))
 	if err != nil {
 		return fail(err)
 	}

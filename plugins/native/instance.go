@@ -35,6 +35,9 @@ type instance struct {
 	reqResult, respResult bool
 	stack                 [1]uint64
 	out                   []byte // output of the last call, reused
+	// stdio keeps the end of what the plugin writes to stdout and stderr
+	// during a call (WASI fd 1 and 2), to explain a failure.
+	stdio plugins.OutputTail
 
 	// Per call: what the host functions see.
 	reqCtx context.Context
@@ -153,6 +156,7 @@ func (in *instance) Call(ctx context.Context, fn string, input []byte, env *plug
 	}
 	in.reqCtx, in.env = ctx, env
 	in.stack[0] = 0
+	in.stdio.Reset()
 	in.arm(lim.Timeout)
 	err := f.CallWithStack(&in.cc, in.stack[:])
 	expired := in.disarm()
@@ -198,16 +202,19 @@ func (in *instance) classify(fn string, err error, expired bool) error {
 	if err == nil {
 		err = errors.New("deadline passed as the call returned")
 	}
+	out := in.stdio.Output()
 	// Memory first, as SDKEngine does: a plugin that filled its memory and
-	// was then stopped by the deadline is a memory overrun.
-	if in.atCap() {
-		return &plugins.CallError{Kind: plugins.KindMemory, Err: fmt.Errorf("failed at its memory cap of %d pages: %w", in.p.lim.MaxPages, err)}
+	// was then stopped by the deadline is a memory overrun, and so is a
+	// guest runtime that says it ran out of memory (Go asks for a large
+	// block at once: its memory is then nowhere near the cap).
+	if in.atCap() || in.stdio.OutOfMemory() {
+		return &plugins.CallError{Kind: plugins.KindMemory, Err: plugins.MemoryError(in.p.lim.MaxPages, in.stdio.Explain(err)), Output: out}
 	}
 	var exit *sys.ExitError
 	if expired || errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) {
-		return &plugins.CallError{Kind: plugins.KindTimeout, Err: fmt.Errorf("call stopped after %v: %w", in.p.lim.Timeout, err)}
+		return &plugins.CallError{Kind: plugins.KindTimeout, Err: fmt.Errorf("call stopped after %v: %w", in.p.lim.Timeout, in.stdio.Explain(err)), Output: out}
 	}
-	return &plugins.CallError{Kind: plugins.KindTrap, Err: fmt.Errorf("%s: %w", fn, err)}
+	return &plugins.CallError{Kind: plugins.KindTrap, Err: in.stdio.Explain(fmt.Errorf("%s: %w", fn, err)), Output: out}
 }
 
 // atCap reports whether the plugin's memory or its kernel holds more than

@@ -22,20 +22,44 @@ import (
 // /admin/plugins/ (the paths below are absolute). Every request needs
 // "Authorization: Bearer TOKEN": a site owner's token for its own site, or
 // the ops token. Answers are JSON; errors are {"error": "..."}. A site this
-// PoP does not serve (Options.Sites) answers 404. A push with canary below
-// 100 of the bytes that already are the stable version answers 409 and
-// changes nothing: such a canary would try nothing.
+// PoP does not serve (Options.Sites) answers 404.
 //
 //	POST /admin/plugins/{site}/{plugin}            body: the wasm (push)
 //	     ?canary=P                                 P% of requests (default 100)
 //	     &config=KEY=VALUE&request_header=NAME&response_header=NAME
-//	                                               set the chain entry (else kept)
+//	                                               the plugin's entry (below)
 //	GET  /admin/plugins/{site}                     chain, deployments, versions
 //	POST /admin/plugins/{site}/{plugin}/deploy     {"version":N,"canary_percent":P}
 //	POST /admin/plugins/{site}/{plugin}/rollback   {"version":N} (optional)
 //	GET  /admin/plugins/{site}/logs?plugin=P&limit=N
 //	GET  /admin/plugins/{site}/chain
 //	PUT  /admin/plugins/{site}/chain               body: ChainDoc
+//
+// A push's entry (its config and headers) is versioned with the code it
+// was pushed with. Without entry parameters the plugin's entry is kept.
+//
+//   - A push to all requests (no canary, or canary=100) sets the plugin's
+//     chain entry at once, as does a push of a plugin not in the chain yet.
+//   - A push with canary=P below 100 leaves the chain entry alone: the
+//     entry goes with the canary (the deployment's "canary_entry"), so that
+//     canary requests run the new version with the new entry and the others
+//     the running version with the chain's entry. A canary pushed without
+//     entry parameters runs with the chain's entry. A canary's entry is at
+//     most MaxCanaryEntry bytes of JSON (400 beyond, nothing stored).
+//   - Deploy of the running canary's version at 100 (promote) writes its
+//     entry into the chain; deploy of it at another share keeps the entry.
+//   - Rollback, manual or automatic, drops the canary and its entry: the
+//     chain entry, which the canary never changed, is what runs.
+//   - Entry parameters give the whole entry (config and both header
+//     lists; what is not named is empty), for a canary as for all requests.
+//     A chain PUT while a canary has its own entry changes what the stable
+//     share runs; the canary keeps its entry until promoted or rolled back.
+//   - A push with canary below 100 of the bytes that already are the stable
+//     version answers 409 and changes nothing, with or without a new entry:
+//     a canary is another build, counted apart from the stable one so that
+//     its own error rate decides its rollback. A change of config alone is a
+//     push without canary (all requests at once); to try a config on a
+//     share of requests, push a rebuild as a canary with that config.
 func (mg *Manager) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}", mg.site(mg.push))
@@ -163,6 +187,13 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	var entryText string
+	if setEntry && canary < 100 {
+		if entryText, err = encodeEntry(entry); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
 	if r.ContentLength > mg.opts.MaxUpload {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("plugin of %d bytes is over this PoP's %d byte limit", r.ContentLength, mg.opts.MaxUpload))
 		return
@@ -222,12 +253,20 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
+	// A canary's config and headers go with the canary (in its deployment
+	// record), not into the chain, which the stable share keeps running:
+	// the chain entry only changes for a push to all requests, or for a
+	// plugin not in the chain yet (no stable share runs it).
+	canaryEntry := false
 	doc, err := mg.st.Load().updateChain(ctx, site, func(d *ChainDoc) bool {
 		i := slices.IndexFunc(d.Entries, func(e ChainEntry) bool { return e.Plugin == plugin })
+		canaryEntry = false
 		switch {
 		case i < 0:
 			d.Entries = append(d.Entries, entry)
 			return true
+		case setEntry && canary < 100:
+			canaryEntry = true
 		case setEntry:
 			d.Entries[i] = entry
 			return true
@@ -247,6 +286,12 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 			return
 		}
 		t = Target{Canary: v.Version, Percent: canary, Stable: cur.Stable}
+		switch {
+		case canaryEntry:
+			t.Entry = entryText // checked before anything was stored
+		case !setEntry && cur.Canary == v.Version:
+			t.Entry = cur.Entry // the running canary at a new share: its entry is kept
+		}
 	}
 	if err := mg.deploy(ctx, pluginKey{site, plugin}, t, false, who.by); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "recording the deployment failed: "+err.Error())
@@ -286,9 +331,13 @@ func canaryOfStableMsg(site, plugin string, cur Target) string {
 	if cur.Canary != 0 {
 		running = fmt.Sprintf("is the stable version (version %d runs as a %d%% canary)", cur.Canary, cur.Percent)
 	}
-	return fmt.Sprintf("these bytes are already version %d of %s/%s, which %s: a canary needs a different build; "+
-		"nothing was changed. Rebuild the plugin and push it again, or move between stored versions with "+
-		"'meridian plugin promote --version N [--canary PCT]' or 'meridian plugin rollback'", cur.Stable, site, plugin, running)
+	return fmt.Sprintf("these bytes are already version %d of %s/%s, which %s: a canary needs a different build "+
+		"(it runs beside the stable version, which its errors are told apart from, and is rolled back alone); nothing was changed. "+
+		"To change only the config or headers, push without a canary (--canary in the CLI, canary= in the API): "+
+		"that applies to all requests at once. To try a config on a share of requests, rebuild the plugin and push it "+
+		"with the canary and the config. To move between stored versions use "+
+		"'meridian plugin promote --version N [--canary PCT]' or 'meridian plugin rollback' "+
+		"(POST .../deploy or .../rollback in the API)", cur.Stable, site, plugin, running)
 }
 
 // entryFromQuery builds a chain entry from push parameters; set is true
@@ -299,7 +348,7 @@ func entryFromQuery(plugin string, q map[string][]string) (ChainEntry, bool, err
 	for _, kv := range q["config"] {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
-			return e, false, fmt.Errorf("config=%q: want KEY=VALUE", kv)
+			return e, false, fmt.Errorf("config %q: want KEY=VALUE (--config KEY=VALUE in the CLI, config=KEY=VALUE in the API)", kv)
 		}
 		if e.Config == nil {
 			e.Config = map[string]string{}
@@ -439,8 +488,34 @@ func (mg *Manager) deployHandler(w http.ResponseWriter, r *http.Request, site st
 		return
 	}
 	t := Target{Stable: req.Version}
-	if cur := mg.current(site, plugin); pct < 100 && cur.Stable != req.Version {
+	cur := mg.current(site, plugin)
+	if pct < 100 && cur.Stable != req.Version {
 		t = Target{Canary: req.Version, Percent: pct, Stable: cur.Stable}
+		if cur.Canary == req.Version {
+			t.Entry = cur.Entry // a new share for the running canary: same config
+		}
+	}
+	if own, ok := cur.CanaryEntry(); ok && pct == 100 && cur.Canary == req.Version {
+		// Promotion of a canary with its own entry: the entry becomes the
+		// chain's, then the record makes the version stable. The chain
+		// (JetStream) and the record (statesync) travel apart: until both
+		// reached a PoP, its stable share may run the old version with the
+		// new entry (normally milliseconds). The chain goes first as its
+		// write is the one likely to fail (JetStream), which then changes
+		// nothing; a promotion whose record failed after it is finished by
+		// promoting again (the record still names the canary's entry).
+		_, err := mg.st.Load().updateChain(r.Context(), site, func(d *ChainDoc) bool {
+			i := slices.IndexFunc(d.Entries, func(e ChainEntry) bool { return e.Plugin == plugin })
+			if i < 0 {
+				return false // taken out of the chain meanwhile: stays out
+			}
+			d.Entries[i] = own
+			return true
+		})
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "promoting the canary's config into the chain failed; nothing was changed: "+err.Error())
+			return
+		}
 	}
 	if err := mg.deploy(r.Context(), pluginKey{site, plugin}, t, false, who.by); err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -493,7 +568,7 @@ func (mg *Manager) rollback(w http.ResponseWriter, r *http.Request, site string,
 				}
 			}
 			if to == 0 {
-				writeError(w, http.StatusConflict, fmt.Sprintf("%s/%s runs version %d and has no earlier version; name one with \"version\"", site, plugin, running))
+				writeError(w, http.StatusConflict, fmt.Sprintf("%s/%s runs version %d and has no earlier version; name the version to go back to (--version N in the CLI, {\"version\":N} in the API)", site, plugin, running))
 				return
 			}
 		}

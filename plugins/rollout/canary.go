@@ -3,6 +3,8 @@ package rollout
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,16 +43,23 @@ func (mg *Manager) gatherStats() map[slotKey]callStats {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			var site, slot, kind string
+			var site, slot, version, kind string
 			for _, l := range m.GetLabel() {
 				switch l.GetName() {
 				case "site":
 					site = l.GetValue()
 				case "plugin":
 					slot = l.GetValue()
+				case "version":
+					version = l.GetValue()
 				case "kind":
 					kind = l.GetValue()
 				}
+			}
+			// A Host labelling with MetricLabels says plugin "P", version
+			// "N" for slot "P@N"; one without says plugin "P@N".
+			if n, err := strconv.Atoi(version); err == nil && !strings.Contains(slot, "@") {
+				slot = slotName(slot, n)
 			}
 			k := slotKey{site, slot}
 			s := out[k]

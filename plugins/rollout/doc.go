@@ -40,6 +40,14 @@
 //     chain without this plugin.
 //   - Version "0": the plugin runs nowhere (the automatic rollback of a
 //     canary that had no base).
+//   - A canary's Version may end in " entry <JSON ChainEntry>" (after the
+//     versions: "N base B entry {...}"): canary requests run with that
+//     config and those headers instead of the chain entry's, which the
+//     stable share keeps (Target.Entry). The entry rides in the record so
+//     that a PoP switches code and config in one step; a record without it
+//     means what it did before. PoPs older than this encoding refuse such a
+//     record (logged) and keep running what they ran until the next
+//     record they can read (a promotion or rollback).
 //
 // RolledBack marks records written by a rollback (manual or automatic); By
 // names who wrote it ("site:<name>", "ops", "auto-rollback@<pop>").
@@ -82,5 +90,7 @@
 // named "P@N", so metrics, log lines and the circuit breaker are per version
 // and a canary and its base run side by side. Slots a PoP no longer needs are
 // removed after RetireAfter, when no request can still hold a chain naming
-// them.
+// them. The Host labels a slot's series plugin="P@N", version="1" (its own
+// count of uploads to the slot) unless it maps them with MetricLabels to
+// plugin="P", version="N"; the canary checks read either.
 package rollout

@@ -611,7 +611,7 @@ func (mg *Manager) Chain(site string) *plugins.Chain {
 	for i, e := range sc.all {
 		for _, c := range sc.canaries {
 			if c.pos == i && contains(pick, i) {
-				e.Plugin = c.slot
+				e = c.entry // the canary's slot, with its own config when it has one
 			}
 		}
 		if e.Plugin != "" {
@@ -644,8 +644,10 @@ type siteChain struct {
 }
 
 type canaryPick struct {
-	pos     int
-	slot    string
+	pos int
+	// entry runs the canary's slot, with the canary's own config and
+	// headers when its record carries them, else the chain entry's.
+	entry   plugins.Entry
 	percent int
 }
 
@@ -665,7 +667,12 @@ func (mg *Manager) rebuildLocked(site string) {
 			sc.stable.Entries = append(sc.stable.Entries, e)
 		}
 		if a.target.Canary != 0 {
-			sc.canaries = append(sc.canaries, canaryPick{pos: len(sc.all), slot: slotName(de.Plugin, a.target.Canary), percent: a.target.Percent})
+			ce := e
+			if own, ok := a.target.CanaryEntry(); ok {
+				ce = plugins.Entry{Config: own.Config, RequestHeaders: own.RequestHeaders, ResponseHeaders: own.ResponseHeaders}
+			}
+			ce.Plugin = slotName(de.Plugin, a.target.Canary)
+			sc.canaries = append(sc.canaries, canaryPick{pos: len(sc.all), entry: ce, percent: a.target.Percent})
 		}
 		sc.all = append(sc.all, e)
 	}

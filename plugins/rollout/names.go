@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -55,11 +56,28 @@ type Target struct {
 	// Canary takes Percent% of requests; 0 means no canary.
 	Canary  int `json:"canary,omitempty"`
 	Percent int `json:"canary_percent,omitempty"`
+	// Entry, when set, is the canary's own chain entry (the compact JSON
+	// of a ChainEntry: config and headers) that canary requests run with;
+	// stable requests keep the site chain's entry. Empty: the canary runs
+	// with the chain's entry too. Only a canary carries one: a promotion
+	// writes it into the chain, a rollback drops it. A string, so that
+	// Targets compare with ==.
+	Entry string `json:"canary_entry,omitempty"`
 }
+
+// MaxCanaryEntry bounds a canary's chain entry (its JSON), which travels
+// inside the deployment record (statesync records are at most 64 KiB).
+const MaxCanaryEntry = 16 << 10
+
+// entrySep separates a record's versions from the canary's entry; the
+// versions part never holds it, so the first occurrence is the separator
+// whatever the entry's JSON holds.
+const entrySep = " entry "
 
 // decodeTarget reads a deployment record (see the package doc).
 func decodeTarget(d statesync.Deployment) (Target, error) {
-	head, base, hasBase := strings.Cut(d.Version, " base ")
+	versions, entry, hasEntry := strings.Cut(d.Version, entrySep)
+	head, base, hasBase := strings.Cut(versions, " base ")
 	n, err := strconv.Atoi(head)
 	if err != nil || n < 0 {
 		return Target{}, fmt.Errorf("deployment %s/%s: version %q is not a rollout version", d.Site, d.Plugin, d.Version)
@@ -67,6 +85,9 @@ func decodeTarget(d statesync.Deployment) (Target, error) {
 	if d.CanaryPercent >= 100 || n == 0 {
 		if hasBase {
 			return Target{}, fmt.Errorf("deployment %s/%s: version %q names a base without a canary", d.Site, d.Plugin, d.Version)
+		}
+		if hasEntry {
+			return Target{}, fmt.Errorf("deployment %s/%s: version %q carries a canary entry without a canary", d.Site, d.Plugin, d.Version)
 		}
 		return Target{Stable: n}, nil
 	}
@@ -78,6 +99,13 @@ func decodeTarget(d statesync.Deployment) (Target, error) {
 		}
 		t.Stable = b
 	}
+	if hasEntry {
+		var e ChainEntry
+		if err := json.Unmarshal([]byte(entry), &e); err != nil || e.Plugin != d.Plugin {
+			return Target{}, fmt.Errorf("deployment %s/%s: the canary's entry %.80q is not a chain entry of this plugin", d.Site, d.Plugin, entry)
+		}
+		t.Entry = entry
+	}
 	return t, nil
 }
 
@@ -86,10 +114,14 @@ func (t Target) versionString() string {
 	if t.Canary == 0 {
 		return strconv.Itoa(t.Stable)
 	}
-	if t.Stable == 0 {
-		return strconv.Itoa(t.Canary)
+	s := strconv.Itoa(t.Canary)
+	if t.Stable != 0 {
+		s += " base " + strconv.Itoa(t.Stable)
 	}
-	return strconv.Itoa(t.Canary) + " base " + strconv.Itoa(t.Stable)
+	if t.Entry != "" {
+		s += entrySep + t.Entry
+	}
+	return s
 }
 
 // percent is the record's CanaryPercent for t.
@@ -98,4 +130,40 @@ func (t Target) percent() int {
 		return 100
 	}
 	return t.Percent
+}
+
+// CanaryEntry decodes Entry; ok is false when the canary has none (it runs
+// with the chain's entry).
+func (t Target) CanaryEntry() (e ChainEntry, ok bool) {
+	if t.Entry == "" {
+		return ChainEntry{}, false
+	}
+	if err := json.Unmarshal([]byte(t.Entry), &e); err != nil {
+		return ChainEntry{}, false // decodeTarget checked it: not reached
+	}
+	return e, true
+}
+
+// encodeEntry is the Entry of a canary running with e.
+func encodeEntry(e ChainEntry) (string, error) {
+	b, err := json.Marshal(e) // map keys sorted: the same entry, the same text
+	if err != nil {
+		return "", err
+	}
+	if len(b) > MaxCanaryEntry {
+		return "", fmt.Errorf("the canary's config and headers take %d bytes as JSON, over the %d a canary carries: "+
+			"keep large data out of the config, or push without a canary (the chain entry has no such limit)", len(b), MaxCanaryEntry)
+	}
+	return string(b), nil
+}
+
+// MetricLabels maps a Host slot this package makes ("P@N") and the Host's
+// own version number of it to the plugin and version users know: ("P",
+// "N"). Other slot names are returned as they are. It is meant for the
+// Host's metric labels (see the package doc, "Versions in the local Host").
+func MetricLabels(slot string, hostVersion int) (plugin, version string) {
+	if p, n, ok := parseSlot(slot); ok {
+		return p, strconv.Itoa(n)
+	}
+	return slot, strconv.Itoa(hostVersion)
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-edge/meridian/gateway/cache/failurelog"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
 
@@ -103,6 +104,9 @@ type Tier struct {
 	sync                bool
 	bypassFor           time.Duration
 	log                 *slog.Logger
+	// failures rate-limits the disk-full reports: a full disk fails every
+	// store, and a line each would flood the log.
+	failures *failurelog.Log
 
 	mu    sync.Mutex
 	idx   map[uint64]*node
@@ -171,7 +175,8 @@ func Open(opts Options) (*Tier, error) {
 		metas:  new(metaCache), fds: newFDCache(),
 		dir: opts.Dir, objDir: filepath.Join(opts.Dir, "objects"), tmpDir: filepath.Join(opts.Dir, "tmp"),
 		budget: opts.Bytes, maxObject: opts.MaxObject, sync: opts.Sync, bypassFor: opts.DiskFullBypass,
-		log: opts.Logger, idx: make(map[uint64]*node), compactAfter: 1 << 20,
+		log: opts.Logger, failures: failurelog.New(opts.Logger, failurelog.DefaultEvery, nil),
+		idx: make(map[uint64]*node), compactAfter: 1 << 20,
 		indexed: make(chan struct{}),
 	}
 	switch opts.Policy {
@@ -464,6 +469,10 @@ func (t *Tier) removeFiles(hashes []uint64) {
 
 // Name implements tier.Tier.
 func (t *Tier) Name() string { return "l2" }
+
+// Dir is the directory the tier keeps its files in (Options.Dir), for
+// reports of its failures.
+func (t *Tier) Dir() string { return t.dir }
 
 // Indexed returns a channel closed once the index holds every object file
 // on disk: at once after a clean stop, and when the background walk ends
@@ -882,7 +891,7 @@ func (t *Tier) diskFull(err error) bool {
 	victims := t.evictLocked(t.budget - t.used + free)
 	t.mu.Unlock()
 	t.removeFiles(victims)
-	t.log.Warn("l2: disk full; evicted to make room", "dir", t.dir, "evicted", len(victims), "err", err)
+	t.failures.Warn("disk-full/"+failurelog.ErrorKind(err), "l2: disk full; evicted to make room", "tier", "l2", "dir", t.dir, "evicted", len(victims), "err", err)
 	return true
 }
 
@@ -890,7 +899,7 @@ func (t *Tier) diskFull(err error) bool {
 // after evicting.
 func (t *Tier) bypass(err error) {
 	t.bypassUntil.Store(time.Now().Add(t.bypassFor).UnixNano())
-	t.log.Warn("l2: disk still full after evicting; not storing new objects for a while", "dir", t.dir, "for", t.bypassFor, "err", err)
+	t.failures.Warn("bypass/"+failurelog.ErrorKind(err), "l2: disk still full after evicting; not storing new objects for a while", "tier", "l2", "dir", t.dir, "for", t.bypassFor, "err", err)
 }
 
 type writer struct {

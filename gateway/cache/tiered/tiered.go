@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meridian-edge/meridian/gateway/cache/failurelog"
 	"github.com/meridian-edge/meridian/gateway/cache/freq"
 	"io"
 	"log/slog"
@@ -121,6 +122,7 @@ type Tiered struct {
 	pending      atomic.Int64 // write-downs queued or running
 	sketch       *freq.Sketch
 	log          *slog.Logger
+	failures     *failurelog.Log // store failures, rate-limited per tier and error kind
 
 	queues []chan *job // index i-1 for tier i
 
@@ -225,6 +227,7 @@ func New(opts Options) (*Tiered, error) {
 		tiers: opts.Tiers, stats: make([]tierStats, len(opts.Tiers)),
 		promoteAfter: uint32(opts.PromoteAfter), spoolLimit: opts.SpoolLimit, spoolBytes: opts.SpoolBytes,
 		sketch: freq.New(1 << 20), log: opts.Logger, deleted: map[string]uint64{},
+		failures: failurelog.New(opts.Logger, failurelog.DefaultEvery, nil),
 	}
 	for _, n := range opts.SkipScan {
 		t.skipScan[n] = true
@@ -494,7 +497,7 @@ func (t *Tiered) Put(ctx context.Context, key string, meta *tier.Meta) (tier.Wri
 		w.top = top
 	case errors.Is(err, tier.ErrNotAdmitted), errors.Is(err, tier.ErrTooLarge):
 	default:
-		t.stats[0].errors.Add(1)
+		t.storeFailed(0, err)
 	}
 	if len(t.tiers) == 1 && w.top == nil {
 		return nil, err
@@ -523,7 +526,7 @@ func (w *writer) startDirect(ctx context.Context) {
 	d, err := w.t.tiers[1].Put(ctx, w.key, w.meta)
 	if err != nil {
 		if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
-			w.t.stats[1].errors.Add(1)
+			w.t.storeFailed(1, err)
 		}
 		w.spill = true
 		w.buf = bytes.Buffer{}
@@ -582,7 +585,7 @@ func (w *writer) Commit() error {
 	case w.direct != nil:
 		if err := w.direct.Commit(); err != nil {
 			if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
-				t.stats[1].errors.Add(1)
+				t.storeFailed(1, err)
 			}
 			break
 		}
@@ -676,6 +679,23 @@ func (t *Tiered) worker(i int, q chan *job) {
 	}
 }
 
+// storeFailed counts a store into tier i that failed for another reason
+// than admission or size, and reports it at WARN: the first failure per
+// tier and error kind, then at most one a minute with the number left out.
+// Without the line a read-only or full disk under L2 fails silently (the
+// error counter alone moves); with one line per store it floods the log.
+func (t *Tiered) storeFailed(i int, err error) {
+	t.stats[i].errors.Add(1)
+	tr := t.tiers[i]
+	attrs := []any{"tier", tr.Name()}
+	if d, ok := tr.(interface{ Dir() string }); ok {
+		attrs = append(attrs, "dir", d.Dir())
+	}
+	attrs = append(attrs, "err", err)
+	t.failures.Warn(tr.Name()+"/"+failurelog.ErrorKind(err),
+		"tiered: storing in a tier failed; it keeps serving what it holds, but new objects are not stored there until this is fixed", attrs...)
+}
+
 // run performs one write-down, recovering from a tier's panic.
 func (t *Tiered) run(i int, j *job) {
 	defer t.pending.Add(-1)
@@ -701,8 +721,7 @@ func (t *Tiered) run(i int, j *job) {
 	w, err := tr.Put(t.ctx, j.key, j.meta)
 	if err != nil {
 		if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
-			t.stats[i].errors.Add(1)
-			t.log.Debug("tiered: write-down refused", "tier", tr.Name(), "err", err)
+			t.storeFailed(i, err)
 		}
 		return
 	}
@@ -723,8 +742,7 @@ func (t *Tiered) run(i int, j *job) {
 	}
 	if err := w.Commit(); err != nil {
 		if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
-			t.stats[i].errors.Add(1)
-			t.log.Debug("tiered: write-down failed", "tier", tr.Name(), "err", err)
+			t.storeFailed(i, err)
 		}
 		return
 	}

@@ -1,0 +1,80 @@
+package origin
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Passive health, as nginx's max_fails=1 fail_timeout=10s: one failed attempt
+// (connect failure, connect or header timeout, connection broken before the
+// headers) marks a server down. One and not more because a site's servers
+// are meant to be interchangeable: a failure costs the client that request a
+// retry elsewhere (and, for a timeout, the wait), and every further request
+// sent to a broken server in the down period would cost the same again. The
+// cost of a wrong guess is bounded: the server is tried again after the
+// period, and when every server is down the least recently failed one is
+// still tried.
+type server struct {
+	Server
+	// failedAt is when the last attempt failed (unix nanos); 0 while the
+	// server answers. Non-zero means "down" for the gauge.
+	failedAt atomic.Int64
+	// downUntil is when the down period ends (unix nanos).
+	downUntil atomic.Int64
+	// probing is held by the one request that tries a down server after its
+	// period (half-open), so that a still-hanging server costs one request
+	// the header timeout, not every request arriving at that moment.
+	probing atomic.Bool
+}
+
+// pick returns the next server in round-robin order that is not in skip and
+// not marked down. A down server whose period is over is returned to one
+// caller at a time, with probe set; that caller must call release. When every
+// remaining server is down, the least recently failed one is returned: "down"
+// is only our guess, and trying beats failing without asking.
+func (p *Pool) pick(skip map[*server]bool) (s *server, probe bool) {
+	now := time.Now().UnixNano()
+	n := len(p.servers)
+	start := int(p.next.Add(1) % uint64(n))
+	for i := range n {
+		s := p.servers[(start+i)%n]
+		if skip[s] {
+			continue
+		}
+		if s.failedAt.Load() == 0 {
+			return s, false
+		}
+		if s.downUntil.Load() <= now && s.probing.CompareAndSwap(false, true) {
+			return s, true
+		}
+	}
+	var best *server
+	for _, s := range p.servers {
+		if !skip[s] && (best == nil || s.failedAt.Load() < best.failedAt.Load()) {
+			best = s
+		}
+	}
+	return best, false
+}
+
+// failed marks s down for the pool's down period.
+func (p *Pool) failed(s *server, err error) {
+	now := time.Now()
+	s.failedAt.Store(now.UnixNano())
+	s.downUntil.Store(now.Add(p.opts.DownFor).UnixNano())
+	if m := p.opts.Metrics; m != nil {
+		m.down.WithLabelValues(p.opts.Site, s.URL.Host).Set(1)
+	}
+	p.log.Warn("origin server failed; marked down", "site", p.opts.Site, "server", s.URL.Host, "for", p.opts.DownFor, "err", err)
+}
+
+// answered clears a server's down mark once it sent response headers.
+func (p *Pool) answered(s *server) {
+	if s.failedAt.Load() == 0 || s.failedAt.Swap(0) == 0 {
+		return
+	}
+	if m := p.opts.Metrics; m != nil {
+		m.down.WithLabelValues(p.opts.Site, s.URL.Host).Set(0)
+	}
+	p.log.Info("origin server answers again; marked up", "site", p.opts.Site, "server", s.URL.Host)
+}

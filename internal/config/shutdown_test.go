@@ -1,0 +1,68 @@
+package config_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-edge/meridian/internal/config"
+)
+
+// TestShutdown: the shutdown section's defaults (no drain, a 10 s grace),
+// its values, and refusals that name the field and the line.
+func TestShutdown(t *testing.T) {
+	cfg, err := config.Parse("base.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sd := cfg.Shutdown; sd.Drain != 0 || sd.Grace != 10*time.Second {
+		t.Errorf("defaults: %+v, want no drain and a 10s grace", sd)
+	}
+	cfg, err = config.Parse("set.yaml", []byte(base+"shutdown:\n  drain: 30s\n  grace: 45s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sd := cfg.Shutdown; sd.Drain != 30*time.Second || sd.Grace != 45*time.Second {
+		t.Errorf("set: %+v", sd)
+	}
+	line := strings.Count(base, "\n") + 2 // the line after "shutdown:"
+	for _, c := range []struct{ yaml, want string }{
+		{"  drain: -5s\n", "shutdown.drain: -5s is out of range [0s,1h]"},
+		{"  grace: 2h\n", "shutdown.grace: 2h0m0s is out of range [0s,1h]"},
+		{"  drian: 5s\n", "drian"},
+	} {
+		_, err := config.Parse("bad.yaml", []byte(base+"shutdown:\n"+c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(line)) {
+			t.Errorf("%q: %v, want %q at bad.yaml:%d", c.yaml, err, c.want, line)
+		}
+	}
+}
+
+// TestPluginLimits: plugins.timeout and plugins.memory, their defaults and
+// their bounds.
+func TestPluginLimits(t *testing.T) {
+	cfg, err := config.Parse("base.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.Plugins; p.Timeout != 50*time.Millisecond || p.Memory != 32<<20 {
+		t.Errorf("defaults: timeout %v memory %d, want 50ms and 32MiB", p.Timeout, p.Memory)
+	}
+	cfg, err = config.Parse("set.yaml", []byte(base+"plugins:\n  timeout: 200ms\n  memory: 64MiB\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.Plugins; p.Timeout != 200*time.Millisecond || p.Memory != 64<<20 {
+		t.Errorf("set: timeout %v memory %d", p.Timeout, p.Memory)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"  timeout: 30s\n", "plugins.timeout: 30s is out of range [1ms,10s]"},
+		{"  memory: 100000\n", "plugins.memory: 100000 bytes: want whole 64KiB pages from 1MiB to 4GiB"},
+		{"  memory: 8GiB\n", "plugins.memory: 8589934592 bytes"},
+	} {
+		if _, err := config.Parse("bad.yaml", []byte(base+"plugins:\n"+c.yaml)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.yaml, err, c.want)
+		}
+	}
+}
