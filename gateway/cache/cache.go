@@ -212,6 +212,11 @@ type SitePolicy struct {
 	// Bypass turns caching off for the site: every request goes to the
 	// origin through the proxy.
 	Bypass bool
+	// StaleIfError serves a stored copy up to this long past its freshness
+	// when the origin fails (5xx, unreachable, timeout) and the response set
+	// no stale-if-error of its own; must-revalidate still forbids it. 0:
+	// only what the origin's and the client's stale-if-error allow.
+	StaleIfError time.Duration
 }
 
 // Validate reports a site policy the cache cannot apply, naming the field.
@@ -224,6 +229,8 @@ func (s SitePolicy) Validate() error {
 		return fmt.Errorf("cache: site policy: SiteID %q must not contain spaces or NUL", s.SiteID)
 	case s.MaxObject < 0:
 		return fmt.Errorf("cache: site %s: MaxObject %d must not be negative (0 means the storage's limit)", s.SiteID, s.MaxObject)
+	case s.StaleIfError < 0:
+		return fmt.Errorf("cache: site %s: StaleIfError %v must not be negative (0 means none beyond the origin's)", s.SiteID, s.StaleIfError)
 	}
 	for i, q := range s.IgnoreQuery {
 		if q == "" {

@@ -42,7 +42,7 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 		h.serveStored(w, r, st, "meridian; fwd="+fwd+"; fwd-status=304; detail="+st.tier, -1)
 	case kindPass:
 		rd.Close()
-		if res.status >= 500 && res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC) {
+		if res.status >= 500 && res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC, h.site.StaleIfError) {
 			if resp != nil {
 				resp.Body.Close()
 			}
@@ -57,7 +57,7 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 		h.writeResponse(w, r, resp, "meridian; fwd="+fwd+"; fwd-status="+strconv.Itoa(resp.StatusCode))
 	case kindError:
 		rd.Close()
-		if res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC) {
+		if res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC, h.site.StaleIfError) {
 			h.serveStaleIfError(w, r, res.stored, fwd)
 			return
 		}

@@ -338,6 +338,12 @@ type SiteCache struct {
 	SortQuery bool `yaml:"sort_query"`
 	// MaxL1Object is the largest response kept in the memory tier. Default 4MiB.
 	MaxL1Object ByteSize `yaml:"max_l1_object"`
+	// StaleIfError serves a stored copy up to this long past its freshness
+	// when the origin fails (5xx, refused, timed out) and its response set
+	// no stale-if-error of its own; must-revalidate still forbids it
+	// (nginx's proxy_cache_use_stale error timeout http_5xx). Default 0: only
+	// what the origin's stale-if-error allows.
+	StaleIfError time.Duration `yaml:"stale_if_error"`
 }
 
 // DNS configures the authoritative GeoDNS server.

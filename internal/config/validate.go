@@ -332,6 +332,9 @@ func (v *validation) sites(sites []Site) {
 		v.positive(f+".timeouts.header", s.Timeouts.Header)
 		v.positive(f+".timeouts.idle", s.Timeouts.Idle)
 		v.positive(f+".timeouts.total", s.Timeouts.Total)
+		if d := s.Cache.StaleIfError; d < 0 || d > 30*24*time.Hour {
+			v.add(f+".cache.stale_if_error", "%v is out of range [0s,720h]", d)
+		}
 	}
 }
 

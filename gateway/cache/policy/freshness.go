@@ -301,12 +301,18 @@ func Decide(f Freshness, req Directives) Use {
 // StaleIfErrorAllowed reports whether a stale response may be served because
 // the origin failed (RFC 5861 section 4): the response's or the request's
 // stale-if-error window covers the staleness and must-revalidate is absent.
-func StaleIfErrorAllowed(f Freshness, req Directives) bool {
+// siteDefault is the site operator's window for responses that set none
+// (nginx's proxy_cache_use_stale error, a CDN's "serve stale"): the origin's
+// own stale-if-error, when present, wins, and must-revalidate still forbids.
+func StaleIfErrorAllowed(f Freshness, req Directives, siteDefault time.Duration) bool {
 	if f.MustRevalidate {
 		return false
 	}
 	st := f.Staleness()
 	if f.StaleIfError > 0 && st <= f.StaleIfError {
+		return true
+	}
+	if f.StaleIfError == 0 && siteDefault > 0 && st <= siteDefault {
 		return true
 	}
 	if v, ok := req.Seconds("stale-if-error"); ok && st <= v {

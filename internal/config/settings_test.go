@@ -66,3 +66,26 @@ func TestPluginLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestSiteStaleIfErrorSetting: sites[].cache.stale_if_error, default 0 and
+// bounded.
+func TestSiteStaleIfErrorSetting(t *testing.T) {
+	cfg, err := config.Parse("base.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Sites[0].Cache.StaleIfError; d != 0 {
+		t.Errorf("default: %v, want 0", d)
+	}
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n    cache:\n      stale_if_error: 1h\n", 1)
+	if cfg, err = config.Parse("set.yaml", []byte(set)); err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Sites[0].Cache.StaleIfError; d != time.Hour {
+		t.Errorf("set: %v, want 1h", d)
+	}
+	bad := strings.Replace(set, "stale_if_error: 1h", "stale_if_error: 800h", 1)
+	if _, err := config.Parse("bad.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "sites[0].cache.stale_if_error: 800h0m0s is out of range [0s,720h]") {
+		t.Errorf("800h: %v", err)
+	}
+}
