@@ -167,7 +167,11 @@ func TestOriginFailures(t *testing.T) {
 		t.Errorf("unknown host: %d", resp.StatusCode)
 	}
 	// The PoP's request metrics name it, and count what it answered itself
-	// apart from what origins sent.
+	// apart from what origins sent. A request is counted after its response
+	// is sent, so the client can get here first: wait for the last one.
+	testutil.WaitFor(t, "the three requests counted", func() bool {
+		return testutil.MetricSum(t, p.Registry(), "meridian_http_requests_total", map[string]string{"pop": "test-pop"}) >= 3
+	})
 	for _, c := range []struct {
 		labels map[string]string
 		want   float64
