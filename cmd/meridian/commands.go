@@ -148,7 +148,7 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 	for {
 		select {
 		case <-hup:
-			reload(path, st.Reload, log)
+			st.RecordReload(reload(path, st.Reload, log))
 			continue
 		case <-ctx.Done():
 		}
@@ -190,13 +190,14 @@ const builtInSource = "built-in deploy/dev.yaml"
 
 // reload reads the configuration again and hands it to apply (the stack's
 // Reload), which applies what can change live. A bad file is refused whole
-// and the running configuration stays. Every log line names the source.
+// and the running configuration stays. Every log line names the source; the
+// error (nil: applied) is returned for the reload metrics.
 //
 // The built-in dev configuration is compiled into the binary, so reloading
 // it cannot change a setting; it is still applied, because a reload also
 // re-reads the certificate files (the dev CA's among them). The log says
 // so, and how to get a configuration that SIGHUP can change.
-func reload(path string, apply func(*config.Config) error, log *slog.Logger) {
+func reload(path string, apply func(*config.Config) error, log *slog.Logger) error {
 	source := path
 	if source == "" {
 		source = builtInSource
@@ -209,14 +210,15 @@ func reload(path string, apply func(*config.Config) error, log *slog.Logger) {
 		// One problem per line in the file's report; joined here, so that
 		// the log line reads as text rather than with escaped newlines.
 		log.Error("reload refused; keeping the running configuration", "source", source, "err", strings.ReplaceAll(err.Error(), "\n", "; "))
-		return
+		return err
 	}
 	if path == "" {
 		log.Info("configuration reloaded", "source", source,
 			"note", "the built-in configuration is part of the binary and cannot change; certificates were re-read. To change settings with SIGHUP, run with --config FILE (a copy of deploy/dev.yaml)")
-		return
+		return nil
 	}
 	log.Info("configuration reloaded", "source", source)
+	return nil
 }
 
 func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {

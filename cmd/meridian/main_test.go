@@ -306,6 +306,18 @@ func TestDevCommand(t *testing.T) {
 	if rcode("api.example.test.") != dns.RcodeSuccess {
 		t.Fatal("a refused reload dropped the running configuration")
 	}
+	// Both reloads are on every PoP's /metrics.
+	if resp, err := http.Get(adminURL + "/metrics"); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{`meridian_config_reloads_total{result="applied"} 1`, `meridian_config_reloads_total{result="refused"} 1`, "meridian_config_last_reload_success_timestamp_seconds "} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("no %q on a PoP's /metrics", want)
+			}
+		}
+	}
 
 	// With shutdown.drain set (by a reload: it is read when the stop
 	// begins), Ctrl-C first drains: /healthz says so and the DNS is told,

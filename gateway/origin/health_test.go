@@ -332,3 +332,36 @@ func TestClientCancelDoesNotMarkDown(t *testing.T) {
 		t.Fatalf("server_down after the client canceled = %v, want 0", v)
 	}
 }
+
+// TestDownSeriesFollowTheSites: a reload makes a new pool for a site that
+// stays (its series are the new pool's, and closing the old one keeps
+// them); closing the pool of a site the reload removed drops its series.
+func TestDownSeriesFollowTheSites(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := origin.NewMetrics(reg)
+	a, b := mustURL(t, "http://127.0.0.1:1"), mustURL(t, "http://127.0.0.1:2")
+	old, err := origin.New(origin.Options{Site: "www", Metrics: m, Servers: []origin.Server{{URL: a}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := origin.New(origin.Options{Site: "old", Metrics: m, Servers: []origin.Server{{URL: a}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := origin.New(origin.Options{Site: "www", Metrics: m, Servers: []origin.Server{{URL: b}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	gone.Close()
+	if _, ok := downGauge(t, reg, "www", b.Host); !ok {
+		t.Error("the kept site's series went with its old pool")
+	}
+	if _, ok := downGauge(t, reg, "www", a.Host); ok {
+		t.Error("the kept site still reports the server the reload dropped")
+	}
+	if _, ok := downGauge(t, reg, "old", a.Host); ok {
+		t.Error("the removed site's series outlived its pool")
+	}
+	next.Close()
+}

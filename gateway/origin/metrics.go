@@ -1,12 +1,22 @@
 package origin
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the origin request metrics, shared by every pool of a PoP.
 type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	down     *prometheus.GaugeVec
+
+	// owners is the pool whose servers each site's down series describe:
+	// the last one made for the site. Closing it (the site was removed by a
+	// reload) drops them; closing one it replaced does not.
+	mu     sync.Mutex
+	owners map[string]*Pool
 }
 
 // NewMetrics creates and registers origin metrics on reg (nil: unregistered).

@@ -109,6 +109,12 @@ func New(opts Options) (*Pool, error) {
 		p.attempts = opts.Retries + 1
 	}
 	if m := opts.Metrics; m != nil {
+		m.mu.Lock()
+		if m.owners == nil {
+			m.owners = map[string]*Pool{}
+		}
+		m.owners[opts.Site] = p
+		m.mu.Unlock()
 		m.down.DeletePartialMatch(map[string]string{"site": opts.Site})
 		for _, s := range p.servers {
 			m.down.WithLabelValues(opts.Site, s.URL.Host).Set(0)
@@ -131,8 +137,22 @@ func New(opts Options) (*Pool, error) {
 	return p, nil
 }
 
-// Close releases idle connections.
-func (p *Pool) Close() { p.transport.CloseIdleConnections() }
+// Close releases idle connections. When no newer pool was made for the
+// site since (a reload removed it), the site's down series go too.
+func (p *Pool) Close() {
+	p.transport.CloseIdleConnections()
+	if m := p.opts.Metrics; m != nil {
+		m.mu.Lock()
+		last := m.owners[p.opts.Site] == p
+		if last {
+			delete(m.owners, p.opts.Site)
+		}
+		m.mu.Unlock()
+		if last {
+			m.down.DeletePartialMatch(map[string]string{"site": p.opts.Site})
+		}
+	}
+}
 
 type serverKey struct{}
 

@@ -119,6 +119,7 @@ func (s *Stack) startDNS(ctx context.Context) error {
 		return err
 	}
 	s.dnsReg = prometheus.NewRegistry()
+	s.registerReloadMetrics(s.dnsReg)
 	opts.Registerer = s.dnsReg
 	srv, err := dnsrouter.New(opts)
 	if err != nil {

@@ -67,6 +67,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	log := s.log.With("pop", pc.ID)
 	reg := prometheus.NewRegistry()
+	s.registerReloadMetrics(reg)
 	metrics := origin.NewMetrics(reg)
 	sites, err := buildSites(s.cfg, metrics, log)
 	if err != nil {

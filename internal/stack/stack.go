@@ -78,6 +78,11 @@ type Stack struct {
 	// creds are the admin tokens (the same for every PoP), for the plugin
 	// admin API; Reload replaces them and each PoP's.
 	creds atomic.Pointer[gateway.Credentials]
+	// reloads counts configuration reloads by result and lastReload holds
+	// the time of the last applied one, on every PoP's and the DNS's
+	// registry (RecordReload).
+	reloads    *prometheus.CounterVec
+	lastReload prometheus.Gauge
 	// geo locates clients for the PoPs' plugins (from dns.geo).
 	geo    geo.Source
 	dns    *dnsrouter.Server
@@ -88,6 +93,15 @@ type Stack struct {
 func Start(ctx context.Context, cfg *config.Config, roles Roles, log *slog.Logger) (*Stack, error) {
 	s := &Stack{cfg: cfg, log: log, pops: map[string]*runningPoP{}}
 	s.setSiteNames(cfg)
+	s.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_config_reloads_total",
+		Help: "Configuration reloads (SIGHUP) by result: applied, or refused (the running configuration stays).",
+	}, []string{"result"})
+	s.lastReload = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "meridian_config_last_reload_success_timestamp_seconds",
+		Help: "When the running configuration was last applied: the start, or the last reload that succeeded (Unix seconds).",
+	})
+	s.lastReload.SetToCurrentTime()
 	if err := s.start(ctx, roles); err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -288,3 +302,21 @@ func (s *Stack) siteNamesNow() []string { return *s.siteNames.Load() }
 // Config is the running configuration: the one Start was given, or the
 // last a Reload applied. Do not call it while a Reload runs.
 func (s *Stack) Config() *config.Config { return s.cfg }
+
+// RecordReload counts a reload attempt that ended with err (nil: applied),
+// for meridian_config_reloads_total and the last-success time. The caller
+// records failures that never reached Reload too (a file that does not
+// parse).
+func (s *Stack) RecordReload(err error) {
+	if err != nil {
+		s.reloads.WithLabelValues("refused").Inc()
+		return
+	}
+	s.reloads.WithLabelValues("applied").Inc()
+	s.lastReload.SetToCurrentTime()
+}
+
+// registerReloadMetrics puts the reload series on reg (a PoP's or the DNS's).
+func (s *Stack) registerReloadMetrics(reg prometheus.Registerer) {
+	reg.MustRegister(s.reloads, s.lastReload)
+}

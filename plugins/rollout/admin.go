@@ -103,7 +103,7 @@ func (mg *Manager) site(next func(w http.ResponseWriter, r *http.Request, site s
 			return
 		}
 		if !ops && own != site {
-			writeError(w, http.StatusForbidden, fmt.Sprintf("this token belongs to site %q; it cannot change site %q", own, site))
+			writeError(w, http.StatusForbidden, fmt.Sprintf("this token belongs to site %q; it cannot read or change site %q", own, site))
 			return
 		}
 		// After the token checks: only the ops token may learn which sites

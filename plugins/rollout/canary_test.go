@@ -180,7 +180,7 @@ func TestManualRollback(t *testing.T) {
 	}{
 		{shop, `{"version":9}`, http.StatusNotFound, "no version 9"},
 		{shop, `{"version":"one"}`, http.StatusBadRequest, "not the expected JSON"},
-		{other, `{"version":2}`, http.StatusForbidden, "cannot change site"},
+		{other, `{"version":2}`, http.StatusForbidden, "cannot read or change site"},
 		{shop, "", http.StatusConflict, `no earlier version; name the version to go back to (--version N in the CLI, {"version":N} in the API)`},
 	} {
 		if r := rb(c.token, c.body); r.status != c.status || !strings.Contains(r.errorText(), c.errText) {

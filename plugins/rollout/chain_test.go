@@ -43,7 +43,7 @@ func TestSiteChain(t *testing.T) {
 		{shop, `{"entries":[{"plugin":"no/slash"}]}`, http.StatusBadRequest, "plugin name"},
 		{shop, `{"entries":[{"plugin":"first","colour":"red"}]}`, http.StatusBadRequest, "unknown field"},
 		{shop, `{"entries":`, http.StatusBadRequest, "not the expected JSON"},
-		{other, `{"entries":[]}`, http.StatusForbidden, "cannot change site"},
+		{other, `{"entries":[]}`, http.StatusForbidden, "cannot read or change site"},
 	} {
 		if r := put(c.token, c.body); r.status != c.status || !strings.Contains(r.errorText(), c.errText) {
 			t.Errorf("chain %s: %d %q, want %d %q", c.body, r.status, r.errorText(), c.status, c.errText)
