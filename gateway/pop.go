@@ -170,7 +170,7 @@ func New(opts Options) (*PoP, error) {
 	p.metrics = middleware.NewPoPRequestMetrics(p.registry, opts.ID, siteName)
 	p.observers = []middleware.Observer{func(r *http.Request, status int, bytes int64, d time.Duration) {
 		ctx := r.Context()
-		p.record(ctx, siteName(r), middleware.Access{
+		p.record(ctx, siteName(r), middleware.Generated(ctx), middleware.Access{
 			RequestID: middleware.GetRequestID(ctx), Remote: r.RemoteAddr, Method: r.Method, Host: r.Host,
 			URI: r.RequestURI, Proto: r.Proto, Status: status, Bytes: bytes, Elapsed: d,
 		})
@@ -334,22 +334,20 @@ func (p *PoP) fastRoute(host string) http.Handler {
 // fields: building an http.Request and a context for them cost a quarter
 // of a fast hit.
 func (p *PoP) fastObserve(o *cache.FastObservation) {
-	p.record(context.Background(), o.Site, middleware.Access{
+	p.record(context.Background(), o.Site, o.Generated, middleware.Access{
 		RequestID: o.RequestID, Remote: o.RemoteAddr, Method: o.Method, Host: o.Host, URI: o.RequestURI,
 		Proto: "HTTP/1.1", Status: o.Status, Bytes: o.Bytes, Elapsed: o.Elapsed,
 	})
-	if o.Generated != "" {
-		p.metrics.ObserveGenerated(o.Site, o.Status, o.Generated)
-	}
 }
 
 // record feeds one answered request of site to the request metrics, the
 // access log and the load tracker: the one place both paths (p.observers
-// and fastObserve) record through.
-func (p *PoP) record(ctx context.Context, site string, a middleware.Access) {
+// and fastObserve) record through. generated is why the PoP made the
+// answer itself ("" for an origin's or a stored one).
+func (p *PoP) record(ctx context.Context, site, generated string, a middleware.Access) {
 	p.metrics.ObserveSite(site, a.Method, a.Status, a.Bytes, a.Elapsed)
-	if reason := middleware.Generated(ctx); reason != "" {
-		p.metrics.ObserveGenerated(site, a.Status, reason)
+	if generated != "" {
+		p.metrics.ObserveGenerated(site, a.Status, generated)
 	}
 	if p.log.Enabled(ctx, slog.LevelInfo) {
 		middleware.LogAccess(ctx, p.log, a)

@@ -446,8 +446,7 @@ func (c *fastConn) sendFailed(site string, call FastCall, req *fastRequest, id s
 		return err
 	}
 	if c.l.opts.Observe != nil {
-		c.obs.Generated = "plugin-failure" // observe keeps it and clears it after
-		c.observe(site, req, id, http.StatusServiceUnavailable, int64(len(body)), start)
+		c.observe(site, req, id, http.StatusServiceUnavailable, int64(len(body)), start, "plugin-failure")
 	}
 	return nil
 }

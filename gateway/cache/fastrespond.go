@@ -93,10 +93,11 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 	size := st.size()
 	// Before the reply, as the hit: a client may read metrics right after.
 	// A HEAD or a 304 sends no body, so adds no served bytes.
-	h.countHit(st.tier)
-	if !req.head && !notModified {
-		h.countBytes(st.tier, size)
+	sentBody := size
+	if req.head || notModified {
+		sentBody = 0
 	}
+	h.countHitBytes(st.tier, sentBody)
 	m.fastServed.Inc()
 
 	var out []byte
@@ -168,7 +169,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		return nil, false, err
 	}
 	if c.l.opts.Observe != nil {
-		c.observe(h.site.SiteID, req, id, status, sent, start)
+		c.observe(h.site.SiteID, req, id, status, sent, start, "")
 	}
 	return nil, true, nil
 }
@@ -406,7 +407,7 @@ func (c *fastConn) remoteAddr() string {
 	return c.remote
 }
 
-func (c *fastConn) observe(site string, req *fastRequest, id string, status int, sent int64, start time.Time) {
+func (c *fastConn) observe(site string, req *fastRequest, id string, status int, sent int64, start time.Time, generated string) {
 	if string(req.target) != c.lastTarget { // as host: often the same again
 		c.lastTarget = string(req.target)
 	}
@@ -415,7 +416,7 @@ func (c *fastConn) observe(site string, req *fastRequest, id string, status int,
 	if req.head {
 		o.Method = http.MethodHead
 	}
-	o.Status, o.Bytes, o.Elapsed = status, sent, time.Since(start)
+	o.Status, o.Bytes, o.Elapsed, o.Generated = status, sent, time.Since(start), generated
 	c.l.opts.Observe(o)
 	*o = FastObservation{}
 }

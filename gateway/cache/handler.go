@@ -93,14 +93,23 @@ type tierCounters struct {
 
 // countHit counts a fresh hit from tierName; the body bytes it sends are
 // counted by countBytes, as they are sent.
-func (h *siteHandler) countHit(tierName string) {
+func (h *siteHandler) countHit(tierName string) { h.countHitBytes(tierName, 0) }
+
+// countHitBytes counts a hit from tierName that sent n body bytes (0 for a
+// HEAD or a 304), with one look-up of the tier's series: the fast path
+// counts both on every hit.
+func (h *siteHandler) countHitBytes(tierName string, n int64) {
 	for i := range h.hits {
 		if tc := &h.hits[i]; tc.tier == tierName {
 			tc.hit.Inc()
+			if n > 0 {
+				tc.bytes.Add(float64(n))
+			}
 			return
 		}
 	}
 	h.c.metrics.request(h.site.SiteID, tierName, resHit)
+	h.countBytes(tierName, n)
 }
 
 // countBytes adds n body bytes sent from tierName to

@@ -216,7 +216,9 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp, sent, err := p.try(ctx, cancel, req, body, s)
 		if probe {
-			defer s.probing.Store(false)
+			// The attempt decided the probe: another request may probe the
+			// server again once it is marked down anew.
+			s.probing.Store(false)
 		}
 		if err == nil {
 			p.answered(s)

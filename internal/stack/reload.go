@@ -41,10 +41,11 @@ func (s *Stack) Reload(cfg *config.Config) error {
 		return err
 	}
 	applyTLS := make([]func() error, 0, len(s.order))
+	sites, _ := tlsSites(cfg, dev) // the same for every PoP that serves HTTPS
 	for _, id := range s.order {
 		var ts gateway.TLSSites
 		if popByID(cfg, id).HTTPS != "" {
-			ts, _ = tlsSites(cfg, dev)
+			ts = sites
 		}
 		apply, err := s.pops[id].PrepareTLS(ts)
 		if err != nil {

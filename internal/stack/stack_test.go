@@ -714,17 +714,9 @@ func TestNATSGone(t *testing.T) {
 	if code, _ := get("/bytes/100"); code != 200 {
 		t.Fatalf("origin fetch with NATS down: %d", code)
 	}
-	req, _ := http.NewRequest("POST", "http://"+st.PoP("ap-northeast-1").AdminAddr()+"/admin/purge",
-		strings.NewReader(`{"site":"www","kind":"prefix","value":"http://www.example.test/"}`))
-	req.Header.Set("Authorization", "Bearer dev-www-token")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("purge with NATS down: %d %s", resp.StatusCode, body)
+	if code, body := adminSend(t, st, "ap-northeast-1", "POST", "/admin/purge", "dev-www-token",
+		strings.NewReader(`{"site":"www","kind":"prefix","value":"http://www.example.test/"}`)); code != 200 {
+		t.Fatalf("purge with NATS down: %d %s", code, body)
 	}
 	if _, cs := get("/"); strings.Contains(cs, "hit") {
 		t.Fatalf("purged page still a hit with NATS down: %s", cs)
@@ -938,7 +930,13 @@ func TestPoPMetricsNameThePoP(t *testing.T) {
 // and returns the status and the body.
 func adminDo(t *testing.T, st *stack.Stack, pop, method, path, token string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, "http://"+st.PoP(pop).AdminAddr()+path, nil)
+	return adminSend(t, st, pop, method, path, token, nil)
+}
+
+// adminSend is adminDo with a request body.
+func adminSend(t *testing.T, st *stack.Stack, pop, method, path, token string, body io.Reader) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+st.PoP(pop).AdminAddr()+path, body)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -947,8 +945,8 @@ func adminDo(t *testing.T, st *stack.Stack, pop, method, path, token string) (in
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestDrainSurvivesRestart: an operator's drain (admin API) holds across a
@@ -1043,15 +1041,7 @@ func TestPluginLimitsFromConfig(t *testing.T) {
 // the push is accepted.
 func pushPlugin(t *testing.T, st *stack.Stack, pop, name string, q url.Values, wasm []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", "http://"+st.PoP(pop).AdminAddr()+"/admin/plugins/www/"+name+"?"+q.Encode(), bytes.NewReader(wasm))
-	req.Header.Set("Authorization", "Bearer dev-www-token")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("push %s: %d %s", name, resp.StatusCode, body)
+	if code, body := adminSend(t, st, pop, "POST", "/admin/plugins/www/"+name+"?"+q.Encode(), "dev-www-token", bytes.NewReader(wasm)); code/100 != 2 {
+		t.Fatalf("push %s: %d %s", name, code, body)
 	}
 }

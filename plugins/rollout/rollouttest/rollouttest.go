@@ -110,7 +110,7 @@ func Start(t testing.TB, engine plugins.Engine, c Config) *PoP {
 	}
 	p.stops = append(p.stops, func() { node.Close() })
 	reg := prometheus.NewRegistry()
-	host, err := plugins.NewHost(plugins.Options{Engine: engine, Registerer: reg})
+	host, err := plugins.NewHost(plugins.Options{Engine: engine, Registerer: reg, MetricLabels: rollout.MetricLabels})
 	if err != nil {
 		t.Fatal(err)
 	}
