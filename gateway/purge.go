@@ -114,12 +114,7 @@ func (p *PoP) purgeHint(sel cache.Selector, purged int) string {
 		return "" // Validate refused these
 	}
 	rt := p.router.Load()
-	var site *siteEntry
-	for _, s := range rt.all {
-		if s.Name == sel.Site {
-			site = s
-		}
-	}
+	site := rt.byName(sel.Site)
 	if site == nil {
 		return ""
 	}
@@ -153,13 +148,16 @@ func (p *PoP) purgeHint(sel cache.Selector, purged int) string {
 	return fmt.Sprintf("nothing matched; cache keys keep the Host's port unless it is the scheme's default, and this PoP serves %s on port %s: if clients reach it there, purge %s", u.Scheme, port, withPort.String())
 }
 
-func (p *PoP) hasSite(name string) bool {
-	for _, s := range p.router.Load().all {
+func (p *PoP) hasSite(name string) bool { return p.router.Load().byName(name) != nil }
+
+// byName is the site called name, or nil.
+func (rt *router) byName(name string) *siteEntry {
+	for _, s := range rt.all {
 		if s.Name == name {
-			return true
+			return s
 		}
 	}
-	return false
+	return nil
 }
 
 // applyReplicatedPurges removes from this PoP's tiers what purges recorded

@@ -151,9 +151,6 @@ type certState struct {
 // expired, not yet valid or mismatched PEM, or one that does not cover the
 // site's names, is an error that names the file.
 func New(opts Options) (*Manager, error) {
-	if opts.UnknownSNI == "" {
-		opts.UnknownSNI = UnknownSNIReject
-	}
 	if opts.HTTPPort == 0 {
 		opts.HTTPPort = 80
 	}

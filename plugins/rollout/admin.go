@@ -312,14 +312,15 @@ func (mg *Manager) canaryOfStable(ctx context.Context, site, plugin, sha string)
 	if cur.Stable == 0 {
 		return "", nil
 	}
-	vs, err := mg.st.Load().versions(ctx, site, plugin)
-	if err != nil {
+	v, err := mg.st.Load().version(ctx, site, plugin, cur.Stable)
+	var missing *noVersionError
+	switch {
+	case errors.As(err, &missing):
+		return "", nil
+	case err != nil:
 		return "", err
-	}
-	for _, v := range vs {
-		if v.SHA256 == sha && v.Version == cur.Stable {
-			return canaryOfStableMsg(site, plugin, cur), nil
-		}
+	case v.SHA256 == sha:
+		return canaryOfStableMsg(site, plugin, cur), nil
 	}
 	return "", nil
 }

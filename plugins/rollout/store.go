@@ -167,7 +167,7 @@ func (s *store) version(ctx context.Context, site, plugin string, n int) (Versio
 	e, err := s.kv.Get(ctx, versionKey(site, plugin, n))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return Version{}, fmt.Errorf("rollout: %s/%s has no version %d (see 'meridian plugin list')", site, plugin, n)
+			return Version{}, &noVersionError{site, plugin, n}
 		}
 		return Version{}, fmt.Errorf("rollout: read version %d of %s/%s: %w", n, site, plugin, err)
 	}
@@ -278,4 +278,15 @@ func (s *store) updateChain(ctx context.Context, site string, fn func(*ChainDoc)
 		}
 	}
 	return ChainDoc{}, fmt.Errorf("rollout: chain of %s changed too often while writing it; try again", site)
+}
+
+// noVersionError is version's answer for a version the catalogue does not
+// hold.
+type noVersionError struct {
+	site, plugin string
+	n            int
+}
+
+func (e *noVersionError) Error() string {
+	return fmt.Sprintf("rollout: %s/%s has no version %d (see 'meridian plugin list')", e.site, e.plugin, e.n)
 }
