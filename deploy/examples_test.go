@@ -921,9 +921,10 @@ func TestSuperclusterFromConfigs(t *testing.T) {
 	regions := []string{"use1", "euw2"}
 	routePorts := map[string][]int{}
 	gwPorts := map[string]int{}
-	for _, r := range regions {
-		routePorts[r] = []int{testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)}
-		gwPorts[r] = testutil.FreePort(t) // the first server of each region is its gateway seed
+	free := testutil.FreePorts(t, 4*len(regions))
+	for i, r := range regions {
+		routePorts[r] = free[4*i : 4*i+3]
+		gwPorts[r] = free[4*i+3] // the first server of each region is its gateway seed
 	}
 	servers := map[string][]*server.Server{}
 	seen := &violations{}

@@ -126,12 +126,14 @@ func TestDevCommand(t *testing.T) {
 	data, _ := deploy.File("dev.yaml")
 	text := string(data)
 	for _, host := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
-		text = strings.Replace(text, host+":8080", testutil.FreeAddr(t, host), 1)
-		text = strings.Replace(text, host+":9090", testutil.FreeAddr(t, host), 1)
-		text = strings.Replace(text, host+":8443", testutil.FreeAddr(t, host), 1)
+		free := testutil.FreeAddrs(t, host, 3)
+		text = strings.Replace(text, host+":8080", free[0], 1)
+		text = strings.Replace(text, host+":9090", free[1], 1)
+		text = strings.Replace(text, host+":8443", free[2], 1)
 	}
-	for _, a := range []string{"127.0.0.1:4222", "127.0.0.1:8081", "127.0.0.1:5353", "127.0.0.1:9153"} {
-		text = strings.ReplaceAll(text, a, testutil.FreeAddr(t, "127.0.0.1"))
+	fixed := []string{"127.0.0.1:4222", "127.0.0.1:8081", "127.0.0.1:5353", "127.0.0.1:9153"}
+	for i, a := range testutil.FreeAddrs(t, "127.0.0.1", len(fixed)) {
+		text = strings.ReplaceAll(text, fixed[i], a)
 	}
 	text = strings.Replace(text, "data_dir: ./.meridian", "data_dir: "+filepath.Join(dir, "data"), 1)
 	cfgPath := filepath.Join(dir, "dev.yaml")

@@ -32,10 +32,8 @@ type NATSCluster struct {
 func StartNATSCluster(t testing.TB) *NATSCluster {
 	t.Helper()
 	const size = 3
-	ports := make([]int, size)
-	for i := range ports {
-		ports[i] = FreePort(t)
-	}
+	free := FreePorts(t, size+1)
+	ports := free[:size]
 	c := &NATSCluster{proxies: map[[2]int]*LinkProxy{}}
 	// One proxy per direction of each pair: every server needs configured
 	// routes (JetStream refuses to start a clustered server without), and
@@ -47,7 +45,7 @@ func StartNATSCluster(t testing.TB) *NATSCluster {
 			}
 		}
 	}
-	dead := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
+	dead := fmt.Sprintf("127.0.0.1:%d", free[size])
 	for i := range size {
 		var routes []*url.URL
 		for j := range size {

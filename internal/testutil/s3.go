@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,18 +58,26 @@ func StartS3(t testing.TB) *S3Server {
 		t.Fatalf("versitygw (the S3 server the L3 tests run against) is not installed: run scripts/s3-server.sh --install-only once " +
 			"(it builds github.com/versity/versitygw into $HOME/.cache/meridian/bin), or set MERIDIAN_VERSITYGW to its path")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s := &S3Server{
+		AccessKey: "meridian-test", SecretKey: "meridian-test-secret",
+		Dir: t.TempDir(), bin: bin, t: t,
+	}
+	t.Cleanup(s.Stop)
+	// The port is free when chosen but versitygw binds it later, and any
+	// other process may take it in between (CI runs many test binaries at
+	// once): a server that exits at once gets a fresh port.
+	var err error
+	for range 3 {
+		s.addr = FreeAddrs(t, "127.0.0.1", 1)[0]
+		s.Endpoint = "http://" + s.addr
+		var exited bool
+		if exited, err = s.start(); err == nil || !exited {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	s := &S3Server{
-		Endpoint: "http://" + addr, AccessKey: "meridian-test", SecretKey: "meridian-test-secret",
-		Dir: t.TempDir(), bin: bin, addr: addr, t: t,
-	}
-	s.Start()
-	t.Cleanup(s.Stop)
 	return s
 }
 
@@ -78,8 +85,17 @@ func StartS3(t testing.TB) *S3Server {
 // and waits until it answers.
 func (s *S3Server) Start() {
 	s.t.Helper()
+	if _, err := s.start(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// start runs the server unless it runs, and waits until it answers.
+// exited tells a server that stopped by itself (as when its port is taken)
+// from one that runs but does not answer.
+func (s *S3Server) start() (exited bool, err error) {
 	if s.cmd != nil {
-		return
+		return false, nil
 	}
 	cmd := exec.Command(s.bin, "--port", s.addr, "--access", s.AccessKey, "--secret", s.SecretKey,
 		"--health", "/health", "--quiet", "posix", s.Dir)
@@ -87,7 +103,7 @@ func (s *S3Server) Start() {
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start versitygw %s: %v", s.bin, err)
+		return false, fmt.Errorf("start versitygw %s: %v", s.bin, err)
 	}
 	s.cmd = cmd
 	s.exit = make(chan struct{})
@@ -99,20 +115,19 @@ func (s *S3Server) Start() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return false, nil
 			}
 		}
 		select {
 		case <-s.exit:
 			s.cmd = nil
-			s.t.Fatalf("versitygw exited at start; command: %v\noutput:\n%s", cmd.Args, out.String())
-		default:
+			return true, fmt.Errorf("versitygw exited at start; command: %v\noutput:\n%s", cmd.Args, out.String())
+		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			s.Stop()
-			s.t.Fatalf("versitygw did not answer on %s within 15s: %v\noutput:\n%s", s.Endpoint, err, out.String())
+			return false, fmt.Errorf("versitygw did not answer on %s within 15s: %v\noutput:\n%s", s.Endpoint, err, out.String())
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -62,9 +62,10 @@ type Pebble struct {
 	// Roots trust pebble's own HTTPS endpoint (give to the ACME client).
 	Roots *x509.CertPool
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	out *testutil.SyncBuffer
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+	out  *testutil.SyncBuffer
 }
 
 // Binary finds pebble on PATH or in $HOME/.cache/meridian/bin.
@@ -98,10 +99,8 @@ func Start(t testing.TB, o Options) *Pebble {
 		t.Fatal(err)
 	}
 	p := &Pebble{t: t, bin: bin, dir: dir, Roots: roots, dnsAddr: startDNS(t),
-		listen: testutil.FreeAddr(t, "127.0.0.1"), mgmt: testutil.FreeAddr(t, "127.0.0.1")}
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":                  p.listen,
-		"managementListenAddress":        p.mgmt,
+		cfgFile: filepath.Join(dir, "pebble.json")}
+	cfg := map[string]any{
 		"certificate":                    files.Cert,
 		"privateKey":                     files.Key,
 		"httpPort":                       o.HTTPPort,
@@ -109,21 +108,34 @@ func Start(t testing.TB, o Options) *Pebble {
 		"ocspResponderURL":               o.OCSPResponderURL,
 		"externalAccountBindingRequired": false,
 		"certificateValidityPeriod":      uint64(o.Validity / time.Second),
-	}}
+	}
 	if o.Validity > 0 {
 		// pebble >= 2.7 reads the validity from profiles (and ignores the
 		// older field); older ones the reverse. Unknown fields are ignored.
-		cfg["pebble"].(map[string]any)["profiles"] = map[string]any{
+		cfg["profiles"] = map[string]any{
 			"default": map[string]any{"description": "test", "validityPeriod": uint64(o.Validity / time.Second)},
 		}
 	}
-	b, _ := json.Marshal(cfg)
-	p.cfgFile = filepath.Join(dir, "pebble.json")
-	if err := os.WriteFile(p.cfgFile, b, 0o644); err != nil {
+	t.Cleanup(p.Stop)
+	// The ports are free when chosen but pebble binds them later, and any
+	// other process on the machine may take one in between (CI runs many
+	// test binaries at once): a pebble that exits at once gets fresh ports.
+	for range 3 {
+		addrs := testutil.FreeAddrs(t, "127.0.0.1", 2)
+		p.listen, p.mgmt = addrs[0], addrs[1]
+		cfg["listenAddress"], cfg["managementListenAddress"] = p.listen, p.mgmt
+		b, _ := json.Marshal(map[string]any{"pebble": cfg})
+		if err := os.WriteFile(p.cfgFile, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var exited bool
+		if exited, err = p.start(); err == nil || !exited {
+			break
+		}
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	p.Restart()
-	t.Cleanup(p.Stop)
 	return p
 }
 
@@ -135,10 +147,19 @@ func (p *Pebble) DirectoryURL() string { return "https://" + p.listen + "/dir" }
 // data loss.
 func (p *Pebble) Restart() {
 	p.t.Helper()
+	if _, err := p.start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// start runs pebble and waits until its directory answers. exited tells a
+// pebble that stopped by itself (as when a port is taken) from one that
+// runs but does not answer.
+func (p *Pebble) start() (exited bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cmd != nil {
-		p.t.Fatal("acmetest: pebble already running")
+		return false, fmt.Errorf("acmetest: pebble already running")
 	}
 	cmd := exec.Command(p.bin, "-config", p.cfgFile, "-dnsserver", p.dnsAddr)
 	cmd.Env = append(os.Environ(),
@@ -149,9 +170,12 @@ func (p *Pebble) Restart() {
 	p.out = &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("acmetest: start %s: %v", p.bin, err)
+		return false, fmt.Errorf("acmetest: start %s: %v", p.bin, err)
 	}
-	p.cmd = cmd
+	done := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(done) }()
+	p.cmd, p.done = cmd, done
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.Roots}}, Timeout: time.Second}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -159,13 +183,18 @@ func (p *Pebble) Restart() {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return
+				return false, nil
 			}
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("acmetest: pebble did not answer on %s within 15s: %v\n%s", p.DirectoryURL(), err, p.out.String())
+		select {
+		case <-done:
+			p.cmd, p.done = nil, nil
+			return true, fmt.Errorf("acmetest: pebble exited before answering on %s (%v):\n%s", p.DirectoryURL(), waitErr, p.out.String())
+		case <-time.After(50 * time.Millisecond):
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return false, fmt.Errorf("acmetest: pebble did not answer on %s within 15s: %v\n%s", p.DirectoryURL(), err, p.out.String())
+		}
 	}
 }
 
@@ -177,8 +206,8 @@ func (p *Pebble) Stop() {
 		return
 	}
 	p.cmd.Process.Kill()
-	p.cmd.Wait()
-	p.cmd = nil
+	<-p.done
+	p.cmd, p.done = nil, nil
 }
 
 // Log is pebble's output so far, for failure messages.
