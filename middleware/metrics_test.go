@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/middleware"
 )
 
@@ -107,8 +108,24 @@ func TestUnknownSiteLabelCannotBeASiteName(t *testing.T) {
 	if got := promtest.ToFloat64(m.Counter(middleware.UnknownSite, "GET", 200)); got != 2 {
 		t.Errorf("%s counted %v requests, want 2", middleware.UnknownSite, got)
 	}
-	if middleware.UnknownSite == "unknown" || !strings.HasPrefix(middleware.UnknownSite, "_") {
-		t.Errorf("UnknownSite %q could be a site name (names start with a letter or digit)", middleware.UnknownSite)
+	// The configuration must refuse a site of that name, or its requests
+	// and the unknown ones would share one series.
+	yaml := `nats:
+  embedded:
+    listen: 127.0.0.1:4222
+pops:
+  - id: eu-1
+    region: eu-west-2
+    http: 127.0.0.1:8080
+    admin: 127.0.0.1:9090
+sites:
+  - name: ` + middleware.UnknownSite + `
+    hosts: [www.example.test]
+    origins:
+      - url: http://127.0.0.1:8081
+`
+	if _, err := config.Parse("sites.yaml", []byte(yaml)); err == nil || !strings.Contains(err.Error(), "sites[0].name") {
+		t.Errorf("a site named %q (UnknownSite) was accepted (err %v): its series would mix with requests of no site", middleware.UnknownSite, err)
 	}
 }
 

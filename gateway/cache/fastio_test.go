@@ -103,12 +103,14 @@ func TestFastPathClosesTricklingHeads(t *testing.T) {
 				srv.Close()
 				fl.Close()
 			}()
+			// Before the dial: the server's clock starts at its accept,
+			// which may come before Dial returns here.
+			start := time.Now()
 			conn, err := net.Dial("tcp", ln.Addr().String())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			start := time.Now()
 			stop := make(chan struct{})
 			defer close(stop)
 			go func() {
