@@ -115,14 +115,12 @@ func TestReloadNamesSource(t *testing.T) {
 
 // TestDevCommand runs the real binary as a user would: `meridian dev`, reads
 // the banner, runs the printed dig and curl commands (with Go clients) and
-// stops it with Ctrl-C.
+// stops it with Ctrl-C. The binary is built and run as the Dockerfile's
+// image does, so the image's command is tested too.
 func TestDevCommand(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "meridian")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	buildAsImage(t, bin)
 	data, _ := deploy.File("dev.yaml")
 	text := string(data)
 	for _, host := range []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"} {
@@ -135,17 +133,17 @@ func TestDevCommand(t *testing.T) {
 	for i, a := range testutil.FreeAddrs(t, "127.0.0.1", len(fixed)) {
 		text = strings.ReplaceAll(text, fixed[i], a)
 	}
-	text = strings.Replace(text, "data_dir: ./.meridian", "data_dir: "+filepath.Join(dir, "data"), 1)
 	cfgPath := filepath.Join(dir, "dev.yaml")
 	os.WriteFile(cfgPath, []byte(text), 0o644)
 
+	// As in the image: an empty working directory (data_dir ./.meridian
+	// lands there), and no toolchain, source tree or HOME to lean on. The
+	// PoP process sets its own collector, so GOGC and GOMEMLIMIT are unset.
+	work := filepath.Join(dir, "work")
+	os.Mkdir(work, 0o755)
 	cmd := exec.Command(bin, "dev", "--config", cfgPath)
-	// The PoP process sets its own collector unless the operator did.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMEMLIMIT=") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
+	cmd.Dir = work
+	cmd.Env = []string{"PATH=/nonexistent", "HOME=/nonexistent"}
 	stdout, _ := cmd.StdoutPipe()
 	stderr := &testutil.SyncBuffer{}
 	cmd.Stderr = stderr
@@ -238,7 +236,11 @@ func TestDevCommand(t *testing.T) {
 	}
 
 	// The printed HTTPS line works as printed, with the real curl.
-	out, err := exec.Command("sh", "-c", httpsLine+" -sS --max-time 10").CombinedOutput()
+	// From meridian's directory, as the user who started it: the path of
+	// the CA is relative to it.
+	curl := exec.Command("sh", "-c", httpsLine+" -sS --max-time 10")
+	curl.Dir = work
+	out, err := curl.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Hello from the Meridian demo origin") {
 		t.Fatalf("%s: %v\n%s", httpsLine, err, out)
 	}
@@ -375,5 +377,30 @@ func TestDevCommand(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("no %q in the log:\n%s", want, stderr.String())
 		}
+	}
+}
+
+// buildAsImage builds the binary with the Dockerfile's own build command
+// (read from the Dockerfile, so the two cannot drift): a static binary,
+// stripped, without cgo.
+func buildAsImage(t *testing.T, bin string) {
+	t.Helper()
+	df, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^RUN (.*go build .*) -o /out/meridian (\./cmd/meridian)`).FindSubmatch(df)
+	if m == nil {
+		t.Fatal("no `RUN ... go build ... -o /out/meridian ./cmd/meridian` line in the Dockerfile")
+	}
+	build := exec.Command("sh", "-c", string(m[1])+` -o "$BIN" `+string(m[2]))
+	build.Dir = "../.."
+	build.Env = append(os.Environ(), "BIN="+bin)
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("the Dockerfile's build (%s): %v\n%s", build.Args[2], err, out)
+	}
+	// distroless/static has no C library: the binary must not need one.
+	if out, err := exec.Command("ldd", bin).CombinedOutput(); err == nil {
+		t.Fatalf("the image's binary is dynamically linked; distroless/static cannot run it:\n%s", out)
 	}
 }
