@@ -188,6 +188,9 @@ func New(opts Options) (*PoP, error) {
 		return nil, err
 	}
 	p.router.Store(rt)
+	for _, s := range rt.all {
+		s.Origin.Activate() // its servers' down series are reported from now on
+	}
 	return p, nil
 }
 
@@ -232,6 +235,11 @@ func (p *PoP) SetSites(sites []Site) error {
 		return err
 	}
 	old := p.router.Swap(rt)
+	// The new pools report before the old ones stop: no scrape in between
+	// misses a site.
+	for _, s := range rt.all {
+		s.Origin.Activate()
+	}
 	for _, s := range old.all {
 		s.Origin.Close()
 	}

@@ -92,11 +92,13 @@ func GetRequestID(ctx context.Context) string {
 	return ""
 }
 
-// requestState is what RequestID keeps in a request's context: its ID and,
-// when the PoP made the response itself, why.
+// requestState is what RequestID keeps in a request's context: its ID,
+// when the PoP made the response itself, why, and when the response's body
+// was cut, why.
 type requestState struct {
 	id        string
 	generated atomic.Pointer[string]
+	bodyError atomic.Pointer[string]
 }
 
 // MarkGenerated records that the response to ctx's request is made by the
@@ -124,9 +126,47 @@ func Generated(ctx context.Context) string {
 	return ""
 }
 
+// BodyTruncated is the BodyError Observe records for a response its handler
+// aborted (panic(http.ErrAbortHandler)) after sending the header, while the
+// client was still there: the status was sent, the body the client got is
+// cut short. The cache and the proxy abort so when the origin's body ends
+// early (the origin reset the connection, or timeouts.idle ended a stalled
+// body: the origin pool counts these as outcome body_error) or a stored body
+// fails to read.
+const BodyTruncated = "truncated"
+
+// MarkBodyError records that the body of ctx's response was cut short, and
+// why: reason is a short fixed word such as "origin-idle-timeout", never
+// request data. The access log line then carries body_error=reason beside
+// the status that was sent and the bytes that were. The first mark stands:
+// code that knows the cause marks before Observe's generic BodyTruncated.
+// It reports whether ctx came through RequestID or Observe (outside them
+// there is nothing to mark).
+func MarkBodyError(ctx context.Context, reason string) bool {
+	st, ok := ctx.Value(requestIDKey).(*requestState)
+	if ok {
+		st.bodyError.CompareAndSwap(nil, &reason)
+	}
+	return ok
+}
+
+// BodyError returns the reason MarkBodyError recorded for ctx's request, or
+// "" when its body was sent whole (or not marked).
+func BodyError(ctx context.Context) string {
+	if st, ok := ctx.Value(requestIDKey).(*requestState); ok {
+		if e := st.bodyError.Load(); e != nil {
+			return *e
+		}
+	}
+	return ""
+}
+
 // Recover turns a panic in a handler into a 500 (when nothing was written
 // yet) and a logged stack, so one bad request never takes the PoP down.
 // http.ErrAbortHandler is re-raised: it is net/http's way to abort a response.
+// A panic after the header went out (Observe, inside Recover, marked the
+// body cut) is logged and then aborts the response too: a 500 page
+// appended to a started body would make the cut look like a whole answer.
 func Recover(log *slog.Logger) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -139,6 +179,9 @@ func Recover(log *slog.Logger) func(http.Handler) http.Handler {
 					panic(v)
 				}
 				log.Error("panic serving request", "request_id", GetRequestID(r.Context()), "host", r.Host, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				if BodyError(r.Context()) != "" {
+					panic(http.ErrAbortHandler)
+				}
 				http.Error(w, "meridian: internal error while serving this request; it has been logged", http.StatusInternalServerError)
 			}()
 			next.ServeHTTP(w, r)
@@ -152,6 +195,8 @@ type Recorder struct {
 	http.ResponseWriter
 	Status int
 	Bytes  int64
+	// WriteFailed is set once a Write failed: the client went away.
+	WriteFailed bool
 }
 
 // WriteHeader records the final status (1xx interim responses are passed on
@@ -170,6 +215,9 @@ func (r *Recorder) Write(p []byte) (int, error) {
 	}
 	n, err := r.ResponseWriter.Write(p)
 	r.Bytes += int64(n)
+	if err != nil {
+		r.WriteFailed = true
+	}
 	return n, err
 }
 
@@ -188,13 +236,45 @@ type Observer func(r *http.Request, status int, bytes int64, elapsed time.Durati
 
 // Observe wraps next so that each finished request is passed to every
 // observer (access log, metrics, the PoP's load tracker).
+//
+// A handler that panics has not finished its response. Before any header,
+// the request is observed as a 500, which Recover (outside Observe) answers
+// (an abort this early leaves the client no answer at all, which is no
+// success either). After the header, the status stands, since it was sent,
+// but the body the client got is cut: unless the client had gone already
+// (a failed write, the request's context ended), the request is marked
+// with MarkBodyError(BodyTruncated), as nginx and Envoy record an upstream
+// that broke mid-body, so an access log line never shows a cut response as
+// a plain success; what the handler wrote is flushed first, so the client
+// gets the status and the bytes logged (net/http would drop a buffered
+// header and body on the abort: the client got no answer at all). The
+// panic itself goes on unchanged (it is not recovered here, so Recover
+// logs its original stack).
 func Observe(observers ...Observer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
 			rec := &Recorder{ResponseWriter: w}
+			if _, ok := r.Context().Value(requestIDKey).(*requestState); !ok {
+				// Without RequestID before Observe: a state of its own, for
+				// MarkBodyError and MarkGenerated to record in.
+				r = r.WithContext(context.WithValue(r.Context(), requestIDKey, &requestState{id: GetRequestID(r.Context())}))
+			}
+			finished := false
 			defer func() {
 				status := rec.Status
+				switch {
+				case finished:
+				case status == 0:
+					status = http.StatusInternalServerError
+				case !rec.WriteFailed && r.Context().Err() == nil:
+					MarkBodyError(r.Context(), BodyTruncated)
+					// What the handler wrote may still sit in the server's
+					// buffers, the header too (net/http drops them on an
+					// abort): send it, so the client learns the status and
+					// gets the bytes logged as sent before the cut.
+					rec.Flush()
+				}
 				if status == 0 {
 					status = http.StatusOK
 				}
@@ -204,6 +284,7 @@ func Observe(observers ...Observer) func(http.Handler) http.Handler {
 				}
 			}()
 			next.ServeHTTP(rec, r)
+			finished = true
 		})
 	}
 }
@@ -226,14 +307,21 @@ func AccessLog(log *slog.Logger) Observer {
 type Access struct {
 	RequestID, Remote, Method, Host, URI, Proto string
 	Status                                      int
-	Bytes                                       int64
-	Elapsed                                     time.Duration
+	// Bytes are the body bytes sent.
+	Bytes   int64
+	Elapsed time.Duration
+	// BodyError is why the body was cut short ("" when it was sent whole,
+	// see MarkBodyError); LogAccess also reads it from its context.
+	BodyError string
 }
 
 // LogAccess writes a's access log line, as AccessLog does, for a server that
-// has no http.Request for it (the cache's fast path).
+// has no http.Request for it (the cache's fast path). A response whose body
+// was cut (a.BodyError, else BodyError(ctx)) carries body_error=<why> after
+// its status and bytes; a whole one has no such field, so
+// `grep body_error` finds exactly the cut ones.
 func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
-	log.LogAttrs(ctx, slog.LevelInfo, "request",
+	attrs := [...]slog.Attr{
 		slog.String("request_id", a.RequestID),
 		slog.String("remote", a.Remote),
 		slog.String("method", a.Method),
@@ -243,5 +331,16 @@ func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
 		slog.Int("status", a.Status),
 		slog.Int64("bytes", a.Bytes),
 		slog.Duration("elapsed", a.Elapsed),
-	)
+		{},
+	}
+	n := len(attrs) - 1
+	be := a.BodyError
+	if be == "" {
+		be = BodyError(ctx)
+	}
+	if be != "" {
+		attrs[n] = slog.String("body_error", be)
+		n++
+	}
+	log.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
 }

@@ -1,11 +1,18 @@
 package middleware_test
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
 	"io"
+	stdlog "log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -163,5 +170,239 @@ func TestObserveMetricsAndAccessLog(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"status":404`) || !strings.Contains(logs.String(), `"bytes":5`) {
 		t.Errorf("access log lacks fields: %s", logs.String())
+	}
+}
+
+// cuttingOrigin is an origin on a raw loopback socket: for /cut it sends a
+// header announcing 2000 bytes, 1000 of them, and closes the connection (as
+// an origin that crashed or reset); for /whole all 2000; for /stream it
+// announces 100 MB and sends 1000 bytes every 2 ms until the connection
+// breaks.
+func cuttingOrigin(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				length := "2000"
+				if req.URL.Path == "/stream" {
+					length = "100000000"
+				}
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "+length+"\r\n\r\n")
+				half := strings.Repeat("x", 1000)
+				switch req.URL.Path {
+				case "/whole":
+					io.WriteString(c, half+half)
+				case "/cut":
+					io.WriteString(c, half)
+				case "/stream": // ends only when the proxy hangs up
+					for {
+						if _, err := io.WriteString(c, half); err != nil {
+							return
+						}
+						time.Sleep(2 * time.Millisecond)
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
+// accessLines parses the JSON access log lines in logs by request ID.
+func accessLines(t *testing.T, logs string) map[string]map[string]any {
+	t.Helper()
+	lines := map[string]map[string]any{}
+	for _, l := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if m["msg"] == "request" {
+			lines[m["request_id"].(string)] = m
+		}
+	}
+	return lines
+}
+
+// TestAccessLogFlagsTruncatedBody: an origin whose body breaks after the
+// header reaches the client through a reverse proxy as a 200 with half its
+// body, cut; its access log line keeps status 200 (it was sent), has the
+// bytes the client got and body_error=truncated. A whole response and a
+// client that hangs up mid-body (the client's doing, not a failure) carry
+// no body_error. The chain is the PoP's: RequestID, Recover, Observe.
+func TestAccessLogFlagsTruncatedBody(t *testing.T) {
+	u, err := url.Parse(cuttingOrigin(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.ErrorLog = stdlog.New(io.Discard, "", 0) // it reports the cut body; the access log is under test
+	logs := &testutil.SyncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	observed := make(chan string, 8)
+	h := middleware.RequestID(middleware.Recover(log)(middleware.Observe(middleware.AccessLog(log),
+		func(r *http.Request, _ int, _ int64, _ time.Duration) {
+			observed <- middleware.GetRequestID(r.Context())
+		},
+	)(proxy)))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	for _, c := range []struct {
+		path      string
+		hangUp    bool // the client closes after 1000 bytes
+		wantBytes int
+		wantErr   bool // the client sees the body cut
+		bodyError string
+	}{
+		{path: "/whole", wantBytes: 2000},
+		{path: "/cut", wantBytes: 1000, wantErr: true, bodyError: "truncated"},
+		{path: "/stream", hangUp: true, wantBytes: -1},
+	} {
+		id := "test" + strings.ReplaceAll(c.path, "/", "-")
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+c.path, nil)
+		req.Header.Set(middleware.RequestIDHeader, id)
+		tr := &http.Transport{}
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		var got []byte
+		if c.hangUp {
+			got = make([]byte, 1000)
+			_, err = io.ReadFull(resp.Body, got)
+		} else {
+			got, err = io.ReadAll(resp.Body)
+		}
+		resp.Body.Close()
+		tr.CloseIdleConnections()
+		if resp.StatusCode != http.StatusOK || (err != nil) != c.wantErr || (c.wantBytes >= 0 && len(got) != c.wantBytes) {
+			t.Fatalf("%s: client got %d, %d bytes, err %v; want 200, %d bytes, error %v", c.path, resp.StatusCode, len(got), err, c.wantBytes, c.wantErr)
+		}
+		select {
+		case <-observed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s was never observed", c.path)
+		}
+		line := accessLines(t, logs.String())[id]
+		if line == nil {
+			t.Fatalf("%s: no access log line; log:\n%s", c.path, logs.String())
+		}
+		be, _ := line["body_error"].(string)
+		if line["status"] != float64(200) || be != c.bodyError || (c.wantBytes >= 0 && line["bytes"] != float64(c.wantBytes)) {
+			t.Errorf("%s: access log status %v, bytes %v, body_error %q; want 200, %d, %q", c.path, line["status"], line["bytes"], be, c.wantBytes, c.bodyError)
+		}
+	}
+}
+
+// TestAccessLogOfPanicIs500: a handler that panics before answering is
+// logged with the 500 that Recover sends, not as a 200.
+func TestAccessLogOfPanicIs500(t *testing.T) {
+	logs := &testutil.SyncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	observed := make(chan struct{}, 1)
+	h := middleware.RequestID(middleware.Recover(log)(middleware.Observe(middleware.AccessLog(log),
+		func(*http.Request, int, int64, time.Duration) { observed <- struct{}{} },
+	)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	req.Header.Set(middleware.RequestIDHeader, "panic-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	<-observed
+	line := accessLines(t, logs.String())["panic-1"]
+	if resp.StatusCode != 500 || line == nil || line["status"] != float64(500) || line["body_error"] != nil {
+		t.Fatalf("client got %d; access log line %v; want 500 in both, no body_error", resp.StatusCode, line)
+	}
+}
+
+// TestBodyErrorMarks: the first mark stands (the cause known to the code
+// that saw it beats Observe's generic one), and outside RequestID and
+// Observe there is nothing to mark.
+func TestBodyErrorMarks(t *testing.T) {
+	var got string
+	h := middleware.RequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if !middleware.MarkBodyError(ctx, "origin-idle-timeout") || middleware.MarkBodyError(ctx, middleware.BodyTruncated) != true {
+			t.Error("MarkBodyError under RequestID reported nothing to mark")
+		}
+		got = middleware.BodyError(ctx)
+	}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/", nil))
+	if got != "origin-idle-timeout" {
+		t.Fatalf("BodyError = %q, want the first mark", got)
+	}
+	if middleware.MarkBodyError(context.Background(), "x") || middleware.BodyError(context.Background()) != "" {
+		t.Fatal("a context outside RequestID took a mark")
+	}
+}
+
+// TestPanicAfterHeaderCutsTheBody: a handler that panics after sending its
+// header and part of the body leaves the client a cut response (not the
+// part followed by a 500 page that looks whole), an access log line with
+// the status sent, the bytes sent and body_error, and the panic's stack in
+// the log.
+func TestPanicAfterHeaderCutsTheBody(t *testing.T) {
+	logs := &testutil.SyncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	observed := make(chan struct{}, 1)
+	h := middleware.RequestID(middleware.Recover(log)(middleware.Observe(middleware.AccessLog(log),
+		func(*http.Request, int, int64, time.Duration) { observed <- struct{}{} },
+	)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "partial answer")
+		panic("boom")
+	}))))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+	req.Header.Set(middleware.RequestIDHeader, "panic-2")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "partial answer" || err == nil {
+		t.Fatalf("client got %d %q, err %v; want 200 \"partial answer\", cut", resp.StatusCode, body, err)
+	}
+	<-observed
+	line := accessLines(t, logs.String())["panic-2"]
+	if line == nil || line["status"] != float64(200) || line["bytes"] != float64(len("partial answer")) || line["body_error"] != middleware.BodyTruncated {
+		t.Fatalf("access log line %v; want status 200, bytes 14, body_error truncated", line)
+	}
+	if !strings.Contains(logs.String(), `"panic":"boom"`) || !strings.Contains(logs.String(), "TestPanicAfterHeaderCutsTheBody") {
+		t.Fatalf("log lacks the panic and its stack: %s", logs.String())
+	}
+}
+
+// BenchmarkLogAccess is the cost of one access log line (JSON, discarded),
+// paid by every request while the log is at INFO.
+//
+//	go test -run '^$' -bench LogAccess -benchmem ./middleware/
+func BenchmarkLogAccess(b *testing.B) {
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	a := middleware.Access{RequestID: "0123456789abcdef01234567", Remote: "127.0.0.1:5555", Method: "GET", Host: "www.example.com",
+		URI: "/img/logo.png", Proto: "HTTP/1.1", Status: 200, Bytes: 16384, Elapsed: 1234 * time.Microsecond}
+	ctx := context.Background()
+	for b.Loop() {
+		middleware.LogAccess(ctx, log, a)
 	}
 }

@@ -1,10 +1,13 @@
 package cache_test
 
 import (
+	"bufio"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
+	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/middleware"
 )
@@ -91,7 +95,7 @@ func TestPoPMadeErrorsCarryRequestIDViaAndCacheStatus(t *testing.T) {
 			}
 			line := ""
 			for _, l := range strings.Split(logs.String(), "\n") {
-				if strings.Contains(l, "cache: origin failed") {
+				if strings.Contains(l, `msg="origin failed"`) {
 					line = l
 				}
 			}
@@ -129,5 +133,148 @@ func TestOriginErrorPassedOnIsNotCountedAsGenerated(t *testing.T) {
 	<-observed
 	if n := promtest.CollectAndCount(reg, "meridian_http_responses_generated_total"); n != 0 {
 		t.Errorf("an origin's 503 made %d generated-response series, want none", n)
+	}
+}
+
+// TestEveryPathGetsTheSameErrorPage: a request the cache passes on to the
+// origin (an unsafe method, a GET with a body, a bypassed site, a WebSocket
+// upgrade) and a request that goes through the cache (a cacheable GET, a
+// GET that says no-store) get the same 502 from the PoP when the origin is
+// down: the same body (it names the PoP, the site and the request id), the
+// same header fields, a Cache-Status saying why the origin was asked and
+// why it failed, and they are counted as made by the PoP. Served as the PoP
+// serves: the fast path's listener in front, the request id middleware,
+// a real origin pool aimed at a port nothing listens on.
+func TestEveryPathGetsTheSameErrorPage(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, _ := url.Parse("http://" + ln.Addr().String())
+	ln.Close()
+	pool, err := origin.New(origin.Options{Site: "shop", Servers: []origin.Server{{URL: dead}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+
+	logs := &testutil.SyncBuffer{}
+	c, err := cache.New(cache.Options{L1Bytes: 8 << 20, PoPID: "eu-test-1", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	cached := c.Handler(cache.SitePolicy{SiteID: "shop"}, pool)
+	bypassed := c.Handler(cache.SitePolicy{SiteID: "shop", Bypass: true}, pool)
+	route := func(host string) http.Handler {
+		if strings.HasPrefix(host, "bypass.") {
+			return bypassed
+		}
+		return cached
+	}
+	m := middleware.NewPoPRequestMetrics(prometheus.NewRegistry(), "eu-test-1", func(*http.Request) string { return "shop" })
+	observed := make(chan struct{}, 16)
+	front := httptest.NewUnstartedServer(middleware.RequestID(middleware.Observe(m.Observer(),
+		func(*http.Request, int, int64, time.Duration) { observed <- struct{}{} })(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { route(r.Host).ServeHTTP(w, r) }))))
+	fast := c.Fast(front.Config, front.Listener, cache.FastOptions{Route: route,
+		RequestIDHeader: middleware.RequestIDHeader, NewRequestID: middleware.NewRequestID})
+	front.Listener = fast
+	front.Start()
+	t.Cleanup(front.Close)
+	addr := strings.TrimPrefix(front.URL, "http://")
+
+	// send writes one request on a new connection, as raw bytes (an
+	// upgrade must not be touched by a client library), and reads the
+	// answer.
+	send := func(t *testing.T, raw string) (*http.Response, string) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(conn, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("reading the answer to %q: %v", raw, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-observed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the request was never observed")
+		}
+		return resp, string(body)
+	}
+	const id = "X-Request-Id: sre-check-42\r\n"
+	ref, refBody := send(t, "GET /page HTTP/1.1\r\nHost: www.shop.test\r\n"+id+"\r\n")
+	if ref.StatusCode != 502 || ref.Header.Get("Cache-Status") != "meridian; fwd=uri-miss; detail=origin-unreachable" {
+		t.Fatalf("cacheable GET: %d Cache-Status %q, want 502 meridian; fwd=uri-miss; detail=origin-unreachable", ref.StatusCode, ref.Header.Get("Cache-Status"))
+	}
+	for _, want := range []string{"502 Bad Gateway from PoP meridian-eu-test-1", `"shop"`, "sre-check-42"} {
+		if !strings.Contains(refBody, want) {
+			t.Fatalf("cacheable GET: body %q does not say %q", refBody, want)
+		}
+	}
+
+	tests := []struct {
+		name, raw, wantCacheStatus string
+	}{
+		{"POST", "POST /order HTTP/1.1\r\nHost: www.shop.test\r\nContent-Length: 9\r\n" + id + "\r\none order",
+			"meridian; fwd=method; detail=origin-unreachable"},
+		{"GET with a body", "GET /page HTTP/1.1\r\nHost: www.shop.test\r\nContent-Length: 4\r\n" + id + "\r\nbody",
+			"meridian; fwd=bypass; detail=origin-unreachable"},
+		{"OPTIONS", "OPTIONS /page HTTP/1.1\r\nHost: www.shop.test\r\n" + id + "\r\n",
+			"meridian; fwd=method; detail=origin-unreachable"},
+		{"bypassed site", "GET /page HTTP/1.1\r\nHost: bypass.shop.test\r\n" + id + "\r\n",
+			"meridian; fwd=bypass; detail=origin-unreachable"},
+		{"WebSocket upgrade", "GET /page HTTP/1.1\r\nHost: www.shop.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + id + "\r\n",
+			"meridian; fwd=bypass; detail=origin-unreachable"},
+		{"no-store GET", "GET /page HTTP/1.1\r\nHost: www.shop.test\r\nCache-Control: no-store\r\n" + id + "\r\n",
+			"meridian; fwd=uri-miss; detail=origin-unreachable"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := promtest.ToFloat64(m.GeneratedCounter("shop", 502, "origin-unreachable"))
+			resp, body := send(t, tc.raw)
+			if resp.StatusCode != 502 {
+				t.Fatalf("status %d, want 502 (%q)", resp.StatusCode, body)
+			}
+			if body != refBody {
+				t.Errorf("body\n%q\nwant the cacheable GET's\n%q", body, refBody)
+			}
+			if got := resp.Header.Get("Cache-Status"); got != tc.wantCacheStatus {
+				t.Errorf("Cache-Status %q, want %q", got, tc.wantCacheStatus)
+			}
+			for k, v := range ref.Header {
+				switch k {
+				case "Date", "Cache-Status":
+					continue
+				}
+				if got := resp.Header.Values(k); strings.Join(got, ", ") != strings.Join(v, ", ") {
+					t.Errorf("%s: %q, want the cacheable GET's %q", k, got, v)
+				}
+			}
+			for k, v := range resp.Header {
+				if _, ok := ref.Header[k]; !ok && k != "Connection" {
+					t.Errorf("%s: %q, which the cacheable GET's page does not have", k, v)
+				}
+			}
+			if n := promtest.ToFloat64(m.GeneratedCounter("shop", 502, "origin-unreachable")) - before; n != 1 {
+				t.Errorf("counted %v times as made by the PoP (origin-unreachable), want once", n)
+			}
+		})
+	}
+	if n := strings.Count(logs.String(), `level=WARN msg="origin failed" request_id=sre-check-42`); n != len(tests)+1 {
+		t.Errorf("%d WARN origin failed lines with the request id, want one per request (%d):\n%s", n, len(tests)+1, logs.String())
 	}
 }

@@ -17,7 +17,8 @@ import (
 type server struct {
 	Server
 	// failedAt is when the last attempt failed (unix nanos); 0 while the
-	// server answers. Non-zero means "down" for the gauge.
+	// server answers. Non-zero means "down" for meridian_origin_server_down,
+	// which reads it when scraped.
 	failedAt atomic.Int64
 	// downUntil is when the down period ends (unix nanos).
 	downUntil atomic.Int64
@@ -62,9 +63,6 @@ func (p *Pool) failed(s *server, err error) {
 	now := time.Now()
 	s.failedAt.Store(now.UnixNano())
 	s.downUntil.Store(now.Add(p.opts.DownFor).UnixNano())
-	if m := p.opts.Metrics; m != nil {
-		m.down.WithLabelValues(p.opts.Site, s.URL.Host).Set(1)
-	}
 	p.log.Warn("origin server failed; marked down", "site", p.opts.Site, "server", s.URL.Host, "for", p.opts.DownFor, "err", err)
 }
 
@@ -73,8 +71,38 @@ func (p *Pool) answered(s *server) {
 	if s.failedAt.Load() == 0 || s.failedAt.Swap(0) == 0 {
 		return
 	}
-	if m := p.opts.Metrics; m != nil {
-		m.down.WithLabelValues(p.opts.Site, s.URL.Host).Set(0)
-	}
 	p.log.Info("origin server answers again; marked up", "site", p.opts.Site, "server", s.URL.Host)
+}
+
+// hostServers is the servers of a pool at one host:port: the down series is
+// labelled by host, and a pool may list one host twice (say, with two Host
+// headers), which must still make one series.
+type hostServers struct {
+	host    string
+	servers []*server
+}
+
+func uniqueHosts(servers []*server) []hostServers {
+	var out []hostServers
+	idx := map[string]int{}
+	for _, s := range servers {
+		i, ok := idx[s.URL.Host]
+		if !ok {
+			i = len(out)
+			idx[s.URL.Host] = i
+			out = append(out, hostServers{host: s.URL.Host})
+		}
+		out[i].servers = append(out[i].servers, s)
+	}
+	return out
+}
+
+// down reports whether any server at the host is marked down.
+func (h hostServers) down() bool {
+	for _, s := range h.servers {
+		if s.failedAt.Load() != 0 {
+			return true
+		}
+	}
+	return false
 }

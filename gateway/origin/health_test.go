@@ -132,6 +132,7 @@ func TestHangingServerIsRetriedAndMarkedDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.Activate() // serving: /metrics reports its servers
 	defer p.Close()
 	for _, s := range []string{hang, live.srv.URL} {
 		if v, ok := downGauge(t, reg, "www", hostOf(s)); !ok || v != 0 {
@@ -177,6 +178,7 @@ func TestPostThatTimedOutIsNotRetried(t *testing.T) {
 		Site: "www", Metrics: origin.NewMetrics(reg), HeaderTimeout: 200 * time.Millisecond, DownFor: time.Hour,
 		Servers: []origin.Server{{Name: "hang", URL: mustURL(t, hang.srv.URL)}, {Name: "live", URL: mustURL(t, live.srv.URL)}},
 	})
+	p.Activate() // serving: /metrics reports its servers
 	defer p.Close()
 	req, _ := http.NewRequest("POST", "http://www.example.test/order", strings.NewReader("one order"))
 	req = req.WithContext(origin.WithServer(req.Context(), "hang"))
@@ -242,6 +244,7 @@ func TestDownServerIsTriedAgainAfterPeriod(t *testing.T) {
 		Logger:  slog.New(slog.NewTextHandler(&logs, nil)),
 		Servers: []origin.Server{{Name: "flaky", URL: mustURL(t, flaky.srv.URL)}, {Name: "live", URL: mustURL(t, live.srv.URL)}},
 	})
+	p.Activate() // serving: /metrics reports its servers
 	defer p.Close()
 	req := httptest.NewRequest("GET", "http://www.example.test/", nil)
 	resp, err := p.RoundTrip(req.WithContext(origin.WithServer(req.Context(), "flaky")))
@@ -316,6 +319,7 @@ func TestClientCancelDoesNotMarkDown(t *testing.T) {
 	hang := newSwitchable(t, "hang", true, nil, nil)
 	reg := prometheus.NewRegistry()
 	p, _ := origin.New(origin.Options{Site: "www", Metrics: origin.NewMetrics(reg), Servers: []origin.Server{{URL: mustURL(t, hang.srv.URL)}}})
+	p.Activate() // serving: /metrics reports its servers
 	defer p.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	req := httptest.NewRequest("GET", "http://www.example.test/", nil).WithContext(ctx)
@@ -328,40 +332,118 @@ func TestClientCancelDoesNotMarkDown(t *testing.T) {
 	if _, err := p.RoundTrip(req); err == nil {
 		t.Fatal("canceled request succeeded")
 	}
-	if v, _ := downGauge(t, reg, "www", hostOf(hang.srv.URL)); v != 0 {
-		t.Fatalf("server_down after the client canceled = %v, want 0", v)
+	if v, ok := downGauge(t, reg, "www", hostOf(hang.srv.URL)); !ok || v != 0 {
+		t.Fatalf("server_down after the client canceled = %v (exists %v), want 0", v, ok)
 	}
 }
 
-// TestDownSeriesFollowTheSites: a reload makes a new pool for a site that
-// stays (its series are the new pool's, and closing the old one keeps
-// them); closing the pool of a site the reload removed drops its series.
-func TestDownSeriesFollowTheSites(t *testing.T) {
+// TestDownSeriesFollowTheServingPools: /metrics reports the servers of the
+// pools serving now, as a configuration reload changes them. A server marked
+// down by a failed request shows 1; a reload that builds new pools and is
+// then refused (they are never activated, and closed) changes nothing; a
+// committed reload replaces a site's series with its new pool's and drops
+// those of a site it removed.
+func TestDownSeriesFollowTheServingPools(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := origin.NewMetrics(reg)
-	a, b := mustURL(t, "http://127.0.0.1:1"), mustURL(t, "http://127.0.0.1:2")
-	old, err := origin.New(origin.Options{Site: "www", Metrics: m, Servers: []origin.Server{{URL: a}}})
-	if err != nil {
-		t.Fatal(err)
+	dead, live := deadAddr(t), newSwitchable(t, "live", false, nil, nil).srv.URL
+	build := func(site string, urls ...string) *origin.Pool {
+		t.Helper()
+		var servers []origin.Server
+		for _, u := range urls {
+			servers = append(servers, origin.Server{URL: mustURL(t, u)})
+		}
+		p, err := origin.New(origin.Options{Site: site, Metrics: m, DownFor: time.Hour, Servers: servers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	gone, err := origin.New(origin.Options{Site: "old", Metrics: m, Servers: []origin.Server{{URL: a}}})
-	if err != nil {
-		t.Fatal(err)
+	type series struct {
+		site, server string
+		want         float64 // -1: no such series
 	}
-	next, err := origin.New(origin.Options{Site: "www", Metrics: m, Servers: []origin.Server{{URL: b}}})
-	if err != nil {
-		t.Fatal(err)
+	check := func(when string, want ...series) {
+		t.Helper()
+		exist := 0
+		for _, w := range want {
+			if w.want >= 0 {
+				exist++
+			}
+			v, ok := downGauge(t, reg, w.site, hostOf(w.server))
+			switch {
+			case w.want < 0 && ok:
+				t.Errorf("%s: server_down{site=%s,server=%s} = %v, want no such series", when, w.site, hostOf(w.server), v)
+			case w.want >= 0 && (!ok || v != w.want):
+				t.Errorf("%s: server_down{site=%s,server=%s} = %v (exists %v), want %v", when, w.site, hostOf(w.server), v, ok, w.want)
+			}
+		}
+		if n := testutil.CollectAndCount(reg, "meridian_origin_server_down"); n != exist {
+			t.Errorf("%s: %d down series, want %d (every series listed)", when, n, exist)
+		}
 	}
-	old.Close()
-	gone.Close()
-	if _, ok := downGauge(t, reg, "www", b.Host); !ok {
-		t.Error("the kept site's series went with its old pool")
+
+	// Start: www on [dead, live], shop on [live].
+	www, shop := build("www", dead, live), build("shop", live)
+	check("built, not serving yet", series{"www", dead, -1}, series{"shop", live, -1})
+	www.Activate()
+	shop.Activate()
+	check("serving", series{"www", dead, 0}, series{"www", live, 0}, series{"shop", live, 0})
+	for range 2 { // round-robin: one of them reaches the dead server
+		resp, err := get(t, www, "GET", "/", nil)
+		if err != nil {
+			t.Fatalf("GET with one live server: %v", err)
+		}
+		resp.Body.Close()
 	}
-	if _, ok := downGauge(t, reg, "www", a.Host); ok {
-		t.Error("the kept site still reports the server the reload dropped")
+	check("after a failed attempt", series{"www", dead, 1}, series{"www", live, 0}, series{"shop", live, 0})
+
+	// A refused reload: www would move to [live] only and shop go away;
+	// "blog" would be added. Its pools are built, never activated, closed.
+	refused := []*origin.Pool{build("www", live), build("blog", live)}
+	check("reload built", series{"www", dead, 1}, series{"www", live, 0}, series{"shop", live, 0}, series{"blog", live, -1})
+	for _, p := range refused {
+		p.Close()
 	}
-	if _, ok := downGauge(t, reg, "old", a.Host); ok {
-		t.Error("the removed site's series outlived its pool")
-	}
+	refused[0].Activate() // too late: a closed pool never serves
+	check("reload refused", series{"www", dead, 1}, series{"www", live, 0}, series{"shop", live, 0}, series{"blog", live, -1})
+
+	// The same reload committed: the new pools serve, the old ones close.
+	next := build("www", live)
+	next.Activate()
+	www.Close()
+	shop.Close()
+	check("reload committed", series{"www", dead, -1}, series{"www", live, 0}, series{"shop", live, -1})
 	next.Close()
+	check("PoP stopped", series{"www", live, -1})
+}
+
+// TestDownSeriesOnePerHost: a pool that lists one host twice (two Host
+// headers on one server) makes one series, 1 when either entry is down;
+// /metrics does not fail on a duplicate series.
+func TestDownSeriesOnePerHost(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	dead := deadAddr(t)
+	p, err := origin.New(origin.Options{Site: "www", Metrics: origin.NewMetrics(reg), DownFor: time.Hour, Servers: []origin.Server{
+		{Name: "a", URL: mustURL(t, dead), HostHeader: "a.internal"},
+		{Name: "b", URL: mustURL(t, dead), HostHeader: "b.internal"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Activate()
+	defer p.Close()
+	if v, ok := downGauge(t, reg, "www", hostOf(dead)); !ok || v != 0 {
+		t.Fatalf("before any request: server_down = %v (exists %v), want 0", v, ok)
+	}
+	req := httptest.NewRequest("POST", "http://www.example.test/", strings.NewReader("x"))
+	if _, err := p.RoundTrip(req.WithContext(origin.WithServer(req.Context(), "a"))); err == nil {
+		t.Fatal("request to a dead server succeeded")
+	}
+	if v, _ := downGauge(t, reg, "www", hostOf(dead)); v != 1 {
+		t.Fatalf("server_down after entry a failed = %v, want 1", v)
+	}
+	if n := testutil.CollectAndCount(reg, "meridian_origin_server_down"); n != 1 {
+		t.Fatalf("%d series for one host, want 1", n)
+	}
 }

@@ -10,11 +10,12 @@ import (
 type Metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	down     *prometheus.GaugeVec
+	downDesc *prometheus.Desc
 
-	// owners is the pool whose servers each site's down series describe:
-	// the last one made for the site. Closing it (the site was removed by a
-	// reload) drops them; closing one it replaced does not.
+	// owners is the pool serving each site (Pool.Activate), whose servers
+	// meridian_origin_server_down reports when scraped. Only these: a pool
+	// built by a reload that was then refused never becomes an owner, so it
+	// cannot change what the serving pool's series say.
 	mu     sync.Mutex
 	owners map[string]*Pool
 }
@@ -34,15 +35,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from sending a request to an origin to receiving its response headers.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}, []string{"site"}),
-		down: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_origin_server_down",
-			Help: "1 while an origin server is marked down (its last attempt failed to connect, timed out or broke " +
-				"before headers, and it has not answered since); 0 when it answers. Down servers are skipped " +
-				"for the site's down period, then tried by one request at a time.",
-		}, []string{"site", "server"}),
+		downDesc: prometheus.NewDesc("meridian_origin_server_down",
+			"1 while an origin server is marked down (its last attempt failed to connect, timed out or broke "+
+				"before headers, and it has not answered since); 0 when it answers. Down servers are skipped "+
+				"for the site's down period, then tried by one request at a time. One series per server of "+
+				"the pool serving each site, read when scraped.",
+			[]string{"site", "server"}, nil),
+		owners: map[string]*Pool{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.down)
+		reg.MustRegister(m.requests, m.latency, downCollector{m})
 	}
 	return m
 }
@@ -53,8 +55,47 @@ func (m *Metrics) Requests(site, server, outcome string) prometheus.Counter {
 	return m.requests.WithLabelValues(site, server, outcome)
 }
 
-// ServerDown returns the down gauge of one server (for tests and dashboards
-// built in code).
-func (m *Metrics) ServerDown(site, server string) prometheus.Gauge {
-	return m.down.WithLabelValues(site, server)
+// activate makes p its site's owner, unless p is closed (a late Activate
+// must not bring back the series of a pool a reload removed).
+func (m *Metrics) activate(p *Pool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !p.closed.Load() {
+		m.owners[p.opts.Site] = p
+	}
+}
+
+// deactivate drops p's site from the reported ones when p is its owner.
+func (m *Metrics) deactivate(p *Pool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.owners[p.opts.Site] == p {
+		delete(m.owners, p.opts.Site)
+	}
+}
+
+// downCollector reports meridian_origin_server_down from the owners' state
+// when scraped, so the series are always those of the pools serving now.
+type downCollector struct{ m *Metrics }
+
+// Describe implements prometheus.Collector.
+func (c downCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.downDesc }
+
+// Collect implements prometheus.Collector.
+func (c downCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	pools := make([]*Pool, 0, len(c.m.owners))
+	for _, p := range c.m.owners {
+		pools = append(pools, p)
+	}
+	c.m.mu.Unlock()
+	for _, p := range pools {
+		for _, h := range p.hosts {
+			v := 0.0
+			if h.down() {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.m.downDesc, prometheus.GaugeValue, v, p.opts.Site, h.host)
+		}
+	}
 }

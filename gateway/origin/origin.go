@@ -8,6 +8,11 @@
 // that failed to the next server when that cannot repeat an effect. It does
 // not touch headers other than Host: proxy header rules (hop-by-hop,
 // X-Forwarded-*, Via) belong to gateway/proxy.
+//
+// Its metrics (Metrics) are shared by a PoP's pools. The down series report,
+// when scraped, the servers of the pool serving each site (Pool.Activate at
+// commit, Pool.Close at removal); building a pool changes no metric, so a
+// reload that is refused after building its pools leaves them as they were.
 package origin
 
 import (
@@ -71,6 +76,8 @@ type Options struct {
 type Pool struct {
 	opts      Options
 	servers   []*server
+	hosts     []hostServers // servers by host:port, for the down series
+	closed    atomic.Bool
 	attempts  int
 	next      atomic.Uint64
 	transport *http.Transport
@@ -80,9 +87,10 @@ type Pool struct {
 // ErrNoServers means every origin server is marked down.
 var ErrNoServers = errors.New("origin: every origin server failed recently")
 
-// New creates a pool; it opens no connections until the first request. When
-// opts.Metrics is set, every server's down gauge starts at 0 and series of a
-// previous pool of the same site (servers since removed) are dropped.
+// New creates a pool; it opens no connections until the first request.
+// Building a pool changes no metric: a configuration reload builds its pools
+// before it knows it will commit, and a refused one must leave the serving
+// pools' series as they are. Activate the pool once it serves.
 func New(opts Options) (*Pool, error) {
 	if len(opts.Servers) == 0 {
 		return nil, fmt.Errorf("origin: site %s has no origin servers", opts.Site)
@@ -108,18 +116,7 @@ func New(opts Options) (*Pool, error) {
 	if opts.Retries > 0 && opts.Retries+1 < p.attempts {
 		p.attempts = opts.Retries + 1
 	}
-	if m := opts.Metrics; m != nil {
-		m.mu.Lock()
-		if m.owners == nil {
-			m.owners = map[string]*Pool{}
-		}
-		m.owners[opts.Site] = p
-		m.mu.Unlock()
-		m.down.DeletePartialMatch(map[string]string{"site": opts.Site})
-		for _, s := range p.servers {
-			m.down.WithLabelValues(opts.Site, s.URL.Host).Set(0)
-		}
-	}
+	p.hosts = uniqueHosts(p.servers)
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	p.transport = &http.Transport{
 		DialContext:           dialer.DialContext,
@@ -137,20 +134,24 @@ func New(opts Options) (*Pool, error) {
 	return p, nil
 }
 
-// Close releases idle connections. When no newer pool was made for the
-// site since (a reload removed it), the site's down series go too.
+// Activate makes p the pool whose servers Options.Metrics reports for its
+// site (meridian_origin_server_down), in place of the pool reported before:
+// call it when p starts serving, that is when the configuration that built
+// it is committed. It does nothing after Close, or without Metrics.
+func (p *Pool) Activate() {
+	if m := p.opts.Metrics; m != nil {
+		m.activate(p)
+	}
+}
+
+// Close releases idle connections. When p is the pool its site's metrics
+// report (a reload removed the site, or the PoP stops), the site's down
+// series go too; closing a pool another has replaced changes no metric.
 func (p *Pool) Close() {
+	p.closed.Store(true)
 	p.transport.CloseIdleConnections()
 	if m := p.opts.Metrics; m != nil {
-		m.mu.Lock()
-		last := m.owners[p.opts.Site] == p
-		if last {
-			delete(m.owners, p.opts.Site)
-		}
-		m.mu.Unlock()
-		if last {
-			m.down.DeletePartialMatch(map[string]string{"site": p.opts.Site})
-		}
+		m.deactivate(p)
 	}
 }
 

@@ -6,16 +6,18 @@
 // and WebSocket upgrades, and answers 502/504 with a clear body when the
 // origin fails.
 //
-// It owns request/response rewriting and error pages. It must not cache, pick
-// origin servers or apply timeouts: the origin RoundTripper (gateway/origin)
-// does that, and the cache (gateway/cache) decides what to store.
+// It owns request/response rewriting and the pages the PoP answers with
+// itself (WritePage, WriteOriginError): the cache sends its 502/504 through
+// them too, so every path gives a client the same page and header fields.
+// It must not cache, pick origin servers or apply timeouts: the origin
+// RoundTripper (gateway/origin) does that, and the cache (gateway/cache)
+// decides what to store.
 package proxy
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -29,13 +31,20 @@ import (
 type Options struct {
 	// SiteID names the site in error pages and logs.
 	SiteID string
-	// PoPID is the pseudonym used in Via ("1.1 <PoPID>"); default "meridian".
+	// PoPID is the pseudonym used in Via ("1.1 <PoPID>") and named by the
+	// error pages' body; default "meridian".
 	PoPID string
 	// Transport sends requests to the site's origin; required. It must set
 	// the URL's scheme and host (origin.Pool does).
 	Transport http.RoundTripper
 	// ModifyResponse, when set, runs on each passed-through origin response
 	// after hop-by-hop fields are removed and before headers are written.
+	// When the origin exchange fails it also runs once, on a Response with
+	// only Request (the client's) and an empty Header, to learn the
+	// Cache-Status entry the caller gives this request's answers: the error
+	// page carries the last one it adds, with the page's detail (see
+	// ErrorPage). A hook that adds fields only from the request's context,
+	// as the cache's does, needs nothing more.
 	ModifyResponse func(*http.Response) error
 	// Logger receives origin errors; nil discards.
 	Logger *slog.Logger
@@ -208,35 +217,4 @@ func IsTimeout(err error) bool {
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// ErrorPage answers a failed origin exchange: 504 with a clear body when the
-// origin timed out, 502 for a refused or reset connection or a malformed
-// response. Nothing is written when the client itself went away.
-func (p *Proxy) ErrorPage(w http.ResponseWriter, r *http.Request, err error) {
-	if r.Context().Err() != nil && !IsTimeout(err) {
-		p.opts.Logger.Debug("proxy: client went away", "site", p.opts.SiteID, "url", r.URL.String())
-		return
-	}
-	p.opts.Logger.Warn("proxy: origin failed", "site", p.opts.SiteID, "url", r.URL.String(), "err", err)
-	WriteError(w, p.opts.SiteID, err)
-}
-
-// WriteError writes the 502 or 504 page for err.
-func WriteError(w http.ResponseWriter, site string, err error) {
-	code := http.StatusBadGateway
-	msg := fmt.Sprintf("502 Bad Gateway: the origin of site %q failed: it refused or reset the connection, or sent a malformed response. Check that the origin server is up and speaks HTTP.\n", site)
-	if IsTimeout(err) {
-		code = http.StatusGatewayTimeout
-		msg = fmt.Sprintf("504 Gateway Timeout: the origin of site %q did not answer in time. Check the origin server's load and the site's origin timeouts.\n", site)
-	}
-	h := w.Header()
-	for k := range h {
-		delete(h, k)
-	}
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_, _ = io.WriteString(w, msg)
 }

@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
 	"github.com/meridian-edge/meridian/gateway/proxy"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 func front(t *testing.T, origin string, timeout time.Duration) *httptest.Server {
@@ -265,6 +269,17 @@ func TestOriginFailures(t *testing.T) {
 			if resp.StatusCode != tc.wantCode || !strings.Contains(string(b), tc.wantBody) || !strings.Contains(string(b), `"s1"`) {
 				t.Fatalf("got %d %q, want %d with %q naming the site", resp.StatusCode, b, tc.wantCode, tc.wantBody)
 			}
+			// Without the request id middleware the page still has an id,
+			// the same in the header and the body.
+			id := resp.Header.Get("X-Request-Id")
+			if id == "" || !strings.Contains(string(b), "Request id: "+id+" ") || !strings.Contains(string(b), "from PoP pop-a") {
+				t.Errorf("body %q does not name the PoP and the X-Request-Id %q", b, id)
+			}
+			for f, want := range map[string]string{"Via": "1.1 pop-a", "Cache-Control": "no-store", "Content-Type": "text/plain; charset=utf-8", "Cache-Status": ""} {
+				if got := resp.Header.Get(f); got != want {
+					t.Errorf("%s %q, want %q", f, got, want)
+				}
+			}
 		})
 	}
 }
@@ -291,5 +306,111 @@ func TestStreamsWithoutBuffering(t *testing.T) {
 	close(next)
 	if l, _ := br.ReadString('\n'); l != "second\n" {
 		t.Fatalf("got %q", l)
+	}
+}
+
+type passKey struct{}
+
+// TestErrorPageCarriesTheCallersCacheStatus: the caller (the cache) gives
+// every answer its Cache-Status entry through ModifyResponse; the error page
+// carries that entry with the failure as its detail (replacing the one it
+// had), and the request id of the request and of the WARN log line.
+func TestErrorPageCarriesTheCallersCacheStatus(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close()
+	tests := []struct {
+		name  string
+		hook  func(*http.Response) error
+		entry string // what the caller passes in the context
+		want  string
+	}{
+		{"entry", nil, "meridian; fwd=method", "meridian; fwd=method; detail=origin-unreachable"},
+		{"entry with a detail", nil, "meridian; fwd=bypass; detail=request-body", "meridian; fwd=bypass; detail=origin-unreachable"},
+		{"hook refuses", func(*http.Response) error { return errors.New("no") }, "meridian; fwd=method", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &testutil.SyncBuffer{}
+			hook := tc.hook
+			if hook == nil {
+				hook = func(res *http.Response) error {
+					if e, ok := res.Request.Context().Value(passKey{}).(string); ok {
+						res.Header.Add("Cache-Status", e)
+					}
+					return nil
+				}
+			}
+			p, err := proxy.New(proxy.Options{SiteID: "s1", PoPID: "pop-a", Transport: cachetest.Transport(t, dead, 0),
+				ModifyResponse: hook, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-Plugin", "set before the origin failed")
+				p.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), passKey{}, tc.entry)))
+			}))
+			defer srv.Close()
+			req, _ := http.NewRequest("POST", srv.URL+"/order", strings.NewReader("one order"))
+			req.Header.Set("X-Request-Id", "sre-check-7")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 502 || !strings.Contains(string(b), "Request id: sre-check-7 ") {
+				t.Fatalf("got %d %q, want 502 naming the request id", resp.StatusCode, b)
+			}
+			if got := resp.Header.Get("Cache-Status"); got != tc.want {
+				t.Errorf("Cache-Status %q, want %q", got, tc.want)
+			}
+			if resp.Header.Get("X-Request-Id") != "sre-check-7" || resp.Header.Get("X-Plugin") != "" {
+				t.Errorf("X-Request-Id %q X-Plugin %q, want the request's id and no field set before the failure",
+					resp.Header.Get("X-Request-Id"), resp.Header.Get("X-Plugin"))
+			}
+			log := logs.String()
+			if want := `level=WARN msg="origin failed" request_id=sre-check-7 site=s1 url=/order status=502`; !strings.Contains(log, want) ||
+				!strings.Contains(log, "server="+strings.TrimPrefix(dead, "http://")) {
+				t.Errorf("log %q lacks %q and the server", log, want)
+			}
+		})
+	}
+}
+
+// TestWritePage: a page the PoP makes for another reason (a 503, an
+// only-if-cached 504) has the same fields and body form as the origin
+// error pages.
+func TestWritePage(t *testing.T) {
+	p, err := proxy.New(proxy.Options{SiteID: "s1", PoPID: "pop-a", Transport: http.DefaultTransport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.WritePage(w, r, proxy.Page{Status: 503, Reason: "plugin-failure", CacheStatus: "meridian; fwd=bypass",
+			Message: `a plugin of site "s1" failed.`})
+	}))
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL, nil)
+	req.Header.Set("X-Request-Id", "sre-check-8")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := "503 Service Unavailable from PoP pop-a: a plugin of site \"s1\" failed.\n" +
+		"Request id: sre-check-8 (quote it when you report this; the PoP's log has the details).\n"
+	if resp.StatusCode != 503 || string(b) != want {
+		t.Fatalf("got %d %q, want 503 %q", resp.StatusCode, b, want)
+	}
+	for f, want := range map[string]string{"Via": "1.1 pop-a", "X-Request-Id": "sre-check-8", "Cache-Status": "meridian; fwd=bypass; detail=plugin-failure",
+		"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+		if got := resp.Header.Get(f); got != want {
+			t.Errorf("%s %q, want %q", f, got, want)
+		}
 	}
 }

@@ -70,19 +70,28 @@ func (s *Stack) Reload(cfg *config.Config) error {
 		}
 	}
 	built := map[string][]gateway.Site{}
+	// A refused reload lets go of the origin pools it built (their idle
+	// connections); they never served.
+	refuse := func(err error) error {
+		closeGeo()
+		for _, sites := range built {
+			for _, site := range sites {
+				site.Origin.Close()
+			}
+		}
+		return err
+	}
 	for _, id := range s.order {
 		p := s.pops[id]
 		sites, err := buildSites(cfg, p.originMetrics, p.log)
 		if err != nil {
-			closeGeo()
-			return err
+			return refuse(err)
 		}
 		built[id] = sites
 	}
 	if s.dns != nil {
 		if err := s.dns.Reload(dnsOpts); err != nil {
-			closeGeo()
-			return fmt.Errorf("dns: %w", err)
+			return refuse(fmt.Errorf("dns: %w", err))
 		}
 	}
 	for i, apply := range applyTLS {

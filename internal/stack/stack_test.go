@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -1043,5 +1044,68 @@ func pushPlugin(t *testing.T, st *stack.Stack, pop, name string, q url.Values, w
 	t.Helper()
 	if code, body := adminSend(t, st, pop, "POST", "/admin/plugins/www/"+name+"?"+q.Encode(), "dev-www-token", bytes.NewReader(wasm)); code/100 != 2 {
 		t.Fatalf("push %s: %d %s", name, code, body)
+	}
+}
+
+// TestOriginDownSeriesFollowReloads: meridian_origin_server_down shows the
+// origin servers a PoP serves with, as an operator reads it on /metrics: a
+// server that failed is 1; a refused reload changes nothing; a reload that
+// removes a site takes its series away and a new site's appear.
+func TestOriginDownSeriesFollowReloads(t *testing.T) {
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadURL := "http://" + dead.Addr().String()
+	dead.Close()
+	live := httptest.NewServer(demoorigin.New())
+	defer live.Close()
+	cfg := devConfig(t, deadURL)
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+	const pop = "eu-west-2"
+	series := func() map[string]string { // site -> value
+		t.Helper()
+		resp, err := http.Get("http://" + st.PoP(pop).AdminAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		got := map[string]string{}
+		for _, m := range regexp.MustCompile(`(?m)^meridian_origin_server_down\{.*site="([^"]+)".*\} (\S+)$`).FindAllStringSubmatch(string(body), -1) {
+			got[m[1]] = m[2]
+		}
+		return got
+	}
+	if got := series(); got["www"] != "0" || len(got) != 1 {
+		t.Fatalf("before any request: %v, want www's server up", got)
+	}
+	if resp, _ := siteGet(t, st, pop, "/"); resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("GET with the origin down: %d, want 502", resp.StatusCode)
+	}
+	if got := series(); got["www"] != "1" {
+		t.Fatalf("after the origin failed: %v, want www's server down (1)", got)
+	}
+
+	bad := devConfig(t, live.URL)
+	bad.DNS.Listen, bad.DataDir = cfg.DNS.Listen, cfg.DataDir
+	bad.PoPs = append([]config.PoP(nil), cfg.PoPs...)
+	bad.PoPs[0].HTTP = "127.0.0.11:1"
+	if err := st.Reload(bad); err == nil {
+		t.Fatal("a reload changing a listen address was applied")
+	}
+	if got := series(); got["www"] != "1" || len(got) != 1 {
+		t.Fatalf("after a refused reload: %v, want www's server still down", got)
+	}
+
+	next := devConfig(t, live.URL)
+	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
+	next.Sites = []config.Site{{Name: "shop", Hosts: []string{"www.example.test"}, Origins: []config.Origin{{URL: live.URL}}}}
+	if err := st.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := series(); got["shop"] != "0" || len(got) != 1 {
+		t.Fatalf("after a reload replacing www by shop: %v, want only shop's server, up", got)
 	}
 }

@@ -6,7 +6,9 @@
 // but only for keys looked up at least PromoteAfter times recently (a
 // count-min sketch), so a one-off request does not churn the fast tiers;
 // when the caller reads only part of it (a Range), the copy is made in the
-// background instead. Bodies returned seek (io.Seeker), for Range. A
+// background instead, into the middle tiers; when it reads none of it (a
+// HEAD, a 304), into every tier above, as a read would have. Bodies
+// returned seek (io.Seeker), for Range. A
 // store goes to the first tier synchronously and to the lower tiers through
 // bounded queues with their own workers, so a slow or unreachable L3 never
 // slows a hit or a fill: when a queue is full the write-down is dropped and
@@ -84,7 +86,8 @@ type Counters struct {
 	// Promotions per tier name copied into.
 	Promotions map[string]int64
 	// WriteDowns per lower tier completed; Dropped because a queue or the
-	// spool budget was full.
+	// spool budget was full (a tier's queue also carries the background
+	// promotions out of it: a dropped one counts there).
 	WriteDowns map[string]int64
 	Dropped    map[string]int64
 	// Hidden per tier: objects found but not served because a delete of
@@ -158,6 +161,9 @@ type job struct {
 	body *spool    // in-memory body, or nil
 	from tier.Tier // else copy from this tier
 	del  bool      // delete the key instead of storing
+	// up copies the object from the job's tier (from) into every tier
+	// above it that does not hold the key: a promotion, not a write-down.
+	up bool
 	// untomb clears the key's tombstone for the tier once the job succeeded.
 	untomb bool
 	t      *Tiered
@@ -313,7 +319,9 @@ func (t *Tiered) Get(ctx context.Context, key string) (*tier.Object, error) {
 // name of the tier that answered (for Cache-Status), or tier.ErrNotFound. A
 // tier that fails is counted and skipped. When the key is popular enough, a
 // lower-tier hit is copied into the tiers above while the caller reads the
-// body; closing the body early abandons the copy.
+// body; closing the body part way abandons that copy for one into the
+// middle tiers in the background, and closing it unread (a HEAD) for one
+// into every tier above in the background.
 func (t *Tiered) GetFrom(ctx context.Context, key string) (*tier.Object, string, error) {
 	seen := t.sketch.Add(xxhash.Sum64String(key))
 	for i, tr := range t.tiers {
@@ -387,15 +395,29 @@ func (t *Tiered) promote(ctx context.Context, key string, o *tier.Object, src in
 		return o
 	}
 	tb := &teeBody{r: o.Body, ws: ws, into: into, t: t, want: o.Meta.Size}
-	if src >= 2 {
-		// A reader that stops before the end (a Range, a client gone)
-		// cannot feed the copy; the object is then copied into the middle
-		// tiers in the background instead.
-		tb.onPartial = func() {
-			seq := t.seq.Add(1)
-			for j := 1; j < src; j++ {
-				t.enqueue(j, &job{key: key, meta: o.Meta, seq: seq, from: t.tiers[src], t: t})
-			}
+	tb.onPartial = func(unread bool) {
+		seq := t.seq.Add(1)
+		if unread {
+			// Closed before any read: the caller wanted the metadata only
+			// (a HEAD, a 304 to a conditional request, a Vary index
+			// record). The key is as popular as a GET's that is promoted,
+			// and every such lookup costs a request to the lower tier
+			// (one S3 GET for L3), so the object is copied whole into
+			// every tier above, as a GET would have, by one job on the
+			// source tier's queue that reads it once. This is what
+			// nginx (proxy_cache_convert_head) and Varnish (HEAD fetched
+			// as GET) do to fill a cache on a HEAD: pay one body read,
+			// off the request path here, so the next HEAD or GET is a
+			// fast-tier hit.
+			t.enqueue(src, &job{key: key, seq: seq, from: t.tiers[src], up: true, t: t})
+			return
+		}
+		// A reader that stops part way (a Range, a client gone) cannot
+		// feed the copy; the object is then copied into the middle tiers
+		// in the background instead. Not into L1: a Range reader wants a
+		// slice of what is usually a large object, whose home is disk.
+		for j := 1; j < src; j++ {
+			t.enqueue(j, &job{key: key, meta: o.Meta, seq: seq, from: t.tiers[src], t: t})
 		}
 	}
 	if s, ok := o.Body.(io.Seeker); ok {
@@ -416,12 +438,15 @@ type teeBody struct {
 	pos  int64 // the source's read position
 	teed int64 // bytes copied to the writers, always a prefix
 	done bool  // writers committed or aborted
+	read bool  // Read was called
 	// onPartial runs when the body is closed before the copy completed
-	// (a Range, a client gone): it copies the object in the background.
-	onPartial func()
+	// (a Range, a client gone, or, unread, a HEAD): it copies the object
+	// in the background.
+	onPartial func(unread bool)
 }
 
 func (b *teeBody) Read(p []byte) (int, error) {
+	b.read = true
 	n, err := b.r.Read(p)
 	if n > 0 && !b.done {
 		if b.pos == b.teed {
@@ -460,7 +485,7 @@ func (b *teeBody) Close() error {
 		b.done = true
 		b.abort()
 		if b.onPartial != nil {
-			b.onPartial()
+			b.onPartial(!b.read)
 		}
 	}
 	return b.r.Close()
@@ -718,6 +743,10 @@ func (t *Tiered) run(i int, j *job) {
 	if t.cancelled(j) {
 		return
 	}
+	if j.up {
+		t.promoteUp(i, j)
+		return
+	}
 	w, err := tr.Put(t.ctx, j.key, j.meta)
 	if err != nil {
 		if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
@@ -753,6 +782,85 @@ func (t *Tiered) run(i int, j *job) {
 	if t.cancelled(j) {
 		// Deleted while it was being written: do not leave it behind.
 		_ = tr.Delete(t.ctx, j.key)
+	}
+}
+
+// promoteUp runs promotion job j of tier src: the object is read once from
+// src, as it is now, and written into each tier above that does not hold
+// the key. A tier that holds it already is skipped: another request
+// promoted it meanwhile, or a newer response was stored there, which the
+// older copy must not replace. A body shorter than its Meta.Size is not
+// committed anywhere.
+func (t *Tiered) promoteUp(src int, j *job) {
+	o, err := j.from.Get(t.ctx, j.key)
+	if err != nil {
+		if !errors.Is(err, tier.ErrNotFound) {
+			t.stats[src].errors.Add(1)
+		}
+		return
+	}
+	defer o.Body.Close()
+	if t.hidden(j.key, src, o.Meta) {
+		return // deleted while src was unreachable
+	}
+	var ws []tier.Writer
+	var into []int
+	for k := range src {
+		tr := t.tiers[k]
+		if held, err := get(t.ctx, tr, j.key); err == nil {
+			held.Body.Close()
+			continue
+		}
+		w, err := tr.Put(t.ctx, j.key, o.Meta)
+		if err != nil {
+			if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
+				t.storeFailed(k, err)
+			}
+			continue
+		}
+		ws, into = append(ws, w), append(into, k)
+	}
+	if len(ws) == 0 {
+		return
+	}
+	abort := func() {
+		for _, w := range ws {
+			w.Abort()
+		}
+	}
+	buf := make([]byte, 32<<10)
+	var copied int64
+	for {
+		n, err := o.Body.Read(buf)
+		for _, w := range ws {
+			_, _ = w.Write(buf[:n])
+		}
+		copied += int64(n)
+		if err == io.EOF && (o.Meta.Size < 0 || copied == o.Meta.Size) {
+			break
+		}
+		if err != nil {
+			t.stats[src].errors.Add(1)
+			abort()
+			return
+		}
+	}
+	if t.cancelled(j) {
+		abort()
+		return
+	}
+	for k, w := range ws {
+		if err := w.Commit(); err != nil {
+			if !errors.Is(err, tier.ErrNotAdmitted) && !errors.Is(err, tier.ErrTooLarge) {
+				t.storeFailed(into[k], err)
+			}
+			continue
+		}
+		t.stats[into[k]].promotions.Add(1)
+		if t.cancelled(j) {
+			// Deleted while it was being written: do not leave it behind.
+			_ = t.tiers[into[k]].Delete(t.ctx, j.key)
+		}
 	}
 }
 
