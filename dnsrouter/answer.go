@@ -2,6 +2,7 @@ package dnsrouter
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -96,6 +97,20 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		}
 	}
 	out.ecs = hasECS
+	if q.Qclass == dns.ClassCHAOS && v.nsidTXT != "" && isIdentityQuery(q) {
+		// RFC 4892: the other way operators ask an anycast node its name
+		// (dig CH TXT id.server), answered with the NSID.
+		resp := reply(req, dns.RcodeSuccess, ourOPT)
+		resp.Authoritative = true
+		resp.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}, Txt: []string{v.nsidTXT}}}
+		if hasECS {
+			ourOPT.Option = append(ourOPT.Option, echoECS(cs, 0))
+		}
+		if ourOPT != nil {
+			resp.Extra = append(resp.Extra, ourOPT)
+		}
+		return sized(resp, opt, v, udp, buf), out
+	}
 	if q.Qclass != dns.ClassINET {
 		out.rcode, out.reason = dns.RcodeRefused, "class "+dns.ClassToString[q.Qclass]
 		return sized(reply(req, dns.RcodeRefused, ourOPT), opt, v, udp, buf), out
@@ -147,7 +162,11 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 				out.pop = p.id
 			}
 		}
-		if len(rrs) > 0 && hasECS && cs.source > 0 {
+		// The scope holds for a NODATA too (the chosen PoP has no address
+		// of this family): which PoP is chosen depends on where the client
+		// is, so a resolver must not reuse that NODATA for clients
+		// elsewhere, as it would with scope 0.
+		if hasECS && cs.source > 0 {
 			scope = bits
 			if scope < 0 {
 				scope = int(cs.source)
@@ -167,12 +186,10 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		cname := &dns.CNAME{Hdr: hdr(q.Name, dns.TypeCNAME, z.ttl), Target: target}
 		resp.Answer = append(resp.Answer, cname)
 		switch q.Qtype {
-		case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
-			t := q.Qtype
-			if t == dns.TypeANY {
-				t = dns.TypeA
-			}
-			resp.Answer = append(resp.Answer, geoRecords(target, t)...)
+		case dns.TypeA, dns.TypeAAAA:
+			resp.Answer = append(resp.Answer, geoRecords(target, q.Qtype)...)
+		case dns.TypeANY:
+			resp.Answer = append(resp.Answer, anyAddress(func(t uint16) []dns.RR { return geoRecords(target, t) })...)
 		}
 	default:
 		switch q.Qtype {
@@ -186,19 +203,21 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 			// RFC 8482: answer ANY with one RRset rather than everything.
 			switch {
 			case z.served[name]:
-				resp.Answer = geoRecords(q.Name, dns.TypeA)
+				resp.Answer = anyAddress(func(t uint16) []dns.RR { return geoRecords(q.Name, t) })
 			case name == z.apex:
-				resp.Answer = []dns.RR{z.soa}
+				resp.Answer = []dns.RR{asAsked(z.soa, q.Name)}
 			case isGlue:
-				resp.Answer = glueRecords(q.Name, z.glue[name], dns.TypeA, z.nsTTL)
+				resp.Answer = anyAddress(func(t uint16) []dns.RR { return glueRecords(q.Name, z.glue[name], t, z.nsTTL) })
 			}
 		case dns.TypeSOA:
 			if name == z.apex {
-				resp.Answer = []dns.RR{z.soa}
+				resp.Answer = []dns.RR{asAsked(z.soa, q.Name)}
 			}
 		case dns.TypeNS:
 			if name == z.apex {
-				resp.Answer = z.ns
+				for _, ns := range z.ns {
+					resp.Answer = append(resp.Answer, asAsked(ns, q.Name))
+				}
 				for _, ns := range z.ns {
 					n := ns.(*dns.NS).Ns
 					resp.Extra = append(resp.Extra, glueRecords(n, z.glue[n], dns.TypeA, z.nsTTL)...)
@@ -211,12 +230,12 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		(isAlias && len(resp.Answer) == 1 && q.Qtype != dns.TypeCNAME)
 	if negative {
 		// RFC 2308: the SOA goes in the authority section with
-		// TTL min(SOA TTL, MINIMUM); negative answers never depend on the
-		// client, so the ECS scope is 0.
+		// TTL min(SOA TTL, MINIMUM). The ECS scope stays 0 (NXDOMAIN, a
+		// type the name never has) unless the geo choice made the answer
+		// empty, see geoRecords.
 		soa := *z.soa
 		soa.Hdr.Ttl = z.negTTL
 		resp.Ns = []dns.RR{&soa}
-		scope = -1
 	}
 	if hasECS {
 		sc := uint8(0)
@@ -233,14 +252,74 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 }
 
 // newOPT is our OPT record for a query that carried theirs: version 0,
-// our UDP size, the DO bit copied (RFC 3225).
+// our UDP size, the DO bit copied (RFC 3225), and our NSID when one is
+// configured and theirs asks for it (RFC 5001). Every answer that carries
+// an OPT builds it here, errors included.
 func newOPT(v *view, theirs *dns.OPT) *dns.OPT {
 	o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 	o.SetUDPSize(uint16(v.opts.MaxUDPSize))
 	if theirs.Do() {
 		o.SetDo()
 	}
+	if v.nsid != "" {
+		for _, e := range theirs.Option {
+			if _, ok := e.(*dns.EDNS0_NSID); ok {
+				o.Option = append(o.Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID, Nsid: v.nsid})
+				break
+			}
+		}
+	}
 	return o
+}
+
+// isIdentityQuery reports whether q asks the server's identity: TXT (or
+// ANY) for id.server (RFC 4892) or hostname.bind (BIND's older name), in
+// class CH.
+func isIdentityQuery(q dns.Question) bool {
+	if q.Qtype != dns.TypeTXT && q.Qtype != dns.TypeANY {
+		return false
+	}
+	n := strings.ToLower(q.Name)
+	return n == "id.server." || n == "hostname.bind."
+}
+
+// txtString escapes b for a TXT string as miekg/dns packs it (presentation
+// format: \DDD for anything but printable ASCII, \ and " escaped), so
+// that the opaque NSID bytes reach the wire unchanged.
+func txtString(b []byte) string {
+	var sb strings.Builder
+	for _, c := range b {
+		switch {
+		case c == '"' || c == '\\':
+			sb.WriteByte('\\')
+			sb.WriteByte(c)
+		case c >= 0x20 && c < 0x7f:
+			sb.WriteByte(c)
+		default:
+			fmt.Fprintf(&sb, "\\%03d", c)
+		}
+	}
+	return sb.String()
+}
+
+// anyAddress is the one RRset an ANY query for a name with addresses gets
+// (RFC 8482): the A records, or the AAAA records when there are none (an
+// IPv6-only PoP), never an empty answer for a name that has data.
+func anyAddress(records func(qtype uint16) []dns.RR) []dns.RR {
+	if rrs := records(dns.TypeA); len(rrs) > 0 {
+		return rrs
+	}
+	return records(dns.TypeAAAA)
+}
+
+// asAsked returns a copy of rr, whose owner is the QNAME but for case,
+// owned by the QNAME as the query spelled it: every answer record owned by
+// the QNAME then carries its case (0x20, RFC 4343), as the geo records do
+// and as Knot, NSD and PowerDNS answer.
+func asAsked(rr dns.RR, qname string) dns.RR {
+	c := dns.Copy(rr)
+	c.Header().Name = qname
+	return c
 }
 
 func hdr(owner string, t uint16, ttl uint32) dns.RR_Header {

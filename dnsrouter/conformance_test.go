@@ -53,6 +53,18 @@ func rawECS(family uint16, source uint8, addr ...byte) dns.EDNS0 {
 	return &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: append(b, addr...)}
 }
 
+// ownersAsAsked checks that every answer record is owned by qname spelled
+// exactly as the query did (0x20).
+func ownersAsAsked(qname string) func(t *testing.T, r *dns.Msg) {
+	return func(t *testing.T, r *dns.Msg) {
+		for _, rr := range r.Answer {
+			if rr.Header().Name != qname {
+				t.Errorf("%s owned by %q, want the QNAME as asked, %q", dns.TypeToString[rr.Header().Rrtype], rr.Header().Name, qname)
+			}
+		}
+	}
+}
+
 type want struct {
 	rcode   int
 	aa      bool
@@ -102,6 +114,21 @@ func TestConformance(t *testing.T) {
 				if r.Question[0].Name != "WwW.ExAmPlE.TeSt." {
 					t.Errorf("question echoed as %q", r.Question[0].Name)
 				}
+				if r.Answer[0].Header().Name != "WwW.ExAmPlE.TeSt." {
+					t.Errorf("answer owned by %q, want the QNAME as asked", r.Answer[0].Header().Name)
+				}
+			}}},
+		{"apex SOA asked in mixed case: owner as asked", func() *dns.Msg { return q("ExAmPlE.TeSt.", dns.TypeSOA, "") }, nil,
+			want{rcode: 0, aa: true, nAnswer: 1, scope: -1, check: ownersAsAsked("ExAmPlE.TeSt.")}},
+		{"apex NS asked in mixed case: owners as asked", func() *dns.Msg { return q("eXaMpLe.tEsT.", dns.TypeNS, "") }, nil,
+			want{rcode: 0, aa: true, nAnswer: 2, scope: -1, check: ownersAsAsked("eXaMpLe.tEsT.")}},
+		{"apex ANY asked in mixed case: owner as asked", func() *dns.Msg { return q("EXAMPLE.test.", dns.TypeANY, "") }, nil,
+			want{rcode: 0, aa: true, nAnswer: 1, scope: -1, check: ownersAsAsked("EXAMPLE.test.")}},
+		{"alias asked in mixed case: CNAME owner as asked", func() *dns.Msg { return q("CDN.example.TEST.", dns.TypeA, "203.0.113.0/24") }, nil,
+			want{rcode: 0, aa: true, nAnswer: 2, scope: 24, check: func(t *testing.T, r *dns.Msg) {
+				if r.Answer[0].Header().Name != "CDN.example.TEST." {
+					t.Errorf("CNAME owned by %q, want the QNAME as asked", r.Answer[0].Header().Name)
+				}
 			}}},
 		{"ECS scope is the matched /48 for IPv6", func() *dns.Msg { return q("www.example.test.", dns.TypeA, "2001:db8:2:1::/64") }, nil,
 			want{rcode: 0, aa: true, answer: []string{"127.0.0.12"}, nAnswer: 1, scope: 48}},
@@ -115,8 +142,13 @@ func TestConformance(t *testing.T) {
 			want{rcode: 0, aa: true, answer: []string{"127.0.0.11"}, nAnswer: 1, scope: 16}},
 		{"AAAA at a PoP with IPv6", func() *dns.Msg { return q("www.example.test.", dns.TypeAAAA, "203.0.113.0/24") }, nil,
 			want{rcode: 0, aa: true, answer: []string{"fd00::13"}, nAnswer: 1, scope: 24}},
-		{"AAAA at a PoP without IPv6 is NODATA, scope 0", func() *dns.Msg { return q("www.example.test.", dns.TypeAAAA, "198.51.100.0/24") }, nil,
-			want{rcode: 0, aa: true, nAnswer: 0, soaTTL: 120, scope: 0}},
+		// The NODATA comes from the geo choice (Tokyo's PoP has IPv6, the
+		// chosen London one not): scope 0 would let an ECS-caching
+		// resolver hand it to its Tokyo clients too.
+		{"AAAA at a PoP without IPv6 is NODATA with the geo scope", func() *dns.Msg { return q("www.example.test.", dns.TypeAAAA, "198.51.100.0/24") }, nil,
+			want{rcode: 0, aa: true, nAnswer: 0, soaTTL: 120, scope: 24}},
+		{"alias, AAAA at a PoP without IPv6: CNAME, SOA, the geo scope", func() *dns.Msg { return q("cdn.example.test.", dns.TypeAAAA, "198.51.100.0/24") }, nil,
+			want{rcode: 0, aa: true, nAnswer: 1, soaTTL: 120, scope: 24}},
 		{"NXDOMAIN with SOA, TTL min(SOA TTL, MINIMUM)", func() *dns.Msg { return q("nope.example.test.", dns.TypeA, "203.0.113.0/24") }, nil,
 			want{rcode: dns.RcodeNameError, aa: true, nAnswer: 0, soaTTL: 120, scope: 0}},
 		{"negative TTL is the SOA TTL when it is lower", func() *dns.Msg { return q("nope.other.test.", dns.TypeA, "") }, nil,
@@ -215,6 +247,9 @@ func TestConformance(t *testing.T) {
 		{"malformed ECS: address shorter than the prefix", func() *dns.Msg {
 			return withOPT(q("www.example.test.", dns.TypeA, ""), 1232, 0, rawECS(1, 24, 203, 0))
 		}, nil, want{rcode: dns.RcodeFormatError, nAnswer: 0, scope: -1}},
+		{"malformed ECS: scope longer than the family", func() *dns.Msg {
+			return withOPT(q("www.example.test.", dns.TypeA, ""), 1232, 0, &dns.EDNS0_LOCAL{Code: dns.EDNS0SUBNET, Data: []byte{0, 1, 24, 48, 203, 0, 113}})
+		}, nil, want{rcode: dns.RcodeFormatError, nAnswer: 0, scope: -1}},
 		{"malformed ECS: two ECS options", func() *dns.Msg {
 			return withOPT(q("www.example.test.", dns.TypeA, ""), 1232, 0, rawECS(1, 24, 203, 0, 113), rawECS(1, 24, 192, 0, 2))
 		}, nil, want{rcode: dns.RcodeFormatError, nAnswer: 0, scope: -1}},
@@ -266,6 +301,9 @@ func TestConformance(t *testing.T) {
 				if w.nAnswer >= 0 && len(r.Answer) != w.nAnswer {
 					t.Errorf("%d answer records, want %d: %v", len(r.Answer), w.nAnswer, r.Answer)
 				}
+				if w.soaTTL == 0 && len(r.Ns) != 0 {
+					t.Errorf("authority section %v; answers are minimal (RFC 2308 SOA only in negative ones)", r.Ns)
+				}
 				var soa *dns.SOA
 				for _, rr := range r.Ns {
 					if s, ok := rr.(*dns.SOA); ok {
@@ -299,6 +337,63 @@ func TestConformance(t *testing.T) {
 					w.check(t, r)
 				}
 			})
+		}
+	}
+}
+
+// Without a geo source every client is sent to the default location's
+// PoP: the answer depends on no part of the client's address, so its ECS
+// scope is 0 and a resolver may give it to all its clients.
+func TestECSScopeWithoutGeo(t *testing.T) {
+	o := DevOptions()
+	o.Geo = nil
+	_, addr := start(t, o)
+	for _, netw := range []string{"udp", "tcp"} {
+		for _, subnet := range []string{"203.0.113.0/24", "2001:db8:3::/48"} {
+			r := exchange(t, netw, addr, query("www.example.test.", dns.TypeA, subnet))
+			if got := addrs(r); !slices.Equal(got, []string{"127.0.0.11"}) {
+				t.Errorf("%s %s: answer %v, want the default region's 127.0.0.11", netw, subnet, got)
+			}
+			e := ecsOf(r)
+			if e == nil || e.SourceScope != 0 || e.SourceNetmask != uint8(netip.MustParsePrefix(subnet).Bits()) {
+				t.Errorf("%s %s: ECS %v, want the query's source prefix with scope 0", netw, subnet, e)
+			}
+		}
+	}
+}
+
+// ANY (RFC 8482) gets one RRset of the name's data: the A records, or
+// the AAAA records where the nearest PoP (or a glue name) has only IPv6,
+// never an empty answer for a name that holds addresses.
+func TestANYWithIPv6Only(t *testing.T) {
+	o := confOptions()
+	o.PoPs[2].IPv4 = nil // Tokyo: fd00::13 only
+	o.Zones[0].NS = append(o.Zones[0].NS, NameServer{Name: "ns2", Addrs: []netip.Addr{netip.MustParseAddr("fd00::53")}})
+	_, addr := start(t, o)
+	cases := []struct {
+		name, qname, ecs string
+		want             []string // A/AAAA in the answer
+		cname            bool     // a CNAME first
+	}{
+		{"served name, nearest PoP IPv6-only", "www.example.test.", "203.0.113.0/24", []string{"fd00::13"}, false},
+		{"served name, nearest PoP with IPv4", "www.example.test.", "198.51.100.0/24", []string{"127.0.0.12"}, false},
+		{"alias, nearest PoP IPv6-only", "cdn.example.test.", "203.0.113.0/24", []string{"fd00::13"}, true},
+		{"glue name with IPv6 glue only", "ns2.example.test.", "", []string{"fd00::53"}, false},
+	}
+	for _, c := range cases {
+		for _, netw := range []string{"udp", "tcp"} {
+			r := exchange(t, netw, addr, query(c.qname, dns.TypeANY, c.ecs))
+			if r.Rcode != dns.RcodeSuccess || !slices.Equal(addrs(r), c.want) {
+				t.Errorf("%s %s: %s %v, want NOERROR %v", netw, c.name, dns.RcodeToString[r.Rcode], r.Answer, c.want)
+			}
+			if len(r.Answer) > 0 {
+				if _, ok := r.Answer[0].(*dns.CNAME); ok != c.cname {
+					t.Errorf("%s %s: first record %v, CNAME wanted: %v", netw, c.name, r.Answer[0], c.cname)
+				}
+			}
+			if len(r.Ns) != 0 {
+				t.Errorf("%s %s: authority %v in a positive answer", netw, c.name, r.Ns)
+			}
 		}
 	}
 }

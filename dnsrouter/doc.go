@@ -28,9 +28,18 @@
 // client's location comes from the geo source, its distance-ordered PoP
 // list is precomputed per location (ranking), and choose walks that list
 // against the health snapshot. Everything else — errors, negative answers,
-// SOA/NS, CNAMEs, truncation — goes through answer, built on miekg/dns. The
-// fuzz test checks that both give identical bytes where the fast path
-// answers.
+// SOA/NS, CNAMEs, truncation, NSID — goes through answer, built on
+// miekg/dns. The fuzz test checks that both give identical bytes where the
+// fast path answers.
+//
+// # What an answer carries
+//
+// Answer records owned by the QNAME spell it as the query did (0x20). A
+// query with an OPT record gets one back, on errors too, with the ECS
+// option echoed (scope: the geo block that decided, also for a NODATA the
+// geo choice caused; 0 when nothing about the client mattered) and, when
+// Options.NSID is set and the query asks for it, the NSID (RFC 5001),
+// which also answers CH TXT id.server and hostname.bind (RFC 4892).
 //
 // # Metrics
 //

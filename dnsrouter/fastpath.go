@@ -124,6 +124,9 @@ func fastAnswer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp 
 		if cs, hasECS, err = parseECS(raw[o+11:]); err != nil {
 			return nil, out, false
 		}
+		if v.nsid != "" && hasOption(raw[o+11:], optNSID) {
+			return nil, out, false // rare (dig +nsid): the general path adds it
+		}
 		hasOPT = true
 		size = int(binary.BigEndian.Uint16(raw[o+3:]))
 		do = raw[o+7]&0x80 != 0

@@ -30,11 +30,14 @@ func FuzzQuery(f *testing.F) {
 	seed(withOPT(query("www.example.test.", dns.TypeA, ""), 1232, 1))
 	seed(withOPT(query("www.example.test.", dns.TypeA, ""), 1232, 0, rawECS(1, 20, 203, 0, 113)))
 	seed(withOPT(query("www.example.test.", dns.TypeA, ""), 1232, 0, rawECS(2, 129, make([]byte, 17)...)))
+	seed(askNSID(query("www.example.test.", dns.TypeA, "203.0.113.0/24")))
+	seed(askNSID(chaos("id.server.", dns.TypeTXT)))
 	f.Add([]byte{}, true)
 	f.Add(make([]byte, 12), false)
 	f.Add([]byte{0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1}, true) // pointer loop in the question
 
 	opts := confOptions()
+	opts.NSID = []byte("fuzz-node")
 	opts.defaults()
 	v := buildView(opts)
 	snap := health.New(health.Config{PoPs: healthPoPs(opts.PoPs)}).Snapshot()
@@ -92,6 +95,7 @@ func FuzzQuery(f *testing.F) {
 func TestFastPathMatchesGeneralPath(t *testing.T) {
 	opts := confOptions()
 	opts.Answers = 2
+	opts.NSID = []byte("ns1-fra")
 	opts.defaults()
 	v := buildView(opts)
 	snap := health.New(health.Config{PoPs: healthPoPs(opts.PoPs)}).Snapshot()
@@ -118,6 +122,7 @@ func TestFastPathMatchesGeneralPath(t *testing.T) {
 		{"NXDOMAIN", query("nope.example.test.", dns.TypeA, ""), false},
 		{"bad ECS", withOPT(query("www.example.test.", dns.TypeA, ""), 1232, 0, rawECS(1, 20, 203, 0, 113)), false},
 		{"BADVERS", withOPT(query("www.example.test.", dns.TypeA, ""), 1232, 1), false},
+		{"A asking for the NSID", askNSID(query("www.example.test.", dns.TypeA, "203.0.113.0/24")), false},
 	}
 	for _, c := range cases {
 		pkt, err := c.m.Pack()

@@ -62,12 +62,28 @@ type Options struct {
 	TCPIdleTimeout time.Duration
 	// QueryLogSample logs one query in QueryLogSample at Info level (0: off).
 	QueryLogSample int
+	// NSID identifies this server (RFC 5001): it is sent back, in the
+	// answer's OPT record, to queries whose OPT carries an empty NSID option
+	// (dig +nsid), on UDP and TCP, errors included, so that an operator
+	// running several nodes behind one address (anycast) or several
+	// addresses can tell which node answered. Opaque bytes, at most
+	// MaxNSIDLen; empty: never sent (the default, as in Knot and NSD).
+	// When set, class CH TXT queries for id.server (RFC 4892) and
+	// hostname.bind are answered with it too, as PowerDNS's server-id is;
+	// without it they are refused like every CH query.
+	NSID []byte
 
 	// Logger receives operational logs (nil: discarded).
 	Logger *slog.Logger
 	// Registerer receives the metrics (nil: not registered anywhere).
 	Registerer prometheus.Registerer
 }
+
+// MaxNSIDLen is the longest NSID Options accepts, in bytes. RFC 5001 only
+// bounds it by the option's 16-bit length; we keep it short so that an
+// answer with NSID and ECS still fits the 512 bytes of a small UDP
+// buffer.
+const MaxNSIDLen = 128
 
 // Zone is one zone the server is authoritative for.
 type Zone struct {
@@ -348,6 +364,9 @@ func (o *Options) validate() error {
 	}
 	if o.Answers > 16 {
 		return fmt.Errorf("Answers: at most 16 PoPs per answer, got %d", o.Answers)
+	}
+	if len(o.NSID) > MaxNSIDLen {
+		return fmt.Errorf("NSID: %d bytes is too long; at most %d (a short node name such as ns1-fra)", len(o.NSID), MaxNSIDLen)
 	}
 	if o.MaxUDPSize < 512 || o.MaxUDPSize > 65535 {
 		return fmt.Errorf("MaxUDPSize: want 512..65535, got %d", o.MaxUDPSize)

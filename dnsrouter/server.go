@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
@@ -41,6 +42,10 @@ type Server struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+
+	// control, when set (by tests), runs on each listening socket before
+	// it binds, as net.ListenConfig.Control.
+	control func(network, address string, c syscall.RawConn) error
 }
 
 // New validates opts and builds a server; nothing listens until Start.
@@ -93,13 +98,17 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	if s.started {
 		return errors.New("dns: Start called twice")
 	}
-	udp, tcp, err := listenBoth(addr)
+	udp, tcp, err := listenBoth(addr, s.control)
 	if err != nil {
 		return err
 	}
 	s.udp, s.tcp, s.started = udp, tcp, true
 	v := s.view.Load()
 	s.log.Info("dns: serving", "udp", udp.LocalAddr().String(), "tcp", tcp.Addr().String(), "zones", len(v.zones), "pops", len(v.pops), "geo", geoName(v.geo))
+	pktinfo, err := askDestination(udp)
+	if err != nil {
+		s.log.Warn("dns: listening on a wildcard address but this system cannot tell which address a UDP query was sent to; answers leave from the address the kernel picks, which resolvers drop when the host has several: listen on each address instead", "addr", addr, "err", err)
+	}
 
 	s.wg.Add(2 + v.opts.UDPWorkers)
 	go func() {
@@ -113,7 +122,7 @@ func (s *Server) Start(ctx context.Context, addr string) error {
 	for range v.opts.UDPWorkers {
 		go func() {
 			defer s.wg.Done()
-			s.serveUDP(udp)
+			s.serveUDP(udp, pktinfo)
 		}()
 	}
 	// Stop with the caller's context as well as with Close. This goroutine
@@ -135,7 +144,8 @@ func geoName(g geo.Source) string {
 	return g.Name()
 }
 
-func listenBoth(addr string) (*net.UDPConn, *net.TCPListener, error) {
+func listenBoth(addr string, control func(network, address string, c syscall.RawConn) error) (*net.UDPConn, *net.TCPListener, error) {
+	lc := net.ListenConfig{Control: control}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dns: listen address %q: want host:port: %w", addr, err)
@@ -143,22 +153,18 @@ func listenBoth(addr string) (*net.UDPConn, *net.TCPListener, error) {
 	// With port 0 the UDP port is free but the same TCP port may not be:
 	// try a few times.
 	for attempt := 0; ; attempt++ {
-		ua, err := net.ResolveUDPAddr("udp", addr)
-		if err != nil {
+		if _, err := net.ResolveUDPAddr("udp", addr); err != nil {
 			return nil, nil, fmt.Errorf("dns: listen address %s: %w", addr, err)
 		}
-		udp, err := net.ListenUDP("udp", ua)
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 		if err != nil {
 			return nil, nil, fmt.Errorf("dns: listen on %s (udp): %w", addr, err)
 		}
+		udp := pc.(*net.UDPConn)
 		taddr := net.JoinHostPort(host, fmt.Sprint(udp.LocalAddr().(*net.UDPAddr).Port))
-		ta, err := net.ResolveTCPAddr("tcp", taddr)
+		l, err := lc.Listen(context.Background(), "tcp", taddr)
 		if err == nil {
-			var tcp *net.TCPListener
-			tcp, err = net.ListenTCP("tcp", ta)
-			if err == nil {
-				return udp, tcp, nil
-			}
+			return udp, l.(*net.TCPListener), nil
 		}
 		udp.Close()
 		if port != "0" || attempt >= 10 {
@@ -297,11 +303,28 @@ func (s *Server) Reload(opts Options) error {
 // Health returns the current health snapshot (for admin APIs and tests).
 func (s *Server) Health() *health.Snapshot { return s.health.Snapshot() }
 
-func (s *Server) serveUDP(conn *net.UDPConn) {
+// serveUDP reads and answers queries until conn is closed. With pktinfo
+// (a wildcard socket) it learns each query's destination address and
+// sends the answer from it; see askDestination.
+func (s *Server) serveUDP(conn *net.UDPConn, pktinfo bool) {
 	buf := make([]byte, dns.MaxMsgSize)
 	out := make([]byte, 0, 4096)
+	var oob []byte
+	var from sourceCache
+	if pktinfo {
+		oob = make([]byte, 256)
+	}
 	for {
-		n, src, err := conn.ReadFromUDPAddrPort(buf)
+		var (
+			n, oobn int
+			src     netip.AddrPort
+			err     error
+		)
+		if pktinfo {
+			n, oobn, _, src, err = conn.ReadMsgUDPAddrPort(buf, oob)
+		} else {
+			n, src, err = conn.ReadFromUDPAddrPort(buf)
+		}
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -316,7 +339,12 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 		if cap(resp) > cap(out) && cap(resp) <= dns.MaxMsgSize {
 			out = resp[:0]
 		}
-		if _, err := conn.WriteToUDPAddrPort(resp, src); err != nil && !errors.Is(err, net.ErrClosed) {
+		if pktinfo {
+			_, _, err = conn.WriteMsgUDPAddrPort(resp, from.oob(oob[:oobn]), src)
+		} else {
+			_, err = conn.WriteToUDPAddrPort(resp, src)
+		}
+		if err != nil && !errors.Is(err, net.ErrClosed) {
 			s.log.Debug("dns: udp write", "client", src.String(), "err", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package dnsrouter
 
 import (
+	"encoding/hex"
 	"net/netip"
 	"slices"
 	"strings"
@@ -22,6 +23,11 @@ type view struct {
 	def   geo.Location
 	defRk *ranking
 	ranks *rankings
+	// nsid is Options.NSID hex-encoded, the form miekg/dns packs; "" when
+	// no NSID is configured.
+	nsid string
+	// nsidTXT is Options.NSID as a TXT string for CH TXT id.server.
+	nsidTXT string
 	// fast maps the lower-case wire form of each geo-routed name to its
 	// zone, for the allocation-free fast path.
 	fast map[string]fastEntry
@@ -48,7 +54,7 @@ type zone struct {
 }
 
 func buildView(o Options) *view {
-	v := &view{opts: o, geo: o.Geo, fast: map[string]fastEntry{}}
+	v := &view{opts: o, geo: o.Geo, nsid: hex.EncodeToString(o.NSID), nsidTXT: txtString(o.NSID), fast: map[string]fastEntry{}}
 	for _, z := range o.Zones {
 		bz := buildZone(z)
 		v.zones = append(v.zones, bz)
@@ -185,8 +191,14 @@ func (v *view) findZone(name string) *zone {
 // locate places a client: its location, the precomputed ranking for it,
 // the prefix length of the geo block that decided (the ECS scope; -1 when
 // the source cannot tell) and "geo" or "default" for where it came from.
+// Without a geo source every client is at the default location, so the
+// answer depends on no part of the address: scope 0, which lets a
+// resolver cache one answer for all its clients.
 func (v *view) locate(addr netip.Addr) (geo.Location, *ranking, int, string) {
-	if v.geo != nil && addr.IsValid() {
+	if v.geo == nil {
+		return v.def, v.defRk, 0, "default"
+	}
+	if addr.IsValid() {
 		m := v.geo.Lookup(addr)
 		if m.Found {
 			return m.Loc, v.ranks.lookup(m.Loc), m.Bits, "geo"

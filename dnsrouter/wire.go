@@ -22,6 +22,7 @@ var (
 	errECSBits    = errors.New("ECS: address bits set beyond the source prefix")
 	errECSTwice   = errors.New("ECS: more than one option")
 	errECSShort   = errors.New("ECS: option shorter than 4 bytes")
+	errECSScope   = errors.New("ECS: scope prefix longer than the address family")
 	errWireShort  = errors.New("message truncated")
 	errWireLabel  = errors.New("bad label")
 	errOPTOptions = errors.New("OPT: option overruns the record")
@@ -98,7 +99,7 @@ func parseECS(rdata []byte) (e ecs, ok bool, err error) {
 		if off+l > len(rdata) {
 			return e, false, errOPTOptions
 		}
-		if code == 8 {
+		if code == optECS {
 			if ok {
 				return e, false, errECSTwice
 			}
@@ -110,6 +111,24 @@ func parseECS(rdata []byte) (e ecs, ok bool, err error) {
 		off += l
 	}
 	return e, ok, nil
+}
+
+// EDNS option codes the server reads.
+const (
+	optNSID = 3 // RFC 5001
+	optECS  = 8 // RFC 7871
+)
+
+// hasOption reports whether OPT RDATA that parseECS accepted (so its
+// options are well framed) carries an option with the given code.
+func hasOption(rdata []byte, code uint16) bool {
+	for off := 0; off+4 <= len(rdata); {
+		if binary.BigEndian.Uint16(rdata[off:]) == code {
+			return true
+		}
+		off += 4 + int(binary.BigEndian.Uint16(rdata[off+2:]))
+	}
+	return false
 }
 
 func decodeECS(b []byte) (ecs, error) {
@@ -137,6 +156,12 @@ func decodeECS(b []byte) (ecs, error) {
 	}
 	if int(e.source) > max {
 		return e, errECSPrefix
+	}
+	// A query's scope must be 0 (RFC 7871 6); one longer than the family
+	// is malformed, and the general path's parser (miekg/dns) refuses it,
+	// so refusing it here keeps both paths' answers the same.
+	if int(b[3]) > max {
+		return e, errECSScope
 	}
 	if len(addr) != (int(e.source)+7)/8 {
 		return e, errECSLength

@@ -365,6 +365,14 @@ type DNS struct {
 	RRL RRL `yaml:"rrl"`
 	// QueryLogSample logs one query in this many (0: no query log).
 	QueryLogSample int `yaml:"query_log_sample"`
+	// NSID names this DNS node (RFC 5001) in answers to queries that ask
+	// for it (`dig +nsid`), so that operators running several nodes behind
+	// one anycast address, or on several addresses, can tell which one
+	// answered: a text of at most 128 bytes, sent as written, or `hostname`
+	// for the machine's host name (read at start and on each reload). The
+	// same text answers `dig CH TXT id.server` (RFC 4892). Empty: off,
+	// nothing is sent and CH queries are refused.
+	NSID string `yaml:"nsid"`
 }
 
 // RRL configures DNS response rate limiting.

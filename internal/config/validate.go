@@ -436,6 +436,9 @@ func (v *validation) dns(d *DNS) {
 	if d.QueryLogSample < 0 {
 		v.add("dns.query_log_sample", "%d is negative; use 0 for no query log", d.QueryLogSample)
 	}
+	if _, err := d.NSIDBytes(); err != nil {
+		v.add("dns.nsid", "%v", err)
+	}
 	if len(d.Zones) == 0 {
 		v.add("dns.zones", "missing; the DNS server needs at least one zone (apex, names)")
 	}

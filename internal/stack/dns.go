@@ -69,6 +69,11 @@ func (s *Stack) DNSOptions() (dnsrouter.Options, error) {
 		}
 		opts.PoPs = append(opts.PoPs, p)
 	}
+	nsid, err := d.NSIDBytes()
+	if err != nil {
+		return opts, fmt.Errorf("dns.nsid: %w", err)
+	}
+	opts.NSID = nsid
 	src, err := geoSource(d.Geo)
 	if err != nil {
 		return opts, err

@@ -1109,3 +1109,49 @@ func TestOriginDownSeriesFollowReloads(t *testing.T) {
 		t.Fatalf("after a reload replacing www by shop: %v, want only shop's server, up", got)
 	}
 }
+
+// TestDNSNSIDFromConfig: dns.nsid reaches the DNS server, which names itself
+// to `dig +nsid` over UDP and TCP, and a reload renames it.
+func TestDNSNSIDFromConfig(t *testing.T) {
+	cfg := devConfig(t, "http://127.0.0.1:1")
+	cfg.DNS.NSID = "node-a"
+	st, err := stack.Start(context.Background(), cfg, stack.Roles{DNS: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Shutdown(context.Background())
+	nsid := func(network string) string {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion("www.example.test.", dns.TypeA)
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_NSID{Code: dns.EDNS0NSID})
+		r, _, err := (&dns.Client{Net: network}).Exchange(m, st.DNS().Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opt := r.IsEdns0(); opt != nil {
+			for _, o := range opt.Option {
+				if n, ok := o.(*dns.EDNS0_NSID); ok {
+					b, _ := hex.DecodeString(n.Nsid)
+					return string(b)
+				}
+			}
+		}
+		return ""
+	}
+	for _, network := range []string{"udp", "tcp"} {
+		if got := nsid(network); got != "node-a" {
+			t.Errorf("NSID over %s: %q, want node-a", network, got)
+		}
+	}
+	next := devConfig(t, "http://127.0.0.1:1")
+	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
+	next.DNS.NSID = "node-b"
+	if err := st.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	if got := nsid("udp"); got != "node-b" {
+		t.Errorf("NSID after reload: %q, want node-b", got)
+	}
+}
