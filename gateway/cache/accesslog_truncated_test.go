@@ -56,7 +56,8 @@ func breakingOrigin(t *testing.T) *url.URL {
 // real origin pool, a response whose origin body breaks after the header
 // (connection closed, or timeouts.idle ending a stalled body) reaches the
 // client as a 200 with the bytes that came, cut; its access log line keeps
-// status 200, has those bytes, and carries body_error=truncated. A whole
+// status 200, has those bytes, and carries body_error=origin-error (reset)
+// or origin-timeout (stalled past timeouts.idle). A whole
 // response carries no body_error.
 func TestAccessLogFlagsBodyCutByOrigin(t *testing.T) {
 	pool, err := origin.New(origin.Options{
@@ -90,10 +91,10 @@ func TestAccessLogFlagsBodyCutByOrigin(t *testing.T) {
 	}{
 		{"/whole", 2000, ""},
 		{"/whole-private", 2000, ""},
-		{"/reset", 1000, "truncated"},
-		{"/reset-private", 1000, "truncated"},
-		{"/stall", 1000, "truncated"},
-		{"/stall-private", 1000, "truncated"},
+		{"/reset", 1000, "origin-error"},
+		{"/reset-private", 1000, "origin-error"},
+		{"/stall", 1000, "origin-timeout"},
+		{"/stall-private", 1000, "origin-timeout"},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			id := "req" + strings.ReplaceAll(tc.path, "/", "-")

@@ -88,12 +88,14 @@ package cache
 //	meridian; fwd=uri-miss; detail=origin-timeout         504 made here: the origin did not answer in time
 //	meridian; fwd=uri-miss; detail=origin-unreachable     502 made here: connection refused, no route, no server
 //	meridian; fwd=uri-miss; detail=origin-error           502 made here: connection reset or malformed response
+//	meridian; fwd=method; detail=origin-unreachable       the same pages for a request passed on (fwd=method, bypass)
 //
-// The 502 and 504 the PoP makes itself carry no fwd-status (the origin sent
-// none), keep the request's X-Request-Id, carry our Via, and their body
-// names the PoP and the request id; the WARN "cache: origin failed" line
-// has the request id and, when the error names it, the origin server. They
-// are marked with middleware.MarkGenerated, so the request metrics count
+// The 502 and 504 the PoP makes itself (and the 504 of only-if-cached) are
+// one page whatever path the request took (proxy.WritePage): they carry no
+// fwd-status (the origin sent none), keep the request's X-Request-Id, carry
+// our Via and no-store, and their body names the PoP and the request id;
+// the WARN "origin failed" line has the request id and, when the error
+// names it, the origin server. They are marked with middleware.MarkGenerated, so the request metrics count
 // them in meridian_http_responses_generated_total.
 //
 // # Metrics

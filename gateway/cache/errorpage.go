@@ -1,11 +1,7 @@
 package cache
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
-
-	"github.com/meridian-edge/meridian/gateway/proxy"
 )
 
 // writeOriginError answers r (for URL u) with the PoP's own 502 or 504 for
@@ -15,8 +11,5 @@ import (
 // Cache-Status "meridian; fwd=<fwd>; detail=<why>" (no fwd-status: the
 // origin sent none), and a body naming the PoP, the site and the request id.
 func (h *siteHandler) writeOriginError(w http.ResponseWriter, r *http.Request, u, fwd string, err error) {
-	if errors.Is(err, errNoOrigin) {
-		err = fmt.Errorf("%w: %w", err, proxy.ErrUnreachable)
-	}
 	h.proxy.WriteOriginError(w, r, u, "meridian; fwd="+fwd, err)
 }

@@ -166,9 +166,13 @@ func TestEveryPathGetsTheSameErrorPage(t *testing.T) {
 	t.Cleanup(func() { c.Close() })
 	cached := c.Handler(cache.SitePolicy{SiteID: "shop"}, pool)
 	bypassed := c.Handler(cache.SitePolicy{SiteID: "shop", Bypass: true}, pool)
+	noOrigin := c.Handler(cache.SitePolicy{SiteID: "shop"}, nil)
 	route := func(host string) http.Handler {
-		if strings.HasPrefix(host, "bypass.") {
+		switch {
+		case strings.HasPrefix(host, "bypass."):
 			return bypassed
+		case strings.HasPrefix(host, "noorigin."):
+			return noOrigin
 		}
 		return cached
 	}
@@ -228,6 +232,10 @@ func TestEveryPathGetsTheSameErrorPage(t *testing.T) {
 	tests := []struct {
 		name, raw, wantCacheStatus string
 	}{
+		{"site without an origin, GET", "GET /page HTTP/1.1\r\nHost: noorigin.shop.test\r\n" + id + "\r\n",
+			"meridian; fwd=uri-miss; detail=origin-unreachable"},
+		{"site without an origin, POST", "POST /order HTTP/1.1\r\nHost: noorigin.shop.test\r\nContent-Length: 9\r\n" + id + "\r\none order",
+			"meridian; fwd=method; detail=origin-unreachable"},
 		{"POST", "POST /order HTTP/1.1\r\nHost: www.shop.test\r\nContent-Length: 9\r\n" + id + "\r\none order",
 			"meridian; fwd=method; detail=origin-unreachable"},
 		{"GET with a body", "GET /page HTTP/1.1\r\nHost: www.shop.test\r\nContent-Length: 4\r\n" + id + "\r\nbody",
@@ -274,6 +282,27 @@ func TestEveryPathGetsTheSameErrorPage(t *testing.T) {
 			}
 		})
 	}
+	// only-if-cached with nothing stored: the same page, as a 504 of its
+	// own reason, and no origin asked (so no WARN line).
+	t.Run("only-if-cached", func(t *testing.T) {
+		resp, body := send(t, "GET /never-stored HTTP/1.1\r\nHost: www.shop.test\r\nCache-Control: only-if-cached\r\n"+id+"\r\n")
+		if resp.StatusCode != 504 || resp.Header.Get("Cache-Status") != "meridian; fwd=miss; detail=only-if-cached" {
+			t.Fatalf("%d Cache-Status %q, want 504 meridian; fwd=miss; detail=only-if-cached", resp.StatusCode, resp.Header.Get("Cache-Status"))
+		}
+		for _, want := range []string{"504 Gateway Timeout from PoP meridian-eu-test-1", "only-if-cached", "sre-check-42"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("body %q does not say %q", body, want)
+			}
+		}
+		for k, v := range ref.Header {
+			if k != "Date" && k != "Cache-Status" && k != "Content-Length" && strings.Join(resp.Header.Values(k), ", ") != strings.Join(v, ", ") {
+				t.Errorf("%s: %q, want the origin-failure page's %q", k, resp.Header.Values(k), v)
+			}
+		}
+		if n := promtest.ToFloat64(m.GeneratedCounter("shop", 504, "only-if-cached")); n != 1 {
+			t.Errorf("counted %v times as made by the PoP (only-if-cached), want once", n)
+		}
+	})
 	if n := strings.Count(logs.String(), `level=WARN msg="origin failed" request_id=sre-check-42`); n != len(tests)+1 {
 		t.Errorf("%d WARN origin failed lines with the request id, want one per request (%d):\n%s", n, len(tests)+1, logs.String())
 	}

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptrace"
@@ -18,7 +19,6 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache/policy"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 	"github.com/meridian-edge/meridian/gateway/proxy"
-	"github.com/meridian-edge/meridian/middleware"
 )
 
 // stored is a response found in a tier.
@@ -168,7 +168,9 @@ type errString string
 
 func (e errString) Error() string { return string(e) }
 
-const errNoOrigin = errString("cache: the site has no origin configured")
+// errNoOrigin is what a site without an origin fails with: unreachable, as
+// for a pool whose servers are all down.
+var errNoOrigin = fmt.Errorf("cache: the site has no origin configured: %w", proxy.ErrUnreachable)
 
 func isUpgrade(r *http.Request) bool {
 	if r.Header.Get("Upgrade") == "" {
@@ -218,12 +220,8 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if st == nil {
 		if reqCC.Has("only-if-cached") {
 			h.c.metrics.request(h.site.SiteID, "none", resError)
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			w.Header().Set("Cache-Status", "meridian; fwd=miss; detail=only-if-cached")
-			h.proxy.AddVia(w.Header(), r.ProtoMajor, r.ProtoMinor)
-			middleware.MarkGenerated(r.Context(), "only-if-cached")
-			w.WriteHeader(http.StatusGatewayTimeout)
-			io.WriteString(w, "504 Gateway Timeout: the request said only-if-cached and this PoP holds no stored response for it.\n")
+			h.proxy.WritePage(w, r, proxy.Page{Status: http.StatusGatewayTimeout, Reason: "only-if-cached", CacheStatus: "meridian; fwd=miss",
+				Message: "the request said only-if-cached and this PoP holds no stored response for it."})
 			return
 		}
 		fwd := "uri-miss"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meridian-edge/meridian/gateway/cache/policy"
 	"github.com/meridian-edge/meridian/gateway/proxy"
+	"github.com/meridian-edge/meridian/middleware"
 )
 
 // respond answers one request from a released flight.
@@ -126,6 +127,7 @@ func (h *siteHandler) writeStream(w http.ResponseWriter, r *http.Request, rd *re
 			}
 			// The origin broke mid-body: abort the client connection so it
 			// sees a truncated response rather than a short "complete" one.
+			middleware.MarkBodyError(r.Context(), originBodyError(err))
 			panic(http.ErrAbortHandler)
 		}
 	}
@@ -165,6 +167,7 @@ func (h *siteHandler) writeResponse(w http.ResponseWriter, r *http.Request, resp
 			if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
 				return
 			}
+			middleware.MarkBodyError(r.Context(), originBodyError(err))
 			panic(http.ErrAbortHandler)
 		}
 	}
@@ -298,4 +301,15 @@ func needsServeContent(r *http.Request) bool {
 	h := r.Header
 	return h["Range"] != nil || h["If-None-Match"] != nil || h["If-Modified-Since"] != nil ||
 		h["If-Match"] != nil || h["If-Unmodified-Since"] != nil
+}
+
+// originBodyError is the access log's body_error for an origin body that
+// ended early with err, in the words of the error pages' Cache-Status
+// details: origin-timeout when timeouts.idle or total ended it, else
+// origin-error (reset, closed early, malformed chunking).
+func originBodyError(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "origin-timeout"
+	}
+	return "origin-error"
 }
