@@ -57,8 +57,9 @@ type FastCall interface {
 	// its status and header fields, which they may change. False means a
 	// fail-closed chain's hook failed: send FailBody as a 503 instead.
 	Response(status int, h *FastHeader) bool
-	// FailBody is the body of the 503 a failed fail-closed chain answers.
-	FailBody() string
+	// FailBody is the body of the 503 a failed fail-closed chain answers
+	// to the request of id.
+	FailBody(id string) string
 	// Close ends the call.
 	Close()
 }
@@ -422,8 +423,8 @@ func (c *fastConn) respondHooks(call FastCall, out []byte, status int) ([]byte, 
 // sendFailed answers the 503 of a fail-closed chain whose response hook
 // failed, as the server's middleware does.
 func (c *fastConn) sendFailed(site string, call FastCall, req *fastRequest, id string, start time.Time) error {
-	body := call.FailBody()
-	out := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: "...)
+	body := call.FailBody(id)
+	out := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(body)), 10)
 	out = append(out, "\r\nDate: "...)
 	out = time.Now().UTC().AppendFormat(out, http.TimeFormat)

@@ -77,7 +77,7 @@ func (c *testCall) Plain() bool                          { return c.plain }
 func (c *testCall) CacheKey() string                     { return "" }
 func (c *testCall) RequestHeaderChanges() []HeaderChange { return c.changes }
 func (c *testCall) Response(int, *FastHeader) bool       { return true }
-func (c *testCall) FailBody() string                     { return "" }
+func (c *testCall) FailBody(string) string               { return "" }
 func (c *testCall) Close()                               {}
 
 // BenchmarkFastHeaderSet: a response hook setting one new field on a

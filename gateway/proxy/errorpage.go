@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -73,8 +74,16 @@ func (p *Proxy) writePage(w http.ResponseWriter, r *http.Request, id string, pg 
 		hd.Set("Cache-Status", withDetail(pg.CacheStatus, pg.Reason))
 	}
 	w.WriteHeader(pg.Status)
-	_, _ = fmt.Fprintf(w, "%d %s from PoP %s: %s\nRequest id: %s (quote it when you report this; the PoP's log has the details).\n",
-		pg.Status, http.StatusText(pg.Status), p.opts.PoPID, pg.Message, id)
+	_, _ = io.WriteString(w, PageBody(pg.Status, p.opts.PoPID, pg.Message, id))
+}
+
+// PageBody is the body of every answer the PoP makes itself: the status,
+// the PoP (its Via name), what went wrong and what to do, and the request
+// id to quote. The plugin chain's fail-closed 503, which has no Proxy at
+// hand, writes it too.
+func PageBody(status int, pop, message, id string) string {
+	return fmt.Sprintf("%d %s from PoP %s: %s\nRequest id: %s (quote it when you report this; the PoP's log has the details).\n",
+		status, http.StatusText(status), pop, message, id)
 }
 
 // WriteOriginError answers r with the PoP's 504 (the origin did not answer

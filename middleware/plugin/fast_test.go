@@ -362,9 +362,15 @@ func TestFastHitFailsClosedOnResponse(t *testing.T) {
 	// connection comes back to the fast path for the hits.
 	got := e.send(t, shopGET("/f"), shopGET("/f"), shopGET("/f"))
 	for i, r := range got {
-		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "a plugin of this site failed") ||
-			r.header.Get("Cache-Control") != "no-store" {
+		if r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, `a plugin of site "shop" failed`) ||
+			r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("response %d: %d %q %v, want the fail-closed 503", i, r.status, r.body, r.header)
+		}
+		// The page of the PoP's other own answers, on either path: the PoP
+		// and the request id the client can quote, the same in the header.
+		id := r.header.Get("X-Request-Id")
+		if id == "" || !strings.HasPrefix(r.body, "503 Service Unavailable from PoP meridian-") || !strings.Contains(r.body, "Request id: "+id+" ") {
+			t.Errorf("response %d: body %q, X-Request-Id %q: want the PoP's page naming the PoP and that id", i, r.body, id)
 		}
 		if strings.Contains(r.body, "pop=") {
 			t.Errorf("response %d leaks the stored body: %q", i, r.body)

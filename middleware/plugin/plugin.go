@@ -20,6 +20,7 @@ package plugin
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -32,6 +33,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/proxy"
 	"github.com/meridian-edge/meridian/middleware"
 	"github.com/meridian-edge/meridian/plugins"
 	"github.com/meridian-edge/meridian/plugins/abi"
@@ -222,6 +224,7 @@ type exchange struct {
 	noStore           bool
 	answer            []byte // a direct answer's body (skip's), copied
 	failed            error  // a fail-closed chain's on_request failure (skip's)
+	failText          string // the fail-closed 503's body, once made (failPage)
 
 	// The request handed on is a shallow copy of the caller's (copied: made
 	// by own or copyRequest); its header map and URL are copied on the
@@ -292,7 +295,7 @@ func (ex *exchange) recycle() {
 	clear(ex.hops)
 	ex.hops = ex.hops[:0]
 	ex.spare = nil
-	ex.path, ex.query, ex.newPath, ex.newRaw, ex.origin, ex.cacheKey = "", "", "", "", "", ""
+	ex.path, ex.query, ex.newPath, ex.newRaw, ex.origin, ex.cacheKey, ex.failText = "", "", "", "", "", "", ""
 	clear(ex.req.Headers)
 	clear(ex.resp.Headers)
 	if cap(ex.act.Body) > 64<<10 {
@@ -450,7 +453,7 @@ func (ex *exchange) lastOp(i int) bool {
 func (ex *exchange) deliver(next http.Handler, w http.ResponseWriter, r *http.Request) {
 	if ex.failed != nil {
 		middleware.MarkGenerated(r.Context(), "plugin-failure")
-		ex.failClosed(w, ex.chain.Entries[ex.skip].Plugin, ex.failed)
+		ex.failClosed(w, r, ex.chain.Entries[ex.skip].Plugin, ex.failed)
 		return
 	}
 	pending := ex.skip < 0 && ex.x.ResponsePending()
@@ -553,7 +556,18 @@ func (ex *exchange) Response(status int, h *cache.FastHeader) bool {
 }
 
 // FailBody implements cache.FastCall.
-func (ex *exchange) FailBody() string { return failBody }
+func (ex *exchange) FailBody(id string) string { return ex.failPage(id) }
+
+// failPage is the body of the chain's fail-closed 503 for the request of
+// id: the page the PoP's other own answers have (proxy.PageBody), made once
+// per exchange.
+func (ex *exchange) failPage(id string) string {
+	if ex.failText == "" {
+		ex.failText = proxy.PageBody(http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP),
+			fmt.Sprintf("a plugin of site %q failed, and the site is set to fail closed. Its owner can read why with: meridian plugin logs %s", ex.chain.Site, ex.chain.Site), id)
+	}
+	return ex.failText
+}
 
 // own returns the exchange's own shallow copy of the caller's request, with
 // the Directives in its context, making it on the first call. The header
@@ -676,7 +690,7 @@ func (ex *exchange) respond(w http.ResponseWriter, r *http.Request) {
 	status, failed := ex.response(r.Context(), httpHeader(h), status)
 	w.WriteHeader(status)
 	if failed {
-		_, _ = io.WriteString(w, failBody)
+		_, _ = io.WriteString(w, ex.failText)
 	} else if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
@@ -710,7 +724,7 @@ func (ex *exchange) response(ctx context.Context, h responseHeader, status int) 
 			if ex.chain.FailClosed {
 				ex.opts.Logger.Warn("plugin on_response failed; answering 503", "site", ex.chain.Site, "plugin", e.Plugin, "err", err)
 				middleware.MarkGenerated(ctx, "plugin-failure") // ctx: the request's on net/http, a background one on the fast path
-				h.failed()
+				h.failed(func() string { return ex.failPage(middleware.GetRequestID(ctx)) })
 				return http.StatusServiceUnavailable, true
 			}
 			continue
@@ -762,14 +776,13 @@ func (ex *exchange) delResponseHeader(h responseHeader, name string) {
 	}
 }
 
-const failBody = "503 service unavailable: a plugin of this site failed\n"
-
-func (ex *exchange) failClosed(w http.ResponseWriter, plugin string, err error) {
-	ex.opts.Logger.Warn("plugin failed; site fails closed: answering 503", "site", ex.chain.Site, "plugin", plugin, "kind", plugins.KindOf(err), "err", err)
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+func (ex *exchange) failClosed(w http.ResponseWriter, r *http.Request, plugin string, err error) {
+	id := middleware.GetRequestID(r.Context())
+	ex.opts.Logger.Warn("plugin failed; site fails closed: answering 503", "site", ex.chain.Site, "plugin", plugin, "kind", plugins.KindOf(err), "err", err, "request_id", id)
+	body := ex.failPage(id)
+	httpHeader(w.Header()).failed(func() string { return body })
 	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = io.WriteString(w, failBody)
+	_, _ = io.WriteString(w, body)
 }
 
 // selectResponseHeaders appends the headers named in names ("*": all)
@@ -809,7 +822,9 @@ type responseHeader interface {
 	set(canon, value string)
 	add(canon, value string)
 	del(canon string)
-	failed() // a fail-closed on_response failed: the header of the 503
+	// failed makes the header that of the fail-closed 503 whose body page
+	// gives (on the fast path, which writes its own 503, it does nothing).
+	failed(page func() string)
 }
 
 type httpHeader http.Header
@@ -828,13 +843,22 @@ func (h httpHeader) set(canon, value string) { h[canon] = []string{value} }
 func (h httpHeader) add(canon, value string) { h[canon] = append(h[canon], value) }
 func (h httpHeader) del(canon string)        { delete(h, canon) }
 
-func (h httpHeader) failed() {
+// failed makes h the header of the fail-closed 503, the fields of the
+// PoP's other own answers (proxy.WritePage): the request id stays, so the
+// client can quote it.
+func (h httpHeader) failed(page func() string) {
+	body := page()
+	id := h[middleware.RequestIDHeader]
 	clear(h)
+	if id != nil {
+		h[middleware.RequestIDHeader] = id
+	}
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	h["Cache-Control"] = []string{"no-store"}
-	// The 503's body is failBody whatever the handler goes on writing (it
-	// is swallowed): with its length the connection stays reusable.
-	h["Content-Length"] = []string{strconv.Itoa(len(failBody))}
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	// The 503's body is body whatever the handler goes on writing (it is
+	// swallowed): with its length the connection stays reusable.
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 }
 
 type fastRequestHeader struct{ r *cache.FastHookRequest }
@@ -849,7 +873,7 @@ func (h fastHeader) each(fn func(name, value string)) { h.h.Each(fn) }
 func (h fastHeader) set(canon, value string)          { h.h.Set(canon, value) }
 func (h fastHeader) add(canon, value string)          { h.h.Add(canon, value) }
 func (h fastHeader) del(canon string)                 { h.h.Del(canon) }
-func (h fastHeader) failed()                          {} // the fast path writes its own 503
+func (h fastHeader) failed(func() string)             {}
 
 // responseWriter runs the response phase just before the headers go out.
 type responseWriter struct {
@@ -873,7 +897,7 @@ func (rw *responseWriter) WriteHeader(status int) {
 	rw.ResponseWriter.WriteHeader(final)
 	if failed {
 		rw.swallow = true
-		_, _ = io.WriteString(rw.ResponseWriter, failBody)
+		_, _ = io.WriteString(rw.ResponseWriter, rw.ex.failText)
 	}
 }
 

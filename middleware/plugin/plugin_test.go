@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/meridian-edge/meridian/middleware"
 	"github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
 	"github.com/meridian-edge/meridian/plugins/plugintest"
@@ -152,6 +153,7 @@ func newPoPTimeout(t *testing.T, kv plugins.KV, origins map[string]*origin, chai
 		pr.Out.Host = pr.In.Host
 	}}
 	r := chi.NewRouter()
+	r.Use(middleware.RequestID) // before the plugins, as on a PoP
 	r.Use(plugin.New(plugin.Options{
 		Host:  h,
 		Chain: func(*http.Request) *plugins.Chain { return p.chain },
@@ -427,8 +429,12 @@ func TestFailurePolicy(t *testing.T) {
 				t.Fatalf("status %d, want %d: %q", res.status, c.status, res.body)
 			}
 			if c.failClosed {
-				if !strings.Contains(res.body, "a plugin of this site failed") || o["a"].hits != 0 {
+				if !strings.Contains(res.body, `a plugin of site "shop" failed`) || o["a"].hits != 0 {
 					t.Fatalf("fail closed: %q, %d origin hits", res.body, o["a"].hits)
+				}
+				if id := res.header.Get("X-Request-Id"); id == "" || !strings.Contains(res.body, "Request id: "+id+" ") ||
+					res.header.Get("Cache-Control") != "no-store" || res.header.Get("X-Content-Type-Options") != "nosniff" {
+					t.Fatalf("fail closed: the 503 is not the PoP's page with its request id: %v %q", res.header, res.body)
 				}
 				return
 			}
