@@ -3,11 +3,13 @@ package plugins_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meridian-edge/meridian/plugins"
+	"github.com/meridian-edge/meridian/plugins/plugintest"
 )
 
 // Mistakes a plugin author makes, and what the host tells them: at upload
@@ -192,5 +194,109 @@ func TestOutputTailIsBoundedAndFree(t *testing.T) {
 	p := []byte("x")
 	if n := testing.AllocsPerRun(100, func() { o.Reset(); o.Write(p) }); n != 0 {
 		t.Fatalf("writing allocates %v times", n)
+	}
+}
+
+// TestOutputBeyondTheTailKeepsItsLastBytesInOrder: a plugin that prints
+// 11 KB of numbered lines and then panics. What the site owner gets is
+// the end of that output, unbroken and in the order it was written,
+// followed by the panic's trace.
+func TestOutputBeyondTheTailKeepsItsLastBytesInOrder(t *testing.T) {
+	var lines strings.Builder
+	for i := 1; i <= 1000; i++ {
+		fmt.Fprintf(&lines, "line %05d\n", i)
+	}
+	bothHosts(t, func(o *plugins.Options) { o.BreakerThreshold = 100 }, func(t *testing.T, h *plugins.Host) {
+		deploy(t, h, "shop", "probe", "panicprobe")
+		ce, line := failedCall(t, h, "shop", "count")
+		if ce.Kind != plugins.KindTrap || !strings.Contains(line, "panic: assignment to entry in nil map") {
+			t.Fatalf("kind %s, log line %q: want the panic as a trap", ce.Kind, line)
+		}
+		out, cut := strings.CutPrefix(ce.Output, "…")
+		if !cut {
+			t.Fatalf("output does not say that its beginning was dropped: %.80q", ce.Output)
+		}
+		printed, trace, ok := strings.Cut(out, "panic: assignment to entry in nil map")
+		if !ok || !strings.Contains(trace, "goroutine 1 [running]") {
+			t.Fatalf("the panic's trace is not at the end of the output: %q", out)
+		}
+		// Everything before the panic is the end of the numbered lines,
+		// in order, ending with the last one.
+		if !strings.HasSuffix(lines.String(), printed) || !strings.HasSuffix(printed, "line 01000\n") {
+			t.Fatalf("kept output is not the end of what was printed, in order:\n%s", printed)
+		}
+		if len(out) < plugins.OutputTailSize-2 || len(out) > plugins.OutputTailSize {
+			t.Fatalf("kept %d bytes, want the last %d", len(out), plugins.OutputTailSize)
+		}
+	})
+}
+
+// TestLoggingOutOfMemoryIsNotAMemoryFailure: a plugin that logs the words
+// "out of memory" (about something else) and then panics is a trap; its
+// memory is fine and the site owner must not be told to raise a cap.
+func TestLoggingOutOfMemoryIsNotAMemoryFailure(t *testing.T) {
+	bothHosts(t, func(o *plugins.Options) { o.BreakerThreshold = 100 }, func(t *testing.T, h *plugins.Host) {
+		deploy(t, h, "shop", "probe", "panicprobe")
+		ce, line := failedCall(t, h, "shop", "oomlog")
+		if ce.Kind != plugins.KindTrap {
+			t.Fatalf("kind %s, want trap: %v", ce.Kind, ce)
+		}
+		if !strings.Contains(line, "trap: panic: assignment to entry in nil map") || strings.Contains(line, "plugins.memory") {
+			t.Fatalf("log line %q: want the panic, and no advice about the memory cap", line)
+		}
+		if !strings.Contains(ce.Output, "upstream cache: out of memory, serving without it") {
+			t.Fatalf("the plugin's own line is missing from its output: %q", ce.Output)
+		}
+	})
+}
+
+// TestNativeMemoryKindIsARefusedGrow: on the native host a failed call is
+// out of memory when its memory.grow was refused at the cap (wazero then
+// returns -1 and says nothing; AssemblyScript's allocator traps with
+// unreachable, printing nothing), not when its memory is merely large.
+// Real AssemblyScript builds and hand-written wasm, with a 16 MiB cap.
+//
+// The go-sdk reference host cannot see a refused memory.grow (wazero
+// refuses it before asking the memory allocator); it still judges by how
+// close the memory is to the cap, and gets the first and last case wrong.
+func TestNativeMemoryKindIsARefusedGrow(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	probes := map[string][]byte{}
+	for _, name := range []string{"oom", "bigtrap"} {
+		b, err := plugintest.AssemblyScriptProbe(ctx, dir, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		probes["as/"+name] = b
+	}
+	h := newNativeHost(t, func(o *plugins.Options) { o.BreakerThreshold = 100 })
+	for _, c := range []struct {
+		plugin string
+		kind   plugins.ErrorKind
+	}{
+		{"as/oom", plugins.KindMemory},       // 100 MiB at once, memory far below the cap
+		{"wat/bigalloc", plugins.KindMemory}, // the same, by hand
+		{"wat/membomb", plugins.KindMemory},  // grows until refused
+		{"as/bigtrap", plugins.KindTrap},     // holds 13 MiB, then a failed check
+		{"wat/growtrap", plugins.KindTrap},   // holds 240 of 256 pages, then unreachable
+	} {
+		b, ok := probes[c.plugin]
+		if !ok {
+			b = wasm[c.plugin]
+		}
+		v, err := h.Add(ctx, "shop", "p", b)
+		if err != nil {
+			t.Fatalf("add %s: %v", c.plugin, err)
+		}
+		if err := h.Activate(ctx, "shop", "p", v.Version); err != nil {
+			t.Fatalf("activate %s: %v", c.plugin, err)
+		}
+		for i := range 2 { // the second call runs on a fresh instance
+			_, err := callOnce(h, "shop", "p", nil)
+			if got := plugins.KindOf(err); err == nil || got != c.kind {
+				t.Fatalf("%s, call %d: want kind %s, got %v", c.plugin, i, c.kind, err)
+			}
+		}
 	}
 }

@@ -77,6 +77,13 @@ type breaker struct {
 	nmarks    int
 	openUntil time.Time
 	trial     bool // a half-open trial call is in flight
+
+	// What opened the breaker, for health: when it last opened from
+	// closed, and the calls that count since: those of the window that
+	// opened it, then every call recorded while it is not closed (trial
+	// calls, and calls allowed before it opened that ended since).
+	openedAt              time.Time
+	openCalls, openFailed int
 }
 
 // mark is the running total of successes at one moment.
@@ -178,6 +185,9 @@ func (b *breaker) recordSlow(ok bool, shard uint8) transition {
 	t := b.now()
 	if ok {
 		b.ok[shard&(breakerShards-1)].n.Add(1)
+		if b.state.Load() != breakerClosed {
+			b.openCalls++
+		}
 		if b.state.Load() != breakerHalfOpen {
 			// Closed, or open and this call was allowed before it
 			// opened: a late success says nothing about now.
@@ -195,6 +205,10 @@ func (b *breaker) recordSlow(ok bool, shard uint8) transition {
 		*fb = failBucket{epoch: e}
 	}
 	fb.n++
+	if b.state.Load() != breakerClosed {
+		b.openCalls++
+		b.openFailed++
+	}
 	switch b.state.Load() {
 	case breakerOpen:
 		// A call allowed before the breaker opened ended badly: nothing
@@ -214,8 +228,10 @@ func (b *breaker) recordSlow(ok bool, shard uint8) transition {
 	}
 	b.state.Store(breakerOpen)
 	b.openUntil = t.Add(b.cooldown)
-	return transition{ev: breakerOpened, fails: int(failN), calls: int(calls + 0.5),
+	tr := transition{ev: breakerOpened, fails: int(failN), calls: int(calls + 0.5),
 		noSuccess: quick, cooldown: b.cooldown}
+	b.openedAt, b.openCalls, b.openFailed = t, tr.calls, tr.fails
+	return tr
 }
 
 // okTotal sums the success shards.
@@ -287,6 +303,25 @@ func (b *breaker) open() bool {
 		return b.trial
 	}
 	return false
+}
+
+// health reports the breaker's state and the calls it counts now: while
+// closed, those of its window (the last 8 to 10 s, successes estimated as
+// windowLocked does); while open or half-open, those that opened it and
+// every call recorded since. An open breaker whose cooldown has passed
+// stays open here until a call asks for the trial: nothing says yet that
+// the plugin works again.
+func (b *breaker) health() Health {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state.Load() {
+	case breakerOpen:
+		return Health{Breaker: BreakerOpen, Calls: b.openCalls, Failed: b.openFailed, OpenedAt: b.openedAt}
+	case breakerHalfOpen:
+		return Health{Breaker: BreakerHalfOpen, Calls: b.openCalls, Failed: b.openFailed, OpenedAt: b.openedAt}
+	}
+	ok, fails := b.windowLocked(b.now())
+	return Health{Breaker: BreakerClosed, Calls: int(max(ok, 0)+0.5) + int(fails), Failed: int(fails), Window: breakerWindow}
 }
 
 // reset closes the breaker and forgets the window (a new version).

@@ -3,8 +3,8 @@
 // limits, the meridian_* host functions, warm instance pools per version,
 // the local Store of versions (add with validation, activate, roll back, with
 // an atomic swap that never drops an in-flight request), the chain Runner
-// with per-site failure policy and per-plugin circuit breaker, metrics and
-// per-site plugin log lines.
+// with per-site failure policy and per-plugin circuit breaker (whose counts
+// Host.Health reports for listings), metrics and per-site plugin log lines.
 //
 // The wire contract lives in plugins/abi and is documented in
 // plugins/README.md. This package must not speak HTTP (middleware/plugin

@@ -1,11 +1,11 @@
 package plugins
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +59,35 @@ type Signature struct{ Params, Results []api.ValueType }
 // SignatureOf returns the type of a wazero function definition.
 func SignatureOf(d api.FunctionDefinition) Signature {
 	return Signature{Params: d.ParamTypes(), Results: d.ResultTypes()}
+}
+
+// ExportTable is what a compiled module exports: its functions' names,
+// sorted, and their types, read once at compile. Both engines embed one
+// to implement Program's Exports and ExportSignature.
+type ExportTable struct {
+	names []string
+	sigs  map[string]Signature
+}
+
+// NewExportTable reads the exported functions of mod.
+func NewExportTable(mod wazero.CompiledModule) ExportTable {
+	fns := mod.ExportedFunctions()
+	t := ExportTable{names: make([]string, 0, len(fns)), sigs: make(map[string]Signature, len(fns))}
+	for name, d := range fns {
+		t.names = append(t.names, name)
+		t.sigs[name] = SignatureOf(d)
+	}
+	slices.Sort(t.names)
+	return t
+}
+
+// Exports implements Program: the exported functions' names, sorted.
+func (t ExportTable) Exports() []string { return t.names }
+
+// ExportSignature implements Program.
+func (t ExportTable) ExportSignature(name string) (Signature, bool) {
+	s, ok := t.sigs[name]
+	return s, ok
 }
 
 // String writes s as in the text format: "(param i32) (result i32)", or
@@ -224,170 +253,6 @@ func NewCompilationCache(dir string) (wazero.CompilationCache, error) {
 		return nil, fmt.Errorf("plugin compilation cache in %s: %w (check the directory is writable)", dir, err)
 	}
 	return c, nil
-}
-
-// OutputTailSize is how many bytes of a call's stdout and stderr an
-// instance keeps (the last ones).
-const OutputTailSize = 2 << 10
-
-// reasonSize bounds the kept reason line (a Go panic's first line).
-const reasonSize = 256
-
-// OutputTail keeps what a plugin writes to stdout and stderr during one
-// call, bounded: the last OutputTailSize bytes, and the first line that
-// gives a Go runtime's failure reason ("panic: ", "fatal error: "), which a
-// long goroutine trace would push out of the tail. Engines give one to
-// every instance as its WASI stdout and stderr, Reset it before each call
-// and read it when a call fails, so that a site owner sees "panic:
-// assignment to entry in nil map" instead of "wasm error: unreachable".
-// Writing never blocks, never fails and never allocates; a call that
-// writes nothing costs one load. Not safe for concurrent use (an instance
-// runs one call at a time).
-type OutputTail struct {
-	total   int // bytes written since Reset
-	tailN   int // bytes in tail, oldest first
-	lineN   int // bytes of the current line in line (at most reasonSize)
-	reasonN int // bytes in reason; 0 until a reason line was seen
-	tail    [OutputTailSize]byte
-	line    [reasonSize]byte
-	reason  [reasonSize]byte
-}
-
-// Reset forgets what was written.
-func (t *OutputTail) Reset() {
-	if t.total != 0 {
-		t.total, t.tailN, t.lineN, t.reasonN = 0, 0, 0, 0
-	}
-}
-
-// Write implements io.Writer: it keeps the tail of what was written and
-// the first reason line, and reports all of p written.
-func (t *OutputTail) Write(p []byte) (int, error) {
-	n := len(p)
-	t.total += n
-	switch {
-	case n >= len(t.tail):
-		t.tailN = copy(t.tail[:], p[n-len(t.tail):])
-	case t.tailN+n <= len(t.tail):
-		t.tailN += copy(t.tail[t.tailN:], p)
-	default:
-		drop := t.tailN + n - len(t.tail)
-		copy(t.tail[:], t.tail[drop:t.tailN])
-		copy(t.tail[t.tailN-drop:], p)
-		t.tailN = len(t.tail)
-	}
-	if t.reasonN == 0 && isReason(p) {
-		// Go's runtime prints "panic: " with a write of its own, maybe
-		// after output that did not end its line.
-		t.lineN = 0
-	}
-	for t.reasonN == 0 && len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			t.lineN += copy(t.line[t.lineN:], p)
-			break
-		}
-		t.lineN += copy(t.line[t.lineN:], p[:i])
-		t.endLine()
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-// endLine keeps the current line as the reason if it is one.
-func (t *OutputTail) endLine() {
-	if l := bytes.TrimSpace(t.line[:t.lineN]); isReason(l) {
-		t.reasonN = copy(t.reason[:], l)
-	}
-	t.lineN = 0
-}
-
-// Written reports whether anything was written since Reset.
-func (t *OutputTail) Written() bool { return t.total != 0 }
-
-// Output returns the kept tail as text: at most OutputTailSize bytes (and
-// a leading "…" when more was written), trimmed, with control bytes other
-// than newline and tab replaced.
-func (t *OutputTail) Output() string {
-	if t.total == 0 {
-		return ""
-	}
-	s := printable(bytes.TrimSpace(t.tail[:t.tailN]))
-	if t.total > t.tailN {
-		s = "…" + s
-	}
-	return s
-}
-
-// Summary returns the line of the output that says why the call failed,
-// on one line and at most reasonSize bytes: the reason of a Go panic or
-// fatal error, else the last line written. It is "" when nothing was
-// written.
-func (t *OutputTail) Summary() string {
-	if t.total == 0 {
-		return ""
-	}
-	if t.reasonN == 0 && t.lineN > 0 {
-		t.endLine() // a reason without its newline
-	}
-	line := t.reason[:t.reasonN]
-	if len(line) == 0 {
-		trimmed := bytes.TrimRight(t.tail[:t.tailN], " \t\r\n")
-		line = bytes.TrimSpace(trimmed[bytes.LastIndexByte(trimmed, '\n')+1:])
-		if len(line) > reasonSize {
-			line = line[:reasonSize]
-		}
-	}
-	return printable(line)
-}
-
-// OutOfMemory reports whether the output says the guest runtime ran out
-// of memory (Go: "fatal error: out of memory", "runtime: out of memory").
-func (t *OutputTail) OutOfMemory() bool {
-	if t.total == 0 {
-		return false
-	}
-	oom := []byte("out of memory")
-	return bytes.Contains(t.reason[:t.reasonN], oom) || bytes.Contains(t.tail[:t.tailN], oom)
-}
-
-// Explain puts what the plugin wrote into the error of a failed call:
-// the telling line first (what a site owner reads in the plugin logs),
-// then err. It returns err unchanged when the plugin wrote nothing.
-func (t *OutputTail) Explain(err error) error {
-	sum := t.Summary()
-	if sum == "" {
-		return err
-	}
-	if t.total > len(sum)+2 { // more than that line and its newline
-		return fmt.Errorf("%s (more in the plugin's output): %w", sum, err)
-	}
-	return fmt.Errorf("%s: %w", sum, err)
-}
-
-// isReason reports whether line starts with a Go runtime's failure reason.
-func isReason(line []byte) bool {
-	for _, p := range [...]string{"panic: ", "fatal error: ", "runtime: out of memory"} {
-		if bytes.HasPrefix(line, []byte(p)) {
-			return true
-		}
-	}
-	return false
-}
-
-// printable turns b into valid UTF-8 text without control bytes other than
-// newline and tab, which a log line must not carry.
-func printable(b []byte) string {
-	s := strings.ToValidUTF8(string(b), "?")
-	return strings.Map(func(r rune) rune {
-		if r == '\n' || r == '\t' {
-			return r
-		}
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
 }
 
 // MemoryError is the error of a call that failed at its memory cap: it

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/meridian-edge/meridian/plugins"
@@ -21,7 +19,7 @@ var wasm = map[string][]byte{}
 // hostileNames are the WAT plugins under testdata/hostile.
 var hostileNames = []string{"loop", "membomb", "trap", "garbage", "emptyoutput", "badptr",
 	"unknownimport", "network", "noexport", "continue", "pluginerror",
-	"badsig", "badsigresp", "noresult", "command", "stderrtrap"}
+	"badsig", "badsigresp", "noresult", "command", "stderrtrap", "growtrap", "bigalloc"}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -51,7 +49,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	wasm["panicprobe"] = probe["panicprobe"]
-	if wasm["panicprobe-command"], err = buildGoCommand(ctx, dir, "panicprobe"); err != nil {
+	if wasm["panicprobe-command"], err = plugintest.BuildGoCommand(ctx, dir, "panicprobe"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -70,17 +68,4 @@ func run(m *testing.M) int {
 	}
 	defer engine.Close(ctx)
 	return m.Run()
-}
-
-// buildGoCommand builds plugins/examples/<name> the way a plugin author
-// who forgot -buildmode=c-shared does: a WASI command exporting _start.
-func buildGoCommand(ctx context.Context, outDir, name string) ([]byte, error) {
-	dst := filepath.Join(outDir, name+"-command.wasm")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dst, "./"+name)
-	cmd.Dir = filepath.Join(plugintest.Dir(), "examples")
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "GOWORK=off", "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build %s without -buildmode=c-shared: %w\n%s", name, err, out)
-	}
-	return os.ReadFile(dst)
 }

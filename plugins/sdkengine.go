@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	extism "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
@@ -72,12 +73,7 @@ func (e *SDKEngine) Compile(ctx context.Context, wasm []byte, lim Limits) (Progr
 		m, n, _ := f.Import()
 		imports = append(imports, Import{Module: m, Name: n})
 	}
-	var exports []string
-	sigs := map[string]Signature{}
-	for name, d := range mod.ExportedFunctions() {
-		exports = append(exports, name)
-		sigs[name] = SignatureOf(d)
-	}
+	exports := NewExportTable(mod)
 	if err := mod.Close(ctx); err != nil {
 		return nil, err
 	}
@@ -104,25 +100,17 @@ func (e *SDKEngine) Compile(ctx context.Context, wasm []byte, lim Limits) (Progr
 	if err != nil {
 		return nil, fmt.Errorf("compile plugin: %w", err)
 	}
-	return &sdkProgram{cp: cp, lim: lim, imports: imports, exports: exports, sigs: sigs}, nil
+	return &sdkProgram{cp: cp, lim: lim, imports: imports, ExportTable: exports}, nil
 }
 
 type sdkProgram struct {
-	cp      *extism.CompiledPlugin
-	lim     Limits
-	imports []Import
-	exports []string
-	sigs    map[string]Signature
+	ExportTable // Exports and ExportSignature
+	cp          *extism.CompiledPlugin
+	lim         Limits
+	imports     []Import
 }
 
 func (p *sdkProgram) Imports() []Import { return p.imports }
-func (p *sdkProgram) Exports() []string { return p.exports }
-
-// ExportSignature implements Program.
-func (p *sdkProgram) ExportSignature(name string) (Signature, bool) {
-	s, ok := p.sigs[name]
-	return s, ok
-}
 
 func (p *sdkProgram) Close(ctx context.Context) error { return p.cp.Close(ctx) }
 
@@ -185,9 +173,15 @@ func (i *sdkInstance) Call(ctx context.Context, fn string, input []byte, env *Ca
 	}
 	ctx = context.WithValue(ctx, envKey{}, env)
 	i.stdio.Reset()
+	start := time.Now()
 	rc, out, err := i.p.CallWithContext(ctx, fn, input)
 	if err != nil {
-		return nil, i.classify(rc, err)
+		// Past the deadline the SDK may fail reading the output of a call
+		// that just returned ("failed to get output: module closed with
+		// context deadline exceeded", the exit error flattened to text):
+		// a timeout all the same.
+		late := time.Since(start) >= i.p.Timeout || ctx.Err() != nil
+		return nil, i.classify(rc, err, late)
 	}
 	if rc != 0 {
 		return nil, &CallError{Kind: KindPluginError, Err: fmt.Errorf("%s returned %d without an error message", fn, rc)}
@@ -198,7 +192,7 @@ func (i *sdkInstance) Call(ctx context.Context, fn string, input []byte, env *Ca
 	return out, nil
 }
 
-func (i *sdkInstance) classify(rc uint32, err error) error {
+func (i *sdkInstance) classify(rc uint32, err error, late bool) error {
 	out := i.stdio.Output()
 	// Memory first: a plugin that filled its memory and was then stopped by
 	// the deadline (slow growth on a loaded machine) is a memory overrun,
@@ -208,7 +202,7 @@ func (i *sdkInstance) classify(rc uint32, err error) error {
 		return &CallError{Kind: KindMemory, Err: MemoryError(i.lim.MaxPages, i.stdio.Explain(err)), Output: out}
 	}
 	var exit *sys.ExitError
-	if errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) {
+	if late || errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) {
 		return &CallError{Kind: KindTimeout, Err: fmt.Errorf("call stopped after %v: %w", i.p.Timeout, i.stdio.Explain(err)), Output: out}
 	}
 	// A failure the plugin reported itself (error_set + non-zero return)

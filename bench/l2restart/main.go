@@ -39,13 +39,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache/l2"
@@ -73,7 +71,11 @@ func main() {
 	case "dirty":
 		dirty(opts, *n)
 	case "dropcache":
-		log.Printf("dropcache: %d files dropped from the page cache", dropCache(opts.Dir))
+		files, err := dropCache(opts.Dir)
+		if err != nil {
+			log.Fatalf("dropcache: %v", err)
+		}
+		log.Printf("dropcache: %d files dropped from the page cache", files)
 	default:
 		log.Fatalf("l2restart: unknown -phase %q", *phase)
 	}
@@ -181,25 +183,6 @@ func dirty(opts l2.Options, n int) {
 	}
 }
 
-// dropCache asks the kernel to drop every file under dir from the page cache.
-func dropCache(dir string) (files int) {
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return nil
-		}
-		fd, err := syscall.Open(p, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			return nil
-		}
-		// POSIX_FADV_DONTNEED = 4 on Linux.
-		_, _, _ = syscall.Syscall6(syscall.SYS_FADVISE64, uintptr(fd), 0, 0, 4, 0, 0)
-		_ = syscall.Close(fd)
-		files++
-		return nil
-	})
-	return files
-}
-
 func measure(opts l2.Options, n int, startNs int64) {
 	if startNs == 0 {
 		startNs = time.Now().UnixNano()
@@ -255,9 +238,8 @@ func all(opts l2.Options, n, workers int) {
 		log.Fatal(err)
 	}
 	fill(opts, n, workers)
-	var st syscall.Statfs_t
-	if syscall.Statfs(opts.Dir, &st) == nil {
-		log.Printf("disk: %.1f GB free after the fill", float64(st.Bavail)*float64(st.Bsize)/1e9)
+	if free, ok := freeBytes(opts.Dir); ok {
+		log.Printf("disk: %.1f GB free after the fill", float64(free)/1e9)
 	}
 	common := []string{"-dir", opts.Dir, "-n", strconv.Itoa(n)}
 	run := func(label string, cold bool) {
@@ -293,15 +275,22 @@ func all(opts l2.Options, n, workers int) {
 		if err != nil || strings.TrimSpace(line) != "ready" {
 			log.Fatalf("dirty child: %q %v", line, err)
 		}
-		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Process.Kill() // SIGKILL on unix
 		if err := cmd.Wait(); err == nil || !errors.As(err, new(*exec.ExitError)) {
 			log.Fatalf("dirty child was not killed: %v", err)
 		}
 	}
+	if !canDropCache {
+		log.Printf("cold runs skipped: %s", noDropCache)
+	}
 	run("clean/warm", false)
-	run("clean/cold", true)
+	if canDropCache {
+		run("clean/cold", true)
+	}
 	kill()
 	run("killed/warm", false)
-	kill()
-	run("killed/cold", true)
+	if canDropCache {
+		kill()
+		run("killed/cold", true)
+	}
 }

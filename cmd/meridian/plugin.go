@@ -19,41 +19,49 @@ import (
 	"github.com/meridian-edge/meridian/plugins/rollout"
 )
 
+// The usage line of each plugin verb: its -h, and the list in pluginUsage.
+const (
+	pushSynopsis     = "plugin push --site SITE --name NAME [--canary PCT] [--config KEY=VALUE]... [--request-header H]... [--response-header H]... FILE.wasm"
+	listSynopsis     = "plugin list --site SITE"
+	rollbackSynopsis = "plugin rollback --site SITE --name NAME [--version N]"
+	promoteSynopsis  = "plugin promote --site SITE --name NAME [--version N] [--canary PCT]"
+	logsSynopsis     = "plugin logs --site SITE [--name NAME] [--limit N]"
+	chainSynopsis    = "plugin chain --site SITE [--set FILE.json]"
+)
+
+// entryHelp says how a pushed plugin gets its config and sees headers: in
+// 'meridian plugin -h' and at the end of 'meridian plugin push -h', which a
+// plugin author reads on the first push.
+const entryHelp = `The plugin's entry in the site's chain says what it reads: --config KEY=VALUE
+(repeat; the plugin reads it with config_get), --request-header NAME and
+--response-header NAME (repeat; the headers it sees, * for all). Without
+them the entry is kept. Without --canary the entry applies to all requests
+at once; with --canary only the canary's requests run it (promote makes it
+the chain's, rollback drops it).`
+
 const pluginUsage = `usage:
-  meridian plugin push     --site SITE --name NAME [--canary PCT] [--config KEY=VALUE]...
-                           [--request-header H]... [--response-header H]... FILE.wasm
-  meridian plugin list     --site SITE
-  meridian plugin rollback --site SITE --name NAME [--version N]
-  meridian plugin promote  --site SITE --name NAME [--version N] [--canary PCT]
-  meridian plugin logs     --site SITE [--name NAME] [--limit N]
-  meridian plugin chain    --site SITE [--set FILE.json]
+  meridian ` + pushSynopsis + `
+  meridian ` + listSynopsis + `
+  meridian ` + rollbackSynopsis + `
+  meridian ` + promoteSynopsis + `
+  meridian ` + logsSynopsis + `
+  meridian ` + chainSynopsis + `
 
 Every command talks to a PoP's admin API (--admin, default the dev stack's
 first PoP) with a site owner's or the ops token (--token or MERIDIAN_TOKEN).
 push uploads a plugin; with --canary it takes that share of requests next to
 the version running now and is rolled back automatically if it fails (the
 bytes of the running version are refused as a canary: it would try nothing).
-A pushed plugin joins the end of the site's chain. Its entry in the chain
-says what it reads: --config KEY=VALUE (repeat; config_get in the plugin),
---request-header NAME and --response-header NAME (repeat; the headers it
-sees, * for all). Without them the entry is kept. The entry goes with the
-push: without --canary it applies to all requests at once; with --canary
-only the canary's requests run it, promote makes it the chain's and
-rollback drops it. To change only the config, push the running bytes again
-without --canary. 'meridian plugin push -h' shows an example.
+A pushed plugin joins the end of the site's chain.
+` + entryHelp + `
+To change only the config, push the running bytes again without --canary.
+'meridian plugin push -h' shows an example.
 rollback without --version ends a canary, or goes back to the version
 before the running one. promote sends all traffic (or --canary PCT) to a
 version, by default the running canary.`
 
-// pushHelp ends 'meridian plugin push -h': how a plugin gets its config and
-// sees headers, which a plugin author needs on the first push.
-const pushHelp = `
-The plugin's entry in the site's chain says what it reads: --config KEY=VALUE
-(repeat; the plugin reads it with config_get), --request-header NAME and
---response-header NAME (repeat; the headers it sees, * for all). Without
-them the entry is kept. Without --canary the entry applies to all requests
-at once; with --canary only the canary's requests run it (promote makes it
-the chain's, rollback drops it). For example:
+// pushHelp ends 'meridian plugin push -h'.
+const pushHelp = "\n" + entryHelp + ` For example:
 
   meridian plugin push --site www --name auth --canary 10 --config realm=shop --config prefix=/secret --request-header authorization --response-header x-cache auth.wasm
 `
@@ -74,17 +82,17 @@ type pluginClient struct {
 func pluginSynopsis(verb string) string {
 	switch verb {
 	case "push":
-		return "plugin push --site SITE --name NAME [--canary PCT] [--config KEY=VALUE]... [--request-header H]... [--response-header H]... FILE.wasm"
+		return pushSynopsis
 	case "list":
-		return "plugin list --site SITE"
+		return listSynopsis
 	case "rollback":
-		return "plugin rollback --site SITE --name NAME [--version N]"
+		return rollbackSynopsis
 	case "promote":
-		return "plugin promote --site SITE --name NAME [--version N] [--canary PCT]"
+		return promoteSynopsis
 	case "logs":
-		return "plugin logs --site SITE [--name NAME] [--limit N]"
+		return logsSynopsis
 	case "chain":
-		return "plugin chain --site SITE [--set FILE.json]"
+		return chainSynopsis
 	}
 	return ""
 }
@@ -353,6 +361,10 @@ func describeEntry(e rollout.ChainEntry) string {
 	return strings.Join(parts, "; ")
 }
 
+// printStatus writes a site's plugins as 'meridian plugin list' shows
+// them: the chain, then one row per version with its deployment state
+// (from the record every PoP follows) and its health on the PoP that
+// answered (ok, degraded or failing, from that PoP's circuit breaker).
 func printStatus(w io.Writer, st rollout.SiteStatus) {
 	fmt.Fprintf(w, "site %s (as seen by PoP %s)\n", st.Site, st.PoP)
 	order := make([]string, 0, len(st.Chain.Entries))
@@ -365,8 +377,12 @@ func printStatus(w io.Writer, st rollout.SiteStatus) {
 	}
 	fmt.Fprintf(w, "chain (%s): %s\n\n", policy, strings.Join(order, " -> "))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLUGIN\tVERSION\tSHA256\tSIZE\tUPLOADED\tBY\tSTATE")
+	fmt.Fprintln(tw, "PLUGIN\tVERSION\tSHA256\tSIZE\tUPLOADED\tBY\tSTATE\tHEALTH")
 	for _, p := range st.Plugins {
+		health := map[int]string{} // of the versions this PoP runs
+		for _, h := range p.Health {
+			health[h.Version] = h.Summary()
+		}
 		for _, v := range p.Versions {
 			state := ""
 			if d := p.Deployment; d != nil {
@@ -380,7 +396,7 @@ func printStatus(w io.Writer, st rollout.SiteStatus) {
 					}
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.12s\t%d\t%s\t%s\t%s\n", p.Plugin, v.Version, v.SHA256, v.Size, v.Uploaded.UTC().Format(time.RFC3339), v.By, state)
+			fmt.Fprintf(tw, "%s\t%d\t%.12s\t%d\t%s\t%s\t%s\t%s\n", p.Plugin, v.Version, v.SHA256, v.Size, v.Uploaded.UTC().Format(time.RFC3339), v.By, state, health[v.Version])
 		}
 		if d := p.Deployment; d != nil {
 			rb := ""

@@ -104,6 +104,11 @@ func TestPluginCommand(t *testing.T) {
 		}
 	}
 
+	// list: the running version works, and its HEALTH says so.
+	if out, _, _ := run("list", admin, "--site=shop"); !strings.HasSuffix(strings.Join(strings.Fields(listRow(out, "tag", "2")), " "), "site:shop live ok") {
+		t.Fatalf("list: version 2 is not shown live and ok:\n%s", out)
+	}
+
 	// Logs: a trapping version fails on requests; its lines come back tagged.
 	trap, err := plugintest.WAT(context.Background(), dir, "trap")
 	if err != nil {
@@ -121,6 +126,23 @@ func TestPluginCommand(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no trap log line for tag@3: %q", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// list tells the trapping version from a working one: its breaker
+	// opens and the HEALTH column says so, while its STATE is still live.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		pop.Get(t)
+		out, _, _ := run("list", admin, "--site=shop")
+		row := listRow(out, "tag", "3")
+		if strings.Contains(row, "live") && strings.Contains(row, "failing (breaker open, 100% of last ") {
+			t.Logf("meridian plugin list:\n%s", out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("list never showed version 3 failing with its breaker open:\n%s", out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -212,4 +234,15 @@ func runPlugin(t *testing.T, args []string, stdout, stderr *bytes.Buffer) int {
 	}
 	fmt.Fprintf(stderr, "meridian: %v\n", err)
 	return 1
+}
+
+// listRow returns the row of 'meridian plugin list' output for one plugin
+// version, trailing spaces trimmed; "" when there is none.
+func listRow(out, plugin, version string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == plugin && f[1] == version {
+			return strings.TrimRight(l, " ")
+		}
+	}
+	return ""
 }

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // Why a fast path: with net/http's server, a keep-alive L1 hit costs about
@@ -550,40 +549,6 @@ func (c *fastConn) readHead(fd int) (int, int) {
 		if c.state.Load() == fastClosed {
 			return 0, headDone
 		}
-	}
-}
-
-// tcpSocket returns c's descriptor access when c is a TCP socket itself,
-// or nil. Only then does the fast path call the system directly: a wrapper
-// type (a listener's own net.Conn) may do something in its Read or Write.
-func tcpSocket(c net.Conn) syscall.RawConn {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
-}
-
-// readFD reads from a socket descriptor as conn.Read would, without the
-// poller: syscall.EAGAIN when nothing is there, io.EOF at the end.
-func readFD(fd int, b []byte) (int, error) {
-	for {
-		// Raw, as vecWriter's writes (see there): a read of a
-		// non-blocking socket never waits.
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-		switch {
-		case e == syscall.EINTR:
-			continue
-		case e != 0:
-			return 0, e
-		case n == 0:
-			return 0, io.EOF
-		}
-		return int(n), nil
 	}
 }
 

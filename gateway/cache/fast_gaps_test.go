@@ -192,7 +192,7 @@ func dialSmallRcvBuf(t *testing.T, addr string) net.Conn {
 	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			serr = testutil.SetReceiveBuffer(fd, 4096)
 		}); err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 // bodyFor is the deterministic body the test origin serves for a path.
@@ -41,7 +42,7 @@ func slowClient() *http.Client {
 	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			serr = testutil.SetReceiveBuffer(fd, 4096)
 		})
 		if err != nil {
 			return err

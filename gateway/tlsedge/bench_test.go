@@ -5,16 +5,11 @@ import (
 	"crypto/tls"
 	"io"
 	"net/http"
-	"syscall"
 	"testing"
 	"time"
-)
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+	"github.com/meridian-edge/meridian/internal/testutil"
+)
 
 // benchPoP is a PoP with one PEM site serving a small body.
 func benchPoP(b *testing.B) (*testPoP, *tls.Config) {
@@ -57,7 +52,7 @@ func BenchmarkRequests(b *testing.B) {
 		b.Run(proto, func(b *testing.B) {
 			c := clients[proto](b)
 			b.SetParallelism(4)
-			start := cpuTime()
+			start := testutil.ProcessCPU()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -70,7 +65,7 @@ func BenchmarkRequests(b *testing.B) {
 					resp.Body.Close()
 				}
 			})
-			b.ReportMetric(float64(b.N)/(cpuTime()-start).Seconds(), "req/cpu-s")
+			b.ReportMetric(float64(b.N)/(testutil.ProcessCPU()-start).Seconds(), "req/cpu-s")
 		})
 	}
 }
@@ -107,14 +102,14 @@ func BenchmarkHandshake(b *testing.B) {
 			if resumed {
 				dial()
 			}
-			start := cpuTime()
+			start := testutil.ProcessCPU()
 			b.ResetTimer()
 			for range b.N {
 				if dial() != resumed {
 					b.Fatalf("resumed=%v, want %v", !resumed, resumed)
 				}
 			}
-			b.ReportMetric(float64(b.N)/(cpuTime()-start).Seconds(), "handshakes/cpu-s")
+			b.ReportMetric(float64(b.N)/(testutil.ProcessCPU()-start).Seconds(), "handshakes/cpu-s")
 		})
 	}
 }

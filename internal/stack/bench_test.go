@@ -11,20 +11,13 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/meridian-edge/meridian/internal/stack"
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkL1HitProtocols measures a 1 KiB L1 hit through a PoP over
 // HTTP/1.1, h2c, HTTP/2 over TLS and HTTP/3. The process CPU includes the Go
@@ -91,11 +84,11 @@ func BenchmarkL1HitProtocols(b *testing.B) {
 			get()
 			get() // stored and hit
 			b.ResetTimer()
-			start := cpuTime()
+			start := testutil.ProcessCPU()
 			for range b.N {
 				get()
 			}
-			cpu := cpuTime() - start
+			cpu := testutil.ProcessCPU() - start
 			b.ReportMetric(float64(b.N)/cpu.Seconds(), "req/cpu-s")
 		})
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -76,7 +75,7 @@ func benchPropagation(b *testing.B, size int) {
 	var all, each []time.Duration
 	ctx := context.Background()
 	b.ResetTimer()
-	cpu, runq := processCPU(), runQueueWait()
+	cpu, runq := testutil.ProcessCPU(), runQueueWait()
 	for i := 0; i < b.N; i++ {
 		val := fmt.Sprintf("/bench/%d", i)
 		ch := make(chan struct{})
@@ -106,7 +105,7 @@ func benchPropagation(b *testing.B, size int) {
 		all = append(all, last.Sub(start))
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+	b.ReportMetric(float64(testutil.ProcessCPU()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 	b.ReportMetric(float64(runQueueWait()-runq)/float64(time.Millisecond)/float64(b.N), "runq-wait-ms/op")
 	report := func(name string, ds []time.Duration) {
 		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
@@ -201,7 +200,7 @@ func BenchmarkPurgePropagationPlanet(b *testing.B) {
 	var delays []time.Duration
 	ctx := context.Background()
 	b.ResetTimer()
-	cpu := processCPU()
+	cpu := testutil.ProcessCPU()
 	for i := 0; i < b.N; i++ {
 		from := ids[i%len(ids)]
 		val := fmt.Sprintf("/planet/%d", i)
@@ -234,7 +233,7 @@ func BenchmarkPurgePropagationPlanet(b *testing.B) {
 		mu.Unlock()
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(processCPU()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
+	b.ReportMetric(float64(testutil.ProcessCPU()-cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 	sort.Float64s(ratios)
 	sort.Float64s(directRatios)
 	sort.Slice(delays, func(i, j int) bool { return delays[i] < delays[j] })
@@ -321,18 +320,6 @@ func BenchmarkPartitionConvergence(b *testing.B) {
 		}
 		b.ReportMetric(float64(written.Load()), "purges")
 	}
-}
-
-// processCPU is the CPU time (user and system) this process used so far:
-// every PoP, the NATS server and the proxies are in it, so the difference
-// over a run is the whole system's cost, which a busy shared machine does not
-// change the way it changes wall-clock latencies.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // runQueueWait is the time this process's threads spent runnable but

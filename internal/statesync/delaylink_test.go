@@ -3,7 +3,6 @@ package statesync
 import (
 	"net"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -141,15 +140,14 @@ func (p *delayLink) pipe(dst, src net.Conn) {
 }
 
 // sleepUntil returns at t or shortly after: a Go timer for all but the last
-// two milliseconds (it may wake a millisecond late), then a nanosleep, which
-// blocks this goroutine's thread for at most those two milliseconds.
+// two milliseconds (it may wake a millisecond late), then shortSleep: on
+// Linux a nanosleep, which blocks this goroutine's thread for at most those
+// two milliseconds.
 func sleepUntil(t time.Time) {
 	if d := time.Until(t) - 2*time.Millisecond; d > 0 {
 		time.Sleep(d)
 	}
 	if d := time.Until(t); d > 0 {
-		ts := syscall.NsecToTimespec(d.Nanoseconds())
-		for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
-		}
+		shortSleep(d)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
 )
@@ -76,7 +77,7 @@ func BenchmarkL1HitEngines(b *testing.B) {
 			// about 1 GB) so that its collection is not billed to this one.
 			runtime.GC()
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			cpu0 := testutil.ProcessCPU()
 			for b.Loop() {
 				w := httptest.NewRecorder()
 				r.ServeHTTP(w, req)
@@ -88,7 +89,7 @@ func BenchmarkL1HitEngines(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
-			cpu := float64(processCPU(b)-cpu0) / float64(b.N)
+			cpu := float64(testutil.ProcessCPU()-cpu0) / float64(b.N)
 			b.ReportMetric(cpu, "cpu-ns/op")
 			if chain == nil && noneCPU == 0 && b.N >= 100 {
 				noneCPU = cpu

@@ -18,6 +18,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway"
 	"github.com/meridian-edge/meridian/gateway/cache"
 	gworigin "github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
 )
@@ -264,9 +265,9 @@ func measureWrk(b *testing.B, wrk, target string) (rps, cpuPerReq float64) {
 	if out, err := wrkCommand(b, wrk, "-t1", conns, "-d4s", target).CombinedOutput(); err != nil {
 		b.Fatalf("wrk warm-up: %v\n%s", err, out)
 	}
-	cpu0 := processCPU(b)
+	cpu0 := testutil.ProcessCPU()
 	out, err := wrkCommand(b, wrk, "-t1", conns, "-d3s", target).CombinedOutput()
-	cpu := processCPU(b) - cpu0
+	cpu := testutil.ProcessCPU() - cpu0
 	if err != nil {
 		b.Fatalf("wrk: %v\n%s", err, out)
 	}
@@ -300,11 +301,11 @@ func BenchmarkPoPHit(b *testing.B) {
 				c.get(b)
 			}
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			cpu0 := testutil.ProcessCPU()
 			for b.Loop() {
 				c.get(b)
 			}
-			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((testutil.ProcessCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
 }

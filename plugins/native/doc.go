@@ -14,7 +14,9 @@
 // plugins.HostFunctions, and call deadlines:
 // each plugin is rewritten once at compile time to meter its own work and
 // call the host when its budget runs out (meter.go), which replaces wazero's
-// WithCloseOnContextDone and its exit to Go at every loop iteration.
+// WithCloseOnContextDone and its exit to Go at every loop iteration; the
+// same rewrite routes memory.grow through the host, which notes a refusal
+// at the memory cap to classify the failure that follows.
 //
 // What it must not do: offer anything the contract in plugins/README.md does
 // not (no http_request, no filesystem, no network, no real clock), let a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync/atomic"
 
 	"github.com/tetratelabs/wazero"
@@ -99,12 +98,7 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte, lim plugins.Limits) (
 			return fail(fmt.Errorf("it imports %s.%s, which Meridian does not provide (%s)", m, n, hint))
 		}
 	}
-	p.sigs = map[string]plugins.Signature{}
-	for name, d := range mod.ExportedFunctions() {
-		p.exports = append(p.exports, name)
-		p.sigs[name] = plugins.SignatureOf(d)
-	}
-	slices.Sort(p.exports)
+	p.ExportTable = plugins.NewExportTable(mod)
 	if err := instantiateHostModules(ctx, rt, kernelFunctions()); err != nil {
 		return fail(fmt.Errorf("native plugin host: %w", err))
 	}
@@ -162,6 +156,7 @@ func instantiateHostModules(ctx context.Context, rt wazero.Runtime, kernelFuncs 
 	}
 	meter := rt.NewHostModuleBuilder(meterModule)
 	meter.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(yield), nil, []api.ValueType{api.ValueTypeI32}).Export(meterYield)
+	meter.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(grow), []api.ValueType{api.ValueTypeI32}, []api.ValueType{api.ValueTypeI32}).Export(meterGrow)
 	if _, err := meter.Instantiate(ctx); err != nil {
 		return err
 	}
@@ -186,25 +181,17 @@ func i64s(n int) []api.ValueType {
 }
 
 type program struct {
-	e       *Engine
-	rt      wazero.Runtime
-	mod     wazero.CompiledModule
-	kmod    wazero.CompiledModule // the kernel module (kernel.wat)
-	lim     plugins.Limits
-	imports []plugins.Import
-	exports []string
-	sigs    map[string]plugins.Signature
-	closed  atomic.Bool
+	plugins.ExportTable // Exports and ExportSignature
+	e                   *Engine
+	rt                  wazero.Runtime
+	mod                 wazero.CompiledModule
+	kmod                wazero.CompiledModule // the kernel module (kernel.wat)
+	lim                 plugins.Limits
+	imports             []plugins.Import
+	closed              atomic.Bool
 }
 
 func (p *program) Imports() []plugins.Import { return p.imports }
-func (p *program) Exports() []string         { return p.exports }
-
-// ExportSignature implements plugins.Program.
-func (p *program) ExportSignature(name string) (plugins.Signature, bool) {
-	s, ok := p.sigs[name]
-	return s, ok
-}
 
 // Close frees the compiled code, the runtime and every instance still open.
 func (p *program) Close(ctx context.Context) error {

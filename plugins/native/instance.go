@@ -49,6 +49,10 @@ type instance struct {
 	// idle, killed once expire marked the call.
 	deadline atomic.Int64
 	broken   bool
+	// growRefused is set when the plugin's memory.grow was refused during
+	// the running call (or the instance's init): it asked for memory past
+	// its cap. Reset by each Call.
+	growRefused bool
 }
 
 // callCtx is the context every wasm call of an instance runs under. It
@@ -86,6 +90,25 @@ func yield(ctx context.Context, _ api.Module, stack []uint64) {
 		panic(errDeadline)
 	}
 	stack[0] = meterBudget
+}
+
+// grow is memory.grow of the plugin's memory, to which the metering
+// rewrite turns every memory.grow: it grows the memory as the instruction
+// would and notes a refusal (the memory cap), so that a guest that traps
+// right after (AssemblyScript's allocator, hand-written wasm), printing
+// nothing, is told apart as out of memory. memory.grow is rare: a guest
+// runtime grows its heap in large steps.
+func grow(ctx context.Context, _ api.Module, stack []uint64) {
+	in := current(ctx)
+	prev, ok := uint32(0), false
+	if in.mem != nil {
+		prev, ok = in.mem.Grow(uint32(stack[0]))
+	}
+	if !ok {
+		in.growRefused = true
+		prev = 0xffffffff // -1: what memory.grow answers when it fails
+	}
+	stack[0] = uint64(prev)
 }
 
 // current returns the instance a host function runs for.
@@ -157,6 +180,7 @@ func (in *instance) Call(ctx context.Context, fn string, input []byte, env *plug
 	in.reqCtx, in.env = ctx, env
 	in.stack[0] = 0
 	in.stdio.Reset()
+	in.growRefused = false
 	in.arm(lim.Timeout)
 	err := f.CallWithStack(&in.cc, in.stack[:])
 	expired := in.disarm()
@@ -203,11 +227,13 @@ func (in *instance) classify(fn string, err error, expired bool) error {
 		err = errors.New("deadline passed as the call returned")
 	}
 	out := in.stdio.Output()
-	// Memory first, as SDKEngine does: a plugin that filled its memory and
-	// was then stopped by the deadline is a memory overrun, and so is a
-	// guest runtime that says it ran out of memory (Go asks for a large
-	// block at once: its memory is then nowhere near the cap).
-	if in.atCap() || in.stdio.OutOfMemory() {
+	// Memory first: a call that failed after its memory.grow or a kernel
+	// allocation was refused (the cap) is a memory overrun, whatever ended
+	// it (the trap of an allocator that got -1, the deadline while a
+	// runtime kept trying), and so is a guest runtime that says it ran out
+	// of memory. A plugin that merely holds much memory and traps for
+	// another reason is a trap.
+	if in.growRefused || in.k.full || in.stdio.OutOfMemory() {
 		return &plugins.CallError{Kind: plugins.KindMemory, Err: plugins.MemoryError(in.p.lim.MaxPages, in.stdio.Explain(err)), Output: out}
 	}
 	var exit *sys.ExitError
@@ -215,20 +241,6 @@ func (in *instance) classify(fn string, err error, expired bool) error {
 		return &plugins.CallError{Kind: plugins.KindTimeout, Err: fmt.Errorf("call stopped after %v: %w", in.p.lim.Timeout, in.stdio.Explain(err)), Output: out}
 	}
 	return &plugins.CallError{Kind: plugins.KindTrap, Err: in.stdio.Explain(fmt.Errorf("%s: %w", fn, err)), Output: out}
-}
-
-// atCap reports whether the plugin's memory or its kernel holds more than
-// three quarters of the cap (see SDKEngine: wazero refuses memory.grow
-// silently, so failing this close to the cap is counted as out of memory).
-func (in *instance) atCap() bool {
-	if in.k.nearCap() {
-		return true
-	}
-	if in.mem == nil {
-		return false
-	}
-	max := uint64(in.p.lim.MaxPages) * 65536
-	return uint64(in.mem.Size()) > max/4*3
 }
 
 // MemoryBytes implements plugins.Instance: linear memory plus kernel.

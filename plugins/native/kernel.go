@@ -66,6 +66,9 @@ type kernel struct {
 	blocks []block // ordered by start
 	frees  int     // free blocks in blocks (skip the reuse scan when 0)
 	max    uint64  // cap on base + len(mem) + blockOverhead*len(blocks)
+	// full is set when an allocation was refused at the cap since the
+	// last reset: a call that then fails ran out of kernel memory.
+	full bool
 }
 
 type block struct {
@@ -160,6 +163,7 @@ func (k *kernel) reset(input []byte) error {
 	used := k.base + uint64(len(k.mem)) // beyond it, all is zero
 	k.blocks = k.blocks[:0]
 	k.frees = 0
+	k.full = false
 	// At least 8 zero bytes after the input: input_load_u64 reads a whole
 	// word even at the input's last byte.
 	n := uint64(len(input))
@@ -186,11 +190,6 @@ func (k *kernel) reset(input []byte) error {
 // (metrics ask idle instances).
 func (k *kernel) bytes() uint64 {
 	return uint64(len(k.buf)) + uint64(cap(k.blocks))*blockOverhead
-}
-
-// nearCap reports whether the kernel used more than three quarters of its cap.
-func (k *kernel) nearCap() bool {
-	return k.inUse() > k.max/4*3
 }
 
 func (k *kernel) inUse() uint64 {
@@ -220,10 +219,12 @@ func (k *kernel) alloc(n uint64) uint64 {
 	}
 	pos := uint64(len(k.mem))
 	if n > k.max || k.inUse()+n+blockOverhead > k.max {
+		k.full = true
 		return 0
 	}
 	end := pos + n
 	if k.base+end > uint64(len(k.buf)) && !k.grow(k.base+end) {
+		k.full = true
 		return 0
 	}
 	k.mem = k.mem[:end]

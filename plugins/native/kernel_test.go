@@ -278,7 +278,7 @@ func TestKernelAllocInWasm(t *testing.T) {
 	}
 	for in.must(t, "alloc", 1) != 0 {
 	}
-	if in.k.inUse() > in.k.max || !in.k.nearCap() {
+	if in.k.inUse() > in.k.max || !in.k.full {
 		t.Fatalf("at the cap: %d bytes in use of %d", in.k.inUse(), in.k.max)
 	}
 }

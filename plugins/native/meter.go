@@ -30,11 +30,20 @@ import (
 // instructions plus bulk operations bounded by its memory cap: a few
 // milliseconds. TestNativeLoopDoesNotStopTheWorld and the hostile loop
 // plugins check it; the rewritten module is validated by wazero like any.
+//
+// The rewrite also turns every memory.grow into a call to the host's grow,
+// which grows the memory the same way and notes a refusal: at the memory
+// cap wazero's memory.grow returns -1 and says nothing else, and a guest
+// whose allocator then traps (AssemblyScript's, hand-written wasm) prints
+// nothing either. The note is how the host tells such a trap from others
+// (instance.classify).
 
 const (
-	// meterModule and meterYield name the import the rewrite adds.
+	// meterModule, meterYield and meterGrow name the imports the rewrite
+	// adds: yield, then grow, after the module's own imported functions.
 	meterModule = "meridian:host/meter"
 	meterYield  = "yield"
+	meterGrow   = "grow"
 	// meterBudget is what yield hands back: about 6.4M instructions.
 	meterBudget = 100_000
 	// meterUnit is how many instructions one budget unit stands for.
@@ -156,8 +165,11 @@ type meter struct {
 	importGlobal uint32
 	defGlobals   uint32
 	funcTypes    []uint32 // type of each defined function
-	yieldType    uint32   // index of the () -> i32 type we add
+	yieldType    uint32   // index of the () -> i32 type we add; (i32) -> i32 (grow's) follows
 	budget       uint32   // index of the budget global we add
+	// hasMemory: the module imports or defines a memory. Without one its
+	// memory.grow is left alone, for wazero to refuse as before.
+	hasMemory bool
 }
 
 func (m *meter) scan(secs []section) error {
@@ -192,6 +204,7 @@ func (m *meter) scan(secs []section) error {
 					r.limits()
 				case 2:
 					r.limits()
+					m.hasMemory = true
 				case 3:
 					r.byte()
 					r.byte()
@@ -212,7 +225,9 @@ func (m *meter) scan(secs []section) error {
 			// wazero v1.9 allocates a slice of the declared length before
 			// reading the elements, so a 100-byte module declaring 2^29
 			// exports or data segments makes it allocate gigabytes.
-			r.vec()
+			if n := r.vec(); s.id == 5 && n > 0 {
+				m.hasMemory = true
+			}
 		case 11:
 			// Data segments: wazero also allocates each segment's declared
 			// size before reading it (4 GiB for a 20-byte module).
@@ -243,11 +258,11 @@ func (m *meter) scan(secs []section) error {
 	return nil
 }
 
-// fn maps an old function index to the new one (our import comes last
-// among the imported functions).
+// fn maps an old function index to the new one (our two imports come
+// last among the imported functions: yield at importFuncs, grow after it).
 func (m *meter) fn(i uint32) uint32 {
 	if i >= m.importFuncs {
-		return i + 1
+		return i + 2
 	}
 	return i
 }
@@ -256,19 +271,24 @@ func (m *meter) rewrite(s section) ([]byte, error) {
 	r := reader{b: s.body}
 	var out []byte
 	switch s.id {
-	case 1: // types: add () -> i32
+	case 1: // types: add () -> i32 and (i32) -> i32
 		n := r.count() // 0 for a section we add
-		out = appendU32(out, n+1)
+		out = appendU32(out, n+2)
 		out = append(out, r.rest()...)
 		out = append(out, 0x60, 0x00, 0x01, 0x7f)
-	case 2: // imports: add the yield function last
+		out = append(out, 0x60, 0x01, 0x7f, 0x01, 0x7f)
+	case 2: // imports: add the yield and grow functions last
 		n := r.count() // 0 for a section we add
-		out = appendU32(out, n+1)
+		out = appendU32(out, n+2)
 		out = append(out, r.rest()...)
 		out = appendName(out, meterModule)
 		out = appendName(out, meterYield)
 		out = append(out, 0x00)
 		out = appendU32(out, m.yieldType)
+		out = appendName(out, meterModule)
+		out = appendName(out, meterGrow)
+		out = append(out, 0x00)
+		out = appendU32(out, m.yieldType+1)
 	case 6: // globals: add the budget, a mutable i32
 		n := r.count() // 0 for a section we add
 		out = appendU32(out, n+1)
@@ -500,6 +520,11 @@ func (m *meter) body(b []byte, typ uint32) ([]byte, error) {
 			out = append(out, code[last:end]...)
 			out = m.charge(out, 1+loops[loop]/meterUnit)
 			loop++
+			last = end
+		case op == 0x40 && m.hasMemory: // memory.grow: call the host's grow
+			out = append(out, code[last:at]...)
+			out = append(out, 0x10)
+			out = appendU32(out, m.importFuncs+1)
 			last = end
 		case op == 0xfc && (sub == 8 || sub == 10 || sub == 11 || sub == 12 || sub == 14 || sub == 17):
 			// The length is on top of the stack: charge len/64Ki first.

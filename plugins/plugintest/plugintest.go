@@ -1,7 +1,8 @@
 // Package plugintest builds plugins from source for tests: the Go examples
 // (standard Go, GOOS=wasip1 -buildmode=c-shared), the hostile WAT plugins
-// (Debian's wabt: wat2wasm) and the AssemblyScript example (npm). It owns
-// no runtime behaviour and must only be imported by tests and benchmarks.
+// (Debian's wabt: wat2wasm) and the AssemblyScript example and probes
+// (npm). It owns no runtime behaviour and must only be imported by tests
+// and benchmarks.
 package plugintest
 
 import (
@@ -34,21 +35,36 @@ func BuildGo(ctx context.Context, outDir string, names ...string) (map[string][]
 	if len(names) == 0 {
 		names = GoExamples()
 	}
-	src := filepath.Join(Dir(), "examples")
 	out := make(map[string][]byte, len(names))
 	for _, n := range names {
-		dst := filepath.Join(outDir, n+".wasm")
-		if err := run(ctx, src, []string{"GOOS=wasip1", "GOARCH=wasm", "GOWORK=off", "CGO_ENABLED=0"},
-			"go", "build", "-buildmode=c-shared", "-o", dst, "./"+n); err != nil {
-			return nil, fmt.Errorf("build example %s: %w", n, err)
-		}
-		b, err := os.ReadFile(dst)
+		b, err := buildGo(ctx, filepath.Join(outDir, n+".wasm"), n, "-buildmode=c-shared")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("build example %s: %w", n, err)
 		}
 		out[n] = b
 	}
 	return out, nil
+}
+
+// BuildGoCommand builds plugins/examples/<name> the way a plugin author who
+// forgot -buildmode=c-shared does: a WASI command exporting _start, which
+// the host must refuse at upload. The file is outDir/<name>-command.wasm.
+func BuildGoCommand(ctx context.Context, outDir, name string) ([]byte, error) {
+	b, err := buildGo(ctx, filepath.Join(outDir, name+"-command.wasm"), name)
+	if err != nil {
+		return nil, fmt.Errorf("build %s without -buildmode=c-shared: %w", name, err)
+	}
+	return b, nil
+}
+
+// buildGo runs go build for wasip1 on plugins/examples/<name> with the
+// extra flags, writes dst and returns its bytes.
+func buildGo(ctx context.Context, dst, name string, flags ...string) ([]byte, error) {
+	args := append(append([]string{"build"}, flags...), "-o", dst, "./"+name)
+	if err := run(ctx, filepath.Join(Dir(), "examples"), []string{"GOOS=wasip1", "GOARCH=wasm", "GOWORK=off", "CGO_ENABLED=0"}, "go", args...); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(dst)
 }
 
 // CacheDir is a wazero compilation cache shared by test runs, like GOCACHE:
@@ -82,6 +98,19 @@ func AssemblyScript(ctx context.Context, outDir string) ([]byte, error) {
 	dir := filepath.Join(Dir(), "examples", "as-headers")
 	if err := run(ctx, dir, nil, "sh", "build.sh", dst); err != nil {
 		return nil, fmt.Errorf("build AssemblyScript example: %w", err)
+	}
+	return os.ReadFile(dst)
+}
+
+// AssemblyScriptProbe builds plugins/testdata/as/<name>.ts, a test probe
+// that imports nothing, with the AssemblyScript example's pinned compiler
+// (build.sh installs it on first use) and returns the wasm.
+func AssemblyScriptProbe(ctx context.Context, outDir, name string) ([]byte, error) {
+	src := filepath.Join(Dir(), "testdata", "as", name+".ts")
+	dst := filepath.Join(outDir, "as-"+name+".wasm")
+	dir := filepath.Join(Dir(), "examples", "as-headers")
+	if err := run(ctx, dir, nil, "sh", "build.sh", dst, src); err != nil {
+		return nil, fmt.Errorf("build AssemblyScript probe %s: %w", name, err)
 	}
 	return os.ReadFile(dst)
 }

@@ -392,6 +392,15 @@ type PluginStatus struct {
 	Local *Target `json:"local,omitempty"`
 	// Pending is set when this PoP failed to apply the record (retrying).
 	Pending string `json:"pending,omitempty"`
+	// Health is how each version this PoP runs (Local's stable and canary)
+	// has been doing here, by version; empty when it runs none.
+	Health []VersionHealth `json:"health,omitempty"`
+}
+
+// VersionHealth is the health of one version on the PoP that answered.
+type VersionHealth struct {
+	Version int `json:"version"`
+	plugins.Health
 }
 
 // DeploymentStatus is a decoded deployment record.
@@ -449,6 +458,7 @@ func (mg *Manager) Status(ctx context.Context, site string) (SiteStatus, error) 
 		if a := mg.applied[pluginKey{site, name}]; a != nil {
 			t := a.target
 			ps.Local = &t
+			ps.Health = mg.health(site, name, t)
 		}
 		if err := mg.failed[pluginKey{site, name}]; err != nil {
 			ps.Pending = err.Error()
@@ -457,6 +467,20 @@ func (mg *Manager) Status(ctx context.Context, site string) (SiteStatus, error) 
 		out.Plugins = append(out.Plugins, ps)
 	}
 	return out, nil
+}
+
+// health reports the Host's health of the versions t runs, stable first.
+func (mg *Manager) health(site, name string, t Target) []VersionHealth {
+	var out []VersionHealth
+	for _, v := range [...]int{t.Stable, t.Canary} {
+		if v == 0 {
+			continue
+		}
+		if h, ok := mg.opts.Host.Health(site, slotName(name, v)); ok {
+			out = append(out, VersionHealth{Version: v, Health: h})
+		}
+	}
+	return out
 }
 
 // DeployRequest asks for a version at a canary percentage (promotion is

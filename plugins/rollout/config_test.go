@@ -29,6 +29,14 @@ func cfgShares(t *testing.T, p *rollouttest.PoP, n int) map[string]int {
 	return got
 }
 
+// ranOnly reports whether every one of n answers counted in got ran config
+// cfg, but for at most 1% (at least one) that ran none: a call past its
+// 50 ms deadline under -race on a loaded machine is skipped (fail open).
+// An answer with another config fails it.
+func ranOnly(got map[string]int, cfg string, n int) bool {
+	return got[cfg]+got[""] == n && got[""] <= max(1, n/100)
+}
+
 // slotConfigs picks p's chain for the site n times and records which
 // config each slot of plugin "headers" ran with.
 func slotConfigs(t *testing.T, p *rollouttest.PoP, n int) map[string][]string {
@@ -88,8 +96,14 @@ func TestCanaryConfig(t *testing.T) {
 			t.Fatalf("%s: slots ran with configs %v, want %v", p.ID, got, want)
 		}
 		got := cfgShares(t, p, 400)
-		// 50% of 400: the binomial standard deviation is 10 requests.
-		if len(got) != 2 || got["new"] < 150 || got["old"] < 150 {
+		// 50% of 400: the binomial standard deviation is 10 requests. An
+		// answer without x-cfg ran neither (fail open): under -race on a
+		// loaded machine a call can pass its 50 ms deadline; as in
+		// TestCanarySplit, up to 1% of them is allowed.
+		if got["new"] < 150 || got["old"] < 150 || got["new"]+got["old"]+got[""] != 400 || got[""] > 4 {
+			for _, l := range p.Host.Logs(site) {
+				t.Logf("plugin log: %s %s v%d %s", l.Level, l.Plugin, l.Version, l.Msg)
+			}
 			t.Fatalf("%s: answers by config %v, want about half each of old and new", p.ID, got)
 		}
 	}
@@ -97,7 +111,7 @@ func TestCanaryConfig(t *testing.T) {
 	// At 0% the canary takes no request: the stable share is untouched.
 	pr = mustPush(t, a.Admin.URL, shop, site, "headers", v2, canary("0"))
 	waitLocal(t, b, "headers", pr.Deployment)
-	if got := cfgShares(t, b, 100); got["old"] != 100 {
+	if got := cfgShares(t, b, 100); !ranOnly(got, "old", 100) {
 		t.Fatalf("0%% canary with a new config: answers %v", got)
 	}
 
@@ -108,7 +122,7 @@ func TestCanaryConfig(t *testing.T) {
 	}
 	for _, p := range pops {
 		waitLocal(t, p, "headers", rollout.Target{Stable: 1})
-		if got := cfgShares(t, p, 50); got["old"] != 50 {
+		if got := cfgShares(t, p, 50); !ranOnly(got, "old", 50) {
 			t.Fatalf("%s after rollback: answers %v", p.ID, got)
 		}
 	}
@@ -141,7 +155,7 @@ func TestCanaryConfig(t *testing.T) {
 	for _, p := range pops {
 		waitLocal(t, p, "headers", rollout.Target{Stable: 2})
 		eventually(t, 30*time.Second, "new config on "+p.ID, func() bool { return cfgShares(t, p, 1)["new"] == 1 })
-		if got := cfgShares(t, p, 50); got["new"] != 50 {
+		if got := cfgShares(t, p, 50); !ranOnly(got, "new", 50) {
 			t.Fatalf("%s after promotion: answers %v", p.ID, got)
 		}
 	}
@@ -156,7 +170,7 @@ func TestCanaryConfig(t *testing.T) {
 	})
 	for _, p := range pops {
 		waitLocal(t, p, "headers", rollout.Target{Stable: 2})
-		if got := cfgShares(t, p, 50); got["new"] != 50 {
+		if got := cfgShares(t, p, 50); !ranOnly(got, "new", 50) {
 			t.Fatalf("%s after automatic rollback: answers %v", p.ID, got)
 		}
 	}

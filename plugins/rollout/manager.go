@@ -651,6 +651,12 @@ type canaryPick struct {
 	percent int
 }
 
+// entry is e as the host runs it, from slot (slotName: the plugin's
+// name with one of its versions).
+func (e ChainEntry) entry(slot string) plugins.Entry {
+	return plugins.Entry{Plugin: slot, Config: e.Config, RequestHeaders: e.RequestHeaders, ResponseHeaders: e.ResponseHeaders}
+}
+
 // rebuildLocked recomputes site's chains from its doc and what this PoP
 // has applied, and publishes them. Callers hold mg.mu.
 func (mg *Manager) rebuildLocked(site string) {
@@ -661,18 +667,17 @@ func (mg *Manager) rebuildLocked(site string) {
 		if a == nil || (a.target.Stable == 0 && a.target.Canary == 0) {
 			continue
 		}
-		e := plugins.Entry{Config: de.Config, RequestHeaders: de.RequestHeaders, ResponseHeaders: de.ResponseHeaders}
+		var e plugins.Entry // the stable slot; Plugin stays "" when only a canary runs here
 		if a.target.Stable != 0 {
-			e.Plugin = slotName(de.Plugin, a.target.Stable)
+			e = de.entry(slotName(de.Plugin, a.target.Stable))
 			sc.stable.Entries = append(sc.stable.Entries, e)
 		}
 		if a.target.Canary != 0 {
-			ce := e
+			ce := de
 			if own, ok := a.target.CanaryEntry(); ok {
-				ce = plugins.Entry{Config: own.Config, RequestHeaders: own.RequestHeaders, ResponseHeaders: own.ResponseHeaders}
+				ce = own
 			}
-			ce.Plugin = slotName(de.Plugin, a.target.Canary)
-			sc.canaries = append(sc.canaries, canaryPick{pos: len(sc.all), entry: ce, percent: a.target.Percent})
+			sc.canaries = append(sc.canaries, canaryPick{pos: len(sc.all), entry: ce.entry(slotName(de.Plugin, a.target.Canary)), percent: a.target.Percent})
 		}
 		sc.all = append(sc.all, e)
 	}

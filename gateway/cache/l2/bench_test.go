@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +28,18 @@ func benchPut(b testing.TB, t *Tier, key string, n int) {
 	if err := w.Commit(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// benchTier opens a tier of 1 GiB in a temporary directory, closed when
+// the benchmark ends; mode "pread" turns mappings off.
+func benchTier(b *testing.B, mode string) *Tier {
+	t, err := Open(Options{Dir: b.TempDir(), Bytes: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = t.Close() })
+	t.noMmap = mode == "pread"
+	return t
 }
 
 // benchDirWithIndex prepares a closed tier directory whose index holds
@@ -214,12 +225,7 @@ func BenchmarkHitToSocket(b *testing.B) {
 	for _, size := range []int{16 << 10, 1 << 20} {
 		for _, mode := range []string{"mmap", "pread"} {
 			b.Run(fmt.Sprintf("%dKiB/%s", size>>10, mode), func(b *testing.B) {
-				t, err := Open(Options{Dir: b.TempDir(), Bytes: 1 << 30})
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer t.Close()
-				t.noMmap = mode == "pread"
+				t := benchTier(b, mode)
 				benchPut(b, t, "k", size)
 				ln, err := net.Listen("tcp", "127.0.0.1:0")
 				if err != nil {
@@ -259,17 +265,10 @@ func BenchmarkHitToSocket(b *testing.B) {
 					hit()
 				}
 				b.StopTimer()
-				b.ReportMetric(float64(threadCPU()-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+				if threadCPUMeasured {
+					b.ReportMetric(float64(threadCPU()-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+				}
 			})
 		}
 	}
-}
-
-// threadCPU is the calling thread's user+system CPU time in nanoseconds.
-func threadCPU() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -4,7 +4,6 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 )
@@ -33,8 +32,13 @@ const (
 // file, so a cached entry always holds the file now under the object's path
 // (files are never written in place). An entry opened before a drop of the
 // same path must not be cached; the generation, bumped by every drop, tells.
+//
+// A hit only looks an entry up and takes a reference (an atomic add), under
+// the read lock, so concurrent hits do not wait for each other; an entry in
+// the map always holds the cache's reference, so a reference taken there
+// is never the last one's resurrection.
 type fdCache struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	m      map[uint64]*openFile
 	mapped int64 // bytes of the cached mappings
 	gen    atomic.Uint64
@@ -76,10 +80,10 @@ func newFDCache() *fdCache { return &fdCache{m: make(map[uint64]*openFile, fdCac
 func (f *openFile) release() {
 	if f.refs.Add(-1) == 0 {
 		if f.m != nil {
-			_ = syscall.Munmap(f.m)
+			unmap(f.m)
 		}
 		if f.fd >= 0 {
-			_ = syscall.Close(f.fd)
+			closeFD(f.fd)
 		}
 	}
 }
@@ -90,17 +94,22 @@ func (c *fdCache) generation() uint64 { return c.gen.Load() }
 // get returns the cached entry of h with a reference the caller must
 // release, or nil.
 func (c *fdCache) get(h uint64) *openFile {
-	c.mu.Lock()
+	c.mu.RLock()
 	f := c.m[h]
 	if f != nil {
 		f.refs.Add(1)
 	}
-	c.mu.Unlock()
+	c.mu.RUnlock()
 	return f
 }
 
 // add takes fd, opened at generation gen, and caches it or closes it.
+// Where descriptors are not kept (keepDescriptors), it closes it.
 func (c *fdCache) add(h uint64, fd int, gen uint64) {
+	if !keepDescriptors {
+		closeFD(fd)
+		return
+	}
 	f := &openFile{fd: fd}
 	f.refs.Store(1)
 	if !c.put(h, f, gen) {
@@ -125,21 +134,18 @@ func (c *fdCache) addMap(h uint64, fd int, m []byte, gen uint64) *openFile {
 // the mapping replaces old in the cache when old is still there. It
 // returns nil when the file cannot be mapped.
 func (c *fdCache) upgrade(h uint64, old *openFile) *openFile {
-	var st syscall.Stat_t
 	var m []byte
-	if err := syscall.Fstat(old.fd, &st); err != nil || st.Size <= 0 || st.Size > maxKeptMap || !c.roomFor(st.Size) ||
-		!mapFile(old.fd, st.Size, &m) {
+	if size, err := fileSize(old.fd); err != nil || size <= 0 || size > maxKeptMap || !c.roomFor(size) ||
+		!mapFile(old.fd, size, &m) {
 		// With no room for the mapping it would be made for one hit and
 		// dropped: the small file stays on pread.
 		return nil
 	}
 	// The mapping gets a descriptor of its own (for sendfile): old's may
 	// still be in a reader's hands, and closes when they let it go.
-	fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, uintptr(old.fd), syscall.F_DUPFD_CLOEXEC, 0)
-	if errno != 0 {
-		fd = ^uintptr(0) // -1: mapped, no descriptor; hits write from the mapping
-	}
-	f := &openFile{fd: int(fd), m: m}
+	// -1 when it cannot be had: mapped, no descriptor; hits write from
+	// the mapping.
+	f := &openFile{fd: dupFD(old.fd), m: m}
 	f.refs.Store(1)
 	c.mu.Lock()
 	if c.m != nil && c.m[h] == old && c.mapped+int64(len(m)) <= mapCacheBytes {
@@ -159,8 +165,8 @@ func (c *fdCache) upgrade(h uint64, old *openFile) *openFile {
 // roomFor reports whether a mapping of size bytes fits the mapping budget
 // now (put may still evict to make room for other entries).
 func (c *fdCache) roomFor(size int64) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return c.mapped+size <= mapCacheBytes
 }
 

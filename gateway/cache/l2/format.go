@@ -21,17 +21,32 @@ import (
 // buffer goes back to the tier's pool on Close; reading after Close is not
 // allowed (as for any closed body).
 type bytesBody struct {
-	*bytes.Reader
-	release func()
+	bytes.Reader
+	pool *sync.Pool // where buf goes back on Close
+	buf  *[]byte
 }
 
 func (b *bytesBody) Close() error {
-	if b.release != nil {
-		b.release()
-		b.release = nil
-		b.Reader = bytes.NewReader(nil)
+	if b.buf != nil {
+		b.pool.Put(b.buf)
+		b.pool, b.buf = nil, nil
+		b.Reset(nil)
 	}
 	return nil
+}
+
+// bytesObject is a hit read into a pooled buffer: the object and its body
+// in one allocation.
+type bytesObject struct {
+	obj  tier.Object
+	body bytesBody
+}
+
+// blockObject is a hit streamed block by block: the object and its body in
+// one allocation.
+type blockObject struct {
+	obj tier.Object
+	r   blockReader
 }
 
 // One object is one file:

@@ -8,7 +8,9 @@
 // block (XXH3-64; CRC-32C in files of format version 1, still read); every
 // read verifies what it serves, and a file that fails is removed, counted
 // and reported as a miss; its bad bytes are never returned. Hits are served
-// from kept read-only mappings of the files. A full disk makes the tier
+// from kept read-only mappings of the files on unix systems, and read with
+// positioned reads of a file opened per hit on Windows (sys_windows.go).
+// A full disk makes the tier
 // evict and then refuse new objects for a while (ErrNotAdmitted), never fail
 // a request.
 //
@@ -28,9 +30,9 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -108,7 +110,9 @@ type Tier struct {
 	// store, and a line each would flood the log.
 	failures *failurelog.Log
 
-	mu    sync.Mutex
+	// mu guards the index and the journal. A hit takes it for reading
+	// only (see hit); everything that changes the index takes it whole.
+	mu    sync.RWMutex
 	idx   map[uint64]*node
 	pol   evictionPolicy
 	used  int64
@@ -269,7 +273,8 @@ func (t *Tier) loadIndex() (rebuild, replayed bool, err error) {
 	nodes := make([]node, len(recs))
 	for i, r := range recs {
 		n := &nodes[i]
-		n.hash, n.size, n.freq = r.hash, r.size, r.freq
+		n.hash, n.size = r.hash, r.size
+		n.freq.Store(uint32(r.freq))
 		if old := t.idx[r.hash]; old != nil {
 			t.dropLocked(old)
 		}
@@ -316,7 +321,7 @@ func (t *Tier) compact() error {
 func (t *Tier) snapshotLocked() []snapRec {
 	recs := make([]snapRec, 0, len(t.idx))
 	t.pol.each(func(n *node) {
-		recs = append(recs, snapRec{hash: n.hash, size: n.size, queue: n.queue, freq: n.freq})
+		recs = append(recs, snapRec{hash: n.hash, size: n.size, queue: n.queue, freq: uint8(n.freq.Load())})
 	})
 	return recs
 }
@@ -398,8 +403,17 @@ func (t *Tier) path(h uint64) string {
 		b[i] = digits[h&15]
 		h >>= 4
 	}
-	name := string(b[:])
-	return filepath.Join(t.objDir, name[:2], name)
+	// objDir/xx/<hash> in one allocation (every miss asks for it). objDir
+	// is clean (made by filepath.Join), so this is what filepath.Join
+	// would return.
+	var p strings.Builder
+	p.Grow(len(t.objDir) + 2 + 2 + len(b))
+	p.WriteString(t.objDir)
+	p.WriteByte(filepath.Separator)
+	p.Write(b[:2])
+	p.WriteByte(filepath.Separator)
+	p.Write(b[:])
+	return p.String()
 }
 
 func charge(fileSize int64) int64 { return (fileSize + diskBlock - 1) / diskBlock * diskBlock }
@@ -494,8 +508,8 @@ func (t *Tier) Counters() Counters {
 
 // Usage implements tier.Stats.
 func (t *Tier) Usage() (objects, bytes int64) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	t.mu.RLock()
+	defer t.mu.RUnlock()
 	return int64(len(t.idx)), t.used
 }
 
@@ -529,7 +543,7 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		t.miss(h, false, gen) // a miss, not damage
 		return nil, tier.ErrNotFound
 	default:
-		t.miss(h, errors.Is(err, syscall.ENOENT), gen)
+		t.miss(h, errors.Is(err, fs.ErrNotExist), gen)
 		return nil, tier.ErrNotFound
 	}
 	m := l.meta
@@ -551,13 +565,20 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		return &o.obj, nil
 	}
 	if l.body != nil {
-		return &tier.Object{Meta: m, Body: &bytesBody{Reader: bytes.NewReader(l.body[off:end]), release: l.release}}, nil
+		// One allocation for the object and its body; the buffer is the
+		// pool's.
+		o := &bytesObject{body: bytesBody{pool: l.pool, buf: l.buf}}
+		o.body.Reset(l.body[off:end])
+		o.obj = tier.Object{Meta: m, Body: &o.body}
+		return &o.obj, nil
 	}
-	r := &blockReader{
+	// One allocation for the object and its body.
+	o := &blockObject{r: blockReader{
 		f: l.f, p: l.p, start: off, off: off, end: end,
 		file:   fileRef{t, h},
 		chunks: &t.chunks,
-	}
+	}}
+	r := &o.r
 	if l.mf != nil {
 		r.mf, r.m = l.mf, l.mf.m
 		r.mb = r.m[l.p.hdr.bodyOff():l.p.hdr.tableOff()]
@@ -566,7 +587,8 @@ func (t *Tier) GetRange(ctx context.Context, key string, off, n int64) (*tier.Ob
 		r.bufs, r.bufp = &t.bufs, t.bufs.Get().(*[]byte)
 		r.buf = (*r.bufp)[:blockSize]
 	}
-	return &tier.Object{Meta: m, Body: r}, nil
+	o.obj = tier.Object{Meta: m, Body: r}
+	return &o.obj, nil
 }
 
 // fileRef names an object file for a body read from it to report it
@@ -589,19 +611,20 @@ func (f fileRef) corrupt() {
 // the fdCache) or, where mapping fails, kept open (f), and their body is
 // verified as it streams.
 type loaded struct {
-	p       parsed
-	meta    *tier.Meta
-	size    int64 // file size
-	body    []byte
-	release func()
-	mf      *openFile
-	f       *os.File
+	p    parsed
+	meta *tier.Meta
+	size int64 // file size
+	body []byte
+	pool *sync.Pool // where buf goes back when the body is done, or nil
+	buf  *[]byte    // the pooled buffer body is in
+	mf   *openFile
+	f    *os.File
 }
 
 // free gives back what a loaded file holds when it is not served.
 func (l *loaded) free() {
-	if l.release != nil {
-		l.release()
+	if l.buf != nil {
+		l.pool.Put(l.buf)
 	}
 	if l.mf != nil {
 		l.mf.release()
@@ -646,12 +669,12 @@ func (t *Tier) load(h uint64, key string, gen uint64) (l loaded, err error) {
 		k, rerr := pread(c.fd, *bp, 0)
 		c.release()
 		if rerr == nil && k < len(*bp) {
-			l.size, l.release = int64(k), func() { t.bufs.Put(bp) }
+			l.size, l.pool, l.buf = int64(k), &t.bufs, bp
 			if l.p, l.body, err = parseWhole((*bp)[:k]); err == nil {
 				l.meta, err = t.identify(&l.p, h, key)
 			}
 			if err != nil {
-				l.release()
+				l.free()
 				return loaded{}, err
 			}
 			return l, nil
@@ -665,23 +688,21 @@ func (t *Tier) load(h uint64, key string, gen uint64) (l loaded, err error) {
 	if err != nil {
 		return loaded{}, err
 	}
-	var st syscall.Stat_t
-	if err := syscall.Fstat(fd, &st); err != nil {
-		_ = syscall.Close(fd)
+	if l.size, err = fileSize(fd); err != nil {
+		closeFD(fd)
 		return loaded{}, fmt.Errorf("l2: stat %s: %w", path, err)
 	}
-	l.size = st.Size
 	var m []byte
 	switch {
 	case l.size < smallRead:
 		bp := t.bufs.Get().(*[]byte)
-		l.release = func() { t.bufs.Put(bp) }
+		l.pool, l.buf = &t.bufs, bp
 		k, rerr := pread(fd, *bp, 0)
 		if rerr == nil && int64(k) == l.size {
 			t.fds.add(h, fd, gen)
 			l.p, l.body, err = parseWhole((*bp)[:k])
 		} else {
-			_ = syscall.Close(fd)
+			closeFD(fd)
 			err = fmt.Errorf("%w: read %d of %d bytes: %v", errCorrupt, k, l.size, rerr)
 		}
 	case !t.noMmap && mapFile(fd, l.size, &m):
@@ -693,9 +714,9 @@ func (t *Tier) load(h uint64, key string, gen uint64) (l loaded, err error) {
 		// verify the whole file, as for a small one, so damage is a clean
 		// miss.
 		cp := t.chunks.Get().(*[]byte)
-		l.release = func() { t.chunks.Put(cp) }
+		l.pool, l.buf = &t.chunks, cp
 		k, rerr := pread(fd, (*cp)[:l.size], 0)
-		_ = syscall.Close(fd)
+		closeFD(fd)
 		if rerr == nil && int64(k) == l.size {
 			l.p, l.body, err = parseWhole((*cp)[:k])
 		} else {
@@ -785,8 +806,19 @@ func (t *Tier) fromMapping(mf *openFile, h uint64, key string) (l loaded, err er
 // generation gen. Every rename or removal of an object file bumps the
 // generation under t.mu, so an unchanged generation means the file read is
 // still the one under h's path.
+//
+// The common case, an indexed object under S3-FIFO, only bumps the node's
+// atomic counter, under the read lock, so concurrent hits do not wait for
+// each other; the rest is done under the write lock, as before.
 func (t *Tier) hit(h uint64, size int64, gen uint64) {
 	t.c.hits.Add(1)
+	t.mu.RLock()
+	n := t.idx[h]
+	done := n != nil && t.pol.touchShared(n)
+	t.mu.RUnlock()
+	if done {
+		return
+	}
 	t.mu.Lock()
 	if n := t.idx[h]; n != nil {
 		t.pol.touch(n)
@@ -809,6 +841,14 @@ func (t *Tier) hit(h uint64, size int64, gen uint64) {
 func (t *Tier) miss(h uint64, gone bool, gen uint64) {
 	t.c.misses.Add(1)
 	if !gone {
+		return
+	}
+	// Most misses are of objects the index does not hold either: those
+	// need only the read lock.
+	t.mu.RLock()
+	indexed := t.idx[h] != nil
+	t.mu.RUnlock()
+	if !indexed {
 		return
 	}
 	t.mu.Lock()
@@ -882,7 +922,7 @@ func (t *Tier) Put(ctx context.Context, key string, meta *tier.Meta) (tier.Write
 // evicts a slice of the budget (1%, at least 8 MiB) so that a retry can
 // succeed.
 func (t *Tier) diskFull(err error) bool {
-	if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) && !errors.Is(err, syscall.EFBIG) {
+	if !isDiskFull(err) {
 		return false
 	}
 	t.c.diskFull.Add(1)
@@ -1075,7 +1115,7 @@ func (t *Tier) Delete(_ context.Context, key string) error {
 func (t *Tier) UpdateMeta(ctx context.Context, key string, meta *tier.Meta) error {
 	h := hashKey(key)
 	path := t.path(h)
-	f, err := os.Open(path)
+	f, err := openShared(path)
 	if err != nil {
 		return tier.ErrNotFound
 	}
@@ -1170,7 +1210,7 @@ func (t *Tier) Scan(ctx context.Context, fn func(key string, meta *tier.Meta) bo
 }
 
 func (t *Tier) readMeta(path string) (string, *tier.Meta, error) {
-	f, err := os.Open(path)
+	f, err := openShared(path)
 	if err != nil {
 		return "", nil, err
 	}
@@ -1270,45 +1310,4 @@ func (t *Tier) Close() error {
 		return fmt.Errorf("l2: mark clean shutdown: %w", err)
 	}
 	return nil
-}
-
-// mapFile maps size bytes of fd read-only into *m and reports whether it
-// could.
-func mapFile(fd int, size int64, m *[]byte) bool {
-	b, err := syscall.Mmap(fd, 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED)
-	if err != nil {
-		return false
-	}
-	*m = b
-	return true
-}
-
-// openRead opens path read-only as a raw descriptor (no os.File, so no
-// poller registration attempt on the hit path).
-func openRead(path string) (int, error) {
-	for {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		if err != syscall.EINTR {
-			return fd, err
-		}
-	}
-}
-
-// pread reads up to len(b) bytes at off, until b is full or the file ends.
-func pread(fd int, b []byte, off int64) (int, error) {
-	n := 0
-	for n < len(b) {
-		k, err := syscall.Pread(fd, b[n:], off+int64(n))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return n, err
-		}
-		if k == 0 {
-			break
-		}
-		n += k
-	}
-	return n, nil
 }

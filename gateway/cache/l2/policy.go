@@ -1,7 +1,9 @@
 package l2
 
+import "sync/atomic"
+
 // Eviction policies. Both work on byte sizes and are driven under the tier's
-// lock. S3-FIFO (Yang et al., SOSP 2023) is the default: measured against
+// lock (a hit of S3-FIFO under its read lock only: see touchShared). S3-FIFO (Yang et al., SOSP 2023) is the default: measured against
 // LRU and Belady in policy_test.go, it wins on Zipf traces and clearly on a
 // scan-polluted trace, and a hit only bumps a small counter instead of moving
 // a list node.
@@ -21,9 +23,12 @@ const (
 
 // node is one indexed object.
 type node struct {
-	hash       uint64
-	size       int64 // bytes charged against the budget
-	freq       uint8
+	hash uint64
+	size int64 // bytes charged against the budget
+	// freq is S3-FIFO's hit counter (0-3). Hits bump it under the tier's
+	// read lock, concurrently, so it is atomic; the rest of the policy
+	// reads and resets it under the write lock.
+	freq       atomic.Uint32
 	queue      uint8
 	prev, next *node
 }
@@ -69,8 +74,12 @@ type evictionPolicy interface {
 	// add inserts a new node; queue is a restored queue from the snapshot,
 	// or qNone for a fresh insert.
 	add(n *node, queue uint8)
-	// touch records a hit.
+	// touch records a hit, under the tier's write lock.
 	touch(n *node)
+	// touchShared records a hit under the tier's read lock, concurrently
+	// with other touchShared calls, and reports whether it could; when it
+	// cannot, the caller takes the write lock and calls touch.
+	touchShared(n *node) bool
 	// remove drops a node (deleted or replaced).
 	remove(n *node)
 	// victim removes and returns the next node to evict, nil when empty.
@@ -104,20 +113,29 @@ func (p *s3fifo) add(n *node, queue uint8) {
 		p.small.pushHead(n)
 	case p.ghost.remove(n.hash):
 		n.queue = qMain
-		n.freq = 0
+		n.freq.Store(0)
 		p.main.pushHead(n)
 	default:
 		n.queue = qSmall
-		n.freq = 0
+		n.freq.Store(0)
 		p.small.pushHead(n)
 	}
 	// The ghost remembers about as many keys as main holds objects.
 	p.ghost.setCap(max(p.main.n+p.small.n, 4096))
 }
 
-func (p *s3fifo) touch(n *node) {
-	if n.freq < 3 {
-		n.freq++
+func (p *s3fifo) touch(n *node) { p.touchShared(n) }
+
+// touchShared bumps n's counter up to 3. A hit needs nothing else, so
+// hits of S3-FIFO never take the tier's write lock; a saturated counter
+// (the usual state of a hot object) is only read, so concurrent hits of
+// one object do not even contend for its cache line.
+func (p *s3fifo) touchShared(n *node) bool {
+	for {
+		f := n.freq.Load()
+		if f >= 3 || n.freq.CompareAndSwap(f, f+1) {
+			return true
+		}
 	}
 }
 
@@ -136,8 +154,8 @@ func (p *s3fifo) victim() *node {
 		if p.small.n > 0 && (p.small.bytes >= p.budget/10 || p.main.n == 0) {
 			n := p.small.tail
 			p.small.remove(n)
-			if n.freq > 0 {
-				n.freq = 0
+			if n.freq.Load() > 0 {
+				n.freq.Store(0)
 				n.queue = qMain
 				p.main.pushHead(n)
 				continue
@@ -151,8 +169,8 @@ func (p *s3fifo) victim() *node {
 		}
 		n := p.main.tail
 		p.main.remove(n)
-		if n.freq > 0 {
-			n.freq--
+		if f := n.freq.Load(); f > 0 {
+			n.freq.Store(f - 1)
 			p.main.pushHead(n)
 			continue
 		}
@@ -237,6 +255,9 @@ func (p *lru) touch(n *node) {
 		p.l.pushHead(n)
 	}
 }
+
+// touchShared cannot move a node: LRU hits take the write lock.
+func (p *lru) touchShared(*node) bool { return false }
 func (p *lru) remove(n *node) {
 	if n.queue == qMain {
 		p.l.remove(n)

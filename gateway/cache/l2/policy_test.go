@@ -59,7 +59,7 @@ func scanTrace(n, length int, s float64, scan int, seed uint64) []uint64 {
 	out := make([]uint64, 0, len(t)+scan)
 	out = append(out, t[:mid]...)
 	for i := range scan {
-		out = append(out, uint64(1<<62+i))
+		out = append(out, 1<<62+uint64(i))
 	}
 	return append(out, t[mid:]...)
 }
@@ -107,6 +107,9 @@ func (p *wtinylfu) add(n *node, _ uint8) {
 	n.queue = qWindow
 	p.window.pushHead(n)
 }
+
+// touchShared: W-TinyLFU moves nodes on a hit, under the write lock.
+func (p *wtinylfu) touchShared(*node) bool { return false }
 
 func (p *wtinylfu) touch(n *node) {
 	p.count(n.hash)

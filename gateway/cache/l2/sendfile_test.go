@@ -1,3 +1,5 @@
+//go:build unix
+
 package l2_test
 
 import (

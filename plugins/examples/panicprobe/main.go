@@ -3,7 +3,11 @@
 // failure: "panic" assigns to a nil map (a Go panic, whose reason the Go
 // runtime prints to stderr), "oom" allocates 100 MiB at once, "grow" keeps
 // allocating 1 MiB blocks until the memory cap stops it, "flood" writes
-// 64 KiB to stdout and then panics, "print" writes a line and succeeds.
+// 64 KiB to stdout and then panics, "count" writes the numbered lines
+// "line 00001" to "line 01000" (11 KB, more than the host keeps) and then
+// panics, "oomlog" logs a line about something else being out of memory
+// and then panics (a trap, not a memory overrun), "print" writes a line
+// and succeeds.
 // Built without -buildmode=c-shared it is the command-mode module the host
 // refuses at upload.
 package main
@@ -39,6 +43,16 @@ func onRequest() int32 {
 			}
 		case "flood":
 			fmt.Fprint(os.Stdout, strings.Repeat("noise ", 64<<10/6))
+			var m map[string]int
+			m[req.Path]++
+		case "count":
+			for i := 1; i <= 1000; i++ {
+				fmt.Fprintf(os.Stdout, "line %05d\n", i)
+			}
+			var m map[string]int
+			m[req.Path]++
+		case "oomlog":
+			fmt.Fprintln(os.Stderr, "upstream cache: out of memory, serving without it")
 			var m map[string]int
 			m[req.Path]++
 		case "print":

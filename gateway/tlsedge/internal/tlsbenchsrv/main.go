@@ -51,8 +51,6 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	fmt.Printf("cpu user %.3fs sys %.3fs\n", float64(ru.Utime.Nano())/1e9, float64(ru.Stime.Nano())/1e9)
+	fmt.Println(cpuReport())
 	srv.Shutdown(context.Background())
 }
