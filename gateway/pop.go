@@ -344,7 +344,7 @@ func (p *PoP) fastRoute(host string) http.Handler {
 func (p *PoP) fastObserve(o *cache.FastObservation) {
 	p.record(context.Background(), o.Site, o.Generated, middleware.Access{
 		RequestID: o.RequestID, Remote: o.RemoteAddr, Method: o.Method, Host: o.Host, URI: o.RequestURI,
-		Proto: "HTTP/1.1", Status: o.Status, Bytes: o.Bytes, Elapsed: o.Elapsed,
+		Proto: "HTTP/1.1", Status: o.Status, Bytes: o.Bytes, Elapsed: o.Elapsed, BodyError: o.BodyError,
 	})
 }
 

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/meridian-edge/meridian/middleware"
 )
 
 // net/http writes an HTTP/1.x response through a 4 KiB buffer: for a stored
@@ -223,7 +225,11 @@ func writeBodyFrom(w http.ResponseWriter, r *http.Request, body io.Reader, size 
 	if err != nil && r.Context().Err() == nil {
 		// A tier body failed mid-way (an L2 block whose checksum does not
 		// match, a read error): cut the connection so the client sees a
-		// truncated response, never a short "complete" one.
+		// truncated response, never a short "complete" one, and say why in
+		// the access log.
+		if be := storeBodyError(err); be != "" {
+			middleware.MarkBodyError(r.Context(), be)
+		}
 		panic(http.ErrAbortHandler)
 	}
 	if err == nil && cc != nil {

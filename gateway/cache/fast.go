@@ -81,6 +81,11 @@ type FastObservation struct {
 	// Generated is why the PoP made this answer itself ("" when it is a
 	// stored response), as middleware.MarkGenerated says on net/http.
 	Generated string
+	// BodyError is why the body was cut after the header went out ("" when
+	// it was sent whole, or the client went away): "store-error" when the
+	// tier's copy failed mid-way (an L2 block failing its checksum), as
+	// middleware.MarkBodyError says on net/http.
+	BodyError string
 }
 
 // FastListener is the listener Cache.Fast returns: serve it with the server that

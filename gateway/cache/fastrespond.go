@@ -2,14 +2,17 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -156,8 +159,8 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 	case req.head || notModified:
 		_, err = c.hw.writev(out, nil)
 	case st.rs == nil:
-		_, err = c.hw.writev(out, st.body)
-		sent = int64(len(st.body))
+		sent, err = c.hw.writev(out, st.body)
+		sent = max(0, sent-int64(len(out)))
 	default:
 		sent, err = writeHeadAndBody(&c.hw, out, st.reader())
 	}
@@ -166,6 +169,12 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		// A client gone or a tier body that failed mid-way (an L2 block
 		// whose checksum does not match): the connection is closed, so the
 		// client sees a truncated response, never a short "complete" one.
+		// Either way the request was answered, in part: it is logged and
+		// counted with what was sent, and a failed store says so.
+		if c.l.opts.Observe != nil {
+			c.obs.BodyError = storeBodyError(err)
+			c.observe(h.site.SiteID, req, id, status, sent, start, "")
+		}
 		return nil, false, err
 	}
 	if c.l.opts.Observe != nil {
@@ -469,4 +478,17 @@ func appendStoredHeader(out []byte, hd http.Header, via string, size int64) []by
 	out = append(out, "Content-Length: "...)
 	out = strconv.AppendInt(out, size, 10)
 	return append(out, "\r\n"...)
+}
+
+// storeBodyError is a fast answer's FastObservation.BodyError for the
+// error that ended its body: "" when writing to the client failed (it went
+// away or stalled past the write timeout: not the PoP's failure, and what
+// net/http's path leaves unmarked too), else "store-error".
+func storeBodyError(err error) string {
+	switch {
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET), errors.Is(err, net.ErrClosed),
+		errors.Is(err, os.ErrDeadlineExceeded):
+		return ""
+	}
+	return "store-error"
 }

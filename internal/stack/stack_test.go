@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -735,6 +736,12 @@ func TestNATSGone(t *testing.T) {
 // must see a truncated response (never a complete one with wrong bytes), and
 // the next request must get the right bytes from another tier or the origin.
 func TestCorruptL2ObjectIsCutNotServed(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_hits=%v", fast), func(t *testing.T) { corruptL2ObjectIsCut(t, fast) })
+	}
+}
+
+func corruptL2ObjectIsCut(t *testing.T, fast bool) {
 	want := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=600")
@@ -743,8 +750,10 @@ func TestCorruptL2ObjectIsCutNotServed(t *testing.T) {
 	defer origin.Close()
 	cfg := devConfig(t, origin.URL)
 	cfg.PoPs[0].Cache.L3.Endpoint = "" // L2 is the only tier below L1
+	cfg.PoPs[0].FastHits = &fast
+	logs := &testutil.SyncBuffer{}
 	start := func() *stack.Stack {
-		st, err := stack.Start(context.Background(), cfg, stack.Roles{PoPs: []string{"us-east-1"}}, slog.New(slog.DiscardHandler))
+		st, err := stack.Start(context.Background(), cfg, stack.Roles{PoPs: []string{"us-east-1"}}, slog.New(slog.NewJSONHandler(logs, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -792,6 +801,22 @@ func TestCorruptL2ObjectIsCutNotServed(t *testing.T) {
 	}
 	if len(b) >= len(want) || !bytes.Equal(b, want[:len(b)]) {
 		t.Fatalf("the cut response carried %d bytes that are not a prefix of the object", len(b))
+	}
+	// The access log says what the client got: the status sent, the bytes
+	// it received, and that the stored copy failed.
+	var line map[string]any
+	testutil.WaitFor(t, "the cut request's access log line", func() bool {
+		for l := range strings.SplitSeq(logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" && m["uri"] == "/big" && m["body_error"] != nil {
+				line = m
+				return true
+			}
+		}
+		return false
+	})
+	if line["status"] != float64(200) || line["body_error"] != "store-error" || line["bytes"] != float64(len(b)) {
+		t.Fatalf("access log line %v: want status 200, body_error store-error and the %d bytes the client got", line, len(b))
 	}
 	cs, b, err = get(st)
 	if err != nil || !bytes.Equal(b, want) {
