@@ -357,6 +357,12 @@ func (p *PoP) record(ctx context.Context, site, generated string, a middleware.A
 	if generated != "" {
 		p.metrics.ObserveGenerated(site, a.Status, generated)
 	}
+	if a.BodyError == "" {
+		a.BodyError = middleware.BodyError(ctx)
+	}
+	if a.BodyError != "" {
+		p.metrics.ObserveCut(site, a.BodyError)
+	}
 	if p.log.Enabled(ctx, slog.LevelInfo) {
 		middleware.LogAccess(ctx, p.log, a)
 	}

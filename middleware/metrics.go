@@ -29,6 +29,7 @@ type RequestMetrics struct {
 	duration  *prometheus.HistogramVec
 	bytes     *prometheus.CounterVec
 	generated *prometheus.CounterVec
+	cut       *prometheus.CounterVec
 	site      SiteFunc
 	// bySite holds each site's series, resolved once: WithLabelValues
 	// hashes its labels and takes a lock on every call, a tenth of a
@@ -59,6 +60,7 @@ func NewRequestMetrics(reg prometheus.Registerer, site SiteFunc) *RequestMetrics
 //	meridian_http_request_seconds{pop,site}
 //	meridian_http_response_bytes_total{pop,site}
 //	meridian_http_responses_generated_total{pop,site,code,reason}  responses the PoP made itself (MarkGenerated), not the origin's
+//	meridian_http_responses_cut_total{pop,site,reason}          responses whose body was cut after the header (MarkBodyError)
 func NewPoPRequestMetrics(reg prometheus.Registerer, popID string, site SiteFunc) *RequestMetrics {
 	var pop prometheus.Labels
 	if popID != "" {
@@ -79,10 +81,14 @@ func NewPoPRequestMetrics(reg prometheus.Registerer, popID string, site SiteFunc
 			Name: "meridian_http_responses_generated_total", ConstLabels: pop,
 			Help: "Responses the PoP made itself instead of passing on the origin's (origin unreachable or too slow, plugin failure), by site, status code and reason. Also counted in meridian_http_requests_total.",
 		}, []string{"site", "code", "reason"}),
+		cut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_http_responses_cut_total", ConstLabels: pop,
+			Help: "Responses whose body was cut after the status went out (the origin's body ended early or stalled, a stored copy failed its checksum), by site and reason. Also counted, by the status sent, in meridian_http_requests_total.",
+		}, []string{"site", "reason"}),
 		site: site,
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.bytes, m.generated)
+		reg.MustRegister(m.requests, m.duration, m.bytes, m.generated, m.cut)
 	}
 	return m
 }
@@ -95,7 +101,21 @@ func (m *RequestMetrics) Observer() Observer {
 		if reason := Generated(r.Context()); reason != "" {
 			m.ObserveGenerated(site, status, reason)
 		}
+		if reason := BodyError(r.Context()); reason != "" {
+			m.ObserveCut(site, reason)
+		}
 	}
+}
+
+// ObserveCut counts a response of site whose body was cut after the
+// header, for reason (MarkBodyError's word), for a server that has no
+// http.Request for it (the cache's fast path). ObserveSite counts the
+// request itself.
+func (m *RequestMetrics) ObserveCut(site, reason string) {
+	if site == "" {
+		site = UnknownSite
+	}
+	m.cut.WithLabelValues(site, reason).Inc()
 }
 
 // ObserveGenerated counts a response the PoP made itself for site (a 421

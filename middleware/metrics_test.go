@@ -140,3 +140,36 @@ func BenchmarkObserveSite(b *testing.B) {
 		m.ObserveSite("www", "GET", 200, 1024, time.Millisecond)
 	}
 }
+
+// TestCutResponsesAreCounted: a response whose body was cut after the
+// header (MarkBodyError) is counted by reason in
+// meridian_http_responses_cut_total, beside its sent status in the request
+// counts; a whole one is not.
+func TestCutResponsesAreCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := middleware.NewPoPRequestMetrics(reg, "eu-1", func(*http.Request) string { return "www" })
+	get := serveObserved(t, m, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		if r.URL.Path == "/whole" {
+			io.WriteString(w, strings.Repeat("x", 100))
+			return
+		}
+		io.WriteString(w, strings.Repeat("x", 50))
+		middleware.MarkBodyError(r.Context(), "origin-error")
+		panic(http.ErrAbortHandler)
+	})
+	get("/whole")
+	get("/cut")
+	want := `
+# HELP meridian_http_responses_cut_total Responses whose body was cut after the status went out (the origin's body ended early or stalled, a stored copy failed its checksum), by site and reason. Also counted, by the status sent, in meridian_http_requests_total.
+# TYPE meridian_http_responses_cut_total counter
+meridian_http_responses_cut_total{pop="eu-1",reason="origin-error",site="www"} 1
+`
+	if err := promtest.GatherAndCompare(reg, strings.NewReader(want), "meridian_http_responses_cut_total"); err != nil {
+		t.Error(err)
+	}
+	if n := promtest.ToFloat64(m.Counter("www", "GET", 200)); n != 2 {
+		t.Errorf("requests counted under 2xx: %v, want both (the cut one was sent as a 200)", n)
+	}
+}

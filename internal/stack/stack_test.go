@@ -818,6 +818,9 @@ func corruptL2ObjectIsCut(t *testing.T, fast bool) {
 	if line["status"] != float64(200) || line["body_error"] != "store-error" || line["bytes"] != float64(len(b)) {
 		t.Fatalf("access log line %v: want status 200, body_error store-error and the %d bytes the client got", line, len(b))
 	}
+	if n := testutil.MetricSum(t, st.PoP("us-east-1").Registry(), "meridian_http_responses_cut_total", map[string]string{"site": "www", "reason": "store-error"}); n != 1 {
+		t.Errorf("meridian_http_responses_cut_total{reason=store-error}: %v, want 1", n)
+	}
 	cs, b, err = get(st)
 	if err != nil || !bytes.Equal(b, want) {
 		t.Fatalf("after the cut: %d bytes, %v (Cache-Status %q); want the object from the origin", len(b), err, cs)
