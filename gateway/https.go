@@ -44,6 +44,7 @@ func (p *PoP) startTLS(ctx context.Context, base http.Handler) (http.Handler, er
 	}
 	srv, err := tlsedge.NewServer(tlsedge.ServerOptions{
 		Addr: t.Addr, HTTP3Addr: h3, TLSConfig: t.Certs.TLSConfig(), Handler: secure, Logger: p.log,
+		WrapListener: p.proxyProtocol,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway %s: https: %w", p.opts.ID, err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/realip"
 	"github.com/meridian-edge/meridian/gateway/tlsedge"
 	"github.com/meridian-edge/meridian/internal/beacon"
 	"github.com/meridian-edge/meridian/internal/statesync"
@@ -89,6 +90,12 @@ type Options struct {
 	// (and the refusals then say that no token is configured). SetCredentials
 	// replaces them while the PoP runs.
 	Credentials Credentials
+	// ProxyProtocol, with Trusted set, reads clients' addresses from PROXY
+	// protocol headers (v1, v2) on the HTTP and HTTPS listeners (the admin
+	// listener is never wrapped), for a PoP behind an L4 load balancer.
+	// Its Logger, Registerer and PoP are the PoP's. It cannot be combined
+	// with TLS.HTTP3: QUIC carries no header.
+	ProxyProtocol realip.Options
 	// Registry receives the PoP's metrics and is served on the admin
 	// /metrics; nil makes a new one. Pass one in to register the metrics of
 	// components built before the PoP (origin pools, the cache).
@@ -129,6 +136,9 @@ func New(opts Options) (*PoP, error) {
 	}
 	if opts.BeaconInterval == 0 {
 		opts.BeaconInterval = time.Second
+	}
+	if len(opts.ProxyProtocol.Trusted) > 0 && opts.TLS.HTTP3 {
+		return nil, fmt.Errorf("gateway %s: the PROXY protocol cannot be used with HTTP/3 (QUIC carries no header, so h3 clients would be seen as the balancer); turn one off", opts.ID)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -376,6 +386,12 @@ func (p *PoP) Start(ctx context.Context) error {
 	if p.httpLn, err = net.Listen("tcp", p.opts.HTTPAddr); err != nil {
 		return fmt.Errorf("gateway %s: listen http %s: %w", p.opts.ID, p.opts.HTTPAddr, err)
 	}
+	ln, err := p.proxyProtocol(p.httpLn)
+	if err != nil {
+		p.httpLn.Close()
+		return fmt.Errorf("gateway %s: http %s: %w", p.opts.ID, p.opts.HTTPAddr, err)
+	}
+	p.httpLn = ln
 	if p.adminLn, err = net.Listen("tcp", p.opts.AdminAddr); err != nil {
 		p.httpLn.Close()
 		return fmt.Errorf("gateway %s: listen admin %s: %w", p.opts.ID, p.opts.AdminAddr, err)
@@ -435,6 +451,14 @@ func (p *PoP) Start(ctx context.Context) error {
 	}
 	p.log.Info("PoP serving", "http", p.httpLn.Addr().String(), "https", p.HTTPSAddr(), "admin", p.adminLn.Addr().String(), "region", p.opts.Region)
 	return nil
+}
+
+// proxyProtocol wraps a public listener for the PROXY protocol per
+// Options.ProxyProtocol; without trusted balancers it returns ln itself.
+func (p *PoP) proxyProtocol(ln net.Listener) (net.Listener, error) {
+	o := p.opts.ProxyProtocol
+	o.Logger, o.Registerer, o.PoP = p.log, p.registry, p.opts.ID
+	return realip.Wrap(ln, o)
 }
 
 // HTTPAddr is the bound proxy address (after Start).

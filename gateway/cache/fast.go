@@ -280,11 +280,7 @@ func (l *FastListener) acceptLoop() {
 // and streak its bounce count (see fastConn.streak); false (and c closed)
 // once the listener is closed.
 func (l *FastListener) start(c net.Conn, initial []byte, streak int) bool {
-	fc := &fastConn{l: l, conn: c, streak: streak, rc: tcpSocket(c)}
-	fc.hw = fileHeadWriter{headWriter: headWriter{conn: c, vw: newVecWriter(fc.rc)}}
-	if l.opts.Sendfile {
-		fc.hw.fs = connSender(fc.rc)
-	}
+	fc := &fastConn{l: l, conn: c, streak: streak}
 	l.mu.Lock()
 	if l.closing.Load() {
 		l.mu.Unlock()
@@ -303,6 +299,15 @@ func (l *FastListener) forget(fc *fastConn) {
 	delete(l.conns, fc)
 	l.mu.Unlock()
 	l.wg.Done()
+}
+
+// preambleSocket is a listener's connection that is a TCP socket once a
+// preamble is read (gateway/realip.Conn: the PROXY protocol header): Socket
+// reads it, then returns the socket and the bytes read past the preamble,
+// which the caller takes over. The connection itself is kept for
+// RemoteAddr, deadlines and Close.
+type preambleSocket interface {
+	Socket() (*net.TCPConn, []byte, error)
 }
 
 // Connection states, for Close.
@@ -367,6 +372,26 @@ func (c *fastConn) serve(initial []byte) {
 		c.l.bufs.Put(c.bufp)
 		c.l.forget(c)
 	}()
+	// The socket is found here, in the connection's goroutine, not in the
+	// accept loop: a listener's connection that reads a preamble first
+	// (gateway/realip's PROXY header) may wait for it.
+	c.rc = tcpSocket(c.conn)
+	if ps, ok := c.conn.(preambleSocket); ok && c.rc == nil {
+		tc, pending, err := ps.Socket()
+		if err != nil {
+			return // refused (and closed) by the listener
+		}
+		if tc != nil {
+			c.rc = tcpSocket(tc)
+			if len(pending) > 0 {
+				initial = append(initial[:len(initial):len(initial)], pending...)
+			}
+		}
+	}
+	c.hw = fileHeadWriter{headWriter: headWriter{conn: c.conn, vw: newVecWriter(c.rc)}}
+	if c.l.opts.Sendfile {
+		c.hw.fs = connSender(c.rc)
+	}
 	if len(initial) > len(c.buf) {
 		c.handedOff = c.handOffBytes(initial, nil)
 		return

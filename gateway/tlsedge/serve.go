@@ -35,6 +35,10 @@ type ServerOptions struct {
 	ReadHeaderTimeout, IdleTimeout time.Duration
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// WrapListener, when set, wraps the TCP listener once bound, before
+	// TLS: the PROXY protocol (gateway/realip) reads its header there,
+	// ahead of the handshake. On an error Start closes the socket.
+	WrapListener func(net.Listener) (net.Listener, error)
 }
 
 // Server serves a handler over HTTPS (TCP) and HTTP/3 (UDP). Start binds
@@ -79,6 +83,14 @@ func (s *Server) Start(ctx context.Context) error {
 	var err error
 	if s.tcpLn, err = net.Listen("tcp", s.opts.Addr); err != nil {
 		return fmt.Errorf("tlsedge: listen https %s: %w", s.opts.Addr, err)
+	}
+	if wrap := s.opts.WrapListener; wrap != nil {
+		ln, err := wrap(s.tcpLn)
+		if err != nil {
+			s.tcpLn.Close()
+			return fmt.Errorf("tlsedge: https %s: %w", s.opts.Addr, err)
+		}
+		s.tcpLn = ln
 	}
 	if a := s.opts.HTTP3Addr; a != "" {
 		if a == "same" {

@@ -10,7 +10,12 @@
 // shows every field with its default.
 package config
 
-import "time"
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"time"
+)
 
 // Config is one YAML file: a whole dev cluster, or one PoP or DNS node of a
 // real deployment.
@@ -169,6 +174,15 @@ type PoP struct {
 	// HTTP3 serves HTTP/3 over QUIC on the same port as https (UDP) and
 	// advertises it with Alt-Svc. Default false.
 	HTTP3 bool `yaml:"http3"`
+	// ProxyProtocol reads each client's address from a PROXY protocol
+	// header (v1 or v2) on http and https, for a PoP behind an L4 load
+	// balancer (a Kubernetes Service, an AWS NLB, HAProxy in TCP mode)
+	// that would otherwise be seen as every client: in the access log,
+	// X-Forwarded-For to the origin, and plugins' geo and rate limits.
+	// Like nginx's `listen ... proxy_protocol` with set_real_ip_from.
+	// HTTP/3 (QUIC over UDP) cannot carry the header, so it cannot be set
+	// together with http3. Absent: off, and no connection pays for it.
+	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
 	// Capacity is the load, in requests per second, at which the DNS starts
 	// sending part of this PoP's clients to the next nearest. 0 means unlimited.
 	Capacity float64 `yaml:"capacity"`
@@ -179,6 +193,56 @@ type PoP struct {
 	FastHits *bool `yaml:"fast_hits"`
 	// Cache sizes this PoP's cache tiers.
 	Cache CacheTiers `yaml:"cache"`
+}
+
+// ProxyProtocol says who may send PROXY protocol headers to a PoP.
+type ProxyProtocol struct {
+	// Trusted are the balancers' addresses: IPs or CIDR blocks, e.g.
+	// 10.0.0.0/8 (nginx's set_real_ip_from). Only these may send a header;
+	// a header from anyone else is refused (the connection is closed and
+	// counted in meridian_proxy_protocol_rejected_total). A client that
+	// connects directly, without a header, is served with its own address.
+	Trusted []string `yaml:"trusted"`
+	// Required refuses a trusted peer's connection that does not start
+	// with a header (HAProxy's accept-proxy). Default false: it is served
+	// with the balancer's own address.
+	Required bool `yaml:"required"`
+	// HeaderTimeout bounds the wait for the header, in the connection's
+	// own goroutine (a silent peer never holds other clients back): a
+	// trusted peer still silent then is closed when required, and a peer
+	// cut off mid-header always. Default 10s.
+	HeaderTimeout time.Duration `yaml:"header_timeout"`
+}
+
+// TrustedPrefixes returns Trusted as prefixes, a lone IP as a /32 or
+// /128 block. Entries that do not parse are left out (validation refuses
+// them).
+func (p *ProxyProtocol) TrustedPrefixes() []netip.Prefix {
+	if p == nil {
+		return nil
+	}
+	out := make([]netip.Prefix, 0, len(p.Trusted))
+	for _, s := range p.Trusted {
+		if pf, err := parseTrusted(s); err == nil {
+			out = append(out, pf)
+		}
+	}
+	return out
+}
+
+// parseTrusted parses an IP or a CIDR block.
+func parseTrusted(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		return netip.ParsePrefix(s)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, errors.New("an address with a zone")
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // CacheTiers sizes a PoP's cache: L1 in memory, L2 on local disk, L3 in a

@@ -36,6 +36,8 @@ const (
 	DefaultShutdownGrace   = 10 * time.Second
 	DefaultPluginTimeout   = 50 * time.Millisecond
 	DefaultPluginMemory    = ByteSize(32 << 20)
+	// DefaultProxyHeaderTimeout is pops[].proxy_protocol.header_timeout's.
+	DefaultProxyHeaderTimeout = 10 * time.Second
 )
 
 func applyDefaults(c *Config) {
@@ -68,6 +70,9 @@ func applyDefaults(c *Config) {
 	}
 	for i := range c.PoPs {
 		p := &c.PoPs[i]
+		if pp := p.ProxyProtocol; pp != nil {
+			defDur(&pp.HeaderTimeout, DefaultProxyHeaderTimeout)
+		}
 		if p.Cache.L1Size == 0 {
 			p.Cache.L1Size = DefaultL1Size
 		}

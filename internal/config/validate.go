@@ -244,6 +244,9 @@ func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
 	} else if p.HTTP3 {
 		v.add(f+".http3", "HTTP/3 runs beside HTTPS; set https too")
 	}
+	if p.ProxyProtocol != nil {
+		v.proxyProtocol(f+".proxy_protocol", p.ProxyProtocol, p.HTTP3)
+	}
 	if p.Capacity < 0 {
 		v.add(f+".capacity", "%v is negative; use 0 for unlimited", p.Capacity)
 	}
@@ -264,6 +267,32 @@ func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
 		v.add(f+".cache.l1_size", "%s is too small; the memory tier needs at least 1MiB", p.Cache.L1Size)
 	} else if lb := p.Cache.L1LargeBodies; lb != nil && *lb > 0 && p.Cache.L1Size-*lb < 1<<20 {
 		v.add(f+".cache.l1_large_bodies", "%s leaves less than 1MiB of l1_size %s for BigCache; lower it or raise l1_size", *lb, p.Cache.L1Size)
+	}
+}
+
+// proxyProtocol checks a PoP's proxy_protocol section. With http3 it is
+// refused rather than documented: a balancer that hides clients' addresses
+// on TCP hides them on UDP too, and h3 clients would be rate-limited, located
+// and logged as the balancer without a word.
+func (v *validation) proxyProtocol(f string, pp *ProxyProtocol, http3 bool) {
+	if http3 {
+		v.add(f, "cannot be used with http3: HTTP/3 (QUIC over UDP) carries no PROXY header, so h3 clients would be seen as the balancer; set http3: false on this PoP")
+	}
+	if len(pp.Trusted) == 0 {
+		v.add(f+".trusted", "missing; list the balancers' addresses or CIDR blocks, e.g. [10.0.0.0/8]: only they may send a PROXY header")
+	}
+	for i, s := range pp.Trusted {
+		tf := fmt.Sprintf("%s.trusted[%d]", f, i)
+		p, err := parseTrusted(s)
+		switch {
+		case err != nil:
+			v.add(tf, "%q is not an IP address or CIDR block; expected e.g. 10.0.0.0/8, 2001:db8::/32 or 10.1.2.3", s)
+		case p.Masked() != p:
+			v.add(tf, "%s has host bits set; did you mean %s?", s, p.Masked())
+		}
+	}
+	if d := pp.HeaderTimeout; d < time.Millisecond || d > time.Minute {
+		v.add(f+".header_timeout", "%v is out of range [1ms,1m]; a balancer sends its header at once", d)
 	}
 }
 

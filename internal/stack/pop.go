@@ -13,6 +13,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway"
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/origin"
+	"github.com/meridian-edge/meridian/gateway/realip"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/statesync"
@@ -124,7 +125,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	}
 	p, err := gateway.New(gateway.Options{
 		Plugins: pl.middleware, PluginHooks: pl.hooks, PluginSites: pl.runs, AdminRoutes: pl.adminRoutes,
-		TLS: tls, Cache: c, Sync: node, Credentials: creds, NoFastPath: pc.FastHits != nil && !*pc.FastHits,
+		TLS: tls, Cache: c, Sync: node, Credentials: creds, NoFastPath: pc.FastHits != nil && !*pc.FastHits, ProxyProtocol: proxyProtocol(pc.ProxyProtocol),
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, DrainFile: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "drained"), Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
 		Logger: s.log, Registry: reg,
@@ -138,6 +139,15 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	s.pops[pc.ID] = &runningPoP{PoP: p, originMetrics: metrics, log: log}
 	s.order = append(s.order, pc.ID)
 	return nil
+}
+
+// proxyProtocol turns a PoP's proxy_protocol section into the listeners'
+// options; without it, the zero value leaves them unwrapped.
+func proxyProtocol(pp *config.ProxyProtocol) realip.Options {
+	if pp == nil {
+		return realip.Options{}
+	}
+	return realip.Options{Trusted: pp.TrustedPrefixes(), Required: pp.Required, HeaderTimeout: pp.HeaderTimeout}
 }
 
 func credentials(cfg *config.Config) (gateway.Credentials, error) {

@@ -177,6 +177,7 @@ func popRestartNeeded(o, n *config.PoP) error {
 	}{
 		{"region", o.Region == n.Region},
 		{"fast_hits", (o.FastHits == nil || *o.FastHits) == (n.FastHits == nil || *n.FastHits)},
+		{"proxy_protocol", reflect.DeepEqual(o.ProxyProtocol, n.ProxyProtocol)},
 		{"cache.l1_size", o.Cache.L1Size == n.Cache.L1Size},
 		{"cache.l1_large_bodies", reflect.DeepEqual(o.Cache.L1LargeBodies, n.Cache.L1LargeBodies)},
 		{"cache.l2", reflect.DeepEqual(o.Cache.L2, n.Cache.L2)},
