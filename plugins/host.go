@@ -230,9 +230,11 @@ func allowedImport(module, name string) bool {
 			return true
 		}
 	case userNamespace:
-		switch name {
-		case HostKVGet, HostKVSet, HostKVDelete, HostKVCounterAdd, HostGeo:
-			return true
+		// Every host function both engines offer, from the one list.
+		for _, f := range HostFunctions() {
+			if f.Name == name {
+				return true
+			}
 		}
 	}
 	return false

@@ -17,6 +17,11 @@ const (
 	HostKVDelete     = "meridian_kv_delete"
 	HostKVCounterAdd = "meridian_kv_counter_add"
 	HostGeo          = "meridian_geo"
+	// HostKVSetTTL and HostKVCounterAddTTL are the expiring variants (added
+	// in contract version 1 without changing the functions above, so
+	// plugins built before keep working).
+	HostKVSetTTL        = "meridian_kv_set_ttl"
+	HostKVCounterAddTTL = "meridian_kv_counter_add_ttl"
 )
 
 // UserNamespace is where Extism PDKs import user host functions from.
@@ -91,6 +96,37 @@ func HostFunctions() []HostFunction {
 			}
 			stack[0] = uint64(n)
 		}},
+		{Name: HostKVSetTTL, Params: 3, Call: func(ctx context.Context, env *CallEnv, m HostMemory, stack []uint64) {
+			key := readKey(m, stack[0], HostKVSetTTL)
+			v := read(m, stack[1], HostKVSetTTL)
+			ttl, err := CheckTTL(int64(stack[2]))
+			if err == nil {
+				err = checkKV(key, v)
+			}
+			if err != nil {
+				panic(fmt.Errorf("%s %q: %w", HostKVSetTTL, key, err))
+			}
+			if len(v) == 0 {
+				err = kvOf(env).Delete(ctx, env.Site, key)
+			} else {
+				err = expiringKVOf(env, HostKVSetTTL).SetTTL(ctx, env.Site, key, v, ttl)
+			}
+			if err != nil {
+				panic(fmt.Errorf("%s %q: %w", HostKVSetTTL, key, err))
+			}
+		}},
+		{Name: HostKVCounterAddTTL, Params: 3, Results: 1, Call: func(ctx context.Context, env *CallEnv, m HostMemory, stack []uint64) {
+			key := readKey(m, stack[0], HostKVCounterAddTTL)
+			ttl, err := CheckTTL(int64(stack[2]))
+			if err != nil {
+				panic(fmt.Errorf("%s %q: %w", HostKVCounterAddTTL, key, err))
+			}
+			n, err := expiringKVOf(env, HostKVCounterAddTTL).CounterAddTTL(ctx, env.Site, key, int64(stack[1]), ttl)
+			if err != nil {
+				panic(fmt.Errorf("%s %q: %w", HostKVCounterAddTTL, key, err))
+			}
+			stack[0] = uint64(n)
+		}},
 		{Name: HostGeo, Results: 1, Call: func(_ context.Context, env *CallEnv, m HostMemory, stack []uint64) {
 			if !env.Geo.Known {
 				stack[0] = 0
@@ -139,6 +175,19 @@ func kvOf(env *CallEnv) KV {
 		return nopKV{}
 	}
 	return env.KV
+}
+
+// expiringKVOf returns the call's KV as an ExpiringKV, or fails the call
+// naming fn when the PoP's KV has no expiry.
+func expiringKVOf(env *CallEnv, fn string) ExpiringKV {
+	kv := kvOf(env)
+	if x, ok := kv.(ExpiringKV); ok {
+		return x
+	}
+	if _, none := kv.(nopKV); none {
+		panic(fmt.Errorf("%s: %w", fn, errNoKV))
+	}
+	panic(fmt.Errorf("%s: the plugin KV of this PoP does not support expiry; use %s / %s, or upgrade the PoP", fn, HostKVSet, HostKVCounterAdd))
 }
 
 // sdkMemory is HostMemory over the go-sdk's kernel.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
@@ -200,6 +201,17 @@ func (k syncKV) Delete(ctx context.Context, site, key string) error {
 func (k syncKV) CounterAdd(ctx context.Context, site, key string, delta int64) (int64, error) {
 	return k.n.CounterAdd(ctx, site, key, delta)
 }
+
+func (k syncKV) SetTTL(ctx context.Context, site, key string, value []byte, ttl time.Duration) error {
+	return k.n.KVSetTTL(ctx, site, key, value, ttl)
+}
+
+func (k syncKV) CounterAddTTL(ctx context.Context, site, key string, delta int64, ttl time.Duration) (int64, error) {
+	return k.n.CounterAddTTL(ctx, site, key, delta, ttl)
+}
+
+// A PoP's plugins may set keys and counters that expire.
+var _ plugins.ExpiringKV = syncKV{}
 
 // geoForPlugins answers the plugins' geo host function from the DNS geo
 // source of the configuration. The region is the nearest catalog region to

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1183,5 +1184,43 @@ func TestDNSNSIDFromConfig(t *testing.T) {
 	}
 	if got := nsid("udp"); got != "node-b" {
 		t.Errorf("NSID after reload: %q, want node-b", got)
+	}
+}
+
+// TestRateLimitPluginThroughTheStack: the ratelimit example, which counts
+// in expiring replicated counters (meridian_kv_counter_add_ttl), limits a
+// client on a real PoP: the request after its limit is a 429.
+func TestRateLimitPluginThroughTheStack(t *testing.T) {
+	wasm, err := plugintest.BuildGo(context.Background(), t.TempDir(), "ratelimit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := startDev(t)
+	pushPlugin(t, st, "eu-west-2", "ratelimit", url.Values{"config": {"limit=3"}}, wasm["ratelimit"])
+	addr := st.PoP("eu-west-2").HTTPAddr()
+	// Generous: compiling a Go plugin takes tens of seconds under -race.
+	deadline := time.Now().Add(180 * time.Second)
+	var remaining string
+	for remaining == "" {
+		resp := getHome(t, addr)
+		if resp.StatusCode == http.StatusTooManyRequests {
+			t.Fatal("429 before any answer showed the remaining count")
+		}
+		remaining = resp.Header.Get("X-Ratelimit-Remaining")
+		if remaining == "" && time.Now().After(deadline) {
+			t.Fatal("the pushed ratelimit plugin is not answering after 180s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// This PoP counts its own requests at once: the count goes down to 0,
+	// then the next is refused.
+	for n, _ := strconv.Atoi(remaining); n > 0; n-- {
+		resp := getHome(t, addr)
+		if got := resp.Header.Get("X-Ratelimit-Remaining"); resp.StatusCode != 200 || got != strconv.Itoa(n-1) {
+			t.Fatalf("within the limit: %d, remaining %q, want 200 and %d", resp.StatusCode, got, n-1)
+		}
+	}
+	if resp := getHome(t, addr); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("past the limit: %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }

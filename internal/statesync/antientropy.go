@@ -87,6 +87,12 @@ func hashRegister(key string, r crdt.Register) uint64 {
 		if v.Deleted {
 			h.bytes([]byte{1})
 		}
+		if v.TTL {
+			h.bytes([]byte{2})
+		}
+		if v.Fresh {
+			h.bytes([]byte{4})
+		}
 		h.bytes(v.Value)
 	}
 	return uint64(h)
@@ -102,6 +108,13 @@ func hashCounter(key string, c crdt.PNCounter) uint64 {
 	sort.Strings(nodes)
 	for _, n := range nodes {
 		p := c[n]
+		if p.Expiring() {
+			// Only then: counters without a TTL hash as they always did,
+			// so digests match those of nodes from before expiry support.
+			h.Write([]byte(n + ":" + strconv.FormatUint(p.P, 10) + ":" + strconv.FormatUint(p.N, 10) + "@" +
+				strconv.FormatInt(p.Birth, 10) + "-" + strconv.FormatInt(p.Exp, 10) + ";"))
+			continue
+		}
 		h.Write([]byte(n + ":" + strconv.FormatUint(p.P, 10) + ":" + strconv.FormatUint(p.N, 10) + ";"))
 	}
 	return h.Sum64()
@@ -131,6 +144,10 @@ func (n *Node) digestLocked() []uint64 { return append([]uint64(nil), n.sums...)
 
 // horizon is the compaction horizon by the local clock.
 func (n *Node) horizon(now time.Time) int64 { return now.Add(-n.opts.TombstoneTTL).UnixNano() }
+
+// expiryHorizon is the local clock less the skew tolerated for expiring
+// keys: what expired before it is dropped and refused.
+func (n *Node) expiryHorizon(now time.Time) int64 { return now.Add(-n.opts.ExpiryGrace).UnixNano() }
 
 // Digest returns this node's anti-entropy digest (for the CLI and tests:
 // equal digests mean equal state).
@@ -217,42 +234,60 @@ func (n *Node) answerDigest(peer envelope) {
 	}
 	// Split into messages below the size limit; keys are independent, so
 	// any split is a valid delta.
+	//
+	// Keys that use expiry features (fresh versions, counters with a TTL)
+	// go in messages of their own: a node from before expiry support drops
+	// those messages and still gets the rest.
 	var msgs []envelope
-	cur := envelope{Regs: map[string]crdt.Register{}, Counters: crdt.Counters{}}
-	size := 0
-	flush := func() {
-		if len(cur.Regs)+len(cur.Counters) > 0 {
-			msgs = append(msgs, cur)
-		}
-		cur = envelope{Regs: map[string]crdt.Register{}, Counters: crdt.Counters{}}
-		size = 0
+	var cur [2]envelope // [0] plain, [1] with expiry features
+	var size [2]int
+	reset := func(i int) {
+		cur[i] = envelope{Regs: map[string]crdt.Register{}, Counters: crdt.Counters{}}
+		size[i] = 0
 	}
+	flush := func(i int) {
+		if len(cur[i].Regs)+len(cur[i].Counters) > 0 {
+			msgs = append(msgs, cur[i])
+		}
+		reset(i)
+	}
+	reset(0)
+	reset(1)
 	for k, r := range n.regs.Regs {
 		if !diff[bucketOf(k)] {
 			continue
 		}
-		s := len(k) + 200
+		s, i := len(k)+200, 0
 		for _, v := range r.Versions {
 			s += len(v.Value)*4/3 + 64*len(v.Clock) + 128
+			if v.TTL {
+				i = 1
+			}
 		}
-		if size+s > MaxMessageSize/2 {
-			flush()
+		if size[i]+s > MaxMessageSize/2 {
+			flush(i)
 		}
-		cur.Regs[k] = r
-		size += s
+		cur[i].Regs[k] = r
+		size[i] += s
 	}
 	for k, c := range n.ctrs {
 		if !diff[bucketOf(k)] {
 			continue
 		}
-		s := len(k) + 80*len(c)
-		if size+s > MaxMessageSize/2 {
-			flush()
+		s, i := len(k)+100*len(c), 0
+		for _, p := range c {
+			if p.Expiring() {
+				i = 1
+			}
 		}
-		cur.Counters[k] = c
-		size += s
+		if size[i]+s > MaxMessageSize/2 {
+			flush(i)
+		}
+		cur[i].Counters[k] = c
+		size[i] += s
 	}
-	flush()
+	flush(0)
+	flush(1)
 	horizon := n.regs.Horizon
 	// Encode under the lock: the registers are shared with the live state.
 	var out [][]byte
@@ -274,7 +309,8 @@ func (n *Node) answerDigest(peer envelope) {
 	}
 }
 
-// compact drops tombstones older than TombstoneTTL and expired purges.
+// compact drops tombstones older than TombstoneTTL, expired purges, and
+// plugin KV keys and counters expired for longer than ExpiryGrace.
 func (n *Node) compact() {
 	n.mu.Lock()
 	changed := n.compactLocked(n.opts.Now(), 0)
@@ -291,18 +327,31 @@ func (n *Node) compact() {
 // slack, and returns the changed keys. Callers hold n.mu and rebuild the
 // purge index when keys changed.
 func (n *Node) compactLocked(now time.Time, slack time.Duration) []string {
-	h := n.horizon(now)
-	if h <= n.regs.Horizon+int64(slack) {
+	h, eh := n.horizon(now), n.expiryHorizon(now)
+	if h <= n.regs.Horizon+int64(slack) && eh <= n.regs.Expired+int64(slack) {
 		return nil
 	}
-	changed := n.regs.Compact(h)
+	changed, expired := n.regs.CompactAt(h, eh)
 	for _, k := range changed {
 		n.rehash(k)
 		if _, live := n.regs.Regs[k]; !live {
 			delete(n.history, k)
 		}
 	}
-	if len(changed) > 0 {
+	// Counters have no tombstones: an expired one is simply gone, and
+	// MergeAt refuses late copies of it.
+	dropped := n.ctrs.Expire(eh)
+	for _, k := range dropped {
+		n.rehash(k)
+		delete(n.dirtyCtr, k)
+	}
+	if len(expired) > 0 {
+		n.m.expired.WithLabelValues("kv").Add(float64(len(expired)))
+	}
+	if len(dropped) > 0 {
+		n.m.expired.WithLabelValues("counter").Add(float64(len(dropped)))
+	}
+	if len(changed)+len(dropped) > 0 {
 		n.dirty = true
 	}
 	return changed

@@ -15,6 +15,7 @@ type metrics struct {
 	gaps          prometheus.Counter
 	auditMisses   prometheus.Counter
 	propagation   prometheus.Histogram
+	expired       *prometheus.CounterVec
 
 	// recv holds the received counters of the known kind and path pairs,
 	// resolved once: WithLabelValues hashes the labels and takes a lock on
@@ -73,14 +74,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		propagation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "meridian_sync_propagation_seconds",
 			Help:    "Sender clock to local apply of remote deltas (includes clock skew between nodes).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30}}),
+		expired: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sync_expired_keys_dropped_total",
+			Help: "Plugin KV keys and counters written with a TTL that compaction dropped from memory after their expiry and the expiry grace, by kind: kv (the value; a small tombstone stays only if it hides an older value), counter."}, []string{"kind"}),
 	}
+	m.expired.WithLabelValues("kv")
+	m.expired.WithLabelValues("counter")
 	m.recv = map[recvLabels]prometheus.Counter{}
 	for _, l := range []recvLabels{{kindDelta, "core"}, {kindDelta, "log"}, {kindDelta, "core-seen"}, {kindDelta, "log-seen"},
 		{kindDigest, "digest"}, {kindRepair, "repair"}} { // the pairs that occur; others resolve per call
 		m.recv[l] = m.received.WithLabelValues(l.kind, l.via)
 	}
 	if reg != nil {
-		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.queued, m.applied, m.queueDepth, m.degraded, m.logSeq, m.gaps, m.auditMisses, m.propagation)
+		reg.MustRegister(m.received, m.dropped, m.published, m.publishErrors, m.queued, m.applied, m.queueDepth, m.degraded, m.logSeq, m.gaps, m.auditMisses, m.propagation, m.expired)
 	}
 	return m
 }

@@ -13,7 +13,10 @@
 // sees a different digest answers with the differing buckets, which catches
 // anything core NATS dropped. While NATS is unreachable a node keeps serving
 // from its local state and queues its own deltas on disk (bounded), flushing
-// them when NATS returns. PROTOCOL.md documents subjects and messages.
+// them when NATS returns. Plugin KV keys and counters may carry a TTL: they
+// read as absent after it and compaction drops them, so state written per
+// client and time window stays bounded. PROTOCOL.md documents subjects and
+// messages.
 //
 // The package owns the replication and the typed records; it must not act on
 // them (dropping cached objects, loading plugins): callers subscribe and act.
@@ -67,6 +70,15 @@ type Options struct {
 	// and the longest a node may be away before its snapshot is discarded.
 	// Default 7 days.
 	TombstoneTTL time.Duration
+	// ExpiryGrace is how long an expired plugin KV key or counter stays in
+	// memory after its expiry (by this node's clock) before compaction
+	// drops it. Expiry times are absolute, in the writer's clock, and every
+	// node stops returning a key at its expiry by its own clock; the grace
+	// is the clock skew between nodes the merge tolerates: until it has
+	// passed, late updates of the key (from a node whose clock is behind,
+	// or a delta still in flight) are merged, after it they are refused.
+	// Default 1 minute; keep clocks in sync (NTP) well within it.
+	ExpiryGrace time.Duration
 	// PurgeRetention is how long purge records live. Objects stored before
 	// now-PurgeRetention are reported purged, so the cache must not keep
 	// objects longer than this. Default 30 days.
@@ -106,6 +118,9 @@ func (o *Options) setDefaults() {
 	if o.TombstoneTTL == 0 {
 		o.TombstoneTTL = 7 * 24 * time.Hour
 	}
+	if o.ExpiryGrace == 0 {
+		o.ExpiryGrace = time.Minute
+	}
 	if o.PurgeRetention == 0 {
 		o.PurgeRetention = 30 * 24 * time.Hour
 	}
@@ -141,6 +156,9 @@ func (o *Options) validate() error {
 	}
 	if o.DataDir == "" {
 		return errors.New("statesync: no data directory: set Options.DataDir")
+	}
+	if o.ExpiryGrace < 0 || o.ExpiryGrace >= o.TombstoneTTL {
+		return fmt.Errorf("statesync: expiry grace %v must be positive and below the tombstone TTL %v", o.ExpiryGrace, o.TombstoneTTL)
 	}
 	if o.StreamMaxAge >= o.TombstoneTTL {
 		return fmt.Errorf("statesync: stream max age %v must be below the tombstone TTL %v, or a replay could resurrect deleted keys", o.StreamMaxAge, o.TombstoneTTL)
@@ -479,8 +497,10 @@ func (n *Node) apply(e envelope, via string) {
 	// is not used. Catching up here (rarely: when the horizon lags by more
 	// than a minute) makes Merge refuse versions that expired meanwhile.
 	compacted := n.compactLocked(now, time.Minute)
-	changed := n.regs.Merge(&crdt.Map{Horizon: n.regs.Horizon, Regs: e.Regs})
-	changedCtr := n.ctrs.Merge(e.Counters)
+	changed := n.regs.Merge(&crdt.Map{Horizon: n.regs.Horizon, Expired: n.regs.Expired, Regs: e.Regs})
+	// Counters expire by this node's clock at once (not with the lagging
+	// map horizon): a late copy of an expired counter is refused here.
+	changedCtr := n.ctrs.MergeAt(e.Counters, n.expiryHorizon(now))
 	reindex := len(compacted) > 0
 	var purges []PurgeRecord // decoded once, for the index and the events
 	for _, k := range changed {
@@ -498,6 +518,9 @@ func (n *Node) apply(e envelope, via string) {
 	}
 	for _, k := range changedCtr {
 		n.rehash(k)
+		if _, live := n.ctrs[k]; !live {
+			delete(n.dirtyCtr, k)
+		}
 	}
 	if len(changed)+len(changedCtr) > 0 {
 		n.dirty = true
@@ -680,16 +703,30 @@ func (n *Node) flushCounters(ctx context.Context, closing bool) {
 		n.mu.Unlock()
 		return
 	}
-	d := crdt.Counters{}
+	// Counters with a TTL go in a message of their own: a node from before
+	// expiry support cannot read them and drops that message only.
+	plain, expiring := crdt.Counters{}, crdt.Counters{}
 	for k := range n.dirtyCtr {
 		// The delta of a counter is this node's own pair: idempotent, so
 		// coalescing many increments into one message is exact.
-		d[k] = crdt.PNCounter{n.opts.NodeID: n.ctrs[k][n.opts.NodeID]}
+		p, ok := n.ctrs[k][n.opts.NodeID]
+		switch {
+		case !ok: // expired and dropped meanwhile: nothing left to say
+		case p.Expiring():
+			expiring[k] = crdt.PNCounter{n.opts.NodeID: p}
+		default:
+			plain[k] = crdt.PNCounter{n.opts.NodeID: p}
+		}
 	}
 	n.dirtyCtr = map[string]bool{}
 	n.mu.Unlock()
-	if err := n.publishOwn(ctx, envelope{Counters: d}, closing); err != nil {
-		n.log.Warn("publishing counter increments failed", "err", err)
+	for _, d := range []crdt.Counters{plain, expiring} {
+		if len(d) == 0 {
+			continue
+		}
+		if err := n.publishOwn(ctx, envelope{Counters: d}, closing); err != nil {
+			n.log.Warn("publishing counter increments failed", "err", err)
+		}
 	}
 }
 

@@ -258,6 +258,23 @@ func (n *Node) getJSON(key string, v any) bool {
 }
 
 func (n *Node) set(ctx context.Context, key string, val []byte) error {
+	return n.setTTL(ctx, key, val, 0)
+}
+
+// MaxTTL is the longest TTL KVSetTTL and CounterAddTTL accept. Expiry is
+// for short-lived data (windows, sessions); longer-lived data is better
+// deleted explicitly.
+const MaxTTL = 30 * 24 * time.Hour
+
+func checkTTL(ttl time.Duration) error {
+	if ttl <= 0 || ttl > MaxTTL {
+		return fmt.Errorf("statesync: TTL %v: want more than 0 and at most %v", ttl, MaxTTL)
+	}
+	return nil
+}
+
+// setTTL writes key; ttl 0 means no expiry.
+func (n *Node) setTTL(ctx context.Context, key string, val []byte, ttl time.Duration) error {
 	if n.isClosed.Load() {
 		return ErrClosed
 	}
@@ -267,8 +284,14 @@ func (n *Node) set(ctx context.Context, key string, val []byte) error {
 	if len(val) > MaxValueSize {
 		return fmt.Errorf("statesync: value of %d bytes for %s exceeds %d; store large data elsewhere (object store) and replicate a reference", len(val), key, MaxValueSize)
 	}
+	now := n.opts.Now()
 	n.mu.Lock()
-	d := n.regs.Set(n.opts.NodeID, key, val, n.opts.Now().UnixNano(), 0)
+	var d *crdt.Map
+	if ttl > 0 {
+		d = n.regs.SetTTL(n.opts.NodeID, key, val, now.UnixNano(), now.Add(ttl).UnixNano())
+	} else {
+		d = n.regs.Set(n.opts.NodeID, key, val, now.UnixNano(), 0)
+	}
 	n.mu.Unlock()
 	return n.write(ctx, d, key)
 }
@@ -284,11 +307,31 @@ func (n *Node) KVSet(ctx context.Context, site, key string, val []byte) error {
 	return n.set(ctx, prefixKV+site+"/"+key, append([]byte(nil), val...))
 }
 
-// KVGet returns the current value of key in site's plugin KV namespace.
+// KVSetTTL sets key in site's plugin KV namespace (LWW) until ttl from now
+// (this node's clock; at most MaxTTL). From then on every node reads the
+// key as absent (by its own clock, so clock skew between nodes shifts the
+// moment), and compaction drops it once ExpiryGrace has passed too. A later
+// KVSet or KVSetTTL of the key replaces the expiry with its own.
+func (n *Node) KVSetTTL(ctx context.Context, site, key string, val []byte, ttl time.Duration) error {
+	if err := validName("site", site); err != nil {
+		return err
+	}
+	if key == "" {
+		return fmt.Errorf("statesync: empty KV key for site %s", site)
+	}
+	if err := checkTTL(ttl); err != nil {
+		return err
+	}
+	return n.setTTL(ctx, prefixKV+site+"/"+key, append([]byte(nil), val...), ttl)
+}
+
+// KVGet returns the current value of key in site's plugin KV namespace; a
+// key whose TTL ran out is absent.
 func (n *Node) KVGet(site, key string) ([]byte, bool) {
+	now := n.opts.Now().UnixNano()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	v, ok := n.regs.Value(prefixKV + site + "/" + key)
+	v, ok := n.regs.ValueAt(prefixKV+site+"/"+key, now)
 	return append([]byte(nil), v...), ok
 }
 
@@ -311,7 +354,25 @@ func (n *Node) KVDelete(ctx context.Context, site, key string) error {
 // this node now sees. It does not wait for the network: increments are
 // coalesced and published every CounterFlushInterval, so it is cheap enough
 // for a per-request rate limit.
-func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int64, error) {
+func (n *Node) CounterAdd(ctx context.Context, site, key string, delta int64) (int64, error) {
+	return n.counterAdd(ctx, site, key, delta, 0)
+}
+
+// CounterAddTTL is CounterAdd for a counter that expires: the counter lives
+// until ttl (at most MaxTTL) after the last add with a TTL made anywhere
+// (the latest expiry wins, so each add extends it), then every node reads
+// it as 0 and compaction drops it once ExpiryGrace has passed too. An add
+// after that starts the counter over. An add without a TTL (CounterAdd)
+// makes the counter permanent. Use it for counters whose key names a window
+// ("rl:<client>:<minute>"), so that old windows do not pile up.
+func (n *Node) CounterAddTTL(ctx context.Context, site, key string, delta int64, ttl time.Duration) (int64, error) {
+	if err := checkTTL(ttl); err != nil {
+		return 0, err
+	}
+	return n.counterAdd(ctx, site, key, delta, ttl)
+}
+
+func (n *Node) counterAdd(_ context.Context, site, key string, delta int64, ttl time.Duration) (int64, error) {
 	if n.isClosed.Load() {
 		return 0, ErrClosed
 	}
@@ -322,10 +383,15 @@ func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int
 	if len(k) > MaxKeySize || key == "" {
 		return 0, fmt.Errorf("statesync: counter key %q: want 1..%d bytes", key, MaxKeySize-len(prefixCounter)-len(site)-1)
 	}
+	now := n.opts.Now()
+	var exp int64
+	if ttl > 0 {
+		exp = now.Add(ttl).UnixNano()
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	v, _ := n.ctrs.Add(n.opts.NodeID, k, delta)
-	if delta != 0 {
+	v, d := n.ctrs.AddAt(n.opts.NodeID, k, delta, now.UnixNano(), exp)
+	if len(d) > 0 {
 		n.rehash(k)
 		n.dirtyCtr[k] = true
 		n.dirty = true
@@ -337,26 +403,30 @@ func (n *Node) CounterAdd(_ context.Context, site, key string, delta int64) (int
 	return v, nil
 }
 
-// Counter returns the value of site's counter key as this node sees it.
+// Counter returns the value of site's counter key as this node sees it (0
+// once it expired).
 func (n *Node) Counter(site, key string) int64 {
+	now := n.opts.Now().UnixNano()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
-	return n.ctrs.Value(prefixCounter + site + "/" + key)
+	return n.ctrs.ValueAt(prefixCounter+site+"/"+key, now)
 }
 
 // Keys lists the replicated keys starting with prefix (the raw namespace:
-// purge/, deploy/, kv/, config/, ctr/), sorted.
+// purge/, deploy/, kv/, config/, ctr/), sorted; deleted and expired keys
+// are left out.
 func (n *Node) Keys(prefix string) []string {
+	now := n.opts.Now().UnixNano()
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	var out []string
 	for k, r := range n.regs.Regs {
-		if w, _ := r.Winner(); strings.HasPrefix(k, prefix) && !w.Deleted {
+		if w, _ := r.Winner(); strings.HasPrefix(k, prefix) && w.LiveAt(now) {
 			out = append(out, k)
 		}
 	}
-	for k := range n.ctrs {
-		if strings.HasPrefix(k, prefix) {
+	for k, c := range n.ctrs {
+		if strings.HasPrefix(k, prefix) && c.LiveAt(now) {
 			out = append(out, k)
 		}
 	}
@@ -382,6 +452,8 @@ type VersionInfo struct {
 	Clock   string    `json:"clock"`
 	Writer  string    `json:"writer"`
 	Wall    time.Time `json:"wall"`
+	// Expires is when the version expires (purges, KV keys with a TTL).
+	Expires *time.Time `json:"expires,omitempty"`
 }
 
 // KeyInfo is what `meridian state get KEY` shows.
@@ -395,6 +467,9 @@ type KeyInfo struct {
 	// Counter is set for ctr/ keys: the value and each node's share.
 	Counter      *int64                 `json:"counter,omitempty"`
 	CounterNodes map[string]crdt.PNPair `json:"counter_nodes,omitempty"`
+	// CounterExpires is when a counter with a TTL expires (its value
+	// reads 0 from then on; Counter shows what it held).
+	CounterExpires *time.Time `json:"counter_expires,omitempty"`
 	// History is the last changes of the key applied on this node (at most
 	// 16, values cut to 64 bytes), oldest first.
 	History []HistoryEntry `json:"history,omitempty"`
@@ -409,7 +484,12 @@ const (
 )
 
 func versionInfo(v crdt.Version) VersionInfo {
-	return VersionInfo{Value: string(v.Value), Deleted: v.Deleted, Clock: v.Clock.String(), Writer: v.Node, Wall: time.Unix(0, v.Wall).UTC()}
+	vi := VersionInfo{Value: string(v.Value), Deleted: v.Deleted, Clock: v.Clock.String(), Writer: v.Node, Wall: time.Unix(0, v.Wall).UTC()}
+	if v.Expires != 0 {
+		e := time.Unix(0, v.Expires).UTC()
+		vi.Expires = &e
+	}
+	return vi
 }
 
 // Inspect returns a key's value, vector clock, conflicts and history on this node.
@@ -430,6 +510,10 @@ func (n *Node) Inspect(key string) (KeyInfo, bool) {
 		info.CounterNodes = map[string]crdt.PNPair{}
 		for node, p := range c {
 			info.CounterNodes[node] = p
+		}
+		if e := c.Expires(); e != 0 {
+			t := time.Unix(0, e).UTC()
+			info.CounterExpires = &t
 		}
 		return info, true
 	}

@@ -115,6 +115,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(dg)
 	f.Add([]byte{WireVersion, 1, 1, 'x', 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte(`{"v":1}`))
+	f.Add(append(append([]byte(nil), oldCounterDelta...), 1, 7, 'c', 't', 'r', '/', 's', '/', 'k', 1, 1, 'a', 2, 4))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := decode(data)
 		if err != nil {

@@ -4,6 +4,7 @@ package kit
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/extism/go-pdk"
 )
@@ -126,6 +127,12 @@ func hostKVDelete(key uint64)
 //go:wasmimport extism:host/user meridian_kv_counter_add
 func hostKVCounterAdd(key uint64, delta int64) int64
 
+//go:wasmimport extism:host/user meridian_kv_set_ttl
+func hostKVSetTTL(key, value uint64, ttlMs int64)
+
+//go:wasmimport extism:host/user meridian_kv_counter_add_ttl
+func hostKVCounterAddTTL(key uint64, delta, ttlMs int64) int64
+
 //go:wasmimport extism:host/user meridian_geo
 func hostGeo() uint64
 
@@ -167,6 +174,44 @@ func CounterAdd(key string, delta int64) int64 {
 	k := pdk.AllocateString(key)
 	defer k.Free()
 	return hostKVCounterAdd(k.Offset(), delta)
+}
+
+// ttlMillis converts a TTL for the host: whole milliseconds, a positive
+// TTL below one millisecond rounding up to one. A TTL of 0 or less, or
+// over 30 days, is passed on for the host to refuse (it fails the call).
+func ttlMillis(ttl time.Duration) int64 {
+	ms := ttl.Milliseconds()
+	if ms == 0 && ttl > 0 {
+		ms = 1
+	}
+	return ms
+}
+
+// KVSetTTL writes key for ttl (at most 30 days): after that it reads as
+// missing on every PoP and leaves the replicated state. An empty value
+// deletes the key. Needs a PoP with expiry (contract version 1, host
+// function meridian_kv_set_ttl).
+func KVSetTTL(key string, value []byte, ttl time.Duration) {
+	k := pdk.AllocateString(key)
+	defer k.Free()
+	if len(value) == 0 {
+		hostKVDelete(k.Offset())
+		return
+	}
+	v := pdk.AllocateBytes(value)
+	defer v.Free()
+	hostKVSetTTL(k.Offset(), v.Offset(), ttlMillis(ttl))
+}
+
+// CounterAddTTL adds delta to the replicated counter key and returns its
+// value. The counter lives until ttl (at most 30 days) after the latest add
+// with a TTL on any PoP, then reads 0 and leaves the replicated state; an
+// add after that starts it over. Put the window in the key and give it a
+// TTL of about two windows: old windows then vanish by themselves.
+func CounterAddTTL(key string, delta int64, ttl time.Duration) int64 {
+	k := pdk.AllocateString(key)
+	defer k.Free()
+	return hostKVCounterAddTTL(k.Offset(), delta, ttlMillis(ttl))
 }
 
 // ClientGeo returns the client's location, if the host knows it.

@@ -3,10 +3,15 @@
 // and answers 429 beyond it. The count lives in the site's replicated KV
 // counter, so it is shared by every PoP. The window comes from the request
 // time the host grants: plugins have no clock of their own.
+//
+// Each window has its own counter ("rl:<client>:<window number>") with a
+// TTL of two windows, so the counters of past windows expire and leave
+// every PoP's replicated state instead of piling up per client and window.
 package main
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/meridian-edge/meridian/plugins/kit"
 )
@@ -17,7 +22,9 @@ func onRequest() int32 {
 		limit := number("limit", 100)
 		window := number("window_seconds", 60)
 		slot := req.TimeUnixMs / 1000 / window
-		n := kit.CounterAdd("rl:"+req.ClientIP+":"+strconv.FormatInt(slot, 10), 1)
+		// Two windows, within the host's 30-day limit on TTLs.
+		ttl := time.Duration(min(window, maxTTLSeconds/2)*2) * time.Second
+		n := kit.CounterAddTTL("rl:"+req.ClientIP+":"+strconv.FormatInt(slot, 10), 1, ttl)
 		if n > limit {
 			retry := (slot+1)*window - req.TimeUnixMs/1000
 			act.Respond(429)
@@ -30,6 +37,9 @@ func onRequest() int32 {
 		return nil
 	})
 }
+
+// maxTTLSeconds is the longest TTL the host accepts (30 days).
+const maxTTLSeconds = 30 * 24 * 3600
 
 func number(key string, def int64) int64 {
 	if v, ok := kit.Config(key); ok {
