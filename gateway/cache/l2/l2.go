@@ -454,6 +454,11 @@ func (t *Tier) evictLocked(need int64) []uint64 {
 		delete(t.idx, n.hash)
 		t.used -= n.size
 		t.journalLocked(opDel, n.hash, 0)
+		// The generation moves now, not only when the file goes (after
+		// the lock): a hit that found the file before would otherwise
+		// index it again (see hit), and removeFiles would then keep it,
+		// over the budget.
+		t.fds.drop(n.hash)
 		victims = append(victims, n.hash)
 	}
 	t.c.evictions.Add(int64(len(victims)))
