@@ -55,6 +55,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/statesync"
 	"github.com/meridian-edge/meridian/internal/testutil"
+	"github.com/meridian-edge/meridian/plugins/rollout"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -873,6 +874,18 @@ func TestMultiRegionPermissions(t *testing.T) {
 	}
 	if err := certs.Unlock(ctx, "issue_www.example.com"); err != nil {
 		t.Fatalf("certificate unlock: %v", err)
+	}
+	// Plugin log queries (plugins/rollout/logs.go): the PoP asked publishes
+	// a query, every other PoP answers on its reply inbox.
+	answerer := connect("pop")
+	if _, err := answerer.Subscribe(rollout.LogsSubjectPrefix+"*", func(m *nats.Msg) { _ = m.Respond([]byte(`{"v":1,"pop":"eu-west-2","lines":[]}`)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := answerer.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := popConn.Request(rollout.LogsSubject("www"), []byte(`{"v":1,"site":"www","limit":100,"from":"us-east-1"}`), 5*time.Second); err != nil {
+		t.Errorf("plugin log query from one pop user answered by another: %v", err)
 	}
 	if v := seen.snapshot(); len(v) > 0 {
 		t.Fatalf("Meridian's own traffic was refused; accounts.conf lacks a permission:\n%s", strings.Join(v, "\n"))

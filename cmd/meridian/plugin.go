@@ -25,7 +25,7 @@ const (
 	listSynopsis     = "plugin list --site SITE"
 	rollbackSynopsis = "plugin rollback --site SITE --name NAME [--version N]"
 	promoteSynopsis  = "plugin promote --site SITE --name NAME [--version N] [--canary PCT]"
-	logsSynopsis     = "plugin logs --site SITE [--name NAME] [--limit N]"
+	logsSynopsis     = "plugin logs --site SITE [--name NAME] [--limit N] [--pop ID|local]"
 	chainSynopsis    = "plugin chain --site SITE [--set FILE.json]"
 )
 
@@ -56,6 +56,9 @@ A pushed plugin joins the end of the site's chain.
 ` + entryHelp + `
 To change only the config, push the running bytes again without --canary.
 'meridian plugin push -h' shows an example.
+logs shows the plugin log lines of every PoP, newest first, each with the
+PoP that logged it, whichever PoP --admin names; PoPs that did not answer
+within a second or two are named on stderr (--pop local: only that PoP's).
 rollback without --version ends a canary, or goes back to the version
 before the running one. promote sends all traffic (or --canary PCT) to a
 version, by default the running canary.`
@@ -124,7 +127,7 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	token := fs.String("token", "", "site owner's or ops token (default $MERIDIAN_TOKEN)")
 	site := fs.String("site", "", "site name, as in the config (required)")
 	var (
-		name, set                       string
+		name, set, pop                  string
 		canary                          = 100
 		version, limit                  int
 		config, reqHeaders, respHeaders multiFlag
@@ -147,7 +150,8 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "rollback":
 		fs.IntVar(&version, "version", 0, "version to go back to (default: end the canary, or the version before the running one)")
 	case "logs":
-		fs.IntVar(&limit, "limit", 100, "how many log lines")
+		fs.IntVar(&limit, "limit", 100, "how many log lines, newest first, over all PoPs")
+		fs.StringVar(&pop, "pop", "", "only this PoP's lines (its id; \"local\": the PoP --admin names, without asking the others)")
 	case "chain":
 		fs.StringVar(&set, "set", "", "JSON file with the site's chain to set")
 	}
@@ -246,19 +250,14 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if name != "" {
 			q.Set("plugin", name)
 		}
-		var out struct {
-			PoP   string            `json:"pop"`
-			Lines []rollout.LogLine `json:"lines"`
+		if pop != "" {
+			q.Set("pop", pop)
 		}
+		var out rollout.LogsAnswer
 		if err := c.do(ctx, http.MethodGet, base+"/logs?"+q.Encode(), nil, &out); err != nil {
 			return fmt.Errorf("plugin logs: %w", err)
 		}
-		for _, l := range out.Lines {
-			fmt.Fprintf(stdout, "%s %-5s %s@%d %s\n", l.Time.UTC().Format(time.RFC3339Nano), l.Level, l.Plugin, l.Version, l.Msg)
-		}
-		if len(out.Lines) == 0 {
-			fmt.Fprintf(stderr, "no plugin log lines for site %s on PoP %s (each PoP keeps its own)\n", *site, out.PoP)
-		}
+		printLogs(stdout, stderr, *site, out)
 		return nil
 	case "chain":
 		var doc rollout.ChainDoc
@@ -319,6 +318,29 @@ func (c *pluginClient) do(ctx context.Context, method, path string, body []byte,
 		return fmt.Errorf("admin API at %s: unexpected answer (not a Meridian PoP admin API?): %w", c.admin, err)
 	}
 	return nil
+}
+
+// printLogs writes a logs answer as 'meridian plugin logs' shows it: one
+// line per log line, newest first, with the PoP that logged it; then, on
+// stderr, the answer's notes: the PoPs that did not answer (their lines
+// are missing) and the ones that left lines out.
+func printLogs(stdout, stderr io.Writer, site string, a rollout.LogsAnswer) {
+	w := len("POP")
+	for _, l := range a.Lines {
+		w = max(w, len(l.PoP))
+	}
+	if len(a.Lines) > 0 {
+		fmt.Fprintf(stdout, "%-24s  %-*s  %-5s  %s\n", "TIME", w, "POP", "LEVEL", "PLUGIN@VERSION  MESSAGE")
+	}
+	for _, l := range a.Lines {
+		fmt.Fprintf(stdout, "%-24s  %-*s  %-5s  %s@%d  %s\n", l.Time.UTC().Format("2006-01-02T15:04:05.000Z"), w, l.PoP, l.Level, l.Plugin, l.Version, l.Msg)
+	}
+	if len(a.Lines) == 0 {
+		fmt.Fprintf(stderr, "no plugin log lines for site %s on PoPs %s\n", site, strings.Join(a.Answered, ", "))
+	}
+	for _, n := range a.Notes {
+		fmt.Fprintf(stderr, "note: %s\n", n)
+	}
 }
 
 // describe says in words what a deployment target runs.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -178,6 +179,83 @@ func TestPluginCommand(t *testing.T) {
 	}
 }
 
+// TestPluginLogsEveryPoP: 'meridian plugin logs' asked of one PoP shows the
+// failures of another, in a POP column, and names a PoP that is gone
+// without failing.
+func TestPluginLogsEveryPoP(t *testing.T) {
+	engine, err := plugins.NewSDKEngine(plugins.SDKOptions{CacheDir: plugintest.CacheDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { engine.Close(context.Background()) })
+	srv := testutil.StartNATS(t)
+	ams := rollouttest.StartPoP(t, srv, engine, "ams", nil)
+	tyo := rollouttest.StartPoP(t, srv, engine, "tokyo-1", nil)
+	dir := t.TempDir()
+	trap, err := plugintest.WAT(context.Background(), dir, "trap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "trap.wasm")
+	if err := os.WriteFile(p, trap, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MERIDIAN_TOKEN", rollouttest.ShopToken)
+	run := func(args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		code := runPlugin(t, append([]string{"plugin"}, args...), &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	admin := "--admin=" + ams.Admin.URL
+	if _, e, code := run("push", admin, "--site=shop", "--name=tag", p); code != 0 {
+		t.Fatal(e)
+	}
+	// The failure happens at tokyo-1; ams is asked.
+	var out string
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		tyo.Get(t)
+		var code int
+		out, _, code = run("logs", admin, "--site=shop", "--name=tag")
+		if row := logRow(out, "tokyo-1"); code == 0 && strings.Contains(row, "error") && strings.Contains(row, "tag@1") && strings.Contains(row, "trap") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no trap line of tokyo-1 in the logs asked of ams:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if f := strings.Fields(strings.SplitN(out, "\n", 2)[0]); !slices.Equal(f, []string{"TIME", "POP", "LEVEL", "PLUGIN@VERSION", "MESSAGE"}) {
+		t.Fatalf("header line: %q", f)
+	}
+	t.Logf("meridian plugin logs:\n%s", out)
+	// Only the PoP asked: it logged nothing.
+	if out, e, code := run("logs", admin, "--site=shop", "--pop=local"); code != 0 || out != "" || !strings.Contains(e, "no plugin log lines for site shop on PoPs ams") {
+		t.Fatalf("logs --pop local: %d %q %q", code, out, e)
+	}
+	// Another site's token is refused as for every command.
+	if _, e, code := run("logs", admin, "--site=other"); code != 1 || !strings.Contains(e, `this token belongs to site "shop"`) {
+		t.Fatalf("logs of another site: %d %q", code, e)
+	}
+	// tokyo-1 gone: the command still works and names it.
+	tyo.Stop()
+	out, e, code := run("logs", admin, "--site=shop")
+	if code != 0 || !strings.Contains(e, "note: PoPs that did not answer within 1.5s (down, or cut off from NATS; their lines are missing): tokyo-1\n") || logRow(out, "tokyo-1") != "" {
+		t.Fatalf("logs with tokyo-1 gone: %d\nstdout %q\nstderr %q", code, out, e)
+	}
+}
+
+// logRow returns the first line of 'meridian plugin logs' output logged by
+// pop (its second column); "" when there is none.
+func logRow(out, pop string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[1] == pop {
+			return l
+		}
+	}
+	return ""
+}
+
 // TestPluginHelp: each plugin verb's -h shows its own usage line and only
 // the flags it reads.
 func TestPluginHelp(t *testing.T) {
@@ -189,10 +267,10 @@ func TestPluginHelp(t *testing.T) {
 			"--config KEY=VALUE\n(repeat; the plugin reads it with config_get)", "--response-header NAME",
 			"meridian plugin push --site www --name auth --canary 10 --config realm=shop --config prefix=/secret --request-header authorization --response-header x-cache auth.wasm"},
 			[]string{"-limit", "-set", "-version"}},
-		{"list", []string{"usage: meridian plugin list --site SITE", "-site", "-admin"}, []string{"-name", "-canary", "-limit", "-set", "-version", "-config"}},
+		{"list", []string{"usage: meridian plugin list --site SITE", "-site", "-admin"}, []string{"-name", "-canary", "-limit", "-set", "-version", "-config", "-pop"}},
 		{"rollback", []string{"usage: meridian plugin rollback", "-name", "-version"}, []string{"-canary", "-limit", "-set", "-config"}},
 		{"promote", []string{"usage: meridian plugin promote", "-name", "-version", "-canary"}, []string{"-limit", "-set", "-config"}},
-		{"logs", []string{"usage: meridian plugin logs", "-name", "-limit"}, []string{"-canary", "-set", "-version", "-config"}},
+		{"logs", []string{"usage: meridian plugin logs", "-name", "-limit", "-pop"}, []string{"-canary", "-set", "-version", "-config"}},
 		{"chain", []string{"usage: meridian plugin chain", "-set"}, []string{"-name", "-canary", "-limit", "-version", "-config"}},
 	}
 	for _, c := range cases {

@@ -31,7 +31,9 @@ import (
 //	GET  /admin/plugins/{site}                     chain, deployments, versions
 //	POST /admin/plugins/{site}/{plugin}/deploy     {"version":N,"canary_percent":P}
 //	POST /admin/plugins/{site}/{plugin}/rollback   {"version":N} (optional)
-//	GET  /admin/plugins/{site}/logs?plugin=P&limit=N
+//	GET  /admin/plugins/{site}/logs?plugin=P&limit=N&pop=ID
+//	                                               lines of every PoP (LogsAnswer);
+//	                                               pop=local: this PoP's only
 //	GET  /admin/plugins/{site}/chain
 //	PUT  /admin/plugins/{site}/chain               body: ChainDoc
 //
@@ -612,39 +614,13 @@ func (mg *Manager) rollback(w http.ResponseWriter, r *http.Request, site string,
 
 // LogLine is one plugin log line in a logs answer.
 type LogLine struct {
-	Time    time.Time `json:"time"`
-	Plugin  string    `json:"plugin"`
-	Version int       `json:"version"`
-	Level   string    `json:"level"`
-	Msg     string    `json:"msg"`
-}
-
-func (mg *Manager) logs(w http.ResponseWriter, r *http.Request, site string, _ principal) {
-	only := r.URL.Query().Get("plugin")
-	limit := 100
-	if s := r.URL.Query().Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit=%q: want a positive number of lines", s))
-			return
-		}
-		limit = n
-	}
-	out := []LogLine{}
-	for _, l := range mg.opts.Host.Logs(site) {
-		p, n, ok := parseSlot(l.Plugin)
-		if !ok {
-			continue // upload validation scratch slots
-		}
-		if only != "" && p != only {
-			continue
-		}
-		out = append(out, LogLine{Time: l.Time, Plugin: p, Version: n, Level: levelName(l.Level), Msg: l.Msg})
-	}
-	if len(out) > limit {
-		out = out[len(out)-limit:]
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"site": site, "pop": mg.opts.PoPID, "lines": out})
+	Time time.Time `json:"time"`
+	// PoP is the PoP that logged the line.
+	PoP     string `json:"pop"`
+	Plugin  string `json:"plugin"`
+	Version int    `json:"version"`
+	Level   string `json:"level"`
+	Msg     string `json:"msg"`
 }
 
 func levelName(l slog.Level) string { return strings.ToLower(l.String()) }

@@ -3,7 +3,8 @@
 // validation, content hash), the JetStream object store that holds the
 // blobs, the version catalogue, the site chains, the deployment watcher that
 // makes every PoP fetch, verify, compile and activate what the deployment
-// records ask for, the canary split, and the automatic rollback.
+// records ask for, the canary split, the automatic rollback, and the
+// gathering of a site's plugin log lines from every PoP (logs.go).
 //
 // It must not run plugins (plugins.Host does), speak the plugin contract
 // (plugins/abi) or touch HTTP requests of sites (middleware/plugin does; it
@@ -26,6 +27,11 @@
 //     appends the plugin when it is not in the chain yet). Every PoP watches
 //     the key range and rebuilds its chains; the chain is site-owner data, not
 //     ops config, so it is not in the YAML.
+//   - Plugin log lines: in each PoP's plugins.Host only (recent lines per
+//     site, in memory). A logs request asks the other PoPs on NATS subject
+//     LogsSubject(site) ("meridian.plugins.logs.<site>") and merges their
+//     answers (at most one NATS message each, older lines left out and
+//     counted when over the max payload) within Options.LogsWait.
 //   - Deployments: statesync "deploy/<site>/<plugin>" records
 //     (statesync.Deployment, last writer wins), see the encoding below.
 //

@@ -75,6 +75,19 @@ type Options struct {
 	// statesync's own snapshot). Empty: no copy; such a PoP runs no plugin
 	// until JetStream is back.
 	CacheDir string
+	// PoPs, when set, lists the PoPs expected to answer a logs request
+	// (e.g. those whose health beacons are recent); it is called on every
+	// logs request. A logs request waits for these and for the PoPs heard
+	// on the log subjects in the last hour, at most LogsWait; nil: only
+	// the latter.
+	PoPs func() []string
+	// LogsWait is how long a logs request waits for the other PoPs'
+	// answers. Default 1.5s.
+	LogsWait time.Duration
+	// MaxLogsReply caps, in bytes, this PoP's answer to another PoP's log
+	// query below the NATS max payload (which always caps it): older lines
+	// are left out and counted. 0: the NATS max payload only.
+	MaxLogsReply int
 	// Registerer receives the rollout metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger gets rollout events; nil discards. It should carry the PoP
@@ -97,6 +110,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.RetireAfter <= 0 {
 		o.RetireAfter = 30 * time.Second
+	}
+	if o.LogsWait <= 0 {
+		o.LogsWait = 1500 * time.Millisecond
 	}
 	if o.StoreReplicas <= 0 {
 		o.StoreReplicas = 1
@@ -126,6 +142,9 @@ type Manager struct {
 	pending  map[pluginKey]bool       // reconciles queued
 	kick     chan struct{}            // wakes the worker
 	chains   atomic.Pointer[chainMap] // request path: read without locks
+
+	logsSub *nats.Subscription // answers other PoPs' log queries
+	peers   logPeers           // PoPs heard on the log subjects
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -194,6 +213,9 @@ func (mg *Manager) Start(ctx context.Context) error {
 			mg.docs[site] = d
 		}
 		mg.mu.Unlock()
+	}
+	if err := mg.subscribeLogs(); err != nil {
+		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	mg.cancel = cancel
@@ -279,6 +301,9 @@ func (mg *Manager) connectLoop(ctx context.Context) {
 
 // Close stops following deployments. Plugins stay active in the Host.
 func (mg *Manager) Close() error {
+	if mg.logsSub != nil {
+		_ = mg.logsSub.Unsubscribe()
+	}
 	if mg.stop != nil {
 		mg.stop()
 	}
