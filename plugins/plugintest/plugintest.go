@@ -90,6 +90,19 @@ func WAT(ctx context.Context, outDir, name string) ([]byte, error) {
 	return os.ReadFile(dst)
 }
 
+// WATSource compiles the WAT text src, a test's own plugin, with wat2wasm
+// (apt-get install wabt), in outDir under name.
+func WATSource(ctx context.Context, outDir, name, src string) ([]byte, error) {
+	in, dst := filepath.Join(outDir, name+".wat"), filepath.Join(outDir, name+".wasm")
+	if err := os.WriteFile(in, []byte(src), 0o644); err != nil {
+		return nil, err
+	}
+	if err := run(ctx, outDir, nil, "wat2wasm", in, "-o", dst); err != nil {
+		return nil, fmt.Errorf("wat2wasm %s (install Debian package wabt): %w", name, err)
+	}
+	return os.ReadFile(dst)
+}
+
 // AssemblyScript builds plugins/examples/as-headers with its build.sh
 // (needs node and npm; the script installs the pinned packages) and returns
 // the wasm.

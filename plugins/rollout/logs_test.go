@@ -1,12 +1,10 @@
 package rollout_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	ntestutil "github.com/meridian-edge/meridian/internal/testutil"
+	"github.com/meridian-edge/meridian/plugins/plugintest"
 	"github.com/meridian-edge/meridian/plugins/rollout"
 	"github.com/meridian-edge/meridian/plugins/rollout/rollouttest"
 )
@@ -55,15 +54,7 @@ func loggerWAT(t testing.TB, msgLen int) []byte {
     (call $output (call $copy (i32.const 0) (i32.const %d)) (i64.const %d))
     (i32.const 0)))
 `, data.String(), msg, len(msg), len(out), len(out))
-	dir := t.TempDir()
-	in, outPath := filepath.Join(dir, "logger.wat"), filepath.Join(dir, "logger.wasm")
-	if err := os.WriteFile(in, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command("wat2wasm", in, "-o", outPath).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm (install Debian package wabt): %v\n%s", err, b)
-	}
-	b, err := os.ReadFile(outPath)
+	b, err := plugintest.WATSource(context.Background(), t.TempDir(), "logger", src)
 	if err != nil {
 		t.Fatal(err)
 	}

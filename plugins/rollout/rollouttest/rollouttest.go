@@ -13,9 +13,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +25,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/statesync"
 	pluginmw "github.com/meridian-edge/meridian/middleware/plugin"
 	"github.com/meridian-edge/meridian/plugins"
+	"github.com/meridian-edge/meridian/plugins/plugintest"
 	"github.com/meridian-edge/meridian/plugins/rollout"
 )
 
@@ -203,15 +201,7 @@ func VersionWAT(t testing.TB, tag string) []byte {
     (call $output (local.get $p) (i64.const %d))
     (i32.const 0)))
 `, data.String(), len(out), len(out), len(out))
-	dir := t.TempDir()
-	in, outPath := filepath.Join(dir, "v.wat"), filepath.Join(dir, "v.wasm")
-	if err := os.WriteFile(in, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command("wat2wasm", in, "-o", outPath).CombinedOutput(); err != nil {
-		t.Fatalf("wat2wasm (install Debian package wabt): %v\n%s", err, b)
-	}
-	b, err := os.ReadFile(outPath)
+	b, err := plugintest.WATSource(context.Background(), t.TempDir(), "v", src)
 	if err != nil {
 		t.Fatal(err)
 	}
