@@ -51,6 +51,18 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	if err != nil {
 		return popPluginSetup{}, fmt.Errorf("pop %s: plugins: %w", pc.ID, err)
 	}
+	// A config that lists several PoPs names those a logs request should
+	// hear from (the dev stack, a file for a whole cluster); a PoP's own
+	// file lists itself only, and its requests learn the others as they
+	// answer.
+	var expected func() []string
+	if len(s.cfg.PoPs) > 1 {
+		ids := make([]string, len(s.cfg.PoPs))
+		for i, p := range s.cfg.PoPs {
+			ids[i] = p.ID
+		}
+		expected = func() []string { return ids }
+	}
 	mg, err := rollout.New(rollout.Options{
 		PoPID: pc.ID, Host: host, Sync: node, Conn: nc,
 		// The credentials a reload installed (Stack.creds), as the PoP's own
@@ -68,7 +80,7 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 		},
 		Metrics: reg, Registerer: reg, StoreReplicas: s.cfg.NATS.StreamReplicas,
 		CacheDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "plugins"), Logger: log,
-		Sites: s.siteNamesNow,
+		Sites: s.siteNamesNow, PoPs: expected,
 	})
 	if err != nil {
 		_ = host.Close(ctx)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/stack"
 	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/meridian-edge/meridian/plugins/plugintest"
+	"github.com/meridian-edge/meridian/plugins/rollout"
 	"github.com/miekg/dns"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -1222,5 +1224,24 @@ func TestRateLimitPluginThroughTheStack(t *testing.T) {
 	}
 	if resp := getHome(t, addr); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("past the limit: %d (Retry-After %q), want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// TestPluginLogsHearEveryConfiguredPoP: on a stack whose config lists
+// several PoPs, a logs request at one PoP expects the others from the
+// start, so its first answer names them all (without waiting out the
+// time a PoP that knows no others gives them).
+func TestPluginLogsHearEveryConfiguredPoP(t *testing.T) {
+	st := startDev(t)
+	code, body := adminDo(t, st, "eu-west-2", "GET", "/admin/plugins/www/logs", "dev-www-token")
+	if code != http.StatusOK {
+		t.Fatalf("logs: %d %s", code, body)
+	}
+	var ans rollout.LogsAnswer
+	if err := json.Unmarshal([]byte(body), &ans); err != nil {
+		t.Fatal(err)
+	}
+	if want := st.PoPIDs(); !slices.Equal(ans.Answered, slices.Sorted(slices.Values(want))) || len(ans.NotAnswered) != 0 || len(ans.Notes) != 0 {
+		t.Errorf("answered %v, not answered %v, notes %q: want every configured PoP %v and no notes", ans.Answered, ans.NotAnswered, ans.Notes, want)
 	}
 }
