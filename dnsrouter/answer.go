@@ -103,12 +103,7 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		resp := reply(req, dns.RcodeSuccess, ourOPT)
 		resp.Authoritative = true
 		resp.Answer = []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassCHAOS}, Txt: []string{v.nsidTXT}}}
-		if hasECS {
-			ourOPT.Option = append(ourOPT.Option, echoECS(cs, 0))
-		}
-		if ourOPT != nil {
-			resp.Extra = append(resp.Extra, ourOPT)
-		}
+		appendOPT(resp, ourOPT, cs, hasECS, 0)
 		return sized(resp, opt, v, udp, buf), out
 	}
 	if q.Qclass != dns.ClassINET {
@@ -237,18 +232,22 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		soa.Hdr.Ttl = z.negTTL
 		resp.Ns = []dns.RR{&soa}
 	}
-	if hasECS {
-		sc := uint8(0)
-		if scope > 0 {
-			sc = uint8(scope)
-		}
-		ourOPT.Option = append(ourOPT.Option, echoECS(cs, sc))
-	}
-	if ourOPT != nil {
-		resp.Extra = append(resp.Extra, ourOPT)
-	}
+	appendOPT(resp, ourOPT, cs, hasECS, uint8(max(scope, 0)))
 	out.rcode = resp.Rcode
 	return sized(resp, opt, v, udp, buf), out
+}
+
+// appendOPT adds our OPT record, when the query had one, to resp's
+// additional section, echoing the query's ECS option with scope sc when
+// it carried one (RFC 7871 7.2.1).
+func appendOPT(resp *dns.Msg, o *dns.OPT, cs ecs, hasECS bool, sc uint8) {
+	if o == nil {
+		return
+	}
+	if hasECS {
+		o.Option = append(o.Option, echoECS(cs, sc))
+	}
+	resp.Extra = append(resp.Extra, o)
 }
 
 // newOPT is our OPT record for a query that carried theirs: version 0,

@@ -270,11 +270,7 @@ func TestConformance(t *testing.T) {
 		}}},
 	}
 	for _, c := range cases {
-		nets := c.nets
-		if nets == nil {
-			nets = []string{"udp", "tcp"}
-		}
-		for _, netw := range nets {
+		for _, netw := range transports(c.nets) {
 			t.Run(netw+"/"+c.name, func(t *testing.T) {
 				m := c.msg()
 				hadOPT := m.IsEdns0() != nil

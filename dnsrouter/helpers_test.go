@@ -29,6 +29,26 @@ func start(t testing.TB, opts Options) (*Server, string) {
 	return s, s.Addr()
 }
 
+// transports is the transports a table case runs on: the ones it names,
+// or both UDP and TCP when it names none.
+func transports(nets []string) []string {
+	if nets == nil {
+		return []string{"udp", "tcp"}
+	}
+	return nets
+}
+
+// startNSIDPair starts two servers from base(): one with id as its NSID,
+// one without, so a test can compare their answers to the same query.
+func startNSIDPair(t testing.TB, base func() Options, id []byte) (addr, addrUnset string) {
+	t.Helper()
+	o := base()
+	o.NSID = id
+	_, addr = start(t, o)
+	_, addrUnset = start(t, base())
+	return addr, addrUnset
+}
+
 // query builds a query for name/qtype, optionally with EDNS and ECS.
 func query(name string, qtype uint16, ecs string) *dns.Msg {
 	m := new(dns.Msg)

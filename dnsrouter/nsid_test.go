@@ -49,11 +49,7 @@ func askNSID(m *dns.Msg) *dns.Msg {
 func TestNSID(t *testing.T) {
 	// Not text: the option is opaque bytes and must come back byte for byte.
 	id := []byte("ns1-fra\x00\xff")
-	o := confOptions()
-	o.NSID = id
-	_, addr := start(t, o)
-	unset := confOptions()
-	_, addrUnset := start(t, unset)
+	addr, addrUnset := startNSIDPair(t, confOptions, id)
 
 	q := query
 	cases := []struct {
@@ -89,11 +85,7 @@ func TestNSID(t *testing.T) {
 		{"NXDOMAIN without the NSID option: none", func() *dns.Msg { return withOPT(q("nope.example.test.", dns.TypeA, ""), 1232, 0) }, nil, dns.RcodeNameError, false},
 	}
 	for _, c := range cases {
-		nets := c.nets
-		if nets == nil {
-			nets = []string{"udp", "tcp"}
-		}
-		for _, netw := range nets {
+		for _, netw := range transports(c.nets) {
 			t.Run(netw+"/"+c.name, func(t *testing.T) {
 				r := exchange(t, netw, addr, c.msg())
 				if r.Rcode != c.rcode {
@@ -234,10 +226,7 @@ func chaos(name string, qtype uint16) *dns.Msg {
 // refused as before.
 func TestIdentityInChaos(t *testing.T) {
 	id := []byte("ns1-fra\x00\xff\"")
-	o := DevOptions()
-	o.NSID = id
-	_, addr := start(t, o)
-	_, addrUnset := start(t, DevOptions())
+	addr, addrUnset := startNSIDPair(t, DevOptions, id)
 	for _, netw := range []string{"udp", "tcp"} {
 		for _, name := range []string{"id.server.", "hostname.bind.", "ID.Server."} {
 			for _, qtype := range []uint16{dns.TypeTXT, dns.TypeANY} {

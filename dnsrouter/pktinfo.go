@@ -28,7 +28,7 @@ func askDestination(conn *net.UDPConn) (bool, error) {
 		return false, nil
 	}
 	var err error
-	if la.IP.To4() != nil {
+	if isIPv4Socket(conn) {
 		err = ipv4.NewPacketConn(conn).SetControlMessage(ipv4.FlagDst, true)
 	} else {
 		// Go binds 0.0.0.0 with network "udp" as a dual-stack IPv6 socket;
@@ -38,16 +38,28 @@ func askDestination(conn *net.UDPConn) (bool, error) {
 	return err == nil, err
 }
 
+// isIPv4Socket reports whether conn is an IPv4-only socket: askDestination
+// then asks for IP_PKTINFO, and a query's control message is IPv4's.
+// Otherwise it asks for IPV6_PKTINFO, which Linux also uses for IPv4
+// queries on a dual-stack socket (as IPv4-mapped addresses).
+func isIPv4Socket(conn *net.UDPConn) bool {
+	la, ok := conn.LocalAddr().(*net.UDPAddr)
+	return ok && la.IP.To4() != nil
+}
+
 // sourceCache turns the control message a query came with into the one
 // that sends its answer from the query's destination address. It keeps
 // the last one made: a node answers on a few addresses, so in the steady
 // state the only allocation is x/net's parse of the incoming message (one
 // small slice per query, on wildcard sockets only). One per UDP worker.
 type sourceCache struct {
-	dst netip.Addr
-	msg []byte
-	cm4 ipv4.ControlMessage
-	cm6 ipv6.ControlMessage
+	// ipv4: the socket reports IPv4 control messages (isIPv4Socket), so
+	// only those are parsed; parsing is the per-query cost here.
+	ipv4 bool
+	dst  netip.Addr
+	msg  []byte
+	cm4  ipv4.ControlMessage
+	cm6  ipv6.ControlMessage
 }
 
 // oob returns the control message for the answer, or nil (the kernel
@@ -79,6 +91,17 @@ func (c *sourceCache) destination(in []byte) netip.Addr {
 	if len(in) == 0 {
 		return netip.Addr{}
 	}
+	if c.ipv4 {
+		if len(c.cm4.Dst) != net.IPv4len {
+			c.cm4.Dst = make(net.IP, net.IPv4len)
+		}
+		clear(c.cm4.Dst)
+		if c.cm4.Parse(in) == nil && !c.cm4.Dst.IsUnspecified() {
+			a, _ := netip.AddrFromSlice(c.cm4.Dst)
+			return a
+		}
+		return netip.Addr{}
+	}
 	if len(c.cm6.Dst) != net.IPv6len {
 		c.cm6.Dst = make(net.IP, net.IPv6len)
 	}
@@ -86,14 +109,6 @@ func (c *sourceCache) destination(in []byte) netip.Addr {
 	if c.cm6.Parse(in) == nil && !c.cm6.Dst.IsUnspecified() {
 		a, _ := netip.AddrFromSlice(c.cm6.Dst)
 		return a.Unmap()
-	}
-	if len(c.cm4.Dst) != net.IPv4len {
-		c.cm4.Dst = make(net.IP, net.IPv4len)
-	}
-	clear(c.cm4.Dst)
-	if c.cm4.Parse(in) == nil && !c.cm4.Dst.IsUnspecified() {
-		a, _ := netip.AddrFromSlice(c.cm4.Dst)
-		return a
 	}
 	return netip.Addr{}
 }

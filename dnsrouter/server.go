@@ -310,7 +310,7 @@ func (s *Server) serveUDP(conn *net.UDPConn, pktinfo bool) {
 	buf := make([]byte, dns.MaxMsgSize)
 	out := make([]byte, 0, 4096)
 	var oob []byte
-	var from sourceCache
+	from := sourceCache{ipv4: isIPv4Socket(conn)}
 	if pktinfo {
 		oob = make([]byte, 256)
 	}

@@ -183,6 +183,7 @@ func New(opts Options) (*PoP, error) {
 		p.record(ctx, siteName(r), middleware.Generated(ctx), middleware.Access{
 			RequestID: middleware.GetRequestID(ctx), Remote: r.RemoteAddr, Method: r.Method, Host: r.Host,
 			URI: r.RequestURI, Proto: r.Proto, Status: status, Bytes: bytes, Elapsed: d,
+			BodyError: middleware.BodyError(ctx),
 		})
 	}}
 	p.cache = opts.Cache
@@ -361,18 +362,10 @@ func (p *PoP) fastObserve(o *cache.FastObservation) {
 // record feeds one answered request of site to the request metrics, the
 // access log and the load tracker: the one place both paths (p.observers
 // and fastObserve) record through. generated is why the PoP made the
-// answer itself ("" for an origin's or a stored one).
+// answer itself ("" for an origin's or a stored one); a.BodyError is filled
+// by the caller (from the context or the fast observation), read once.
 func (p *PoP) record(ctx context.Context, site, generated string, a middleware.Access) {
-	p.metrics.ObserveSite(site, a.Method, a.Status, a.Bytes, a.Elapsed)
-	if generated != "" {
-		p.metrics.ObserveGenerated(site, a.Status, generated)
-	}
-	if a.BodyError == "" {
-		a.BodyError = middleware.BodyError(ctx)
-	}
-	if a.BodyError != "" {
-		p.metrics.ObserveCut(site, a.BodyError)
-	}
+	p.metrics.ObserveAccess(site, generated, a)
 	if p.log.Enabled(ctx, slog.LevelInfo) {
 		middleware.LogAccess(ctx, p.log, a)
 	}

@@ -96,14 +96,25 @@ func NewPoPRequestMetrics(reg prometheus.Registerer, popID string, site SiteFunc
 // Observer returns the Observer feeding these metrics.
 func (m *RequestMetrics) Observer() Observer {
 	return func(r *http.Request, status int, bytes int64, elapsed time.Duration) {
-		site := m.site(r)
-		m.ObserveSite(site, r.Method, status, bytes, elapsed)
-		if reason := Generated(r.Context()); reason != "" {
-			m.ObserveGenerated(site, status, reason)
-		}
-		if reason := BodyError(r.Context()); reason != "" {
-			m.ObserveCut(site, reason)
-		}
+		ctx := r.Context()
+		m.ObserveAccess(m.site(r), Generated(ctx), Access{
+			Method: r.Method, Status: status, Bytes: bytes, Elapsed: elapsed, BodyError: BodyError(ctx),
+		})
+	}
+}
+
+// ObserveAccess counts one answered request of site from a's method,
+// status, bytes, elapsed time and BodyError (ObserveSite, and ObserveCut
+// when the body was cut), plus ObserveGenerated when generated (why the PoP
+// made the answer itself) is set: what Observer records, for a server that
+// has its own record of the request (the PoP, for both of its paths).
+func (m *RequestMetrics) ObserveAccess(site, generated string, a Access) {
+	m.ObserveSite(site, a.Method, a.Status, a.Bytes, a.Elapsed)
+	if generated != "" {
+		m.ObserveGenerated(site, a.Status, generated)
+	}
+	if a.BodyError != "" {
+		m.ObserveCut(site, a.BodyError)
 	}
 }
 

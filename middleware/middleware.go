@@ -299,6 +299,7 @@ func AccessLog(log *slog.Logger) Observer {
 		LogAccess(ctx, log, Access{
 			RequestID: GetRequestID(ctx), Remote: r.RemoteAddr, Method: r.Method, Host: r.Host,
 			URI: r.RequestURI, Proto: r.Proto, Status: status, Bytes: bytes, Elapsed: elapsed,
+			BodyError: BodyError(ctx),
 		})
 	}
 }
@@ -311,13 +312,14 @@ type Access struct {
 	Bytes   int64
 	Elapsed time.Duration
 	// BodyError is why the body was cut short ("" when it was sent whole,
-	// see MarkBodyError); LogAccess also reads it from its context.
+	// see MarkBodyError). Callers fill it (AccessLog from the request's
+	// context): LogAccess does not look it up again.
 	BodyError string
 }
 
 // LogAccess writes a's access log line, as AccessLog does, for a server that
 // has no http.Request for it (the cache's fast path). A response whose body
-// was cut (a.BodyError, else BodyError(ctx)) carries body_error=<why> after
+// was cut (a.BodyError) carries body_error=<why> after
 // its status and bytes; a whole one has no such field, so
 // `grep body_error` finds exactly the cut ones.
 func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
@@ -334,12 +336,8 @@ func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
 		{},
 	}
 	n := len(attrs) - 1
-	be := a.BodyError
-	if be == "" {
-		be = BodyError(ctx)
-	}
-	if be != "" {
-		attrs[n] = slog.String("body_error", be)
+	if a.BodyError != "" {
+		attrs[n] = slog.String("body_error", a.BodyError)
 		n++
 	}
 	log.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)

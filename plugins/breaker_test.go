@@ -115,13 +115,21 @@ func TestBreakerForgetsOldFailures(t *testing.T) {
 		b.call(false)
 	}
 	c.advance(11 * time.Second)
+	mustOpenOnFifthFailure(t, b, "11 s after 4 others")
+}
+
+// mustOpenOnFifthFailure fails t unless b, counting no recent failure,
+// takes 4 failures without a change and opens on the 5th (the test
+// breaker's threshold). when says what came before, for the message.
+func mustOpenOnFifthFailure(t *testing.T, b *breaker, when string) {
+	t.Helper()
 	for i := range 4 {
 		if tr := b.call(false); tr.ev != breakerNoChange {
-			t.Fatalf("failure %d, 11 s after 4 others, opened the breaker: %+v", i+5, tr)
+			t.Fatalf("failure %d, %s, changed the breaker: %+v", i+1, when, tr)
 		}
 	}
 	if tr := b.call(false); tr.ev != breakerOpened {
-		t.Fatalf("5 failures within the window: want opened, got %+v", tr)
+		t.Fatalf("5th failure, %s: want opened, got %+v", when, tr)
 	}
 }
 
@@ -165,14 +173,7 @@ func TestBreakerHalfOpenTrial(t *testing.T) {
 		t.Fatal("closed breaker refuses calls")
 	}
 	// The failures that opened it are forgotten: it takes 5 new ones.
-	for i := range 4 {
-		if tr := b.call(false); tr.ev != breakerNoChange {
-			t.Fatalf("failure %d after closing reopened it: %+v", i+1, tr)
-		}
-	}
-	if tr := b.call(false); tr.ev != breakerOpened {
-		t.Fatalf("5 new failures: want opened, got %+v", tr)
-	}
+	mustOpenOnFifthFailure(t, b, "after the trial closed it")
 }
 
 // A success of a call allowed before the breaker opened does not close it:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,57 +14,6 @@ import (
 	"github.com/meridian-edge/meridian/plugins"
 	"github.com/meridian-edge/meridian/plugins/abi"
 )
-
-// syncKV is the plugins' KV on a replicated statesync node, as a PoP wires
-// it (values LWW, counters PN-counters, both with expiry).
-type syncKV struct{ n *statesync.Node }
-
-func (k syncKV) Get(_ context.Context, site, key string) ([]byte, bool, error) {
-	v, ok := k.n.KVGet(site, key)
-	return v, ok, nil
-}
-
-func (k syncKV) Set(ctx context.Context, site, key string, value []byte) error {
-	return k.n.KVSet(ctx, site, key, value)
-}
-
-func (k syncKV) SetTTL(ctx context.Context, site, key string, value []byte, ttl time.Duration) error {
-	return k.n.KVSetTTL(ctx, site, key, value, ttl)
-}
-
-func (k syncKV) Delete(ctx context.Context, site, key string) error {
-	return k.n.KVDelete(ctx, site, key)
-}
-
-func (k syncKV) CounterAdd(ctx context.Context, site, key string, delta int64) (int64, error) {
-	return k.n.CounterAdd(ctx, site, key, delta)
-}
-
-func (k syncKV) CounterAddTTL(ctx context.Context, site, key string, delta int64, ttl time.Duration) (int64, error) {
-	return k.n.CounterAddTTL(ctx, site, key, delta, ttl)
-}
-
-var _ plugins.ExpiringKV = syncKV{}
-
-// ttlClock is the wall clock of a test PoP: the plugin host's request time
-// and the replicated state's expiry both follow it, and the test moves it
-// window by window instead of waiting.
-type ttlClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *ttlClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *ttlClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
 
 // TestRateLimitKeysExpire runs the ratelimit example (built from source) on
 // both engines against the replicated KV of a real statesync node on an
@@ -83,15 +31,15 @@ func TestRateLimitKeysExpire(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(nc.Close)
-			clock := &ttlClock{}
+			clock := &testutil.Clock{}
 			node, err := statesync.Open(context.Background(), statesync.Options{NodeID: "ams", Conn: nc, DataDir: t.TempDir(),
-				Now: clock.now, AntiEntropyInterval: 50 * time.Millisecond})
+				Now: clock.Now, AntiEntropyInterval: 50 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { node.Close() })
 			h, _ := newHost(t, func(o *plugins.Options) {
-				o.Engine, o.KV, o.Now = eng, syncKV{node}, clock.now
+				o.Engine, o.KV, o.Now = eng, statesync.PluginKV{Node: node}, clock.Now
 			})
 			deploy(t, h, "shop", "rl", "ratelimit")
 			chain := &plugins.Chain{Site: "shop", Entries: []plugins.Entry{{Plugin: "rl", Config: map[string]string{"limit": "2", "window_seconds": "60"}}}}
@@ -121,7 +69,7 @@ func TestRateLimitKeysExpire(t *testing.T) {
 						}
 					}
 				}
-				clock.advance(time.Minute)
+				clock.Advance(time.Minute)
 				// Compaction runs on the node's anti-entropy tick: wait
 				// for it (a liveness bound, not a timing assertion).
 				deadline := time.Now().Add(10 * time.Second)

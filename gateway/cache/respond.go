@@ -309,7 +309,7 @@ func needsServeContent(r *http.Request) bool {
 // origin-error (reset, closed early, malformed chunking).
 func originBodyError(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
-		return "origin-timeout"
+		return proxy.DetailOriginTimeout
 	}
-	return "origin-error"
+	return proxy.DetailOriginError
 }

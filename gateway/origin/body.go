@@ -93,13 +93,12 @@ func (b *body) finish(err error) {
 // silent for long.
 type cancelBody struct {
 	io.ReadCloser
-	cancel context.CancelFunc
-	once   sync.Once
+	cancel context.CancelFunc // safe to call again: no sync.Once needed
 }
 
 func (b *cancelBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.cancel)
+	b.cancel()
 	return err
 }
 

@@ -285,8 +285,12 @@ func TestAllDownTriesLeastRecentlyFailed(t *testing.T) {
 	var order []string
 	a := newSwitchable(t, "a", true, &order, &mu)
 	b := newSwitchable(t, "b", true, &order, &mu)
+	// The order of the servers' handlers stands for the order the pool
+	// tried them: a header timeout long next to a loaded machine's
+	// scheduling delays keeps the two the same (at 200ms the second
+	// server's handler once ran first).
 	p, _ := origin.New(origin.Options{
-		Site: "www", HeaderTimeout: 200 * time.Millisecond, DownFor: time.Hour,
+		Site: "www", HeaderTimeout: time.Second, DownFor: time.Hour,
 		Servers: []origin.Server{{URL: mustURL(t, a.srv.URL)}, {URL: mustURL(t, b.srv.URL)}},
 	})
 	defer p.Close()

@@ -13,11 +13,11 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/realip"
+	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/pires/go-proxyproto"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -36,24 +36,7 @@ var (
 type server struct {
 	addr string
 	reg  *prometheus.Registry
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *mtestutil.SyncBuffer
 }
 
 func startServer(t *testing.T, opts realip.Options) *server {
@@ -62,7 +45,7 @@ func startServer(t *testing.T, opts realip.Options) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &server{reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	s := &server{reg: prometheus.NewRegistry(), logs: &mtestutil.SyncBuffer{}}
 	opts.Registerer = s.reg
 	opts.PoP = "tokyo"
 	opts.Logger = slog.New(slog.NewTextHandler(s.logs, nil))

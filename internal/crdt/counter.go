@@ -246,29 +246,15 @@ func mergePair(p, q PNPair) PNPair {
 // pair superseded expired even earlier, so it is refused too when it
 // arrives, and dropping never lets an older share back in.
 func (c PNCounter) Merge(o PNCounter) bool {
-	if !o.expiring() {
-		// Only pairs without a life (counters without TTL, old records):
-		// they always count and retire nothing, so the merge is the
-		// per-node join alone, as before TTLs.
-		changed := false
-		for n, q := range o {
-			if q == (PNPair{}) {
-				continue
-			}
-			p, had := c[n]
-			m := q
-			if had {
-				m = mergePair(p, q)
-			}
-			if !had || m != p {
-				c[n] = m
-				changed = true
-			}
-		}
-		return changed
+	// Pairs without a life (counters without TTL, old records) always
+	// count and retire nothing: merging only those needs neither birth
+	// scan nor the counts check, as before TTLs (a rate limiter's path).
+	lives := o.expiring()
+	var old, mb int64 // the newest birth before and after the join
+	if lives {
+		old = c.maxBirth()
+		mb = max(old, o.maxBirth())
 	}
-	old := c.maxBirth()
-	mb := max(old, o.maxBirth()) // the newest birth of the join
 	changed := false
 	for n, q := range o {
 		if q == (PNPair{}) {
@@ -280,7 +266,7 @@ func (c PNCounter) Merge(o PNCounter) bool {
 			m = mergePair(p, q)
 		}
 		switch {
-		case !counts(m, mb):
+		case lives && !counts(m, mb):
 			if had {
 				delete(c, n)
 				changed = true
@@ -365,7 +351,7 @@ func (cs Counters) MergeAt(o Counters, eh int64) []string {
 			c = PNCounter{}
 		}
 		ch := c.Merge(oc)
-		if e := c.Expires(); len(c) == 0 || (e != 0 && e < eh) {
+		if c.deadAt(eh) {
 			if had {
 				delete(cs, k)
 				changed = append(changed, k)
@@ -383,12 +369,19 @@ func (cs Counters) MergeAt(o Counters, eh int64) []string {
 	return changed
 }
 
+// deadAt reports whether c is gone at expiry horizon eh: empty, or expired
+// before it.
+func (c PNCounter) deadAt(eh int64) bool {
+	e := c.Expires()
+	return len(c) == 0 || (e != 0 && e < eh)
+}
+
 // Expire drops the counters whose expiry is before eh (Unix ns) and returns
 // their keys, sorted.
 func (cs Counters) Expire(eh int64) []string {
 	var dropped []string
 	for k, c := range cs {
-		if e := c.Expires(); len(c) == 0 || (e != 0 && e < eh) {
+		if c.deadAt(eh) {
 			delete(cs, k)
 			dropped = append(dropped, k)
 		}

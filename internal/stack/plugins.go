@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
-	"time"
 
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
@@ -45,7 +44,7 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	if err != nil {
 		return popPluginSetup{}, err
 	}
-	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: syncKV{node}, Registerer: reg, Logger: log,
+	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: statesync.PluginKV{Node: node}, Registerer: reg, Logger: log,
 		MetricLabels: rollout.MetricLabels,
 		Limits:       plugins.Limits{Timeout: s.cfg.Plugins.Timeout, MaxPages: uint32(s.cfg.Plugins.Memory / (64 << 10))}})
 	if err != nil {
@@ -193,37 +192,8 @@ func pluginDirectives(next http.Handler) http.Handler {
 	})
 }
 
-// syncKV is the plugins' KV on the replicated state: values are LWW
-// registers, counters PN-counters, both per site.
-type syncKV struct{ n *statesync.Node }
-
-func (k syncKV) Get(_ context.Context, site, key string) ([]byte, bool, error) {
-	v, ok := k.n.KVGet(site, key)
-	return v, ok, nil
-}
-
-func (k syncKV) Set(ctx context.Context, site, key string, value []byte) error {
-	return k.n.KVSet(ctx, site, key, value)
-}
-
-func (k syncKV) Delete(ctx context.Context, site, key string) error {
-	return k.n.KVDelete(ctx, site, key)
-}
-
-func (k syncKV) CounterAdd(ctx context.Context, site, key string, delta int64) (int64, error) {
-	return k.n.CounterAdd(ctx, site, key, delta)
-}
-
-func (k syncKV) SetTTL(ctx context.Context, site, key string, value []byte, ttl time.Duration) error {
-	return k.n.KVSetTTL(ctx, site, key, value, ttl)
-}
-
-func (k syncKV) CounterAddTTL(ctx context.Context, site, key string, delta int64, ttl time.Duration) (int64, error) {
-	return k.n.CounterAddTTL(ctx, site, key, delta, ttl)
-}
-
 // A PoP's plugins may set keys and counters that expire.
-var _ plugins.ExpiringKV = syncKV{}
+var _ plugins.ExpiringKV = statesync.PluginKV{}
 
 // geoForPlugins answers the plugins' geo host function from the DNS geo
 // source of the configuration. The region is the nearest catalog region to

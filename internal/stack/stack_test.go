@@ -70,6 +70,16 @@ func devConfig(t testing.TB, originURL string) *config.Config {
 	return cfg
 }
 
+// reloadConfig is devConfig for a reload of the stack started from cfg: it
+// keeps cfg's PoPs, DNS listener and data directory, which cannot change
+// live.
+func reloadConfig(t testing.TB, cfg *config.Config, originURL string) *config.Config {
+	t.Helper()
+	next := devConfig(t, originURL)
+	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
+	return next
+}
+
 func startDev(t *testing.T) *stack.Stack {
 	t.Helper()
 	origin := httptest.NewServer(demoorigin.New())
@@ -305,8 +315,7 @@ func TestReload(t *testing.T) {
 		{"fast_hits", func(p *config.PoP) { p.FastHits = &off }},
 		{"region", func(p *config.PoP) { p.Region = "eu-central-1" }},
 	} {
-		bad := devConfig(t, originB.URL)
-		bad.DNS.Listen, bad.DataDir = cfg.DNS.Listen, cfg.DataDir
+		bad := reloadConfig(t, cfg, originB.URL)
 		bad.PoPs = append([]config.PoP(nil), cfg.PoPs...)
 		c.change(&bad.PoPs[1])
 		want := "pops " + bad.PoPs[1].ID + ": " + c.field + " cannot change live"
@@ -327,8 +336,7 @@ func TestReload(t *testing.T) {
 		t.Fatalf("plugins of an unknown site before reload: %d %s", code, body)
 	}
 
-	next := devConfig(t, originB.URL)
-	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
+	next := reloadConfig(t, cfg, originB.URL)
 	next.DNS.Zones[0].Names = append(next.DNS.Zones[0].Names, "api")
 	next.Sites = append(next.Sites, config.Site{Name: "shop", Hosts: []string{"shop.example.test"}, Origins: []config.Origin{{URL: originB.URL}}})
 	if err := st.Reload(next); err != nil {
@@ -939,14 +947,9 @@ func TestReloadRotatesAdminTokens(t *testing.T) {
 func TestPoPMetricsNameThePoP(t *testing.T) {
 	st := startDev(t)
 	siteGet(t, st, "ap-northeast-1", "/")
-	resp, err := http.Get("http://" + st.PoP("ap-northeast-1").AdminAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	_, body := adminDo(t, st, "ap-northeast-1", "GET", "/metrics", "")
 	n := 0
-	for line := range strings.SplitSeq(string(body), "\n") {
+	for line := range strings.SplitSeq(body, "\n") {
 		if !strings.HasPrefix(line, "meridian_cache_") {
 			continue
 		}
@@ -1099,14 +1102,9 @@ func TestOriginDownSeriesFollowReloads(t *testing.T) {
 	const pop = "eu-west-2"
 	series := func() map[string]string { // site -> value
 		t.Helper()
-		resp, err := http.Get("http://" + st.PoP(pop).AdminAddr() + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
+		_, body := adminDo(t, st, pop, "GET", "/metrics", "")
 		got := map[string]string{}
-		for _, m := range regexp.MustCompile(`(?m)^meridian_origin_server_down\{.*site="([^"]+)".*\} (\S+)$`).FindAllStringSubmatch(string(body), -1) {
+		for _, m := range regexp.MustCompile(`(?m)^meridian_origin_server_down\{.*site="([^"]+)".*\} (\S+)$`).FindAllStringSubmatch(body, -1) {
 			got[m[1]] = m[2]
 		}
 		return got
@@ -1121,8 +1119,7 @@ func TestOriginDownSeriesFollowReloads(t *testing.T) {
 		t.Fatalf("after the origin failed: %v, want www's server down (1)", got)
 	}
 
-	bad := devConfig(t, live.URL)
-	bad.DNS.Listen, bad.DataDir = cfg.DNS.Listen, cfg.DataDir
+	bad := reloadConfig(t, cfg, live.URL)
 	bad.PoPs = append([]config.PoP(nil), cfg.PoPs...)
 	bad.PoPs[0].HTTP = "127.0.0.11:1"
 	if err := st.Reload(bad); err == nil {
@@ -1132,8 +1129,7 @@ func TestOriginDownSeriesFollowReloads(t *testing.T) {
 		t.Fatalf("after a refused reload: %v, want www's server still down", got)
 	}
 
-	next := devConfig(t, live.URL)
-	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
+	next := reloadConfig(t, cfg, live.URL)
 	next.Sites = []config.Site{{Name: "shop", Hosts: []string{"www.example.test"}, Origins: []config.Origin{{URL: live.URL}}}}
 	if err := st.Reload(next); err != nil {
 		t.Fatal(err)
@@ -1178,8 +1174,7 @@ func TestDNSNSIDFromConfig(t *testing.T) {
 			t.Errorf("NSID over %s: %q, want node-a", network, got)
 		}
 	}
-	next := devConfig(t, "http://127.0.0.1:1")
-	next.PoPs, next.DNS.Listen, next.DataDir = cfg.PoPs, cfg.DNS.Listen, cfg.DataDir
+	next := reloadConfig(t, cfg, "http://127.0.0.1:1")
 	next.DNS.NSID = "node-b"
 	if err := st.Reload(next); err != nil {
 		t.Fatal(err)

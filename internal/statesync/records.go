@@ -298,13 +298,18 @@ func (n *Node) setTTL(ctx context.Context, key string, val []byte, ttl time.Dura
 
 // KVSet sets key in site's plugin KV namespace (LWW).
 func (n *Node) KVSet(ctx context.Context, site, key string, val []byte) error {
+	return n.kvSet(ctx, site, key, val, 0)
+}
+
+// kvSet is KVSet and KVSetTTL (ttl 0: no expiry).
+func (n *Node) kvSet(ctx context.Context, site, key string, val []byte, ttl time.Duration) error {
 	if err := validName("site", site); err != nil {
 		return err
 	}
 	if key == "" {
 		return fmt.Errorf("statesync: empty KV key for site %s", site)
 	}
-	return n.set(ctx, prefixKV+site+"/"+key, append([]byte(nil), val...))
+	return n.setTTL(ctx, prefixKV+site+"/"+key, append([]byte(nil), val...), ttl)
 }
 
 // KVSetTTL sets key in site's plugin KV namespace (LWW) until ttl from now
@@ -313,16 +318,10 @@ func (n *Node) KVSet(ctx context.Context, site, key string, val []byte) error {
 // moment), and compaction drops it once ExpiryGrace has passed too. A later
 // KVSet or KVSetTTL of the key replaces the expiry with its own.
 func (n *Node) KVSetTTL(ctx context.Context, site, key string, val []byte, ttl time.Duration) error {
-	if err := validName("site", site); err != nil {
-		return err
-	}
-	if key == "" {
-		return fmt.Errorf("statesync: empty KV key for site %s", site)
-	}
 	if err := checkTTL(ttl); err != nil {
 		return err
 	}
-	return n.setTTL(ctx, prefixKV+site+"/"+key, append([]byte(nil), val...), ttl)
+	return n.kvSet(ctx, site, key, val, ttl)
 }
 
 // KVGet returns the current value of key in site's plugin KV namespace; a

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,41 +16,21 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// testClock is a wall clock the test moves forward: every node of a test
-// shares it, so expiry is decided by the clock, never by how long the test
-// takes.
-type testClock struct {
-	mu     sync.Mutex
-	offset time.Duration
-}
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.offset)
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.offset += d
-	c.mu.Unlock()
-}
-
 type ttlNode struct {
 	*Node
 	reg *prometheus.Registry
 }
 
-func openClocked(t *testing.T, id, url string, clock *testClock) ttlNode {
+func openClocked(t *testing.T, id, url string, clock *testutil.Clock) ttlNode {
 	t.Helper()
 	return openClockedIn(t, id, url, clock, t.TempDir())
 }
 
-func openClockedIn(t *testing.T, id, url string, clock *testClock, dir string) ttlNode {
+func openClockedIn(t *testing.T, id, url string, clock *testutil.Clock, dir string) ttlNode {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	n, err := Open(context.Background(), Options{NodeID: id, Conn: connect(t, url), DataDir: dir,
-		Now: clock.now, AntiEntropyInterval: 100 * time.Millisecond, Registerer: reg})
+		Now: clock.Now, AntiEntropyInterval: 100 * time.Millisecond, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +83,7 @@ func kept(n *Node, key string) bool {
 // in the expired-keys metric; a permanent counter beside it stays.
 func TestCounterTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	clock := &testClock{}
+	clock := &testutil.Clock{}
 	nodes := []ttlNode{openClocked(t, "ams", srv.ClientURL(), clock), openClocked(t, "fra", srv.ClientURL(), clock),
 		openClocked(t, "sin", srv.ClientURL(), clock)}
 	ctx := context.Background()
@@ -120,7 +99,7 @@ func TestCounterTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 			return n.Counter("s", "rl:1") == 5 && n.Counter("s", "forever") == 3
 		})
 	}
-	clock.advance(61 * time.Second) // past the TTL, within the grace
+	clock.Advance(61 * time.Second) // past the TTL, within the grace
 	for _, n := range nodes {
 		if v := n.Counter("s", "rl:1"); v != 0 {
 			t.Fatalf("%s: expired counter reads %d, want 0", n.opts.NodeID, v)
@@ -129,7 +108,7 @@ func TestCounterTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 			t.Fatalf("%s: keys %v, want only ctr/s/forever", n.opts.NodeID, keys)
 		}
 	}
-	clock.advance(2 * time.Minute) // past the grace: compaction drops it
+	clock.Advance(2 * time.Minute) // past the grace: compaction drops it
 	for _, n := range nodes {
 		eventually(t, n.opts.NodeID+" drops the expired counter from memory and snapshot", func() bool { return gone(n.Node, "ctr/s/rl:1") })
 		if !kept(n.Node, "ctr/s/forever") || n.Counter("s", "forever") != 3 {
@@ -150,29 +129,29 @@ func TestCounterTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 // count everywhere, until the later expiry.
 func TestCounterTTLExtendedByLaterAdd(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	clock := &testClock{}
+	clock := &testutil.Clock{}
 	a, b := openClocked(t, "ams", srv.ClientURL(), clock), openClocked(t, "fra", srv.ClientURL(), clock)
 	ctx := context.Background()
 	if _, err := a.CounterAddTTL(ctx, "s", "c", 1, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "fra sees the first add", func() bool { return b.Counter("s", "c") == 1 })
-	clock.advance(50 * time.Second)
+	clock.Advance(50 * time.Second)
 	if _, err := b.CounterAddTTL(ctx, "s", "c", 2, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "ams sees the second add", func() bool { return a.Counter("s", "c") == 3 })
-	clock.advance(40 * time.Second) // 90 s: past the first expiry, not the second
+	clock.Advance(40 * time.Second) // 90 s: past the first expiry, not the second
 	for _, n := range []ttlNode{a, b} {
 		if v := n.Counter("s", "c"); v != 3 {
 			t.Fatalf("%s: extended counter reads %d, want 3", n.opts.NodeID, v)
 		}
 		info, ok := n.Inspect("ctr/s/c")
-		if !ok || info.CounterExpires == nil || info.CounterExpires.Before(clock.now()) {
+		if !ok || info.CounterExpires == nil || info.CounterExpires.Before(clock.Now()) {
 			t.Fatalf("%s: inspect %+v: want an expiry ahead", n.opts.NodeID, info)
 		}
 	}
-	clock.advance(21 * time.Second) // 111 s: past both
+	clock.Advance(21 * time.Second) // 111 s: past both
 	for _, n := range []ttlNode{a, b} {
 		if v := n.Counter("s", "c"); v != 0 {
 			t.Fatalf("%s: counter reads %d after the last expiry, want 0", n.opts.NodeID, v)
@@ -190,7 +169,7 @@ func TestCounterTTLExtendedByLaterAdd(t *testing.T) {
 // and snapshots; a key without TTL stays.
 func TestKVTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	clock := &testClock{}
+	clock := &testutil.Clock{}
 	a, b := openClocked(t, "ams", srv.ClientURL(), clock), openClocked(t, "fra", srv.ClientURL(), clock)
 	ctx := context.Background()
 	if err := a.KVSetTTL(ctx, "s", "session", []byte("v1"), time.Minute); err != nil {
@@ -204,7 +183,7 @@ func TestKVTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 		_, ok2 := b.KVGet("s", "kept")
 		return ok && ok2 && string(v) == "v1"
 	})
-	clock.advance(61 * time.Second)
+	clock.Advance(61 * time.Second)
 	for _, n := range []ttlNode{a, b} {
 		if v, ok := n.KVGet("s", "session"); ok {
 			t.Fatalf("%s: expired key reads %q", n.opts.NodeID, v)
@@ -213,7 +192,7 @@ func TestKVTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 			t.Fatalf("%s: keys %v, want only kv/s/kept", n.opts.NodeID, keys)
 		}
 	}
-	clock.advance(2 * time.Minute)
+	clock.Advance(2 * time.Minute)
 	for _, n := range []ttlNode{a, b} {
 		eventually(t, n.opts.NodeID+" drops the expired key from memory and snapshot", func() bool { return gone(n.Node, "kv/s/session") })
 		if !kept(n.Node, "kv/s/kept") {
@@ -233,7 +212,7 @@ func TestKVTTLExpiresEverywhereAndIsCompacted(t *testing.T) {
 // node that missed the TTL write and still holds the old value.
 func TestKVTTLOverOlderValueDoesNotBringItBack(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	clock := &testClock{}
+	clock := &testutil.Clock{}
 	a, b := openClocked(t, "ams", srv.ClientURL(), clock), openClocked(t, "fra", srv.ClientURL(), clock)
 	ctx := context.Background()
 	if err := a.KVSet(ctx, "s", "k", []byte("old")); err != nil {
@@ -252,7 +231,7 @@ func TestKVTTLOverOlderValueDoesNotBringItBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "fra has the new value", func() bool { v, _ := b.KVGet("s", "k"); return string(v) == "new" })
-	clock.advance(3 * time.Minute)
+	clock.Advance(3 * time.Minute)
 	for _, n := range []ttlNode{a, b} {
 		eventually(t, n.opts.NodeID+" turns the expired value into a tombstone", func() bool {
 			info, ok := n.Inspect("kv/s/k")
@@ -283,7 +262,7 @@ func TestKVTTLOverOlderValueDoesNotBringItBack(t *testing.T) {
 // the durable log replayed by a node that joins later) bring nothing back.
 func TestLateDeltaDoesNotResurrectExpiredKeys(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	clock := &testClock{}
+	clock := &testutil.Clock{}
 	a, b := openClocked(t, "ams", srv.ClientURL(), clock), openClocked(t, "fra", srv.ClientURL(), clock)
 	ctx := context.Background()
 	if _, err := a.CounterAddTTL(ctx, "s", "rl:x", 7, time.Minute); err != nil {
@@ -303,7 +282,7 @@ func TestLateDeltaDoesNotResurrectExpiredKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock.advance(3 * time.Minute)
+	clock.Advance(3 * time.Minute)
 	for _, n := range []ttlNode{a, b} {
 		eventually(t, n.opts.NodeID+" compacts", func() bool { return gone(n.Node, "kv/s/tok") && gone(n.Node, "ctr/s/rl:x") })
 	}
@@ -331,7 +310,7 @@ func TestLateDeltaDoesNotResurrectExpiredKeys(t *testing.T) {
 // message, and nothing is written.
 func TestTTLValidation(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	n := openClocked(t, "ams", srv.ClientURL(), &testClock{})
+	n := openClocked(t, "ams", srv.ClientURL(), &testutil.Clock{})
 	ctx := context.Background()
 	for _, ttl := range []time.Duration{0, -time.Second, MaxTTL + time.Millisecond} {
 		if err := n.KVSetTTL(ctx, "s", "k", []byte("v"), ttl); err == nil || !strings.Contains(err.Error(), "at most 720h0m0s") {
@@ -351,7 +330,7 @@ func TestTTLValidation(t *testing.T) {
 // permanent ones still do not.
 func TestTTLSurvivesRestart(t *testing.T) {
 	srv := testutil.StartNATS(t)
-	clock := &testClock{}
+	clock := &testutil.Clock{}
 	dir := t.TempDir()
 	a := openClockedIn(t, "ams", srv.ClientURL(), clock, dir)
 	ctx := context.Background()
@@ -371,7 +350,7 @@ func TestTTLSurvivesRestart(t *testing.T) {
 	if v, _ := b.KVGet("s", "tok"); b.Counter("s", "rl") != 4 || string(v) != "t" {
 		t.Fatalf("after restart: counter %d, key %q", b.Counter("s", "rl"), v)
 	}
-	clock.advance(61 * time.Second)
+	clock.Advance(61 * time.Second)
 	if _, ok := b.KVGet("s", "tok"); ok || b.Counter("s", "rl") != 0 || b.Counter("s", "total") != 4 {
 		t.Fatalf("after expiry: key %v, counter %d (want 0), permanent %d (want 4)", ok, b.Counter("s", "rl"), b.Counter("s", "total"))
 	}

@@ -150,7 +150,11 @@ func KVGet(key string) ([]byte, bool) {
 }
 
 // KVSet writes key (an empty value deletes it).
-func KVSet(key string, value []byte) {
+func KVSet(key string, value []byte) { kvWrite(key, value, hostKVSet) }
+
+// kvWrite is KVSet and KVSetTTL: it hands key and value to set, or deletes
+// key when value is empty.
+func kvWrite(key string, value []byte, set func(key, value uint64)) {
 	k := pdk.AllocateString(key)
 	defer k.Free()
 	if len(value) == 0 {
@@ -159,7 +163,7 @@ func KVSet(key string, value []byte) {
 	}
 	v := pdk.AllocateBytes(value)
 	defer v.Free()
-	hostKVSet(k.Offset(), v.Offset())
+	set(k.Offset(), v.Offset())
 }
 
 // KVDelete removes key.
@@ -192,15 +196,7 @@ func ttlMillis(ttl time.Duration) int64 {
 // deletes the key. Needs a PoP with expiry (contract version 1, host
 // function meridian_kv_set_ttl).
 func KVSetTTL(key string, value []byte, ttl time.Duration) {
-	k := pdk.AllocateString(key)
-	defer k.Free()
-	if len(value) == 0 {
-		hostKVDelete(k.Offset())
-		return
-	}
-	v := pdk.AllocateBytes(value)
-	defer v.Free()
-	hostKVSetTTL(k.Offset(), v.Offset(), ttlMillis(ttl))
+	kvWrite(key, value, func(k, v uint64) { hostKVSetTTL(k, v, ttlMillis(ttl)) })
 }
 
 // CounterAddTTL adds delta to the replicated counter key and returns its

@@ -37,6 +37,18 @@ func ranOnly(got map[string]int, cfg string, n int) bool {
 	return got[cfg]+got[""] == n && got[""] <= max(1, n/100)
 }
 
+// onlyStable waits until every PoP of pops runs version stable of the
+// headers plugin alone, then fails t unless 50 of its answers all ran cfg.
+func onlyStable(t *testing.T, pops []*rollouttest.PoP, stable int, cfg, when string) {
+	t.Helper()
+	for _, p := range pops {
+		waitLocal(t, p, "headers", rollout.Target{Stable: stable})
+		if got := cfgShares(t, p, 50); !ranOnly(got, cfg, 50) {
+			t.Fatalf("%s %s: answers %v", p.ID, when, got)
+		}
+	}
+}
+
 // slotConfigs picks p's chain for the site n times and records which
 // config each slot of plugin "headers" ran with.
 func slotConfigs(t *testing.T, p *rollouttest.PoP, n int) map[string][]string {
@@ -120,12 +132,7 @@ func TestCanaryConfig(t *testing.T) {
 	if r.status != http.StatusOK {
 		t.Fatalf("rollback: %d %s", r.status, r.body)
 	}
-	for _, p := range pops {
-		waitLocal(t, p, "headers", rollout.Target{Stable: 1})
-		if got := cfgShares(t, p, 50); !ranOnly(got, "old", 50) {
-			t.Fatalf("%s after rollback: answers %v", p.ID, got)
-		}
-	}
+	onlyStable(t, pops, 1, "old", "after rollback")
 	if got := chainConfig(t, a); got != "x-cfg: old" {
 		t.Fatalf("chain entry after rollback: %q", got)
 	}
@@ -168,12 +175,7 @@ func TestCanaryConfig(t *testing.T) {
 		d, ok := a.Node.Deployment(site, "headers")
 		return ok && d.RolledBack
 	})
-	for _, p := range pops {
-		waitLocal(t, p, "headers", rollout.Target{Stable: 2})
-		if got := cfgShares(t, p, 50); !ranOnly(got, "new", 50) {
-			t.Fatalf("%s after automatic rollback: answers %v", p.ID, got)
-		}
-	}
+	onlyStable(t, pops, 2, "new", "after automatic rollback")
 	if got := chainConfig(t, a); got != "x-cfg: new" {
 		t.Fatalf("chain entry after automatic rollback: %q", got)
 	}
