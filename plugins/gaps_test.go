@@ -3,6 +3,7 @@ package plugins_test
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +44,71 @@ func TestKitProbe(t *testing.T) {
 	probe := wasm["kitprobe"]
 	t.Run("ExchangeTimeUsesInjectedClock", func(t *testing.T) { testExchangeTimeUsesInjectedClock(t, probe) })
 	t.Run("ConfigCacheBounded", func(t *testing.T) { testKitConfigCacheBounded(t, probe) })
+	t.Run("KV", func(t *testing.T) { testKitKV(t, probe) })
+}
+
+// testKitKV: the kit's KVSet, KVSetTTL and KVGet reach the host's KV as a
+// plugin author reads them: a value set is read back, an empty value
+// deletes (with or without a TTL), a TTL value reads until its time and is
+// missing after, and a TTL the host refuses fails the call with a reason.
+func testKitKV(t *testing.T, probe []byte) {
+	clock := &testutil.Clock{}
+	h, _ := newHost(t, func(o *plugins.Options) { o.KV = plugins.NewMemoryKVClock(clock.Now) })
+	deployProbe(t, h, "s", "probe", probe)
+	run := func(path string) (string, error) {
+		t.Helper()
+		x := h.Begin(&plugins.Chain{Site: "s", Entries: []plugins.Entry{{Plugin: "probe", Config: map[string]string{"kv": "on"}}}}, plugins.GeoInfo{})
+		defer x.Close()
+		r := req()
+		r.Path = path
+		var a abi.Actions
+		if err := x.Request(t.Context(), 0, r, &a); err != nil {
+			return "", err
+		}
+		v, ok := probeHeader(&a, "x-kv")
+		if !ok {
+			t.Fatalf("%s: the plugin set no x-kv", path)
+		}
+		return v, nil
+	}
+	steps := []struct{ path, want string }{
+		{"/get/a", "(missing)"},
+		{"/set/a/one", "one"},
+		{"/get/a", "one"},
+		{"/set/a/-", "(missing)"},
+		{"/ttl/b/two/600000", "two"},
+		{"/get/a", "(missing)"},
+		{"/get/b", "two"},
+		{"advance 9m30s", ""},
+		{"/get/b", "two"},
+		{"advance 1m", ""},
+		{"/get/b", "(missing)"},
+		{"/set/c/three", "three"},
+		{"/ttl/c/-/60000", "(missing)"},
+	}
+	for i, s := range steps {
+		if d, ok := strings.CutPrefix(s.path, "advance "); ok {
+			dur, err := time.ParseDuration(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clock.Advance(dur)
+			continue
+		}
+		got, err := run(s.path)
+		if err != nil {
+			t.Fatalf("step %d %s: %v", i, s.path, err)
+		}
+		if got != s.want {
+			t.Fatalf("step %d %s: the plugin read %q, want %q", i, s.path, got, s.want)
+		}
+	}
+	if _, err := run("/ttl/d/v/0"); err == nil || !strings.Contains(err.Error(), "ttl_ms must be 1..") {
+		t.Fatalf("a TTL of 0: %v, want the host's refusal naming ttl_ms", err)
+	}
+	if got, err := run("/get/d"); err != nil || got != "(missing)" {
+		t.Fatalf("after a refused TTL: %q, %v; want the key missing", got, err)
+	}
 }
 
 // testExchangeTimeUsesInjectedClock: with Options.Now, Exchange.Time is

@@ -69,7 +69,9 @@ func (mg *Manager) Handler() http.Handler {
 	mux.HandleFunc("GET /admin/plugins/{site}/{$}", mg.site(mg.list))
 	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}/deploy", mg.site(mg.deployHandler))
 	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}/rollback", mg.site(mg.rollback))
-	mux.HandleFunc("GET /admin/plugins/{site}/logs", mg.site(mg.logs))
+	// Logs travel over core NATS and come from memory, so they answer
+	// while JetStream is down: that is when an owner most needs them.
+	mux.HandleFunc("GET /admin/plugins/{site}/logs", mg.siteAuth(mg.logs))
 	mux.HandleFunc("GET /admin/plugins/{site}/chain", mg.site(mg.getChain))
 	mux.HandleFunc("PUT /admin/plugins/{site}/chain", mg.site(mg.putChain))
 	return mux
@@ -80,8 +82,20 @@ type principal struct {
 	by string
 }
 
-// site authenticates and authorises a request for its {site}.
+// site authenticates and authorises a request for its {site}, and answers
+// 503 while the plugin store (JetStream) has not been reached.
 func (mg *Manager) site(next func(w http.ResponseWriter, r *http.Request, site string, who principal)) http.HandlerFunc {
+	return mg.siteAuth(func(w http.ResponseWriter, r *http.Request, site string, who principal) {
+		if mg.st.Load() == nil {
+			writeError(w, http.StatusServiceUnavailable, "this PoP cannot reach JetStream (NATS) now, where plugins and their versions are kept; try again or use another PoP")
+			return
+		}
+		next(w, r, site, who)
+	})
+}
+
+// siteAuth authenticates and authorises a request for its {site}.
+func (mg *Manager) siteAuth(next func(w http.ResponseWriter, r *http.Request, site string, who principal)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if mg.opts.Authenticate == nil {
 			writeError(w, http.StatusForbidden, "plugin admin API is disabled on this PoP: no credentials are configured")
@@ -112,10 +126,6 @@ func (mg *Manager) site(next func(w http.ResponseWriter, r *http.Request, site s
 		// exist; a site owner's token only ever reaches here for its own site.
 		if msg, ok := mg.unknownSite(site, ops); !ok {
 			writeError(w, http.StatusNotFound, msg)
-			return
-		}
-		if mg.st.Load() == nil {
-			writeError(w, http.StatusServiceUnavailable, "this PoP cannot reach JetStream (NATS) now, where plugins and their versions are kept; try again or use another PoP")
 			return
 		}
 		who := principal{by: "ops"}

@@ -2,6 +2,7 @@ package rollout_test
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -36,6 +37,11 @@ func TestRestartWithoutNATS(t *testing.T) {
 	}
 	if !answersWith(t, p, "1") {
 		t.Fatal("a refused push changed what runs")
+	}
+	// The logs do not live in JetStream: an owner reads this PoP's lines
+	// while uploads wait.
+	if code, ans, msg := getLogs(t, p, shop, ""); code != http.StatusOK || !slices.Equal(ans.Answered, []string{"ams"}) {
+		t.Fatalf("logs without NATS: %d %q, answered by %v", code, msg, ans.Answered)
 	}
 
 	// NATS comes back on the same address with its JetStream files.
