@@ -217,6 +217,14 @@ type SitePolicy struct {
 	// no stale-if-error of its own; must-revalidate still forbids it. 0:
 	// only what the origin's and the client's stale-if-error allow.
 	StaleIfError time.Duration
+	// DefaultTTL is the freshness lifetime of a stored response that
+	// states none of its own (no s-maxage, max-age or Expires, no no-cache;
+	// see policy.DefaultTTLApplies), in place of the Last-Modified
+	// heuristic: Varnish's default_ttl, a CDN's default TTL. Such a
+	// response is then stored even without a validator. It never makes
+	// private, no-store, Set-Cookie or Authorization responses storable. 0:
+	// only the heuristic (RFC 9111 4.2.2).
+	DefaultTTL time.Duration
 }
 
 // Validate reports a site policy the cache cannot apply, naming the field.
@@ -231,6 +239,8 @@ func (s SitePolicy) Validate() error {
 		return fmt.Errorf("cache: site %s: MaxObject %d must not be negative (0 means the storage's limit)", s.SiteID, s.MaxObject)
 	case s.StaleIfError < 0:
 		return fmt.Errorf("cache: site %s: StaleIfError %v must not be negative (0 means none beyond the origin's)", s.SiteID, s.StaleIfError)
+	case s.DefaultTTL < 0:
+		return fmt.Errorf("cache: site %s: DefaultTTL %v must not be negative (0 means the RFC 9111 heuristic only)", s.SiteID, s.DefaultTTL)
 	}
 	for i, q := range s.IgnoreQuery {
 		if q == "" {

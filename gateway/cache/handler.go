@@ -557,12 +557,12 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
 		cancelAll()
-		upd := c.update304(stale, resp.Header, reqTime, respTime)
+		upd := c.update304(stale, resp.Header, reqTime, respTime, ttlFrom(r.Context()), h.site.DefaultTTL)
 		c.flights.release(key, f, result{kind: kindStored, stored: upd, status: http.StatusNotModified}, false)
 		return nil
 	}
 	sreq := &http.Request{Method: http.MethodGet, Header: r.Header}
-	ttl := ttlFrom(r.Context())
+	ttl := policy.StoreTTL(resp.StatusCode, resp.Header, ttlFrom(r.Context()), h.site.DefaultTTL)
 	reason := policy.StorableResponse(sreq, resp.StatusCode, resp.Header, ttl)
 	if reason == policy.Storable && resp.ContentLength > h.maxObj {
 		reason = "too-large"
@@ -686,8 +686,11 @@ func equalStrings(a, b []string) bool {
 
 // update304 merges a 304's header fields into the stored response (RFC 9111
 // 3.2: every field replaces the stored one, except Content-Length) and
-// persists the new metadata.
-func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time) *stored {
+// persists the new metadata. The recorded TTL is decided again, as for a
+// new response (policy.StoreTTL with the revalidating request's plugin TTL
+// and the site's default): a 304 that brings a max-age of its own ends a
+// default TTL, as Varnish does when it revalidates.
+func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time, pluginTTL, siteDefault time.Duration) *stored {
 	n := st.clone()
 	for k, v := range h {
 		if k == "Content-Length" {
@@ -699,6 +702,7 @@ func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time
 		n.meta.Header.Set("Date", respTime.UTC().Format(http.TimeFormat))
 	}
 	n.meta.RequestTime, n.meta.ResponseTime = reqTime, respTime
+	n.meta.TTL = policy.StoreTTL(n.meta.Status, n.meta.Header, pluginTTL, siteDefault)
 	n.meta.Invalidated = false
 	if err := c.store.updateMeta(context.Background(), n, n.meta); err != nil && !errors.Is(err, tier.ErrNotFound) {
 		c.log.Warn("cache: update after 304 failed", "err", err)

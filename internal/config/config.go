@@ -408,6 +408,14 @@ type SiteCache struct {
 	// (nginx's proxy_cache_use_stale error timeout http_5xx). Default 0: only
 	// what the origin's stale-if-error allows.
 	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// DefaultTTL is how long a response stays fresh when the origin says
+	// nothing about it (no s-maxage, max-age or Expires, no no-cache), for
+	// statuses a cache may store without being told (200, 301, 404, ...):
+	// Varnish's default_ttl, nginx's proxy_cache_valid, a CDN's default
+	// TTL. It replaces the Last-Modified heuristic and never makes a
+	// private, no-store, Set-Cookie or authorised response cacheable.
+	// Default 0: only the RFC 9111 heuristic.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
 }
 
 // DNS configures the authoritative GeoDNS server.

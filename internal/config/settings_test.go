@@ -67,6 +67,36 @@ func TestPluginLimits(t *testing.T) {
 	}
 }
 
+// TestSiteDefaultTTLSetting: sites[].cache.default_ttl, default 0 and
+// bounded, with the line and field of a bad value.
+func TestSiteDefaultTTLSetting(t *testing.T) {
+	cfg, err := config.Parse("base.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Sites[0].Cache.DefaultTTL; d != 0 {
+		t.Errorf("default: %v, want 0", d)
+	}
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n    cache:\n      default_ttl: 10m\n", 1)
+	if cfg, err = config.Parse("set.yaml", []byte(set)); err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Sites[0].Cache.DefaultTTL; d != 10*time.Minute {
+		t.Errorf("set: %v, want 10m", d)
+	}
+	for _, c := range []struct{ value, want string }{
+		{"-1s", "sites[0].cache.default_ttl: -1s is out of range [0s,8760h] (a year); 0 keeps the RFC 9111 heuristic only"},
+		{"9000h", "sites[0].cache.default_ttl: 9000h0m0s is out of range [0s,8760h]"},
+		{"ten minutes", "sites[0].cache.default_ttl"},
+	} {
+		bad := strings.Replace(set, "default_ttl: 10m", "default_ttl: "+c.value, 1)
+		_, err := config.Parse("bad.yaml", []byte(bad))
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "bad.yaml:") {
+			t.Errorf("default_ttl %s: %v, want the file, line and %q", c.value, err, c.want)
+		}
+	}
+}
+
 // TestSiteStaleIfErrorSetting: sites[].cache.stale_if_error, default 0 and
 // bounded.
 func TestSiteStaleIfErrorSetting(t *testing.T) {

@@ -97,6 +97,37 @@ func StorableResponse(req *http.Request, status int, h http.Header, ttlOverride 
 	return Storable
 }
 
+// DefaultTTLApplies reports whether a site's default TTL may give a
+// response its freshness lifetime: the status is heuristically cacheable
+// and the response states no freshness of its own (s-maxage, max-age, or
+// Expires where Cache-Control governs) and does not ask for validation on
+// every use (no-cache). It then stands in for the Last-Modified heuristic,
+// as Varnish's default_ttl, nginx's proxy_cache_valid and a CDN's default
+// TTL do; it never overrides what the origin said.
+func DefaultTTLApplies(status int, h http.Header) bool {
+	if !heuristicStatus[status] {
+		return false
+	}
+	d, src := ResponseDirectives(h)
+	if d.Has("s-maxage") || d.Has("max-age") || d.Has("no-cache") {
+		return false
+	}
+	return src != "Cache-Control" || len(h.Values("Expires")) == 0
+}
+
+// StoreTTL is the freshness lifetime the cache records with a response it
+// stores (0: the response's own): a plugin's TTL wins; otherwise
+// siteDefault when DefaultTTLApplies.
+func StoreTTL(status int, h http.Header, pluginTTL, siteDefault time.Duration) time.Duration {
+	if pluginTTL > 0 {
+		return pluginTTL
+	}
+	if siteDefault > 0 && DefaultTTLApplies(status, h) {
+		return siteDefault
+	}
+	return 0
+}
+
 // HasVaryStar reports whether any Vary line contains "*" as a member.
 func HasVaryStar(h http.Header) bool {
 	for _, f := range VaryFields(h) {
