@@ -529,6 +529,11 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 	}
 	out := h.proxy.Outbound(octx, r)
 	out.Method = http.MethodGet
+	if ae := out.Header.Values("Accept-Encoding"); len(ae) > 0 {
+		// The form variants are keyed on (policy.SecondaryKey): a stored
+		// variant is then made for exactly the codings its key accepts.
+		out.Header.Set("Accept-Encoding", policy.NormalizeAcceptEncoding(ae))
+	}
 	for _, k := range clientConditionals {
 		out.Header.Del(k)
 	}

@@ -87,3 +87,55 @@ func TestSecondaryKeyNormalises(t *testing.T) {
 		t.Errorf("absent and empty fields must differ from present ones: %q %q %q", a, c, d)
 	}
 }
+
+func TestNormalizeAcceptEncoding(t *testing.T) {
+	for _, c := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"gzip, deflate, br, zstd"}, "br, gzip, zstd"},
+		{[]string{"gzip, deflate, br"}, "br, gzip"},
+		{[]string{"br, gzip"}, "br, gzip"},
+		{[]string{"gzip", "br"}, "br, gzip"},
+		{[]string{"GZIP"}, "gzip"},
+		{[]string{"deflate, gzip"}, "gzip"},
+		{[]string{"gzip;q=0.8, br;q=1.0"}, "br, gzip"},
+		{[]string{"gzip;q=0, br"}, "br"},
+		{[]string{"gzip; q=0.000"}, "identity"},
+		{[]string{"br;q=1.0, gzip;q=0.8, *;q=0.1"}, "br, gzip, zstd"},
+		{[]string{"*"}, "br, gzip, zstd"},
+		{[]string{"*, br;q=0"}, "gzip, zstd"},
+		{[]string{"*;q=0, gzip"}, "gzip"},
+		{[]string{"identity"}, "identity"},
+		{[]string{"deflate"}, "identity"},
+		{[]string{""}, "identity"},
+		{[]string{"gzip;q=abc"}, "gzip"},
+		{[]string{",,gzip ,"}, "gzip"},
+	} {
+		if got := NormalizeAcceptEncoding(c.in); got != c.want {
+			t.Errorf("%q: %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestSecondaryKeyAcceptEncoding: Accept-Encoding spellings that accept
+// the same codings share a variant; ones that differ in what they accept,
+// and an absent field, do not.
+func TestSecondaryKeyAcceptEncoding(t *testing.T) {
+	f := []string{"accept-encoding"}
+	key := func(v ...string) string {
+		if len(v) == 0 {
+			return SecondaryKey(f, http.Header{})
+		}
+		return SecondaryKey(f, http.Header{"Accept-Encoding": v})
+	}
+	if a, b := key("gzip, deflate, br"), key("br;q=1.0, gzip;q=0.9, deflate;q=0.5"); a != b {
+		t.Errorf("same codings, other spelling: %q != %q", a, b)
+	}
+	if a, b := key("gzip, br"), key("gzip"); a == b {
+		t.Errorf("br accepted or not must differ: %q", a)
+	}
+	if a, b := key("identity"), key(); a == b {
+		t.Errorf("absent and identity must differ: %q", a)
+	}
+}

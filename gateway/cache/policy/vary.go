@@ -32,7 +32,8 @@ func VaryFields(h http.Header) []string {
 // SecondaryKey builds the normalised secondary cache key of a request for the
 // given Vary fields (RFC 9111 4.1): all lines of a field are combined, list
 // members trimmed of whitespace, so "gzip,br" and "gzip, br" match. An absent
-// field and an empty field are distinguished.
+// field and an empty field are distinguished. Accept-Encoding counts as its
+// NormalizeAcceptEncoding form, as the origin is sent that form.
 func SecondaryKey(fields []string, req http.Header) string {
 	var b strings.Builder
 	for _, f := range fields {
@@ -43,6 +44,11 @@ func SecondaryKey(fields []string, req http.Header) string {
 			continue
 		}
 		b.WriteByte('=')
+		if f == "accept-encoding" {
+			b.WriteString(NormalizeAcceptEncoding(vals))
+			b.WriteByte('\x00')
+			continue
+		}
 		first := true
 		for _, v := range vals {
 			for _, m := range strings.Split(v, ",") {
