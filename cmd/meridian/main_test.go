@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/meridian-edge/meridian/deploy"
 	"github.com/meridian-edge/meridian/internal/config"
+	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/miekg/dns"
 )
@@ -233,6 +235,25 @@ func TestDevCommand(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "Hello from the Meridian demo origin") {
 		t.Fatalf("%s: %d %q", curlLine, resp.StatusCode, body)
+	}
+
+	// The dev site compresses at the edge: the demo origin's stylesheet,
+	// sent plain, reaches a client that accepts gzip gzipped.
+	plain := &http.Client{Transport: &http.Transport{DisableCompression: true, DialContext: client.Transport.(*http.Transport).DialContext}}
+	req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(c[4], "/")+"/assets/app.css", nil)
+	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
+	if resp, err = plain.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("/assets/app.css with Accept-Encoding gzip: %d, Content-Encoding %q, want gzip", resp.StatusCode, resp.Header.Get("Content-Encoding"))
+	}
+	if zr, err := gzip.NewReader(bytes.NewReader(body)); err != nil {
+		t.Fatalf("/assets/app.css: %v", err)
+	} else if css, err := io.ReadAll(zr); err != nil || string(css) != demoorigin.Stylesheet() {
+		t.Fatalf("/assets/app.css decodes to %d bytes (%v), not the origin's stylesheet", len(css), err)
 	}
 
 	// The printed HTTPS line works as printed, with the real curl.

@@ -86,6 +86,7 @@ type Cache struct {
 	flights  group
 	fresh    freshMemo
 	headers  headerMemo // serialised headers for the fast path
+	gzip     gzipPool   // writers for SitePolicy.Compress
 	metrics  *metrics
 	now      func() time.Time
 	// realClock: now is time.Now (Options.Now unset), so a time the caller
@@ -225,6 +226,14 @@ type SitePolicy struct {
 	// private, no-store, Set-Cookie or Authorization responses storable. 0:
 	// only the heuristic (RFC 9111 4.2.2).
 	DefaultTTL time.Duration
+	// Compress gzips, once when it is fetched, a storable text-like
+	// response (HTML, CSS, JavaScript, JSON, SVG, ...; see
+	// compressCandidate) the origin sent without a Content-Encoding, for
+	// clients that accept gzip, and stores it so: the origin keeps serving
+	// plain bytes (an S3 bucket, a simple server) and clients get them
+	// compressed from every tier at no per-hit cost. Such responses gain
+	// Vary: Accept-Encoding and a weak ETag. no-transform is respected.
+	Compress bool
 }
 
 // Validate reports a site policy the cache cannot apply, naming the field.

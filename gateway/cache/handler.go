@@ -585,6 +585,12 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 		return resp
 	}
 	c.flights.clearPass(key)
+	if h.site.Compress && compressCandidate(resp) {
+		addVaryAcceptEncoding(resp.Header)
+		if strings.Contains(out.Header.Get("Accept-Encoding"), "gzip") { // the normalised field
+			c.compressResponse(resp, h.site.SiteID)
+		}
+	}
 	if _, ok := resp.Header["Date"]; !ok {
 		resp.Header.Set("Date", respTime.UTC().Format(http.TimeFormat))
 	}
@@ -697,11 +703,24 @@ func equalStrings(a, b []string) bool {
 // default TTL, as Varnish does when it revalidates.
 func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time, pluginTTL, siteDefault time.Duration) *stored {
 	n := st.clone()
+	old := st.meta.Header
 	for k, v := range h {
 		if k == "Content-Length" {
 			continue
 		}
 		n.meta.Header[k] = v
+	}
+	// What the edge's compression added stays: the 304 speaks of the
+	// origin's plain representation, the stored one is its gzip.
+	if et := old.Get("ETag"); et != "" && et == weakETag(h.Get("ETag")) {
+		n.meta.Header.Set("ETag", et)
+	}
+	if _, ok := h["Vary"]; ok {
+		for _, f := range policy.VaryFields(old) {
+			if f == "accept-encoding" {
+				addVaryAcceptEncoding(n.meta.Header)
+			}
+		}
 	}
 	if _, ok := h["Date"]; !ok {
 		n.meta.Header.Set("Date", respTime.UTC().Format(http.TimeFormat))

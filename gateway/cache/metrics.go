@@ -29,6 +29,7 @@ type metrics struct {
 	stores    *prometheus.CounterVec
 	purged    *prometheus.CounterVec
 	fast      *prometheus.CounterVec
+	compress  *prometheus.CounterVec
 	// The fast path's outcomes, resolved once.
 	fastServed, fastUnparsed, fastRoute, fastMiss, fastRequest, fastStale, fastReclaimed, fastHooked prometheus.Counter
 }
@@ -74,6 +75,10 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 			Name: "meridian_cache_fast_requests_total", ConstLabels: cl,
 			Help: "Requests read by the fast hit path (cache.Fast) by outcome: served, or handed to net/http because the request was not plain HTTP/1.1 GET/HEAD (unparsed), its host is not a cache-only site (route), it missed (miss), it carries Range, Cache-Control, Authorization or validators that do not make a 304 (request), or the stored response is not a fresh 200 (stale), or the site's plugins asked for what only the server does (a rewrite, no-store, a request directive) or answered themselves (hooks); and connections taken back from net/http after such a request (reclaimed).",
 		}, []string{"outcome"}),
+		compress: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_compress_bytes_total", ConstLabels: cl,
+			Help: "Bytes of responses the edge gzipped when it fetched them (SitePolicy.Compress), by site and side: in (from the origin) and out (stored and sent); out/in is the ratio achieved.",
+		}, []string{"site", "side"}),
 	}
 	m.fastServed = m.fast.WithLabelValues("served")
 	m.fastUnparsed = m.fast.WithLabelValues("unparsed")
@@ -86,7 +91,7 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged, m.fast,
+	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged, m.fast, m.compress,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meridian_cache_store_objects", ConstLabels: storeLabels,
 			Help: "Objects held by the cache's storage (as its tier.Stats reports).",
@@ -133,6 +138,13 @@ func memoryTier(t tier.Tier) *l1.Tier {
 		}
 	}
 	return nil
+}
+
+// compressed counts one response gzipped whole: in bytes from the origin,
+// out bytes of its encoding.
+func (m *metrics) compressed(site string, in, out int64) {
+	m.compress.WithLabelValues(site, "in").Add(float64(in))
+	m.compress.WithLabelValues(site, "out").Add(float64(out))
 }
 
 func (m *metrics) request(site, tier, result string) {

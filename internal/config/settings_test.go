@@ -97,6 +97,26 @@ func TestSiteDefaultTTLSetting(t *testing.T) {
 	}
 }
 
+// TestSiteCompressSetting: sites[].cache.compress, default false; a value
+// that is not a boolean is refused with its line and field.
+func TestSiteCompressSetting(t *testing.T) {
+	cfg, err := config.Parse("base.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Sites[0].Cache.Compress {
+		t.Error("compress is on by default; want off")
+	}
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n    cache:\n      compress: true\n", 1)
+	if cfg, err = config.Parse("set.yaml", []byte(set)); err != nil || !cfg.Sites[0].Cache.Compress {
+		t.Fatalf("compress: true: %v", err)
+	}
+	bad := strings.Replace(set, "compress: true", "compress: gzip", 1)
+	if _, err := config.Parse("bad.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "bad.yaml:") || !strings.Contains(err.Error(), "sites[0].cache.compress") {
+		t.Errorf("compress: gzip: %v, want the file, line and field", err)
+	}
+}
+
 // TestSiteStaleIfErrorSetting: sites[].cache.stale_if_error, default 0 and
 // bounded.
 func TestSiteStaleIfErrorSetting(t *testing.T) {

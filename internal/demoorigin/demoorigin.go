@@ -1,7 +1,8 @@
 // Package demoorigin is the origin server `meridian dev` starts so that the
 // stack has something to proxy and cache out of the box. It shows cache
 // behaviour on purpose: a cacheable page, an uncacheable API, a slow
-// endpoint, sized bodies and chosen status codes.
+// endpoint, sized bodies, a stylesheet sent uncompressed (for the edge's
+// compression) and chosen status codes.
 package demoorigin
 
 import (
@@ -9,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -27,6 +29,7 @@ func New() *Origin {
 	o.mux.HandleFunc("GET /api/time", o.apiTime)
 	o.mux.HandleFunc("GET /slow", o.slow)
 	o.mux.HandleFunc("GET /bytes/{n}", o.bytes)
+	o.mux.HandleFunc("GET /assets/app.css", o.stylesheet)
 	o.mux.HandleFunc("GET /status/{code}", o.status)
 	o.mux.HandleFunc("/echo", o.echo)
 	return o
@@ -50,7 +53,7 @@ func (o *Origin) home(w http.ResponseWriter, r *http.Request) {
 <title>Meridian demo origin</title>
 <h1>Hello from the Meridian demo origin</h1>
 <p>Host %s, generated at %s (request #%d at the origin). Cacheable for 60 s.</p>
-<p>Try /api/time (no-store), /slow?ms=500, /bytes/1048576, /status/503, /echo.</p>
+<p>Try /api/time (no-store), /slow?ms=500, /bytes/1048576, /assets/app.css, /status/503, /echo.</p>
 `, r.Host, time.Now().UTC().Format(time.RFC3339Nano), o.requests.Load())
 }
 
@@ -83,6 +86,23 @@ func (o *Origin) bytes(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	w.Header().Set("ETag", fmt.Sprintf(`"bytes-%d"`, n))
 	_, _ = io.CopyN(w, pattern{}, n)
+}
+
+// Stylesheet is the body of /assets/app.css: text the origin sends without
+// compression, as an S3 bucket does, so that the edge's gzip shows.
+func Stylesheet() string {
+	var b strings.Builder
+	for i := range 64 {
+		fmt.Fprintf(&b, ".card-%d { margin: %dpx; padding: 4px 8px; border: 1px solid #ccd; color: #223; }\n", i, i%16)
+	}
+	return b.String()
+}
+
+func (o *Origin) stylesheet(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("ETag", `"app-css-1"`)
+	io.WriteString(w, Stylesheet())
 }
 
 func (o *Origin) status(w http.ResponseWriter, r *http.Request) {
