@@ -55,12 +55,7 @@ func TestVaryAcceptEncodingNormalised(t *testing.T) {
 		{"identity", 3, "", false},
 		{"", 4, "", false}, // no field: its own variant, sent none
 	} {
-		var r reply
-		if c.ae == "" {
-			r = e.get("/asset.css")
-		} else {
-			r = e.get("/asset.css", "Accept-Encoding", c.ae)
-		}
+		r := e.getAE("/asset.css", c.ae)
 		if r.status != 200 {
 			t.Fatalf("%d %q: status %d", i, c.ae, r.status)
 		}

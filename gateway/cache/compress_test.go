@@ -56,12 +56,7 @@ func TestCompressAtTheEdge(t *testing.T) {
 		{"identity", 4, false},
 		{"gzip, deflate, br", 4, true},
 	} {
-		var r reply
-		if c.ae == "" {
-			r = e.get("/page.html")
-		} else {
-			r = e.get("/page.html", "Accept-Encoding", c.ae)
-		}
+		r := e.getAE("/page.html", c.ae)
 		if r.status != 200 {
 			t.Fatalf("%d %q: status %d", i, c.ae, r.status)
 		}

@@ -169,6 +169,15 @@ func (e *env) get(path string, kv ...string) reply {
 	return e.do(http.MethodGet, path, hdr(kv...), nil)
 }
 
+// getAE GETs path with Accept-Encoding ae, or none when ae is "".
+func (e *env) getAE(path, ae string) reply {
+	e.t.Helper()
+	if ae == "" {
+		return e.get(path)
+	}
+	return e.get(path, "Accept-Encoding", ae)
+}
+
 // fetch GETs path and reads the whole reply without failing the test, for
 // requests sent from goroutines other than the test's (see concurrently).
 func (e *env) fetch(path string) (reply, error) {
