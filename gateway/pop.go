@@ -94,8 +94,17 @@ type Options struct {
 	// protocol headers (v1, v2) on the HTTP and HTTPS listeners (the admin
 	// listener is never wrapped), for a PoP behind an L4 load balancer.
 	// Its Logger, Registerer and PoP are the PoP's. It cannot be combined
-	// with TLS.HTTP3: QUIC carries no header.
+	// with TLS.HTTP3: QUIC carries no header. SetProxyProtocol changes it
+	// while the PoP serves.
 	ProxyProtocol realip.Options
+	// RealIP, with Trusted set, takes each request's client from the header
+	// that trusted L7 proxies in front of the PoP add (X-Forwarded-For,
+	// Forwarded, or a single-address header), on every path: the access
+	// log, X-Forwarded-For to the origin, plugins, and the cache's fast
+	// path. It applies after ProxyProtocol: the peer it checks is the
+	// address a PROXY header gave. SetRealIP changes it while the PoP
+	// serves.
+	RealIP realip.HeaderOptions
 	// Registry receives the PoP's metrics and is served on the admin
 	// /metrics; nil makes a new one. Pass one in to register the metrics of
 	// components built before the PoP (origin pools, the cache).
@@ -122,6 +131,11 @@ type PoP struct {
 	policies          *tlsedge.Policies // HTTPS policies, nil without HTTPS
 	secure            atomic.Pointer[http.Handler]
 	httpLn, adminLn   net.Listener
+	// realIP finds clients behind L7 proxies; ppMu guards ppListeners,
+	// the public listeners' PROXY protocol wrappers (see proxyProtocol).
+	realIP      *realip.Resolver
+	ppMu        sync.Mutex
+	ppListeners []*realip.Listener
 
 	cancel      context.CancelFunc
 	beaconStop  context.CancelFunc
@@ -140,6 +154,13 @@ func New(opts Options) (*PoP, error) {
 	if len(opts.ProxyProtocol.Trusted) > 0 && opts.TLS.HTTP3 {
 		return nil, fmt.Errorf("gateway %s: the PROXY protocol cannot be used with HTTP/3 (QUIC carries no header, so h3 clients would be seen as the balancer); turn one off", opts.ID)
 	}
+	if err := opts.ProxyProtocol.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway %s: proxy protocol: %w", opts.ID, err)
+	}
+	realIP, err := realip.NewResolver(opts.RealIP)
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: real ip: %w", opts.ID, err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -149,6 +170,7 @@ func New(opts Options) (*PoP, error) {
 		log:      log.With("pop", opts.ID),
 		registry: opts.Registry,
 		load:     newLoadTracker(time.Now()),
+		realIP:   realIP,
 	}
 	p.creds.Store(&opts.Credentials)
 	if p.registry == nil {
@@ -311,7 +333,9 @@ func siteName(r *http.Request) string {
 // Handler is the PoP's public HTTP handler with its middleware chain.
 func (p *PoP) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody, p.route)
+	// The client first: everything after it (the access log, plugins, the
+	// origin's X-Forwarded-For) sees the one the trusted proxies named.
+	r.Use(p.realIP.Handler, middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody, p.route)
 	r.Use(middleware.Observe(p.observers...))
 	r.Handle("/*", p)
 	// chi answers unknown methods with 405 unless told otherwise; a proxy
@@ -419,7 +443,7 @@ func (p *PoP) Start(ctx context.Context) error {
 	} else { // Fast includes Coalesce
 		p.fast = p.cache.Fast(p.httpSrv, p.httpLn, cache.FastOptions{
 			Route: p.fastRoute, Observe: p.fastObserve, RequestIDHeader: middleware.RequestIDHeader, NewRequestID: middleware.NewRequestID, Logger: p.log,
-			ServerPaths: []string{"/.well-known/acme-challenge/"},
+			ServerPaths: []string{"/.well-known/acme-challenge/"}, ClientAddr: p.realIP.Client,
 		})
 		httpLn = p.fast
 	}
@@ -447,11 +471,52 @@ func (p *PoP) Start(ctx context.Context) error {
 }
 
 // proxyProtocol wraps a public listener for the PROXY protocol per
-// Options.ProxyProtocol; without trusted balancers it returns ln itself.
+// Options.ProxyProtocol. It wraps it even without trusted balancers, when
+// its connections pass through as they are (one atomic load per accepted
+// connection, nothing per request), so that SetProxyProtocol can turn the
+// protocol on without a restart.
 func (p *PoP) proxyProtocol(ln net.Listener) (net.Listener, error) {
+	p.ppMu.Lock()
+	defer p.ppMu.Unlock()
 	o := p.opts.ProxyProtocol
 	o.Logger, o.Registerer, o.PoP = p.log, p.registry, p.opts.ID
-	return realip.Wrap(ln, o)
+	wl, err := realip.Listen(ln, o)
+	if err != nil {
+		return nil, err
+	}
+	p.ppListeners = append(p.ppListeners, wl)
+	return wl, nil
+}
+
+// SetProxyProtocol replaces the PROXY protocol's trusted balancers,
+// Required and HeaderTimeout on the public listeners (a configuration
+// reload): connections accepted from then on follow them, connections
+// already open keep theirs. It refuses, changing nothing, what New
+// refuses (trusted balancers with HTTP/3, Required without any).
+func (p *PoP) SetProxyProtocol(o realip.Options) error {
+	if err := o.Validate(); err != nil {
+		return fmt.Errorf("gateway %s: proxy protocol: %w", p.opts.ID, err)
+	}
+	if len(o.Trusted) > 0 && p.opts.TLS.HTTP3 {
+		return fmt.Errorf("gateway %s: the PROXY protocol cannot be used with HTTP/3 (QUIC carries no header, so h3 clients would be seen as the balancer); turn one off", p.opts.ID)
+	}
+	p.ppMu.Lock()
+	defer p.ppMu.Unlock()
+	for _, l := range p.ppListeners {
+		_ = l.Update(o) // validated above
+	}
+	p.opts.ProxyProtocol.Trusted, p.opts.ProxyProtocol.Required, p.opts.ProxyProtocol.HeaderTimeout = o.Trusted, o.Required, o.HeaderTimeout
+	return nil
+}
+
+// SetRealIP replaces the L7 proxies trusted to name clients, and their
+// header (a configuration reload): requests read from then on follow it,
+// on both paths. It refuses, changing nothing, what New refuses.
+func (p *PoP) SetRealIP(o realip.HeaderOptions) error {
+	if err := p.realIP.Update(o); err != nil {
+		return fmt.Errorf("gateway %s: real ip: %w", p.opts.ID, err)
+	}
+	return nil
 }
 
 // HTTPAddr is the bound proxy address (after Start).

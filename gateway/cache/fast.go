@@ -60,6 +60,14 @@ type FastOptions struct {
 	// saves (bench/l2proxy/compare.sh, 1 MiB hits 345-370 µs against
 	// 251-256 µs, 16 KiB even); a NIC with segmentation offload may differ.
 	Sendfile bool
+	// ClientAddr, when set, returns each request's client from the
+	// connection's peer (its RemoteAddr) and the request's header fields,
+	// for a PoP behind trusted L7 proxies (gateway/realip's
+	// Resolver.Client): values gives a header's values by lower-case name,
+	// one per field line in the order sent, valid during the call. It
+	// returns peer when the request names no other client. Observe's
+	// RemoteAddr and the hooks' Client are its answer.
+	ClientAddr func(peer netip.AddrPort, values func(lowerName string) [][]byte) netip.AddrPort
 	// Logger receives accept errors; nil discards.
 	Logger *slog.Logger
 }
@@ -360,6 +368,13 @@ type fastConn struct {
 	// observation handed over, reused.
 	lastTarget string
 	obs        FastObservation
+	// For ClientAddr: the connection's peer (invalid until the first
+	// request; noPeer when it has no IP address), and the header values
+	// handed to it, reused.
+	peer     netip.AddrPort
+	noPeer   bool
+	vals     [][]byte
+	valuesFn func(string) [][]byte
 }
 
 func (c *fastConn) serve(initial []byte) {
@@ -434,6 +449,9 @@ func (c *fastConn) loop(fd int) bool {
 			c.l.c.metrics.fastUnparsed.Inc()
 			c.handedOff = c.handOff(nil)
 			return true
+		}
+		if c.l.opts.ClientAddr != nil && !c.noPeer {
+			c.resolveClient()
 		}
 		var (
 			sh    *siteHandler

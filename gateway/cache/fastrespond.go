@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"os"
 	"slices"
@@ -414,6 +415,39 @@ func (c *fastConn) remoteAddr() string {
 		c.remote = c.conn.RemoteAddr().String()
 	}
 	return c.remote
+}
+
+// resolveClient sets the current request's client (c.client, c.remote)
+// to FastOptions.ClientAddr's answer; the string is made again only when
+// the client changes (a proxy's connection carries many clients).
+func (c *fastConn) resolveClient() {
+	if !c.peer.IsValid() {
+		ta, ok := c.conn.RemoteAddr().(*net.TCPAddr)
+		if !ok {
+			c.noPeer = true
+			return
+		}
+		ap := ta.AddrPort()
+		c.peer = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		c.valuesFn = c.headerValues
+	}
+	a := c.l.opts.ClientAddr(c.peer, c.valuesFn)
+	if a == c.client && c.remote != "" {
+		return
+	}
+	c.client, c.remote = a, a.String()
+}
+
+// headerValues returns the current request's values of the header field
+// name (lower case), in c.vals.
+func (c *fastConn) headerValues(name string) [][]byte {
+	c.vals = c.vals[:0]
+	for _, f := range c.req.fields[:c.req.nf] {
+		if fold(f[0], name) {
+			c.vals = append(c.vals, f[1])
+		}
+	}
+	return c.vals
 }
 
 func (c *fastConn) observe(site string, req *fastRequest, id string, status int, sent int64, start time.Time, generated string) {

@@ -25,6 +25,8 @@ import (
 	"net/textproto"
 	"os"
 	"strings"
+
+	"github.com/meridian-edge/meridian/gateway/realip"
 )
 
 // Options configures a Proxy for one site.
@@ -73,15 +75,18 @@ func New(opts Options) (*Proxy, error) {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			// Like nginx's $proxy_add_x_forwarded_for: keep the chain the
-			// client sent and append this hop. X-Forwarded-Host and -Proto
-			// are always ours.
-			if v := pr.In.Header["X-Forwarded-For"]; len(v) > 0 {
-				pr.Out.Header["X-Forwarded-For"] = []string{strings.Join(v, ", ")}
+			// client sent and append this hop (forwardedFor). X-Forwarded-Host
+			// and -Proto are always ours.
+			if xff := forwardedFor(pr.In); xff != "" {
+				pr.Out.Header["X-Forwarded-For"] = []string{xff}
+			} else {
+				delete(pr.Out.Header, "X-Forwarded-For")
 			}
 			if v := pr.In.Header["Forwarded"]; len(v) > 0 {
 				pr.Out.Header["Forwarded"] = append([]string(nil), v...)
 			}
-			pr.SetXForwarded()
+			pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
+			pr.Out.Header.Set("X-Forwarded-Proto", scheme(pr.In))
 			p.addForwarded(pr.Out.Header, pr.In)
 			p.AddVia(pr.Out.Header, pr.In.ProtoMajor, pr.In.ProtoMinor)
 		},
@@ -124,12 +129,8 @@ func (p *Proxy) Outbound(ctx context.Context, in *http.Request) *http.Request {
 	out.Header.Del("X-Forwarded-For")
 	out.Header.Del("X-Forwarded-Host")
 	out.Header.Del("X-Forwarded-Proto")
-	if ip := clientIP(in); ip != "" {
-		prior := in.Header.Values("X-Forwarded-For")
-		if len(prior) > 0 {
-			ip = strings.Join(prior, ", ") + ", " + ip
-		}
-		out.Header.Set("X-Forwarded-For", ip)
+	if xff := forwardedFor(in); xff != "" {
+		out.Header.Set("X-Forwarded-For", xff)
 	}
 	out.Header.Set("X-Forwarded-Host", in.Host)
 	out.Header.Set("X-Forwarded-Proto", scheme(in))
@@ -148,7 +149,31 @@ func scheme(r *http.Request) string {
 	return "http"
 }
 
-func clientIP(r *http.Request) string {
+// forwardedFor is the X-Forwarded-For sent to the origin: the chain the
+// client sent, then this hop's peer (hopIP), as nginx's
+// $proxy_add_x_forwarded_for; "" when there is neither.
+func forwardedFor(in *http.Request) string {
+	prior := in.Header.Values("X-Forwarded-For")
+	ip := hopIP(in)
+	switch {
+	case len(prior) == 0:
+		return ip
+	case ip == "":
+		return strings.Join(prior, ", ")
+	}
+	return strings.Join(prior, ", ") + ", " + ip
+}
+
+// hopIP is the address of the node this PoP received the request from,
+// which each hop appends to X-Forwarded-For and Forwarded: the
+// connection's peer. Behind trusted L7 proxies, RemoteAddr is the client
+// the headers named (gateway/realip's Resolver.Handler), which the chain
+// already holds; the peer is then in the context, and appending the
+// client again would hide the proxy that sent the request.
+func hopIP(r *http.Request) string {
+	if peer, ok := realip.PeerFromContext(r.Context()); ok {
+		return peer.Addr().String()
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return ""
@@ -159,7 +184,7 @@ func clientIP(r *http.Request) string {
 // addForwarded appends this hop's RFC 7239 element to Forwarded.
 func (p *Proxy) addForwarded(h http.Header, in *http.Request) {
 	var b strings.Builder
-	if ip := clientIP(in); ip != "" {
+	if ip := hopIP(in); ip != "" {
 		if strings.Contains(ip, ":") {
 			fmt.Fprintf(&b, "for=\"[%s]\";", ip)
 		} else {

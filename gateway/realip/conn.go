@@ -26,6 +26,7 @@ const headerBufSize = 256
 type Conn struct {
 	net.Conn // the socket
 	l        *Listener
+	pol      *listenerPolicy // the rules it was accepted under
 	trusted  bool
 
 	once sync.Once
@@ -39,8 +40,8 @@ type Conn struct {
 	deadline atomic.Pointer[time.Time]
 }
 
-func newConn(c net.Conn, l *Listener) *Conn {
-	return &Conn{Conn: c, l: l, trusted: l.trusts(c.RemoteAddr())}
+func newConn(c net.Conn, l *Listener, pol *listenerPolicy) *Conn {
+	return &Conn{Conn: c, l: l, pol: pol, trusted: pol.trusts(c.RemoteAddr())}
 }
 
 // rejectError is the error of a refused connection.
@@ -85,7 +86,7 @@ func (c *Conn) readHeader() error {
 	if d := c.deadline.Load(); d != nil {
 		user = *d
 	}
-	until := time.Now().Add(c.l.timeout)
+	until := time.Now().Add(c.pol.timeout)
 	if !user.IsZero() && user.Before(until) {
 		until = user // never extend the caller's own deadline
 	}
@@ -112,12 +113,12 @@ func (c *Conn) readHeader() error {
 			// refusal; Read reports the end.
 			return nil
 		}
-		if c.trusted && c.l.required {
+		if c.trusted && c.pol.required {
 			return c.refuse(ReasonMissing, errMissing)
 		}
 		return restoreErr // a direct client; its first bytes are in br
 	case errors.As(err, &ne) && ne.Timeout():
-		if src.n == 0 && !(c.trusted && c.l.required) {
+		if src.n == 0 && !(c.trusted && c.pol.required) {
 			// A peer that is silent so far (a browser's preconnect) and
 			// may speak without a header: nothing was consumed, so it is
 			// served as it is, under the server's own timeouts.

@@ -1,29 +1,39 @@
-// Package realip gives a PoP's TCP listeners the client's real address when
-// they sit behind an L4 load balancer (a Kubernetes Service, an AWS NLB,
-// HAProxy in TCP mode) that speaks the PROXY protocol, v1 or v2, as nginx's
-// `listen ... proxy_protocol` with `set_real_ip_from` does.
+// Package realip gives a PoP the client's real address when it sits behind
+// load balancers or proxies, as nginx's realip module does, in two layers:
 //
-// Wrap returns a listener whose connections report the address carried in
-// the PROXY header as RemoteAddr, so net/http (Request.RemoteAddr, the access
-// log, X-Forwarded-For to the origin, plugins' geo and rate limits) and the
-// cache's fast path see the client, and TLS runs over it unchanged (the
-// header comes first, then the handshake).
+//   - L4 (Wrap, Listen): a balancer that speaks the PROXY protocol, v1 or
+//     v2 (a Kubernetes Service, an AWS NLB, HAProxy in TCP mode), as
+//     nginx's `listen ... proxy_protocol` with `set_real_ip_from`. The
+//     listener's connections report the address carried in the PROXY
+//     header as RemoteAddr, so net/http and the cache's fast path see the
+//     client, and TLS runs over it unchanged (the header comes first, then
+//     the handshake).
+//   - L7 (Resolver): HTTP proxies (an AWS ALB, a GCP HTTPS load balancer, a
+//     Kubernetes ingress, a CDN) that name the client in X-Forwarded-For,
+//     Forwarded or a single-address header, as nginx's set_real_ip_from,
+//     real_ip_header and real_ip_recursive on. It is applied per request,
+//     after the L4 layer: the peer it checks against its trusted proxies
+//     is the connection's address as the PROXY header gave it.
 //
-// It owns the trust decision (only peers in Options.Trusted may send a
-// header), the header read with its timeout, and the count of refused
-// connections. It must not read from a connection in the accept loop:
-// headers are read lazily, in the goroutine that serves the connection, so
-// a slow or silent peer never holds Accept. It
-// knows nothing about HTTP, and HTTP/3 (QUIC over UDP) cannot carry the
+// Both layers' trust lists can be replaced while the PoP serves
+// (Listener.Update, Resolver.Update), atomically: a connection or request
+// finishes under the rules it started with.
+//
+// It owns the trust decisions (only peers in the trusted lists may name
+// another client), the PROXY header read with its timeout, the parsing of
+// the forwarding headers, and the count of refused connections. It must
+// not read from a connection in the accept loop: headers are read lazily,
+// in the goroutine that serves the connection, so a slow or silent peer
+// never holds Accept. HTTP/3 (QUIC over UDP) cannot carry the PROXY
 // protocol at all: the configuration refuses the two together.
 package realip
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -87,15 +97,49 @@ const (
 var reasons = []string{ReasonUntrusted, ReasonMissing, ReasonTimeout, ReasonMalformed}
 
 // Listener is a listener whose connections carry the PROXY protocol; see
-// Wrap.
+// Wrap and Listen.
 type Listener struct {
 	net.Listener
-	trusted  []netip.Prefix
-	required bool
-	timeout  time.Duration
+	pol      atomic.Pointer[listenerPolicy]
 	log      *slog.Logger
 	rejected map[string]prometheus.Counter
 	logs     *logLimiter
+}
+
+// listenerPolicy is the part of Options that Update replaces, swapped
+// whole: each connection keeps the one it was accepted under.
+type listenerPolicy struct {
+	trusted  []netip.Prefix
+	required bool
+	timeout  time.Duration
+}
+
+func newListenerPolicy(opts Options) (*listenerPolicy, error) {
+	if len(opts.Trusted) == 0 {
+		if opts.Required {
+			return nil, errNoTrusted
+		}
+		return &listenerPolicy{}, nil
+	}
+	trusted, err := normalize(opts.Trusted)
+	if err != nil {
+		return nil, err
+	}
+	if opts.HeaderTimeout <= 0 {
+		opts.HeaderTimeout = DefaultHeaderTimeout
+	}
+	return &listenerPolicy{trusted: trusted, required: opts.Required, timeout: opts.HeaderTimeout}, nil
+}
+
+// errNoTrusted refuses options that would refuse every connection.
+var errNoTrusted = errors.New("realip: Required without Trusted would refuse every connection; list the balancers' addresses in Trusted")
+
+// Validate reports what is wrong with o's Trusted, Required and
+// HeaderTimeout, the errors Wrap, Listen and Update return for them, for a
+// caller that must check a whole reload before it applies any part of it.
+func (o Options) Validate() error {
+	_, err := newListenerPolicy(o)
+	return err
 }
 
 // Wrap returns l with PROXY protocol support per opts, or l itself when
@@ -105,24 +149,22 @@ type Listener struct {
 func Wrap(l net.Listener, opts Options) (net.Listener, error) {
 	if len(opts.Trusted) == 0 {
 		if opts.Required {
-			return nil, errors.New("realip: Required without Trusted would refuse every connection; list the balancers' addresses in Trusted")
+			return nil, errNoTrusted
 		}
 		return l, nil
 	}
-	trusted := make([]netip.Prefix, len(opts.Trusted))
-	for i, p := range opts.Trusted {
-		if !p.IsValid() {
-			return nil, fmt.Errorf("realip: trusted prefix %d is not a valid prefix", i)
-		}
-		// Compare in the form peers have: an IPv4 peer on a dual-stack
-		// socket is unmapped before the check (see trusts).
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		trusted[i] = p.Masked()
-	}
-	if opts.HeaderTimeout <= 0 {
-		opts.HeaderTimeout = DefaultHeaderTimeout
+	return Listen(l, opts)
+}
+
+// Listen is Wrap for a listener whose trusted balancers may change while
+// it serves (Update): it always returns a Listener. While Trusted is
+// empty, Accept hands out the accepted connections themselves (one atomic
+// load per connection is all it costs), so a PoP can keep its listeners
+// wrapped and have a configuration reload turn the PROXY protocol on.
+func Listen(l net.Listener, opts Options) (*Listener, error) {
+	pol, err := newListenerPolicy(opts)
+	if err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -132,24 +174,44 @@ func Wrap(l net.Listener, opts Options) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Listener{
-		Listener: l, trusted: trusted, required: opts.Required, timeout: opts.HeaderTimeout,
+	ln := &Listener{
+		Listener: l,
 		log:      log.With("listener", l.Addr().String()),
 		rejected: rejected, logs: newLogLimiter(LogEvery),
-	}, nil
+	}
+	ln.pol.Store(pol)
+	return ln, nil
 }
 
-// Accept returns the next connection, wrapped; it reads nothing from it.
+// Update replaces Trusted, Required and HeaderTimeout (opts' Logger,
+// Registerer and PoP are ignored) atomically: connections accepted from
+// then on follow them; connections already accepted keep the rules they
+// were accepted under. It fails, changing nothing, as Wrap does.
+func (l *Listener) Update(opts Options) error {
+	pol, err := newListenerPolicy(opts)
+	if err != nil {
+		return err
+	}
+	l.pol.Store(pol)
+	return nil
+}
+
+// Accept returns the next connection, wrapped (or, while no balancer is
+// trusted, as it is); it reads nothing from it.
 func (l *Listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return newConn(c, l), nil
+	pol := l.pol.Load()
+	if len(pol.trusted) == 0 {
+		return c, nil
+	}
+	return newConn(c, l, pol), nil
 }
 
 // trusts tells whether a peer may send a PROXY header.
-func (l *Listener) trusts(peer net.Addr) bool {
+func (p *listenerPolicy) trusts(peer net.Addr) bool {
 	ta, ok := peer.(*net.TCPAddr)
 	if !ok {
 		return false
@@ -158,13 +220,7 @@ func (l *Listener) trusts(peer net.Addr) bool {
 	if !ok {
 		return false
 	}
-	ip = ip.Unmap()
-	for _, p := range l.trusted {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
+	return contains(p.trusted, ip)
 }
 
 // reject counts a refused connection and logs it, rate-limited.

@@ -183,6 +183,15 @@ type PoP struct {
 	// HTTP/3 (QUIC over UDP) cannot carry the header, so it cannot be set
 	// together with http3. Absent: off, and no connection pays for it.
 	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
+	// RealIP takes each request's client from the header that trusted L7
+	// proxies in front of the PoP add (an AWS ALB, a GCP HTTPS load
+	// balancer, a Kubernetes ingress, a CDN), like nginx's
+	// set_real_ip_from, real_ip_header and real_ip_recursive on: the access
+	// log, X-Forwarded-For to the origin and plugins' geo and rate limits
+	// then see the client, not the proxy. With proxy_protocol too, the
+	// PROXY header is read first, and its address is the one checked
+	// against real_ip.trusted. Both change on a reload. Absent: off.
+	RealIP *RealIP `yaml:"real_ip"`
 	// Capacity is the load, in requests per second, at which the DNS starts
 	// sending part of this PoP's clients to the next nearest. 0 means unlimited.
 	Capacity float64 `yaml:"capacity"`

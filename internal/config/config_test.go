@@ -59,7 +59,7 @@ func TestBadConfigs(t *testing.T) {
 		wantErrText string
 	}{
 		{"unknown key", "    region: ap-northeast-1\n", "    region: ap-northeast-1\n    colour: blue\n",
-			"bad.yaml:7: pops[0].colour: unknown field; expected one of id, region, lat, lon, http, admin, addresses, https, http3, proxy_protocol, capacity, fast_hits, cache"},
+			"bad.yaml:7: pops[0].colour: unknown field; expected one of id, region, lat, lon, http, admin, addresses, https, http3, proxy_protocol, real_ip, capacity, fast_hits, cache"},
 		{"bad type", "    region: ap-northeast-1\n", "    region: ap-northeast-1\n    capacity: lots\n",
 			`bad.yaml:7: pops[0].capacity: expected a number, got "lots"`},
 		{"list where a mapping belongs", "  embedded:\n    listen: 127.0.0.1:4222\n", "  embedded: [a]\n",

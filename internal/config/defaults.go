@@ -38,6 +38,8 @@ const (
 	DefaultPluginMemory    = ByteSize(32 << 20)
 	// DefaultProxyHeaderTimeout is pops[].proxy_protocol.header_timeout's.
 	DefaultProxyHeaderTimeout = 10 * time.Second
+	// DefaultRealIPHeader is pops[].real_ip.header's.
+	DefaultRealIPHeader = "X-Forwarded-For"
 )
 
 func applyDefaults(c *Config) {
@@ -72,6 +74,9 @@ func applyDefaults(c *Config) {
 		p := &c.PoPs[i]
 		if pp := p.ProxyProtocol; pp != nil {
 			defDur(&pp.HeaderTimeout, DefaultProxyHeaderTimeout)
+		}
+		if ri := p.RealIP; ri != nil {
+			def(&ri.Header, DefaultRealIPHeader)
 		}
 		if p.Cache.L1Size == 0 {
 			p.Cache.L1Size = DefaultL1Size

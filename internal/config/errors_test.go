@@ -192,7 +192,7 @@ dns:
 // wrong types) and validation errors are reported in one run, sorted by line,
 // without the spurious errors a rejected value would cause.
 func TestAllErrorsTogether(t *testing.T) {
-	const popFields = "id, region, lat, lon, http, admin, addresses, https, http3, proxy_protocol, capacity, fast_hits, cache"
+	const popFields = "id, region, lat, lon, http, admin, addresses, https, http3, proxy_protocol, real_ip, capacity, fast_hits, cache"
 	cases := []struct {
 		name  string
 		edits []string // pairs: replace old by new in valid, once

@@ -247,6 +247,9 @@ func (v *validation) pop(f string, p PoP, ids map[string]int, i int) {
 	if p.ProxyProtocol != nil {
 		v.proxyProtocol(f+".proxy_protocol", p.ProxyProtocol, p.HTTP3)
 	}
+	if p.RealIP != nil {
+		v.realIP(f+".real_ip", p.RealIP)
+	}
 	if p.Capacity < 0 {
 		v.add(f+".capacity", "%v is negative; use 0 for unlimited", p.Capacity)
 	}
@@ -281,16 +284,7 @@ func (v *validation) proxyProtocol(f string, pp *ProxyProtocol, http3 bool) {
 	if len(pp.Trusted) == 0 {
 		v.add(f+".trusted", "missing; list the balancers' addresses or CIDR blocks, e.g. [10.0.0.0/8]: only they may send a PROXY header")
 	}
-	for i, s := range pp.Trusted {
-		tf := fmt.Sprintf("%s.trusted[%d]", f, i)
-		p, err := parseTrusted(s)
-		switch {
-		case err != nil:
-			v.add(tf, "%q is not an IP address or CIDR block; expected e.g. 10.0.0.0/8, 2001:db8::/32 or 10.1.2.3", s)
-		case p.Masked() != p:
-			v.add(tf, "%s has host bits set; did you mean %s?", s, p.Masked())
-		}
-	}
+	v.trustedList(f+".trusted", pp.Trusted)
 	if d := pp.HeaderTimeout; d < time.Millisecond || d > time.Minute {
 		v.add(f+".header_timeout", "%v is out of range [1ms,1m]; a balancer sends its header at once", d)
 	}

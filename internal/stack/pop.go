@@ -125,7 +125,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	}
 	p, err := gateway.New(gateway.Options{
 		Plugins: pl.middleware, PluginHooks: pl.hooks, PluginSites: pl.runs, AdminRoutes: pl.adminRoutes,
-		TLS: tls, Cache: c, Sync: node, Credentials: creds, NoFastPath: pc.FastHits != nil && !*pc.FastHits, ProxyProtocol: proxyProtocol(pc.ProxyProtocol),
+		TLS: tls, Cache: c, Sync: node, Credentials: creds, NoFastPath: pc.FastHits != nil && !*pc.FastHits, ProxyProtocol: proxyProtocol(pc.ProxyProtocol), RealIP: realIP(pc.RealIP),
 		ID: pc.ID, Region: pc.Region, HTTPAddr: pc.HTTP, AdminAddr: pc.Admin,
 		Sites: sites, DrainFile: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "drained"), Capacity: pc.Capacity, NATS: nc, BeaconInterval: s.beaconInterval(),
 		Logger: s.log, Registry: reg,
@@ -148,6 +148,15 @@ func proxyProtocol(pp *config.ProxyProtocol) realip.Options {
 		return realip.Options{}
 	}
 	return realip.Options{Trusted: pp.TrustedPrefixes(), Required: pp.Required, HeaderTimeout: pp.HeaderTimeout}
+}
+
+// realIP turns a PoP's real_ip section into the resolver's options;
+// without it, the zero value is off.
+func realIP(ri *config.RealIP) realip.HeaderOptions {
+	if ri == nil {
+		return realip.HeaderOptions{}
+	}
+	return realip.HeaderOptions{Trusted: ri.TrustedPrefixes(), Header: ri.Header}
 }
 
 func credentials(cfg *config.Config) (gateway.Credentials, error) {

@@ -15,9 +15,10 @@ import (
 // Reload applies a new configuration to the running components: sites and
 // origins of every PoP, their HTTPS (adding or removing a TLS site, its
 // hosts, certificate files, dev_ca, acme, redirect_http and hsts, and
-// tls.unknown_sni), the admin tokens, and the DNS zones, PoP list and geo
-// data. Every PEM file is read again, as SIGHUP promises. It is all or
-// nothing: everything is built and checked first (certificates loaded and
+// tls.unknown_sni), the admin tokens, each PoP's proxy_protocol and real_ip
+// (the balancers and proxies trusted to name clients), and the DNS zones,
+// PoP list and geo data. Every PEM file is read again, as SIGHUP promises.
+// It is all or nothing: everything is built and checked first (certificates loaded and
 // matched to their hosts, policies, origins, tokens, DNS), and only then
 // swapped in, each part atomically,
 // so in-flight handshakes and requests finish on the old set. What cannot
@@ -69,6 +70,15 @@ func (s *Stack) Reload(cfg *config.Config) error {
 			_ = dnsOpts.Geo.Close()
 		}
 	}
+	clientAddr := make([]func(), 0, len(s.order))
+	for _, id := range s.order {
+		apply, err := s.clientAddrChanges(id, popByID(cfg, id))
+		if err != nil {
+			closeGeo()
+			return fmt.Errorf("pops %s: %w", id, err)
+		}
+		clientAddr = append(clientAddr, apply)
+	}
 	built := map[string][]gateway.Site{}
 	// A refused reload lets go of the origin pools it built (their idle
 	// connections); they never served.
@@ -107,6 +117,9 @@ func (s *Stack) Reload(cfg *config.Config) error {
 		}
 		// With the sites: a new site's owner token works once it is served.
 		s.pops[id].SetCredentials(creds)
+	}
+	for _, apply := range clientAddr {
+		apply()
 	}
 	s.creds.Store(&creds)
 	s.cfg = cfg
@@ -154,6 +167,45 @@ func (s *Stack) checkReloadable(cfg *config.Config) error {
 	return nil
 }
 
+// clientAddrChanges checks a running PoP's new proxy_protocol and real_ip
+// sections and returns what applies them, logging each change: both swap
+// their trust lists atomically (connections and requests already under
+// way finish under the old ones). Turning proxy_protocol on needs no
+// restart either: the listeners are always wrapped, and pass connections
+// through untouched while nothing is trusted.
+func (s *Stack) clientAddrChanges(id string, n *config.PoP) (func(), error) {
+	o := popByID(s.cfg, id)
+	p := s.pops[id]
+	pp, ri := proxyProtocol(n.ProxyProtocol), realIP(n.RealIP)
+	if err := pp.Validate(); err != nil {
+		return nil, fmt.Errorf("proxy_protocol: %w", err)
+	}
+	if err := ri.Validate(); err != nil {
+		return nil, fmt.Errorf("real_ip: %w", err)
+	}
+	if len(pp.Trusted) > 0 && n.HTTP3 {
+		return nil, errors.New("proxy_protocol cannot be used with http3; set http3: false")
+	}
+	ppChanged := !reflect.DeepEqual(o.ProxyProtocol, n.ProxyProtocol)
+	riChanged := !reflect.DeepEqual(o.RealIP, n.RealIP)
+	return func() {
+		if ppChanged {
+			if err := p.SetProxyProtocol(pp); err != nil {
+				p.log.Error("reload: proxy_protocol not applied", "err", err) // checked above; not expected
+			} else {
+				p.log.Info("reload: proxy_protocol applied to new connections", "trusted", pp.Trusted, "required", pp.Required)
+			}
+		}
+		if riChanged {
+			if err := p.SetRealIP(ri); err != nil {
+				p.log.Error("reload: real_ip not applied", "err", err)
+			} else {
+				p.log.Info("reload: real_ip applied", "trusted", ri.Trusted, "header", ri.Header)
+			}
+		}
+	}, nil
+}
+
 func popByID(cfg *config.Config, id string) *config.PoP {
 	for i := range cfg.PoPs {
 		if cfg.PoPs[i].ID == id {
@@ -167,7 +219,8 @@ func popByID(cfg *config.Config, id string) *config.PoP {
 // and n and is only read when the PoP starts: its cache tiers (which hold
 // open files, memory reservations and connections), the fast hit path, and
 // its region (in its beacons, its plugins' requests and its L3 prefix).
-// (Capacity does change live: the DNS reads it from the configuration.) A
+// (Capacity does change live: the DNS reads it from the configuration; so
+// do proxy_protocol and real_ip, see clientAddrChanges.) A
 // reload that said "reloaded" while the old values stayed in force would
 // mislead.
 func popRestartNeeded(o, n *config.PoP) error {
@@ -177,7 +230,6 @@ func popRestartNeeded(o, n *config.PoP) error {
 	}{
 		{"region", o.Region == n.Region},
 		{"fast_hits", (o.FastHits == nil || *o.FastHits) == (n.FastHits == nil || *n.FastHits)},
-		{"proxy_protocol", reflect.DeepEqual(o.ProxyProtocol, n.ProxyProtocol)},
 		{"cache.l1_size", o.Cache.L1Size == n.Cache.L1Size},
 		{"cache.l1_large_bodies", reflect.DeepEqual(o.Cache.L1LargeBodies, n.Cache.L1LargeBodies)},
 		{"cache.l2", reflect.DeepEqual(o.Cache.L2, n.Cache.L2)},
