@@ -86,7 +86,7 @@ type Cache struct {
 	flights  group
 	fresh    freshMemo
 	headers  headerMemo // serialised headers for the fast path
-	gzip     gzipPool   // writers for SitePolicy.Compress
+	encoders *encoders  // compressors for SitePolicy.Compress
 	metrics  *metrics
 	now      func() time.Time
 	// realClock: now is time.Now (Options.Now unset), so a time the caller
@@ -118,7 +118,7 @@ func New(opts Options) (*Cache, error) {
 	if opts.L1MaxObject < 0 {
 		return nil, fmt.Errorf("cache: L1MaxObject %d must not be negative", opts.L1MaxObject)
 	}
-	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now, realClock: realClock,
+	c := &Cache{opts: opts, log: opts.Logger, now: opts.Now, realClock: realClock, encoders: newEncoders(),
 		failures: failurelog.New(opts.Logger, failurelog.DefaultEvery, nil)}
 	if opts.Store != nil {
 		c.store = store{t: opts.Store}
@@ -226,10 +226,10 @@ type SitePolicy struct {
 	// private, no-store, Set-Cookie or Authorization responses storable. 0:
 	// only the heuristic (RFC 9111 4.2.2).
 	DefaultTTL time.Duration
-	// Compress gzips, once when it is fetched, a storable text-like
+	// Compress compresses, once when it is fetched, a storable text-like
 	// response (HTML, CSS, JavaScript, JSON, SVG, ...; see
-	// compressCandidate) the origin sent without a Content-Encoding, for
-	// clients that accept gzip, and stores it so: the origin keeps serving
+	// compressCandidate) the origin sent without a Content-Encoding, in
+	// zstd for clients that accept it, else gzip, and stores it so: the origin keeps serving
 	// plain bytes (an S3 bucket, a simple server) and clients get them
 	// compressed from every tier at no per-hit cost. Such responses gain
 	// Vary: Accept-Encoding and a weak ETag. no-transform is respected.

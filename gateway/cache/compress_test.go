@@ -10,29 +10,52 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/meridian-edge/meridian/gateway/cache"
 )
 
 // gunzip decodes a gzip body or fails the test.
 func gunzip(t *testing.T, body string) string {
 	t.Helper()
-	zr, err := gzip.NewReader(strings.NewReader(body))
-	if err != nil {
-		t.Fatalf("not a gzip body: %v", err)
+	return decode(t, "gzip", body)
+}
+
+// decode decodes a body in coding (gzip or zstd) or fails the test.
+func decode(t *testing.T, coding, body string) string {
+	t.Helper()
+	var r io.Reader
+	switch coding {
+	case "gzip":
+		zr, err := gzip.NewReader(strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("not a gzip body: %v", err)
+		}
+		r = zr
+	case "zstd":
+		zr, err := zstd.NewReader(strings.NewReader(body), zstd.WithDecoderMaxWindow(8<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer zr.Close()
+		r = zr
+	default:
+		t.Fatalf("unknown coding %q", coding)
 	}
-	b, err := io.ReadAll(zr)
+	b, err := io.ReadAll(r)
 	if err != nil {
-		t.Fatalf("gzip body: %v", err)
+		t.Fatalf("%s body: %v", coding, err)
 	}
 	return string(b)
 }
 
 // TestCompressAtTheEdge: with a site's Compress on, a text response the
-// origin sent plain reaches a client that accepts gzip compressed (and
-// decodes to the origin's bytes), from the fill and from every later hit;
-// a client that does not accept gzip gets the plain bytes from its own
-// variant; both carry Vary: Accept-Encoding, the gzip one a weak ETag. The
-// origin is asked once per variant.
+// origin sent plain reaches a client that accepts zstd or gzip compressed
+// so, zstd first (and decodes to the origin's bytes, within RFC 9659's 8
+// MiB window), from the fill and from every later hit; a client that
+// accepts neither gets the plain bytes from its own variant; all carry
+// Vary: Accept-Encoding, the compressed ones a weak ETag. The origin is
+// asked once per variant.
 func TestCompressAtTheEdge(t *testing.T) {
 	page := strings.Repeat("<p>compress me at the edge</p>\n", 200)
 	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
@@ -45,16 +68,19 @@ func TestCompressAtTheEdge(t *testing.T) {
 	for i, c := range []struct {
 		ae      string
 		fetches int64
-		gzipped bool
+		coding  string
 	}{
-		{"gzip, deflate, br", 1, true}, // the fill
-		{"br, gzip", 1, true},          // a hit
-		{"gzip", 2, true},              // another set of codings: its own fill
-		{"", 3, false},                 // no gzip: the plain variant
-		{"identity", 4, false},
-		{"", 4, false}, // hits of the plain variants
-		{"identity", 4, false},
-		{"gzip, deflate, br", 4, true},
+		{"gzip, deflate, br", 1, "gzip"}, // the fill
+		{"br, gzip", 1, "gzip"},          // a hit
+		{"gzip", 2, "gzip"},              // another set of codings: its own fill
+		{"", 3, ""},                      // neither: the plain variant
+		{"identity", 4, ""},
+		{"", 4, ""}, // hits of the plain variants
+		{"identity", 4, ""},
+		{"gzip, deflate, br", 4, "gzip"},
+		{"gzip, deflate, br, zstd", 5, "zstd"}, // Chrome's and Firefox's
+		{"zstd, gzip, br", 5, "zstd"},
+		{"zstd", 6, "zstd"},
 	} {
 		r := e.getAE("/page.html", c.ae)
 		if r.status != 200 {
@@ -66,18 +92,18 @@ func TestCompressAtTheEdge(t *testing.T) {
 		if !strings.Contains(r.header.Get("Vary"), "Accept-Encoding") {
 			t.Fatalf("%d %q: Vary %q lacks Accept-Encoding", i, c.ae, r.header.Get("Vary"))
 		}
-		if !c.gzipped {
+		if c.coding == "" {
 			if r.header.Get("Content-Encoding") != "" || r.body != page || r.header.Get("ETag") != `"page-v1"` {
 				t.Fatalf("%d %q: Content-Encoding %q, ETag %q, body of %d bytes; want the origin's plain page and ETag", i, c.ae,
 					r.header.Get("Content-Encoding"), r.header.Get("ETag"), len(r.body))
 			}
 			continue
 		}
-		if r.header.Get("Content-Encoding") != "gzip" {
-			t.Fatalf("%d %q: Content-Encoding %q, want gzip (Cache-Status %q)", i, c.ae, r.header.Get("Content-Encoding"), r.cs())
+		if r.header.Get("Content-Encoding") != c.coding {
+			t.Fatalf("%d %q: Content-Encoding %q, want %s (Cache-Status %q)", i, c.ae, r.header.Get("Content-Encoding"), c.coding, r.cs())
 		}
-		if got := gunzip(t, r.body); got != page {
-			t.Fatalf("%d %q: the gzip body decodes to %d bytes, not the origin's page", i, c.ae, len(got))
+		if got := decode(t, c.coding, r.body); got != page {
+			t.Fatalf("%d %q: the %s body decodes to %d bytes, not the origin's page", i, c.ae, c.coding, len(got))
 		}
 		if len(r.body) >= len(page)/4 {
 			t.Fatalf("%d %q: %d compressed bytes for a %d-byte repetitive page", i, c.ae, len(r.body), len(page))
@@ -90,8 +116,11 @@ func TestCompressAtTheEdge(t *testing.T) {
 		}
 	}
 	txt := metricText(t, e)
-	if !strings.Contains(txt, `side="in",site="site1"} `+fmt.Sprint(2*len(page))) {
-		t.Fatalf("metrics: want two pages of %d bytes compressed:\n%s", len(page), grepLines(txt, "compress"))
+	for _, want := range []string{`coding="gzip",pop="test-pop",side="in",site="site1"} ` + fmt.Sprint(2*len(page)),
+		`coding="zstd",pop="test-pop",side="in",site="site1"} ` + fmt.Sprint(2*len(page))} {
+		if !strings.Contains(txt, want) {
+			t.Fatalf("metrics: want two pages of %d bytes compressed in each coding (%s):\n%s", len(page), want, grepLines(txt, "compress"))
+		}
 	}
 }
 
@@ -220,5 +249,80 @@ func TestCompressCutOriginBody(t *testing.T) {
 	}
 	if n := e.count.Load(); n < 2 {
 		t.Fatalf("%d origin requests: the cut body was stored", n)
+	}
+}
+
+// TestCompressBoundedWhileOriginsStream: fills that compress hold an
+// encoder for as long as their origin streams; past the bound a fill is
+// stored as the origin sent it (and counted), so many slow text fills
+// cannot pile up encoder memory; once the slow ones end, fills compress
+// again.
+func TestCompressBoundedWhileOriginsStream(t *testing.T) {
+	release := make(chan struct{})
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, strings.Repeat("slow text ", 300))
+		w.(http.Flusher).Flush()
+		if strings.HasPrefix(r.URL.Path, "/slow/") {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}, envOpt{site: cache.SitePolicy{SiteID: "site1", Compress: true}, timeout: 30 * time.Second})
+	get := func(path string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, e.front.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := e.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var open []*http.Response
+	defer func() {
+		for _, r := range open {
+			r.Body.Close()
+		}
+	}()
+	for i := range cache.MaxCompressing {
+		r := get(fmt.Sprintf("/slow/%d", i))
+		open = append(open, r)
+		if ce := r.Header.Get("Content-Encoding"); ce != "gzip" {
+			t.Fatalf("slow fill %d: Content-Encoding %q, want gzip (under the bound)", i, ce)
+		}
+	}
+	r := get("/slow/over")
+	open = append(open, r)
+	if ce := r.Header.Get("Content-Encoding"); ce != "" {
+		t.Fatalf("fill %d while %d compress: Content-Encoding %q, want the origin's plain bytes", cache.MaxCompressing+1, cache.MaxCompressing, ce)
+	}
+	if txt := metricText(t, e); !strings.Contains(txt, `meridian_cache_compress_skipped_total{pop="test-pop",reason="busy",site="site1"} 1`) {
+		t.Fatalf("skipped fill not counted:\n%s", grepLines(txt, "compress_skipped"))
+	}
+	close(release)
+	for _, r := range open {
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	open = nil
+	// The slots come back as the fills end (their bodies closed).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := get(fmt.Sprintf("/after/%d", time.Now().UnixNano()))
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no fill compresses after the slow ones ended: slots were not given back")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -587,8 +587,11 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 	c.flights.clearPass(key)
 	if h.site.Compress && compressCandidate(resp) {
 		addVaryAcceptEncoding(resp.Header)
-		if strings.Contains(out.Header.Get("Accept-Encoding"), "gzip") { // the normalised field
-			c.compressResponse(resp, h.site.SiteID)
+		switch coding, pool, busy := c.encoders.pick(out.Header.Get("Accept-Encoding")); { // the normalised field
+		case pool != nil:
+			c.compressResponse(resp, h.site.SiteID, coding, pool)
+		case busy:
+			c.metrics.compressSkipped(h.site.SiteID, "busy")
 		}
 	}
 	if _, ok := resp.Header["Date"]; !ok {

@@ -30,6 +30,7 @@ type metrics struct {
 	purged    *prometheus.CounterVec
 	fast      *prometheus.CounterVec
 	compress  *prometheus.CounterVec
+	skipped   *prometheus.CounterVec
 	// The fast path's outcomes, resolved once.
 	fastServed, fastUnparsed, fastRoute, fastMiss, fastRequest, fastStale, fastReclaimed, fastHooked prometheus.Counter
 }
@@ -77,8 +78,12 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 		}, []string{"outcome"}),
 		compress: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_cache_compress_bytes_total", ConstLabels: cl,
-			Help: "Bytes of responses the edge gzipped when it fetched them (SitePolicy.Compress), by site and side: in (from the origin) and out (stored and sent); out/in is the ratio achieved.",
-		}, []string{"site", "side"}),
+			Help: "Bytes of responses the edge compressed when it fetched them (SitePolicy.Compress), by site, coding (gzip, zstd) and side: in (from the origin) and out (stored and sent); out/in is the ratio achieved.",
+		}, []string{"site", "coding", "side"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_cache_compress_skipped_total", ConstLabels: cl,
+			Help: "Fills the edge would have compressed but stored as the origin sent them, by site and reason (busy: the bound on fills compressing at once was reached).",
+		}, []string{"site", "reason"}),
 	}
 	m.fastServed = m.fast.WithLabelValues("served")
 	m.fastUnparsed = m.fast.WithLabelValues("unparsed")
@@ -91,7 +96,7 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged, m.fast, m.compress,
+	cs := []prometheus.Collector{m.requests, m.bytes, m.originDur, m.collapsed, m.stores, m.purged, m.fast, m.compress, m.skipped,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "meridian_cache_store_objects", ConstLabels: storeLabels,
 			Help: "Objects held by the cache's storage (as its tier.Stats reports).",
@@ -140,11 +145,16 @@ func memoryTier(t tier.Tier) *l1.Tier {
 	return nil
 }
 
-// compressed counts one response gzipped whole: in bytes from the origin,
-// out bytes of its encoding.
-func (m *metrics) compressed(site string, in, out int64) {
-	m.compress.WithLabelValues(site, "in").Add(float64(in))
-	m.compress.WithLabelValues(site, "out").Add(float64(out))
+// compressed counts one response compressed whole in coding: in bytes from
+// the origin, out bytes of its encoding.
+func (m *metrics) compressed(site, coding string, in, out int64) {
+	m.compress.WithLabelValues(site, coding, "in").Add(float64(in))
+	m.compress.WithLabelValues(site, coding, "out").Add(float64(out))
+}
+
+// compressSkipped counts a fill left uncompressed for reason.
+func (m *metrics) compressSkipped(site, reason string) {
+	m.skipped.WithLabelValues(site, reason).Inc()
 }
 
 func (m *metrics) request(site, tier, result string) {

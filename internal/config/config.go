@@ -425,10 +425,10 @@ type SiteCache struct {
 	// private, no-store, Set-Cookie or authorised response cacheable.
 	// Default 0: only the RFC 9111 heuristic.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
-	// Compress gzips text-like responses (HTML, CSS, JavaScript, JSON,
-	// SVG, fonts, ...; at least 1 KiB or of unknown length) that the
-	// origin sent uncompressed, once when they are fetched, for clients
-	// that accept gzip, and stores them so (CloudFront's "compress objects
+	// Compress compresses text-like responses (HTML, CSS, JavaScript,
+	// JSON, SVG, fonts, ...; at least 1 KiB or of unknown length) that the
+	// origin sent uncompressed, once when they are fetched, in zstd for
+	// clients that accept it, else gzip, and stores them so (CloudFront's "compress objects
 	// automatically"): an origin such as an S3 bucket keeps serving plain
 	// bytes. They gain Vary: Accept-Encoding and a weak ETag;
 	// Cache-Control: no-transform is respected. Default false.
