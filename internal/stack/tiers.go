@@ -116,8 +116,10 @@ func (s *Stack) cacheStore(pc config.PoP, reg prometheus.Registerer, log *slog.L
 		return nil, nil, fmt.Errorf("pop %s: cache tiers: %w", pc.ID, err)
 	}
 	closers = append(closers, func() error {
-		// Write-downs still queued would be lost: give them a moment.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// Write-downs still queued would be lost: give them a moment, as
+		// long as a few L3 writes under load may take (5 s was seen to
+		// expire on a loaded CI box with three PoPs flushing at once).
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		ferr := comp.Flush(ctx)
 		return errors.Join(ferr, comp.Close())
