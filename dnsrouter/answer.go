@@ -162,10 +162,7 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		// is, so a resolver must not reuse that NODATA for clients
 		// elsewhere, as it would with scope 0.
 		if hasECS && cs.source > 0 {
-			scope = bits
-			if scope < 0 {
-				scope = int(cs.source)
-			}
+			scope = v.scope(client, cs.source, bits)
 		}
 		return rrs
 	}

@@ -37,7 +37,10 @@
 // Answer records owned by the QNAME spell it as the query did (0x20). A
 // query with an OPT record gets one back, on errors too, with the ECS
 // option echoed (scope: the geo block that decided, also for a NODATA the
-// geo choice caused; 0 when nothing about the client mattered) and, when
+// geo choice caused, lengthened past any more specific block of the table
+// that would place some of those clients elsewhere, and past the client's
+// own prefix when such a block lies inside it; 0 when nothing about the
+// client mattered) and, when
 // Options.NSID is set and the query asks for it, the NSID (RFC 5001),
 // which also answers CH TXT id.server and hostname.bind (RFC 4892).
 //
@@ -55,4 +58,5 @@
 //	meridian_dns_health_stale                    1 while the beacon feed is unreachable
 //	meridian_dns_pop_served{pop}                 1 when a PoP may be answered
 //	meridian_dns_beacons_rejected_total          malformed beacons
+//	meridian_dns_unknown_beacons_total{pop}      beacons of PoPs not configured here (also logged)
 package dnsrouter

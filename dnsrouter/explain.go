@@ -73,10 +73,7 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 	if how == "geo" {
 		e.LocationSource = v.geo.Name()
 	}
-	e.Scope = bits
-	if bits < 0 {
-		e.Scope = subnet.Bits()
-	}
+	e.Scope = v.scope(subnet.Addr(), uint8(subnet.Bits()), bits)
 	snap := s.health.Snapshot()
 	e.Stale = snap.Stale
 	for k, i := range rk.order {

@@ -188,10 +188,7 @@ func fastAnswer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp 
 		if hasECS {
 			scope := 0
 			if cs.source > 0 {
-				scope = bits
-				if scope < 0 {
-					scope = int(cs.source)
-				}
+				scope = v.scope(client, cs.source, bits)
 			}
 			l := 4 + cs.n
 			b = append(b, 0, byte(4+l), 0, 8, 0, byte(l), byte(cs.family>>8), byte(cs.family), cs.source, byte(scope))

@@ -19,6 +19,7 @@ type metrics struct {
 	stale     prometheus.Gauge
 	served    *prometheus.GaugeVec // pop
 	badBeacon prometheus.Counter
+	unknown   *prometheus.CounterVec // pop
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,9 +55,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		badBeacon: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_dns_beacons_rejected_total", Help: "Beacons dropped as malformed or of another version.",
 		}),
+		unknown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dns_unknown_beacons_total", Help: "Beacons from PoPs not in this DNS server's configuration (ignored), by PoP id (\"other\" past 64 ids). Usually a PoP missing from the DNS configuration.",
+		}, []string{"pop"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.ecs, m.failOpen, m.spilled, m.latency, m.rrl, m.dropped, m.stale, m.served, m.badBeacon} {
+		for _, c := range []prometheus.Collector{m.queries, m.ecs, m.failOpen, m.spilled, m.latency, m.rrl, m.dropped, m.stale, m.served, m.badBeacon, m.unknown} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -62,13 +62,15 @@ func New(opts Options) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{log: opts.Logger, met: met, conns: map[net.Conn]struct{}{}, ctx: ctx, cancel: cancel}
+	unknown := newUnknownPoPs(opts.Logger, met.unknown)
 	s.health = health.New(health.Config{
 		PoPs:           healthPoPs(opts.PoPs),
 		BeaconInterval: opts.BeaconInterval, MissedBeacons: opts.MissedBeacons,
 		ProbeInterval: opts.ProbeInterval, ProbeTimeout: opts.ProbeTimeout,
 		Rise: opts.Rise, Fall: opts.Fall,
-		Logger:   opts.Logger,
-		OnChange: met.healthChanged,
+		Logger:    opts.Logger,
+		OnChange:  met.healthChanged,
+		OnUnknown: unknown.seen,
 	})
 	s.view.Store(buildView(opts))
 	if r := newRRL(opts.RRL); r != nil {

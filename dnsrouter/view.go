@@ -208,6 +208,19 @@ func (v *view) locate(addr netip.Addr) (geo.Location, *ranking, int, string) {
 	return v.def, v.defRk, -1, "default"
 }
 
+// scope is the ECS scope of an answer for a client in the network
+// client/source that locate placed with block length bits: see geo.Scope.
+// Without a geo source the answer depends on no part of the address.
+func (v *view) scope(client netip.Addr, source uint8, bits int) int {
+	if v.geo == nil || !client.IsValid() {
+		if bits < 0 {
+			return int(source)
+		}
+		return bits
+	}
+	return geo.Scope(v.geo, client, int(source), geo.Match{Bits: bits})
+}
+
 // choose picks the PoPs for a ranking under a health snapshot with the
 // view's answer count.
 func (v *view) choose(rk *ranking, snap *health.Snapshot, rnd uint64) choice {

@@ -16,8 +16,9 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/deploy"
+	"github.com/meridian-edge/meridian/dnsrouter"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	"github.com/meridian-edge/meridian/internal/config"
@@ -122,20 +124,28 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 	stops := make(chan os.Signal, 2)
 	signal.Notify(stops, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(stops)
-	ctx, stop := context.WithCancel(ctx)
+	// life bounds the stack's components and ends only once stopStack is
+	// over, not at the signal: through shutdown.drain the DNS must go on
+	// answering (steering clients away from the draining PoPs is the point
+	// of the drain) and the PoPs on beaconing that they drain. stopping
+	// ends at the first signal, or with the caller's ctx, and begins the
+	// stop.
+	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer endLife()
+	stopping, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
 		select {
 		case <-stops:
 			stop()
-		case <-ctx.Done():
+		case <-stopping.Done():
 		}
 	}()
 	logCtx, stopLog := context.WithCancel(context.Background())
 	logDone := make(chan struct{})
 	go func() { buf.run(logCtx); close(logDone) }()
 	defer func() { stopLog(); <-logDone }()
-	st, err := stack.Start(ctx, cfg, roles, log)
+	st, err := stack.Start(life, cfg, roles, log)
 	if err != nil {
 		return err
 	}
@@ -150,7 +160,7 @@ func serve(ctx context.Context, path string, roles stack.Roles, stderr io.Writer
 		case <-hup:
 			st.RecordReload(reload(path, st.Reload, log))
 			continue
-		case <-ctx.Done():
+		case <-stopping.Done():
 		}
 		break
 	}
@@ -228,11 +238,13 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	return serve(ctx, *path, stack.Roles{AllPoPs: true, DNS: true, DemoOrigin: true, TuneMemory: true}, stderr, func(cfg *config.Config, st *stack.Stack) {
-		printDevBanner(stdout, *path, cfg, st)
+		printDevBanner(stdout, *path, cfg, st, invokedAs(os.Args[0]))
 	})
 }
 
-func printDevBanner(w io.Writer, path string, cfg *config.Config, st *stack.Stack) {
+// printDevBanner prints what runs and commands to try; self is how the
+// user invoked meridian (invokedAs).
+func printDevBanner(w io.Writer, path string, cfg *config.Config, st *stack.Stack, self string) {
 	fmt.Fprintf(w, "\nMeridian dev stack is up (Ctrl-C stops it).\n\n")
 	fmt.Fprintf(w, "  NATS        %s (JetStream state in %s)\n", st.NATSURL(), cfg.DataDir)
 	fmt.Fprintf(w, "  origin      http://%s (demo)\n", orDefault(cfg.Dev.Origin, config.DefaultDevOrigin))
@@ -261,69 +273,103 @@ func printDevBanner(w io.Writer, path string, cfg *config.Config, st *stack.Stac
 			}
 		}
 		host, port, _ := net.SplitHostPort(d.Addr())
-		subnet, nearest := exampleSubnet(cfg)
-		popID := nearest[0]
-		p := st.PoP(popID)
-		_, httpPort, _ := net.SplitHostPort(p.HTTPAddr())
-		pc := popConfig(cfg, popID)
+		subnet, chosen := exampleSubnet(cfg, d, name)
 		fmt.Fprintf(w, "\nTry it:\n")
 		fmt.Fprintf(w, "  dig @%s -p %s %s A +subnet=%s +short\n", host, port, name, subnet)
-		if n := min(cfg.DNS.Answers, len(nearest)); n > 1 {
+		if len(chosen) > 0 {
 			var ips []string
-			for _, id := range nearest[:n] {
-				ips = append(ips, popConfig(cfg, id).Addresses[0])
+			for _, id := range chosen {
+				ips = append(ips, ipv4s(popConfig(cfg, id))...)
 			}
-			fmt.Fprintf(w, "      -> %s (%s: the %d PoPs nearest to that subnet)\n", strings.Join(ips, " "), strings.Join(nearest[:n], ", "), n)
-		} else {
-			fmt.Fprintf(w, "      -> %s (%s, the PoP nearest to that subnet)\n", strings.Join(pc.Addresses, " "), popID)
-		}
-		fmt.Fprintf(w, "  curl -i --resolve %s:%s:%s http://%s:%s/\n", name, httpPort, pc.Addresses[0], name, httpPort)
-		if ca, ok := st.DevCA(); ok && p.HTTPSAddr() != "" {
-			fmt.Fprintf(w, "  %s\n", devca.CurlCommand(ca.CACert, name, portNum(p.HTTPSAddr()), pc.Addresses[0]))
+			if len(chosen) > 1 {
+				fmt.Fprintf(w, "      -> %s (%s: the %d PoPs the DNS answers for that subnet)\n", strings.Join(ips, " "), strings.Join(chosen, ", "), len(chosen))
+			} else {
+				fmt.Fprintf(w, "      -> %s (%s, the PoP the DNS answers for that subnet)\n", strings.Join(ips, " "), chosen[0])
+			}
+			pc := popConfig(cfg, chosen[0])
+			if p := st.PoP(chosen[0]); p != nil && len(pc.Addresses) > 0 {
+				addr := pc.Addresses[0]
+				if v4 := ipv4s(pc); len(v4) > 0 {
+					addr = v4[0] // the address dig printed
+				}
+				_, httpPort, _ := net.SplitHostPort(p.HTTPAddr())
+				fmt.Fprintf(w, "  curl -i --resolve %s:%s:%s http://%s:%s/\n", name, httpPort, addr, name, httpPort)
+				if ca, ok := st.DevCA(); ok && p.HTTPSAddr() != "" {
+					fmt.Fprintf(w, "  %s\n", devca.CurlCommand(ca.CACert, name, portNum(p.HTTPSAddr()), addr))
+				}
+			}
 		}
 		if cfg.DNS.Metrics != "" {
 			cfgFlag := ""
 			if path != "" {
-				cfgFlag = " --config " + path
+				cfgFlag = " --config " + shellQuote(path)
 			}
-			fmt.Fprintf(w, "  go run ./cmd/meridian dns explain%s --subnet %s %s\n", cfgFlag, subnet, name)
+			fmt.Fprintf(w, "  %s dns explain%s --subnet %s %s\n", self, cfgFlag, subnet, name)
 		}
 	}
 	fmt.Fprintln(w)
 }
 
-// exampleSubnet picks a geo-table block whose nearest PoP is not the first,
-// so the printed dig shows geo routing at work, and returns it with the PoPs
-// nearest first.
-func exampleSubnet(cfg *config.Config) (string, []string) {
-	best, bestOrder := "", []string{cfg.PoPs[0].ID}
+// exampleSubnet picks a geo-table block whose answer is not the first
+// PoP, so the printed dig shows geo routing at work, and returns it with
+// the PoPs the DNS server answers for it: asked of the server itself
+// (dns explain), so that the banner promises what dig will print, default
+// region and health included. Without a geo table any subnet gets the
+// default region's answer.
+func exampleSubnet(cfg *config.Config, d *dnsrouter.Server, name string) (string, []string) {
+	chosen := func(subnet string) []string {
+		e, err := d.Explain(netip.MustParsePrefix(subnet), name)
+		if err != nil {
+			return nil // not a served name: nothing to promise
+		}
+		return e.Chosen
+	}
+	best, bestChosen := "", []string(nil)
 	for _, e := range cfg.DNS.Geo.Table {
-		if !strings.Contains(e.CIDR, ".") {
-			continue
+		if p, err := netip.ParsePrefix(e.CIDR); err != nil || !p.Addr().Is4() {
+			continue // the dig line asks for A records with an IPv4 subnet
 		}
-		lat, lon := 0.0, 0.0
-		if e.Region != "" {
-			r, _ := region.Lookup(e.Region)
-			lat, lon = r.Lat, r.Lon
-		} else {
-			lat, lon = *e.Lat, *e.Lon
-		}
-		order := make([]string, len(cfg.PoPs))
-		dist := map[string]float64{}
-		for i, p := range cfg.PoPs {
-			plat, plon := p.Location()
-			order[i], dist[p.ID] = p.ID, region.Distance(lat, lon, plat, plon)
-		}
-		sort.SliceStable(order, func(i, j int) bool { return dist[order[i]] < dist[order[j]] })
-		best, bestOrder = e.CIDR, order
-		if order[0] != cfg.PoPs[0].ID {
+		best, bestChosen = e.CIDR, chosen(e.CIDR)
+		if len(bestChosen) > 0 && bestChosen[0] != cfg.PoPs[0].ID {
 			break
 		}
 	}
 	if best == "" {
 		best = "127.0.0.0/8"
+		bestChosen = chosen(best)
 	}
-	return best, bestOrder
+	return best, bestChosen
+}
+
+// ipv4s lists a PoP's IPv4 addresses: its answer to an A query.
+func ipv4s(pc config.PoP) []string {
+	var out []string
+	for _, a := range pc.Addresses {
+		if ip, err := netip.ParseAddr(a); err == nil && ip.Unmap().Is4() {
+			out = append(out, ip.Unmap().String())
+		}
+	}
+	return out
+}
+
+// invokedAs is how the user ran this binary, for the commands the banner
+// prints: arg0 (os.Args[0]) as given, or "go run ./cmd/meridian" when it
+// is the binary `go run` built in a temporary directory, which a user
+// cannot run again.
+func invokedAs(arg0 string) string {
+	p := filepath.ToSlash(arg0)
+	if strings.Contains(p, "/go-build") && strings.Contains(p, "/exe/") {
+		return "go run ./cmd/meridian"
+	}
+	return shellQuote(arg0)
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@+,") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func portNum(addr string) int {
@@ -363,11 +409,20 @@ func cmdPoP(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ids := make([]string, len(cfg.PoPs))
+	for i, p := range cfg.PoPs {
+		ids[i] = p.ID
+	}
 	if *id == "" {
 		if len(cfg.PoPs) != 1 {
-			return fmt.Errorf("pop: %s lists %s; choose one with --id", *path, plural(len(cfg.PoPs), "PoP"))
+			return fmt.Errorf("pop: %s lists %s (%s); choose one with --id", *path, plural(len(cfg.PoPs), "PoP"), strings.Join(ids, ", "))
 		}
 		*id = cfg.PoPs[0].ID
+	}
+	// Checked before anything starts (embedded NATS, memory tuning), so
+	// that a typo costs nothing and says what would have been right.
+	if !slices.Contains(ids, *id) {
+		return fmt.Errorf("pop: --id %s: no PoP %q in %s; its PoPs are %s", *id, *id, *path, strings.Join(ids, ", "))
 	}
 	return serve(ctx, *path, stack.Roles{PoPs: []string{*id}, TuneMemory: true}, stderr, nil)
 }

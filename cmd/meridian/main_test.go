@@ -266,19 +266,23 @@ func TestDevCommand(t *testing.T) {
 		t.Fatalf("%s: %v\n%s", httpsLine, err, out)
 	}
 
-	// The printed explain line names the same PoP.
+	// The printed explain line names the same PoP. It runs meridian as
+	// it was invoked (this binary, not `go run`), and works as printed.
 	var explainLine string
 	for explainLine == "" {
 		select {
 		case l := <-lines:
-			if l = strings.TrimSpace(l); strings.HasPrefix(l, "go run ./cmd/meridian dns explain") {
+			if l = strings.TrimSpace(l); strings.Contains(l, " dns explain ") {
 				explainLine = l
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("no explain line in the banner")
 		}
 	}
-	args := append([]string{"dns", "explain", "--config", cfgPath}, strings.Fields(strings.TrimPrefix(explainLine, "go run ./cmd/meridian dns explain"))...)
+	if want := bin + " dns explain --config " + cfgPath + " --subnet "; !strings.HasPrefix(explainLine, want) {
+		t.Fatalf("explain line %q, want it to start with %q", explainLine, want)
+	}
+	args := strings.Fields(strings.TrimPrefix(explainLine, bin))
 	out, err = exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", explainLine, err, out)
@@ -383,6 +387,20 @@ func TestDevCommand(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
+	// The DNS goes on answering through the drain, over UDP and TCP:
+	// steering clients away from the draining PoPs is what the drain is
+	// for. (It used to stop at the signal.)
+	for i := 0; i < 20; i++ {
+		for _, netw := range []string{"udp", "tcp"} {
+			q := new(dns.Msg)
+			q.SetQuestion("www.example.test.", dns.TypeA)
+			r, _, err := (&dns.Client{Net: netw, Timeout: 2 * time.Second}).Exchange(q, net.JoinHostPort(m[1], m[2]))
+			if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+				t.Fatalf("DNS over %s during the drain (check %d): %v %v\n%s", netw, i, r, err, stderr.String())
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -393,6 +411,11 @@ func TestDevCommand(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("still running 20s after the second Ctrl-C (the drain is 60s)")
+	}
+	// ... and stops with the rest at the end.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(m[1], m[2]), 2*time.Second); err == nil {
+		c.Close()
+		t.Fatal("the DNS still accepts TCP after the stop")
 	}
 	for _, want := range []string{"draining before the stop", "drain cut short", "shutting down", `msg=stopped`} {
 		if !strings.Contains(stderr.String(), want) {

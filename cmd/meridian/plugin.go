@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -155,7 +156,8 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "chain":
 		fs.StringVar(&set, "set", "", "JSON file with the site's chain to set")
 	}
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := parseInterspersed(fs, args[1:])
+	if err != nil {
 		return err
 	}
 	if *token == "" {
@@ -164,29 +166,44 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *site == "" {
 		return fmt.Errorf("plugin %s: --site is required\nusage: meridian %s: %w", verb, synopsis, errUsage)
 	}
+	if err := rollout.CheckSiteName(*site); err != nil {
+		return fmt.Errorf("plugin %s: --site: %w: %w", verb, err, errUsage)
+	}
 	needName := func() error {
 		if name == "" {
 			return fmt.Errorf("plugin %s: --name is required: %w", verb, errUsage)
 		}
+		if err := rollout.CheckPluginName(name); err != nil {
+			return fmt.Errorf("plugin %s: --name: %w: %w", verb, err, errUsage)
+		}
 		return nil
+	}
+	for _, kv := range config {
+		if err := rollout.CheckConfigPair(kv); err != nil {
+			return fmt.Errorf("plugin %s: %w: %w", verb, err, errUsage)
+		}
+	}
+	adminURL, err := adminBase(*admin)
+	if err != nil {
+		return fmt.Errorf("plugin %s: --admin: %w: %w", verb, err, errUsage)
 	}
 	if canary < 0 || canary > 100 {
 		return fmt.Errorf("plugin %s: --canary %d: want a percentage 0..100: %w", verb, canary, errUsage)
 	}
-	if verb != "push" && fs.NArg() > 0 { // push checks its FILE below
-		return fmt.Errorf("plugin %s: unexpected argument %q\nusage: meridian %s: %w", verb, fs.Arg(0), synopsis, errUsage)
+	if verb != "push" && len(pos) > 0 { // push checks its FILE below
+		return fmt.Errorf("plugin %s: unexpected argument %q\nusage: meridian %s: %w", verb, pos[0], synopsis, errUsage)
 	}
-	c := &pluginClient{admin: strings.TrimRight(*admin, "/"), token: *token, http: &http.Client{Timeout: 2 * time.Minute}}
+	c := &pluginClient{admin: adminURL, token: *token, http: &http.Client{Timeout: 2 * time.Minute}}
 	base := "/admin/plugins/" + url.PathEscape(*site)
 	switch verb {
 	case "push":
 		if err := needName(); err != nil {
 			return err
 		}
-		if fs.NArg() != 1 {
+		if len(pos) != 1 {
 			return fmt.Errorf("plugin push: give one FILE.wasm: %w", errUsage)
 		}
-		wasm, err := os.ReadFile(fs.Arg(0))
+		wasm, err := os.ReadFile(pos[0])
 		if err != nil {
 			return fmt.Errorf("plugin push: %w", err)
 		}
@@ -226,10 +243,19 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				if err := c.do(ctx, http.MethodGet, base, nil, &st); err != nil {
 					return fmt.Errorf("plugin promote: %w", err)
 				}
+				known := false
+				var names []string
 				for _, p := range st.Plugins {
-					if p.Plugin == name && p.Deployment != nil {
-						v = p.Deployment.Canary
+					names = append(names, p.Plugin)
+					if p.Plugin == name {
+						known = true
+						if p.Deployment != nil {
+							v = p.Deployment.Canary
+						}
 					}
+				}
+				if !known {
+					return fmt.Errorf("plugin promote: site %s has no plugin %q (it has: %s)", *site, name, strings.Join(names, ", "))
 				}
 				if v == 0 {
 					return fmt.Errorf("plugin promote: %s/%s runs no canary; name a version with --version", *site, name)
@@ -277,6 +303,40 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(doc)
 	}
 	return fmt.Errorf("plugin: unknown verb %q\n%s: %w", verb, pluginUsage, errUsage) // not reached: checked above
+}
+
+// parseInterspersed parses args with fs, allowing flags after positional
+// arguments (push --site www app.wasm --name x), as users of most CLIs
+// expect; everything after "--" is positional. It returns the positional
+// arguments in order.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+// adminBase normalises --admin: an address without a scheme (as the dev
+// banner prints them) means http.
+func adminBase(admin string) (string, error) {
+	if !strings.Contains(admin, "://") {
+		admin = "http://" + admin
+	}
+	u, err := url.Parse(admin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%q is not an admin API address; want e.g. http://127.0.0.11:9090 or 127.0.0.11:9090", admin)
+	}
+	return strings.TrimRight(admin, "/"), nil
 }
 
 // do sends one admin request and decodes the JSON answer into out.

@@ -84,6 +84,15 @@ func TestPluginCommand(t *testing.T) {
 		{[]string{"rollback", admin, "--site=shop", "--name=tag", "--version=2"}, 0, "version 2 takes all requests", "", "2"},
 		{[]string{"list", admin, "--site=shop"}, 0, "deployment: version 2 takes all requests (rolled back)", "", ""},
 		{[]string{"push", admin, "--site=shop", "--name=tag", v2}, 0, "pushed shop/tag version 2 (these bytes were stored before: no new version)", "", "2"},
+		// Flags after the file, "--", and an admin address without a scheme.
+		{[]string{"push", "--site=shop", v2, "--name=tag", admin}, 0, "pushed shop/tag version 2 (these bytes were stored before: no new version)", "", "2"},
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--", v2}, 0, "pushed shop/tag version 2", "", "2"},
+		{[]string{"list", "--admin=" + strings.TrimPrefix(pop.Admin.URL, "http://"), "--site=shop"}, 0, "deployment: version 2 takes all requests", "", ""},
+		{[]string{"list", "--admin=ftp://x", "--site=shop"}, 2, "", `"ftp://x" is not an admin API address`, ""},
+		// Checked before anything is uploaded.
+		{[]string{"push", admin, "--site=shop", "--name=bad name", v1}, 2, "", `plugin name "bad name" is not allowed`, ""},
+		{[]string{"push", admin, "--site=Shop", "--name=tag", v1}, 2, "", `site "Shop" is not a site name`, ""},
+		{[]string{"promote", admin, "--site=shop", "--name=nosuch"}, 1, "", `site shop has no plugin "nosuch" (it has: tag)`, ""},
 		{[]string{"chain", admin, "--site=shop"}, 0, `"plugin": "tag"`, "", ""},
 		{[]string{"push", admin, "--site=shop", "--name=tag", bad}, 1, "", "plugin refused", "2"},
 		{[]string{"push", admin, "--site=other", "--name=tag", v1}, 1, "", `this token belongs to site "shop"`, ""},
@@ -163,7 +172,8 @@ func TestPluginCommand(t *testing.T) {
 		// The running bytes with a new config as a canary: refused, with the way to do it.
 		{[]string{"push", admin, "--site=shop", "--name=tag", "--canary=20", "--config=prefix=/secret", file("trap3.wasm", trap)}, 1, "",
 			"To change only the config or headers, push without a canary (--canary in the CLI"},
-		{[]string{"push", admin, "--site=shop", "--name=tag", "--config=nokey", v2}, 1, "", `config "nokey": want KEY=VALUE (--config KEY=VALUE in the CLI`},
+		// Refused before the upload, as a usage error.
+		{[]string{"push", admin, "--site=shop", "--name=tag", "--config=nokey", v2}, 2, "", `config "nokey": want KEY=VALUE (--config KEY=VALUE in the CLI`},
 		// A plugin with one version has nothing to roll back to: the message names the flag.
 		{[]string{"push", admin, "--site=shop", "--name=solo", v1}, 0, "pushed shop/solo version 1", ""},
 		{[]string{"rollback", admin, "--site=shop", "--name=solo"}, 1, "",

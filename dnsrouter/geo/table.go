@@ -27,6 +27,9 @@ type Table struct {
 	// lookup is a handful of masked map probes and never allocates.
 	byLen []lenMap
 	n     int
+	// spans and longest index the entries by address for Scope.
+	spans   []span
+	longest [][]uint8
 }
 
 type lenMap struct {
@@ -60,6 +63,7 @@ func NewTable(name string, entries []Entry) (*Table, error) {
 		t.n++
 	}
 	slices.SortFunc(t.byLen, func(a, b lenMap) int { return b.bits - a.bits })
+	t.buildSpans()
 	return t, nil
 }
 

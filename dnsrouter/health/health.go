@@ -81,6 +81,10 @@ type Config struct {
 	// OnChange is called (outside the table's lock) after every published
 	// snapshot; the server uses it for metrics.
 	OnChange func(*Snapshot)
+	// OnUnknown is called (outside the table's lock) for every beacon from
+	// a PoP the table does not list, so that the server can count them and
+	// tell the operator who forgot a PoP in the DNS configuration.
+	OnUnknown func(b beacon.Beacon)
 }
 
 func (c *Config) defaults() {
@@ -166,6 +170,10 @@ type Table struct {
 	watching bool
 	feedUp   func() bool
 	stale    bool
+	// lastTick is when Run's ageing ticker last fired (zero before the
+	// first tick), to notice a tick that comes much later than its period:
+	// the process itself was not running.
+	lastTick time.Time
 
 	snap atomic.Pointer[Snapshot]
 }
@@ -231,8 +239,9 @@ func (t *Table) WatchFeed(connected func() bool) {
 	t.mu.Unlock()
 }
 
-// Observe records one beacon. Beacons from PoPs not in the table are
-// ignored (another zone's PoPs share the subject space).
+// Observe records one beacon. Beacons from PoPs not in the table change
+// nothing (another zone's PoPs may share the subject space); they are
+// handed to Config.OnUnknown.
 func (t *Table) Observe(b beacon.Beacon) {
 	t.mu.Lock()
 	var st *popState
@@ -244,6 +253,9 @@ func (t *Table) Observe(b beacon.Beacon) {
 	}
 	if st == nil {
 		t.mu.Unlock()
+		if t.cfg.OnUnknown != nil {
+			t.cfg.OnUnknown(b)
+		}
 		return
 	}
 	before := st.served()
@@ -355,7 +367,7 @@ func (t *Table) Run(ctx context.Context) {
 		defer wg.Done()
 		t.probeLoop(ctx)
 	}()
-	tick := time.NewTicker(max(t.cfg.BeaconInterval/2, time.Millisecond))
+	tick := time.NewTicker(t.tickPeriod())
 	defer tick.Stop()
 	for {
 		select {
@@ -363,9 +375,45 @@ func (t *Table) Run(ctx context.Context) {
 			wg.Wait()
 			return
 		case <-tick.C:
-			t.age(t.cfg.Now())
+			t.tick(t.cfg.Now())
 		}
 	}
+}
+
+// tickPeriod is how often Run ages the table.
+func (t *Table) tickPeriod() time.Duration {
+	return max(t.cfg.BeaconInterval/2, time.Millisecond)
+}
+
+// tick is one firing of Run's ticker at now. A tick much later than its
+// period (by more than half a beacon interval) means this process was not
+// scheduled for that long (a stall: machine load, swapping, a stopped VM):
+// the beacons of that time are most likely queued in the subscription,
+// not missing, and ageing before they are read would take every PoP out
+// at once. The time the process stood still is therefore not counted:
+// every PoP's last beacon moves forward by the lateness, so each keeps
+// the grace it had before the stall and its queued beacons are read
+// before it runs out, while a PoP that is really gone still goes out
+// (ageing advances with every tick on time, even when stalls recur).
+func (t *Table) tick(now time.Time) {
+	t.mu.Lock()
+	last := t.lastTick
+	t.lastTick = now
+	late := now.Sub(last) - t.tickPeriod()
+	stalled := !last.IsZero() && late > t.cfg.BeaconInterval/2 && t.watching && !t.stale
+	if stalled {
+		for _, p := range t.pops {
+			p.lastBeacon = p.lastBeacon.Add(late)
+			if p.lastBeacon.After(now) {
+				p.lastBeacon = now
+			}
+		}
+	}
+	t.mu.Unlock()
+	if stalled {
+		t.cfg.Logger.Warn("dns: health ticker ran late (this process was stalled); the stall does not count against the PoPs' beacons", "late", late.Round(time.Millisecond))
+	}
+	t.age(now)
 }
 
 // age applies missed-beacon rules and the stale mode.

@@ -170,3 +170,82 @@ func TestSetPoPsKeepsState(t *testing.T) {
 		t.Fatalf("after SetPoPs: %+v", s.PoPs)
 	}
 }
+
+// A stall of the DNS process itself (its ageing ticker fires seconds late)
+// must not take every PoP out at once: their beacons of that time are
+// queued, not missing. The stall does not count against the PoPs; one
+// that then stays silent still goes out MissedBeacons intervals after its
+// last beacon, not counting the stall.
+func TestStalledTickerKeepsPoPs(t *testing.T) {
+	var clock atomic.Int64 // milliseconds
+	now := func() time.Time { return time.UnixMilli(clock.Load()) }
+	step := func(d time.Duration) time.Time { clock.Add(d.Milliseconds()); return now() }
+	tb := New(Config{PoPs: []PoP{{ID: "a"}, {ID: "b"}}, BeaconInterval: time.Second, MissedBeacons: 3, Now: now})
+	tb.WatchFeed(func() bool { return true })
+	beat := func() {
+		tb.Observe(beacon.Beacon{PoP: "a", Healthy: true})
+		tb.Observe(beacon.Beacon{PoP: "b", Healthy: true})
+	}
+	// Normal operation: a tick every 500ms, beacons every second.
+	for i := 0; i < 6; i++ {
+		if i%2 == 0 {
+			beat()
+		}
+		tb.tick(step(500 * time.Millisecond))
+	}
+	if !served(tb, "a") || !served(tb, "b") {
+		t.Fatal("beaconing PoPs must be served")
+	}
+	// The process stalls for 4s: the next tick comes 3.5s late and no
+	// beacon has been read yet.
+	tb.tick(step(4 * time.Second))
+	if !served(tb, "a") || !served(tb, "b") {
+		t.Fatalf("after a 4s stall of the DNS process every PoP was taken out: %+v", tb.Snapshot().PoPs)
+	}
+	// The queued beacons of a are read; b's never come. Normal ticks again.
+	tb.Observe(beacon.Beacon{PoP: "a", Healthy: true})
+	for i := 0; i < 7; i++ {
+		if i%2 == 1 {
+			tb.Observe(beacon.Beacon{PoP: "a", Healthy: true})
+		}
+		tb.tick(step(500 * time.Millisecond))
+	}
+	if !served(tb, "a") {
+		t.Fatal("a beacons on and must be served")
+	}
+	if served(tb, "b") {
+		t.Fatal("b sent nothing for 3.5 intervals after the stall; it must be out")
+	}
+}
+
+// Without a stall, ticks on time age a silent PoP out as before: the
+// stall rule must not hide a dead PoP.
+func TestTimelyTicksAgeOut(t *testing.T) {
+	var clock atomic.Int64
+	now := func() time.Time { return time.UnixMilli(clock.Load()) }
+	tb := New(Config{PoPs: []PoP{{ID: "a"}}, BeaconInterval: time.Second, MissedBeacons: 3, Now: now})
+	tb.WatchFeed(func() bool { return true })
+	tb.Observe(beacon.Beacon{PoP: "a", Healthy: true})
+	for i := 0; i < 7; i++ {
+		clock.Add(500)
+		tb.tick(now())
+	}
+	if served(tb, "a") {
+		t.Fatal("a sent nothing for 3.5 intervals with the ticker on time; it must be out")
+	}
+}
+
+// Beacons of PoPs the table does not list change nothing and are handed
+// to OnUnknown.
+func TestUnknownBeacons(t *testing.T) {
+	var got []string
+	tb := New(Config{PoPs: []PoP{{ID: "a"}}, OnUnknown: func(b beacon.Beacon) { got = append(got, b.PoP) }})
+	tb.Observe(beacon.Beacon{PoP: "nope", Healthy: false})
+	tb.Observe(beacon.Beacon{PoP: "a", Healthy: true})
+	if len(got) != 1 || got[0] != "nope" {
+		t.Fatalf("OnUnknown saw %v, want [nope]", got)
+	}
+	if s := tb.Snapshot(); len(s.PoPs) != 1 || !s.PoPs[0].Served {
+		t.Fatalf("snapshot %+v", s.PoPs)
+	}
+}

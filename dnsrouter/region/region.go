@@ -44,7 +44,7 @@ func catalog() []Region {
 		{"eu-north-1", "Europe", "Stockholm", 59.3, 18.1},
 		{"france-central", "Europe", "Paris", 48.9, 2.4},
 		{"germany-central", "Europe", "Frankfurt", 50.1, 8.7},
-		{"italy-central", "Europe", "Milan", 41.9, 12.5},
+		{"italy-central", "Europe", "Milan", 45.5, 9.2}, // the seed has Rome's coordinates
 		{"spain-central", "Europe", "Madrid", 40.4, -3.7},
 		{"netherlands-central", "Europe", "Amsterdam", 52.4, 4.9},
 		// Asia-Pacific

@@ -23,6 +23,12 @@ func seedID(name string) string {
 	return b.String()
 }
 
+// seedErrata are the seed document's known coordinate errors, which the
+// catalog corrects (TestCityCoordinates checks the corrected values).
+var seedErrata = map[string]struct{ seedLat, seedLon float64 }{
+	"italy-central": {41.9, 12.5}, // Milan given Rome's coordinates
+}
+
 // TestCatalogMatchesSeed parses the seed document (kept verbatim in testdata)
 // and requires every region, city and coordinate to be in the catalog, and
 // nothing else.
@@ -46,6 +52,13 @@ func TestCatalogMatchesSeed(t *testing.T) {
 		r, ok := Lookup(id)
 		if !ok {
 			t.Errorf("seed region %s (%s) is missing from the catalog as %q", m[1], m[2], id)
+			continue
+		}
+		if c, ok := seedErrata[id]; ok {
+			if r.City != m[2] || lat != c.seedLat || lon != c.seedLon {
+				t.Errorf("%s: the seed no longer has the erratum (%v, %v) for %s: drop it from seedErrata", id, c.seedLat, c.seedLon, r.City)
+			}
+			seen[id] = true
 			continue
 		}
 		if r.City != m[2] || r.Lat != lat || r.Lon != lon {
@@ -89,6 +102,38 @@ func TestDistance(t *testing.T) {
 		got := Distance(c.lat1, c.lon1, c.lat2, c.lon2)
 		if math.Abs(got-c.wantKm) > c.tolKm {
 			t.Errorf("%s: Distance = %.1f km, want %.1f ± %.1f", c.name, got, c.wantKm, c.tolKm)
+		}
+	}
+}
+
+// TestCityCoordinates checks every catalog region against its city's
+// coordinates from an atlas (within 1 degree), so that a city given another
+// city's coordinates (Milan had Rome's, 480 km off) cannot hide behind a
+// faithful copy of the seed document.
+func TestCityCoordinates(t *testing.T) {
+	// The US "cities" are states: their data-centre towns (Ashburn,
+	// Columbus, Mountain View, Portland, Council Bluffs).
+	atlas := map[string]struct{ lat, lon float64 }{
+		"Virginia": {39.04, -77.49}, "Ohio": {39.96, -83.00}, "California": {37.39, -122.08}, "Oregon": {45.52, -122.68},
+		"Iowa": {41.26, -95.86}, "Toronto": {43.65, -79.38}, "Montreal": {45.50, -73.57}, "Atlanta": {33.75, -84.39},
+		"Seattle": {47.61, -122.33}, "Mexico City": {19.43, -99.13},
+		"Ireland": {53.35, -6.26}, "London": {51.51, -0.13}, "Frankfurt": {50.11, 8.68}, "Stockholm": {59.33, 18.07},
+		"Paris": {48.86, 2.35}, "Milan": {45.46, 9.19}, "Madrid": {40.42, -3.70}, "Amsterdam": {52.37, 4.90},
+		"Singapore": {1.35, 103.82}, "Sydney": {-33.87, 151.21}, "Tokyo": {35.68, 139.69}, "Seoul": {37.57, 126.98},
+		"Mumbai": {19.08, 72.88}, "São Paulo": {-23.55, -46.63}, "Salvador": {-12.97, -38.50},
+		"Buenos Aires": {-34.60, -58.38}, "Santiago": {-33.45, -70.67}, "Bogotá": {4.71, -74.07},
+		"Manama": {26.23, 50.59}, "Dubai": {25.20, 55.27}, "Riyadh": {24.71, 46.68}, "Tel Aviv": {32.09, 34.78},
+		"Istanbul": {41.01, 28.98}, "Cape Town": {-33.92, 18.42}, "Lagos": {6.52, 3.38}, "Cairo": {30.04, 31.24},
+		"Nairobi": {-1.29, 36.82}, "Casablanca": {33.57, -7.59},
+	}
+	for _, r := range All() {
+		c, ok := atlas[r.City]
+		if !ok {
+			t.Errorf("%s: no atlas entry for %q; add one", r.ID, r.City)
+			continue
+		}
+		if math.Abs(r.Lat-c.lat) > 1 || math.Abs(r.Lon-c.lon) > 1 {
+			t.Errorf("%s (%s) is at (%v, %v); %s is at about (%v, %v)", r.ID, r.City, r.Lat, r.Lon, r.City, c.lat, c.lon)
 		}
 	}
 }

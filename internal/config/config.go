@@ -120,7 +120,8 @@ type Log struct {
 // NATS says how this process reaches NATS.
 type NATS struct {
 	// Embedded, when set, runs a NATS server with JetStream inside this
-	// process (state under data_dir/nats) and connects to it.
+	// process (state under data_dir/nats) and connects to it. Set either
+	// embedded or urls, not both.
 	Embedded *EmbeddedNATS `yaml:"embedded"`
 	// URLs of an external NATS cluster, e.g. nats://nats-1:4222.
 	URLs []string `yaml:"urls"`
@@ -345,7 +346,8 @@ type SiteTLS struct {
 	// data_dir/tls, for development: clients need --cacert data_dir/tls/ca.pem.
 	DevCA bool `yaml:"dev_ca"`
 	// RedirectHTTP answers plain-HTTP requests with a redirect to HTTPS
-	// (ACME challenges excepted).
+	// (ACME challenges excepted). Every PoP of the file needs an https
+	// address: one without would serve the site over plain HTTP.
 	RedirectHTTP bool `yaml:"redirect_http"`
 	// HSTS sends Strict-Transport-Security over HTTPS when MaxAge > 0.
 	HSTS HSTS `yaml:"hsts"`
@@ -487,7 +489,7 @@ type Zone struct {
 	Names []string `yaml:"names"`
 	// Aliases map a name to a served name, answered with a CNAME.
 	Aliases map[string]string `yaml:"aliases"`
-	// TTL of PoP answers. Default 30s.
+	// TTL of PoP answers, 1s to 68 years (0 is refused). Default 30s.
 	TTL time.Duration `yaml:"ttl"`
 	// NS are the zone's name servers. Default: ns1.<apex> at the DNS listen address's IP.
 	NS []NameServer `yaml:"ns"`

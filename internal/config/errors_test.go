@@ -206,9 +206,19 @@ func TestAllErrorsTogether(t *testing.T) {
 			{7, "pops[0].lat", "123.4 is out of range [-90,90]"},
 			{25, "dns.zones[0].apex", `"example..test" is not a domain name; expected a zone such as example.com`},
 		}},
+		// The typo is the cause; "region: missing" only follows from it and
+		// would be read first, so it is left out.
 		{"typo of a required field", []string{"region: eu-west-2", "regoin: eu-west-2"}, []wantErr{
+			{10, "pops[1].regoin", "unknown field; did you mean region? expected one of " + popFields},
+		}},
+		{"typo of another required field", []string{"admin: 127.0.0.14:9090", "admn: 127.0.0.14:9090"}, []wantErr{
+			{12, "pops[1].admn", "unknown field; did you mean admin? expected one of " + popFields},
+		}},
+		// An unknown key that is no misspelling of the missing field does
+		// not hide it.
+		{"unrelated unknown key and a missing field", []string{"region: eu-west-2", "colour: blue"}, []wantErr{
 			{9, "pops[1].region", "missing; name a catalog region or set lat and lon"},
-			{10, "pops[1].regoin", "unknown field; expected one of " + popFields},
+			{10, "pops[1].colour", "unknown field; expected one of " + popFields},
 		}},
 		{"wrong type hides only what depends on it", []string{
 			"    region: ap-northeast-1\n", "    lat: north\n    lon: 139.7\n",

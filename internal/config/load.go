@@ -73,7 +73,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	w := walker{file: name, lines: map[string]int{}}
+	w := walker{file: name, lines: map[string]int{}, zero: map[string]bool{}}
 	if !w.check(root, reflect.TypeFor[Config](), "") {
 		return nil, joinSorted(w.errs)
 	}
@@ -91,8 +91,8 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	applyDefaults(cfg)
 	errs := w.errs
-	for _, e := range validate(cfg) {
-		if w.masks(e.Field) {
+	for _, e := range validate(cfg, w.zero) {
+		if w.masks(e.Field) || w.misspelled(e.Field) {
 			continue
 		}
 		e.File = name
@@ -125,6 +125,64 @@ type walker struct {
 	errs  []*Error
 	// rejected lists the paths whose value was replaced or dropped.
 	rejected []string
+	// suggested lists the fields an unknown key was probably meant to be
+	// (pops[1].region for pops[1].regoin): their "missing" errors only
+	// follow from the typo, which is reported with the suggestion.
+	suggested []string
+	// zero lists the duration fields set explicitly to 0, which defaults
+	// would otherwise turn into their default without a word.
+	zero map[string]bool
+}
+
+// misspelled tells whether a validation error on field only follows from
+// an unknown key that was a misspelling of it (or of what contains it).
+func (w *walker) misspelled(field string) bool {
+	for _, p := range w.suggested {
+		if field == p || within(field, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// suggest returns the field name key was probably meant to be: the
+// closest of names within an edit distance of 2 (a transposition counts
+// one), or "".
+func suggest(key string, names []string) string {
+	best, bestD := "", 3
+	for _, n := range names {
+		if d := editDistance(key, n); d < bestD && d < len(key) {
+			best, bestD = n, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance of a and b:
+// insertions, deletions, substitutions and transpositions of neighbours.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev2 := make([]int, len(rb)+1)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return prev[len(rb)]
 }
 
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
@@ -230,8 +288,10 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) bool {
 	case t == durationType:
 		if n.Kind != yaml.ScalarNode {
 			w.reject(n, path, "expected a duration like 30s or 5m, got a %s", kindName(n))
-		} else if _, err := time.ParseDuration(n.Value); err != nil {
+		} else if d, err := time.ParseDuration(n.Value); err != nil {
 			w.reject(n, path, "%q is not a duration; expected a number with a unit, like 30s, 5m or 1h", n.Value)
+		} else if d == 0 {
+			w.zero[path] = true
 		}
 		return len(w.rejected) == rejected
 	case t == byteSizeType:
@@ -263,7 +323,12 @@ func (w *walker) check(n *yaml.Node, t reflect.Type, path string) bool {
 			k, v := n.Content[i], n.Content[i+1]
 			f, ok := fields[k.Value]
 			if !ok {
-				w.fail(k, join(path, k.Value), "unknown field; expected one of %s", strings.Join(names, ", "))
+				if s := suggest(k.Value, names); s != "" {
+					w.fail(k, join(path, k.Value), "unknown field; did you mean %s? expected one of %s", s, strings.Join(names, ", "))
+					w.suggested = append(w.suggested, join(path, s))
+				} else {
+					w.fail(k, join(path, k.Value), "unknown field; expected one of %s", strings.Join(names, ", "))
+				}
 				continue
 			}
 			if first, dup := seen[k.Value]; dup {

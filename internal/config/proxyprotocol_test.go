@@ -82,7 +82,7 @@ func TestProxyProtocolErrors(t *testing.T) {
 		{"trusted as one string", "    proxy_protocol:\n      trusted: 10.0.0.0/8\n",
 			[]wantErr{{10, "pops[0].proxy_protocol.trusted", "expected a list, got a scalar"}}},
 		{"misspelt key", "    proxy_protocol:\n      trusted: [10.0.0.0/8]\n      requried: true\n",
-			[]wantErr{{11, "pops[0].proxy_protocol.requried", "unknown field; expected one of trusted, required, header_timeout"}}},
+			[]wantErr{{11, "pops[0].proxy_protocol.requried", "unknown field; did you mean required? expected one of trusted, required, header_timeout"}}},
 		{"required not a bool", "    proxy_protocol:\n      trusted: [10.0.0.0/8]\n      required: yes please\n",
 			[]wantErr{{11, "pops[0].proxy_protocol.required", `expected true or false, got "yes please"`}}},
 	}

@@ -26,14 +26,19 @@ type validation struct {
 	errs []*Error
 	// listeners maps a bound address to the field that claimed it.
 	listeners map[string]string
+	// zero lists the duration fields the file set to 0 explicitly (before
+	// defaults replaced them), for checks where 0 is not the default.
+	zero map[string]bool
 }
 
 func (v *validation) add(field, format string, args ...any) {
 	v.errs = append(v.errs, &Error{Field: field, Msg: fmt.Sprintf(format, args...)})
 }
 
-func validate(c *Config) []*Error {
-	v := &validation{listeners: map[string]string{}}
+// validate checks c after defaults; zero lists the duration fields the
+// file set explicitly to 0 (nil: none).
+func validate(c *Config, zero map[string]bool) []*Error {
+	v := &validation{listeners: map[string]string{}, zero: zero}
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	v.nats(c)
@@ -93,6 +98,11 @@ func (v *validation) nats(c *Config) {
 	n := c.NATS
 	if n.Embedded == nil && len(n.URLs) == 0 {
 		v.add("nats", "no NATS: set nats.embedded.listen for a built-in server, or nats.urls for an external cluster")
+	}
+	if n.Embedded != nil && len(n.URLs) > 0 {
+		// Both would start a server of its own and connect to it alone,
+		// cut off from the cluster the URLs name.
+		v.add("nats.urls", "set either nats.embedded (a built-in server for this process alone) or nats.urls (an external cluster), not both; to join the cluster, delete nats.embedded")
 	}
 	if n.Embedded != nil {
 		v.listen("nats.embedded.listen", n.Embedded.Listen)
@@ -318,7 +328,13 @@ func (v *validation) sites(sites []Site) {
 		}
 		for j, h := range s.Hosts {
 			hf := fmt.Sprintf("%s.hosts[%d]", f, j)
-			if strings.Contains(h, ":") {
+			if scheme, rest, ok := strings.Cut(h, "://"); ok {
+				bare := rest
+				if u, err := url.Parse(h); err == nil && u.Hostname() != "" {
+					bare = u.Hostname()
+				}
+				v.add(hf, "%q has a scheme (%s://); hosts are bare names: write %s", h, scheme, bare)
+			} else if strings.Contains(h, ":") {
 				v.add(hf, "%q has a port; hosts are matched without the port", h)
 			} else if !hostPattern.MatchString(h) {
 				v.add(hf, "%q is not a host name", h)
@@ -406,6 +422,22 @@ func (v *validation) tls(c *Config) {
 		}
 		if sources != 1 {
 			v.add(f, "choose one certificate source: cert_file and key_file, acme: true, or dev_ca: true")
+		}
+		if t.RedirectHTTP {
+			// A PoP without https cannot redirect (to where?): it would
+			// serve the site over plain HTTP, the opposite of what the
+			// site asks. Refused rather than warned: config has no
+			// channel for warnings, and `config check` must tell.
+			var plain []string
+			for j, p := range c.PoPs {
+				if p.HTTPS == "" {
+					plain = append(plain, fmt.Sprintf("pops[%d] (%s)", j, p.ID))
+				}
+			}
+			if len(plain) > 0 {
+				v.add(f+".redirect_http", "%s %s no https listener, so %s would serve this site over plain HTTP without redirecting; give every PoP an https address, or set redirect_http: false",
+					strings.Join(plain, ", "), pluralVerb(len(plain), "has", "have"), pluralVerb(len(plain), "it", "they"))
+			}
 		}
 		if t.HSTS.MaxAge < 0 {
 			v.add(f+".hsts.max_age", "%s is negative", t.HSTS.MaxAge)
@@ -529,12 +561,17 @@ func (v *validation) dns(d *DNS) {
 	}
 	g := d.Geo
 	v.region("dns.geo.default_region", g.DefaultRegion)
+	cidrs := map[netip.Prefix]int{}
 	for i, e := range g.Table {
 		f := fmt.Sprintf("dns.geo.table[%d]", i)
 		if p, err := netip.ParsePrefix(e.CIDR); err != nil {
 			v.add(f+".cidr", "%q is not a CIDR block; expected e.g. 203.0.113.0/24", e.CIDR)
 		} else if p.Masked() != p {
 			v.add(f+".cidr", "%s has host bits set; did you mean %s?", e.CIDR, p.Masked())
+		} else if first, dup := cidrs[canonPrefix(p)]; dup {
+			v.add(f+".cidr", "%s is already listed as dns.geo.table[%d] (%s); a network has one location: delete one of the two", e.CIDR, first, geoWhere(g.Table[first]))
+		} else {
+			cidrs[canonPrefix(p)] = i
 		}
 		switch {
 		case e.Region != "" && (e.Lat != nil || e.Lon != nil):
@@ -559,8 +596,41 @@ func (v *validation) dns(d *DNS) {
 	}
 }
 
+// pluralVerb picks one or many by n.
+func pluralVerb(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// canonPrefix writes an IPv4-mapped IPv6 prefix as the IPv4 prefix it is,
+// so that the two spellings of one network compare equal.
+func canonPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
+}
+
+// geoWhere names a geo table row's location for messages.
+func geoWhere(e GeoEntry) string {
+	if e.Region != "" {
+		return "region " + e.Region
+	}
+	if e.Lat != nil && e.Lon != nil {
+		return fmt.Sprintf("lat %v, lon %v", *e.Lat, *e.Lon)
+	}
+	return "no location"
+}
+
 // ttl checks a DNS TTL: whole seconds within RFC 2181's 2^31-1.
 func (v *validation) ttl(field string, d time.Duration) {
+	if v.zero[field] {
+		// Defaults turned the 0 into the default TTL; say so rather than
+		// answer with a TTL the file did not ask for.
+		d = 0
+	}
 	if d < time.Second || d > (1<<31-1)*time.Second {
 		v.add(field, "%s is out of range [1s, 68y]; DNS TTLs are whole seconds", d)
 	} else if d%time.Second != 0 {

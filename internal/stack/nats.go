@@ -13,6 +13,9 @@ import (
 // Connect opens a NATS connection as the configuration says (the embedded
 // server when there is one), for tools such as `meridian state`.
 func Connect(cfg *config.Config, name string) (*nats.Conn, error) {
+	if err := oneNATS(cfg.NATS); err != nil {
+		return nil, err
+	}
 	s := &Stack{cfg: cfg, log: slog.New(slog.DiscardHandler)}
 	if e := cfg.NATS.Embedded; e != nil {
 		s.cfg = &config.Config{NATS: config.NATS{URLs: []string{"nats://" + e.Listen}, Credentials: cfg.NATS.Credentials}}
@@ -20,7 +23,21 @@ func Connect(cfg *config.Config, name string) (*nats.Conn, error) {
 	return s.connect(name)
 }
 
+// oneNATS refuses a configuration with both an embedded server and
+// external URLs (config validation does too; this guards configurations
+// built in code): the embedded server would win and cut the process off
+// from the cluster without a word.
+func oneNATS(n config.NATS) error {
+	if n.Embedded != nil && len(n.URLs) > 0 {
+		return fmt.Errorf("nats: set either nats.embedded or nats.urls, not both")
+	}
+	return nil
+}
+
 func (s *Stack) connect(name string) (*nats.Conn, error) {
+	if err := oneNATS(s.cfg.NATS); err != nil {
+		return nil, err
+	}
 	urls := s.cfg.NATS.URLs
 	if s.nats != nil {
 		urls = []string{s.nats.ClientURL()}

@@ -32,6 +32,23 @@ func checkPlugin(name string) error {
 	return nil
 }
 
+// CheckSiteName reports whether site may name a site in the admin API; the
+// CLI checks before it sends anything.
+func CheckSiteName(site string) error { return checkSite(site) }
+
+// CheckPluginName reports whether name may name a plugin in the admin API;
+// the CLI checks before it uploads a module.
+func CheckPluginName(name string) error { return checkPlugin(name) }
+
+// CheckConfigPair reports whether kv is a chain entry's KEY=VALUE, as a
+// push's config parameter takes it.
+func CheckConfigPair(kv string) error {
+	if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+		return fmt.Errorf("config %q: want KEY=VALUE (--config KEY=VALUE in the CLI, config=KEY=VALUE in the API)", kv)
+	}
+	return nil
+}
+
 // slotName is the local plugins.Host name of global version n of plugin.
 func slotName(plugin string, n int) string { return plugin + "@" + strconv.Itoa(n) }
 
