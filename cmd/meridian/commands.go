@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -52,7 +53,7 @@ func version() string {
 // newFlags makes the flag set of command name ("dns explain"). Its -h and
 // its flag errors print "usage: meridian SYNOPSIS" and the flags the command
 // registered, so every command answers -h/--help with its own usage.
-func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+func newFlags(name, synopsis string, stderr io.Writer) flagSet {
 	fs := flag.NewFlagSet("meridian "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -64,7 +65,27 @@ func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 			fs.PrintDefaults()
 		}
 	}
-	return fs
+	return flagSet{fs}
+}
+
+// flagSet is a command's flag.FlagSet whose Parse marks its errors as
+// already reported: the flag package has printed the error and the usage.
+type flagSet struct{ *flag.FlagSet }
+
+// errFlags is a flag parse error the flag package has printed with the
+// command's usage: run exits 2 without printing it again.
+type errFlags struct{ err error }
+
+func (e errFlags) Error() string { return e.err.Error() }
+func (e errFlags) Unwrap() error { return e.err }
+
+// Parse parses args; an error other than flag.ErrHelp comes as errFlags.
+func (f flagSet) Parse(args []string) error {
+	err := f.FlagSet.Parse(args)
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		return errFlags{err}
+	}
+	return err
 }
 
 // noArgs parses the arguments of a command that takes none: -h prints its

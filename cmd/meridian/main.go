@@ -82,6 +82,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	if errors.As(err, new(errFlags)) {
+		return 2 // printed with the usage already
+	}
 	fmt.Fprintf(stderr, "meridian: %v\n", err)
 	if errors.Is(err, errUsage) {
 		return 2

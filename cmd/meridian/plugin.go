@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -309,7 +308,7 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // arguments (push --site www app.wasm --name x), as users of most CLIs
 // expect; everything after "--" is positional. It returns the positional
 // arguments in order.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseInterspersed(fs flagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
