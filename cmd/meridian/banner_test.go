@@ -48,23 +48,25 @@ dns:
     default_region: us-east-1
 `
 
-// The banner of `meridian dev --config FILE` promises the answer dig
-// gets: with no geo table, the default region's PoP (p2), not the first
-// PoP listed. Checked against the real server over UDP and TCP.
-func TestDevBannerPromisesTheDNSAnswer(t *testing.T) {
-	cfg, err := config.Parse("two.yaml", []byte(twoPoPs))
+// startStack runs the configuration in yaml in this process with roles,
+// every listener moved to a free port on its own address, and data under a
+// temporary directory; it stops with the test.
+func startStack(t *testing.T, yaml string, roles stack.Roles) (*config.Config, *stack.Stack) {
+	t.Helper()
+	cfg, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.DataDir = t.TempDir()
-	cfg.NATS.Embedded.Listen = testutil.FreeAddr(t, "127.0.0.1")
+	local := testutil.FreeAddrs(t, "127.0.0.1", 2)
+	cfg.NATS.Embedded.Listen, cfg.DNS.Listen = local[0], local[1]
 	for i := range cfg.PoPs {
 		p := &cfg.PoPs[i]
 		host, _, _ := net.SplitHostPort(p.HTTP)
-		p.HTTP, p.Admin = testutil.FreeAddr(t, host), testutil.FreeAddr(t, host)
+		free := testutil.FreeAddrs(t, host, 2)
+		p.HTTP, p.Admin = free[0], free[1]
 	}
-	cfg.DNS.Listen = testutil.FreeAddr(t, "127.0.0.1")
-	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	st, err := stack.Start(context.Background(), cfg, roles, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +75,14 @@ func TestDevBannerPromisesTheDNSAnswer(t *testing.T) {
 		defer cancel()
 		st.Shutdown(ctx)
 	})
+	return cfg, st
+}
+
+// The banner of `meridian dev --config FILE` promises the answer dig
+// gets: with no geo table, the default region's PoP (p2), not the first
+// PoP listed. Checked against the real server over UDP and TCP.
+func TestDevBannerPromisesTheDNSAnswer(t *testing.T) {
+	cfg, st := startStack(t, twoPoPs, stack.Roles{AllPoPs: true, DNS: true})
 	var out bytes.Buffer
 	printDevBanner(&out, "two.yaml", cfg, st, "meridian")
 	banner := out.String()

@@ -22,6 +22,8 @@ Usage:
                                            show how a running DNS server answers NAME for a client subnet
   meridian plugin push|list|promote|rollback|logs|chain --site SITE ...
                                            deploy a site's wasm plugins through a PoP's admin API
+  meridian purge --site SITE --url URL|--prefix URL|--key KEY|--all [--soft]
+                                           remove (or mark stale) cached objects on every PoP
   meridian state status|keys|get --node POP [KEY]
                                            inspect a running PoP's replica of the shared state
   meridian config check FILE               validate a configuration file without starting anything
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdConfig(rest, stdout, stderr)
 	case "plugin":
 		err = cmdPlugin(ctx, rest, stdout, stderr)
+	case "purge":
+		err = cmdPurge(ctx, rest, stdout, stderr)
 	case "state":
 		err = cmdState(ctx, rest, stdout, stderr)
 	case "token":

@@ -75,8 +75,8 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// pluginClient calls one PoP's plugin admin API.
-type pluginClient struct {
+// adminClient calls one PoP's admin API (plugins, purges).
+type adminClient struct {
 	admin, token string
 	http         *http.Client
 }
@@ -192,7 +192,7 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if verb != "push" && len(pos) > 0 { // push checks its FILE below
 		return fmt.Errorf("plugin %s: unexpected argument %q\nusage: meridian %s: %w", verb, pos[0], synopsis, errUsage)
 	}
-	c := &pluginClient{admin: adminURL, token: *token, http: &http.Client{Timeout: 2 * time.Minute}}
+	c := &adminClient{admin: adminURL, token: *token, http: &http.Client{Timeout: 2 * time.Minute}}
 	base := "/admin/plugins/" + url.PathEscape(*site)
 	switch verb {
 	case "push":
@@ -339,7 +339,7 @@ func adminBase(admin string) (string, error) {
 }
 
 // do sends one admin request and decodes the JSON answer into out.
-func (c *pluginClient) do(ctx context.Context, method, path string, body []byte, out any) error {
+func (c *adminClient) do(ctx context.Context, method, path string, body []byte, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
