@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -84,5 +85,36 @@ func TestValidationGapsStillValid(t *testing.T) {
 				t.Fatalf("ttl = %v", cfg.DNS.Zones[0].TTL)
 			}
 		})
+	}
+}
+
+// TestOriginIsOwnPoPRefused: a site whose origin is one of the file's own
+// PoP listeners (directly, or through loopback to a PoP on a wildcard
+// address) is refused with the field, the listener and what to do.
+func TestOriginIsOwnPoPRefused(t *testing.T) {
+	cfg, err := config.Parse("base.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pop := cfg.PoPs[0].HTTP
+	_, port, _ := net.SplitHostPort(pop)
+	for _, c := range []struct{ origin, listen, want string }{
+		{"http://" + pop, "", `sites[0].origins[0].url: "http://` + pop + `" is this file's own PoP listener (pops[0].http): every miss would come back to a PoP and loop`},
+		{"http://127.0.0.1:" + port, "0.0.0.0:" + port, "is this file's own PoP listener (pops[0].http)"},
+		{"http://localhost:" + port, ":" + port, "is this file's own PoP listener (pops[0].http)"},
+	} {
+		text := strings.Replace(base, "http://127.0.0.1:8081", c.origin, 1)
+		if c.listen != "" {
+			text = strings.Replace(text, "http: "+pop, "http: \""+c.listen+"\"", 1)
+		}
+		_, err := config.Parse("loop.yaml", []byte(text))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("origin %s, PoP on %q: %v; want %q", c.origin, c.listen, err, c.want)
+		}
+	}
+	// Another port of the same host is a real origin.
+	other := strings.Replace(base, "http://127.0.0.1:8081", "http://127.0.0.1:1", 1)
+	if _, err := config.Parse("ok.yaml", []byte(other)); err != nil {
+		t.Errorf("an origin on another port: %v", err)
 	}
 }

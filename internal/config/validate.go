@@ -55,6 +55,7 @@ func validate(c *Config, zero map[string]bool) []*Error {
 		v.pop(fmt.Sprintf("pops[%d]", i), p, ids, i)
 	}
 	v.sites(c.Sites)
+	v.originLoops(c.Sites, c.PoPs)
 	v.tokenHash("admin.ops_token_sha256", c.Admin.OpsTokenSHA256)
 	v.tls(c)
 	v.oneOf("plugins.engine", c.Plugins.Engine, "native", "sdk")
@@ -297,6 +298,45 @@ func (v *validation) proxyProtocol(f string, pp *ProxyProtocol, http3 bool) {
 	v.trustedList(f+".trusted", pp.Trusted)
 	if d := pp.HeaderTimeout; d < time.Millisecond || d > time.Minute {
 		v.add(f+".header_timeout", "%v is out of range [1ms,1m]; a balancer sends its header at once", d)
+	}
+}
+
+// originLoops refuses an origin that is one of the file's own PoP
+// listeners: every miss would come back to a PoP (RFC 8586's loop), which
+// the PoPs answer 508 at run time; the file can say so before that. A PoP
+// on a wildcard address (0.0.0.0:8080) is also reached through loopback.
+func (v *validation) originLoops(sites []Site, pops []PoP) {
+	listeners := map[string]string{} // host:port -> pops[i].field
+	for i, p := range pops {
+		for _, l := range []struct{ field, addr string }{{"http", p.HTTP}, {"https", p.HTTPS}} {
+			if l.addr != "" {
+				listeners[l.addr] = fmt.Sprintf("pops[%d].%s", i, l.field)
+			}
+		}
+	}
+	for i, s := range sites {
+		for j, o := range s.Origins {
+			u, err := url.Parse(o.URL)
+			if err != nil || u.Host == "" {
+				continue // sites reports it
+			}
+			port := u.Port()
+			if port == "" {
+				port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+			}
+			host := u.Hostname()
+			candidates := []string{net.JoinHostPort(host, port)}
+			if ip, err := netip.ParseAddr(host); (err == nil && ip.IsLoopback()) || host == "localhost" {
+				candidates = append(candidates, net.JoinHostPort("0.0.0.0", port), net.JoinHostPort("::", port), ":"+port)
+			}
+			for _, c := range candidates {
+				if pf, ok := listeners[c]; ok {
+					v.add(fmt.Sprintf("sites[%d].origins[%d].url", i, j),
+						"%q is this file's own PoP listener (%s): every miss would come back to a PoP and loop; give the site's real origin server", o.URL, pf)
+					break
+				}
+			}
+		}
 	}
 }
 
