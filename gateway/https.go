@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/meridian-edge/meridian/gateway/tlsedge"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TLS is a PoP's HTTPS setup: where it listens, its certificates and the
@@ -45,6 +46,7 @@ func (p *PoP) startTLS(ctx context.Context, base http.Handler) (http.Handler, er
 	srv, err := tlsedge.NewServer(tlsedge.ServerOptions{
 		Addr: t.Addr, HTTP3Addr: h3, TLSConfig: t.Certs.TLSConfig(), Handler: secure, Logger: p.log,
 		WrapListener: p.proxyProtocol,
+		Registerer:   prometheus.WrapRegistererWith(prometheus.Labels{"pop": p.opts.ID}, p.registry),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway %s: https: %w", p.opts.ID, err)
@@ -63,8 +65,10 @@ func (p *PoP) startTLS(ctx context.Context, base http.Handler) (http.Handler, er
 	if err != nil {
 		return nil, fmt.Errorf("gateway %s: %w", p.opts.ID, err)
 	}
+	// The policies apply inside base's chain (httpsPolicies), where a
+	// redirect is logged, counted and carries the PoP's header fields.
 	p.policies = pol
-	wrapped := pol.Middleware(base)
+	wrapped := base
 	p.secure.Store(&wrapped)
 	t.Certs.ChallengePorts(portOf(p.httpLn.Addr().String()), httpsPort)
 	if err := t.Certs.Start(ctx); err != nil {

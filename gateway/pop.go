@@ -18,12 +18,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/proxy"
 	"github.com/meridian-edge/meridian/gateway/realip"
 	"github.com/meridian-edge/meridian/gateway/tlsedge"
 	"github.com/meridian-edge/meridian/internal/beacon"
@@ -141,6 +143,11 @@ type PoP struct {
 	beaconStop  context.CancelFunc
 	wg          sync.WaitGroup
 	unknownHost prometheus.Counter
+
+	// viaName is the PoP's name in Via and CDN-Loop ("meridian-<ID>", as
+	// its cache's proxies say it); via holds its Via entries by protocol.
+	viaName string
+	via     [4]string // HTTP/1.0, 1.1, 2, 3
 }
 
 // New builds a PoP; nothing listens until Start.
@@ -173,10 +180,22 @@ func New(opts Options) (*PoP, error) {
 		realIP:   realIP,
 	}
 	p.creds.Store(&opts.Credentials)
+	p.viaName = cache.ViaName(opts.ID)
+	p.via = [4]string{proxy.ViaValue(1, 0, p.viaName), proxy.ViaValue(1, 1, p.viaName), proxy.ViaValue(2, 0, p.viaName), proxy.ViaValue(3, 0, p.viaName)}
 	if p.registry == nil {
 		p.registry = prometheus.NewRegistry()
 	}
-	p.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The Go runtime's and the process's collectors, unless the registry's
+	// owner registered them already (internal/stack puts them on every
+	// registry it serves).
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := p.registry.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return nil, fmt.Errorf("gateway %s: register runtime metrics: %w", opts.ID, err)
+			}
+		}
+	}
 	p.unknownHost = prometheus.NewCounter(prometheus.CounterOpts{
 		Name:        "meridian_http_unknown_host_total",
 		Help:        "Requests refused with 421 because their Host matched no site.",
@@ -200,12 +219,15 @@ func New(opts Options) (*PoP, error) {
 		}
 	}
 	p.metrics = middleware.NewPoPRequestMetrics(p.registry, opts.ID, siteName)
+	p.metrics.InitCut(middleware.UnknownSite, cutReasons()...)
 	p.observers = []middleware.Observer{func(r *http.Request, status int, bytes int64, d time.Duration) {
 		ctx := r.Context()
-		p.record(ctx, siteName(r), middleware.Generated(ctx), middleware.Access{
+		site := siteName(r)
+		p.record(ctx, site, middleware.Generated(ctx), middleware.Access{
 			RequestID: middleware.GetRequestID(ctx), Remote: r.RemoteAddr, Method: r.Method, Host: r.Host,
 			URI: r.RequestURI, Proto: r.Proto, Status: status, Bytes: bytes, Elapsed: d,
-			BodyError: middleware.BodyError(ctx),
+			BodyError: middleware.BodyError(ctx), Site: site, Cache: middleware.CacheResult(middleware.CacheStatus(ctx)),
+			UserAgent: headerValue(r.Header, "User-Agent"), Referer: headerValue(r.Header, "Referer"),
 		})
 	}}
 	p.cache = opts.Cache
@@ -243,6 +265,7 @@ func (p *PoP) buildRouter(sites []Site) (*router, error) {
 			h = p.opts.Plugins(ch)
 		}
 		e := &siteEntry{Site: s, handler: h, cache: ch}
+		p.metrics.InitCut(s.Name, cutReasons()...)
 		if p.opts.Plugins != nil && p.opts.PluginHooks != nil {
 			e.hooked = cache.WithFastHooks(ch, p.opts.PluginHooks(s.Name))
 		}
@@ -292,18 +315,37 @@ func (p *PoP) route(next http.Handler) http.Handler {
 	})
 }
 
+// headerValue is the first value of the canonical field name, without
+// Header.Get's canonicalisation.
+func headerValue(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // ServeHTTP routes a request to its site: the whole proxy path of the PoP.
 func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := r.Header[proxy.CDNLoopHeader]; ok && proxy.LoopCount(r.Header, p.viaName) > 0 {
+		// The request went through this PoP before (RFC 8586): a site
+		// whose origin leads back here. Forwarding it again would recurse
+		// (or, for a GET, wait on its own collapsed fetch until the origin
+		// timeout).
+		p.log.Warn("request looped back to this PoP (CDN-Loop names it): a site's origin leads back to the PoP; answering 508",
+			"request_id", middleware.GetRequestID(r.Context()), "host", r.Host, "uri", r.RequestURI, "cdn_loop", r.Header.Values(proxy.CDNLoopHeader))
+		proxy.WritePoPPage(w, r, p.viaName, proxy.Page{Status: http.StatusLoopDetected, Reason: proxy.DetailLoop,
+			Message: fmt.Sprintf("the request came back to this PoP (its CDN-Loop header names %s): the origin of the site for host %q leads back to the PoP. "+
+				"Point the site's origin at the origin server, not at a Meridian PoP.", p.viaName, normalizeHost(r.Host))})
+		return
+	}
 	s, routed := r.Context().Value(siteKey{}).(*siteEntry)
 	if !routed {
 		s = p.router.Load().lookup(r.Host) // called without route, or an unknown host
 	}
 	if s == nil {
 		p.unknownHost.Inc()
-		middleware.MarkGenerated(r.Context(), "unknown-host")
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusMisdirectedRequest)
-		fmt.Fprintf(w, "meridian %s: no site is configured for host %q at this PoP\n", p.opts.ID, normalizeHost(r.Host))
+		proxy.WritePoPPage(w, r, p.viaName, proxy.Page{Status: http.StatusMisdirectedRequest, Reason: "unknown-host",
+			Message: fmt.Sprintf("no site is configured for host %q at this PoP. Check the DNS name and the sites' hosts in the configuration.", normalizeHost(r.Host))})
 		return
 	}
 	if !routed {
@@ -313,6 +355,13 @@ func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 type siteKey struct{}
+
+// cutReasons are the reasons a response's body is cut for
+// (middleware.MarkBodyError): every site's
+// meridian_http_responses_cut_total has them from the start, at 0.
+func cutReasons() []string {
+	return []string{middleware.BodyTruncated, proxy.DetailOriginTimeout, proxy.DetailOriginError, "store-error"}
+}
 
 // SiteFromContext returns the name of the site a request was routed to, for
 // the middleware that runs per site (plugins).
@@ -336,12 +385,84 @@ func (p *PoP) Handler() http.Handler {
 	// The client first: everything after it (the access log, plugins, the
 	// origin's X-Forwarded-For) sees the one the trusted proxies named.
 	r.Use(p.realIP.Handler, middleware.RequestID, middleware.Recover(p.log), middleware.HTTP3EmptyBody, p.route)
-	r.Use(middleware.Observe(p.observers...))
+	// Observed and stamped: every answer, whoever in the chain makes it,
+	// leaves with the PoP's Via, and the PoP's own with its Cache-Status.
+	r.Use(middleware.ObserveStamp(p.stamp, p.observers...), p.httpsPolicies)
 	r.Handle("/*", p)
 	// chi answers unknown methods with 405 unless told otherwise; a proxy
 	// forwards every method to the origin.
 	r.MethodNotAllowed(p.ServeHTTP)
 	return r
+}
+
+// stamp completes the final header of every response the PoP sends on
+// net/http (middleware.ObserveStamp): its Via when nothing in the chain
+// added it (a plugin's own answer, a redirect), and on the answers the PoP
+// made itself (middleware.MarkGenerated) a Cache-Status entry with the
+// reason when the writer gave none (a plugin chain's fail-closed 503).
+// The pages of proxy.WritePage have both already. It allocates nothing for
+// a response that has them (a cache's, an origin's through the cache).
+func (p *PoP) stamp(h http.Header, r *http.Request, _ int) {
+	if !hasVia(h["Via"], p.viaName) {
+		v := p.via[1]
+		switch {
+		case r.ProtoMajor == 1 && r.ProtoMinor == 0:
+			v = p.via[0]
+		case r.ProtoMajor == 2:
+			v = p.via[2]
+		case r.ProtoMajor == 3:
+			v = p.via[3]
+		}
+		h["Via"] = append(h["Via"], v)
+	}
+	if reason := middleware.Generated(r.Context()); reason != "" {
+		if _, ok := h["Cache-Status"]; !ok {
+			h["Cache-Status"] = []string{"meridian; detail=" + reason}
+		}
+	}
+}
+
+// hasVia reports whether a Via entry names the hop name ("1.1 name").
+func hasVia(vs []string, name string) bool {
+	for _, v := range vs {
+		for v != "" {
+			var e string
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				e, v = v[:i], v[i+1:]
+			} else {
+				e, v = v, ""
+			}
+			e = strings.TrimSpace(e)
+			if i := strings.IndexByte(e, ' '); i >= 0 {
+				e = e[i+1:] // the protocol before the name
+			}
+			if i := strings.IndexByte(e, ' '); i >= 0 {
+				e = e[:i] // a comment after it
+			}
+			if e == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// httpsPolicies applies the sites' HTTPS policies inside the observed
+// chain (so a redirect is logged, counted and stamped like any answer):
+// HSTS on TLS responses, and the redirect of plain HTTP to HTTPS for the
+// sites that ask for it, counted as the PoP's own answer (reason
+// "https-redirect"). Without HTTPS it passes requests on.
+func (p *PoP) httpsPolicies(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if pol := p.policies; pol != nil {
+			if target, code := pol.Apply(w, r); target != "" {
+				middleware.MarkGenerated(r.Context(), "https-redirect")
+				http.Redirect(w, r, target, code)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // SetCredentials replaces the admin API's credentials (a configuration
@@ -377,11 +498,22 @@ func (p *PoP) fastRoute(host string) http.Handler {
 // fields: building an http.Request and a context for them cost a quarter
 // of a fast hit.
 func (p *PoP) fastObserve(o *cache.FastObservation) {
-	p.record(context.Background(), o.Site, o.Generated, middleware.Access{
+	a := middleware.Access{
 		RequestID: o.RequestID, Remote: o.RemoteAddr, Method: o.Method, Host: o.Host, URI: o.RequestURI,
 		Proto: "HTTP/1.1", Status: o.Status, Bytes: o.Bytes, Elapsed: o.Elapsed, BodyError: o.BodyError,
-	})
+		Site: o.Site, Cache: o.Cache,
+	}
+	if p.log.Enabled(context.Background(), slog.LevelInfo) {
+		// Looked up and copied only for a log line: a hit that is not
+		// logged must not pay for them.
+		a.UserAgent, a.Referer = string(clipBytes(o.Field("user-agent"))), string(clipBytes(o.Field("referer")))
+	}
+	p.record(context.Background(), o.Site, o.Generated, a)
 }
+
+// clipBytes cuts b to what the access log keeps (middleware.MaxLoggedField)
+// before it is copied.
+func clipBytes(b []byte) []byte { return b[:min(len(b), middleware.MaxLoggedField)] }
 
 // record feeds one answered request of site to the request metrics, the
 // access log and the load tracker: the one place both paths (p.observers

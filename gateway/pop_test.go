@@ -95,9 +95,9 @@ func TestRoutingByHost(t *testing.T) {
 		{"A.Example.TEST:8080", "A A.Example.TEST:8080 /x?q=1", 200}, // case and port ignored; Host passed as sent
 		{"a.example.test.", "A ", 200},                               // trailing dot
 		{"b.example.test", "B ", 200},
-		{"img.b.example.test", "B ", 200},                                            // wildcard
-		{"deep.img.b.example.test", "meridian test-pop: no site is configured", 421}, // wildcard is one label
-		{"evil.test", `meridian test-pop: no site is configured for host "evil.test" at this PoP`, 421},
+		{"img.b.example.test", "B ", 200}, // wildcard
+		{"deep.img.b.example.test", "421 Misdirected Request from PoP meridian-test-pop: no site is configured", 421}, // wildcard is one label
+		{"evil.test", `421 Misdirected Request from PoP meridian-test-pop: no site is configured for host "evil.test" at this PoP`, 421},
 	}
 	for _, c := range cases {
 		resp, body := do(t, "GET", p.HTTPAddr(), c.host, "/x?q=1")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -29,7 +28,10 @@ type purgeResponse struct {
 	ID         string `json:"id,omitempty"`
 	Local      int    `json:"purged_here"`
 	Replicated bool   `json:"replicated"`
-	Warning    string `json:"warning,omitempty"`
+	// Queued: recorded, and waiting in the sync node's queue until NATS is
+	// back (Replicated is then false).
+	Queued  bool   `json:"queued,omitempty"`
+	Warning string `json:"warning,omitempty"`
 }
 
 // handlePurge records a purge and applies it here. With state sync the
@@ -82,13 +84,22 @@ func (p *PoP) handlePurge(w http.ResponseWriter, r *http.Request) {
 			resp.Warning = "recorded here, not yet replicated: " + err.Error()
 		}
 		resp.ID, resp.Replicated = rec.ID, err == nil
+		if err == nil {
+			// Purge returns nil both when it published and when NATS was
+			// away and it queued the record on disk: only a node that is
+			// connected with nothing waiting has sent it.
+			if st := n.Status(); st.Degraded {
+				resp.Replicated, resp.Queued = false, true
+				resp.Warning = fmt.Sprintf("NATS is unreachable: applied here and queued (%d waiting); it replicates to the other PoPs when NATS is back", st.Queued)
+			}
+		}
 	}
 	resp.Local, err = p.cache.Purge(r.Context(), sel)
 	if err != nil {
 		http.Error(w, "meridian admin: purge: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	if hint := p.purgeHint(sel, resp.Local); hint != "" {
+	if hint := p.purgeHint(sel); hint != "" {
 		if resp.Warning != "" {
 			resp.Warning += "; "
 		}
@@ -100,12 +111,10 @@ func (p *PoP) handlePurge(w http.ResponseWriter, r *http.Request) {
 }
 
 // purgeHint explains why a URL or prefix purge of sel may match nothing:
-// cache keys hold the request's Host as the client sent it (lower-cased,
-// the scheme's default port dropped, any other port kept), so a URL whose
-// host is not one of the site's selects none of its objects, and one
-// without the port clients use selects none of theirs. "" when there is
-// nothing to say.
-func (p *PoP) purgeHint(sel cache.Selector, purged int) string {
+// cache keys hold the request's host (lower-cased, without port or trailing
+// dot), so a URL whose host is not one of the site's selects none of its
+// objects. "" when there is nothing to say.
+func (p *PoP) purgeHint(sel cache.Selector) string {
 	if sel.Kind != cache.ByURL && sel.Kind != cache.ByPrefix {
 		return ""
 	}
@@ -129,23 +138,10 @@ func (p *PoP) purgeHint(sel cache.Selector, purged int) string {
 		}
 		return msg + "; cache keys hold the request's host, so this purge matches none of the site's objects"
 	}
-	if purged > 0 || u.Port() != "" || p.httpLn == nil {
-		return ""
-	}
-	// The host is right and nothing matched: perhaps clients reach this PoP
-	// on a port that is not the scheme's default, which their Host (and so
-	// the cache key) then carries.
-	addr := p.HTTPAddr()
-	if u.Scheme == "https" {
-		addr = p.HTTPSAddr()
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "80" && u.Scheme == "http" || port == "443" && u.Scheme == "https" {
-		return ""
-	}
-	withPort := *u
-	withPort.Host = net.JoinHostPort(u.Hostname(), port)
-	return fmt.Sprintf("nothing matched; cache keys keep the Host's port unless it is the scheme's default, and this PoP serves %s on port %s: if clients reach it there, purge %s", u.Scheme, port, withPort.String())
+	// The port a client used is no part of a cache key, so a purge with or
+	// without it selects the same objects: nothing to add when the host is
+	// right.
+	return ""
 }
 
 func (p *PoP) hasSite(name string) bool { return p.router.Load().byName(name) != nil }

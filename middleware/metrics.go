@@ -129,6 +129,18 @@ func (m *RequestMetrics) ObserveCut(site, reason string) {
 	m.cut.WithLabelValues(site, reason).Inc()
 }
 
+// InitCut makes site's meridian_http_responses_cut_total series for
+// reasons exist at 0 before any body is cut, so that a rate or an alert on
+// them sees a series from the start.
+func (m *RequestMetrics) InitCut(site string, reasons ...string) {
+	if site == "" {
+		site = UnknownSite
+	}
+	for _, r := range reasons {
+		m.cut.WithLabelValues(site, r)
+	}
+}
+
 // ObserveGenerated counts a response the PoP made itself for site (a 421
 // for an unknown host, a 502 for an unreachable origin), for code that
 // answers without MarkGenerated; reason is a fixed word, not request data.

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -99,6 +100,10 @@ type requestState struct {
 	id        string
 	generated atomic.Pointer[string]
 	bodyError atomic.Pointer[string]
+	// cacheStatus is the response's last Cache-Status entry (ours), set
+	// by Observe before it calls the observers, on the request's own
+	// goroutine: no other goroutine reads it.
+	cacheStatus string
 }
 
 // MarkGenerated records that the response to ctx's request is made by the
@@ -161,6 +166,101 @@ func BodyError(ctx context.Context) string {
 	return ""
 }
 
+// CacheStatus returns the last Cache-Status entry (the PoP's own) of the
+// response to ctx's request, as Observe saw it go out; "" before the
+// observers run, or when the response had none.
+func CacheStatus(ctx context.Context) string {
+	if st, ok := ctx.Value(requestIDKey).(*requestState); ok {
+		return st.cacheStatus
+	}
+	return ""
+}
+
+// Cache results of the access log's cache field: what the cache did for
+// the request, as meridian_cache_requests_total counts it, with the tier
+// for the answers a tier gave.
+const (
+	CacheHitL1     = "hit-l1"      // a fresh stored response, from the memory tier
+	CacheHitL2     = "hit-l2"      // ... from the disk tier
+	CacheHitL3     = "hit-l3"      // ... from the shared tier
+	CacheHit       = "hit"         // ... from another tier
+	CacheStale     = "stale"       // a stale stored response (stale-while-revalidate, stale-if-error, max-stale)
+	CacheRevalid   = "revalidated" // validated with the origin (304) and served from a tier
+	CacheMiss      = "miss"        // fetched from the origin (stored, or not cacheable)
+	CacheCollapsed = "collapsed"   // answered by another request's origin fetch
+	CachePass      = "pass"        // not for the cache (method, bypass, upgrade, a GET with a body)
+	CacheError     = "error"       // the origin failed (or only-if-cached missed): the PoP's error page
+	CacheNone      = "none"        // the cache was not asked (the PoP's or a plugin's own answer, a redirect)
+)
+
+// CacheResult turns the PoP's Cache-Status entry (CacheStatus) into the
+// access log's cache field (the Cache* constants), without allocating: the
+// entry says what the cache did ("meridian; hit; ttl=60; detail=l1",
+// "meridian; fwd=uri-miss; fwd-status=200; stored", "meridian;
+// fwd=bypass", "...; detail=origin-timeout").
+func CacheResult(entry string) string {
+	if entry == "" {
+		return CacheNone
+	}
+	param := func(name string) (string, bool) {
+		for rest := entry; rest != ""; {
+			var part string
+			if i := strings.IndexByte(rest, ';'); i >= 0 {
+				part, rest = rest[:i], rest[i+1:]
+			} else {
+				part, rest = rest, ""
+			}
+			part = strings.TrimSpace(part)
+			if part == name {
+				return "", true
+			}
+			if v, ok := strings.CutPrefix(part, name+"="); ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	detail, _ := param("detail")
+	if _, ok := param("hit"); ok {
+		tier, how, _ := strings.Cut(detail, "-")
+		if strings.HasPrefix(how, "stale") {
+			return CacheStale
+		}
+		if ttl, _ := param("ttl"); strings.HasPrefix(ttl, "-") {
+			return CacheStale // served past its lifetime (max-stale)
+		}
+		switch tier {
+		case "l1":
+			return CacheHitL1
+		case "l2":
+			return CacheHitL2
+		case "l3":
+			return CacheHitL3
+		}
+		return CacheHit
+	}
+	fwd, ok := param("fwd")
+	if !ok {
+		return CacheNone
+	}
+	switch {
+	case fwd == "bypass" || fwd == "method":
+		if strings.HasPrefix(detail, "origin-") {
+			return CacheError
+		}
+		return CachePass
+	case detail == "collapsed":
+		return CacheCollapsed
+	case strings.HasPrefix(detail, "origin-") || detail == "only-if-cached":
+		return CacheError
+	}
+	if s, _ := param("fwd-status"); s == "304" && detail != "" { // a tier's copy, validated
+
+		return CacheRevalid
+	}
+	return CacheMiss
+}
+
 // Recover turns a panic in a handler into a 500 (when nothing was written
 // yet) and a logged stack, so one bad request never takes the PoP down.
 // http.ErrAbortHandler is re-raised: it is net/http's way to abort a response.
@@ -197,21 +297,61 @@ type Recorder struct {
 	Bytes  int64
 	// WriteFailed is set once a Write failed: the client went away.
 	WriteFailed bool
+	// CacheStatus is the last Cache-Status entry of the final header as
+	// it went out (the one nearest the client: ours), "" when none.
+	CacheStatus string
+
+	stamp HeaderStamp
+	req   *http.Request
 }
+
+// HeaderStamp completes the final header of every response just before it
+// goes out (ObserveStamp): h is the response's header, status its status
+// (200 and up). It runs once per response, on the request's goroutine.
+type HeaderStamp func(h http.Header, r *http.Request, status int)
 
 // WriteHeader records the final status (1xx interim responses are passed on
 // but not recorded).
 func (r *Recorder) WriteHeader(code int) {
 	if r.Status == 0 && code >= 200 {
 		r.Status = code
+		r.final(code)
 	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+// final runs, once, as the final header is about to go out: the stamp,
+// then a look at the Cache-Status it leaves.
+func (r *Recorder) final(code int) {
+	h := r.ResponseWriter.Header()
+	if r.stamp != nil {
+		r.stamp(h, r.req, code)
+	}
+	if v := h["Cache-Status"]; len(v) > 0 {
+		r.CacheStatus = lastEntry(v[len(v)-1])
+	}
+}
+
+// lastEntry is the last comma-separated entry of a Cache-Status field
+// value (RFC 9211 lists the cache nearest the client last).
+func lastEntry(v string) string {
+	for i := len(v) - 1; i >= 0; i-- {
+		if v[i] == ',' {
+			v = v[i+1:]
+			break
+		}
+	}
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	return v
 }
 
 // Write records the bytes written.
 func (r *Recorder) Write(p []byte) (int, error) {
 	if r.Status == 0 {
 		r.Status = http.StatusOK
+		r.final(http.StatusOK)
 	}
 	n, err := r.ResponseWriter.Write(p)
 	r.Bytes += int64(n)
@@ -251,22 +391,40 @@ type Observer func(r *http.Request, status int, bytes int64, elapsed time.Durati
 // panic itself goes on unchanged (it is not recovered here, so Recover
 // logs its original stack).
 func Observe(observers ...Observer) func(http.Handler) http.Handler {
+	return ObserveStamp(nil, observers...)
+}
+
+// ObserveStamp is Observe with stamp (nil: none) completing the final
+// header of every response the handler sends, whoever in the chain writes
+// it (the cache, a plugin's own answer, a page of the PoP's): the PoP adds
+// its Via and, to the answers it made itself (MarkGenerated), its
+// Cache-Status entry there. A handler that writes nothing is stamped as
+// the 200 net/http then sends; one that panics before any header, as the
+// 500 Recover sends (marked generated, reason "internal-error").
+func ObserveStamp(stamp HeaderStamp, observers ...Observer) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
-			rec := &Recorder{ResponseWriter: w}
-			if _, ok := r.Context().Value(requestIDKey).(*requestState); !ok {
+			st, ok := r.Context().Value(requestIDKey).(*requestState)
+			if !ok {
 				// Without RequestID before Observe: a state of its own, for
 				// MarkBodyError and MarkGenerated to record in.
-				r = r.WithContext(context.WithValue(r.Context(), requestIDKey, &requestState{id: GetRequestID(r.Context())}))
+				st = &requestState{id: GetRequestID(r.Context())}
+				r = r.WithContext(context.WithValue(r.Context(), requestIDKey, st))
 			}
+			rec := &Recorder{ResponseWriter: w, stamp: stamp, req: r}
 			finished := false
 			defer func() {
 				status := rec.Status
 				switch {
 				case finished:
+					if status == 0 { // net/http sends a 200 with the header as it is
+						rec.final(http.StatusOK)
+					}
 				case status == 0:
 					status = http.StatusInternalServerError
+					MarkGenerated(r.Context(), "internal-error")
+					rec.final(status) // the header Recover's 500 goes out with
 				case !rec.WriteFailed && r.Context().Err() == nil:
 					MarkBodyError(r.Context(), BodyTruncated)
 					// What the handler wrote may still sit in the server's
@@ -279,6 +437,7 @@ func Observe(observers ...Observer) func(http.Handler) http.Handler {
 					status = http.StatusOK
 				}
 				elapsed := time.Since(start)
+				st.cacheStatus = rec.CacheStatus
 				for _, o := range observers {
 					o(r, status, rec.Bytes, elapsed)
 				}
@@ -299,7 +458,8 @@ func AccessLog(log *slog.Logger) Observer {
 		LogAccess(ctx, log, Access{
 			RequestID: GetRequestID(ctx), Remote: r.RemoteAddr, Method: r.Method, Host: r.Host,
 			URI: r.RequestURI, Proto: r.Proto, Status: status, Bytes: bytes, Elapsed: elapsed,
-			BodyError: BodyError(ctx),
+			BodyError: BodyError(ctx), Cache: CacheResult(CacheStatus(ctx)),
+			UserAgent: r.Header.Get("User-Agent"), Referer: r.Header.Get("Referer"),
 		})
 	}
 }
@@ -315,14 +475,40 @@ type Access struct {
 	// see MarkBodyError). Callers fill it (AccessLog from the request's
 	// context): LogAccess does not look it up again.
 	BodyError string
+	// Site is the site the request was routed to ("" outside a PoP,
+	// UnknownSite for a host no site serves).
+	Site string
+	// Cache is what the cache did (a Cache* constant, CacheResult);
+	// "" is logged as CacheNone.
+	Cache string
+	// UserAgent and Referer are the request's fields as sent (the log's
+	// handler quotes and escapes them; LogAccess cuts them at
+	// MaxLoggedField bytes).
+	UserAgent, Referer string
+}
+
+// MaxLoggedField bounds the request fields an access log line copies
+// (user agent, referer): a client must not make the PoP write kilobytes
+// of log per request.
+const MaxLoggedField = 512
+
+func clip(s string) string {
+	if len(s) > MaxLoggedField {
+		return s[:MaxLoggedField]
+	}
+	return s
 }
 
 // LogAccess writes a's access log line, as AccessLog does, for a server that
-// has no http.Request for it (the cache's fast path). A response whose body
-// was cut (a.BodyError) carries body_error=<why> after
-// its status and bytes; a whole one has no such field, so
-// `grep body_error` finds exactly the cut ones.
+// has no http.Request for it (the cache's fast path): request_id remote
+// method host uri proto status bytes elapsed site cache ua referer. A
+// response whose body was cut (a.BodyError) carries body_error=<why> last;
+// a whole one has no such field, so `grep body_error` finds exactly the
+// cut ones.
 func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
+	if a.Cache == "" {
+		a.Cache = CacheNone
+	}
 	attrs := [...]slog.Attr{
 		slog.String("request_id", a.RequestID),
 		slog.String("remote", a.Remote),
@@ -333,6 +519,10 @@ func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
 		slog.Int("status", a.Status),
 		slog.Int64("bytes", a.Bytes),
 		slog.Duration("elapsed", a.Elapsed),
+		slog.String("site", a.Site),
+		slog.String("cache", a.Cache),
+		slog.String("ua", clip(a.UserAgent)),
+		slog.String("referer", clip(a.Referer)),
 		{},
 	}
 	n := len(attrs) - 1

@@ -206,10 +206,19 @@ type SitePolicy struct {
 	// SortQuery sorts query parameters by name in the key, so that ?a=1&b=2
 	// and ?b=2&a=1 share one entry.
 	SortQuery bool
-	// MaxObject is the largest response this site stores; larger ones
-	// stream through without being stored. 0 means the storage's own limit
-	// (the L1 tier's L1MaxObject when the cache has no other Store).
+	// MaxObject is the largest response this site stores in any tier;
+	// larger ones stream through without being stored (counted too_large
+	// in meridian_cache_stores_total). 0 means the storage's own limit: the
+	// largest any of its tiers takes.
 	MaxObject int64
+	// MaxL1Object is the largest response body this site keeps in the
+	// memory tier (L1): larger ones bypass it and are stored in the lower
+	// tiers of a composition (Options.Store, such as gateway/cache/tiered
+	// with L2 and L3), which a lookup then answers from. Applies to bodies
+	// of unknown length too (they leave L1 once they outgrow it). When the
+	// cache has L1 alone, nothing larger is stored. 0: the L1 tier's own
+	// limit.
+	MaxL1Object int64
 	// Bypass turns caching off for the site: every request goes to the
 	// origin through the proxy.
 	Bypass bool
@@ -246,6 +255,8 @@ func (s SitePolicy) Validate() error {
 		return fmt.Errorf("cache: site policy: SiteID %q must not contain spaces or NUL", s.SiteID)
 	case s.MaxObject < 0:
 		return fmt.Errorf("cache: site %s: MaxObject %d must not be negative (0 means the storage's limit)", s.SiteID, s.MaxObject)
+	case s.MaxL1Object < 0:
+		return fmt.Errorf("cache: site %s: MaxL1Object %d must not be negative (0 means the memory tier's limit)", s.SiteID, s.MaxL1Object)
 	case s.StaleIfError < 0:
 		return fmt.Errorf("cache: site %s: StaleIfError %v must not be negative (0 means none beyond the origin's)", s.SiteID, s.StaleIfError)
 	case s.DefaultTTL < 0:

@@ -124,5 +124,23 @@ package cache
 // must-revalidate, no Vary: *, no Set-Cookie unless explicitly public, and
 // with explicit freshness, a heuristically cacheable status with
 // Last-Modified, or a validator. CDN-Cache-Control, then Surrogate-Control,
-// take precedence over Cache-Control; Surrogate-Control is not passed on.
-// Responses larger than the site's MaxObject stream through unstored.
+// take precedence over Cache-Control. Surrogate-Control, Surrogate-Key and
+// Cache-Tag are the CDN's: they stay in the stored metadata (purge by
+// surrogate key selects on them) and never reach clients, on any path. A
+// stored 200 is answered with Accept-Ranges: bytes (Range is served from
+// it). Responses larger than the site's MaxL1Object skip the memory tier
+// of a composition (gateway/cache/tiered) and are stored below it;
+// responses larger than the site's MaxObject, or than every tier takes,
+// stream through unstored (stores_total outcome too_large).
+//
+// # Cache keys
+//
+// A key is the site and the request's URL normalised (requestURL): scheme
+// and host lower-cased, no port (sites are chosen by host alone), no
+// trailing dot, percent-encoding normalised as RFC 3986 6.2.2 says (escaped
+// unreserved characters decoded, other escapes in upper-case hex, so %2F
+// stays distinct from '/'), no fragment (one a client sent is stripped
+// before the key is made and before the request is forwarded). Dot and
+// empty path segments are kept: an origin may serve /a/./b or /a//b
+// differently from /a/b. Purge by URL and prefix normalise their value the
+// same way (Selector.Normalize).

@@ -94,6 +94,28 @@ type FastObservation struct {
 	// tier's copy failed mid-way (an L2 block failing its checksum), as
 	// middleware.MarkBodyError says on net/http.
 	BodyError string
+	// Cache is what the cache did, in the access log's words
+	// (middleware.CacheResult): "hit-l1" (-l2, -l3) for a stored
+	// response; "" when the PoP answered without it.
+	Cache string
+
+	req *fastRequest // its header fields, for Field
+}
+
+// Field returns the request's header field lowerName (a lower-case name,
+// e.g. "user-agent") as sent, nil when absent: a view of the connection's
+// buffer, valid during the Observe call only (copy to keep). It looks the
+// field up when asked, so an observer that does not log pays nothing.
+func (o *FastObservation) Field(lowerName string) []byte {
+	if o.req == nil {
+		return nil
+	}
+	for _, f := range o.req.fields[:o.req.nf] {
+		if fold(f[0], lowerName) {
+			return f[1]
+		}
+	}
+	return nil
 }
 
 // FastListener is the listener Cache.Fast returns: serve it with the server that
@@ -278,17 +300,18 @@ func (l *FastListener) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		if !l.start(c, nil, 0) {
+		if !l.start(c, nil, 0, true) {
 			return
 		}
 	}
 }
 
 // start serves c on the fast path, initial being bytes already read from it
-// and streak its bounce count (see fastConn.streak); false (and c closed)
-// once the listener is closed.
-func (l *FastListener) start(c net.Conn, initial []byte, streak int) bool {
-	fc := &fastConn{l: l, conn: c, streak: streak}
+// and streak its bounce count (see fastConn.streak); accepted: c is new
+// from the listener, not back from net/http. False (and c closed) once the
+// listener is closed.
+func (l *FastListener) start(c net.Conn, initial []byte, streak int, accepted bool) bool {
+	fc := &fastConn{l: l, conn: c, streak: streak, accepted: accepted}
 	l.mu.Lock()
 	if l.closing.Load() {
 		l.mu.Unlock()
@@ -357,6 +380,10 @@ type fastConn struct {
 	// emptied the socket.
 	handedOff, idleArmed, drained bool
 	headerBy                      time.Time
+	// accepted: the connection is new from the listener and no request
+	// head has been read from it yet (the header timeout applies from
+	// the accept, not the idle timeout).
+	accepted bool
 	// For a site's hooks (fasthooks.go): the last path (reused as
 	// lastHost), the client's address, parsed once (from remoteAddr), and
 	// the request and header views handed to them, reused.
@@ -536,7 +563,7 @@ func (c *fastConn) readHead(fd int) (int, int) {
 				if c.state.Swap(fastActive) == fastClosed {
 					return 0, headDone
 				}
-				c.headerBy, c.idleArmed = time.Time{}, false
+				c.headerBy, c.idleArmed, c.accepted = time.Time{}, false, false
 				return i, headRead
 			case i == bareLF:
 				return 0, c.handOffHead()
@@ -557,7 +584,22 @@ func (c *fastConn) readHead(fd int) (int, int) {
 			if c.l.closing.Load() {
 				return 0, headDone
 			}
-			if d := idleTimeout(srv); d > 0 && !c.idleArmed {
+			if c.accepted {
+				// A new connection's first request has, as net/http gives
+				// it, the header timeout from the accept: a client that
+				// connects and sends nothing is not an idle keep-alive
+				// connection, and must not hold a socket for IdleTimeout.
+				if c.headerBy.IsZero() {
+					d := headerTimeout(srv)
+					if d <= 0 {
+						d = idleTimeout(srv) // no header timeout: still not forever
+					}
+					if d > 0 {
+						c.headerBy = time.Now().Add(d)
+						_ = c.conn.SetReadDeadline(c.headerBy)
+					}
+				}
+			} else if d := idleTimeout(srv); d > 0 && !c.idleArmed {
 				c.idleArmed = true // once per wait, not per wake-up
 				_ = c.conn.SetReadDeadline(time.Now().Add(d))
 			}

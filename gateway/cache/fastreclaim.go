@@ -116,7 +116,7 @@ func (l *FastListener) reclaim(w http.ResponseWriter, streak int) {
 		}
 	}
 	l.c.metrics.fastReclaimed.Inc()
-	l.start(conn, initial, streak)
+	l.start(conn, initial, streak, false)
 }
 
 func buffered(br *bufio.Reader) []byte {

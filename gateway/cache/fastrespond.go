@@ -174,11 +174,13 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		// counted with what was sent, and a failed store says so.
 		if c.l.opts.Observe != nil {
 			c.obs.BodyError = storeBodyError(err)
+			c.obs.Cache = hitResult(st.tier)
 			c.observe(h.site.SiteID, req, id, status, sent, start, "")
 		}
 		return nil, false, err
 	}
 	if c.l.opts.Observe != nil {
+		c.obs.Cache = hitResult(st.tier)
 		c.observe(h.site.SiteID, req, id, status, sent, start, "")
 	}
 	return nil, true, nil
@@ -285,7 +287,7 @@ func appendFields(out []byte, hd http.Header, lastMod, via string, drop ...strin
 	keys := make([]string, 0, len(hd)+1)
 	for k := range hd {
 		switch {
-		case k == "Surrogate-Control" || k == "Content-Length" || k == "Age" || slices.Contains(drop, k):
+		case cdnOnly(k) || k == "Content-Length" || k == "Age" || slices.Contains(drop, k):
 		case httpguts.ValidHeaderFieldName(k):
 			keys = append(keys, k)
 		}
@@ -404,8 +406,8 @@ func (w *fileHeadWriter) WriteFile(fd int, off, n int64) (int64, error) {
 // connection to b.
 func appendFastURL(b []byte, req *fastRequest, site *SitePolicy) []byte {
 	b = append(b, "http://"...)
-	b = appendNormHost(b, req.host, "http")
-	b = append(b, req.path...)
+	b = appendNormHost(b, req.host)
+	b = appendNormEscapes(b, req.path)
 	return appendQuery(b, req.query, site)
 }
 
@@ -460,8 +462,23 @@ func (c *fastConn) observe(site string, req *fastRequest, id string, status int,
 		o.Method = http.MethodHead
 	}
 	o.Status, o.Bytes, o.Elapsed, o.Generated = status, sent, time.Since(start), generated
+	o.req = req
 	c.l.opts.Observe(o)
 	*o = FastObservation{}
+}
+
+// hitResult is FastObservation.Cache for a fresh hit from tier, without
+// allocating.
+func hitResult(tier string) string {
+	switch tier {
+	case "l1":
+		return "hit-l1"
+	case "l2":
+		return "hit-l2"
+	case "l3":
+		return "hit-l3"
+	}
+	return "hit"
 }
 
 // maxHeaderMemo bounds the memo of serialised headers; it is emptied when
@@ -506,10 +523,11 @@ func (c *Cache) fastHeader(out []byte, st *stored, h *siteHandler, size int64) [
 }
 
 // appendStoredHeader writes hd as serveStored sends it for a 200: the
-// stored fields (see appendFields), our Via, and Content-Length.
+// stored fields (see appendFields), our Via, Accept-Ranges and
+// Content-Length.
 func appendStoredHeader(out []byte, hd http.Header, via string, size int64) []byte {
-	out = appendFields(out, hd, "", via)
-	out = append(out, "Content-Length: "...)
+	out = appendFields(out, hd, "", via, "Accept-Ranges")
+	out = append(out, "Accept-Ranges: bytes\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, size, 10)
 	return append(out, "\r\n"...)
 }

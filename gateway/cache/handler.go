@@ -143,6 +143,16 @@ func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler 
 	if site.MaxObject > 0 && site.MaxObject < h.maxObj {
 		h.maxObj = site.MaxObject
 	}
+	if site.MaxL1Object > 0 {
+		if fl, ok := c.store.t.(firstTierLimiter); ok {
+			// The composition keeps larger bodies out of its memory tier
+			// (on store and on promotion) and in the tiers below.
+			fl.LimitFirst(site.SiteID, site.MaxL1Object)
+		} else if c.store.t.Name() == "l1" {
+			// The memory tier is all there is.
+			h.maxObj = min(h.maxObj, site.MaxL1Object)
+		}
+	}
 	h.retain = min(h.maxObj, c.opts.L1MaxObject)
 	for i, t := range []string{"l1", "l2", "l3"} {
 		h.hits[i] = tierCounters{tier: t, hit: c.metrics.requests.WithLabelValues(site.SiteID, t, resHit),
@@ -151,6 +161,9 @@ func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler 
 	h.proxy, _ = proxy.New(proxy.Options{ // cannot fail: Transport is set
 		SiteID: site.SiteID, PoPID: ViaName(c.opts.PoPID), Transport: origin, Logger: c.log,
 		ModifyResponse: func(res *http.Response) error {
+			// Passed on uncached, a response still keeps the fields
+			// addressed to the CDN from the client (clientHeader).
+			dropCDNOnly(res.Header)
 			if cs, ok := res.Request.Context().Value(statusValue).(string); ok {
 				res.Header.Add("Cache-Status", cs)
 			}
@@ -187,6 +200,7 @@ func isUpgrade(r *http.Request) bool {
 }
 
 func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r = stripFragment(r)
 	if h.site.Bypass || isUpgrade(r) {
 		h.pass(w, r, "meridian; fwd=bypass")
 		return
@@ -381,7 +395,7 @@ func (h *siteHandler) unsafe(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		ref, err := base.Parse(v)
-		if err != nil || !strings.EqualFold(ref.Host, base.Host) {
+		if err != nil || normHost(ref.Host) != normHost(base.Host) {
 			continue // another host: not ours to invalidate (RFC 9111 4.4)
 		}
 		rr := &http.Request{Method: http.MethodGet, URL: ref, Host: ref.Host, TLS: r.TLS, Header: http.Header{}}
@@ -570,7 +584,10 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 	ttl := policy.StoreTTL(resp.StatusCode, resp.Header, ttlFrom(r.Context()), h.site.DefaultTTL)
 	reason := policy.StorableResponse(sreq, resp.StatusCode, resp.Header, ttl)
 	if reason == policy.Storable && resp.ContentLength > h.maxObj {
+		// Larger than any tier takes (or the site's MaxObject): streamed
+		// through, and counted, as a body that outgrows them is (pump).
 		reason = "too-large"
+		c.storeOutcome(h.site.SiteID, tier.ErrTooLarge)
 	}
 	if reason != policy.Storable || (resp.StatusCode >= 500 && stale != nil) {
 		if stale != nil && resp.StatusCode < 500 {

@@ -9,54 +9,128 @@ import (
 	"unicode/utf8"
 )
 
-// requestURL returns the normalised absolute URL of r: lower-case scheme and
-// host, default port dropped, the path as sent, and the query as the site's
-// key options shape it. This string is both the default cache key (scoped by
-// site) and what purge by URL and prefix match.
+// requestURL returns the normalised absolute URL of r (RFC 3986 6.2.2):
+// lower-case scheme and host, the host without its port and a trailing
+// dot, percent-encoding normalised (see appendNormEscapes) in the path and
+// query, no fragment, and the query as the site's key options shape it.
+// This string is both the default cache key (scoped by site) and what purge
+// by URL and prefix match, so equivalent spellings of a URL share one entry
+// and a purge of any of them removes it.
+//
+// The port is dropped because a site is chosen by host alone (gateway's
+// router ignores the port): the same site's object under one Host with and
+// without a port is one object. Dot segments ("/./x") and empty ones
+// ("//x") are kept: whether an origin treats them as the plain path is its
+// own choice (many routers do not), so merging them could serve one URL's
+// response for another.
 func requestURL(r *http.Request, site *SitePolicy) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	p := r.URL.EscapedPath()
+	// A fragment sent in the request-target is gone (stripFragment).
+	p, q := r.URL.EscapedPath(), r.URL.RawQuery
 	if p == "" {
 		p = "/"
 	}
-	b := make([]byte, 0, len(scheme)+3+len(r.Host)+len(p)+1+len(r.URL.RawQuery))
+	b := make([]byte, 0, len(scheme)+3+len(r.Host)+len(p)+1+len(q))
 	b = append(append(b, scheme...), "://"...)
-	b = appendNormHost(b, r.Host, scheme)
-	b = append(b, p...)
-	return string(appendQuery(b, r.URL.RawQuery, site))
+	b = appendNormHost(b, r.Host)
+	b = appendNormEscapes(b, p)
+	return string(appendQuery(b, q, site))
 }
 
-func normHost(host, scheme string) string {
-	return string(appendNormHost(nil, host, scheme))
+func normHost(host string) string {
+	return string(appendNormHost(nil, host))
 }
 
-// appendNormHost appends host lower-cased and without the scheme's default
-// port. An ASCII host (all but odd ones) is lowered as it is copied, which
-// lets the fast path build a key in one allocation.
-func appendNormHost[T ~string | ~[]byte](b []byte, host T, scheme string) []byte {
-	start := len(b)
-	if ascii(host) {
-		for i := 0; i < len(host); i++ {
+// appendNormHost appends host lower-cased, without its port and without a
+// trailing dot (the DNS root: "example.com." names example.com). An ASCII
+// host (all but odd ones) is lowered as it is copied, which lets the fast
+// path build a key in one allocation.
+func appendNormHost[T ~string | ~[]byte](b []byte, host T) []byte {
+	n := len(host)
+	if n > 0 && host[0] == '[' {
+		// An IPv6 literal: the port, if any, follows the ']'.
+		for i := 0; i < n; i++ {
+			if host[i] == ']' {
+				n = i + 1
+				break
+			}
+		}
+	} else {
+		for i := n - 1; i >= 0; i-- {
+			if host[i] == ':' {
+				n = i
+				break
+			}
+		}
+		for n > 0 && host[n-1] == '.' {
+			n--
+		}
+	}
+	if ascii(host[:n]) {
+		for i := 0; i < n; i++ {
 			ch := host[i]
 			if 'A' <= ch && ch <= 'Z' {
 				ch += 'a' - 'A'
 			}
 			b = append(b, ch)
 		}
-	} else {
-		b = append(b, strings.ToLower(string(host))...)
+		return b
 	}
-	port := ":443"
-	if scheme == "http" {
-		port = ":80"
+	return append(b, strings.ToLower(string(host[:n]))...)
+}
+
+// appendNormEscapes appends s with its percent-encoding normalised as RFC
+// 3986 6.2.2.1 and 6.2.2.2 say: an escaped unreserved character (ALPHA,
+// DIGIT, '-', '.', '_', '~') is decoded, any other escape keeps its
+// encoding with upper-case hex digits. So "%7e", "%7E" and "~" are one,
+// and "%2f" is "%2F" but never "/" (an escaped slash is significant to
+// origins). A '%' not followed by two hex digits is copied as it is.
+func appendNormEscapes[T ~string | ~[]byte](b []byte, s T) []byte {
+	i := 0
+	for i < len(s) && s[i] != '%' {
+		i++
 	}
-	if len(b)-start >= len(port) && string(b[len(b)-len(port):]) == port {
-		b = b[:len(b)-len(port)]
+	b = append(b, s[:i]...) // the usual case: no escapes, one copy
+	for ; i < len(s); i++ {
+		c := s[i]
+		if c != '%' || i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+			b = append(b, c)
+			continue
+		}
+		if v := unhex(s[i+1])<<4 | unhex(s[i+2]); unreserved(v) {
+			b = append(b, v)
+		} else {
+			b = append(b, '%', upperHex(s[i+1]), upperHex(s[i+2]))
+		}
+		i += 2
 	}
 	return b
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+func upperHex(c byte) byte {
+	if 'a' <= c && c <= 'f' {
+		return c - ('a' - 'A')
+	}
+	return c
+}
+
+// unreserved: RFC 3986 2.3.
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '-' || c == '.' || c == '_' || c == '~'
 }
 
 func ascii[T ~string | ~[]byte](s T) bool {
@@ -69,15 +143,17 @@ func ascii[T ~string | ~[]byte](s T) bool {
 }
 
 // appendQuery appends '?' and the raw query as the site's key options
-// shape it (normQuery), nothing when that leaves it empty.
+// shape it (normQuery), its percent-encoding normalised, nothing when that
+// leaves it empty.
 func appendQuery[T ~string | ~[]byte](b []byte, raw T, site *SitePolicy) []byte {
 	if len(raw) == 0 {
 		return b
 	}
 	if !site.rewritesQuery() {
-		return append(append(b, '?'), raw...)
+		return appendNormEscapes(append(b, '?'), raw)
 	}
-	if q := normQuery(string(raw), site); q != "" {
+	// Normalised before sorting, so that equivalent spellings sort alike.
+	if q := normQuery(string(appendNormEscapes(nil, raw)), site); q != "" {
 		b = append(append(b, '?'), q...)
 	}
 	return b
@@ -160,4 +236,25 @@ func strconvU(v uint64) string {
 		}
 	}
 	return string(buf[i:])
+}
+
+// stripFragment returns r without the fragment a client sent in its
+// request-target ("GET /a#frag"), which RFC 9112 3.2 does not allow and
+// net/url leaves in the path or query of a request: it is no part of the
+// resource, so neither the cache key nor the request forwarded to the
+// origin may carry it. r itself when it has none (the usual case; an
+// escaped "%23" is a character of the path, not a fragment).
+func stripFragment(r *http.Request) *http.Request {
+	i := strings.IndexByte(r.RequestURI, '#')
+	if i < 0 {
+		return r
+	}
+	u, err := url.ParseRequestURI(r.RequestURI[:i])
+	if err != nil {
+		return r // net/http parsed the whole target; its prefix parses too
+	}
+	r2 := r.WithContext(r.Context())
+	r2.URL = u
+	r2.RequestURI = r.RequestURI[:i]
+	return r2
 }

@@ -96,8 +96,10 @@ func (s Selector) Validate() error {
 }
 
 // Normalize returns the selector with its URL or prefix in the form the
-// cache stores (scheme and host lower-cased, default port dropped), so that
-// a purge record replicated to other PoPs matches what they stored.
+// cache stores (requestURL: scheme and host lower-cased, the port, a
+// trailing dot and the fragment dropped, percent-encoding normalised), so
+// that a purge of any spelling of a URL matches the stored copy, and a
+// purge record replicated to other PoPs matches what they stored.
 func (s Selector) Normalize() Selector {
 	if s.Kind == ByURL || s.Kind == ByPrefix {
 		s.Value = normalisePurgeURL(s.Value)
@@ -105,8 +107,9 @@ func (s Selector) Normalize() Selector {
 	return s
 }
 
-// normalisePurgeURL applies the same normalisation as cache keys (scheme and
-// host lower-cased, default port dropped; query as given).
+// normalisePurgeURL applies the same normalisation as cache keys
+// (requestURL); the query keeps its parameters and their order, as a key
+// does for a site without IgnoreQuery and SortQuery.
 func normalisePurgeURL(v string) string {
 	u, err := url.Parse(v)
 	if err != nil {
@@ -117,11 +120,14 @@ func normalisePurgeURL(v string) string {
 	if p == "" {
 		p = "/"
 	}
-	s := scheme + "://" + normHost(u.Host, scheme) + p
+	b := make([]byte, 0, len(v))
+	b = append(append(b, scheme...), "://"...)
+	b = appendNormHost(b, u.Host)
+	b = appendNormEscapes(b, p)
 	if u.RawQuery != "" {
-		s += "?" + u.RawQuery
+		b = appendNormEscapes(append(b, '?'), u.RawQuery)
 	}
-	return s
+	return string(b)
 }
 
 // Purge removes (or, with Soft, marks stale) every stored response matching

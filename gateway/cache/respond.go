@@ -82,13 +82,29 @@ func (h *siteHandler) serveStaleIfError(w http.ResponseWriter, r *http.Request, 
 	h.serveStored(w, r, st, hitStatus(st, f, "stale-if-error"), f.Age)
 }
 
+// cdnOnly reports whether a response field is addressed to the CDN and is
+// not passed on to clients, as Fastly and Cloudflare do: Surrogate-Control
+// (our freshness, see policy.TargetedDirectives), and the Surrogate-Key and
+// Cache-Tag that purge by surrogate key selects on (they stay in the stored
+// metadata; clients have no use for them and should not learn them).
+func cdnOnly(k string) bool {
+	return k == "Surrogate-Control" || k == "Surrogate-Key" || k == "Cache-Tag"
+}
+
+// dropCDNOnly deletes the cdnOnly fields from h.
+func dropCDNOnly(h http.Header) {
+	delete(h, "Surrogate-Control")
+	delete(h, "Surrogate-Key")
+	delete(h, "Cache-Tag")
+}
+
 // clientHeader copies a response header for the client: hop-by-hop fields
-// are already gone; Surrogate-Control is addressed to us and is dropped.
+// are already gone; the fields addressed to the CDN (cdnOnly) are dropped.
 func (h *siteHandler) clientHeader(dst, src http.Header, r *http.Request, cacheStatus string) {
 	for k, v := range src {
 		dst[k] = v
 	}
-	delete(dst, "Surrogate-Control")
+	dropCDNOnly(dst)
 	h.proxy.AddVia(dst, r.ProtoMajor, r.ProtoMinor)
 	dst["Cache-Status"] = append(dst["Cache-Status"][:len(dst["Cache-Status"]):len(dst["Cache-Status"])], cacheStatus)
 }
@@ -196,6 +212,9 @@ func (h *siteHandler) serveStored(w http.ResponseWriter, r *http.Request, st *st
 			// and a small body leave in one write, and a large one in one
 			// writev on a coalescing connection, without a copy.
 			hd["Content-Length"] = []string{strconv.FormatInt(size, 10)}
+			// Ranges of a stored response are served here (ServeContent
+			// says so on its answers too), whatever the origin said.
+			hd["Accept-Ranges"] = acceptRangesBytes
 			if r.Method != http.MethodHead {
 				// Counted before the reply, as the hit is, so that a client
 				// reading the metrics right after sees it.
@@ -236,6 +255,9 @@ func (h *siteHandler) serveStored(w http.ResponseWriter, r *http.Request, st *st
 		_, _ = io.Copy(w, st.reader())
 	}
 }
+
+// acceptRangesBytes is the Accept-Ranges of a stored 200 (never modified).
+var acceptRangesBytes = []string{"bytes"}
 
 // countingWriter counts the body bytes written through it, for
 // http.ServeContent, whose choice of what to send only its writes tell.

@@ -28,9 +28,18 @@ type sourceGetter interface {
 	GetFrom(ctx context.Context, key string) (*tier.Object, string, error)
 }
 
-// maxObjecter is implemented by tiers with a per-object size limit.
+// maxObjecter is implemented by tiers with a per-object size limit (for a
+// composition, the largest any of its tiers takes).
 type maxObjecter interface {
 	MaxObject() int64
+}
+
+// firstTierLimiter is implemented by compositions of tiers
+// (gateway/cache/tiered) that can keep one site's objects larger than a
+// limit out of their first, memory tier while the lower tiers store them:
+// SitePolicy.MaxL1Object.
+type firstTierLimiter interface {
+	LimitFirst(site string, maxBody int64)
 }
 
 // maxInMemory bounds how much of a body the cache reads into memory to

@@ -28,6 +28,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
 )
 
 // Server is one origin server of a site.
@@ -336,7 +338,7 @@ func connectFailure(err error) bool {
 		return true
 	}
 	var tlsErr *tls.CertificateVerificationError
-	return errors.As(err, &tlsErr)
+	return errors.As(err, &tlsErr) || errors.Is(err, origintls.ErrPinMismatch)
 }
 
 // safe reports whether a request that reached a server may be sent to

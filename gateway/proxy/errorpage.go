@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
 	"github.com/meridian-edge/meridian/middleware"
 )
 
@@ -20,6 +23,8 @@ const (
 	DetailOriginTimeout     = "origin-timeout"     // 504: no answer in time
 	DetailOriginUnreachable = "origin-unreachable" // 502: refused, no route, no server
 	DetailOriginError       = "origin-error"       // 502: reset or malformed response
+	DetailOriginTLS         = "origin-tls"         // 502: the TLS handshake with the origin failed (certificate, pin, alert)
+	DetailLoop              = "loop"               // 508: the request came back to this PoP (CDN-Loop)
 )
 
 // ErrUnreachable marks an origin error as "no server could be reached" when
@@ -62,6 +67,22 @@ func (p *Proxy) WritePage(w http.ResponseWriter, r *http.Request, pg Page) {
 // writePage is WritePage for a request whose id the caller already has (and
 // logged).
 func (p *Proxy) writePage(w http.ResponseWriter, r *http.Request, id string, pg Page) {
+	writePage(w, r, id, p.opts.PoPID, p.viaFor(r.ProtoMajor, r.ProtoMinor), pg)
+}
+
+// WritePoPPage is WritePage for an answer no site's Proxy makes: the PoP's
+// own, before a site is known (an unknown host, a request looping back to
+// this PoP). popName is the PoP's Via name ("meridian-<id>", see
+// cache.ViaName); an empty pg.CacheStatus is "meridian", the PoP's cache
+// name, so the page always carries a Cache-Status with its reason.
+func WritePoPPage(w http.ResponseWriter, r *http.Request, popName string, pg Page) {
+	if pg.CacheStatus == "" {
+		pg.CacheStatus = "meridian"
+	}
+	writePage(w, r, requestID(r, w.Header()), popName, ViaValue(r.ProtoMajor, r.ProtoMinor, popName), pg)
+}
+
+func writePage(w http.ResponseWriter, r *http.Request, id, popName, via string, pg Page) {
 	hd := w.Header()
 	middleware.MarkGenerated(r.Context(), pg.Reason)
 	clear(hd)
@@ -69,12 +90,12 @@ func (p *Proxy) writePage(w http.ResponseWriter, r *http.Request, id string, pg 
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("Cache-Control", "no-store")
 	hd.Set("X-Content-Type-Options", "nosniff")
-	p.AddVia(hd, r.ProtoMajor, r.ProtoMinor)
+	hd["Via"] = append(hd["Via"], via)
 	if pg.CacheStatus != "" {
 		hd.Set("Cache-Status", withDetail(pg.CacheStatus, pg.Reason))
 	}
 	w.WriteHeader(pg.Status)
-	_, _ = io.WriteString(w, PageBody(pg.Status, p.opts.PoPID, pg.Message, id))
+	_, _ = io.WriteString(w, PageBody(pg.Status, popName, pg.Message, id))
 }
 
 // PageBody is the body of every answer the PoP makes itself: the status,
@@ -106,11 +127,18 @@ func (p *Proxy) WriteOriginError(w http.ResponseWriter, r *http.Request, url, ca
 		attrs = append(attrs, "server", server)
 	}
 	p.opts.Logger.Warn("origin failed", attrs...)
-	msg := fmt.Sprintf("the origin of site %q failed: it refused or reset the connection, or sent a malformed response. "+
-		"Check that the origin server is up and speaks HTTP.", p.opts.SiteID)
-	if status == http.StatusGatewayTimeout {
+	var msg string
+	switch {
+	case status == http.StatusGatewayTimeout:
 		msg = fmt.Sprintf("the origin of site %q did not answer in time. "+
 			"Check the origin server's load and the site's origin timeouts.", p.opts.SiteID)
+	case detail == DetailOriginTLS:
+		msg = fmt.Sprintf("the TLS handshake with the origin of site %q failed: its certificate was not accepted "+
+			"(not trusted, expired, issued for another name, or not matching a pinned key), or it refused the PoP's. "+
+			"Check the origin's certificate and the site's origin TLS settings.", p.opts.SiteID)
+	default:
+		msg = fmt.Sprintf("the origin of site %q failed: it refused or reset the connection, or sent a malformed response. "+
+			"Check that the origin server is up and speaks HTTP.", p.opts.SiteID)
 	}
 	p.writePage(w, r, id, Page{Status: status, Reason: detail, CacheStatus: cacheStatus, Message: msg})
 }
@@ -186,12 +214,34 @@ func OriginFailure(err error) (status int, detail, server string) {
 	switch {
 	case IsTimeout(err):
 		return http.StatusGatewayTimeout, DetailOriginTimeout, server
+	case IsTLSFailure(err):
+		return http.StatusBadGateway, DetailOriginTLS, server
 	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, ErrUnreachable),
 		errors.As(err, &oe) && oe.Op == "dial":
 		return http.StatusBadGateway, DetailOriginUnreachable, server
 	default:
 		return http.StatusBadGateway, DetailOriginError, server
 	}
+}
+
+// IsTLSFailure reports whether err is a failed TLS handshake with the
+// origin: its certificate failed verification (unknown authority, wrong
+// name, expired), matched no pinned key (origintls.ErrPinMismatch), the
+// origin sent an alert (it refused the PoP's certificate or offers), or it
+// does not speak TLS at all.
+func IsTLSFailure(err error) bool {
+	var (
+		cve  *tls.CertificateVerificationError
+		ua   x509.UnknownAuthorityError
+		he   x509.HostnameError
+		ci   x509.CertificateInvalidError
+		rhe  tls.RecordHeaderError
+		alrt tls.AlertError
+		oe   *net.OpError
+	)
+	return errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) ||
+		errors.Is(err, origintls.ErrPinMismatch) || errors.As(err, &rhe) || errors.As(err, &alrt) ||
+		errors.As(err, &oe) && oe.Op == "remote error" // an alert the origin sent (crypto/tls's own error)
 }
 
 // requestID is the request's id: the one the RequestID middleware gave it

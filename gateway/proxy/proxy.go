@@ -1,6 +1,7 @@
 // Package proxy is the client-facing forwarding path of a PoP: it turns a
 // client request into an origin request (hop-by-hop fields removed, including
-// those named in Connection; X-Forwarded-For/-Proto/-Host, Forwarded and Via
+// those named in Connection; X-Forwarded-For/-Proto/-Host, Forwarded, Via
+// and CDN-Loop (RFC 8586, so a request that comes back can be refused)
 // added), passes the origin's response back byte for byte apart from
 // hop-by-hop fields, streams bodies both ways, passes 1xx interim responses
 // and WebSocket upgrades, and answers 502/504 with a clear body when the
@@ -24,6 +25,7 @@ import (
 	"net/http/httputil"
 	"net/textproto"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/meridian-edge/meridian/gateway/realip"
@@ -89,6 +91,7 @@ func New(opts Options) (*Proxy, error) {
 			pr.Out.Header.Set("X-Forwarded-Proto", scheme(pr.In))
 			p.addForwarded(pr.Out.Header, pr.In)
 			p.AddVia(pr.Out.Header, pr.In.ProtoMajor, pr.In.ProtoMinor)
+			p.AddCDNLoop(pr.Out.Header)
 		},
 		Transport: opts.Transport,
 		ModifyResponse: func(res *http.Response) error {
@@ -136,6 +139,7 @@ func (p *Proxy) Outbound(ctx context.Context, in *http.Request) *http.Request {
 	out.Header.Set("X-Forwarded-Proto", scheme(in))
 	p.addForwarded(out.Header, in)
 	p.AddVia(out.Header, in.ProtoMajor, in.ProtoMinor)
+	p.AddCDNLoop(out.Header)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header.Set("User-Agent", "") // keep Go's default agent off the wire
 	}
@@ -200,18 +204,65 @@ func (p *Proxy) Via11() string { return p.via11 }
 
 // AddVia appends this hop to Via (RFC 9110 7.6.3).
 func (p *Proxy) AddVia(h http.Header, major, minor int) {
-	var v string
+	h["Via"] = append(h["Via"], p.viaFor(major, minor))
+}
+
+func (p *Proxy) viaFor(major, minor int) string {
 	switch {
 	case major == 1 && minor == 1:
-		v = p.via11
+		return p.via11
 	case major == 2:
-		v = p.via2
+		return p.via2
 	case major == 3:
-		v = p.via3
-	default:
-		v = fmt.Sprintf("%d.%d %s", major, minor, p.opts.PoPID)
+		return p.via3
 	}
-	h["Via"] = append(h["Via"], v)
+	return ViaValue(major, minor, p.opts.PoPID)
+}
+
+// ViaValue is the Via entry (RFC 9110 7.6.3) of a hop called name that
+// received the message over HTTP major.minor: "1.1 name", "2 name".
+func ViaValue(major, minor int, name string) string {
+	switch {
+	case major == 1 && minor == 1:
+		return "1.1 " + name
+	case major >= 2:
+		return strconv.Itoa(major) + " " + name
+	}
+	return fmt.Sprintf("%d.%d %s", major, minor, name)
+}
+
+// CDNLoopHeader is RFC 8586's CDN-Loop: each CDN hop appends its own
+// token to the requests it forwards, so that one that comes back can be
+// refused instead of recursing.
+const CDNLoopHeader = "Cdn-Loop"
+
+// AddCDNLoop appends this PoP's token (its Via name) to h's CDN-Loop.
+func (p *Proxy) AddCDNLoop(h http.Header) {
+	h[CDNLoopHeader] = append(h[CDNLoopHeader], p.opts.PoPID)
+}
+
+// LoopCount is how many times the CDN-Loop field lines of h name token (a
+// PoP's Via name): 0 for a request that did not pass through that PoP
+// before. It does not allocate.
+func LoopCount(h http.Header, token string) int {
+	n := 0
+	for _, v := range h[CDNLoopHeader] {
+		for v != "" {
+			var e string
+			if i := strings.IndexByte(v, ','); i >= 0 {
+				e, v = v[:i], v[i+1:]
+			} else {
+				e, v = v, ""
+			}
+			if i := strings.IndexByte(e, ';'); i >= 0 { // parameters
+				e = e[:i]
+			}
+			if strings.EqualFold(strings.TrimSpace(e), token) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // hopByHop lists the fields that apply to one connection only (RFC 9110 7.6.1).

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -36,6 +38,12 @@ type testPoP struct {
 	httpSrv  *http.Server
 	httpAddr string
 	reg      *prometheus.Registry
+	logs     *testutil.SyncBuffer // the HTTPS server's log, as text
+}
+
+func (p *testPoP) log() *slog.Logger {
+	p.logs = &testutil.SyncBuffer{}
+	return slog.New(slog.NewTextHandler(p.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func (p *testPoP) httpPort() int  { return portOf(p.httpAddr) }
@@ -81,6 +89,12 @@ func newPoPWith(t *testing.T, mk func(httpPort, tlsPort int) Options, policies *
 		}
 		return m.GetCertificate(h)
 	}
+	tlsCfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		if m := mp.Load(); m != nil {
+			return m.TLSConfig().GetConfigForClient(h)
+		}
+		return nil, nil
+	}
 	var h http.Handler = okHandler
 	if policies != nil {
 		h = policies.Middleware(h)
@@ -100,7 +114,7 @@ func newPoPWith(t *testing.T, mk func(httpPort, tlsPort int) Options, policies *
 	})}
 	go p.httpSrv.Serve(ln)
 	t.Cleanup(func() { p.httpSrv.Close() })
-	srv, err := NewServer(ServerOptions{Addr: "127.0.0.1:0", HTTP3Addr: "same", TLSConfig: tlsCfg, Handler: h})
+	srv, err := NewServer(ServerOptions{Addr: "127.0.0.1:0", HTTP3Addr: "same", TLSConfig: tlsCfg, Handler: h, Registerer: p.reg, Logger: p.log()})
 	if err != nil {
 		t.Fatal(err)
 	}

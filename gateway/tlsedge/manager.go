@@ -72,7 +72,8 @@ type ACME struct {
 
 // Options configures a Manager.
 type Options struct {
-	// PoP names this PoP in logs and in lock entries.
+	// PoP names this PoP in logs and in lock entries, and is the pop label
+	// of the manager's metrics (none when empty).
 	PoP string
 	// Sites and their certificates.
 	Sites []SiteCert
@@ -186,8 +187,11 @@ func New(opts Options) (*Manager, error) {
 	}
 	m.state.Store(st)
 	// Registered last, so that a refused config registers nothing.
-	if opts.Registerer != nil {
-		if err := m.metrics.register(opts.Registerer, m); err != nil {
+	if reg := opts.Registerer; reg != nil {
+		if opts.PoP != "" {
+			reg = prometheus.WrapRegistererWith(prometheus.Labels{"pop": opts.PoP}, reg)
+		}
+		if err := m.metrics.register(reg, m); err != nil {
 			return nil, fmt.Errorf("tlsedge: register metrics: %w", err)
 		}
 	}
@@ -568,13 +572,56 @@ func subjects(names []string) []certmagic.SubjectIssuer {
 // TLSConfig is the server-side TLS configuration of the PoP's HTTPS
 // listener: TLS 1.2 and 1.3 only, AEAD suites with forward secrecy, the
 // certificate chosen by SNI, ALPN h2, http/1.1 and acme-tls/1.
+//
+// A handshake for a name no site serves (and no default site answers) is
+// refused with the alert unrecognized_name (112), as RFC 6066 section 3
+// asks, not internal_error: crypto/tls sends 112 only when a config has no
+// certificate at all, so GetConfigForClient hands such handshakes a config
+// without any.
 func (m *Manager) TLSConfig() *tls.Config {
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   ModernCipherSuites(),
 		GetCertificate: m.GetCertificate,
 		NextProtos:     []string{"h2", "http/1.1", "acme-tls/1"},
 	}
+	refuse := cfg.Clone()
+	refuse.GetCertificate = nil
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if m.refuses(hello) {
+			m.metrics.handshakes.WithLabelValues("unknown_sni").Inc()
+			return refuse, nil
+		}
+		return nil, nil
+	}
+	return cfg
+}
+
+// refuses reports whether GetCertificate would refuse hello for want of a
+// site (an unknown server name, no default site), without its side
+// effects (counting, asking ACME).
+func (m *Manager) refuses(hello *tls.ClientHelloInfo) bool {
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == "acme-tls/1" {
+		return false
+	}
+	st := m.state.Load()
+	if st == nil {
+		return false // not built by New: GetCertificate answers
+	}
+	return !st.serves(normalizeName(hello.ServerName)) && !st.serves(st.defaultName)
+}
+
+// serves reports whether a site has a certificate (a file, or ACME) for
+// name.
+func (st *certState) serves(name string) bool {
+	if name == "" {
+		return false
+	}
+	if lookupName(st.files, name) != nil {
+		return true
+	}
+	_, ok := st.acme[name]
+	return ok
 }
 
 // ModernCipherSuites are the TLS 1.2 suites offered: ECDHE with AES-GCM or

@@ -3,6 +3,7 @@ package tlsedge
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -103,12 +104,29 @@ func TestSNIAndUnknownNames(t *testing.T) {
 			}
 		}
 		for _, name := range []string{"unknown.example.test", "a.b.blog.example.test", ""} {
-			if _, _, err := p.handshake(name, nil, nil); err == nil {
-				t.Fatalf("unknown SNI %q: handshake succeeded, want it refused", name)
+			// RFC 6066 section 3: the alert for a name the server does not
+			// recognise is unrecognized_name (112), not internal_error.
+			_, _, err := p.handshake(name, nil, nil)
+			if err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+				t.Fatalf("unknown SNI %q: handshake error %v, want it refused with the alert unrecognized_name", name, err)
 			}
 		}
 		if n := p.counter("meridian_tls_certificate_lookups_total", map[string]string{"result": "unknown_sni"}); n != 3 {
 			t.Fatalf("unknown_sni counted %v, want 3", n)
+		}
+		// Scanners send these all day: each is counted, and the log gets
+		// one WARN for all of them, not one each.
+		eventually(t, 5*time.Second, "the 3 refusals counted as handshake errors", func() error {
+			if n := p.counter("meridian_tls_handshake_errors_total", map[string]string{"reason": "unknown_sni"}); n != 3 {
+				return fmt.Errorf("meridian_tls_handshake_errors_total{reason=unknown_sni} = %v, want 3", n)
+			}
+			return nil
+		})
+		if n := strings.Count(p.logs.String(), "level=WARN"); n != 1 {
+			t.Fatalf("%d WARN lines for 3 refused handshakes, want 1:\n%s", n, p.logs.String())
+		}
+		if n := strings.Count(p.logs.String(), "level=DEBUG msg=\"http: TLS handshake error"); n != 3 {
+			t.Fatalf("%d DEBUG lines for 3 refused handshakes, want 3:\n%s", n, p.logs.String())
 		}
 		if got := p.counter("meridian_tls_certificate_not_after_seconds", map[string]string{"site": "blog", "name": "*.blog.example.test"}); got != float64(blog.NotAfter.Unix()) {
 			t.Fatalf("expiry gauge for the blog = %v, want %v", got, blog.NotAfter.Unix())

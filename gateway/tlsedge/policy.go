@@ -117,24 +117,35 @@ func (p *Policies) RedirectsHTTP(host string) bool {
 // listeners (r.TLS tells them apart).
 func (p *Policies) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := lookupName(p.cur.Load().byName, normalizeName(r.Host))
-		if s == nil {
-			next.ServeHTTP(w, r)
+		if target, code := p.Apply(w, r); target != "" {
+			http.Redirect(w, r, target, code)
 			return
-		}
-		if r.TLS == nil {
-			if s.RedirectHTTP && !strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
-				p.redirect(w, r)
-				return
-			}
-		} else if s.HSTS.MaxAge > 0 {
-			w.Header().Set("Strict-Transport-Security", s.HSTS.Header())
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-func (p *Policies) redirect(w http.ResponseWriter, r *http.Request) {
+// Apply is Middleware's decision for r, for a caller that answers the
+// redirect itself (the PoP, inside its logged chain): on TLS it sets the
+// site's HSTS on w; for plain HTTP to a site that redirects it returns
+// the https URL and the status (301, or 308 for methods other than GET
+// and HEAD) to answer with, and sets nothing. target is "" when r goes on.
+func (p *Policies) Apply(w http.ResponseWriter, r *http.Request) (target string, code int) {
+	s := lookupName(p.cur.Load().byName, normalizeName(r.Host))
+	if s == nil {
+		return "", 0
+	}
+	if r.TLS == nil {
+		if s.RedirectHTTP && !strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+			return p.redirectTarget(r)
+		}
+	} else if s.HSTS.MaxAge > 0 {
+		w.Header().Set("Strict-Transport-Security", s.HSTS.Header())
+	}
+	return "", 0
+}
+
+func (p *Policies) redirectTarget(r *http.Request) (string, int) {
 	host := r.Host
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
@@ -150,5 +161,5 @@ func (p *Policies) redirect(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		code = http.StatusPermanentRedirect
 	}
-	http.Redirect(w, r, target, code)
+	return target, code
 }

@@ -5,13 +5,16 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go/http3"
 )
 
@@ -39,18 +42,22 @@ type ServerOptions struct {
 	// TLS: the PROXY protocol (gateway/realip) reads its header there,
 	// ahead of the handshake. On an error Start closes the socket.
 	WrapListener func(net.Listener) (net.Listener, error)
+	// Registerer receives meridian_tls_handshake_errors_total (nil: not
+	// registered); a PoP passes its registry wrapped with its pop label.
+	Registerer prometheus.Registerer
 }
 
 // Server serves a handler over HTTPS (TCP) and HTTP/3 (UDP). Start binds
 // both sockets before returning; Shutdown stops both.
 type Server struct {
-	opts  ServerOptions
-	log   *slog.Logger
-	tcpLn net.Listener
-	udp   net.PacketConn
-	h1    *http.Server
-	h3    *http3.Server
-	wg    sync.WaitGroup
+	opts   ServerOptions
+	log    *slog.Logger
+	errLog *serverErrorLog
+	tcpLn  net.Listener
+	udp    net.PacketConn
+	h1     *http.Server
+	h3     *http3.Server
+	wg     sync.WaitGroup
 }
 
 // NewServer checks the options; nothing listens until Start.
@@ -74,7 +81,13 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, log: log}, nil
+	el := newServerErrorLog(log, time.Now)
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(el.failed); err != nil {
+			return nil, fmt.Errorf("tlsedge: register handshake error metric: %w", err)
+		}
+	}
+	return &Server{opts: opts, log: log, errLog: el}, nil
 }
 
 // Start binds the TCP (and UDP) sockets, failing with the address when one
@@ -102,7 +115,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("tlsedge: listen http3 (udp) %s: %w", a, err)
 		}
 	}
-	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	errLog := log.New(s.errLog, "", 0)
 	handler := s.opts.Handler
 	if s.udp != nil {
 		s.h3 = &http3.Server{
@@ -176,4 +189,71 @@ func altSvc(next http.Handler, port int, maxAge time.Duration) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// Reasons of meridian_tls_handshake_errors_total.
+var handshakeErrorReasons = []string{"unknown_sni", "not_tls", "client_closed", "other"}
+
+// serverErrorLog is the HTTPS server's error log. Failed handshakes are
+// the internet's background noise (scanners without SNI, clients that give
+// up, plain HTTP on the TLS port): each is counted in
+// meridian_tls_handshake_errors_total{reason} and logged at DEBUG, and at
+// most one WARN a minute sums them up; the server's other errors are
+// WARNs, as before.
+type serverErrorLog struct {
+	log    *slog.Logger
+	now    func() time.Time
+	failed *prometheus.CounterVec
+
+	mu       sync.Mutex
+	lastWarn time.Time
+	since    int // handshake failures not yet in a WARN
+}
+
+func newServerErrorLog(log *slog.Logger, now func() time.Time) *serverErrorLog {
+	el := &serverErrorLog{log: log, now: now, failed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_tls_handshake_errors_total",
+		Help: "TLS handshakes on the HTTPS listener that failed, by reason: unknown_sni (no site serves the name sent, or none was sent), " +
+			"not_tls (the client did not speak TLS), client_closed (the client went away or reset), other.",
+	}, []string{"reason"})}
+	for _, r := range handshakeErrorReasons {
+		el.failed.WithLabelValues(r)
+	}
+	return el
+}
+
+// handshakeWarnEvery is how often at most a WARN sums up failed handshakes.
+const handshakeWarnEvery = time.Minute
+
+// Write takes one line of net/http's error log.
+func (el *serverErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	if !strings.HasPrefix(msg, "http: TLS handshake error") {
+		el.log.Warn(msg)
+		return len(p), nil
+	}
+	reason := "other"
+	switch {
+	case strings.Contains(msg, "no certificates configured"), strings.Contains(msg, "no site serves TLS"):
+		reason = "unknown_sni"
+	case strings.Contains(msg, "does not look like a TLS handshake"), strings.Contains(msg, "client sent an HTTP request to an HTTPS server"):
+		reason = "not_tls"
+	case strings.HasSuffix(msg, "EOF"), strings.Contains(msg, "connection reset"), strings.Contains(msg, "broken pipe"), strings.Contains(msg, "i/o timeout"):
+		reason = "client_closed"
+	}
+	el.failed.WithLabelValues(reason).Inc()
+	el.log.Debug(msg, "reason", reason)
+	now := el.now()
+	el.mu.Lock()
+	el.since++
+	n := 0
+	if now.Sub(el.lastWarn) >= handshakeWarnEvery {
+		n, el.since, el.lastWarn = el.since, 0, now
+	}
+	el.mu.Unlock()
+	if n > 0 {
+		el.log.Warn("TLS handshakes failed (one such WARN a minute at most; each is a DEBUG line and counted in meridian_tls_handshake_errors_total{reason})",
+			"failed", n, "last", msg, "last_reason", reason)
+	}
+	return len(p), nil
 }

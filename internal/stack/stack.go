@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync/atomic"
@@ -32,6 +33,7 @@ import (
 	"github.com/meridian-edge/meridian/internal/statesync"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Roles selects what a process runs.
@@ -83,6 +85,8 @@ type Stack struct {
 	// registry (RecordReload).
 	reloads    *prometheus.CounterVec
 	lastReload prometheus.Gauge
+	// buildInfo is meridian_build_info, on the same registries.
+	buildInfo prometheus.Gauge
 	// geo locates clients for the PoPs' plugins (from dns.geo).
 	geo    geo.Source
 	dns    *dnsrouter.Server
@@ -102,6 +106,11 @@ func Start(ctx context.Context, cfg *config.Config, roles Roles, log *slog.Logge
 		Help: "When the running configuration was last applied: the start, or the last reload that succeeded (Unix seconds).",
 	})
 	s.lastReload.SetToCurrentTime()
+	// Both results exist from the start, at 0: an alert on refused reloads
+	// sees a series before the first one.
+	s.reloads.WithLabelValues("applied")
+	s.reloads.WithLabelValues("refused")
+	s.buildInfo = newBuildInfo()
 	if err := s.start(ctx, roles); err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -316,7 +325,54 @@ func (s *Stack) RecordReload(err error) {
 	s.lastReload.SetToCurrentTime()
 }
 
-// registerReloadMetrics puts the reload series on reg (a PoP's or the DNS's).
+// registerReloadMetrics puts the process-wide series on reg (a PoP's or
+// the DNS's registry): the reload series (one SIGHUP reloads every role, so
+// they carry no pop label), meridian_build_info, and the Go runtime's and
+// the process's collectors, which the DNS's /metrics has nowhere else (a
+// PoP's gateway registers them too; the second registration is skipped).
 func (s *Stack) registerReloadMetrics(reg prometheus.Registerer) {
-	reg.MustRegister(s.reloads, s.lastReload)
+	reg.MustRegister(s.reloads, s.lastReload, s.buildInfo)
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				panic(err) // as MustRegister: a programming error
+			}
+		}
+	}
+}
+
+// newBuildInfo is meridian_build_info{version,go_version,revision} = 1, from
+// the binary's build information: version is the module version
+// ("devel" for a build from a source tree), revision the VCS commit
+// ("unknown" without one; "-dirty" appended for modified sources).
+func newBuildInfo() prometheus.Gauge {
+	version, goVersion, revision := "devel", runtime.Version(), "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			version = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goVersion = bi.GoVersion
+		}
+		dirty := false
+		for _, st := range bi.Settings {
+			switch st.Key {
+			case "vcs.revision":
+				revision = st.Value
+			case "vcs.modified":
+				dirty = st.Value == "true"
+			}
+		}
+		if dirty && revision != "unknown" {
+			revision += "-dirty"
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "meridian_build_info",
+		Help:        "Always 1; the labels say which build of meridian runs (version, the Go release, the VCS revision).",
+		ConstLabels: prometheus.Labels{"version": version, "go_version": goVersion, "revision": revision},
+	})
+	g.Set(1)
+	return g
 }

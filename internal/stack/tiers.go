@@ -62,7 +62,7 @@ func (s *Stack) cacheStore(pc config.PoP, reg prometheus.Registerer, log *slog.L
 		return errors.Join(errs...)
 	}
 	largeBody, largeBytes := l1Large(c)
-	t1, err := l1.New(l1.Options{Bytes: int64(c.L1Size), LargeBody: largeBody, LargeBytes: largeBytes, Preallocate: s.preallocL1, Logger: log})
+	t1, err := l1.New(l1.Options{Bytes: int64(c.L1Size), MaxObject: l1MaxObject(s.cfg.Sites), LargeBody: largeBody, LargeBytes: largeBytes, Preallocate: s.preallocL1, Logger: log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("pop %s: L1: %w", pc.ID, err)
 	}
@@ -138,4 +138,27 @@ func l1Large(c config.CacheTiers) (largeBody, largeBytes int64) {
 	default:
 		return 0, int64(*c.L1LargeBodies)
 	}
+}
+
+// l1Headroom is what L1 counts beyond a body (it limits encoded objects:
+// metadata, headers and body): a site's max_l1_object limits bodies.
+const l1Headroom = 64 << 10
+
+// l1MaxObject sizes the L1 of a composition for the sites' max_l1_object:
+// the largest of them (each site's own limit is applied per object, see
+// cache.SitePolicy.MaxL1Object) plus the room of the headers, so that
+// responses up to a site's limit fit in memory, as configured, rather than
+// stopping at L1's 1 MiB default. 0 (L1's default) without sites. L1 still
+// caps it to what its budget allows (an eighth of the large-body pool). A
+// reload that raises a site's limit beyond this takes effect at the next
+// start, as changes of l1_size do.
+func l1MaxObject(sites []config.Site) int64 {
+	var n int64
+	for _, sc := range sites {
+		n = max(n, int64(sc.Cache.MaxL1Object))
+	}
+	if n == 0 {
+		return 0
+	}
+	return n + l1Headroom
 }

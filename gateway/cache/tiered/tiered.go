@@ -12,7 +12,9 @@
 // store goes to the first tier synchronously and to the lower tiers through
 // bounded queues with their own workers, so a slow or unreachable L3 never
 // slows a hit or a fill: when a queue is full the write-down is dropped and
-// counted. A delete that fails in a tier (L3 down) leaves a tombstone: the
+// counted. A site's objects larger than its memory limit (LimitFirst, the
+// cache's SitePolicy.MaxL1Object) skip the first tier, on store and on
+// promotion. A delete that fails in a tier (L3 down) leaves a tombstone: the
 // old copy there is not served, and the delete is retried.
 //
 // It owns the flow between tiers. It must not know HTTP caching rules, and it
@@ -28,6 +30,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache/freq"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +141,11 @@ type Tiered struct {
 	floor   uint64
 
 	skipScan map[string]bool
+
+	// firstMax maps a site to the largest body the first tier may hold
+	// for it (int64; LimitFirst): larger ones are kept in the lower tiers
+	// only, by Put and by promotions.
+	firstMax sync.Map
 
 	tombMu sync.Mutex
 	tombs  map[string]tombstone
@@ -309,6 +317,51 @@ func (t *Tiered) Name() string { return "tiered" }
 // Tiers returns the composed tiers, fastest first.
 func (t *Tiered) Tiers() []tier.Tier { return append([]tier.Tier(nil), t.tiers...) }
 
+// LimitFirst keeps objects of site (tier.Meta.Site) whose body is larger
+// than maxBody out of the first tier (the memory tier): Put stores them in
+// the lower tiers only, a body of unknown length leaves the first tier when
+// it outgrows the limit, and hits in a lower tier are not promoted into it.
+// A maxBody of 0 or less removes the limit. The cache calls it for each
+// site's MaxL1Object; it may be called again at any time (a reload).
+func (t *Tiered) LimitFirst(site string, maxBody int64) {
+	if maxBody <= 0 {
+		t.firstMax.Delete(site)
+		return
+	}
+	t.firstMax.Store(site, maxBody)
+}
+
+// firstLimit is LimitFirst's limit for site, 0 for none.
+func (t *Tiered) firstLimit(site string) int64 {
+	if v, ok := t.firstMax.Load(site); ok {
+		return v.(int64)
+	}
+	return 0
+}
+
+// fitsFirst reports whether an object with meta may be stored in the first
+// tier under its site's limit; one of unknown size may not when there is a
+// limit.
+func (t *Tiered) fitsFirst(meta *tier.Meta) bool {
+	limit := t.firstLimit(meta.Site)
+	return limit <= 0 || (meta.Size >= 0 && meta.Size <= limit)
+}
+
+// MaxObject returns the largest object any of the tiers stores (the cache
+// streams larger responses through unstored); math.MaxInt64 when a tier
+// states no limit.
+func (t *Tiered) MaxObject() int64 {
+	var n int64
+	for _, tr := range t.tiers {
+		mo, ok := tr.(interface{ MaxObject() int64 })
+		if !ok {
+			return math.MaxInt64
+		}
+		n = max(n, mo.MaxObject())
+	}
+	return n
+}
+
 // Get implements tier.Tier.
 func (t *Tiered) Get(ctx context.Context, key string) (*tier.Object, error) {
 	o, _, err := t.GetFrom(ctx, key)
@@ -384,6 +437,9 @@ func (t *Tiered) promote(ctx context.Context, key string, o *tier.Object, src in
 	var ws []tier.Writer
 	var into []int
 	for j := range src {
+		if j == 0 && !t.fitsFirst(o.Meta) {
+			continue
+		}
 		w, err := t.tiers[j].Put(ctx, key, o.Meta)
 		if err != nil {
 			continue // not admitted, too large, or failing: serve anyway
@@ -508,21 +564,35 @@ func (b *seekTee) Seek(off int64, whence int) (int64, error) {
 	return pos, err
 }
 
-// Put implements tier.Tier. The first tier is written synchronously; the
-// lower tiers receive the object after Commit through their queues. It
-// returns ErrTooLarge only when the size is known and every tier refuses it.
+// Put implements tier.Tier. The first tier is written synchronously (unless
+// the object is larger than its site's LimitFirst); the lower tiers receive
+// the object after Commit through their queues, or, for a large body,
+// through a writer on the second tier as it arrives. With several tiers it
+// returns a writer even when the first refuses the object; with one, that
+// tier's refusal (ErrTooLarge over the site's limit). Commit returns
+// ErrTooLarge when the first tier refused the object for its size and no
+// lower tier took it.
 func (t *Tiered) Put(ctx context.Context, key string, meta *tier.Meta) (tier.Writer, error) {
 	if t.closed.Load() {
 		return nil, errors.New("tiered: closed")
 	}
-	w := &writer{t: t, key: key, meta: meta.Clone()}
-	top, err := t.tiers[0].Put(ctx, key, meta)
-	switch {
-	case err == nil:
-		w.top = top
-	case errors.Is(err, tier.ErrNotAdmitted), errors.Is(err, tier.ErrTooLarge):
-	default:
-		t.storeFailed(0, err)
+	w := &writer{t: t, key: key, meta: meta.Clone(), topMax: t.firstLimit(meta.Site)}
+	var err error
+	if w.topMax > 0 && meta.Size > w.topMax {
+		// Larger than the site keeps in memory: the lower tiers only.
+		err, w.topTooLarge = tier.ErrTooLarge, true
+	} else {
+		var top tier.Writer
+		top, err = t.tiers[0].Put(ctx, key, meta)
+		switch {
+		case err == nil:
+			w.top = top
+		case errors.Is(err, tier.ErrTooLarge):
+			w.topTooLarge = true
+		case errors.Is(err, tier.ErrNotAdmitted):
+		default:
+			t.storeFailed(0, err)
+		}
 	}
 	if len(t.tiers) == 1 && w.top == nil {
 		return nil, err
@@ -543,6 +613,11 @@ type writer struct {
 	spill  bool        // the body outgrew the spool and no direct writer took it
 	n      int64
 	done   bool
+	// topMax is the site's limit for the first tier (LimitFirst), 0 for
+	// none; topTooLarge: the body exceeds it, so top was not used or was
+	// aborted when the body outgrew it.
+	topMax      int64
+	topTooLarge bool
 }
 
 // startDirect switches a large body from the memory spool to a synchronous
@@ -568,10 +643,17 @@ func (w *writer) Write(p []byte) (int, error) {
 	if w.done {
 		return len(p), nil
 	}
-	if w.top != nil {
-		_, _ = w.top.Write(p)
-	}
 	w.n += int64(len(p))
+	if w.top != nil {
+		if w.topMax > 0 && w.n > w.topMax {
+			// A body of unknown length outgrew the site's memory limit:
+			// it goes on into the lower tiers only.
+			w.top.Abort()
+			w.top, w.topTooLarge = nil, true
+		} else {
+			_, _ = w.top.Write(p)
+		}
+	}
 	switch {
 	case len(w.t.tiers) == 1, w.spill:
 	case w.direct != nil:
@@ -596,6 +678,9 @@ func (w *writer) Commit() error {
 	w.done = true
 	t := w.t
 	var topErr error = tier.ErrNotAdmitted
+	if w.topTooLarge {
+		topErr = tier.ErrTooLarge
+	}
 	if w.top != nil {
 		topErr = w.top.Commit()
 	}
@@ -807,6 +892,9 @@ func (t *Tiered) promoteUp(src int, j *job) {
 	var into []int
 	for k := range src {
 		tr := t.tiers[k]
+		if k == 0 && !t.fitsFirst(o.Meta) {
+			continue
+		}
 		if held, err := get(t.ctx, tr, j.key); err == nil {
 			held.Body.Close()
 			continue

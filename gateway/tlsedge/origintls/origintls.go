@@ -86,10 +86,28 @@ func Config(o Options) (*tls.Config, error) {
 					return nil
 				}
 			}
-			return fmt.Errorf("origintls: origin %s presented no certificate with a pinned public key", cs.ServerName)
+			return pinError(cs)
 		}
 	}
 	return cfg, nil
+}
+
+// ErrPinMismatch is what a handshake fails with (wrapped) when the
+// origin's chain holds none of the pinned public keys.
+var ErrPinMismatch = errors.New("no certificate with a pinned public key")
+
+// pinError names the origin that failed the pins: by the server name the
+// PoP sent, else (an origin reached by IP address, no SNI) by its leaf
+// certificate's subject.
+func pinError(cs tls.ConnectionState) error {
+	who := "origin " + cs.ServerName
+	if cs.ServerName == "" {
+		who = "the origin (no server name sent)"
+		if len(cs.PeerCertificates) > 0 {
+			who = fmt.Sprintf("the origin (no server name sent; certificate subject %q)", cs.PeerCertificates[0].Subject.String())
+		}
+	}
+	return fmt.Errorf("origintls: %s presented %w; check pin_sha256 against the origin's current key", who, ErrPinMismatch)
 }
 
 // Pin returns the pin string of a certificate's public key, for configs and
