@@ -49,10 +49,12 @@ const limitWAT = `(module
     (i32.const 0)))
 `
 
-// pluginRunner runs real plugins (native engine) for two sites: "limited",
-// whose plugin answers 429 itself, and "broken", whose plugin traps on a
-// site that fails closed.
-func pluginRunner(t *testing.T) *plugin.Runner {
+// pluginRunner runs real plugins (native engine) for three sites:
+// "limited", whose plugin answers 429 itself, and "broken" and
+// "respbroken", whose plugins trap (in on_request, in on_response) on sites
+// that fail closed. It returns the sites' chains too, for the fast path's
+// hooks.
+func pluginRunner(t *testing.T) (*plugin.Runner, map[string]*plugins.Chain) {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -61,6 +63,10 @@ func pluginRunner(t *testing.T) *plugin.Runner {
 		t.Fatal(err)
 	}
 	trap, err := plugintest.WAT(ctx, dir, "trap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	respTrap, err := plugintest.WAT(ctx, dir, "resptrap")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +80,7 @@ func pluginRunner(t *testing.T) *plugin.Runner {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Close(ctx) })
-	for site, blob := range map[string][]byte{"limited": limit, "broken": trap} {
+	for site, blob := range map[string][]byte{"limited": limit, "broken": trap, "respbroken": respTrap} {
 		v, err := h.Add(ctx, site, "p", blob)
 		if err != nil {
 			t.Fatal(err)
@@ -86,10 +92,12 @@ func pluginRunner(t *testing.T) *plugin.Runner {
 	chains := map[string]*plugins.Chain{
 		"limited": {Site: "limited", Entries: []plugins.Entry{{Plugin: "p"}}},
 		"broken":  {Site: "broken", FailClosed: true, Entries: []plugins.Entry{{Plugin: "p"}}},
+		// Fails only at delivery: on a fast-path hit, after the lookup.
+		"respbroken": {Site: "respbroken", FailClosed: true, Entries: []plugins.Entry{{Plugin: "p"}}},
 	}
 	return plugin.NewRunner(plugin.Options{Host: h, PoP: "test-pop", Chain: func(r *http.Request) *plugins.Chain {
 		return chains[gateway.SiteFromContext(r.Context())]
-	}})
+	}}), chains
 }
 
 // TestEveryAnswerOfThePoPCarriesItsFields: whatever made an answer the PoP
@@ -100,13 +108,13 @@ func pluginRunner(t *testing.T) *plugin.Runner {
 // its error pages no-store, nosniff and the common body naming the PoP and
 // the request id. The same on the fast path and through net/http only.
 func TestEveryAnswerOfThePoPCarriesItsFields(t *testing.T) {
-	rn := pluginRunner(t)
+	rn, chains := pluginRunner(t)
 	for _, noFast := range []bool{false, true} {
-		t.Run(fmt.Sprintf("noFastPath=%v", noFast), func(t *testing.T) { testOwnAnswers(t, rn, noFast) })
+		t.Run(fmt.Sprintf("noFastPath=%v", noFast), func(t *testing.T) { testOwnAnswers(t, rn, chains, noFast) })
 	}
 }
 
-func testOwnAnswers(t *testing.T, rn *plugin.Runner, noFast bool) {
+func testOwnAnswers(t *testing.T, rn *plugin.Runner, chains map[string]*plugins.Chain, noFast bool) {
 	o := cacheableOrigin(t)
 	refused, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -124,7 +132,7 @@ func testOwnAnswers(t *testing.T, rn *plugin.Runner, noFast bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pluginSites := map[string]bool{"limited": true, "broken": true}
+	pluginSites := map[string]bool{"limited": true, "broken": true, "respbroken": true}
 	p := startPoP(t, gateway.Options{
 		NoFastPath: noFast,
 		Sites: []gateway.Site{
@@ -133,11 +141,12 @@ func testOwnAnswers(t *testing.T, rn *plugin.Runner, noFast bool) {
 			{Name: "secure", Hosts: []string{"secure.test"}, Origin: pool(t, "secure", o.URL, 0)},
 			{Name: "limited", Hosts: []string{"limited.test"}, Origin: pool(t, "limited", o.URL, 0)},
 			{Name: "broken", Hosts: []string{"broken.test"}, Origin: pool(t, "broken", o.URL, 0)},
+			{Name: "respbroken", Hosts: []string{"respbroken.test"}, Origin: pool(t, "respbroken", o.URL, 0)},
 		},
 		Plugins:     rn.Middleware,
 		PluginSites: func(site string) bool { return pluginSites[site] },
 		PluginHooks: func(site string) cache.FastHooks {
-			return rn.FastHooks(func() *plugins.Chain { return nil })
+			return rn.FastHooks(func() *plugins.Chain { return chains[site] })
 		},
 		TLS: gateway.TLS{Addr: "127.0.0.1:0", Certs: certs, Policies: []tlsedge.SitePolicy{
 			{Names: []string{"secure.test"}, RedirectHTTP: true},
@@ -150,6 +159,7 @@ func testOwnAnswers(t *testing.T, rn *plugin.Runner, noFast bool) {
 		{Name: "secure", Hosts: []string{"secure.test"}, Origin: pool(t, "secure", o.URL, 0)},
 		{Name: "limited", Hosts: []string{"limited.test"}, Origin: pool(t, "limited", o.URL, 0)},
 		{Name: "broken", Hosts: []string{"broken.test"}, Origin: pool(t, "broken", o.URL, 0)},
+		{Name: "respbroken", Hosts: []string{"respbroken.test"}, Origin: pool(t, "respbroken", o.URL, 0)},
 		{Name: "self", Hosts: []string{"self.test"}, Origin: pool(t, "self", "http://"+p.HTTPAddr(), 0)},
 	}); err != nil {
 		t.Fatal(err)
@@ -174,6 +184,8 @@ func testOwnAnswers(t *testing.T, rn *plugin.Runner, noFast bool) {
 		{"site whose origin is the PoP (GET)", "GET", "self.test/page", "", 508, "loop", true},
 		{"site whose origin is the PoP (POST)", "POST", "self.test/page", "", 508, "loop", true},
 		{"plugin failed closed", "GET", "broken.test", "", 503, "plugin-failure", false},
+		{"plugin failed closed at delivery, a miss", "GET", "respbroken.test/r", "", 503, "plugin-failure", false},
+		{"plugin failed closed at delivery, a hit", "GET", "respbroken.test/r", "", 503, "plugin-failure", false},
 		{"plugin answered itself", "GET", "limited.test", "", 429, "", false},
 		{"redirect to HTTPS", "GET", "secure.test", "", 301, "https-redirect", false},
 	}

@@ -422,9 +422,12 @@ func (c *fastConn) respondHooks(call FastCall, out []byte, status int) ([]byte, 
 
 // sendFailed answers the 503 of a fail-closed chain whose response hook
 // failed, as the server's middleware does.
-func (c *fastConn) sendFailed(site string, call FastCall, req *fastRequest, id string, start time.Time) error {
+func (c *fastConn) sendFailed(site, via string, call FastCall, req *fastRequest, id string, start time.Time) error {
 	body := call.FailBody(id)
-	out := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: "...)
+	// The fields of every page the PoP makes itself (proxy.WritePage).
+	out := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nCache-Status: meridian; detail=plugin-failure\r\nVia: "...)
+	out = append(out, via...)
+	out = append(out, "\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(body)), 10)
 	out = append(out, "\r\nDate: "...)
 	out = time.Now().UTC().AppendFormat(out, http.TimeFormat)

@@ -18,7 +18,8 @@ import (
 // TestMetricsEndpointsNameTheBuildAndThePoP: every admin /metrics and the
 // DNS's /metrics say which build runs (meridian_build_info) and the DNS's
 // has the Go runtime's and the process's series too; the reload results
-// exist at 0 before any reload; a PoP's TLS series carry its pop label;
+// exist at 0 before any reload; a PoP's TLS, origin and sync series carry
+// its pop label;
 // each site's cut-body reasons exist at 0.
 func TestMetricsEndpointsNameTheBuildAndThePoP(t *testing.T) {
 	origin := httptest.NewServer(demoorigin.New())
@@ -54,18 +55,22 @@ func TestMetricsEndpointsNameTheBuildAndThePoP(t *testing.T) {
 				t.Errorf("PoP %s /metrics lacks %q", id, want)
 			}
 		}
-		n := 0
-		for line := range strings.SplitSeq(body, "\n") {
-			if !strings.HasPrefix(line, "meridian_tls_") {
-				continue
+		// Per-PoP families carry the pop label, whichever component
+		// registers them.
+		for _, prefix := range []string{"meridian_tls_", "meridian_origin_", "meridian_sync_"} {
+			n := 0
+			for line := range strings.SplitSeq(body, "\n") {
+				if !strings.HasPrefix(line, prefix) {
+					continue
+				}
+				n++
+				if !strings.Contains(line, `pop="`+id+`"`) {
+					t.Errorf("PoP %s: series without its pop label: %s", id, line)
+				}
 			}
-			n++
-			if !strings.Contains(line, `pop="`+id+`"`) {
-				t.Errorf("PoP %s: TLS series without its pop label: %s", id, line)
+			if n == 0 {
+				t.Errorf("PoP %s: no %s series", id, prefix)
 			}
-		}
-		if n == 0 {
-			t.Errorf("PoP %s: no meridian_tls_ series", id)
 		}
 	}
 }

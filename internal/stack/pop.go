@@ -69,7 +69,10 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	log := s.log.With("pop", pc.ID)
 	reg := prometheus.NewRegistry()
 	s.registerReloadMetrics(reg)
-	metrics := origin.NewMetrics(reg)
+	// Per-PoP components that do not label their series themselves get
+	// the pop label here, as every PoP series has it (README: /metrics).
+	popReg := prometheus.WrapRegistererWith(prometheus.Labels{"pop": pc.ID}, reg)
+	metrics := origin.NewMetrics(popReg)
 	sites, err := buildSites(s.cfg, metrics, log)
 	if err != nil {
 		return err
@@ -86,7 +89,7 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	node, err := statesync.Open(ctx, statesync.Options{
 		NodeID: pc.ID, Conn: nc, DataDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "sync"),
 		Stream: "MERIDIAN_SYNC", StreamReplicas: s.cfg.NATS.StreamReplicas,
-		Logger: s.log, Registerer: reg,
+		Logger: s.log, Registerer: popReg,
 	})
 	if err != nil {
 		return fmt.Errorf("pop %s: state sync: %w", pc.ID, err)
@@ -100,6 +103,8 @@ func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
 	c, err := cache.New(cache.Options{
 		Store:   store,
 		L1Bytes: int64(pc.Cache.L1Size), L1LargeBody: largeBody, L1LargeBytes: largeBytes, L1Preallocate: s.preallocL1, PoPID: pc.ID, Logger: log, Registerer: reg,
+		// For a PoP whose L1 is its only tier; a tiered store sizes its own.
+		L1MaxObject: l1MaxObject(s.cfg.Sites),
 		PurgeCheck: func(site, url string, keys []string, storedAt time.Time) (bool, bool) {
 			v := node.CheckPurged(site, url, keys, storedAt)
 			return v.Purged, v.Stale
