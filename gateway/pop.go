@@ -25,6 +25,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/cache/policy"
 	"github.com/meridian-edge/meridian/gateway/proxy"
 	"github.com/meridian-edge/meridian/gateway/realip"
 	"github.com/meridian-edge/meridian/gateway/tlsedge"
@@ -351,7 +352,31 @@ func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !routed {
 		r = r.WithContext(context.WithValue(r.Context(), siteKey{}, s))
 	}
+	if !s.HonorClientCacheControl {
+		r = withoutClientDirectives(r)
+	}
 	s.handler.ServeHTTP(w, r)
+}
+
+// withoutClientDirectives returns r without its Cache-Control and Pragma
+// fields (Site.HonorClientCacheControl false), keeping only-if-cached,
+// which asks for less of the origin, never more. r itself is not changed:
+// a request with neither field comes back as it is, others as a shallow
+// copy with a new header map.
+func withoutClientDirectives(r *http.Request) *http.Request {
+	cc, hasCC := r.Header["Cache-Control"]
+	_, hasPragma := r.Header["Pragma"]
+	if !hasCC && !hasPragma {
+		return r
+	}
+	r2 := *r
+	r2.Header = r.Header.Clone()
+	delete(r2.Header, "Cache-Control")
+	delete(r2.Header, "Pragma")
+	if hasCC && policy.ParseDirectives(cc).Has("only-if-cached") {
+		r2.Header.Set("Cache-Control", "only-if-cached")
+	}
+	return &r2
 }
 
 type siteKey struct{}

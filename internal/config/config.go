@@ -435,6 +435,14 @@ type SiteCache struct {
 	// bytes. They gain Vary: Accept-Encoding and a weak ETag;
 	// Cache-Control: no-transform is respected. Default false.
 	Compress bool `yaml:"compress"`
+	// ClientCacheControl says what the cache does with a client's
+	// Cache-Control and Pragma request fields: "ignore" (the default, as
+	// nginx's proxy_cache, Varnish, Fastly, Cloudflare and CloudFront do)
+	// removes them before the site's plugins and cache, so no client can
+	// force origin fetches with no-cache or max-age=0 (only-if-cached is
+	// kept; plugins may still set directives); "honor" applies them as RFC
+	// 9111 describes.
+	ClientCacheControl string `yaml:"client_cache_control"`
 }
 
 // DNS configures the authoritative GeoDNS server.

@@ -109,6 +109,9 @@ func applyDefaults(c *Config) {
 		defDur(&s.Timeouts.Header, DefaultHeaderTimeout)
 		defDur(&s.Timeouts.Idle, DefaultIdleTimeout)
 		defDur(&s.Timeouts.Total, DefaultTotalTimeout)
+		if s.Cache.ClientCacheControl == "" {
+			s.Cache.ClientCacheControl = "ignore"
+		}
 		if s.Cache.MaxL1Object == 0 {
 			s.Cache.MaxL1Object = DefaultMaxL1Object
 		}

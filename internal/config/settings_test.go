@@ -117,6 +117,27 @@ func TestSiteCompressSetting(t *testing.T) {
 	}
 }
 
+// TestSiteClientCacheControlSetting: sites[].cache.client_cache_control,
+// "ignore" unless set, "honor" or "ignore" only, with line and field.
+func TestSiteClientCacheControlSetting(t *testing.T) {
+	cfg, err := config.Parse("base.yaml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Sites[0].Cache.ClientCacheControl; got != "ignore" {
+		t.Errorf("default %q, want ignore", got)
+	}
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n    cache:\n      client_cache_control: honor\n", 1)
+	if cfg, err = config.Parse("set.yaml", []byte(set)); err != nil || cfg.Sites[0].Cache.ClientCacheControl != "honor" {
+		t.Fatalf("honor: %v", err)
+	}
+	bad := strings.Replace(set, "client_cache_control: honor", "client_cache_control: obey", 1)
+	_, err = config.Parse("bad.yaml", []byte(bad))
+	if err == nil || !strings.Contains(err.Error(), `bad.yaml:`) || !strings.Contains(err.Error(), `sites[0].cache.client_cache_control: "obey" is not allowed; expected one of ignore, honor`) {
+		t.Errorf("obey: %v", err)
+	}
+}
+
 // TestSiteStaleIfErrorSetting: sites[].cache.stale_if_error, default 0 and
 // bounded.
 func TestSiteStaleIfErrorSetting(t *testing.T) {
