@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache/policy"
@@ -109,12 +110,30 @@ func (h *siteHandler) clientHeader(dst, src http.Header, r *http.Request, cacheS
 	dst["Cache-Status"] = append(dst["Cache-Status"][:len(dst["Cache-Status"]):len(dst["Cache-Status"])], cacheStatus)
 }
 
-// writeStream sends a shared response from the fill.
+// writeStream sends a shared response from the fill. A GET with one
+// byte range of a 200 whose length is known gets that range (206) while the
+// whole object fills, as Varnish, nginx and the CDNs answer a range on a
+// miss: a video player asking for bytes=0-1 does not download the file.
 func (h *siteHandler) writeStream(w http.ResponseWriter, r *http.Request, rd *reader, res result, cs string) {
 	defer rd.Close()
 	hd := w.Header()
 	h.clientHeader(hd, res.header, r, cs)
-	w.WriteHeader(res.status)
+	skip, limit := int64(0), int64(-1) // the body part sent: all by default
+	status := res.status
+	if rg := r.Header.Get("Range"); rg != "" && r.Method == http.MethodGet && res.status == http.StatusOK && res.length >= 0 && r.Header.Get("If-Range") == "" {
+		switch start, n, ok := singleRange(rg, res.length); {
+		case ok && n > 0:
+			skip, limit, status = start, n, http.StatusPartialContent
+			hd.Set("Content-Range", "bytes "+strconv.FormatInt(start, 10)+"-"+strconv.FormatInt(start+n-1, 10)+"/"+strconv.FormatInt(res.length, 10))
+			hd.Set("Content-Length", strconv.FormatInt(n, 10))
+		case ok: // a single range that selects nothing of the object
+			hd.Del("Content-Length")
+			hd.Set("Content-Range", "bytes */"+strconv.FormatInt(res.length, 10))
+			http.Error(w, "meridian: the requested range is beyond the object's "+strconv.FormatInt(res.length, 10)+" bytes", http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
+	}
+	w.WriteHeader(status)
 	if r.Method == http.MethodHead || !bodyAllowed(res.status) {
 		return
 	}
@@ -122,13 +141,24 @@ func (h *siteHandler) writeStream(w http.ResponseWriter, r *http.Request, rd *re
 	buf := make([]byte, chunkSize)
 	var sent int64
 	defer func() { h.c.metrics.bytes.WithLabelValues(h.site.SiteID, "origin").Add(float64(sent)) }()
-	for {
+	for limit != 0 {
 		n, err := rd.Read(r.Context(), buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			part := buf[:n]
+			if skip > 0 { // before the range: read past, as the fill must
+				d := min(skip, int64(len(part)))
+				part, skip = part[d:], skip-d
+			}
+			if limit >= 0 && int64(len(part)) > limit {
+				part = part[:limit]
+			}
+			if _, werr := w.Write(part); werr != nil {
 				return // client gone; the fill continues for the others
 			}
-			sent += int64(n)
+			sent += int64(len(part))
+			if limit > 0 {
+				limit -= int64(len(part))
+			}
 			if rd.idle() {
 				// Nothing more is here yet: let the client have what we have.
 				_ = rc.Flush()
@@ -147,6 +177,45 @@ func (h *siteHandler) writeStream(w http.ResponseWriter, r *http.Request, rd *re
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// singleRange parses a Range field of exactly one byte range (RFC 9110
+// 14.1.2: a-b, a-, or -suffix) against an object of size bytes: start and
+// n, the bytes it selects (n is 0 when it starts past the end: 416). ok is
+// false for anything else (several ranges, another unit, a malformed
+// field), which is answered whole, as the RFC allows.
+func singleRange(field string, size int64) (start, n int64, ok bool) {
+	spec, found := strings.CutPrefix(field, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false
+	}
+	if a == "" { // the last b bytes
+		suffix, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || suffix < 0 {
+			return 0, 0, false
+		}
+		suffix = min(suffix, size)
+		return size - suffix, suffix, true
+	}
+	first, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || first < 0 {
+		return 0, 0, false
+	}
+	last := size - 1
+	if b != "" {
+		if last, err = strconv.ParseInt(b, 10, 64); err != nil || last < first {
+			return 0, 0, false
+		}
+		last = min(last, size-1)
+	}
+	if first >= size {
+		return first, 0, true
+	}
+	return first, last - first + 1, true
 }
 
 func bodyAllowed(status int) bool {
