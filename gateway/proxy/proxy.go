@@ -89,6 +89,7 @@ func New(opts Options) (*Proxy, error) {
 			}
 			pr.Out.Header.Set("X-Forwarded-Host", pr.In.Host)
 			pr.Out.Header.Set("X-Forwarded-Proto", scheme(pr.In))
+			setRealIP(pr.Out.Header, pr.In)
 			p.addForwarded(pr.Out.Header, pr.In)
 			p.AddVia(pr.Out.Header, pr.In.ProtoMajor, pr.In.ProtoMinor)
 			p.AddCDNLoop(pr.Out.Header)
@@ -137,6 +138,7 @@ func (p *Proxy) Outbound(ctx context.Context, in *http.Request) *http.Request {
 	}
 	out.Header.Set("X-Forwarded-Host", in.Host)
 	out.Header.Set("X-Forwarded-Proto", scheme(in))
+	setRealIP(out.Header, in)
 	p.addForwarded(out.Header, in)
 	p.AddVia(out.Header, in.ProtoMajor, in.ProtoMinor)
 	p.AddCDNLoop(out.Header)
@@ -166,6 +168,20 @@ func forwardedFor(in *http.Request) string {
 		return strings.Join(prior, ", ")
 	}
 	return strings.Join(prior, ", ") + ", " + ip
+}
+
+// setRealIP sets X-Real-IP to the request's client (its RemoteAddr, which
+// gateway/realip has made the client behind trusted balancers and proxies),
+// as nginx setups commonly do with proxy_set_header X-Real-IP
+// $remote_addr; a value the client sent is never passed on, since origins
+// trust the field.
+func setRealIP(h http.Header, in *http.Request) {
+	host, _, err := net.SplitHostPort(in.RemoteAddr)
+	if err != nil || host == "" {
+		h.Del("X-Real-Ip")
+		return
+	}
+	h.Set("X-Real-Ip", host)
 }
 
 // hopIP is the address of the node this PoP received the request from,

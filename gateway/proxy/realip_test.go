@@ -14,8 +14,9 @@ import (
 
 // TestForwardedBehindTrustedProxy: when gateway/realip made RemoteAddr the
 // client a trusted proxy named, the origin gets the incoming chain with
-// the proxy appended (not the client again), on both ways out: ServeHTTP
-// and Outbound (the cache's fetches).
+// the proxy appended (not the client again) and X-Real-IP the client (not
+// what the request said), on both ways out: ServeHTTP and Outbound (the
+// cache's fetches).
 func TestForwardedBehindTrustedProxy(t *testing.T) {
 	seen := make(chan http.Header, 1)
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -49,6 +50,7 @@ func TestForwardedBehindTrustedProxy(t *testing.T) {
 		req.Host = "www.example.test"
 		req.Header.Set("X-Forwarded-For", "198.51.100.1, 203.0.113.7")
 		req.Header.Set("Forwarded", "for=203.0.113.7")
+		req.Header.Set("X-Real-IP", "192.0.2.66") // a client's spoof
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -65,6 +67,9 @@ func TestForwardedBehindTrustedProxy(t *testing.T) {
 		}
 		if fwd := strings.Join(got.Values("Forwarded"), ", "); fwd != `for=203.0.113.7, for=127.0.0.1;host="www.example.test";proto=http` {
 			t.Errorf("%s: Forwarded %q, want the chain then for=127.0.0.1", name, fwd)
+		}
+		if rip := got.Values("X-Real-Ip"); len(rip) != 1 || rip[0] != "203.0.113.7" {
+			t.Errorf("%s: X-Real-IP %q, want the client the trusted proxy named (203.0.113.7), never the value the request carried", name, rip)
 		}
 	}
 }
