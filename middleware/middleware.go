@@ -251,6 +251,8 @@ func CacheResult(entry string) string {
 		return CachePass
 	case detail == "collapsed":
 		return CacheCollapsed
+	case strings.HasPrefix(detail, "not-stored-"): // the cache said why it kept none
+		return CachePass
 	case strings.HasPrefix(detail, "origin-") || detail == "only-if-cached":
 		return CacheError
 	}

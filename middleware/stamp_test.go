@@ -15,24 +15,25 @@ import (
 // entries the cache writes.
 func TestCacheResult(t *testing.T) {
 	for entry, want := range map[string]string{
-		"":                                                         "none",
-		"meridian; hit; ttl=60; detail=l1":                         "hit-l1",
-		"meridian; hit; ttl=60; detail=l2":                         "hit-l2",
-		"meridian; hit; ttl=60; detail=l3":                         "hit-l3",
-		"meridian; hit; ttl=-5; detail=l1":                         "stale",
-		"meridian; hit; ttl=0; detail=l2-stale-if-error":           "stale",
-		"meridian; hit; ttl=0; detail=l1-stale-while-revalidate":   "stale",
-		"meridian; fwd=uri-miss; fwd-status=200; stored":           "miss",
-		"meridian; fwd=vary-miss; fwd-status=404":                  "miss",
-		"meridian; fwd=uri-miss; fwd-status=200; detail=collapsed": "collapsed",
-		"meridian; fwd=stale; fwd-status=304; detail=l1":           "revalidated",
-		"meridian; fwd=uri-miss; fwd-status=304":                   "miss", // the client's conditional, passed on
-		"meridian; fwd=method":                                     "pass",
-		"meridian; fwd=bypass; detail=request-body":                "pass",
-		"meridian; fwd=uri-miss; detail=origin-timeout":            "error",
-		"meridian; fwd=bypass; detail=origin-unreachable":          "error",
-		"meridian; fwd=miss; detail=only-if-cached":                "error",
-		"meridian; detail=unknown-host":                            "none",
+		"":                                                                     "none",
+		"meridian; hit; ttl=60; detail=l1":                                     "hit-l1",
+		"meridian; hit; ttl=60; detail=l2":                                     "hit-l2",
+		"meridian; hit; ttl=60; detail=l3":                                     "hit-l3",
+		"meridian; hit; ttl=-5; detail=l1":                                     "stale",
+		"meridian; hit; ttl=0; detail=l2-stale-if-error":                       "stale",
+		"meridian; hit; ttl=0; detail=l1-stale-while-revalidate":               "stale",
+		"meridian; fwd=uri-miss; fwd-status=200; stored":                       "miss",
+		"meridian; fwd=vary-miss; fwd-status=404":                              "miss",
+		"meridian; fwd=uri-miss; fwd-status=200; detail=collapsed":             "collapsed",
+		"meridian; fwd=stale; fwd-status=304; detail=l1":                       "revalidated",
+		"meridian; fwd=uri-miss; fwd-status=304":                               "miss", // the client's conditional, passed on
+		"meridian; fwd=method":                                                 "pass",
+		"meridian; fwd=uri-miss; fwd-status=200; detail=not-stored-set-cookie": "pass",
+		"meridian; fwd=bypass; detail=request-body":                            "pass",
+		"meridian; fwd=uri-miss; detail=origin-timeout":                        "error",
+		"meridian; fwd=bypass; detail=origin-unreachable":                      "error",
+		"meridian; fwd=miss; detail=only-if-cached":                            "error",
+		"meridian; detail=unknown-host":                                        "none",
 	} {
 		if got := middleware.CacheResult(entry); got != want {
 			t.Errorf("CacheResult(%q) = %q, want %q", entry, got, want)

@@ -119,3 +119,28 @@ func TestPluginTTLWinsOverSiteDefault(t *testing.T) {
 		t.Fatalf("%d origin requests two minutes after a plugin's 1-minute TTL, want 2 (the site's hour does not apply)", n)
 	}
 }
+
+// TestNotStoredSaysWhy: a response the cache does not store says why in
+// its Cache-Status detail (RFC 9211), so an operator sees why a URL is
+// never a hit without reading the origin's headers.
+func TestNotStoredSaysWhy(t *testing.T) {
+	for _, c := range []struct {
+		header []string
+		want   string
+	}{
+		{[]string{"Cache-Control", "no-store"}, "detail=not-stored-no-store"},
+		{[]string{"Cache-Control", "private"}, "detail=not-stored-private"},
+		{[]string{"Cache-Control", "max-age=60", "Set-Cookie", "s=1"}, "detail=not-stored-set-cookie"},
+		{[]string{"Cache-Control", "max-age=60", "Vary", "*"}, "detail=not-stored-vary-star"},
+	} {
+		e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+			for i := 0; i+1 < len(c.header); i += 2 {
+				w.Header().Add(c.header[i], c.header[i+1])
+			}
+			fmt.Fprint(w, "body")
+		}, envOpt{site: cache.SitePolicy{SiteID: "site1"}})
+		if r := e.get("/x"); !strings.HasSuffix(r.cs(), c.want) {
+			t.Errorf("%v: Cache-Status %q, want it to end in %s", c.header, r.cs(), c.want)
+		}
+	}
+}

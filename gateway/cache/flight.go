@@ -79,6 +79,9 @@ type result struct {
 	err     error
 	vary    []string // kindStream: the response's Vary fields
 	storing bool     // kindStream: a tier is storing the body
+	// notStored is why a kindPass response was not stored (a
+	// policy.Reason, or "too-large"), for its Cache-Status detail.
+	notStored string
 }
 
 // inFlight reports whether a fetch of key is under way.

@@ -598,7 +598,7 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 			c.flights.markPass(key, respTime)
 		}
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancelAll}
-		c.flights.release(key, f, result{kind: kindPass, status: resp.StatusCode, stored: stale}, false)
+		c.flights.release(key, f, result{kind: kindPass, status: resp.StatusCode, stored: stale, notStored: string(reason)}, false)
 		return resp
 	}
 	c.flights.clearPass(key)

@@ -56,7 +56,13 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 			return
 		}
 		h.c.metrics.request(site, "origin", resPass)
-		h.writeResponse(w, r, resp, "meridian; fwd="+fwd+"; fwd-status="+strconv.Itoa(resp.StatusCode))
+		cs := "meridian; fwd=" + fwd + "; fwd-status=" + strconv.Itoa(resp.StatusCode)
+		if res.notStored != "" {
+			// RFC 9211's detail: why the response was not stored (no-store,
+			// private, set-cookie, authorization, vary-star, too-large, ...).
+			cs += "; detail=not-stored-" + res.notStored
+		}
+		h.writeResponse(w, r, resp, cs)
 	case kindError:
 		rd.Close()
 		if res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC, h.site.StaleIfError) {
