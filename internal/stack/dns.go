@@ -160,6 +160,5 @@ func (s *Stack) startDNS(ctx context.Context) error {
 		s.srvs = append(s.srvs, hs)
 		go func() { _ = hs.Serve(ln) }()
 	}
-	s.log.Info("DNS serving", "addr", srv.Addr(), "zones", len(opts.Zones), "pops", len(opts.PoPs))
-	return nil
+	return nil // the server logged "dns: serving" with its addresses
 }
