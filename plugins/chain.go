@@ -35,6 +35,14 @@ type Entry struct {
 	RequestHeaders []string
 	// ResponseHeaders are the response headers passed to on_response.
 	ResponseHeaders []string
+	// Unavailable, when set, says why this PoP cannot run the plugin now
+	// (for example: its bytes could not be fetched yet). Every call of the
+	// entry then fails at once with KindUnavailable and this text, without
+	// running anything or adding a plugin log line per request, and the
+	// chain's policy applies: a fail-closed chain answers 503 instead of
+	// serving the request without the plugin. rollout sets it for a plugin
+	// a fail-closed site ran before this PoP started, until it is active.
+	Unavailable string
 }
 
 // Exchange runs a chain for one request: on_request per entry in order, then
@@ -151,6 +159,9 @@ func (x *Exchange) Len() int { return len(x.chain.Entries) }
 // failure policy. After success the instance stays pinned for Response.
 func (x *Exchange) Request(ctx context.Context, i int, req *abi.Request, out *abi.Actions) error {
 	e := &x.chain.Entries[i]
+	if e.Unavailable != "" {
+		return &CallError{Kind: KindUnavailable, Err: errors.New(e.Unavailable)}
+	}
 	s, err := x.slot(i, e)
 	if err != nil {
 		return x.fail(nil, e, &CallError{Kind: KindInstance, Err: err})
@@ -333,7 +344,7 @@ func (x *Exchange) fail(v *live, e *Entry, err error) error {
 	}
 	x.h.logs.add(LogLine{Time: now, Site: x.chain.Site, Plugin: e.Plugin, Version: ver, Level: slog.LevelError,
 		Msg: "host: " + ce.Error()})
-	x.h.opts.Logger.Debug("plugin call failed", "site", x.chain.Site, "plugin", e.Plugin, "version", ver, "kind", ce.Kind, "err", ce.Err)
+	x.h.opts.Logger.Debug("plugin call failed", append(x.h.logNames(x.chain.Site, e.Plugin, ver), "kind", ce.Kind, "err", ce.Err)...)
 	return ce
 }
 
@@ -369,5 +380,7 @@ func (x *Exchange) noteBreaker(v *live, e *Entry, tr transition) {
 		ver = v.info.Version
 	}
 	x.h.logs.add(LogLine{Time: x.h.opts.Now(), Site: x.chain.Site, Plugin: e.Plugin, Version: ver, Level: lv, Msg: msg})
-	x.h.opts.Logger.Log(context.Background(), lv, "plugin circuit breaker", "site", x.chain.Site, "plugin", e.Plugin, "version", ver, "msg", msg)
+	// "detail", not "msg": a second msg key would make the JSON line hold
+	// the key twice.
+	x.h.opts.Logger.Log(context.Background(), lv, "plugin circuit breaker", append(x.h.logNames(x.chain.Site, e.Plugin, ver), "detail", msg)...)
 }

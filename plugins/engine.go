@@ -215,6 +215,8 @@ const (
 	KindInstance    ErrorKind = "instance"     // no instance could be made
 	KindBreakerOpen ErrorKind = "breaker_open" // skipped: the plugin's breaker is open
 	KindBusy        ErrorKind = "busy"         // every instance busy until the request's deadline
+	// KindUnavailable: the plugin is not loaded on this PoP (Entry.Unavailable).
+	KindUnavailable ErrorKind = "unavailable"
 )
 
 // CallError is the error of a failed plugin call.

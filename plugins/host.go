@@ -295,8 +295,52 @@ func (h *Host) Add(ctx context.Context, site, name string, wasm []byte) (Version
 	}}
 	s.versions = append(s.versions, v)
 	h.dropOldLocked(s)
-	h.opts.Logger.Info("plugin version added", "site", site, "plugin", name, "version", v.info.Version, "sha256", hash[:12], "bytes", len(wasm))
+	h.opts.Logger.Info("plugin version added", append(h.logNames(site, name, v.info.Version), "sha256", hash[:12], "bytes", len(wasm))...)
 	return h.infoLocked(s, v), nil
+}
+
+// logNames are the attributes naming version of site's plugin name in the
+// PoP's log: the plugin and version the site owner knows (Options.
+// MetricLabels, as on the metrics), and the Host's slot when its name is
+// not the plugin's (rollout's "NAME@VERSION", whose own version count would
+// contradict the deployment's).
+func (h *Host) logNames(site, name string, version int) []any {
+	if h.opts.MetricLabels == nil {
+		return []any{"site", site, "plugin", name, "version", version}
+	}
+	p, v := h.opts.MetricLabels(name, version)
+	if p == name {
+		return []any{"site", site, "plugin", p, "version", v}
+	}
+	return []any{"site", site, "plugin", p, "version", v, "slot", name}
+}
+
+// AddLog adds l to the plugin log lines of l.Site, for whoever runs the
+// Host to tell the site owner what happens to a plugin outside its calls
+// (rollout: a version this PoP cannot load). l.Time zero is now.
+func (h *Host) AddLog(l LogLine) {
+	if l.Time.IsZero() {
+		l.Time = h.opts.Now()
+	}
+	h.logs.add(l)
+}
+
+// Validate runs Add's checks on wasm for site without storing it or
+// making a slot: for an upload that is stored elsewhere (rollout) and
+// activated later under a name of its own. It logs nothing; the error is
+// a *ValidationError when the bytes are refused.
+func (h *Host) Validate(ctx context.Context, site string, wasm []byte) error {
+	if site == "" {
+		return &ValidationError{"site must not be empty"}
+	}
+	if len(wasm) > h.opts.MaxWasmBytes {
+		return &ValidationError{fmt.Sprintf("%d bytes is over the %d byte limit", len(wasm), h.opts.MaxWasmBytes)}
+	}
+	prog, _, err := h.compile(ctx, site, wasm)
+	if err != nil {
+		return err
+	}
+	return prog.Close(ctx)
 }
 
 // compile compiles and checks a plugin for site, returning the program.
@@ -450,7 +494,7 @@ func (h *Host) activateLocked(ctx context.Context, s *slot, version int) error {
 	if old := s.active.Swap(l); old != nil {
 		old.retire()
 	}
-	h.opts.Logger.Info("plugin version active", "site", st.info.Site, "plugin", st.info.Plugin, "version", version)
+	h.opts.Logger.Info("plugin version active", h.logNames(st.info.Site, st.info.Plugin, version)...)
 	return nil
 }
 

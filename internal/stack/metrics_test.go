@@ -18,8 +18,8 @@ import (
 // TestMetricsEndpointsNameTheBuildAndThePoP: every admin /metrics and the
 // DNS's /metrics say which build runs (meridian_build_info) and the DNS's
 // has the Go runtime's and the process's series too; the reload results
-// exist at 0 before any reload; a PoP's TLS, origin and sync series carry
-// its pop label;
+// exist at 0 before any reload; a PoP's TLS, origin, sync and plugin series
+// carry its pop label;
 // each site's cut-body reasons exist at 0.
 func TestMetricsEndpointsNameTheBuildAndThePoP(t *testing.T) {
 	origin := httptest.NewServer(demoorigin.New())
@@ -57,7 +57,7 @@ func TestMetricsEndpointsNameTheBuildAndThePoP(t *testing.T) {
 		}
 		// Per-PoP families carry the pop label, whichever component
 		// registers them.
-		for _, prefix := range []string{"meridian_tls_", "meridian_origin_", "meridian_sync_"} {
+		for _, prefix := range []string{"meridian_tls_", "meridian_origin_", "meridian_sync_", "meridian_plugin_"} {
 			n := 0
 			for line := range strings.SplitSeq(body, "\n") {
 				if !strings.HasPrefix(line, prefix) {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
@@ -22,6 +23,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// pluginStartWait bounds how long a starting PoP waits for the plugins its
+// sites already ran before it opens its listeners (rollout WaitReady).
+const pluginStartWait = 15 * time.Second
 
 // popPlugins is what a PoP runs its site owners' plugins with.
 type popPlugins struct {
@@ -44,7 +49,10 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	if err != nil {
 		return popPluginSetup{}, err
 	}
-	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: statesync.PluginKV{Node: node}, Registerer: reg, Logger: log,
+	// The plugin series carry the pop label as every PoP series does; the
+	// canary reads them back through reg, by label name.
+	popReg := prometheus.WrapRegistererWith(prometheus.Labels{"pop": pc.ID}, reg)
+	host, err := plugins.NewHost(plugins.Options{Engine: engine, SiteEngine: siteEngine, KV: statesync.PluginKV{Node: node}, Registerer: popReg, Logger: log,
 		MetricLabels: rollout.MetricLabels,
 		Limits:       plugins.Limits{Timeout: s.cfg.Plugins.Timeout, MaxPages: uint32(s.cfg.Plugins.Memory / (64 << 10))}})
 	if err != nil {
@@ -77,7 +85,7 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 			// Authenticate refused what Check accepts: not expected.
 			return http.StatusUnauthorized, "", "the token was not accepted"
 		},
-		Metrics: reg, Registerer: reg, StoreReplicas: s.cfg.NATS.StreamReplicas,
+		Metrics: reg, Registerer: popReg, StoreReplicas: s.cfg.NATS.StreamReplicas,
 		CacheDir: filepath.Join(s.cfg.DataDir, "pops", pc.ID, "plugins"), Logger: log,
 		Sites: s.siteNamesNow, PoPs: expected,
 	})
@@ -96,6 +104,23 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 		}
 		return err
 	})
+	// The PoP opens its listeners after this returns: wait until the
+	// plugins its sites ran before the restart are active (or failed to
+	// load), so that an auth plugin is never skipped while it compiles.
+	// Bounded: a fail-closed site whose plugin is still missing then
+	// answers 503 for it, a fail-open site is served without it.
+	began := time.Now()
+	wctx, cancel := context.WithTimeout(ctx, pluginStartWait)
+	err = mg.WaitReady(wctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return popPluginSetup{}, fmt.Errorf("pop %s: plugins: %w", pc.ID, ctx.Err())
+		}
+		log.Warn("PoP serves before all its plugins are loaded", "waited", time.Since(began).Round(time.Millisecond), "err", err)
+	} else if d := time.Since(began); d > 50*time.Millisecond {
+		log.Info("plugins loaded before serving", "waited", d.Round(time.Millisecond))
+	}
 	var g plugins.Geo
 	if s.geo != nil {
 		g = geoForPlugins{s.geo}

@@ -563,8 +563,13 @@ func (ex *exchange) FailBody(id string) string { return ex.failPage(id) }
 // per exchange.
 func (ex *exchange) failPage(id string) string {
 	if ex.failText == "" {
-		ex.failText = proxy.PageBody(http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP),
-			fmt.Sprintf("a plugin of site %q failed, and the site is set to fail closed. Its owner can read why with: meridian plugin logs %s", ex.chain.Site, ex.chain.Site), id)
+		msg := fmt.Sprintf("a plugin of site %q failed, and the site is set to fail closed. Its owner can read why with: meridian plugin logs --site %s", ex.chain.Site, ex.chain.Site)
+		if plugins.KindOf(ex.failed) == plugins.KindUnavailable {
+			// Not a failure of the plugin: this PoP has not loaded it yet
+			// (starting, or its bytes could not be fetched).
+			msg = fmt.Sprintf("site %q runs a plugin that this PoP has not loaded yet (it is starting, or cannot fetch the plugin now), and the site is set to fail closed, so it is not served without it. Try again in a moment; its owner can read more with: meridian plugin logs --site %s", ex.chain.Site, ex.chain.Site)
+		}
+		ex.failText = proxy.PageBody(http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP), msg, id)
 	}
 	return ex.failText
 }
@@ -778,7 +783,13 @@ func (ex *exchange) delResponseHeader(h responseHeader, name string) {
 
 func (ex *exchange) failClosed(w http.ResponseWriter, r *http.Request, plugin string, err error) {
 	id := middleware.GetRequestID(r.Context())
-	ex.opts.Logger.Warn("plugin failed; site fails closed: answering 503", "site", ex.chain.Site, "plugin", plugin, "kind", plugins.KindOf(err), "err", err, "request_id", id)
+	lv := slog.LevelWarn
+	if plugins.KindOf(err) == plugins.KindUnavailable {
+		// Whoever left the plugin unavailable logged why, once; a line per
+		// request would bury it.
+		lv = slog.LevelDebug
+	}
+	ex.opts.Logger.Log(r.Context(), lv, "plugin failed; site fails closed: answering 503", "site", ex.chain.Site, "plugin", plugin, "kind", plugins.KindOf(err), "err", err, "request_id", id)
 	body := ex.failPage(id)
 	httpHeader(w.Header()).failed(func() string { return body })
 	w.WriteHeader(http.StatusServiceUnavailable)

@@ -429,7 +429,8 @@ func TestFailurePolicy(t *testing.T) {
 				t.Fatalf("status %d, want %d: %q", res.status, c.status, res.body)
 			}
 			if c.failClosed {
-				if !strings.Contains(res.body, `a plugin of site "shop" failed`) || o["a"].hits != 0 {
+				// The hint must be a command that runs as printed.
+				if !strings.Contains(res.body, `a plugin of site "shop" failed`) || !strings.Contains(res.body, "meridian plugin logs --site shop") || o["a"].hits != 0 {
 					t.Fatalf("fail closed: %q, %d origin hits", res.body, o["a"].hits)
 				}
 				if id := res.header.Get("X-Request-Id"); id == "" || !strings.Contains(res.body, "Request id: "+id+" ") ||
@@ -462,5 +463,35 @@ func TestRewritePathAndQuery(t *testing.T) {
 	res := get(t, p, "/legacy/items?x=1")
 	if res.status != 200 || res.body != "origin a: /v2/items?x=1&rewritten=1" {
 		t.Fatalf("%d %q", res.status, res.body)
+	}
+}
+
+// TestUnavailablePlugin: a chain entry whose plugin this PoP has not
+// loaded (plugins.Entry.Unavailable, as rollout sets it while a restarted
+// PoP loads what its sites ran) is never skipped by a fail-closed chain:
+// the request gets the PoP's 503 saying the plugin is not loaded yet, not
+// the origin. A fail-open chain runs the rest of the chain without it.
+func TestUnavailablePlugin(t *testing.T) {
+	for _, failClosed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fail closed %v", failClosed), func(t *testing.T) {
+			o := origins(t)
+			p := newPoP(t, nil, o, &plugins.Chain{Site: "shop", FailClosed: failClosed, Entries: []plugins.Entry{
+				{Plugin: "auth@3", Unavailable: "plugin auth (version 3) is not loaded on this PoP yet: it is starting"},
+				{Plugin: "h", Config: map[string]string{"response": "X-Frame-Options: DENY"}},
+			}})
+			p.deploy(t, "h", "headers")
+			res := get(t, p, "/")
+			if !failClosed {
+				if res.status != 200 || !strings.HasPrefix(res.body, "origin a") || res.header.Get("X-Frame-Options") != "DENY" {
+					t.Fatalf("fail open: %d %v %q, want the origin with the rest of the chain", res.status, res.header, res.body)
+				}
+				return
+			}
+			if res.status != http.StatusServiceUnavailable || o["a"].hits != 0 ||
+				!strings.Contains(res.body, `site "shop" runs a plugin that this PoP has not loaded yet`) ||
+				!strings.Contains(res.body, "meridian plugin logs --site shop") {
+				t.Fatalf("fail closed: %d %q, %d origin hits; want the 503 saying the plugin is not loaded", res.status, res.body, o["a"].hits)
+			}
+		})
 	}
 }

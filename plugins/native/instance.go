@@ -120,9 +120,12 @@ func current(ctx context.Context) *instance {
 	return c.in
 }
 
-// arm starts the deadline of a call: one atomic load and one store.
+// arm starts the deadline of a call: two atomic loads and one store (the
+// second load wakes the watchdog when it sleeps, see watchdog.run).
 func (in *instance) arm(d time.Duration) {
-	in.deadline.Store(in.p.e.wd.deadline(d))
+	w := in.p.e.wd
+	in.deadline.Store(w.deadline(d))
+	w.armed()
 }
 
 // disarm ends the deadline of a call and reports whether it expired. Once

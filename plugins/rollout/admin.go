@@ -241,12 +241,10 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 		}
 	}
 
-	// Validate with the Host's own checks in a scratch slot: compiles,
-	// exports on_request, imports only our host functions, starts.
-	scratch := plugin + "@upload-" + sha[:12]
-	_, err = mg.opts.Host.Add(ctx, site, scratch, wasm)
-	_ = mg.opts.Host.Remove(site, scratch)
-	if err != nil {
+	// Validate with the Host's own checks (compiles, exports on_request,
+	// imports only our host functions, starts), without a slot: the
+	// version is activated under its own slot once its number is known.
+	if err := mg.opts.Host.Validate(ctx, site, wasm); err != nil {
 		var ve *plugins.ValidationError
 		if errors.As(err, &ve) {
 			writeError(w, http.StatusUnprocessableEntity, ve.Error())

@@ -180,6 +180,7 @@ type metrics struct {
 	applyFailures prometheus.Counter
 	autoRollbacks prometheus.Counter
 	applySeconds  prometheus.Histogram
+	missing       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -197,9 +198,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meridian_plugin_deployment_apply_seconds", Help: "Time from a deployment record's write to this PoP running it.",
 			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 		}),
+		missing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meridian_plugin_deployments_missing",
+			Help: "Plugins deployed before this PoP started that it has not activated yet (loading, or failed to load: see the log); fail-closed sites answer 503 for the requests they would run.",
+		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.applied, m.applyFailures, m.autoRollbacks, m.applySeconds} {
+		for _, c := range []prometheus.Collector{m.applied, m.applyFailures, m.autoRollbacks, m.applySeconds, m.missing} {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.New("rollout: register metrics: " + err.Error() + " (give each Manager its own Registerer)")
 			}

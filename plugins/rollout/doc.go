@@ -66,6 +66,18 @@
 // runs its plugins again; uploads and rollbacks answer 503 until JetStream
 // is back, which Start keeps retrying in the background.
 //
+// # Start-up
+//
+// Start returns at once; WaitReady says when every plugin deployed before
+// the PoP started (the deployment records statesync has at Start) that a
+// site's chain runs is active, or failed to load once. A PoP opens its
+// listeners after it (the stack waits up to 15 s). Until such a plugin is
+// active, a fail-closed chain names it with plugins.Entry.Unavailable, so
+// that its requests answer 503 instead of being served without it, and a
+// fail-open chain leaves it out; plugins deployed later are not waited for
+// (the site ran without them before). A failed load is logged once and
+// retried every CheckInterval.
+//
 // # Canary and automatic rollback
 //
 // Manager.Chain picks the canary's slot for CanaryPercent% of requests (per
@@ -86,6 +98,8 @@
 //		Metrics: reg, Registerer: reg, // the registry the Host registers on
 //		CacheDir: filepath.Join(dataDir, "plugins"), Logger: log})
 //	err = mg.Start(ctx); defer mg.Close()
+//	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+//	err = mg.WaitReady(wctx); cancel() // before the PoP's listeners open; an error: log it and serve
 //	adminRouter.Handle("/admin/plugins/*", mg.Handler()) // full paths
 //	pluginmw.New(pluginmw.Options{Host: host, Chain: func(r *http.Request) *plugins.Chain {
 //		return mg.Chain(siteName(r)) }, ...})

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -143,6 +145,19 @@ type Manager struct {
 	kick     chan struct{}            // wakes the worker
 	chains   atomic.Pointer[chainMap] // request path: read without locks
 
+	// Start-up (guarded by mu). missing holds the deployments known when
+	// Start ran that this PoP has not activated yet: a fail-closed chain
+	// names them as unavailable (503) rather than serving without them.
+	// unsettled are those whose first attempt has not ended; chainsKnown is
+	// set once the site chains are (JetStream's current values, or the
+	// CacheDir copy when JetStream was not reachable). ready is closed once
+	// no unsettled plugin is in a known chain (WaitReady).
+	missing     map[pluginKey]missingPlugin
+	unsettled   map[pluginKey]bool
+	chainsKnown bool
+	ready       chan struct{}
+	readyClosed bool
+
 	logsSub *nats.Subscription // answers other PoPs' log queries
 	peers   logPeers           // PoPs heard on the log subjects
 
@@ -152,6 +167,12 @@ type Manager struct {
 }
 
 type pluginKey struct{ site, plugin string }
+
+// missingPlugin is a deployment known at start and not active here yet.
+type missingPlugin struct {
+	target Target
+	why    string // for the 503's error and the logs
+}
 
 type slotKey struct{ site, slot string }
 
@@ -187,6 +208,7 @@ func New(opts Options) (*Manager, error) {
 		opts: opts, log: opts.Logger.With("component", "rollout"), m: m,
 		docs: map[string]ChainDoc{}, applied: map[pluginKey]*applied{}, slots: map[slotKey]bool{}, retiring: map[slotKey]time.Time{},
 		failed: map[pluginKey]error{}, pending: map[pluginKey]bool{}, kick: make(chan struct{}, 1),
+		missing: map[pluginKey]missingPlugin{}, unsettled: map[pluginKey]bool{}, ready: make(chan struct{}),
 	}
 	mg.chains.Store(&chainMap{})
 	if opts.CacheDir != "" {
@@ -202,6 +224,11 @@ func New(opts Options) (*Manager, error) {
 // them until Close. It opens the JetStream buckets once with ctx; when
 // JetStream is unreachable it logs that, runs what the CacheDir copy allows,
 // and keeps trying in the background (the admin API answers 503 meanwhile).
+//
+// Start returns before the plugins are active (fetching and compiling take
+// a while): a PoP should call WaitReady before it serves. Until a plugin
+// known at start is active, a fail-closed chain that runs it answers 503
+// for it, and a fail-open one runs without it.
 func (mg *Manager) Start(ctx context.Context) error {
 	if mg.disk != nil {
 		docs, err := mg.disk.chains()
@@ -224,14 +251,35 @@ func (mg *Manager) Start(ctx context.Context) error {
 			mg.enqueue(pluginKey{d.Site, d.Plugin})
 		}
 	})
-	for _, d := range mg.opts.Sync.Deployments("") {
+	// What the sites ran before this PoP started: the deployment records
+	// (statesync's snapshot, caught up with the log when NATS is up). Their
+	// chains name them as unavailable until they are active, so that a
+	// fail-closed site is never served without them.
+	deps := mg.opts.Sync.Deployments("")
+	mg.mu.Lock()
+	for _, d := range deps {
+		t, err := decodeTarget(d)
+		if err != nil || (t.Stable == 0 && t.Canary == 0) {
+			continue // unreadable (reconcile logs it) or runs nowhere
+		}
+		k := pluginKey{d.Site, d.Plugin}
+		mg.missing[k] = missingPlugin{target: t, why: fmt.Sprintf("plugin %s (version %d) is not loaded on this PoP yet: it is starting", k.plugin, t.head())}
+		mg.unsettled[k] = true
+	}
+	for site := range mg.docs {
+		mg.rebuildLocked(site)
+	}
+	mg.m.missing.Set(float64(len(mg.missing)))
+	loading := len(mg.missing)
+	mg.mu.Unlock()
+	for _, d := range deps {
 		mg.enqueue(pluginKey{d.Site, d.Plugin})
 	}
 	mg.wg.Add(2)
 	go mg.work(runCtx)
 	go mg.checkLoop(runCtx)
-	// Do not wait out JetStream timeouts when the connection is down: a
-	// PoP must start serving at once.
+	// Do not wait out JetStream timeouts when the connection is down:
+	// WaitReady should not wait for what cannot come.
 	var (
 		st  *store
 		w   jetstream.KeyWatcher
@@ -243,13 +291,91 @@ func (mg *Manager) Start(ctx context.Context) error {
 	mg.wg.Add(1)
 	if err != nil {
 		mg.log.Warn("JetStream not reachable: plugin uploads wait, PoP runs what it has; retrying", "err", err)
+		mg.mu.Lock()
+		mg.chainsKnown = true // the CacheDir copy is all there is
+		noCopy := mg.disk == nil && len(mg.missing) > 0
+		mg.checkReadyLocked()
+		mg.mu.Unlock()
+		if noCopy {
+			mg.log.Error("plugins are deployed but this PoP has no copy of the site chains (no CacheDir) and cannot reach JetStream: their sites are served without plugins until it can",
+				"plugins", loading)
+		}
 		go mg.connectLoop(runCtx)
 	} else {
 		mg.st.Store(st)
 		go mg.watchChains(runCtx, w)
 	}
-	mg.log.Info("plugin rollout started", "jetstream", err == nil)
+	mg.log.Info("plugin rollout started", "jetstream", err == nil, "loading", loading)
 	return nil
+}
+
+// WaitReady waits until every plugin that a site's chain ran when Start
+// was called is active on this PoP, or has failed to load once (its bytes
+// cannot be fetched, or it does not compile), or ctx ends; a PoP should
+// open its listeners after it. With no plugin deployed it returns as soon
+// as the site chains are read. The error, when ctx ended first, names what
+// is still loading: fail-closed sites then answer 503 for the requests
+// those plugins would run until they are active, fail-open sites are
+// served without them.
+func (mg *Manager) WaitReady(ctx context.Context) error {
+	select {
+	case <-mg.ready:
+		return nil
+	case <-ctx.Done():
+	}
+	mg.mu.Lock()
+	var names []string
+	for k := range mg.unsettled {
+		names = append(names, k.site+"/"+k.plugin)
+	}
+	known := mg.chainsKnown
+	mg.mu.Unlock()
+	slices.Sort(names)
+	if !known {
+		names = append(names, "the site chains (JetStream)")
+	}
+	return fmt.Errorf("rollout: still loading after the start-up wait (%v): %s", context.Cause(ctx), strings.Join(names, ", "))
+}
+
+// checkReadyLocked closes ready once the chains are known and no plugin
+// still loading is in one. Callers hold mg.mu.
+func (mg *Manager) checkReadyLocked() {
+	if mg.readyClosed || !mg.chainsKnown {
+		return
+	}
+	for k := range mg.unsettled {
+		if slices.ContainsFunc(mg.docs[k.site].Entries, func(e ChainEntry) bool { return e.Plugin == k.plugin }) {
+			return
+		}
+	}
+	mg.readyClosed = true
+	close(mg.ready)
+}
+
+// loadFailedLocked notes that k, known at start, could not be loaded:
+// the site's fail-closed chain answers 503 for it (with err as the
+// reason), a fail-open one runs without it, until a retry succeeds. Ops
+// and the site owner are told once. Callers hold mg.mu.
+func (mg *Manager) loadFailedLocked(k pluginKey, err error) {
+	mp, ok := mg.missing[k]
+	if !ok {
+		return
+	}
+	mp.why = fmt.Sprintf("plugin %s (version %d) could not be loaded on this PoP: %v", k.plugin, mp.target.head(), err)
+	mg.missing[k] = mp
+	doc := mg.docs[k.site]
+	mg.rebuildLocked(k.site) // the 503's reason
+	policy, lvl := "its fail-open site is served without it", slog.LevelWarn
+	switch {
+	case !slices.ContainsFunc(doc.Entries, func(e ChainEntry) bool { return e.Plugin == k.plugin }):
+		policy = "its site's chain (as this PoP knows it) does not run it"
+	case doc.FailClosed:
+		policy, lvl = "its fail-closed site answers 503 for the requests it would run", slog.LevelError
+	}
+	mg.log.Log(context.Background(), lvl, "plugin deployed before this PoP started cannot be loaded: "+policy+" until it is (retrying)",
+		"site", k.site, "plugin", k.plugin, "version", mp.target.head(), "err", err)
+	mg.opts.Host.AddLog(plugins.LogLine{Site: k.site, Plugin: slotName(k.plugin, mp.target.head()), Level: lvl,
+		Msg: fmt.Sprintf("host: this PoP (%s) could not load the plugin when it started: %v; %s until it can (retrying)", mg.opts.PoPID, err, policy)})
 }
 
 // connect opens the buckets and the chain watch (which lives until runCtx).
@@ -349,6 +475,14 @@ func (mg *Manager) work(ctx context.Context) {
 			}
 			err := mg.reconcile(ctx, k)
 			mg.mu.Lock()
+			first := mg.unsettled[k]
+			delete(mg.unsettled, k)
+			if err != nil && ctx.Err() == nil && first {
+				mg.loadFailedLocked(k, err)
+			}
+			if first {
+				mg.checkReadyLocked()
+			}
 			if err != nil && ctx.Err() == nil {
 				// Warn once per distinct error: a record that cannot be
 				// applied is retried every CheckInterval.
@@ -408,6 +542,10 @@ func (mg *Manager) reconcile(ctx context.Context, k pluginKey) error {
 		a.base = mg.statsLocked(k.site, slotName(k.plugin, t.Canary))
 	}
 	mg.applied[k] = a
+	if _, ok := mg.missing[k]; ok {
+		delete(mg.missing, k)
+		mg.m.missing.Set(float64(len(mg.missing)))
+	}
 	now := time.Now()
 	for sk := range mg.slots {
 		p, n, ok := parseSlot(sk.slot)
@@ -509,7 +647,12 @@ func (mg *Manager) watchChains(ctx context.Context, w jetstream.KeyWatcher) {
 				return
 			}
 			if e == nil {
-				continue // initial values done
+				// Initial values done: the chains are known.
+				mg.mu.Lock()
+				mg.chainsKnown = true
+				mg.checkReadyLocked()
+				mg.mu.Unlock()
+				continue
 			}
 			site := e.Key()[len("chain."):]
 			var d ChainDoc
@@ -689,6 +832,15 @@ func (mg *Manager) rebuildLocked(site string) {
 	sc := &siteChain{stable: &plugins.Chain{Site: site, FailClosed: doc.FailClosed}}
 	for _, de := range doc.Entries {
 		a := mg.applied[pluginKey{site, de.Plugin}]
+		if mp, ok := mg.missing[pluginKey{site, de.Plugin}]; ok && a == nil && doc.FailClosed {
+			// Ran before this PoP started and is not active yet: a
+			// fail-closed site must not be served without it.
+			e := de.entry(slotName(de.Plugin, mp.target.head()))
+			e.Unavailable = mp.why
+			sc.stable.Entries = append(sc.stable.Entries, e)
+			sc.all = append(sc.all, e)
+			continue
+		}
 		if a == nil || (a.target.Stable == 0 && a.target.Canary == 0) {
 			continue
 		}

@@ -82,6 +82,15 @@ type Target struct {
 	Entry string `json:"canary_entry,omitempty"`
 }
 
+// head is the version that takes most requests: the stable one, else the
+// canary (0: none).
+func (t Target) head() int {
+	if t.Stable != 0 {
+		return t.Stable
+	}
+	return t.Canary
+}
+
 // MaxCanaryEntry bounds a canary's chain entry (its JSON), which travels
 // inside the deployment record (statesync records are at most 64 KiB).
 const MaxCanaryEntry = 16 << 10

@@ -79,6 +79,10 @@ type Config struct {
 	DataDir, CacheDir string
 	// Tweak may change the Manager's options before New.
 	Tweak func(*rollout.Options)
+	// NoWait opens the edge right after Manager.Start, without waiting for
+	// the plugins known at start (Manager.WaitReady), as a PoP must not:
+	// for tests of what a request sees meanwhile.
+	NoWait bool
 }
 
 // Start starts a PoP. Everything stops at the end of the test, or at Stop.
@@ -133,6 +137,16 @@ func Start(t testing.TB, engine plugins.Engine, c Config) *PoP {
 		t.Fatal(err)
 	}
 	p.stops = append(p.stops, func() { mg.Close() })
+	if !c.NoWait {
+		// As a PoP does before it opens its listeners. Generous: compiling
+		// under -race on a loaded machine is slow.
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err := mg.WaitReady(wctx)
+		cancel()
+		if err != nil {
+			t.Logf("PoP %s: %v", c.ID, err)
+		}
+	}
 	admin := httptest.NewServer(mg.Handler())
 	p.stops = append(p.stops, admin.Close)
 	origin := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
