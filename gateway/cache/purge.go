@@ -182,7 +182,9 @@ func (c *Cache) Purge(ctx context.Context, sel Selector) (int, error) {
 		mode = "soft"
 	}
 	c.metrics.purged.WithLabelValues(sel.Site, mode).Add(float64(n))
-	c.log.Info("cache: purged", "site", sel.Site, "kind", sel.Kind.String(), "value", sel.Value, "soft", sel.Soft, "objects", n)
+	// Debug: the PoP logs each purge once at INFO with its id and origin
+	// ("purge requested", "replicated purge applied"), objects included.
+	c.log.Debug("cache: purged", "site", sel.Site, "kind", sel.Kind.String(), "value", sel.Value, "soft", sel.Soft, "objects", n)
 	return n, nil
 }
 

@@ -255,6 +255,16 @@ func (mg *Manager) logs(w http.ResponseWriter, r *http.Request, site string, _ p
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("pop=%q: want a PoP id from the config, or \"local\" for the PoP answering", pop))
 		return
 	}
+	if pop != "" && pop != "local" && pop != mg.opts.PoPID && mg.opts.PoPs != nil {
+		// A PoP no configuration names: say so now, rather than wait for
+		// an answer that cannot come and call the PoP silent.
+		known := append(mg.opts.PoPs(), mg.peers.known(time.Now())...)
+		if !slices.Contains(known, pop) {
+			slices.Sort(known)
+			writeError(w, http.StatusNotFound, fmt.Sprintf("pop=%q: no such PoP; the PoPs are %s", pop, strings.Join(slices.Compact(known), ", ")))
+			return
+		}
+	}
 	if pop == "local" || pop == mg.opts.PoPID {
 		lines := mg.localLogs(site, only, limit)
 		writeJSON(w, http.StatusOK, LogsAnswer{Site: site, PoP: mg.opts.PoPID, Lines: lines, Answered: []string{mg.opts.PoPID}})

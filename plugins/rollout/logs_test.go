@@ -264,3 +264,18 @@ func TestLogQueryBadInput(t *testing.T) {
 		t.Fatalf("logs with a garbage answer on NATS: %d %q, answered %v, not answered %v", code, msg, a.Answered, a.NotAnswered)
 	}
 }
+
+// TestLogsOfAnUnknownPoP: asking for the logs of a PoP that neither the
+// configuration nor the log subjects know answers at once with the PoPs
+// there are, rather than waiting and calling it silent.
+func TestLogsOfAnUnknownPoP(t *testing.T) {
+	srv := ntestutil.StartNATS(t)
+	ams := rollouttest.StartPoP(t, srv, engine, "ams", func(o *rollout.Options) {
+		o.PoPs = func() []string { return []string{"ams", "lon"} }
+		o.LogsWait = time.Minute // a wait would show as the test's time, not its result
+	})
+	code, _, msg := getLogs(t, ams, shop, "pop=nosuch")
+	if code != http.StatusNotFound || !strings.Contains(msg, `pop="nosuch": no such PoP; the PoPs are ams, lon`) {
+		t.Fatalf("pop=nosuch: %d %q", code, msg)
+	}
+}
