@@ -31,6 +31,12 @@ dns:
       names: [www]
 `
 
+// withSiteTLS gives base's site a tls section (dev_ca), which a PoP with
+// an https listener needs.
+func withSiteTLS(text string) string {
+	return strings.Replace(text, "      - url: http://127.0.0.1:8081\n", "      - url: http://127.0.0.1:8081\n    tls:\n      dev_ca: true\n", 1)
+}
+
 func TestBaseIsValid(t *testing.T) {
 	cfg, err := config.Parse("base.yaml", []byte(base))
 	if err != nil {

@@ -118,3 +118,18 @@ func TestOriginIsOwnPoPRefused(t *testing.T) {
 		t.Errorf("an origin on another port: %v", err)
 	}
 }
+
+// TestHTTPSWithoutATLSSiteRefused: a PoP that listens for HTTPS while no
+// site has a certificate would fail every handshake: refused, naming the
+// listener and the two fixes; with a site's tls it is accepted.
+func TestHTTPSWithoutATLSSiteRefused(t *testing.T) {
+	text := strings.Replace(base, "    admin: 127.0.0.13:9090\n", "    admin: 127.0.0.13:9090\n    https: 127.0.0.13:8443\n", 1)
+	_, err := config.Parse("https.yaml", []byte(text))
+	if err == nil || !strings.Contains(err.Error(), "https.yaml:9: pops[0].https: 127.0.0.13:8443 listens for HTTPS but no site has a tls section") ||
+		!strings.Contains(err.Error(), "give a site tls, or remove https") {
+		t.Fatalf("https without a TLS site: %v", err)
+	}
+	if _, err := config.Parse("ok.yaml", []byte(withSiteTLS(text))); err != nil {
+		t.Fatalf("https with a dev_ca site: %v", err)
+	}
+}

@@ -88,7 +88,11 @@ func TestProxyProtocolErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			checkErrors(t, "bad.yaml", withProxyProtocol(c.section), c.want)
+			text := withProxyProtocol(c.section)
+			if strings.Contains(c.section, "https:") {
+				text = withSiteTLS(text)
+			}
+			checkErrors(t, "bad.yaml", text, c.want)
 		})
 	}
 }

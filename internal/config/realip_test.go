@@ -53,7 +53,7 @@ func TestRealIPSetting(t *testing.T) {
 	if cfg.PoPs[0].ProxyProtocol == nil || cfg.PoPs[0].RealIP == nil {
 		t.Errorf("both sections: %+v %+v", cfg.PoPs[0].ProxyProtocol, cfg.PoPs[0].RealIP)
 	}
-	if _, err := config.Parse("h3.yaml", []byte(withRealIP("    https: 127.0.0.13:8443\n    http3: true\n    real_ip:\n      trusted: [10.0.0.0/8]\n"))); err != nil {
+	if _, err := config.Parse("h3.yaml", []byte(withSiteTLS(withRealIP("    https: 127.0.0.13:8443\n    http3: true\n    real_ip:\n      trusted: [10.0.0.0/8]\n")))); err != nil {
 		t.Errorf("real_ip with http3 (an HTTP header, on every protocol): %v", err)
 	}
 }

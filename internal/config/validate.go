@@ -423,6 +423,17 @@ func (v *validation) sites(sites []Site) {
 
 func (v *validation) tls(c *Config) {
 	v.oneOf("tls.unknown_sni", c.TLS.UnknownSNI, "reject", "default")
+	anyTLS := false
+	for _, s := range c.Sites {
+		anyTLS = anyTLS || s.TLS != nil
+	}
+	if !anyTLS {
+		for i, p := range c.PoPs {
+			if p.HTTPS != "" {
+				v.add(fmt.Sprintf("pops[%d].https", i), "%s listens for HTTPS but no site has a tls section (cert_file and key_file, acme or dev_ca), so every handshake would fail; give a site tls, or remove https", p.HTTPS)
+			}
+		}
+	}
 	if c.TLS.UnknownSNI == "default" {
 		def := false
 		for _, s := range c.Sites {
