@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/meridian-edge/meridian/gateway"
+	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
 )
 
 // TestClientCacheControlIgnoredByDefault: as in nginx's proxy_cache and
@@ -17,7 +18,8 @@ import (
 // stored copy is served whatever the client asks (a loop of no-cache
 // requests cannot reach the origin), except only-if-cached, which is kept
 // (a miss answers 504 without asking the origin). A site that honours them
-// revalidates. On the fast path and through net/http alike.
+// revalidates. On the fast path and through net/http alike: with the fast
+// path, such hits stay on it.
 func TestClientCacheControlIgnoredByDefault(t *testing.T) {
 	for _, noFast := range []bool{false, true} {
 		for _, honor := range []bool{false, true} {
@@ -48,6 +50,10 @@ func TestClientCacheControlIgnoredByDefault(t *testing.T) {
 					return resp
 				}
 				get("/a", "")
+				served := func() float64 {
+					return mtestutil.MetricSum(t, p.Registry(), "meridian_cache_fast_requests_total", map[string]string{"outcome": "served"})
+				}
+				servedBefore := served()
 				for _, field := range []string{"Cache-Control: no-cache", "Pragma: no-cache", "Cache-Control: max-age=0", "Cache-Control: no-store"} {
 					before := fetches.Load()
 					resp := get("/a", field)
@@ -59,6 +65,13 @@ func TestClientCacheControlIgnoredByDefault(t *testing.T) {
 					if honor && asked != 1 && field != "Cache-Control: no-store" { // no-store may be served a stored copy
 						t.Errorf("%s on a site that honours them: the origin was asked %d times, want 1", field, asked)
 					}
+				}
+				// A browser's reload (max-age=0) is a plain hit: on the fast
+				// path when the site ignores client directives.
+				if n := served() - servedBefore; !noFast && !honor && n != 4 {
+					t.Errorf("the fast path served %v of the 4 hits with client directives, want all", n)
+				} else if (noFast || honor) && n != 0 {
+					t.Errorf("the fast path served %v requests with client directives, want none here", n)
 				}
 				before := fetches.Load()
 				if resp := get("/never-fetched", "Cache-Control: only-if-cached"); resp.StatusCode != http.StatusGatewayTimeout || fetches.Load() != before {

@@ -280,6 +280,7 @@ func (p *PoP) buildRouter(sites []Site) (*router, error) {
 func (p *PoP) siteHandler(s Site) http.Handler {
 	pol := s.Cache
 	pol.SiteID = s.Name
+	pol.IgnoreClientDirectives = !s.HonorClientCacheControl
 	return p.cache.Handler(pol, s.Origin)
 }
 

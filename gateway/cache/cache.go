@@ -243,6 +243,13 @@ type SitePolicy struct {
 	// compressed from every tier at no per-hit cost. Such responses gain
 	// Vary: Accept-Encoding and a weak ETag. no-transform is respected.
 	Compress bool
+	// IgnoreClientDirectives has the fast path drop a client's
+	// Cache-Control and Pragma and serve a fresh hit, as a gateway that
+	// removes them before its cache on net/http does
+	// (gateway.Site.HonorClientCacheControl false, which sets this);
+	// only-if-cached still goes to the server. False: the server applies
+	// them (RFC 9111 5.2.1), so the fast path hands such requests on.
+	IgnoreClientDirectives bool
 }
 
 // Validate reports a site policy the cache cannot apply, naming the field.

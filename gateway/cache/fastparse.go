@@ -45,7 +45,11 @@ type fastHead struct {
 	// other conditionals, Range, Cache-Control, Pragma or Authorization);
 	// other requests are looked up here and answered by the server.
 	simple bool
-	reqID  []byte // the request ID header's value, when asked for
+	// directives: the client sent Cache-Control or Pragma. Whether that
+	// leaves the request simple depends on its site (see
+	// SitePolicy.IgnoreClientDirectives and clientDirectives).
+	directives bool
+	reqID      []byte // the request ID header's value, when asked for
 	// inm and ims are If-None-Match and If-Modified-Since (nil: absent):
 	// the fast path answers the 304s they lead to (a browser revalidating
 	// its copy of an object the PoP holds fresh).
@@ -187,7 +191,9 @@ func fastField(req *fastRequest, line []byte, idHeader string) bool {
 			req.simple = false
 		}
 		req.ims = value
-	case fold(name, "authorization"), fold(name, "cache-control"), fold(name, "pragma"), fold(name, "range"),
+	case fold(name, "cache-control"), fold(name, "pragma"):
+		req.directives = true
+	case fold(name, "authorization"), fold(name, "range"),
 		fold(name, "if-match"), fold(name, "if-unmodified-since"), fold(name, "if-range"):
 		req.simple = false
 	case idHeader != "" && fold(name, idHeader):
@@ -266,4 +272,50 @@ func (req *fastRequest) header() http.Header {
 		h[k] = append(h[k], string(f[1]))
 	}
 	return h
+}
+
+// clientDirectives settles a request whose client sent Cache-Control or
+// Pragma, once its site is known. A site that honours them has the server
+// apply them (the request is not simple). Otherwise they are dropped from
+// the request here, as the gateway drops them before the site's plugins
+// and cache on net/http, so that a browser's reload (Cache-Control:
+// max-age=0) is still a fast hit and plugins see the same request on both
+// paths; only-if-cached, which the gateway keeps, goes to the server.
+func clientDirectives(req *fastRequest, honor bool) {
+	if honor {
+		req.simple = false
+		return
+	}
+	n := 0
+	for _, f := range req.fields[:req.nf] {
+		if fold(f[0], "cache-control") {
+			if onlyIfCached(f[1]) {
+				req.simple = false
+				return
+			}
+			continue
+		}
+		if fold(f[0], "pragma") {
+			continue
+		}
+		req.fields[n] = f
+		n++
+	}
+	req.nf = n
+}
+
+// onlyIfCached reports whether a Cache-Control value lists only-if-cached.
+func onlyIfCached(v []byte) bool {
+	for len(v) > 0 {
+		var d []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			d, v = v[:i], v[i+1:]
+		} else {
+			d, v = v, nil
+		}
+		if fold(bytes.TrimSpace(d), "only-if-cached") {
+			return true
+		}
+	}
+	return false
 }

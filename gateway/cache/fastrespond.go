@@ -27,6 +27,9 @@ import (
 func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (_ *fastFound, served bool, err error) {
 	req := &c.req
 	m := h.c.metrics
+	if req.directives {
+		clientDirectives(req, !h.site.IgnoreClientDirectives)
+	}
 	var call FastCall
 	var id string
 	if hooks != nil {

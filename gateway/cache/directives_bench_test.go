@@ -1,0 +1,79 @@
+package cache_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
+	"github.com/meridian-edge/meridian/internal/testutil"
+)
+
+// BenchmarkHitWithClientDirectives measures a 1 KiB hit for a request that
+// carries a browser reload's Cache-Control: max-age=0, over one keep-alive
+// loopback connection: a site that ignores client directives (the fast
+// path drops the field and serves) against one that honours them (the
+// request goes to the server, which revalidates: a 304 from the origin
+// each time). Process CPU per request, client and origin included.
+//
+//	go test -run '^$' -bench HitWithClientDirectives -cpu 1 -benchtime 50000x ./gateway/cache/
+func BenchmarkHitWithClientDirectives(b *testing.B) {
+	body := strings.Repeat("x", 1024)
+	for _, c := range []struct {
+		name   string
+		ignore bool
+	}{{"ignored", true}, {"honoured", false}} {
+		b.Run(c.name, func(b *testing.B) {
+			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Cache-Control", "public, max-age=3600")
+				w.Header().Set("ETag", `"v"`)
+				if r.Header.Get("If-None-Match") == `"v"` {
+					w.WriteHeader(http.StatusNotModified)
+					return
+				}
+				io.WriteString(w, body)
+			}))
+			defer origin.Close()
+			ca, err := cache.New(cache.Options{L1Bytes: 64 << 20})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ca.Close()
+			h := ca.Handler(cache.SitePolicy{SiteID: "bench", IgnoreClientDirectives: c.ignore}, cachetest.Transport(b, origin.URL, 0))
+			front := httptest.NewUnstartedServer(h)
+			front.Listener = ca.Fast(front.Config, front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
+			front.Start()
+			defer front.Close()
+			conn, err := net.Dial("tcp", front.Listener.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			get := func(req string) {
+				if _, err := io.WriteString(conn, req); err != nil {
+					b.Fatal(err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			get("GET /obj HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+			reload := "GET /obj HTTP/1.1\r\nHost: bench.test\r\nCache-Control: max-age=0\r\n\r\n"
+			b.ResetTimer()
+			cpu := testutil.ProcessCPU()
+			for range b.N {
+				get(reload)
+			}
+			b.ReportMetric(float64((testutil.ProcessCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
