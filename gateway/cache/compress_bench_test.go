@@ -100,24 +100,8 @@ func BenchmarkFastHitCompressed(b *testing.B) {
 				io.WriteString(w, css)
 			}))
 			defer origin.Close()
-			ca, err := cache.New(cache.Options{L1Bytes: 64 << 20})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ca.Close()
-			h := ca.Handler(cache.SitePolicy{SiteID: "bench", Compress: c.compress}, cachetest.Transport(b, origin.URL, 0))
-			front := httptest.NewUnstartedServer(h)
-			fast := ca.Fast(front.Config, front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
-			front.Listener = fast
-			front.Start()
-			defer front.Close()
-			conn, err := net.Dial("tcp", front.Listener.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
+			conn, br := fastFront(b, cache.SitePolicy{SiteID: "bench", Compress: c.compress}, origin.URL)
 			req := []byte("GET /app.css HTTP/1.1\r\nHost: bench.test\r\nAccept-Encoding: " + c.ae + "\r\n\r\n")
-			br := bufio.NewReaderSize(conn, 64<<10)
 			get := func() (encoding string) {
 				if _, err := conn.Write(req); err != nil {
 					b.Fatal(err)
@@ -146,4 +130,27 @@ func BenchmarkFastHitCompressed(b *testing.B) {
 			b.ReportMetric(float64((testutil.ProcessCPU()-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
+}
+
+// fastFront serves site from a new cache (64 MiB of L1) behind the fast
+// path on loopback, filling from originURL, and returns one keep-alive
+// connection to it with its reader; everything stops with b.
+func fastFront(b *testing.B, site cache.SitePolicy, originURL string) (net.Conn, *bufio.Reader) {
+	b.Helper()
+	ca, err := cache.New(cache.Options{L1Bytes: 64 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ca.Close() })
+	h := ca.Handler(site, cachetest.Transport(b, originURL, 0))
+	front := httptest.NewUnstartedServer(h)
+	front.Listener = ca.Fast(front.Config, front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
+	front.Start()
+	b.Cleanup(front.Close)
+	conn, err := net.Dial("tcp", front.Listener.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn, bufio.NewReaderSize(conn, 64<<10)
 }

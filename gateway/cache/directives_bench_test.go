@@ -1,16 +1,13 @@
 package cache_test
 
 import (
-	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
-	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
 	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
@@ -39,22 +36,7 @@ func BenchmarkHitWithClientDirectives(b *testing.B) {
 				io.WriteString(w, body)
 			}))
 			defer origin.Close()
-			ca, err := cache.New(cache.Options{L1Bytes: 64 << 20})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer ca.Close()
-			h := ca.Handler(cache.SitePolicy{SiteID: "bench", IgnoreClientDirectives: c.ignore}, cachetest.Transport(b, origin.URL, 0))
-			front := httptest.NewUnstartedServer(h)
-			front.Listener = ca.Fast(front.Config, front.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
-			front.Start()
-			defer front.Close()
-			conn, err := net.Dial("tcp", front.Listener.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer conn.Close()
-			br := bufio.NewReader(conn)
+			conn, br := fastFront(b, cache.SitePolicy{SiteID: "bench", IgnoreClientDirectives: c.ignore}, origin.URL)
 			get := func(req string) {
 				if _, err := io.WriteString(conn, req); err != nil {
 					b.Fatal(err)
