@@ -321,7 +321,8 @@ func errorKind(err error) string {
 }
 
 // IsTimeout reports whether err came from a connect, header, idle or total
-// timeout.
+// timeout (a deadline on a connection, os.ErrDeadlineExceeded, is a
+// net.Error that says so).
 func IsTimeout(err error) bool {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, http.ErrHandlerTimeout) {
 		return true

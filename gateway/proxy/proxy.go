@@ -24,10 +24,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
-	"os"
 	"strconv"
 	"strings"
 
+	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/gateway/realip"
 )
 
@@ -302,11 +302,6 @@ func RemoveHopByHop(h http.Header) {
 	}
 }
 
-// IsTimeout reports whether err means the origin did not answer in time.
-func IsTimeout(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
+// IsTimeout reports whether err means the origin did not answer in time
+// (origin.IsTimeout: one definition for the pool, the pages and the cache).
+func IsTimeout(err error) bool { return origin.IsTimeout(err) }
