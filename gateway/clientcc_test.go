@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/cache"
 	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
 )
 
@@ -37,7 +38,7 @@ func TestClientCacheControlIgnoredByDefault(t *testing.T) {
 				}))
 				t.Cleanup(o.Close)
 				p := startPoP(t, gateway.Options{NoFastPath: noFast, Sites: []gateway.Site{
-					{Name: "www", Hosts: []string{"www.test"}, Origin: pool(t, "www", o.URL, 0), HonorClientCacheControl: honor},
+					{Name: "www", Hosts: []string{"www.test"}, Origin: pool(t, "www", o.URL, 0), Cache: cache.SitePolicy{IgnoreClientDirectives: !honor}},
 				}})
 				get := func(path, field string) *http.Response {
 					t.Helper()

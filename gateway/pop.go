@@ -280,7 +280,6 @@ func (p *PoP) buildRouter(sites []Site) (*router, error) {
 func (p *PoP) siteHandler(s Site) http.Handler {
 	pol := s.Cache
 	pol.SiteID = s.Name
-	pol.IgnoreClientDirectives = !s.HonorClientCacheControl
 	return p.cache.Handler(pol, s.Origin)
 }
 
@@ -353,14 +352,14 @@ func (p *PoP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !routed {
 		r = r.WithContext(context.WithValue(r.Context(), siteKey{}, s))
 	}
-	if !s.HonorClientCacheControl {
+	if s.Cache.IgnoreClientDirectives {
 		r = withoutClientDirectives(r)
 	}
 	s.handler.ServeHTTP(w, r)
 }
 
 // withoutClientDirectives returns r without its Cache-Control and Pragma
-// fields (Site.HonorClientCacheControl false), keeping only-if-cached,
+// fields (SitePolicy.IgnoreClientDirectives), keeping only-if-cached,
 // which asks for less of the origin, never more. r itself is not changed:
 // a request with neither field comes back as it is, others as a shallow
 // copy with a new header map.
@@ -451,21 +450,12 @@ func (p *PoP) stamp(h http.Header, r *http.Request, _ int) {
 // hasVia reports whether a Via entry names the hop name ("1.1 name").
 func hasVia(vs []string, name string) bool {
 	for _, v := range vs {
-		for v != "" {
-			var e string
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				e, v = v[:i], v[i+1:]
-			} else {
-				e, v = v, ""
-			}
+		for e := range strings.SplitSeq(v, ",") {
 			e = strings.TrimSpace(e)
-			if i := strings.IndexByte(e, ' '); i >= 0 {
-				e = e[i+1:] // the protocol before the name
+			if _, after, ok := strings.Cut(e, " "); ok {
+				e = after // the protocol before the name
 			}
-			if i := strings.IndexByte(e, ' '); i >= 0 {
-				e = e[:i] // a comment after it
-			}
-			if e == name {
+			if e, _, _ = strings.Cut(e, " "); e == name { // a comment after it
 				return true
 			}
 		}

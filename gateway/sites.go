@@ -22,14 +22,12 @@ type Site struct {
 	// Origin sends the site's misses to its origin servers.
 	Origin *origin.Pool
 	// Cache holds the site's cache options (cache keys, object size limits).
+	// With Cache.IgnoreClientDirectives, the PoP removes the client's
+	// Cache-Control and Pragma before the site's plugins and cache, on
+	// every path (only-if-cached kept), as CDNs and nginx's proxy_cache
+	// do: a client cannot make the cache revalidate or refetch, and a
+	// plugin may still set directives.
 	Cache cache.SitePolicy
-	// HonorClientCacheControl lets the client's Cache-Control and Pragma
-	// request fields reach the site's plugins and cache (RFC 9111 5.2.1).
-	// False, as in CDNs and nginx's proxy_cache: they are removed first,
-	// except only-if-cached, so a client cannot make the cache revalidate
-	// or refetch (Cache-Control: no-cache in a loop would reach the
-	// origin on every request); a plugin may still set directives.
-	HonorClientCacheControl bool
 }
 
 // router finds a request's site by Host. It is immutable once built; a

@@ -203,18 +203,9 @@ func CacheResult(entry string) string {
 		return CacheNone
 	}
 	param := func(name string) (string, bool) {
-		for rest := entry; rest != ""; {
-			var part string
-			if i := strings.IndexByte(rest, ';'); i >= 0 {
-				part, rest = rest[:i], rest[i+1:]
-			} else {
-				part, rest = rest, ""
-			}
-			part = strings.TrimSpace(part)
-			if part == name {
-				return "", true
-			}
-			if v, ok := strings.CutPrefix(part, name+"="); ok {
+		for part := range strings.SplitSeq(entry, ";") {
+			k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if k == name {
 				return v, true
 			}
 		}

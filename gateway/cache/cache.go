@@ -244,11 +244,11 @@ type SitePolicy struct {
 	// Vary: Accept-Encoding and a weak ETag. no-transform is respected.
 	Compress bool
 	// IgnoreClientDirectives has the fast path drop a client's
-	// Cache-Control and Pragma and serve a fresh hit, as a gateway that
-	// removes them before its cache on net/http does
-	// (gateway.Site.HonorClientCacheControl false, which sets this);
-	// only-if-cached still goes to the server. False: the server applies
-	// them (RFC 9111 5.2.1), so the fast path hands such requests on.
+	// Cache-Control and Pragma and serve a fresh hit, as the gateway
+	// removes them before the site's plugins and cache on net/http
+	// (gateway.PoP reads this field too); only-if-cached still goes to the
+	// server. False: the server applies them (RFC 9111 5.2.1), so the
+	// fast path hands such requests on.
 	IgnoreClientDirectives bool
 }
 

@@ -306,13 +306,7 @@ func clientDirectives(req *fastRequest, honor bool) {
 
 // onlyIfCached reports whether a Cache-Control value lists only-if-cached.
 func onlyIfCached(v []byte) bool {
-	for len(v) > 0 {
-		var d []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			d, v = v[:i], v[i+1:]
-		} else {
-			d, v = v, nil
-		}
+	for d := range bytes.SplitSeq(v, []byte(",")) {
 		if fold(bytes.TrimSpace(d), "only-if-cached") {
 			return true
 		}

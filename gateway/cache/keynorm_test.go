@@ -1,43 +1,25 @@
 package cache_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 // rawGet sends one request head exactly as written (target and Host as
-// given, which net/http's client would rewrite or refuse) on a new
-// connection to addr, and reads the reply.
+// given, which net/http's client would rewrite or refuse) and reads the
+// reply.
 func rawGet(t *testing.T, addr, target, host string) reply {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target, host); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("GET %s (Host %s): %v", target, host, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s (Host %s): body: %v", target, host, err)
-	}
+	resp := testutil.Exchange(t, addr, fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target, host))[0]
+	b, _ := io.ReadAll(resp.Body) // a reader over bytes Exchange read whole
 	return reply{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 

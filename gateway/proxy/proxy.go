@@ -263,16 +263,8 @@ func (p *Proxy) AddCDNLoop(h http.Header) {
 func LoopCount(h http.Header, token string) int {
 	n := 0
 	for _, v := range h[CDNLoopHeader] {
-		for v != "" {
-			var e string
-			if i := strings.IndexByte(v, ','); i >= 0 {
-				e, v = v[:i], v[i+1:]
-			} else {
-				e, v = v, ""
-			}
-			if i := strings.IndexByte(e, ';'); i >= 0 { // parameters
-				e = e[:i]
-			}
+		for e := range strings.SplitSeq(v, ",") {
+			e, _, _ = strings.Cut(e, ";") // parameters
 			if strings.EqualFold(strings.TrimSpace(e), token) {
 				n++
 			}

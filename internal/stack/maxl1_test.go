@@ -1,9 +1,7 @@
 package stack_test
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -61,17 +59,7 @@ func TestLargeResponsesBypassOnlyTheMemoryTier(t *testing.T) {
 	if got := cfg.Sites[0].Cache.MaxL1Object; got != 4<<20 {
 		t.Fatalf("the dev site's max_l1_object is %v; this test expects the 4 MiB default", got)
 	}
-	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := st.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	}()
+	st := runStack(t, cfg, stack.Roles{AllPoPs: true}, nil)
 	const pop = "ap-northeast-1"
 	for _, tc := range []struct {
 		size int

@@ -1,14 +1,11 @@
 package stack_test
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/meridian-edge/meridian/internal/demoorigin"
 	"github.com/meridian-edge/meridian/internal/stack"
@@ -26,15 +23,7 @@ func TestMetricsEndpointsNameTheBuildAndThePoP(t *testing.T) {
 	t.Cleanup(origin.Close)
 	cfg := devConfig(t, origin.URL)
 	cfg.DNS.Metrics = testutil.FreeAddr(t, "127.0.0.1")
-	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = st.Shutdown(ctx)
-	})
+	st := runStack(t, cfg, stack.Roles{AllPoPs: true, DNS: true}, nil)
 	resp, err := http.Get("http://" + cfg.DNS.Metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -58,8 +58,9 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 			return nil, err
 		}
 		sites = append(sites, gateway.Site{
-			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool, HonorClientCacheControl: sc.Cache.ClientCacheControl == "honor",
-			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress},
+			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
+			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress,
+				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor"},
 		})
 	}
 	return sites, nil

@@ -23,19 +23,22 @@ import (
 	"github.com/pires/go-proxyproto"
 )
 
-// TestProxyProtocolFromConfig: a PoP configured with proxy_protocol, as ops
-// write it, takes the client's address from a trusted balancer's header
-// (the origin's X-Forwarded-For shows it), refuses a header from anyone
-// else and counts it on its /metrics, and follows a reload that changes
-// the trusted balancers, without a restart.
-func TestProxyProtocolFromConfig(t *testing.T) {
-	xff := make(chan string, 4)
+// xffOrigin is an origin that answers "hello" and sends the
+// X-Forwarded-For of each request it gets on xff (buffered n).
+func xffOrigin(t *testing.T, n int) (url string, xff chan string) {
+	xff = make(chan string, n)
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		xff <- r.Header.Get("X-Forwarded-For")
 		io.WriteString(w, "hello")
 	}))
-	defer origin.Close()
-	text := fmt.Sprintf(`data_dir: %s
+	t.Cleanup(origin.Close)
+	return origin.URL, xff
+}
+
+// edgeConfig is a one-PoP configuration (edge-1 on loopback, site www at
+// originURL) with popExtra appended to the PoP's section.
+func edgeConfig(t *testing.T, originURL, popExtra string) string {
+	return fmt.Sprintf(`data_dir: %s
 nats:
   embedded:
     listen: 127.0.0.1:0
@@ -45,28 +48,27 @@ pops:
     http: 127.0.0.1:0
     admin: 127.0.0.1:0
     addresses: [127.0.0.1]
-    proxy_protocol:
-      trusted: [127.0.0.2]
-      required: true
-sites:
+%ssites:
   - name: www
     hosts: [www.example.test]
     origins:
       - url: %s
-`, t.TempDir(), origin.URL)
+`, t.TempDir(), popExtra, originURL)
+}
+
+// TestProxyProtocolFromConfig: a PoP configured with proxy_protocol, as ops
+// write it, takes the client's address from a trusted balancer's header
+// (the origin's X-Forwarded-For shows it), refuses a header from anyone
+// else and counts it on its /metrics, and follows a reload that changes
+// the trusted balancers, without a restart.
+func TestProxyProtocolFromConfig(t *testing.T) {
+	origin, xff := xffOrigin(t, 4)
+	text := edgeConfig(t, origin, "    proxy_protocol:\n      trusted: [127.0.0.2]\n      required: true\n")
 	cfg, err := config.Parse("pop.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := stack.Start(context.Background(), cfg, stack.Roles{PoPs: []string{"edge-1"}}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st.Shutdown(ctx)
-	}()
+	st := runStack(t, cfg, stack.Roles{PoPs: []string{"edge-1"}}, nil)
 	pop := st.PoP("edge-1")
 
 	request := func(from net.IP, client string) (*http.Response, error) {
@@ -137,42 +139,14 @@ sites:
 // client, the origin still gets the whole chain), then turns the PROXY
 // protocol on for a PoP started without it; neither needs a restart.
 func TestRealIPFromConfig(t *testing.T) {
-	xff := make(chan string, 8)
-	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		xff <- r.Header.Get("X-Forwarded-For")
-		io.WriteString(w, "hello")
-	}))
-	defer origin.Close()
-	text := fmt.Sprintf(`data_dir: %s
-nats:
-  embedded:
-    listen: 127.0.0.1:0
-pops:
-  - id: edge-1
-    region: us-east-1
-    http: 127.0.0.1:0
-    admin: 127.0.0.1:0
-    addresses: [127.0.0.1]
-sites:
-  - name: www
-    hosts: [www.example.test]
-    origins:
-      - url: %s
-`, t.TempDir(), origin.URL)
+	origin, xff := xffOrigin(t, 8)
+	text := edgeConfig(t, origin, "")
 	cfg, err := config.Parse("pop.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &mtestutil.SyncBuffer{}
-	st, err := stack.Start(context.Background(), cfg, stack.Roles{PoPs: []string{"edge-1"}}, slog.New(slog.NewJSONHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st.Shutdown(ctx)
-	}()
+	st := runStack(t, cfg, stack.Roles{PoPs: []string{"edge-1"}}, slog.New(slog.NewJSONHandler(logs, nil)))
 	pop := st.PoP("edge-1")
 	reload := func(section string) {
 		t.Helper()
@@ -260,15 +234,7 @@ func TestRateLimitPerClientBehindL7Proxy(t *testing.T) {
 			cfg.PoPs[i].RealIP = &config.RealIP{Trusted: []string{"127.0.0.2"}, Header: "X-Forwarded-For"}
 		}
 	}
-	st, err := stack.Start(context.Background(), cfg, stack.Roles{AllPoPs: true}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st.Shutdown(ctx)
-	}()
+	st := runStack(t, cfg, stack.Roles{AllPoPs: true}, nil)
 	pushPlugin(t, st, pop, "ratelimit", url.Values{"config": {"limit=3"}}, wasm["ratelimit"])
 	addr := st.PoP(pop).HTTPAddr()
 	client := func(from net.IP) *http.Client {

@@ -84,7 +84,17 @@ func startDev(t *testing.T) *stack.Stack {
 	t.Helper()
 	origin := httptest.NewServer(demoorigin.New())
 	t.Cleanup(origin.Close)
-	st, err := stack.Start(context.Background(), devConfig(t, origin.URL), stack.Roles{AllPoPs: true, DNS: true}, slog.New(slog.DiscardHandler))
+	return runStack(t, devConfig(t, origin.URL), stack.Roles{AllPoPs: true, DNS: true}, nil)
+}
+
+// runStack starts cfg's roles (logging to log; nil discards) and shuts the
+// stack down when the test ends, failing it if the shutdown does.
+func runStack(t *testing.T, cfg *config.Config, roles stack.Roles, log *slog.Logger) *stack.Stack {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st, err := stack.Start(context.Background(), cfg, roles, log)
 	if err != nil {
 		t.Fatal(err)
 	}
