@@ -78,10 +78,10 @@ func compressCandidate(resp *http.Response) bool {
 	if resp.ContentLength >= 0 && resp.ContentLength < MinCompressSize {
 		return false
 	}
-	if d, _ := policy.ResponseDirectives(h); d.Has("no-transform") {
-		return false
-	}
-	if policy.ParseDirectives(h.Values("Cache-Control")).Has("no-transform") {
+	// no-transform in either the targeted field or Cache-Control: it is
+	// about the representation, which both speak for.
+	d, src := policy.ResponseDirectives(h)
+	if d.Has("no-transform") || (src != "Cache-Control" && policy.ParseDirectives(h.Values("Cache-Control")).Has("no-transform")) {
 		return false
 	}
 	return compressibleType(h.Get("Content-Type"))

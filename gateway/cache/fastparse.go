@@ -42,8 +42,9 @@ type fastHead struct {
 	close bool
 	// simple: nothing in the request but If-None-Match and
 	// If-Modified-Since changes how a fresh stored response is served (no
-	// other conditionals, Range, Cache-Control, Pragma or Authorization);
-	// other requests are looked up here and answered by the server.
+	// other conditionals, Range or Authorization; Cache-Control and Pragma
+	// are settled per site, see directives); other requests are looked up
+	// here and answered by the server.
 	simple bool
 	// directives: the client sent Cache-Control or Pragma. Whether that
 	// leaves the request simple depends on its site (see
