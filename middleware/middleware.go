@@ -100,6 +100,9 @@ type requestState struct {
 	id        string
 	generated atomic.Pointer[string]
 	bodyError atomic.Pointer[string]
+	// origin is the last origin attempt made to answer the request
+	// (MarkOrigin); nil while none was.
+	origin atomic.Pointer[OriginFetch]
 	// cacheStatus is the response's last Cache-Status entry (ours), set
 	// by Observe before it calls the observers, on the request's own
 	// goroutine: no other goroutine reads it.
@@ -164,6 +167,81 @@ func BodyError(ctx context.Context) string {
 		}
 	}
 	return ""
+}
+
+// OriginFetch is what the access log says of the origin exchange made to
+// answer a request, as nginx's $upstream_addr, $upstream_status and
+// $upstream_response_time do: the last attempt's server, its answer or why
+// it failed, and how long it took; the origin pool records it
+// (MarkOrigin) and the log reads it (Origin). A request that did not
+// contact the origin (a hit, the PoP's own answer, a request that waited
+// for another one's fetch) has none.
+type OriginFetch struct {
+	// Server is the origin server the last attempt went to, as the site's
+	// configuration names it (host or host:port).
+	Server string
+	// Status is the status of the response header the origin sent; 0 when
+	// the attempt failed (Error says why). It may differ from the status
+	// the client got: a 304 that revalidated a stored 200, a 503 that
+	// stale-if-error answered from a stored copy.
+	Status int
+	// Error is why the last attempt failed, in the words of the error
+	// pages' Cache-Status detail ("origin-unreachable", "origin-timeout",
+	// "origin-tls", "origin-error"); "" when the origin answered.
+	Error string
+	// Time is from sending the request (connecting included, as nginx
+	// counts it) until the response header arrived, or the attempt failed.
+	Time time.Duration
+	// Attempts is how many origin attempts answering the request made:
+	// more than 1 when a failed server's request went to another one.
+	Attempts int
+}
+
+// MarkOrigin records an origin attempt made to answer ctx's request: the
+// last one stands, and o.Attempts is set to how many were recorded (safe
+// from any goroutine, as the other marks are). Only
+// exchanges the client's answer depends on belong here: a fetch the client
+// does not wait for (a stale-while-revalidate refresh) runs under Detach.
+// It reports whether ctx came through RequestID or Observe (outside them
+// there is nothing to record in).
+func MarkOrigin(ctx context.Context, o OriginFetch) bool {
+	st, ok := ctx.Value(requestIDKey).(*requestState)
+	if !ok {
+		return false
+	}
+	for {
+		prev := st.origin.Load()
+		o.Attempts = 1
+		if prev != nil {
+			o.Attempts = prev.Attempts + 1
+		}
+		if st.origin.CompareAndSwap(prev, &o) {
+			return true
+		}
+	}
+}
+
+// Origin returns the last origin attempt MarkOrigin recorded for ctx's
+// request, or the zero OriginFetch (Attempts 0) when it contacted none.
+func Origin(ctx context.Context) OriginFetch {
+	if st, ok := ctx.Value(requestIDKey).(*requestState); ok {
+		if o := st.origin.Load(); o != nil {
+			return *o
+		}
+	}
+	return OriginFetch{}
+}
+
+// Detach returns ctx for work done on its request's behalf whose outcome
+// is not the request's answer (a stale-while-revalidate refresh that
+// outlives it): the request's ID stays (GetRequestID, for logs), its
+// record does not, so MarkOrigin, MarkGenerated and MarkBodyError under
+// the returned context leave the request's access log line alone.
+func Detach(ctx context.Context) context.Context {
+	if _, ok := ctx.Value(requestIDKey).(*requestState); !ok {
+		return ctx
+	}
+	return WithRequestID(ctx, GetRequestID(ctx))
 }
 
 // CacheStatus returns the last Cache-Status entry (the PoP's own) of the
@@ -453,6 +531,7 @@ func AccessLog(log *slog.Logger) Observer {
 			URI: r.RequestURI, Proto: r.Proto, Status: status, Bytes: bytes, Elapsed: elapsed,
 			BodyError: BodyError(ctx), Cache: CacheResult(CacheStatus(ctx)),
 			UserAgent: r.Header.Get("User-Agent"), Referer: r.Header.Get("Referer"),
+			Origin: Origin(ctx),
 		})
 	}
 }
@@ -478,6 +557,10 @@ type Access struct {
 	// handler quotes and escapes them; LogAccess cuts them at
 	// MaxLoggedField bytes).
 	UserAgent, Referer string
+	// Origin is the origin exchange made to answer the request (see
+	// OriginFetch; Attempts 0: none). Callers fill it (AccessLog from the
+	// request's context, Origin).
+	Origin OriginFetch
 }
 
 // MaxLoggedField bounds the request fields an access log line copies
@@ -495,9 +578,13 @@ func clip(s string) string {
 // LogAccess writes a's access log line, as AccessLog does, for a server that
 // has no http.Request for it (the cache's fast path): request_id remote
 // method host uri proto status bytes elapsed site cache ua referer. A
-// response whose body was cut (a.BodyError) carries body_error=<why> last;
-// a whole one has no such field, so `grep body_error` finds exactly the
-// cut ones.
+// request that contacted the origin (a.Origin) then has origin (the
+// server), origin_status or, when the attempt failed, origin_error (the
+// error page's detail), origin_time, and origin_attempts when it took
+// more than one attempt; one that did not has none of them, so `grep
+// origin_time` finds exactly the origin fetches. A response whose body was
+// cut (a.BodyError) carries body_error=<why> last; a whole one has no such
+// field, so `grep body_error` finds exactly the cut ones.
 func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
 	if a.Cache == "" {
 		a.Cache = CacheNone
@@ -516,9 +603,24 @@ func LogAccess(ctx context.Context, log *slog.Logger, a Access) {
 		slog.String("cache", a.Cache),
 		slog.String("ua", clip(a.UserAgent)),
 		slog.String("referer", clip(a.Referer)),
-		{},
+		{}, {}, {}, {}, // origin, origin_status or origin_error, origin_time, origin_attempts
+		{}, // body_error
 	}
-	n := len(attrs) - 1
+	n := len(attrs) - 5
+	if o := &a.Origin; o.Attempts > 0 {
+		attrs[n] = slog.String("origin", o.Server)
+		if o.Error != "" {
+			attrs[n+1] = slog.String("origin_error", o.Error)
+		} else {
+			attrs[n+1] = slog.Int("origin_status", o.Status)
+		}
+		attrs[n+2] = slog.Duration("origin_time", o.Time)
+		n += 3
+		if o.Attempts > 1 {
+			attrs[n] = slog.Int("origin_attempts", o.Attempts)
+			n++
+		}
+	}
 	if a.BodyError != "" {
 		attrs[n] = slog.String("body_error", a.BodyError)
 		n++

@@ -355,6 +355,81 @@ func TestBodyErrorMarks(t *testing.T) {
 	}
 }
 
+// TestOriginMarks: the last origin attempt recorded stands and the
+// attempts are counted; a detached context keeps the request's ID but
+// records nothing into the request's state.
+func TestOriginMarks(t *testing.T) {
+	var got, afterDetach middleware.OriginFetch
+	var detachedID string
+	var detachedMarked bool
+	h := middleware.RequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx := r.Context()
+		if middleware.Origin(ctx).Attempts != 0 {
+			t.Error("Origin before any attempt is not the zero OriginFetch")
+		}
+		middleware.MarkOrigin(ctx, middleware.OriginFetch{Server: "a:80", Error: "origin-unreachable", Time: time.Millisecond})
+		if !middleware.MarkOrigin(ctx, middleware.OriginFetch{Server: "b:80", Status: 200, Time: 2 * time.Millisecond}) {
+			t.Error("MarkOrigin under RequestID reported nothing to record in")
+		}
+		got = middleware.Origin(ctx)
+		d := middleware.Detach(ctx)
+		detachedID = middleware.GetRequestID(d)
+		detachedMarked = middleware.MarkOrigin(d, middleware.OriginFetch{Server: "c:80", Status: 304})
+		afterDetach = middleware.Origin(ctx)
+	}))
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set(middleware.RequestIDHeader, "trace-1")
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	want := middleware.OriginFetch{Server: "b:80", Status: 200, Time: 2 * time.Millisecond, Attempts: 2}
+	if got != want {
+		t.Fatalf("Origin = %+v, want the last attempt of two %+v", got, want)
+	}
+	if detachedID != "trace-1" || detachedMarked || afterDetach != want {
+		t.Fatalf("detached: id %q (want trace-1), MarkOrigin recorded %v (want false), the request's record %+v (want unchanged)", detachedID, detachedMarked, afterDetach)
+	}
+	if middleware.MarkOrigin(context.Background(), middleware.OriginFetch{Server: "x"}) || middleware.Origin(context.Background()).Attempts != 0 {
+		t.Fatal("a context outside RequestID took a record")
+	}
+}
+
+// TestLogAccessOriginFields: origin, origin_status or origin_error,
+// origin_time and (only past one attempt) origin_attempts follow the
+// request fields; body_error stays last; a line without an origin
+// exchange has none of them.
+func TestLogAccessOriginFields(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	base := middleware.Access{RequestID: "r", Method: "GET", Host: "h", URI: "/", Proto: "HTTP/1.1", Status: 200, Site: "a", Cache: middleware.CacheRevalid}
+	for _, c := range []struct {
+		name string
+		o    middleware.OriginFetch
+		body string
+		want string
+	}{
+		{"none", middleware.OriginFetch{}, "", `referer=""` + "\n"},
+		{"answered", middleware.OriginFetch{Server: "o:80", Status: 304, Time: 3 * time.Millisecond, Attempts: 1},
+			"", `referer="" origin=o:80 origin_status=304 origin_time=3ms` + "\n"},
+		{"failed after a retry, body cut", middleware.OriginFetch{Server: "o:81", Error: "origin-timeout", Time: time.Second, Attempts: 2},
+			"origin-timeout", `referer="" origin=o:81 origin_error=origin-timeout origin_time=1s origin_attempts=2 body_error=origin-timeout` + "\n"},
+	} {
+		buf.Reset()
+		a := base
+		a.Origin, a.BodyError = c.o, c.body
+		middleware.LogAccess(context.Background(), log, a)
+		if !strings.HasSuffix(buf.String(), c.want) {
+			t.Errorf("%s: line\n%s\nwant it to end with %s", c.name, buf.String(), c.want)
+		}
+		if c.o.Attempts == 0 && strings.Contains(buf.String(), "origin") {
+			t.Errorf("%s: a line without an origin exchange has origin fields:\n%s", c.name, buf.String())
+		}
+	}
+}
+
 // TestPanicAfterHeaderCutsTheBody: a handler that panics after sending its
 // header and part of the body leaves the client a cut response (not the
 // part followed by a 500 page that looks whole), an access log line with

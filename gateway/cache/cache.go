@@ -26,6 +26,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache/failurelog"
 	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
+	"github.com/meridian-edge/meridian/middleware"
 )
 
 // Options configures a Cache. The zero value of every field has a default.
@@ -194,6 +195,16 @@ func (c *Cache) goBackground(fn func(ctx context.Context)) bool {
 		fn(c.ctx)
 	}()
 	return true
+}
+
+// backgroundContext is the context of an origin fetch the cache makes for
+// a request that does not wait for it (revalidateInBackground): the
+// request's values, its ID included, without its cancellation (the fetch
+// outlives the request) nor its record (middleware.Detach), so the fetch
+// is not logged as the client's origin exchange (origin, origin_time),
+// and cannot write to that record while the client's line is logged.
+func backgroundContext(ctx context.Context) context.Context {
+	return context.WithoutCancel(middleware.Detach(ctx))
 }
 
 // SitePolicy holds one site's cache options.

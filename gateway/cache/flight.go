@@ -54,6 +54,15 @@ func (g *group) isPass(key string, now time.Time) bool {
 // registered at join time, under the group lock, so that once the flight is
 // released (removed from the map) its set of readers is final and the fill
 // can free body bytes every reader has consumed.
+//
+// Only the leader's request goes to the origin (run, with its context), so
+// only its access log line has the origin fields (middleware.MarkOrigin);
+// the followers' lines say cache=collapsed and have none, as nginx logs no
+// $upstream_addr for the requests proxy_cache_lock held and Varnish no
+// backend fetch for its waiting list: one line with origin_time per origin
+// request, so counting them counts the origin's load. A follower that
+// fetches on its own after all (Vary, a response it may not share) gets
+// its own.
 type flight struct {
 	ready  chan struct{} // closed when res is set
 	res    result

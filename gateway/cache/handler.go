@@ -445,7 +445,7 @@ func (h *siteHandler) revalidateInBackground(r *http.Request, key, u string, st 
 	if h.c.flights.inFlight(key) {
 		return
 	}
-	r2 := r.Clone(context.WithoutCancel(r.Context()))
+	r2 := r.Clone(backgroundContext(r.Context()))
 	h.c.goBackground(func(ctx context.Context) {
 		f, rd, leader := h.c.flights.join(key, r2.Header)
 		rd.Close()

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
+	"github.com/meridian-edge/meridian/middleware"
 )
 
 // Server is one origin server of a site.
@@ -269,8 +270,12 @@ func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Req
 	if headerTimer != nil {
 		headerTimer.Stop()
 	}
+	took := time.Since(start)
 	if err == nil && !timedOut.Load() {
-		p.observeHeaders(start)
+		p.observeHeaders(took)
+		// For the request's access log line (origin, origin_status,
+		// origin_time): the caller's context carries its record.
+		middleware.MarkOrigin(req.Context(), middleware.OriginFetch{Server: s.URL.Host, Status: resp.StatusCode, Time: took})
 		end := func() { acancel(); cancel() }
 		if rw, ok := resp.Body.(io.Writer); ok && resp.StatusCode == http.StatusSwitchingProtocols {
 			// An upgraded connection: the proxy writes the client's side
@@ -290,12 +295,13 @@ func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Req
 		err = fmt.Errorf("no response headers from %s within %s: %w", s.URL.Host, p.opts.HeaderTimeout, context.DeadlineExceeded)
 	}
 	p.count(s, errorKind(err))
+	middleware.MarkOrigin(req.Context(), middleware.OriginFetch{Server: s.URL.Host, Error: Failure(err), Time: took})
 	return nil, gotConn.Load() && !connectFailure(err), err
 }
 
-func (p *Pool) observeHeaders(start time.Time) {
+func (p *Pool) observeHeaders(took time.Duration) {
 	if m := p.opts.Metrics; m != nil {
-		m.latency.WithLabelValues(p.opts.Site).Observe(time.Since(start).Seconds())
+		m.latency.WithLabelValues(p.opts.Site).Observe(took.Seconds())
 	}
 }
 

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,21 +8,22 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"syscall"
 
-	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
+	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/middleware"
 )
 
 // Why the PoP answered an origin exchange itself: the Cache-Status detail
 // (RFC 9211) of its error page and the reason the request metrics count the
 // answer under (middleware.MarkGenerated).
+// The origin's are origin.Failure's words, which the access log's
+// origin_error uses too.
 const (
-	DetailOriginTimeout     = "origin-timeout"     // 504: no answer in time
-	DetailOriginUnreachable = "origin-unreachable" // 502: refused, no route, no server
-	DetailOriginError       = "origin-error"       // 502: reset or malformed response
-	DetailOriginTLS         = "origin-tls"         // 502: the TLS handshake with the origin failed (certificate, pin, alert)
-	DetailLoop              = "loop"               // 508: the request came back to this PoP (CDN-Loop)
+	DetailOriginTimeout     = origin.FailureTimeout     // 504: no answer in time
+	DetailOriginUnreachable = origin.FailureUnreachable // 502: refused, no route, no server
+	DetailOriginError       = origin.FailureError       // 502: reset or malformed response
+	DetailOriginTLS         = origin.FailureTLS         // 502: the TLS handshake with the origin failed (certificate, pin, alert)
+	DetailLoop              = "loop"                    // 508: the request came back to this PoP (CDN-Loop)
 )
 
 // ErrUnreachable marks an origin error as "no server could be reached" when
@@ -211,38 +210,19 @@ func OriginFailure(err error) (status int, detail, server string) {
 			server = u.Host
 		}
 	}
-	switch {
-	case IsTimeout(err):
-		return http.StatusGatewayTimeout, DetailOriginTimeout, server
-	case IsTLSFailure(err):
-		return http.StatusBadGateway, DetailOriginTLS, server
-	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, ErrUnreachable),
-		errors.As(err, &oe) && oe.Op == "dial":
-		return http.StatusBadGateway, DetailOriginUnreachable, server
-	default:
-		return http.StatusBadGateway, DetailOriginError, server
+	switch detail = origin.Failure(err); {
+	case detail == DetailOriginTimeout:
+		return http.StatusGatewayTimeout, detail, server
+	case detail == DetailOriginError && errors.Is(err, ErrUnreachable):
+		detail = DetailOriginUnreachable
 	}
+	return http.StatusBadGateway, detail, server
 }
 
 // IsTLSFailure reports whether err is a failed TLS handshake with the
-// origin: its certificate failed verification (unknown authority, wrong
-// name, expired), matched no pinned key (origintls.ErrPinMismatch), the
-// origin sent an alert (it refused the PoP's certificate or offers), or it
-// does not speak TLS at all.
-func IsTLSFailure(err error) bool {
-	var (
-		cve  *tls.CertificateVerificationError
-		ua   x509.UnknownAuthorityError
-		he   x509.HostnameError
-		ci   x509.CertificateInvalidError
-		rhe  tls.RecordHeaderError
-		alrt tls.AlertError
-		oe   *net.OpError
-	)
-	return errors.As(err, &cve) || errors.As(err, &ua) || errors.As(err, &he) || errors.As(err, &ci) ||
-		errors.Is(err, origintls.ErrPinMismatch) || errors.As(err, &rhe) || errors.As(err, &alrt) ||
-		errors.As(err, &oe) && oe.Op == "remote error" // an alert the origin sent (crypto/tls's own error)
-}
+// origin (origin.IsTLSFailure: one definition for the pool's log record
+// and the pages).
+func IsTLSFailure(err error) bool { return origin.IsTLSFailure(err) }
 
 // requestID is the request's id: the one the RequestID middleware gave it
 // (in the context, or already on the response), else a new one, so that
