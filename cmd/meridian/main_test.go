@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/meridian-edge/meridian/deploy"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/meridian-edge/meridian/internal/demoorigin"
@@ -241,21 +241,20 @@ func TestDevCommand(t *testing.T) {
 	}
 
 	// The dev site compresses at the edge: the demo origin's stylesheet,
-	// sent plain, reaches a client that accepts gzip gzipped.
+	// sent plain, reaches a browser (which accepts brotli) in brotli, as
+	// the README shows.
 	plain := &http.Client{Transport: &http.Transport{DisableCompression: true, DialContext: client.Transport.(*http.Transport).DialContext}}
 	req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(c[4], "/")+"/assets/app.css", nil)
-	req.Header.Set("Accept-Encoding", "gzip, deflate, br")
+	req.Header.Set("Accept-Encoding", "gzip, deflate, br, zstd")
 	if resp, err = plain.Do(req); err != nil {
 		t.Fatal(err)
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.Header.Get("Content-Encoding") != "gzip" {
-		t.Fatalf("/assets/app.css with Accept-Encoding gzip: %d, Content-Encoding %q, want gzip", resp.StatusCode, resp.Header.Get("Content-Encoding"))
+	if resp.Header.Get("Content-Encoding") != "br" {
+		t.Fatalf("/assets/app.css with a browser's Accept-Encoding: %d, Content-Encoding %q, want br", resp.StatusCode, resp.Header.Get("Content-Encoding"))
 	}
-	if zr, err := gzip.NewReader(bytes.NewReader(body)); err != nil {
-		t.Fatalf("/assets/app.css: %v", err)
-	} else if css, err := io.ReadAll(zr); err != nil || string(css) != demoorigin.Stylesheet() {
+	if css, err := io.ReadAll(brotli.NewReader(bytes.NewReader(body))); err != nil || string(css) != demoorigin.Stylesheet() {
 		t.Fatalf("/assets/app.css decodes to %d bytes (%v), not the origin's stylesheet", len(css), err)
 	}
 

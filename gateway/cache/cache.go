@@ -246,13 +246,16 @@ type SitePolicy struct {
 	// private, no-store, Set-Cookie or Authorization responses storable. 0:
 	// only the heuristic (RFC 9111 4.2.2).
 	DefaultTTL time.Duration
-	// Compress compresses, once when it is fetched, a storable text-like
-	// response (HTML, CSS, JavaScript, JSON, SVG, ...; see
-	// compressCandidate) the origin sent without a Content-Encoding, in
-	// zstd for clients that accept it, else gzip, and stores it so: the origin keeps serving
-	// plain bytes (an S3 bucket, a simple server) and clients get them
-	// compressed from every tier at no per-hit cost. Such responses gain
-	// Vary: Accept-Encoding and a weak ETag. no-transform is respected.
+	// Compress compresses a text-like response (HTML, CSS, JavaScript,
+	// JSON, SVG, ...; see compressCandidate) the origin sent without a
+	// Content-Encoding. A storable one is compressed once, when it is
+	// fetched, in brotli, zstd or gzip (the first the client accepts), and
+	// stored so: the origin keeps serving plain bytes (an S3 bucket, a
+	// simple server) and clients get them compressed from every tier at no
+	// per-hit cost. One the cache may not store is compressed for each
+	// client as it streams through, in zstd, gzip or brotli. Such
+	// responses gain Vary: Accept-Encoding and a weak ETag. no-transform
+	// is respected.
 	Compress bool
 	// IgnoreClientDirectives has the fast path drop a client's
 	// Cache-Control and Pragma and serve a fresh hit, as the gateway

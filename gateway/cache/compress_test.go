@@ -3,6 +3,7 @@ package cache_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
@@ -21,7 +23,7 @@ func gunzip(t *testing.T, body string) string {
 	return decode(t, "gzip", body)
 }
 
-// decode decodes a body in coding (gzip or zstd) or fails the test.
+// decode decodes a body in coding (gzip, zstd or br) or fails the test.
 func decode(t *testing.T, coding, body string) string {
 	t.Helper()
 	var r io.Reader
@@ -39,6 +41,8 @@ func decode(t *testing.T, coding, body string) string {
 		}
 		defer zr.Close()
 		r = zr
+	case "br":
+		r = brotli.NewReader(strings.NewReader(body))
 	default:
 		t.Fatalf("unknown coding %q", coding)
 	}
@@ -50,9 +54,10 @@ func decode(t *testing.T, coding, body string) string {
 }
 
 // TestCompressAtTheEdge: with a site's Compress on, a text response the
-// origin sent plain reaches a client that accepts zstd or gzip compressed
-// so, zstd first (and decodes to the origin's bytes, within RFC 9659's 8
-// MiB window), from the fill and from every later hit; a client that
+// origin sent plain reaches a client that accepts br, zstd or gzip
+// compressed so, in the first of them it accepts (and decodes to the
+// origin's bytes, zstd within RFC 9659's 8 MiB window), from the fill and
+// from every later hit; a client that
 // accepts neither gets the plain bytes from its own variant; all carry
 // Vary: Accept-Encoding, the compressed ones a weak ETag. The origin is
 // asked once per variant.
@@ -70,17 +75,19 @@ func TestCompressAtTheEdge(t *testing.T) {
 		fetches int64
 		coding  string
 	}{
-		{"gzip, deflate, br", 1, "gzip"}, // the fill
-		{"br, gzip", 1, "gzip"},          // a hit
-		{"gzip", 2, "gzip"},              // another set of codings: its own fill
-		{"", 3, ""},                      // neither: the plain variant
+		{"gzip, deflate, br", 1, "br"}, // the fill (Safari's)
+		{"br, gzip", 1, "br"},          // a hit: the same set of codings
+		{"gzip", 2, "gzip"},            // another set of codings: its own fill
+		{"", 3, ""},                    // neither: the plain variant
 		{"identity", 4, ""},
 		{"", 4, ""}, // hits of the plain variants
 		{"identity", 4, ""},
-		{"gzip, deflate, br", 4, "gzip"},
-		{"gzip, deflate, br, zstd", 5, "zstd"}, // Chrome's and Firefox's
-		{"zstd, gzip, br", 5, "zstd"},
+		{"gzip, deflate, br", 4, "br"},
+		{"gzip, deflate, br, zstd", 5, "br"}, // Chrome's and Firefox's
+		{"zstd, gzip, br", 5, "br"},
 		{"zstd", 6, "zstd"},
+		{"gzip, zstd", 7, "zstd"},
+		{"gzip;q=1, zstd;q=0.5", 7, "zstd"}, // the edge's order, not the client's q-values
 	} {
 		r := e.getAE("/page.html", c.ae)
 		if r.status != 200 {
@@ -116,10 +123,10 @@ func TestCompressAtTheEdge(t *testing.T) {
 		}
 	}
 	txt := metricText(t, e)
-	for _, want := range []string{`coding="gzip",pop="test-pop",side="in",site="site1"} ` + fmt.Sprint(2*len(page)),
-		`coding="zstd",pop="test-pop",side="in",site="site1"} ` + fmt.Sprint(2*len(page))} {
+	for coding, pages := range map[string]int{"br": 2, "zstd": 2, "gzip": 1} {
+		want := `coding="` + coding + `",pop="test-pop",side="in",site="site1"} ` + fmt.Sprint(pages*len(page))
 		if !strings.Contains(txt, want) {
-			t.Fatalf("metrics: want two pages of %d bytes compressed in each coding (%s):\n%s", len(page), want, grepLines(txt, "compress"))
+			t.Fatalf("metrics: want %d pages of %d bytes compressed in %s (%s):\n%s", pages, len(page), coding, want, grepLines(txt, "compress"))
 		}
 	}
 }
@@ -324,5 +331,131 @@ func TestCompressBoundedWhileOriginsStream(t *testing.T) {
 			t.Fatal("no fill compresses after the slow ones ended: slots were not given back")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCompressPasses: a text response the cache may not store (private
+// here, as a logged-in page is) is compressed for each client as it
+// streams through, in the cheapest coding the client accepts (zstd, else
+// gzip, else br), decodes to the origin's bytes, and still goes to the
+// origin every time; a client that accepts none gets it plain. So is the
+// answer to a POST. All carry Vary: Accept-Encoding, for any cache
+// downstream.
+func TestCompressPasses(t *testing.T) {
+	page := strings.Repeat("<li>your order #4711 is on its way</li>\n", 300)
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Cache-Control", "private, max-age=60")
+		w.Header().Set("ETag", `"orders-1"`)
+		io.WriteString(w, page)
+	}, envOpt{site: cache.SitePolicy{SiteID: "site1", Compress: true}})
+	for i, c := range []struct{ ae, coding string }{
+		{"gzip, deflate, br, zstd", "zstd"}, // Chrome's
+		{"gzip, deflate, br", "gzip"},       // Safari's
+		{"br", "br"},
+		{"", ""},
+		{"gzip, deflate, br, zstd", "zstd"},
+	} {
+		r := e.getAE("/orders", c.ae)
+		if r.status != 200 || e.count.Load() != int64(i+1) || !strings.Contains(r.cs(), "not-stored-private") {
+			t.Fatalf("%d %q: status %d, %d origin requests, Cache-Status %q; want a pass each time", i, c.ae, r.status, e.count.Load(), r.cs())
+		}
+		if !strings.Contains(r.header.Get("Vary"), "Accept-Encoding") {
+			t.Fatalf("%d %q: Vary %q lacks Accept-Encoding", i, c.ae, r.header.Get("Vary"))
+		}
+		if got := r.header.Get("Content-Encoding"); got != c.coding {
+			t.Fatalf("%d %q: Content-Encoding %q, want %q", i, c.ae, got, c.coding)
+		}
+		if c.coding == "" {
+			if r.body != page || r.header.Get("ETag") != `"orders-1"` {
+				t.Fatalf("%d %q: %d bytes, ETag %q; want the origin's page and ETag", i, c.ae, len(r.body), r.header.Get("ETag"))
+			}
+			continue
+		}
+		if got := decode(t, c.coding, r.body); got != page {
+			t.Fatalf("%d %q: the %s body decodes to %d bytes, not the origin's page", i, c.ae, c.coding, len(got))
+		}
+		if len(r.body) >= len(page)/4 || r.header.Get("ETag") != `W/"orders-1"` {
+			t.Fatalf("%d %q: %d bytes for a %d-byte repetitive page, ETag %q", i, c.ae, len(r.body), len(page), r.header.Get("ETag"))
+		}
+	}
+	// The answer to an unsafe method goes through the proxy, not the
+	// cache's fetch: compressed as well.
+	r := e.do(http.MethodPost, "/orders", hdr("Accept-Encoding", "gzip, deflate, br, zstd"), []byte("q=status"))
+	if r.status != 200 || r.header.Get("Content-Encoding") != "zstd" || !strings.Contains(r.cs(), "fwd=method") {
+		t.Fatalf("POST: status %d, Content-Encoding %q, Cache-Status %q; want a zstd pass", r.status, r.header.Get("Content-Encoding"), r.cs())
+	}
+	if got := decode(t, "zstd", r.body); got != page || !strings.Contains(r.header.Get("Vary"), "Accept-Encoding") {
+		t.Fatalf("POST: the body decodes to %d bytes, Vary %q; want the origin's page, varying on Accept-Encoding", len(got), r.header.Get("Vary"))
+	}
+	if txt := metricText(t, e); !strings.Contains(txt, `coding="zstd",pop="test-pop",side="in",site="site1"} `+fmt.Sprint(3*len(page))) {
+		t.Fatalf("metrics: want three pages compressed in zstd:\n%s", grepLines(txt, "compress"))
+	}
+}
+
+// TestCompressPassStreams: a pass the origin streams in parts reaches the
+// client compressed part by part: the client decodes the first part while
+// the origin still holds back the second until the client has it, as a
+// page that flushes its head early, or a long poll, needs.
+func TestCompressPassStreams(t *testing.T) {
+	first := strings.Repeat("<head>sent early</head>\n", 100)
+	second := strings.Repeat("<body>sent late</body>\n", 100)
+	gotFirst := make(chan struct{})
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, first)
+		w.(http.Flusher).Flush()
+		select {
+		case <-gotFirst:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, second)
+	}, envOpt{site: cache.SitePolicy{SiteID: "site1", Compress: true}})
+	for _, coding := range []string{"zstd", "gzip", "br"} {
+		req, err := http.NewRequest(http.MethodGet, e.front.URL+"/stream", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept-Encoding", coding)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // a hang guard, not a timing
+		resp, err := e.client.Do(req.WithContext(ctx))
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if resp.Header.Get("Content-Encoding") != coding {
+			t.Fatalf("%s: Content-Encoding %q", coding, resp.Header.Get("Content-Encoding"))
+		}
+		var dec io.Reader
+		switch coding {
+		case "zstd":
+			zr, err := zstd.NewReader(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer zr.Close()
+			dec = zr
+		case "gzip":
+			zr, err := gzip.NewReader(resp.Body)
+			if err != nil {
+				t.Fatalf("gzip: %v (the first part never arrived?)", err)
+			}
+			dec = zr
+		case "br":
+			dec = brotli.NewReader(resp.Body)
+		}
+		part := make([]byte, len(first))
+		if _, err := io.ReadFull(dec, part); err != nil || string(part) != first {
+			t.Fatalf("%s: the first part did not arrive before the origin sent the rest: %v", coding, err)
+		}
+		gotFirst <- struct{}{}
+		rest, err := io.ReadAll(dec)
+		if err != nil || string(rest) != second {
+			t.Fatalf("%s: the rest decodes to %d bytes (%v), want the second part", coding, len(rest), err)
+		}
+		resp.Body.Close()
+		cancel()
 	}
 }

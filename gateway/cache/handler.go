@@ -167,6 +167,9 @@ func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler 
 			if cs, ok := res.Request.Context().Value(statusValue).(string); ok {
 				res.Header.Add("Cache-Status", cs)
 			}
+			if site.Compress { // an unsafe method's answer, a bypassed site's
+				h.compress(res, policy.NormalizeAcceptEncoding(res.Request.Header.Values("Accept-Encoding")), true)
+			}
 			return nil
 		},
 	})
@@ -597,20 +600,15 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 		if resp.StatusCode < 500 {
 			c.flights.markPass(key, respTime)
 		}
+		if w != nil { // a client's own pass, not a background revalidation's
+			h.compress(resp, out.Header.Get("Accept-Encoding"), true)
+		}
 		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancelAll}
 		c.flights.release(key, f, result{kind: kindPass, status: resp.StatusCode, stored: stale, notStored: string(reason)}, false)
 		return resp
 	}
 	c.flights.clearPass(key)
-	if h.site.Compress && compressCandidate(resp) {
-		addVaryAcceptEncoding(resp.Header)
-		switch coding, pool, busy := c.encoders.pick(out.Header.Get("Accept-Encoding")); { // the normalised field
-		case pool != nil:
-			c.compressResponse(resp, h.site.SiteID, coding, pool)
-		case busy:
-			c.metrics.compressSkipped(h.site.SiteID, "busy")
-		}
-	}
+	h.compress(resp, out.Header.Get("Accept-Encoding"), false) // the normalised field
 	if _, ok := resp.Header["Date"]; !ok {
 		resp.Header.Set("Date", respTime.UTC().Format(http.TimeFormat))
 	}

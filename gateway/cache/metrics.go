@@ -78,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, pop string, st *store) (*metrics, err
 		}, []string{"outcome"}),
 		compress: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_cache_compress_bytes_total", ConstLabels: cl,
-			Help: "Bytes of responses the edge compressed when it fetched them (SitePolicy.Compress), by site, coding (gzip, zstd) and side: in (from the origin) and out (stored and sent); out/in is the ratio achieved.",
+			Help: "Bytes of responses the edge compressed when it fetched them (SitePolicy.Compress), by site, coding (br, zstd, gzip) and side: in (from the origin) and out (stored and sent); out/in is the ratio achieved.",
 		}, []string{"site", "coding", "side"}),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_cache_compress_skipped_total", ConstLabels: cl,

@@ -429,11 +429,13 @@ type SiteCache struct {
 	DefaultTTL time.Duration `yaml:"default_ttl"`
 	// Compress compresses text-like responses (HTML, CSS, JavaScript,
 	// JSON, SVG, fonts, ...; at least 1 KiB or of unknown length) that the
-	// origin sent uncompressed, once when they are fetched, in zstd for
-	// clients that accept it, else gzip, and stores them so (CloudFront's "compress objects
-	// automatically"): an origin such as an S3 bucket keeps serving plain
-	// bytes. They gain Vary: Accept-Encoding and a weak ETag;
-	// Cache-Control: no-transform is respected. Default false.
+	// origin sent uncompressed: cacheable ones once when they are fetched,
+	// in brotli, zstd or gzip (the first the client accepts), stored so
+	// (CloudFront's "compress objects automatically"), so that an origin
+	// such as an S3 bucket keeps serving plain bytes; the others for each
+	// client as they stream through, in zstd, gzip or brotli. They gain
+	// Vary: Accept-Encoding and a weak ETag; Cache-Control: no-transform
+	// is respected. Default false.
 	Compress bool `yaml:"compress"`
 	// ClientCacheControl says what the cache does with a client's
 	// Cache-Control and Pragma request fields: "ignore" (the default, as
