@@ -291,3 +291,35 @@ func TestAccessLogCollapsedFollowerHasNoOrigin(t *testing.T) {
 	wantField(t, "follower", follower, "cache", "collapsed")
 	wantNoOrigin(t, "follower", follower)
 }
+
+// TestAccessLogClientClosed: a client that hangs up while the origin is
+// still working on its pass is logged with status 499, as nginx does (it
+// got no answer, least of all a 200), and origin_error=client-closed (the
+// origin did not fail), with the origin named.
+func TestAccessLogClientClosed(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done() // answers only once the PoP gave up
+	}))
+	t.Cleanup(o.Close)
+	logs := &mtestutil.SyncBuffer{}
+	p := startPoP(t, gateway.Options{
+		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+		Sites:  []gateway.Site{{Name: "a", Hosts: []string{"a.test"}, Origin: pool(t, "a", o.URL, 0)}},
+	})
+	c, err := net.Dial("tcp", p.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-arrived
+	c.Close()
+	line := waitAccessLines(t, logs, 1)[0]
+	wantField(t, "client gone", line, "status", 499)
+	if got := line["origin_error"]; got != "client-closed" || line["origin"] != strings.TrimPrefix(o.URL, "http://") {
+		t.Fatalf("origin=%v origin_error=%v, want the origin and client-closed: %v", line["origin"], got, line)
+	}
+}

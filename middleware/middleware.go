@@ -187,7 +187,8 @@ type OriginFetch struct {
 	Status int
 	// Error is why the last attempt failed, in the words of the error
 	// pages' Cache-Status detail ("origin-unreachable", "origin-timeout",
-	// "origin-tls", "origin-error"); "" when the origin answered.
+	// "origin-tls", "origin-error"), or "client-closed" when the client
+	// went away before the origin answered; "" when the origin answered.
 	Error string
 	// Time is from sending the request (connecting included, as nginx
 	// counts it) until the response header arrived, or the attempt failed.
@@ -465,6 +466,11 @@ func Observe(observers ...Observer) func(http.Handler) http.Handler {
 	return ObserveStamp(nil, observers...)
 }
 
+// StatusClientClosed is the status an access log line and the request
+// metrics give a request whose client went away before any answer was
+// sent: nginx's 499, which log tools already know.
+const StatusClientClosed = 499
+
 // ObserveStamp is Observe with stamp (nil: none) completing the final
 // header of every response the handler sends, whoever in the chain writes
 // it (the cache, a plugin's own answer, a page of the PoP's): the PoP adds
@@ -488,6 +494,10 @@ func ObserveStamp(stamp HeaderStamp, observers ...Observer) func(http.Handler) h
 			defer func() {
 				status := rec.Status
 				switch {
+				case finished && status == 0 && r.Context().Err() != nil:
+					// The client went away before any answer: nothing was
+					// sent, so the log and the metrics say 499, as nginx's.
+					status = StatusClientClosed
 				case finished:
 					if status == 0 { // net/http sends a 200 with the header as it is
 						rec.final(http.StatusOK)

@@ -21,6 +21,11 @@ const (
 	FailureTLS         = "origin-tls"         // the TLS handshake failed (certificate, pin, alert)
 )
 
+// ClientClosed is the access log's origin_error when an attempt ended
+// because its client went away first (nginx's 499), not because the origin
+// failed: no error page goes out then, so it is not a Failure reason.
+const ClientClosed = "client-closed"
+
 // Failure classifies err, an origin exchange's error, as one of the
 // Failure* reasons. It is the one definition for the pool's access log
 // record and the PoP's error pages (gateway/proxy's OriginFailure), so a

@@ -295,7 +295,13 @@ func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Req
 		err = fmt.Errorf("no response headers from %s within %s: %w", s.URL.Host, p.opts.HeaderTimeout, context.DeadlineExceeded)
 	}
 	p.count(s, errorKind(err))
-	middleware.MarkOrigin(req.Context(), middleware.OriginFetch{Server: s.URL.Host, Error: Failure(err), Time: took})
+	why := Failure(err)
+	if req.Context().Err() != nil && !timedOut.Load() {
+		// The client went away before the origin answered (nginx logs
+		// 499): not the origin's failure, and the log must not say so.
+		why = ClientClosed
+	}
+	middleware.MarkOrigin(req.Context(), middleware.OriginFetch{Server: s.URL.Host, Error: why, Time: took})
 	return nil, gotConn.Load() && !connectFailure(err), err
 }
 
