@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -56,13 +57,30 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats: embedded server: %w", err)
 	}
+	// The server logs why it cannot start (a taken port, a JetStream store
+	// it cannot open) instead of returning it: kept, for the error.
+	why := &startLog{}
+	srv.SetLogger(why, false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return nil, fmt.Errorf("nats: embedded server on %s did not become ready (is the port taken?)", opts.Addr)
+	// JetStream recovers its store before the server listens, which on a
+	// loaded machine under the race detector has taken more than 10 s; a
+	// fatal error ends the wait at once.
+	deadline := time.Now().Add(readyTimeout)
+	for !srv.ReadyForConnections(50 * time.Millisecond) {
+		fatal, last := why.get()
+		if fatal || time.Now().After(deadline) {
+			srv.Shutdown()
+			if last != "" {
+				return nil, fmt.Errorf("nats: embedded server on %s did not start: %s", opts.Addr, last)
+			}
+			return nil, fmt.Errorf("nats: embedded server on %s was not ready within %s", opts.Addr, readyTimeout)
+		}
 	}
 	return &Server{srv: srv}, nil
 }
+
+// readyTimeout bounds the wait for a starting server to accept clients.
+const readyTimeout = 30 * time.Second
 
 // ClientURL is the nats:// URL clients connect to.
 func (s *Server) ClientURL() string { return s.srv.ClientURL() }
@@ -72,3 +90,43 @@ func (s *Server) Shutdown() {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 }
+
+// startLog is a server.Logger that keeps the last error or fatal message
+// the server logged, and whether one was fatal, and drops the rest (the
+// embedded server logs nothing else: NoLog).
+type startLog struct {
+	mu    sync.Mutex
+	msg   string
+	fatal bool
+}
+
+func (l *startLog) get() (fatal bool, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.fatal, l.msg
+}
+
+func (l *startLog) keep(fatal bool, format string, v ...any) {
+	l.mu.Lock()
+	l.msg = fmt.Sprintf(format, v...)
+	l.fatal = l.fatal || fatal
+	l.mu.Unlock()
+}
+
+// Noticef drops a notice.
+func (l *startLog) Noticef(string, ...any) {}
+
+// Warnf drops a warning.
+func (l *startLog) Warnf(string, ...any) {}
+
+// Debugf drops a debug line.
+func (l *startLog) Debugf(string, ...any) {}
+
+// Tracef drops a trace line.
+func (l *startLog) Tracef(string, ...any) {}
+
+// Errorf keeps the message.
+func (l *startLog) Errorf(format string, v ...any) { l.keep(false, format, v...) }
+
+// Fatalf keeps the message: the server does not start after it.
+func (l *startLog) Fatalf(format string, v ...any) { l.keep(true, format, v...) }
