@@ -68,6 +68,10 @@ type flight struct {
 	res    result
 	fill   *fill
 	header http.Header // the leader's request header, for Vary checks
+	// seq is the cache's purge sequence when the flight started: a
+	// request that comes after a purge or an invalidation must not join
+	// it (its body may be what was purged), nor may it store its result.
+	seq uint64
 }
 
 type resultKind int
@@ -101,23 +105,28 @@ func (g *group) inFlight(key string) bool {
 }
 
 // join returns the flight for key and a registered reader of it; leader is
-// true when the caller created the flight and must run it.
-func (g *group) join(key string, header http.Header) (f *flight, rd *reader, leader bool) {
+// true when the caller created the flight and must run it. seq is the
+// cache's purge sequence now: a flight that started before a later purge
+// or invalidation is not joined but replaced (its own readers finish it).
+// Without that, a fill still in the group when its URL was purged (its
+// pump not yet done, or a fetch under way) served the purged body to the
+// requests after the purge.
+func (g *group) join(key string, header http.Header, seq uint64) (f *flight, rd *reader, leader bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if f = g.m[key]; f != nil {
+	if f = g.m[key]; f != nil && f.seq == seq {
 		if rd = f.fill.register(); rd != nil {
 			return f, rd, false
 		}
 		// The fill no longer holds the body from its start: fetch anew.
 	}
-	f = newFlight(header)
+	f = newFlight(header, seq)
 	g.m[key] = f
 	return f, f.fill.register(), true
 }
 
-func newFlight(header http.Header) *flight {
-	return &flight{ready: make(chan struct{}), fill: newFill(), header: header}
+func newFlight(header http.Header, seq uint64) *flight {
+	return &flight{ready: make(chan struct{}), fill: newFill(), header: header, seq: seq}
 }
 
 // release publishes the result. With keep, the flight stays joinable: a

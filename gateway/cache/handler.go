@@ -450,7 +450,7 @@ func (h *siteHandler) revalidateInBackground(r *http.Request, key, u string, st 
 	}
 	r2 := r.Clone(backgroundContext(r.Context()))
 	h.c.goBackground(func(ctx context.Context) {
-		f, rd, leader := h.c.flights.join(key, r2.Header)
+		f, rd, leader := h.c.flights.join(key, r2.Header, h.c.purgeSeq.Load())
 		rd.Close()
 		if !leader {
 			return
@@ -486,9 +486,9 @@ func (h *siteHandler) fetch(w http.ResponseWriter, r *http.Request, key, u strin
 		leader = true
 	)
 	if collapse {
-		f, rd, leader = h.c.flights.join(key, r.Header)
+		f, rd, leader = h.c.flights.join(key, r.Header, h.c.purgeSeq.Load())
 	} else {
-		f = newFlight(r.Header)
+		f = newFlight(r.Header, h.c.purgeSeq.Load())
 		rd = f.fill.register()
 	}
 	if leader {
@@ -565,7 +565,7 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 			out.Header.Set("If-Modified-Since", lm)
 		}
 	}
-	seq := c.purgeSeq.Load()
+	seq := f.seq // a purge since the flight started: not stored
 	reqTime := c.now()
 	resp, err := h.origin.RoundTrip(out)
 	respTime := c.now()

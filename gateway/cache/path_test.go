@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/textproto"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -386,5 +388,75 @@ func TestUncacheableURLsStopCollapsing(t *testing.T) {
 		if b != "direct" {
 			t.Fatalf("got %q: requests for an uncacheable URL were queued behind one another", b)
 		}
+	}
+}
+
+// TestPurgeDuringFill: a request after a purge does not join a fill that
+// started before it (whose body is what was purged): it fetches anew and
+// gets the origin's new body, while the request already reading the old
+// fill finishes it; the old body is not stored. The same holds for an
+// invalidation by a write to the URL.
+func TestPurgeDuringFill(t *testing.T) {
+	for _, how := range []string{"purge", "put"} {
+		t.Run(how, func(t *testing.T) {
+			release := make(chan struct{})
+			var releaseOnce sync.Once
+			var version atomic.Int64
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodGet {
+					version.Add(1) // the write changes the object
+					return
+				}
+				w.Header().Set("Cache-Control", "max-age=600")
+				if v := version.Load(); v > 0 {
+					fmt.Fprintf(w, "v%d", v+1)
+					return
+				}
+				io.WriteString(w, "v1 begins")
+				w.(http.Flusher).Flush()
+				<-release
+				io.WriteString(w, ", v1 ends")
+			}, envOpt{})
+			t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the origin's Close waits for it
+			first, err := e.client.Get(e.front.URL + "/doc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer first.Body.Close()
+			part := make([]byte, len("v1 begins"))
+			if _, err := io.ReadFull(first.Body, part); err != nil {
+				t.Fatal(err)
+			}
+			if how == "purge" {
+				version.Add(1) // the object changed at the origin; the site purges it
+				if _, err := e.c.Purge(context.Background(), cache.Selector{Site: "site1", Kind: cache.ByURL, Value: e.front.URL + "/doc"}); err != nil {
+					t.Fatal(err)
+				}
+			} else if r := e.do(http.MethodPut, "/doc", nil, []byte("new")); r.status != 200 {
+				t.Fatalf("PUT: %d", r.status)
+			}
+			// Joined to the old fill, this request would wait for its end,
+			// which the origin holds back: a bound, not a timing.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.front.URL+"/doc", nil)
+			resp, err := e.client.Do(req)
+			if err != nil {
+				t.Fatalf("after the %s: %v (joined the fill that began before it?)", how, err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if cs := resp.Header.Get("Cache-Status"); err != nil || string(b) != "v2" || strings.Contains(cs, "collapsed") {
+				t.Fatalf("after the %s: %q %v (Cache-Status %q), want the origin's v2 from a fetch of its own", how, b, err, cs)
+			}
+			releaseOnce.Do(func() { close(release) })
+			rest, err := io.ReadAll(first.Body)
+			if err != nil || string(part)+string(rest) != "v1 begins, v1 ends" {
+				t.Fatalf("the first request's body: %q %v, want v1 whole", string(part)+string(rest), err)
+			}
+			if r := e.get("/doc"); r.body != "v2" || !strings.Contains(r.cs(), "hit") {
+				t.Fatalf("later: %q (Cache-Status %q), want the stored v2", r.body, r.cs())
+			}
+		})
 	}
 }
