@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -16,6 +17,43 @@ type group struct {
 	// hit-for-miss): their requests go to the origin at once instead of
 	// queueing behind a leader only to be sent on after its headers arrive.
 	pass map[string]time.Time
+	// left holds, per slot of keys (leftSlot), when a flight last left the
+	// group (UnixNano): see leftRecently.
+	left [leftSlots]atomic.Int64
+}
+
+// leftSlots is how many slots left spreads keys over: a flight leaving
+// makes the next leader of the other keys in its slot look the store up
+// once more (within recheckWindow), so at 100 fills a second about 5% of
+// misses pay a second lookup.
+const leftSlots = 4096
+
+// recheckWindow is how long after a flight left the group a new leader of
+// its key looks the store up again before going to the origin: longer than
+// the time between a request's lookup and its join on a loaded PoP.
+const recheckWindow = time.Second
+
+// leftSlot is key's slot in left (FNV-1a: keys are the cache's own; a
+// collision costs one lookup).
+func leftSlot(key string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= 16777619
+	}
+	return h % leftSlots
+}
+
+// leftRecently reports whether a flight of key (or of a key in its slot)
+// left the group within recheckWindow before now. A request that looked
+// the store up before that flight stored its object, and joins after the
+// flight left, becomes the leader of a new one: it must look again before
+// it fetches what is now stored (nginx's proxy_cache_lock and Varnish's
+// waiting list do not have this gap, as their lookup and wait are one
+// step under one lock; here the lookup runs outside the group's lock,
+// the fast path's even before net/http parses the request).
+func (g *group) leftRecently(key string, now time.Time) bool {
+	return now.UnixNano()-g.left[leftSlot(key)].Load() < int64(recheckWindow)
 }
 
 // passFor is how long a key stays in the pass memo; maxPass bounds its size.
@@ -92,6 +130,7 @@ type result struct {
 	err     error
 	vary    []string // kindStream: the response's Vary fields
 	storing bool     // kindStream: a tier is storing the body
+	hit     bool     // kindStored: stored by a fill that ended as the leader came (a hit, not a revalidation)
 	// notStored is why a kindPass response was not stored (a
 	// policy.Reason, or "too-large"), for its Cache-Status detail.
 	notStored string
@@ -146,6 +185,7 @@ func (g *group) forget(key string, f *flight) {
 	g.mu.Lock()
 	if g.m[key] == f {
 		delete(g.m, key)
+		g.left[leftSlot(key)].Store(time.Now().UnixNano())
 	}
 	g.mu.Unlock()
 }

@@ -491,6 +491,17 @@ func (h *siteHandler) fetch(w http.ResponseWriter, r *http.Request, key, u strin
 		f = newFlight(r.Header, h.c.purgeSeq.Load())
 		rd = f.fill.register()
 	}
+	if leader && stale == nil && collapse && h.c.flights.leftRecently(key, time.Now()) {
+		// A fill of key may have stored it since this request looked.
+		if st, _ := h.c.lookup(key, r); st != nil {
+			defer st.close()
+			if fr := h.c.freshness(st); fr.Fresh() && policy.Decide(fr, reqCC) == policy.UseFresh {
+				h.c.flights.release(key, f, result{kind: kindStored, stored: st, hit: true}, false)
+				h.respond(w, r, key, u, reqCC, f, rd, nil, fwd, "")
+				return
+			}
+		}
+	}
 	if leader {
 		resp := h.run(r, w, key, u, stale, f, collapse)
 		h.respond(w, r, key, u, reqCC, f, rd, resp, fwd, "")

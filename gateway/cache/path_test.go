@@ -460,3 +460,68 @@ func TestPurgeDuringFill(t *testing.T) {
 		})
 	}
 }
+
+// TestLookupBeforeFillJoinAfter: a request that looked the store up (on
+// the fast path) before a fill stored its object, and reaches the
+// collapsing table after that fill left it, is answered from the store,
+// not by a second origin fetch. The wrapper holds such a request between
+// its lookup and its join until the fill is stored.
+func TestLookupBeforeFillJoinAfter(t *testing.T) {
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	held, resume := make(chan struct{}), make(chan struct{})
+	var inner http.Handler
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		io.WriteString(w, "the object")
+	}, envOpt{
+		wrapFront: func(h http.Handler) http.Handler {
+			inner = h
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("X-Hold") != "" {
+					close(held)
+					<-resume
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
+		// The fast path looks up with the cache's handler itself and hands
+		// its miss (with what it found) to the wrapped server.
+		fast: func(fo *cache.FastOptions) { fo.Route = func(string) http.Handler { return inner } },
+	})
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	leader := make(chan reply, 1)
+	go func() {
+		r, _ := e.fetch("/hot")
+		leader <- r
+	}()
+	testutil.WaitFor(t, "the leader at the origin", func() bool { return e.count.Load() == 1 })
+	late := make(chan reply, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, e.front.URL+"/hot", nil)
+		req.Header.Set("X-Hold", "1")
+		var r reply
+		if resp, err := e.client.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			r = reply{status: resp.StatusCode, header: resp.Header, body: string(b)}
+		}
+		late <- r
+	}()
+	<-held // looked up: a miss, the fill still at the origin
+	releaseOnce.Do(func() { close(release) })
+	if r := <-leader; r.body != "the object" {
+		t.Fatalf("leader: %d %q", r.status, r.body)
+	}
+	testutil.WaitFor(t, "the object stored", func() bool { return strings.Contains(e.get("/hot").cs(), "hit") })
+	close(resume)
+	r := <-late
+	if r.body != "the object" || !strings.Contains(r.cs(), "hit") || e.count.Load() != 1 {
+		t.Fatalf("the late request: %q (Cache-Status %q), %d origin requests; want a hit and one origin request", r.body, r.cs(), e.count.Load())
+	}
+}

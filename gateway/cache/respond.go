@@ -40,6 +40,12 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 			return
 		}
 		defer st.close()
+		if res.hit {
+			fr := h.c.freshness(st)
+			h.countHit(st.tier)
+			h.serveStored(w, r, st, hitStatus(st, fr, ""), fr.Age)
+			return
+		}
 		h.c.metrics.request(site, st.tier, resRevalidated)
 		h.serveStored(w, r, st, "meridian; fwd="+fwd+"; fwd-status=304; detail="+st.tier, -1)
 	case kindPass:
