@@ -127,12 +127,7 @@ func TestAccessLogNamesTheOrigin(t *testing.T) {
 				io.WriteString(w, "object "+r.URL.Path)
 			}))
 			t.Cleanup(o.Close)
-			refused, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			deadHost := refused.Addr().String()
-			refused.Close()
+			deadHost := mtestutil.FreeAddr(t, "127.0.0.1") // nothing listens: refused
 			logs := &mtestutil.SyncBuffer{}
 			p := startPoP(t, gateway.Options{
 				NoFastPath: noFast,
@@ -192,12 +187,7 @@ func TestAccessLogNamesTheOrigin(t *testing.T) {
 // origin_attempts.
 func TestAccessLogOriginAttempts(t *testing.T) {
 	live := cacheableOrigin(t)
-	refused, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := refused.Addr().String()
-	refused.Close()
+	dead := mtestutil.FreeAddr(t, "127.0.0.1") // nothing listens: refused
 	liveURL, _ := url.Parse(live.URL)
 	pl, err := origin.New(origin.Options{Site: "a", Servers: []origin.Server{
 		{URL: &url.URL{Scheme: "http", Host: dead}}, {URL: liveURL},

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
@@ -22,12 +21,7 @@ func TestAccessLogSaysWhatTheCacheDid(t *testing.T) {
 	for _, noFast := range []bool{false, true} {
 		t.Run(fmt.Sprintf("noFastPath=%v", noFast), func(t *testing.T) {
 			o := cacheableOrigin(t)
-			refused, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			dead := "http://" + refused.Addr().String()
-			refused.Close()
+			dead := "http://" + mtestutil.FreeAddr(t, "127.0.0.1") // nothing listens: refused
 			logs := &mtestutil.SyncBuffer{}
 			p := startPoP(t, gateway.Options{
 				NoFastPath: noFast,

@@ -200,24 +200,21 @@ func newEncoders() *encoders {
 // every time, so the cheapest wins there: zstd (Chrome, Firefox), else
 // gzip, else brotli.
 func (e *encoders) pick(ae string, perResponse bool) (coding string, pool *encoderPool, busy bool) {
-	order := [...]string{"br", "zstd", "gzip"}
+	type choice struct {
+		coding string
+		pool   *encoderPool
+	}
+	order := [...]choice{{"br", &e.br}, {"zstd", &e.zstd}, {"gzip", &e.gzip}}
 	if perResponse {
-		order = [...]string{"zstd", "gzip", "br"}
+		order = [...]choice{{"zstd", &e.zstd}, {"gzip", &e.gzip}, {"br", &e.br}}
 	}
 	for _, c := range order {
-		if strings.Contains(ae, c) {
-			coding = c
+		if strings.Contains(ae, c.coding) {
+			coding, pool = c.coding, c.pool
 			break
 		}
 	}
-	switch coding {
-	case "br":
-		pool = &e.br
-	case "zstd":
-		pool = &e.zstd
-	case "gzip":
-		pool = &e.gzip
-	default:
+	if pool == nil {
 		return "", nil, false
 	}
 	select {

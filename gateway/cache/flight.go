@@ -183,11 +183,14 @@ func (g *group) release(key string, f *flight, res result, keep bool) {
 // forget removes f from the group if it is still the flight for key.
 func (g *group) forget(key string, f *flight) {
 	g.mu.Lock()
-	if g.m[key] == f {
+	gone := g.m[key] == f
+	if gone {
 		delete(g.m, key)
-		g.left[leftSlot(key)].Store(time.Now().UnixNano())
 	}
 	g.mu.Unlock()
+	if gone { // hashed outside the lock every fill takes
+		g.left[leftSlot(key)].Store(time.Now().UnixNano())
+	}
 }
 
 const (
