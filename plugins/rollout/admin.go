@@ -269,7 +269,7 @@ func (mg *Manager) push(w http.ResponseWriter, r *http.Request, site string, who
 	// plugin not in the chain yet (no stable share runs it).
 	canaryEntry := false
 	doc, err := mg.st.Load().updateChain(ctx, site, func(d *ChainDoc) bool {
-		i := slices.IndexFunc(d.Entries, func(e ChainEntry) bool { return e.Plugin == plugin })
+		i := d.index(plugin)
 		canaryEntry = false
 		switch {
 		case i < 0:
@@ -540,7 +540,7 @@ func (mg *Manager) deployHandler(w http.ResponseWriter, r *http.Request, site st
 		// nothing; a promotion whose record failed after it is finished by
 		// promoting again (the record still names the canary's entry).
 		_, err := mg.st.Load().updateChain(r.Context(), site, func(d *ChainDoc) bool {
-			i := slices.IndexFunc(d.Entries, func(e ChainEntry) bool { return e.Plugin == plugin })
+			i := d.index(plugin)
 			if i < 0 {
 				return false // taken out of the chain meanwhile: stays out
 			}

@@ -156,7 +156,6 @@ type Manager struct {
 	unsettled   map[pluginKey]bool
 	chainsKnown bool
 	ready       chan struct{}
-	readyClosed bool
 
 	logsSub *nats.Subscription // answers other PoPs' log queries
 	peers   logPeers           // PoPs heard on the log subjects
@@ -340,15 +339,19 @@ func (mg *Manager) WaitReady(ctx context.Context) error {
 // checkReadyLocked closes ready once the chains are known and no plugin
 // still loading is in one. Callers hold mg.mu.
 func (mg *Manager) checkReadyLocked() {
-	if mg.readyClosed || !mg.chainsKnown {
+	select {
+	case <-mg.ready:
+		return // closed already
+	default:
+	}
+	if !mg.chainsKnown {
 		return
 	}
 	for k := range mg.unsettled {
-		if slices.ContainsFunc(mg.docs[k.site].Entries, func(e ChainEntry) bool { return e.Plugin == k.plugin }) {
+		if mg.docs[k.site].index(k.plugin) >= 0 {
 			return
 		}
 	}
-	mg.readyClosed = true
 	close(mg.ready)
 }
 
@@ -367,7 +370,7 @@ func (mg *Manager) loadFailedLocked(k pluginKey, err error) {
 	mg.rebuildLocked(k.site) // the 503's reason
 	policy, lvl := "its fail-open site is served without it", slog.LevelWarn
 	switch {
-	case !slices.ContainsFunc(doc.Entries, func(e ChainEntry) bool { return e.Plugin == k.plugin }):
+	case doc.index(k.plugin) < 0:
 		policy = "its site's chain (as this PoP knows it) does not run it"
 	case doc.FailClosed:
 		policy, lvl = "its fail-closed site answers 503 for the requests it would run", slog.LevelError

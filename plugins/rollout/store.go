@@ -58,6 +58,12 @@ type ChainEntry struct {
 	ResponseHeaders []string `json:"response_headers,omitempty"`
 }
 
+// index is the position of plugin's entry in the chain, -1 when the chain
+// does not run it.
+func (d ChainDoc) index(plugin string) int {
+	return slices.IndexFunc(d.Entries, func(e ChainEntry) bool { return e.Plugin == plugin })
+}
+
 func (d ChainDoc) validate() error {
 	seen := map[string]bool{}
 	for i, e := range d.Entries {
