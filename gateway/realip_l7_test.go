@@ -266,6 +266,9 @@ func TestProxyProtocolTurnedOnLive(t *testing.T) {
 	})
 	before := newKeepAlive(t, balancer, p.HTTPAddr())
 	before.get("/x") // miss
+	// Each line is logged after its answer went out: wait for it before
+	// the next connection's request, so that the lines keep this order.
+	mtestutil.WaitFor(t, "one access log line", func() bool { return len(accessRemotes(logs)) == 1 })
 	if err := p.SetProxyProtocol(realip.Options{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, Required: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -275,6 +278,7 @@ func TestProxyProtocolTurnedOnLive(t *testing.T) {
 	after := newKeepAlive(t, balancer, p.HTTPAddr())
 	proxyHeader(t, 1, "203.0.113.7:50000", after.c.LocalAddr()).WriteTo(after.c)
 	after.get("/x") // hit
+	mtestutil.WaitFor(t, "two access log lines", func() bool { return len(accessRemotes(logs)) == 2 })
 	before.get("/x")
 	want := []string{before.c.LocalAddr().String(), "203.0.113.7:50000", before.c.LocalAddr().String()}
 	mtestutil.WaitFor(t, "three access log lines", func() bool { return len(accessRemotes(logs)) == 3 })
