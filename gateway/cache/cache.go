@@ -94,11 +94,11 @@ type Cache struct {
 	// just read can stand for it (nowOr).
 	realClock bool
 
-	// purgeSeq changes on every purge and invalidation; a fill that started
-	// before a purge does not store its result, so a purged object can never
-	// come back from an in-flight fetch.
-	purgeSeq atomic.Uint64
-	gen      atomic.Uint64 // Vary index generations
+	// purges moves on every purge and invalidation; a fill that started
+	// before one of its key does not store its result, so a purged object
+	// can never come back from an in-flight fetch.
+	purges purgeClock
+	gen    atomic.Uint64 // Vary index generations
 
 	ctx    context.Context // cancelled by Close: stops fills and revalidations
 	cancel context.CancelFunc

@@ -35,14 +35,7 @@ const recheckWindow = time.Second
 
 // leftSlot is key's slot in left (FNV-1a: keys are the cache's own; a
 // collision costs one lookup).
-func leftSlot(key string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
-		h *= 16777619
-	}
-	return h % leftSlots
-}
+func leftSlot(key string) uint32 { return fnv32(key) % leftSlots }
 
 // leftRecently reports whether a flight of key (or of a key in its slot)
 // left the group within recheckWindow before now. A request that looked
@@ -106,7 +99,7 @@ type flight struct {
 	res    result
 	fill   *fill
 	header http.Header // the leader's request header, for Vary checks
-	// seq is the cache's purge sequence when the flight started: a
+	// seq is its key's purge clock (purgeClock) when the flight started: a
 	// request that comes after a purge or an invalidation must not join
 	// it (its body may be what was purged), nor may it store its result.
 	seq uint64
@@ -145,7 +138,7 @@ func (g *group) inFlight(key string) bool {
 
 // join returns the flight for key and a registered reader of it; leader is
 // true when the caller created the flight and must run it. seq is the
-// cache's purge sequence now: a flight that started before a later purge
+// key's purge clock now: a flight that started before a later purge
 // or invalidation is not joined but replaced (its own readers finish it).
 // Without that, a fill still in the group when its URL was purged (its
 // pump not yet done, or a fetch under way) served the purged body to the

@@ -411,7 +411,7 @@ func (h *siteHandler) unsafe(w http.ResponseWriter, r *http.Request) {
 // invalidate drops the primary entry of key; Vary'd variants become
 // unreachable with their index.
 func (c *Cache) invalidate(site, key string) {
-	c.purgeSeq.Add(1)
+	c.purges.invalidate(key)
 	c.store.delete(key)
 	c.metrics.purged.WithLabelValues(site, "invalidate").Inc()
 }
@@ -450,7 +450,7 @@ func (h *siteHandler) revalidateInBackground(r *http.Request, key, u string, st 
 	}
 	r2 := r.Clone(backgroundContext(r.Context()))
 	h.c.goBackground(func(ctx context.Context) {
-		f, rd, leader := h.c.flights.join(key, r2.Header, h.c.purgeSeq.Load())
+		f, rd, leader := h.c.flights.join(key, r2.Header, h.c.purges.at(h.site.SiteID, key))
 		rd.Close()
 		if !leader {
 			return
@@ -486,9 +486,9 @@ func (h *siteHandler) fetch(w http.ResponseWriter, r *http.Request, key, u strin
 		leader = true
 	)
 	if collapse {
-		f, rd, leader = h.c.flights.join(key, r.Header, h.c.purgeSeq.Load())
+		f, rd, leader = h.c.flights.join(key, r.Header, h.c.purges.at(h.site.SiteID, key))
 	} else {
-		f = newFlight(r.Header, h.c.purgeSeq.Load())
+		f = newFlight(r.Header, h.c.purges.at(h.site.SiteID, key))
 		rd = f.fill.register()
 	}
 	if leader && stale == nil && collapse && h.c.flights.leftRecently(key, time.Now()) {
@@ -590,7 +590,10 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 	if resp.StatusCode == http.StatusNotModified && stale != nil {
 		resp.Body.Close()
 		cancelAll()
-		upd := c.update304(stale, resp.Header, reqTime, respTime, ttlFrom(r.Context()), h.site.DefaultTTL)
+		// A purge since the flight began (a soft one marks the object
+		// stale) outranks this 304, which answers a question asked before it.
+		save := c.purges.at(h.site.SiteID, key) == seq
+		upd := c.update304(stale, resp.Header, reqTime, respTime, ttlFrom(r.Context()), h.site.DefaultTTL, save)
 		c.flights.release(key, f, result{kind: kindStored, stored: upd, status: http.StatusNotModified}, false)
 		return nil
 	}
@@ -647,7 +650,7 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 		}
 	}
 	if !c.goBackground(func(context.Context) {
-		c.pump(octx, cancelAll, f.fill, resp, tw, h.maxObj, h.retain, seq, h.site.SiteID, forget)
+		c.pump(octx, cancelAll, f.fill, resp, tw, h.maxObj, h.retain, seq, h.site.SiteID, key, forget)
 	}) {
 		forget()
 		resp.Body.Close()
@@ -729,8 +732,10 @@ func equalStrings(a, b []string) bool {
 // persists the new metadata. The recorded TTL is decided again, as for a
 // new response (policy.StoreTTL with the revalidating request's plugin TTL
 // and the site's default): a 304 that brings a max-age of its own ends a
-// default TTL, as Varnish does when it revalidates.
-func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time, pluginTTL, siteDefault time.Duration) *stored {
+// default TTL, as Varnish does when it revalidates. Without save the
+// result only answers the revalidating requests: the stored response was
+// purged meanwhile and stays as the purge left it.
+func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time, pluginTTL, siteDefault time.Duration, save bool) *stored {
 	n := st.clone()
 	old := st.meta.Header
 	for k, v := range h {
@@ -757,6 +762,10 @@ func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time
 	n.meta.RequestTime, n.meta.ResponseTime = reqTime, respTime
 	n.meta.TTL = policy.StoreTTL(n.meta.Status, n.meta.Header, pluginTTL, siteDefault)
 	n.meta.Invalidated = false
+	if !save {
+		c.metrics.stores.WithLabelValues(st.meta.Site, c.store.t.Name(), "purged").Inc()
+		return n
+	}
 	if err := c.store.updateMeta(context.Background(), n, n.meta); err != nil && !errors.Is(err, tier.ErrNotFound) {
 		c.log.Warn("cache: update after 304 failed", "err", err)
 	}
@@ -764,7 +773,7 @@ func (c *Cache) update304(st *stored, h http.Header, reqTime, respTime time.Time
 }
 
 // pump reads the origin body into the fill and, when storing, into the tier.
-func (c *Cache) pump(ctx context.Context, cancel func(), f *fill, resp *http.Response, tw tier.Writer, maxObj, retain int64, seq uint64, site string, forget func()) {
+func (c *Cache) pump(ctx context.Context, cancel func(), f *fill, resp *http.Response, tw tier.Writer, maxObj, retain int64, seq uint64, site, key string, forget func()) {
 	defer cancel()
 	defer forget()
 	defer resp.Body.Close()
@@ -814,7 +823,7 @@ func (c *Cache) pump(ctx context.Context, cancel func(), f *fill, resp *http.Res
 				err = io.ErrUnexpectedEOF
 			} else {
 				if tw != nil {
-					if c.purgeSeq.Load() != seq {
+					if c.purges.at(site, key) != seq {
 						tw.Abort() // purged while fetching: do not resurrect
 						c.metrics.stores.WithLabelValues(site, c.store.t.Name(), "purged").Inc()
 					} else {

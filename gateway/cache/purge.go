@@ -140,7 +140,7 @@ func (c *Cache) Purge(ctx context.Context, sel Selector) (int, error) {
 		return 0, err
 	}
 	sel = sel.Normalize()
-	c.purgeSeq.Add(1)
+	c.purges.purgeSite(sel.Site)
 	n := 0
 	for _, t := range c.purgeTiers() {
 		sc, ok := t.(tier.Scanner)
