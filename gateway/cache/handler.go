@@ -491,8 +491,9 @@ func (h *siteHandler) fetch(w http.ResponseWriter, r *http.Request, key, u strin
 		f = newFlight(r.Header, h.c.purges.at(h.site.SiteID, key))
 		rd = f.fill.register()
 	}
-	if leader && stale == nil && collapse && h.c.flights.leftRecently(key, time.Now()) {
-		// A fill of key may have stored it since this request looked.
+	if leader && collapse && h.c.flights.leftRecently(key, time.Now()) {
+		// A fill of key may have stored it, or a revalidation refreshed
+		// the stale object this request found, since this request looked.
 		if st, _ := h.c.lookup(key, r); st != nil {
 			defer st.close()
 			if fr := h.c.freshness(st); fr.Fresh() && policy.Decide(fr, reqCC) == policy.UseFresh {

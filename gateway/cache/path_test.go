@@ -461,16 +461,60 @@ func TestPurgeDuringFill(t *testing.T) {
 	}
 }
 
+// lookupHold holds one request (the one sent with get) between its store
+// lookup on the fast path and its join of the collapsing table, until
+// resume is closed.
+type lookupHold struct {
+	inner        http.Handler
+	held, resume chan struct{}
+}
+
+func newLookupHold() *lookupHold {
+	return &lookupHold{held: make(chan struct{}), resume: make(chan struct{})}
+}
+
+// opt sets o up to hold: the fast path looks up with the cache's handler
+// itself and hands its miss (with what it found) to the wrapped server.
+func (lh *lookupHold) opt(o envOpt) envOpt {
+	o.wrapFront = func(h http.Handler) http.Handler {
+		lh.inner = h
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("X-Hold") != "" {
+				close(lh.held)
+				<-lh.resume
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	o.fast = func(fo *cache.FastOptions) { fo.Route = func(string) http.Handler { return lh.inner } }
+	return o
+}
+
+// get sends the held request; its reply arrives once resume is closed.
+func (lh *lookupHold) get(e *env, path string) <-chan reply {
+	out := make(chan reply, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, e.front.URL+path, nil)
+		req.Header.Set("X-Hold", "1")
+		var r reply
+		if resp, err := e.client.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			r = reply{status: resp.StatusCode, header: resp.Header, body: string(b)}
+		}
+		out <- r
+	}()
+	return out
+}
+
 // TestLookupBeforeFillJoinAfter: a request that looked the store up (on
 // the fast path) before a fill stored its object, and reaches the
 // collapsing table after that fill left it, is answered from the store,
-// not by a second origin fetch. The wrapper holds such a request between
-// its lookup and its join until the fill is stored.
+// not by a second origin fetch.
 func TestLookupBeforeFillJoinAfter(t *testing.T) {
 	release := make(chan struct{})
 	var releaseOnce sync.Once
-	held, resume := make(chan struct{}), make(chan struct{})
-	var inner http.Handler
+	lh := newLookupHold()
 	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-release:
@@ -479,21 +523,7 @@ func TestLookupBeforeFillJoinAfter(t *testing.T) {
 		}
 		w.Header().Set("Cache-Control", "max-age=600")
 		io.WriteString(w, "the object")
-	}, envOpt{
-		wrapFront: func(h http.Handler) http.Handler {
-			inner = h
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.Header.Get("X-Hold") != "" {
-					close(held)
-					<-resume
-				}
-				h.ServeHTTP(w, r)
-			})
-		},
-		// The fast path looks up with the cache's handler itself and hands
-		// its miss (with what it found) to the wrapped server.
-		fast: func(fo *cache.FastOptions) { fo.Route = func(string) http.Handler { return inner } },
-	})
+	}, lh.opt(envOpt{}))
 	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
 	leader := make(chan reply, 1)
 	go func() {
@@ -501,27 +531,66 @@ func TestLookupBeforeFillJoinAfter(t *testing.T) {
 		leader <- r
 	}()
 	testutil.WaitFor(t, "the leader at the origin", func() bool { return e.count.Load() == 1 })
-	late := make(chan reply, 1)
-	go func() {
-		req, _ := http.NewRequest(http.MethodGet, e.front.URL+"/hot", nil)
-		req.Header.Set("X-Hold", "1")
-		var r reply
-		if resp, err := e.client.Do(req); err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			r = reply{status: resp.StatusCode, header: resp.Header, body: string(b)}
-		}
-		late <- r
-	}()
-	<-held // looked up: a miss, the fill still at the origin
+	late := lh.get(e, "/hot")
+	<-lh.held // looked up: a miss, the fill still at the origin
 	releaseOnce.Do(func() { close(release) })
 	if r := <-leader; r.body != "the object" {
 		t.Fatalf("leader: %d %q", r.status, r.body)
 	}
 	testutil.WaitFor(t, "the object stored", func() bool { return strings.Contains(e.get("/hot").cs(), "hit") })
-	close(resume)
+	close(lh.resume)
 	r := <-late
 	if r.body != "the object" || !strings.Contains(r.cs(), "hit") || e.count.Load() != 1 {
 		t.Fatalf("the late request: %q (Cache-Status %q), %d origin requests; want a hit and one origin request", r.body, r.cs(), e.count.Load())
+	}
+}
+
+// TestLookupStaleRevalidatedJoinAfter is TestLookupBeforeFillJoinAfter for
+// a stale object: a request that found it stale before a revalidation
+// refreshed it, and reaches the collapsing table after that revalidation
+// left, is answered from the refreshed object instead of asking the origin
+// once more.
+func TestLookupStaleRevalidatedJoinAfter(t *testing.T) {
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	lh := newLookupHold()
+	var revalidations atomic.Int64
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("ETag", `"v1"`)
+		if r.Header.Get("If-None-Match") == "" {
+			io.WriteString(w, "the object")
+			return
+		}
+		revalidations.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.WriteHeader(http.StatusNotModified)
+	}, lh.opt(envOpt{}))
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	if r := e.get("/hot"); r.body != "the object" {
+		t.Fatalf("fill: %d %q", r.status, r.body)
+	}
+	e.clock.Advance(2 * time.Minute) // stale
+	leader := make(chan reply, 1)
+	go func() {
+		r, _ := e.fetch("/hot")
+		leader <- r
+	}()
+	testutil.WaitFor(t, "the revalidation at the origin", func() bool { return revalidations.Load() == 1 })
+	late := lh.get(e, "/hot")
+	<-lh.held // looked up: stale, the revalidation still at the origin
+	releaseOnce.Do(func() { close(release) })
+	if r := <-leader; r.body != "the object" {
+		t.Fatalf("leader: %d %q", r.status, r.body)
+	}
+	testutil.WaitFor(t, "the object refreshed", func() bool { return strings.Contains(e.get("/hot").cs(), "hit") })
+	close(lh.resume)
+	r := <-late
+	if r.body != "the object" || !strings.Contains(r.cs(), "hit") || revalidations.Load() != 1 {
+		t.Fatalf("the late request: %q (Cache-Status %q), %d revalidations; want a hit and one revalidation", r.body, r.cs(), revalidations.Load())
 	}
 }
