@@ -27,6 +27,7 @@ const (
 	promoteSynopsis  = "plugin promote --site SITE --name NAME [--version N] [--canary PCT]"
 	logsSynopsis     = "plugin logs --site SITE [--name NAME] [--limit N] [--pop ID|local]"
 	chainSynopsis    = "plugin chain --site SITE [--set FILE.json]"
+	removeSynopsis   = "plugin remove --site SITE --name NAME"
 )
 
 // entryHelp says how a pushed plugin gets its config and sees headers: in
@@ -46,6 +47,7 @@ const pluginUsage = `usage:
   meridian ` + promoteSynopsis + `
   meridian ` + logsSynopsis + `
   meridian ` + chainSynopsis + `
+  meridian ` + removeSynopsis + `
 
 Every command talks to a PoP's admin API (--admin, default the dev stack's
 first PoP) with a site owner's or the ops token (--token or MERIDIAN_TOKEN).
@@ -61,7 +63,9 @@ PoP that logged it, whichever PoP --admin names; PoPs that did not answer
 within a second or two are named on stderr (--pop local: only that PoP's).
 rollback without --version ends a canary, or goes back to the version
 before the running one. promote sends all traffic (or --canary PCT) to a
-version, by default the running canary.`
+version, by default the running canary. remove takes a plugin out of the
+site's chain and ends its deployment on every PoP; its versions and KV data
+are kept, and pushing a version again puts it back at the chain's end.`
 
 // pushHelp ends 'meridian plugin push -h'.
 const pushHelp = "\n" + entryHelp + ` For example:
@@ -96,6 +100,8 @@ func pluginSynopsis(verb string) string {
 		return logsSynopsis
 	case "chain":
 		return chainSynopsis
+	case "remove":
+		return removeSynopsis
 	}
 	return ""
 }
@@ -133,7 +139,7 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		config, reqHeaders, respHeaders multiFlag
 	)
 	switch verb {
-	case "push", "rollback", "promote":
+	case "push", "rollback", "promote", "remove":
 		fs.StringVar(&name, "name", "", "plugin name: 1-64 letters, digits, '_' or '-' (required)")
 	case "logs":
 		fs.StringVar(&name, "name", "", "only this plugin's lines")
@@ -283,6 +289,23 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("plugin logs: %w", err)
 		}
 		printLogs(stdout, stderr, *site, out)
+		return nil
+	case "remove":
+		if err := needName(); err != nil {
+			return err
+		}
+		var rr rollout.RemoveResult
+		if err := c.do(ctx, http.MethodDelete, base+"/"+url.PathEscape(name), nil, &rr); err != nil {
+			return fmt.Errorf("plugin remove: %w", err)
+		}
+		fmt.Fprintf(stdout, "removed %s/%s: no request runs it now; chain: %s\n", rr.Site, rr.Plugin, chainNames(rr.Chain))
+		if len(rr.Versions) > 0 {
+			vs := make([]string, len(rr.Versions))
+			for i, v := range rr.Versions {
+				vs[i] = strconv.Itoa(v)
+			}
+			fmt.Fprintf(stdout, "versions kept: %s (push one again to put it back)\n", strings.Join(vs, ", "))
+		}
 		return nil
 	case "chain":
 		var doc rollout.ChainDoc
@@ -442,21 +465,29 @@ func describeEntry(e rollout.ChainEntry) string {
 	return strings.Join(parts, "; ")
 }
 
+// chainNames is a chain's plugins in order ("none" for an empty chain).
+func chainNames(d rollout.ChainDoc) string {
+	if len(d.Entries) == 0 {
+		return "none"
+	}
+	order := make([]string, len(d.Entries))
+	for i, e := range d.Entries {
+		order[i] = e.Plugin
+	}
+	return strings.Join(order, " -> ")
+}
+
 // printStatus writes a site's plugins as 'meridian plugin list' shows
 // them: the chain, then one row per version with its deployment state
 // (from the record every PoP follows) and its health on the PoP that
 // answered (ok, degraded or failing, from that PoP's circuit breaker).
 func printStatus(w io.Writer, st rollout.SiteStatus) {
 	fmt.Fprintf(w, "site %s (as seen by PoP %s)\n", st.Site, st.PoP)
-	order := make([]string, 0, len(st.Chain.Entries))
-	for _, e := range st.Chain.Entries {
-		order = append(order, e.Plugin)
-	}
 	policy := "fail open"
 	if st.Chain.FailClosed {
 		policy = "fail closed"
 	}
-	fmt.Fprintf(w, "chain (%s): %s\n\n", policy, strings.Join(order, " -> "))
+	fmt.Fprintf(w, "chain (%s): %s\n\n", policy, chainNames(st.Chain))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PLUGIN\tVERSION\tSHA256\tSIZE\tUPLOADED\tBY\tSTATE\tHEALTH")
 	for _, p := range st.Plugins {

@@ -16,7 +16,7 @@ import (
 	"github.com/meridian-edge/meridian/plugins/rollout/rollouttest"
 )
 
-// TestPluginCommand drives 'meridian plugin push|list|promote|rollback|logs|chain'
+// TestPluginCommand drives 'meridian plugin push|list|promote|rollback|logs|chain|remove'
 // against a real PoP admin API (statesync on embedded NATS, JetStream object
 // store, a plugin host) and checks what the PoP then runs.
 func TestPluginCommand(t *testing.T) {
@@ -182,6 +182,37 @@ func TestPluginCommand(t *testing.T) {
 		}
 		if strings.Contains(out, `"config"`) && strings.Contains(out, "/secret") {
 			t.Fatalf("meridian plugin %v: the canary's config reached the chain: %s", c.args, out)
+		}
+	}
+
+	// remove: solo answers (tag's version 3 traps and is skipped), then
+	// no plugin does; the versions stay, and a push puts one back.
+	waitFor("1")
+	for _, c := range []struct {
+		args      []string
+		code      int
+		out, err  string
+		answering string
+	}{
+		{[]string{"remove", admin, "--site=shop", "--name=solo"}, 0, "removed shop/solo: no request runs it now; chain: tag\nversions kept: 1 (push one again to put it back)", "", "-"},
+		{[]string{"remove", admin, "--site=shop", "--name=tag"}, 0, "removed shop/tag: no request runs it now; chain: none\nversions kept: 1, 2, 3", "", "-"},
+		{[]string{"list", admin, "--site=shop"}, 0, "chain (fail open): none", "", ""},
+		{[]string{"list", admin, "--site=shop"}, 0, "deployment: runs nowhere", "", ""},
+		{[]string{"remove", admin, "--site=shop", "--name=tag"}, 1, "", `site shop runs no plugin "tag" (its chain: none) (HTTP 404)`, ""},
+		{[]string{"remove", admin, "--site=shop"}, 2, "", "--name is required", ""},
+		{[]string{"remove", admin, "--site=shop", "--name=tag", v1}, 2, "", "unexpected argument", ""},
+		{[]string{"push", admin, "--site=shop", "--name=solo", v1}, 0, "pushed shop/solo version 1 (these bytes were stored before: no new version)", "", "1"},
+	} {
+		out, errText, code := run(c.args...)
+		if code != c.code || !strings.Contains(out, c.out) || !strings.Contains(errText, c.err) {
+			t.Fatalf("meridian plugin %v: code %d, stdout %q, stderr %q; want %d, %q, %q", c.args, code, out, errText, c.code, c.out, c.err)
+		}
+		switch c.answering {
+		case "-": // no plugin answers
+			waitFor("")
+		case "":
+		default:
+			waitFor(c.answering)
 		}
 	}
 }

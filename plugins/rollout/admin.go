@@ -69,6 +69,7 @@ func (mg *Manager) Handler() http.Handler {
 	mux.HandleFunc("GET /admin/plugins/{site}/{$}", mg.site(mg.list))
 	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}/deploy", mg.site(mg.deployHandler))
 	mux.HandleFunc("POST /admin/plugins/{site}/{plugin}/rollback", mg.site(mg.rollback))
+	mux.HandleFunc("DELETE /admin/plugins/{site}/{plugin}", mg.site(mg.remove))
 	// Logs travel over core NATS and come from memory, so they answer
 	// while JetStream is down: that is when an owner most needs them.
 	mux.HandleFunc("GET /admin/plugins/{site}/logs", mg.siteAuth(mg.logs))
@@ -618,6 +619,76 @@ func (mg *Manager) rollback(w http.ResponseWriter, r *http.Request, site string,
 	}
 	mg.log.Info("plugin rolled back", "site", site, "plugin", plugin, "to", to, "by", who.by)
 	writeJSON(w, http.StatusOK, t)
+}
+
+// RemoveResult answers DELETE /admin/plugins/{site}/{plugin}.
+type RemoveResult struct {
+	Site   string `json:"site"`
+	Plugin string `json:"plugin"`
+	// Chain is the site's chain without the plugin.
+	Chain ChainDoc `json:"chain"`
+	// Versions are the plugin's stored versions, oldest first: removal
+	// keeps them (and the plugin's KV data), so pushing one again puts the
+	// plugin back.
+	Versions []int `json:"versions"`
+}
+
+// remove takes a plugin out of the site's chain and clears its deployment
+// (a running canary included), so that no request on any PoP runs it and
+// every PoP frees its instances. The chain goes first: it is the write
+// likely to fail (JetStream), which then changes nothing, and once it is
+// done no request runs the plugin even if clearing the record fails.
+func (mg *Manager) remove(w http.ResponseWriter, r *http.Request, site string, who principal) {
+	plugin := r.PathValue("plugin")
+	if err := checkPlugin(plugin); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx := r.Context()
+	cur := mg.current(site, plugin)
+	inChain := false
+	doc, err := mg.st.Load().updateChain(ctx, site, func(d *ChainDoc) bool {
+		i := d.index(plugin)
+		inChain = i >= 0
+		if !inChain {
+			return false
+		}
+		d.Entries = slices.Delete(d.Entries, i, i+1)
+		return true
+	})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "removing the plugin from the chain failed; nothing was changed: "+err.Error())
+		return
+	}
+	if !inChain && cur == (Target{}) {
+		names := make([]string, 0, len(doc.Entries))
+		for _, e := range doc.Entries {
+			names = append(names, e.Plugin)
+		}
+		chain := "none"
+		if len(names) > 0 {
+			chain = strings.Join(names, ", ")
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("site %s runs no plugin %q (its chain: %s)", site, plugin, chain))
+		return
+	}
+	if cur != (Target{}) {
+		if err := mg.deploy(ctx, pluginKey{site, plugin}, Target{}, false, who.by); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "the plugin left the chain, so no request runs it, but clearing its deployment failed (remove it again to finish): "+err.Error())
+			return
+		}
+	}
+	vs, err := mg.st.Load().versions(ctx, site, plugin)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	out := RemoveResult{Site: site, Plugin: plugin, Chain: doc, Versions: make([]int, 0, len(vs))}
+	for _, v := range vs {
+		out.Versions = append(out.Versions, v.Version)
+	}
+	mg.log.Info("plugin removed", "site", site, "plugin", plugin, "was", cur.versionString(), "by", who.by)
+	writeJSON(w, http.StatusOK, out)
 }
 
 // LogLine is one plugin log line in a logs answer.
