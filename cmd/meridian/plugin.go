@@ -22,7 +22,7 @@ import (
 // The usage line of each plugin verb: its -h, and the list in pluginUsage.
 const (
 	pushSynopsis     = "plugin push --site SITE --name NAME [--canary PCT] [--config KEY=VALUE]... [--request-header H]... [--response-header H]... FILE.wasm"
-	listSynopsis     = "plugin list --site SITE"
+	listSynopsis     = "plugin list --site SITE [--pop local]"
 	rollbackSynopsis = "plugin rollback --site SITE --name NAME [--version N]"
 	promoteSynopsis  = "plugin promote --site SITE --name NAME [--version N] [--canary PCT]"
 	logsSynopsis     = "plugin logs --site SITE [--name NAME] [--limit N] [--pop ID|local]"
@@ -61,6 +61,9 @@ To change only the config, push the running bytes again without --canary.
 logs shows the plugin log lines of every PoP, newest first, each with the
 PoP that logged it, whichever PoP --admin names; PoPs that did not answer
 within a second or two are named on stderr (--pop local: only that PoP's).
+list shows the chain and each version's state, and its health on every PoP
+that answered (ok, degraded or failing, with the PoPs where they differ;
+--pop local: on the PoP --admin names only).
 rollback without --version ends a canary, or goes back to the version
 before the running one. promote sends all traffic (or --canary PCT) to a
 version, by default the running canary. remove takes a plugin out of the
@@ -158,6 +161,8 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "logs":
 		fs.IntVar(&limit, "limit", 100, "how many log lines, newest first, over all PoPs")
 		fs.StringVar(&pop, "pop", "", "only this PoP's lines (its id; \"local\": the PoP --admin names, without asking the others)")
+	case "list":
+		fs.StringVar(&pop, "pop", "", "\"local\": health as the PoP --admin names sees it, without asking the others")
 	case "chain":
 		fs.StringVar(&set, "set", "", "JSON file with the site's chain to set")
 	}
@@ -229,11 +234,19 @@ func cmdPlugin(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "deployment: %s\n", describe(pr.Deployment))
 		return nil
 	case "list":
+		path := base + "?pops=all"
+		switch pop {
+		case "local":
+			path = base
+		case "":
+		default:
+			return fmt.Errorf("plugin list: --pop %q: only \"local\" is taken (the PoP --admin names): %w", pop, errUsage)
+		}
 		var st rollout.SiteStatus
-		if err := c.do(ctx, http.MethodGet, base, nil, &st); err != nil {
+		if err := c.do(ctx, http.MethodGet, path, nil, &st); err != nil {
 			return fmt.Errorf("plugin list: %w", err)
 		}
-		printStatus(stdout, st)
+		printStatus(stdout, stderr, st)
 		return nil
 	case "rollback", "promote":
 		if err := needName(); err != nil {
@@ -479,22 +492,23 @@ func chainNames(d rollout.ChainDoc) string {
 
 // printStatus writes a site's plugins as 'meridian plugin list' shows
 // them: the chain, then one row per version with its deployment state
-// (from the record every PoP follows) and its health on the PoP that
-// answered (ok, degraded or failing, from that PoP's circuit breaker).
-func printStatus(w io.Writer, st rollout.SiteStatus) {
-	fmt.Fprintf(w, "site %s (as seen by PoP %s)\n", st.Site, st.PoP)
+// (from the record every PoP follows) and its health (ok, degraded or
+// failing, from each PoP's circuit breaker): on every PoP that answered
+// when st holds their views, else on the PoP that answered.
+func printStatus(stdout, stderr io.Writer, st rollout.SiteStatus) {
+	seen := "as seen by PoP " + st.PoP
+	if len(st.Answered) > 0 {
+		seen += "; health from PoPs " + strings.Join(st.Answered, ", ")
+	}
+	fmt.Fprintf(stdout, "site %s (%s)\n", st.Site, seen)
 	policy := "fail open"
 	if st.Chain.FailClosed {
 		policy = "fail closed"
 	}
-	fmt.Fprintf(w, "chain (%s): %s\n\n", policy, chainNames(st.Chain))
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(stdout, "chain (%s): %s\n\n", policy, chainNames(st.Chain))
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PLUGIN\tVERSION\tSHA256\tSIZE\tUPLOADED\tBY\tSTATE\tHEALTH")
 	for _, p := range st.Plugins {
-		health := map[int]string{} // of the versions this PoP runs
-		for _, h := range p.Health {
-			health[h.Version] = h.Summary()
-		}
 		for _, v := range p.Versions {
 			state := ""
 			if d := p.Deployment; d != nil {
@@ -508,7 +522,7 @@ func printStatus(w io.Writer, st rollout.SiteStatus) {
 					}
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.12s\t%d\t%s\t%s\t%s\t%s\n", p.Plugin, v.Version, v.SHA256, v.Size, v.Uploaded.UTC().Format(time.RFC3339), v.By, state, health[v.Version])
+			fmt.Fprintf(tw, "%s\t%d\t%.12s\t%d\t%s\t%s\t%s\t%s\n", p.Plugin, v.Version, v.SHA256, v.Size, v.Uploaded.UTC().Format(time.RFC3339), v.By, state, healthOf(p, v.Version))
 		}
 		if d := p.Deployment; d != nil {
 			rb := ""
@@ -517,9 +531,59 @@ func printStatus(w io.Writer, st rollout.SiteStatus) {
 			}
 			fmt.Fprintf(tw, "%s\t\t\t\t%s\t%s\tdeployment: %s%s\n", p.Plugin, d.At.UTC().Format(time.RFC3339), d.By, describe(d.Target), rb)
 		}
-		if p.Pending != "" {
-			fmt.Fprintf(tw, "%s\t\t\t\t\t\tNOT APPLIED on this PoP: %s\n", p.Plugin, p.Pending)
+		pending := []rollout.PoPPlugin{{PoP: "this PoP", Pending: p.Pending}}
+		if len(st.Answered) > 0 {
+			pending = p.PoPs
+		}
+		for _, v := range pending {
+			if v.Pending != "" {
+				fmt.Fprintf(tw, "%s\t\t\t\t\t\tNOT APPLIED on %s: %s\n", p.Plugin, v.PoP, v.Pending)
+			}
 		}
 	}
 	_ = tw.Flush()
+	for _, n := range st.Notes {
+		fmt.Fprintf(stderr, "note: %s\n", n)
+	}
+}
+
+// healthOf says how version is doing: one summary when every PoP that
+// runs it agrees (or only one PoP was asked), else each summary with its
+// PoPs, the troubled ones first.
+func healthOf(p rollout.PluginStatus, version int) string {
+	views := p.PoPs
+	if views == nil {
+		views = []rollout.PoPPlugin{{Health: p.Health}}
+	}
+	var order []string
+	pops := map[string][]string{}
+	for _, v := range views {
+		for _, h := range v.Health {
+			if h.Version != version {
+				continue
+			}
+			sum := h.Summary()
+			if _, ok := pops[sum]; !ok {
+				order = append(order, sum)
+			}
+			pops[sum] = append(pops[sum], v.PoP)
+		}
+	}
+	if len(order) <= 1 {
+		return strings.Join(order, "")
+	}
+	slices.SortStableFunc(order, func(a, b string) int {
+		if (a == "ok") != (b == "ok") {
+			if a == "ok" {
+				return 1
+			}
+			return -1
+		}
+		return 0
+	})
+	parts := make([]string, len(order))
+	for i, sum := range order {
+		parts[i] = sum + " on " + strings.Join(pops[sum], ", ")
+	}
+	return strings.Join(parts, "; ")
 }

@@ -218,8 +218,8 @@ func TestPluginCommand(t *testing.T) {
 }
 
 // TestPluginLogsEveryPoP: 'meridian plugin logs' asked of one PoP shows the
-// failures of another, in a POP column, and names a PoP that is gone
-// without failing.
+// failures of another, in a POP column, and 'plugin list' the version
+// failing there; both name a PoP that is gone without failing.
 func TestPluginLogsEveryPoP(t *testing.T) {
 	engine, err := plugins.NewSDKEngine(plugins.SDKOptions{CacheDir: plugintest.CacheDir()})
 	if err != nil {
@@ -275,11 +275,31 @@ func TestPluginLogsEveryPoP(t *testing.T) {
 	if _, e, code := run("logs", admin, "--site=other"); code != 1 || !strings.Contains(e, `this token belongs to site "shop"`) {
 		t.Fatalf("logs of another site: %d %q", code, e)
 	}
-	// tokyo-1 gone: the command still works and names it.
+	// list, asked of ams, shows the version failing where it fails.
+	out, e, code := run("list", admin, "--site=shop")
+	if row := strings.Join(strings.Fields(listRow(out, "tag", "1")), " "); code != 0 || e != "" ||
+		!strings.Contains(out, "health from PoPs ams, tokyo-1") ||
+		!strings.Contains(row, " live failing (") || !strings.HasSuffix(row, " calls) on tokyo-1; ok on ams") {
+		t.Fatalf("list asked of ams does not show tag@1 failing on tokyo-1:\n%s\nstderr %q", out, e)
+	}
+	t.Logf("meridian plugin list:\n%s", out)
+	if out, _, code := run("list", admin, "--site=shop", "--pop=local"); code != 0 || !strings.HasSuffix(strings.Join(strings.Fields(listRow(out, "tag", "1")), " "), " live ok") ||
+		strings.Contains(out, "health from") {
+		t.Fatalf("list --pop local: ams's own view is not ok:\n%s", out)
+	}
+	if _, e, code := run("list", admin, "--site=shop", "--pop=tokyo-1"); code != 2 || !strings.Contains(e, `only "local" is taken`) {
+		t.Fatalf("list --pop tokyo-1: %d %q", code, e)
+	}
+	// tokyo-1 gone: the commands still work and name it.
 	tyo.Stop()
-	out, e, code := run("logs", admin, "--site=shop")
+	out, e, code = run("logs", admin, "--site=shop")
 	if code != 0 || !strings.Contains(e, "note: PoPs that did not answer within 1.5s (down, or cut off from NATS; their lines are missing): tokyo-1\n") || logRow(out, "tokyo-1") != "" {
 		t.Fatalf("logs with tokyo-1 gone: %d\nstdout %q\nstderr %q", code, out, e)
+	}
+	out, e, code = run("list", admin, "--site=shop")
+	if code != 0 || !strings.Contains(e, "note: PoPs that did not answer within 1.5s (down, or cut off from NATS; their health is unknown): tokyo-1\n") ||
+		!strings.HasSuffix(strings.Join(strings.Fields(listRow(out, "tag", "1")), " "), " live ok") {
+		t.Fatalf("list with tokyo-1 gone: %d\nstdout %q\nstderr %q", code, out, e)
 	}
 }
 
@@ -305,7 +325,8 @@ func TestPluginHelp(t *testing.T) {
 			"--config KEY=VALUE\n(repeat; the plugin reads it with config_get)", "--response-header NAME",
 			"meridian plugin push --site www --name auth --canary 10 --config realm=shop --config prefix=/secret --request-header authorization --response-header x-cache auth.wasm"},
 			[]string{"-limit", "-set", "-version"}},
-		{"list", []string{"usage: meridian plugin list --site SITE", "-site", "-admin"}, []string{"-name", "-canary", "-limit", "-set", "-version", "-config", "-pop"}},
+		{"list", []string{"usage: meridian plugin list --site SITE", "-site", "-admin", "-pop"}, []string{"-name", "-canary", "-limit", "-set", "-version", "-config"}},
+		{"remove", []string{"usage: meridian plugin remove --site SITE --name NAME", "-name"}, []string{"-canary", "-limit", "-set", "-version", "-config", "-pop"}},
 		{"rollback", []string{"usage: meridian plugin rollback", "-name", "-version"}, []string{"-canary", "-limit", "-set", "-config"}},
 		{"promote", []string{"usage: meridian plugin promote", "-name", "-version", "-canary"}, []string{"-limit", "-set", "-config"}},
 		{"logs", []string{"usage: meridian plugin logs", "-name", "-limit", "-pop"}, []string{"-canary", "-set", "-version", "-config"}},

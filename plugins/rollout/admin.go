@@ -406,6 +406,20 @@ type PluginStatus struct {
 	// Health is how each version this PoP runs (Local's stable and canary)
 	// has been doing here, by version; empty when it runs none.
 	Health []VersionHealth `json:"health,omitempty"`
+	// PoPs is, when every PoP was asked (pops=all), each answering PoP's
+	// Local, Pending and Health, this one's included, by PoP id; PoPs that
+	// neither run nor failed to apply the plugin are left out.
+	PoPs []PoPPlugin `json:"pops,omitempty"`
+}
+
+// PoPPlugin is what one PoP runs of a plugin and how it is doing there.
+type PoPPlugin struct {
+	PoP    string          `json:"pop"`
+	Plugin string          `json:"plugin"`
+	Local  *Target         `json:"local,omitempty"`
+	Health []VersionHealth `json:"health,omitempty"`
+	// Pending is set when the PoP failed to apply the record (retrying).
+	Pending string `json:"pending,omitempty"`
 }
 
 // VersionHealth is the health of one version on the PoP that answered.
@@ -428,15 +442,92 @@ type SiteStatus struct {
 	PoP     string         `json:"pop"`
 	Chain   ChainDoc       `json:"chain"`
 	Plugins []PluginStatus `json:"plugins"`
+	// Answered, NotAnswered and Notes are set when every PoP was asked
+	// (pops=all), as in a logs answer: whose view the PluginStatus.PoPs
+	// hold, who was silent, and in words what the answer lacks.
+	Answered    []string `json:"answered,omitempty"`
+	NotAnswered []string `json:"not_answered,omitempty"`
+	Notes       []string `json:"notes,omitempty"`
 }
 
+// list answers GET /admin/plugins/{site}; with pops=all it also asks every
+// PoP what it runs and how each version is doing there (GatherStatus).
 func (mg *Manager) list(w http.ResponseWriter, r *http.Request, site string, _ principal) {
-	st, err := mg.Status(r.Context(), site)
+	var st SiteStatus
+	var err error
+	switch pops := r.URL.Query().Get("pops"); pops {
+	case "":
+		st, err = mg.Status(r.Context(), site)
+	case "all":
+		st, err = mg.GatherStatus(r.Context(), site)
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("pops=%q: want \"all\" to ask every PoP, or no pops for this PoP's view", pops))
+		return
+	}
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// GatherStatus is Status with every PoP's view of each plugin in
+// PluginStatus.PoPs: a version failing on one PoP only (its origin, its
+// clients, its region's traffic) shows, whichever PoP is asked. It waits
+// for the PoPs as GatherLogs does; a silent PoP is named, not an error.
+func (mg *Manager) GatherStatus(ctx context.Context, site string) (SiteStatus, error) {
+	st, err := mg.Status(ctx, site)
+	if err != nil {
+		return st, err
+	}
+	g := mg.gather(ctx, logsQuery{V: logsWire, Site: site, From: mg.opts.PoPID, Health: true}, "their health is unknown")
+	st.Answered, st.NotAnswered, st.Notes = g.answered, g.notAnswered, g.notes
+	views := mg.localPlugins(site)
+	for _, rep := range g.replies {
+		for _, v := range rep.Plugins {
+			v.PoP = rep.PoP // an answer speaks for its own PoP only
+			views = append(views, v)
+		}
+	}
+	slices.SortFunc(views, func(a, b PoPPlugin) int { return strings.Compare(a.PoP, b.PoP) })
+	for i := range st.Plugins {
+		for _, v := range views {
+			if v.Plugin == st.Plugins[i].Plugin {
+				st.Plugins[i].PoPs = append(st.Plugins[i].PoPs, v)
+			}
+		}
+	}
+	return st, nil
+}
+
+// localPlugins is this PoP's view of site's plugins: those it runs or
+// failed to apply.
+func (mg *Manager) localPlugins(site string) []PoPPlugin {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	var out []PoPPlugin
+	seen := map[string]int{}
+	view := func(name string) *PoPPlugin {
+		if i, ok := seen[name]; ok {
+			return &out[i]
+		}
+		seen[name] = len(out)
+		out = append(out, PoPPlugin{PoP: mg.opts.PoPID, Plugin: name})
+		return &out[len(out)-1]
+	}
+	for k, a := range mg.applied {
+		if k.site == site && (a.target != Target{}) {
+			t := a.target
+			v := view(k.plugin)
+			v.Local, v.Health = &t, mg.health(site, k.plugin, t)
+		}
+	}
+	for k, err := range mg.failed {
+		if k.site == site && err != nil {
+			view(k.plugin).Pending = err.Error()
+		}
+	}
+	return out
 }
 
 // Status reports site's chain, deployments, versions and what this PoP runs.

@@ -45,6 +45,11 @@ type logsQuery struct {
 	PoP string `json:"pop,omitempty"`
 	// From is the asking PoP, which answers for itself without NATS.
 	From string `json:"from"`
+	// Health asks, instead of log lines, what each PoP runs of the site's
+	// plugins and how they are doing there (logsReply.Plugins). It rides
+	// on the log subjects so that PoPs need no further NATS permissions; a
+	// PoP from before it answers lines, which the asker ignores.
+	Health bool `json:"health,omitempty"`
 }
 
 // logsReply is one PoP's answer to a logsQuery.
@@ -56,6 +61,9 @@ type logsReply struct {
 	// the NATS max payload.
 	Truncated int    `json:"truncated,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Plugins answers a Health query: the site's plugins this PoP runs or
+	// failed to apply.
+	Plugins []PoPPlugin `json:"plugins,omitempty"`
 }
 
 // LogsAnswer answers GET /admin/plugins/{site}/logs.
@@ -147,13 +155,17 @@ func (mg *Manager) answerLogs(m *nats.Msg) {
 		return // the asking PoP reads its own lines directly
 	case q.PoP != "" && q.PoP != mg.opts.PoPID:
 		return // asked of another PoP only
-	case m.Subject != LogsSubject(q.Site) || checkSite(q.Site) != nil || q.Limit < 1:
+	case m.Subject != LogsSubject(q.Site) || checkSite(q.Site) != nil || (q.Limit < 1 && !q.Health):
 		rep.Error = fmt.Sprintf("query for site %q on subject %q is not valid", q.Site, m.Subject)
 	default:
 		if popPattern.MatchString(q.From) {
 			mg.peers.heard(q.From, time.Now())
 		}
-		rep.Lines = mg.localLogs(q.Site, q.Plugin, q.Limit)
+		if q.Health {
+			rep.Plugins = mg.localPlugins(q.Site)
+		} else {
+			rep.Lines = mg.localLogs(q.Site, q.Plugin, q.Limit)
+		}
 	}
 	data, err := encodeLogsReply(&rep, mg.logsBudget())
 	if err != nil {
@@ -283,35 +295,10 @@ func (mg *Manager) GatherLogs(ctx context.Context, site, plugin, pop string, lim
 	var lines []LogLine
 	if pop == "" {
 		lines = mg.localLogs(site, plugin, limit)
-		ans.Answered = []string{mg.opts.PoPID}
 	}
-	expect := map[string]bool{}
-	switch {
-	case pop != "":
-		expect[pop] = true
-	default:
-		now := time.Now()
-		known := mg.peers.known(now)
-		if mg.opts.PoPs != nil {
-			known = append(known, mg.opts.PoPs()...)
-		}
-		for _, p := range known {
-			if p != mg.opts.PoPID {
-				expect[p] = true
-			}
-		}
-	}
-	knewPeers := len(expect) > 0
-	replies, err := mg.askLogs(ctx, logsQuery{V: logsWire, Site: site, Plugin: plugin, Limit: limit, PoP: pop, From: mg.opts.PoPID}, expect)
-	for _, rep := range replies {
-		if rep.Error != "" {
-			ans.Notes = append(ans.Notes, fmt.Sprintf("PoP %s could not answer: %s", rep.PoP, rep.Error))
-			ans.NotAnswered = append(ans.NotAnswered, rep.PoP)
-			delete(expect, rep.PoP)
-			continue
-		}
-		delete(expect, rep.PoP)
-		ans.Answered = append(ans.Answered, rep.PoP)
+	g := mg.gather(ctx, logsQuery{V: logsWire, Site: site, Plugin: plugin, Limit: limit, PoP: pop, From: mg.opts.PoPID}, "their lines are missing")
+	ans.Answered, ans.NotAnswered, ans.Notes = g.answered, g.notAnswered, g.notes
+	for _, rep := range g.replies {
 		for _, l := range rep.Lines {
 			l.PoP = rep.PoP // an answer speaks for its own PoP only
 			lines = append(lines, l)
@@ -322,25 +309,6 @@ func (mg *Manager) GatherLogs(ctx context.Context, site, plugin, pop string, lim
 			}
 			ans.Truncated[rep.PoP] = rep.Truncated
 		}
-	}
-	silent := make([]string, 0, len(expect))
-	for p := range expect {
-		silent = append(silent, p)
-	}
-	slices.Sort(silent)
-	ans.NotAnswered = append(ans.NotAnswered, silent...)
-	slices.Sort(ans.Answered)
-	slices.Sort(ans.NotAnswered)
-	wait := mg.opts.LogsWait.String()
-	switch {
-	case err != nil:
-		ans.Notes = append(ans.Notes, "asking the other PoPs failed ("+err.Error()+"): only this PoP's lines are shown")
-	case pop == "" && !knewPeers:
-		ans.Notes = append(ans.Notes, fmt.Sprintf("this PoP knew no other PoPs yet: it took the answers that came within %s", wait))
-	}
-	if len(silent) > 0 {
-		ans.Notes = append(ans.Notes, fmt.Sprintf("PoPs that did not answer within %s (down, or cut off from NATS; their lines are missing): %s",
-			wait, strings.Join(silent, ", ")))
 	}
 	truncated := make([]string, 0, len(ans.Truncated))
 	for p := range ans.Truncated {
@@ -364,10 +332,78 @@ func (mg *Manager) GatherLogs(ctx context.Context, site, plugin, pop string, lim
 	if lines != nil {
 		ans.Lines = lines
 	}
-	if ans.Answered == nil {
-		ans.Answered = []string{}
-	}
 	return ans
+}
+
+// gathered is what the PoPs answered to one query.
+type gathered struct {
+	// replies are the answers without an error, one per PoP.
+	replies []logsReply
+	// answered and notAnswered are sorted PoP ids; answered includes this
+	// PoP when the query was not for one other PoP only.
+	answered, notAnswered []string
+	// notes say in words who did not answer and why.
+	notes []string
+}
+
+// gather publishes q to every PoP (only q.PoP, when set) and collects the
+// answers until every PoP it knows of answered or Options.LogsWait passed.
+// missing says, for a note, what a silent PoP's absence costs the answer.
+func (mg *Manager) gather(ctx context.Context, q logsQuery, missing string) gathered {
+	var g gathered
+	if q.PoP == "" {
+		g.answered = []string{mg.opts.PoPID}
+	}
+	expect := map[string]bool{}
+	switch {
+	case q.PoP != "":
+		expect[q.PoP] = true
+	default:
+		known := mg.peers.known(time.Now())
+		if mg.opts.PoPs != nil {
+			known = append(known, mg.opts.PoPs()...)
+		}
+		for _, p := range known {
+			if p != mg.opts.PoPID {
+				expect[p] = true
+			}
+		}
+	}
+	knewPeers := len(expect) > 0
+	replies, err := mg.askLogs(ctx, q, expect)
+	for _, rep := range replies {
+		delete(expect, rep.PoP)
+		if rep.Error != "" {
+			g.notes = append(g.notes, fmt.Sprintf("PoP %s could not answer: %s", rep.PoP, rep.Error))
+			g.notAnswered = append(g.notAnswered, rep.PoP)
+			continue
+		}
+		g.answered = append(g.answered, rep.PoP)
+		g.replies = append(g.replies, rep)
+	}
+	silent := make([]string, 0, len(expect))
+	for p := range expect {
+		silent = append(silent, p)
+	}
+	slices.Sort(silent)
+	g.notAnswered = append(g.notAnswered, silent...)
+	slices.Sort(g.answered)
+	slices.Sort(g.notAnswered)
+	if g.answered == nil {
+		g.answered = []string{}
+	}
+	wait := mg.opts.LogsWait.String()
+	switch {
+	case err != nil:
+		g.notes = append(g.notes, "asking the other PoPs failed ("+err.Error()+"): only this PoP's view is shown")
+	case q.PoP == "" && !knewPeers:
+		g.notes = append(g.notes, fmt.Sprintf("this PoP knew no other PoPs yet: it took the answers that came within %s", wait))
+	}
+	if len(silent) > 0 {
+		g.notes = append(g.notes, fmt.Sprintf("PoPs that did not answer within %s (down, or cut off from NATS; %s): %s",
+			wait, missing, strings.Join(silent, ", ")))
+	}
+	return g
 }
 
 // askLogs publishes q and collects answers until every PoP in expect

@@ -236,6 +236,7 @@ func TestLogQueryBadInput(t *testing.T) {
 		{"newer version", rollout.LogsSubject("shop"), `{"v":2,"site":"shop","limit":1,"from":"lon"}`, "query version 2, this PoP speaks 1"},
 		{"site not the subject's", rollout.LogsSubject("shop"), `{"v":1,"site":"other","limit":1,"from":"lon"}`, `query for site "other" on subject "meridian.plugins.logs.shop" is not valid`},
 		{"no limit", rollout.LogsSubject("shop"), `{"v":1,"site":"shop","from":"lon"}`, "is not valid"},
+		{"health of another site", rollout.LogsSubject("shop"), `{"v":1,"site":"other","from":"lon","health":true}`, `query for site "other" on subject "meridian.plugins.logs.shop" is not valid`},
 		{"too large", rollout.LogsSubject("shop"), `{"v":1,"site":"shop","limit":1,"from":"lon","plugin":"` + strings.Repeat("a", 5000) + `"}`, "query too large"},
 	} {
 		m, err := nc.Request(c.subject, []byte(c.query), 10*time.Second)
@@ -262,6 +263,13 @@ func TestLogQueryBadInput(t *testing.T) {
 	code, a, msg := getLogs(t, p, shop, "")
 	if code != http.StatusOK || !slices.Equal(a.Answered, []string{"ams"}) || len(a.NotAnswered) != 0 {
 		t.Fatalf("logs with a garbage answer on NATS: %d %q, answered %v, not answered %v", code, msg, a.Answered, a.NotAnswered)
+	}
+	// The same for a list of every PoP's health, and a bad pops= is refused.
+	if st := status(t, p.Admin.URL, shop, site+"?pops=all"); !slices.Equal(st.Answered, []string{"ams"}) || len(st.NotAnswered) != 0 {
+		t.Fatalf("list of every PoP with a garbage answer on NATS: answered %v, not answered %v", st.Answered, st.NotAnswered)
+	}
+	if r := call(t, http.MethodGet, p.Admin.URL+"/admin/plugins/"+site+"?pops=some", shop, nil); r.status != http.StatusBadRequest || !strings.Contains(r.errorText(), `pops="some": want "all"`) {
+		t.Fatalf("pops=some: %d %q", r.status, r.errorText())
 	}
 }
 
