@@ -264,6 +264,9 @@ type SitePolicy struct {
 	// server. False: the server applies them (RFC 9111 5.2.1), so the
 	// fast path hands such requests on.
 	IgnoreClientDirectives bool
+	// Rules give paths of the site their own cache behaviour (PathRule),
+	// first match first.
+	Rules []PathRule
 }
 
 // Validate reports a site policy the cache cannot apply, naming the field.
@@ -286,6 +289,11 @@ func (s SitePolicy) Validate() error {
 	for i, q := range s.IgnoreQuery {
 		if q == "" {
 			return fmt.Errorf("cache: site %s: IgnoreQuery[%d] is empty; list query parameter names", s.SiteID, i)
+		}
+	}
+	for i, r := range s.Rules {
+		if err := r.validate(fmt.Sprintf("Rules[%d]", i)); err != nil {
+			return fmt.Errorf("cache: site %s: %w", s.SiteID, err)
 		}
 	}
 	return nil

@@ -487,7 +487,7 @@ func (c *fastConn) loop(fd int) bool {
 		if !c.l.serverPath(c.req.path) {
 			sh, hooks = fastSite(c.l.route(c.host(c.req.host)))
 		}
-		if sh == nil || sh.c != c.l.c || sh.site.Bypass {
+		if sh == nil || sh.c != c.l.c || sh.site.Bypass || (len(sh.site.Rules) > 0 && bypassedPath(&sh.site, c.req.path)) {
 			c.l.c.metrics.fastRoute.Inc()
 			c.handedOff = c.handOff(nil)
 			return true

@@ -208,6 +208,10 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.pass(w, r, "meridian; fwd=bypass")
 		return
 	}
+	if len(h.site.Rules) > 0 && bypassedPath(&h.site, r.URL.EscapedPath()) {
+		h.pass(w, r, "meridian; fwd=bypass; detail=path-rule")
+		return
+	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
 	case http.MethodOptions, http.MethodTrace, http.MethodConnect:
@@ -594,12 +598,14 @@ func (h *siteHandler) run(r *http.Request, w http.ResponseWriter, key, u string,
 		// A purge since the flight began (a soft one marks the object
 		// stale) outranks this 304, which answers a question asked before it.
 		save := c.purges.at(h.site.SiteID, key) == seq
-		upd := c.update304(stale, resp.Header, reqTime, respTime, ttlFrom(r.Context()), h.site.DefaultTTL, save)
+		override, def := h.site.ttls(r, stale.meta.Status)
+		upd := c.update304(stale, resp.Header, reqTime, respTime, override, def, save)
 		c.flights.release(key, f, result{kind: kindStored, stored: upd, status: http.StatusNotModified}, false)
 		return nil
 	}
 	sreq := &http.Request{Method: http.MethodGet, Header: r.Header}
-	ttl := policy.StoreTTL(resp.StatusCode, resp.Header, ttlFrom(r.Context()), h.site.DefaultTTL)
+	override, def := h.site.ttls(r, resp.StatusCode)
+	ttl := policy.StoreTTL(resp.StatusCode, resp.Header, override, def)
 	reason := policy.StorableResponse(sreq, resp.StatusCode, resp.Header, ttl)
 	if reason == policy.Storable && resp.ContentLength > h.maxObj {
 		// Larger than any tier takes (or the site's MaxObject): streamed

@@ -445,6 +445,32 @@ type SiteCache struct {
 	// kept; plugins may still set directives); "honor" applies them as RFC
 	// 9111 describes.
 	ClientCacheControl string `yaml:"client_cache_control"`
+	// Rules give paths their own cache behaviour, first match first:
+	// CloudFront's cache behaviours, Cloudflare's cache rules, an nginx
+	// location with its own proxy_cache_valid. A request no rule matches
+	// gets the settings above.
+	Rules []CacheRule `yaml:"rules"`
+}
+
+// CacheRule is the cache behaviour of the paths one pattern matches.
+type CacheRule struct {
+	// Path is matched against the request path as sent (percent-encoded,
+	// case-sensitive, without the query; after plugins' rewrites): "*"
+	// matches any run of characters, "/" included, e.g. /static/*, *.css,
+	// /robots.txt. Required.
+	Path string `yaml:"path"`
+	// Bypass sends matching requests to the origin, neither looked up nor
+	// stored (Cache-Status: fwd=bypass; detail=path-rule).
+	Bypass bool `yaml:"bypass"`
+	// TTL keeps matching responses fresh this long whatever their
+	// Cache-Control or Expires says (an edge TTL overriding the origin),
+	// for successes and redirects (200, 203, 204, 300, 301, 308) only:
+	// errors keep their own. It never makes a private, no-store,
+	// cookie-setting or authorised response cacheable; a plugin's TTL wins.
+	TTL time.Duration `yaml:"ttl"`
+	// DefaultTTL replaces the site's cache.default_ttl for matching
+	// responses.
+	DefaultTTL time.Duration `yaml:"default_ttl"`
 }
 
 // DNS configures the authoritative GeoDNS server.

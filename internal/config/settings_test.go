@@ -160,3 +160,41 @@ func TestSiteStaleIfErrorSetting(t *testing.T) {
 		t.Errorf("800h: %v", err)
 	}
 }
+
+// TestSiteCacheRules: sites[].cache.rules, read in order, and each bad
+// rule refused with the line and field that make it so.
+func TestSiteCacheRules(t *testing.T) {
+	rules := "    cache:\n      rules:\n" +
+		"        - path: /api/*\n          bypass: true\n" +
+		"        - path: /static/*\n          ttl: 720h\n" +
+		"        - path: \"*.html\"\n          default_ttl: 1m\n"
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n"+rules, 1)
+	cfg, err := config.Parse("set.yaml", []byte(set))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []config.CacheRule{{Path: "/api/*", Bypass: true}, {Path: "/static/*", TTL: 720 * time.Hour}, {Path: "*.html", DefaultTTL: time.Minute}}
+	if got := cfg.Sites[0].Cache.Rules; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("rules: %+v, want %+v", got, want)
+	}
+	first := strings.Count(base[:strings.Index(base, "    hosts: [www.example.test]\n")], "\n") + 4 // "- path: /api/*"
+	for _, c := range []struct {
+		from, to string
+		line     int // offset from the first rule's line
+		want     string
+	}{
+		{"- path: /api/*", "- path: api/*", 0, `sites[0].cache.rules[0].path: "api/*" must start with / or *`},
+		{"- path: /api/*", "- path: /api/*?x=1", 0, `sites[0].cache.rules[0].path: "/api/*?x=1" holds ? or #`},
+		{"- path: /static/*", "- path: /api/*", 2, `sites[0].cache.rules[1].path: "/api/*" is already rules[0]'s, which matches first: this rule would never apply`},
+		{"          bypass: true\n", "          bypass: true\n          ttl: 1h\n", 1, "sites[0].cache.rules[0].bypass: bypass stores nothing, so ttl and default_ttl would never apply; keep one"},
+		{"          ttl: 720h\n", "          ttl: -1h\n", 3, "sites[0].cache.rules[1].ttl: -1h0m0s is out of range [0s,8760h] (a year)"},
+		{"          ttl: 720h\n", "          ttl: 0s\n", 2, "sites[0].cache.rules[1]: does nothing; set bypass: true, ttl or default_ttl"},
+		{"          default_ttl: 1m\n", "          default_tll: 1m\n", 5, "default_tll"},
+	} {
+		bad := strings.Replace(set, c.from, c.to, 1)
+		_, err := config.Parse("bad.yaml", []byte(bad))
+		if at := "bad.yaml:" + strconv.Itoa(first+c.line) + ":"; err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), at) {
+			t.Errorf("%q: %v, want %q at %s", c.to, err, c.want, at)
+		}
+	}
+}

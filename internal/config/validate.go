@@ -418,6 +418,42 @@ func (v *validation) sites(sites []Site) {
 		if d := s.Cache.DefaultTTL; d < 0 || d > 365*24*time.Hour {
 			v.add(f+".cache.default_ttl", "%v is out of range [0s,8760h] (a year); 0 keeps the RFC 9111 heuristic only", d)
 		}
+		v.cacheRules(f+".cache.rules", s.Cache.Rules)
+	}
+}
+
+// cacheRules checks a site's cache.rules.
+func (v *validation) cacheRules(field string, rules []CacheRule) {
+	seen := map[string]int{}
+	for i, r := range rules {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case r.Path == "":
+			v.add(f+".path", "missing; expected a path pattern such as /static/*, *.css or /robots.txt")
+		case r.Path[0] != '/' && r.Path[0] != '*':
+			v.add(f+".path", "%q must start with / or * (it is matched against the request path)", r.Path)
+		case strings.ContainsAny(r.Path, "?#"):
+			v.add(f+".path", "%q holds ? or #; a rule matches the path alone, without the query", r.Path)
+		default:
+			if j, dup := seen[r.Path]; dup {
+				v.add(f+".path", "%q is already rules[%d]'s, which matches first: this rule would never apply", r.Path, j)
+			}
+			seen[r.Path] = i
+		}
+		for _, d := range []struct {
+			name string
+			d    time.Duration
+		}{{"ttl", r.TTL}, {"default_ttl", r.DefaultTTL}} {
+			if d.d < 0 || d.d > 365*24*time.Hour {
+				v.add(f+"."+d.name, "%v is out of range [0s,8760h] (a year)", d.d)
+			}
+		}
+		switch {
+		case r.Bypass && (r.TTL != 0 || r.DefaultTTL != 0):
+			v.add(f+".bypass", "bypass stores nothing, so ttl and default_ttl would never apply; keep one")
+		case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0:
+			v.add(f, "does nothing; set bypass: true, ttl or default_ttl")
+		}
 	}
 }
 

@@ -60,10 +60,22 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		sites = append(sites, gateway.Site{
 			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
 			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress,
-				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor"},
+				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: pathRules(sc.Cache.Rules)},
 		})
 	}
 	return sites, nil
+}
+
+// pathRules are a site's cache rules as the cache takes them.
+func pathRules(rules []config.CacheRule) []cache.PathRule {
+	if len(rules) == 0 {
+		return nil
+	}
+	out := make([]cache.PathRule, len(rules))
+	for i, r := range rules {
+		out[i] = cache.PathRule{Path: r.Path, Bypass: r.Bypass, TTL: r.TTL, DefaultTTL: r.DefaultTTL}
+	}
+	return out
 }
 
 func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {

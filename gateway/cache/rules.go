@@ -1,0 +1,135 @@
+package cache
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// PathRule is a site's cache behaviour for the request paths matching
+// Path: CloudFront's cache behaviours, Cloudflare's cache rules, an nginx
+// location with its own proxy_cache_valid. A site's rules are tried in
+// order; the first match applies, and a request no rule matches gets the
+// site's defaults.
+type PathRule struct {
+	// Path is matched against the path the cache sees (after plugins'
+	// rewrites), as sent: percent-encoded, case-sensitive, without the
+	// query. "*" matches any run of characters, "/" included; every other
+	// character matches itself: "/static/*", "*.css", "/robots.txt".
+	Path string
+	// Bypass sends matching requests to the origin without looking them
+	// up or storing their answers (Cache-Status: fwd=bypass;
+	// detail=path-rule).
+	Bypass bool
+	// TTL keeps matching responses the cache stores fresh this long,
+	// whatever their Cache-Control or Expires says (a CDN's edge TTL that
+	// overrides the origin). As a plugin's TTL it never makes a private,
+	// no-store, cookie-setting or authorised response storable, and unlike
+	// one it applies to successes and redirects only (200, 203, 204, 300,
+	// 301, 308): an error keeps its own freshness, so a 404 or a 500 is
+	// not kept for a rule's month. A plugin's TTL wins over it.
+	TTL time.Duration
+	// DefaultTTL replaces the site's DefaultTTL for matching responses.
+	DefaultTTL time.Duration
+}
+
+// validate reports a rule the cache cannot apply; field prefixes the
+// names in its message.
+func (r PathRule) validate(field string) error {
+	switch {
+	case r.Path == "":
+		return fmt.Errorf("%s.Path is empty; a path pattern such as /static/* or *.css is required", field)
+	case r.Path[0] != '/' && r.Path[0] != '*':
+		return fmt.Errorf("%s.Path %q must start with / or *; it is matched against the request path", field, r.Path)
+	case strings.ContainsAny(r.Path, "?#"):
+		return fmt.Errorf("%s.Path %q holds ? or #; a rule matches the path alone, without the query", field, r.Path)
+	case r.TTL < 0 || r.DefaultTTL < 0:
+		return fmt.Errorf("%s: TTL %v and DefaultTTL %v must not be negative", field, r.TTL, r.DefaultTTL)
+	case r.Bypass && (r.TTL > 0 || r.DefaultTTL > 0):
+		return fmt.Errorf("%s (%s): Bypass stores nothing, so a TTL or DefaultTTL would never apply; drop one", field, r.Path)
+	case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0:
+		return fmt.Errorf("%s (%s) does nothing; set Bypass, TTL or DefaultTTL", field, r.Path)
+	}
+	return nil
+}
+
+// ruleFor returns s's first rule whose pattern matches path, nil when
+// none does. (A function, as methods cannot take type parameters: the
+// fast path matches its request bytes without a copy.)
+func ruleFor[P string | []byte](s *SitePolicy, path P) *PathRule {
+	for i := range s.Rules {
+		if matchPath(s.Rules[i].Path, path) {
+			return &s.Rules[i]
+		}
+	}
+	return nil
+}
+
+// bypassedPath reports whether a rule of s sends path straight to the
+// origin.
+func bypassedPath[P string | []byte](s *SitePolicy, path P) bool {
+	r := ruleFor(s, path)
+	return r != nil && r.Bypass
+}
+
+// ttls returns the TTL that overrides a response's own freshness (0:
+// none) and the default TTL for one that states none, for a response of
+// status to r: a plugin's TTL (WithTTL) wins over the path rule's, which
+// applies to successes and redirects only; the rule's default replaces
+// the site's.
+func (s *SitePolicy) ttls(r *http.Request, status int) (override, def time.Duration) {
+	override, def = ttlFrom(r.Context()), s.DefaultTTL
+	if len(s.Rules) == 0 {
+		return override, def
+	}
+	if rl := ruleFor(s, r.URL.EscapedPath()); rl != nil {
+		if override == 0 && ruleTTLStatus(status) {
+			override = rl.TTL
+		}
+		if rl.DefaultTTL > 0 {
+			def = rl.DefaultTTL
+		}
+	}
+	return override, def
+}
+
+// ruleTTLStatus reports whether a rule's TTL applies to a response of
+// status: the successes and permanent answers a cache may keep without
+// being told (RFC 9110 15.1), not the errors among them.
+func ruleTTLStatus(status int) bool {
+	switch status {
+	case http.StatusOK, http.StatusNonAuthoritativeInfo, http.StatusNoContent,
+		http.StatusMultipleChoices, http.StatusMovedPermanently, http.StatusPermanentRedirect:
+		return true
+	}
+	return false
+}
+
+// matchPath reports whether path matches pattern, where "*" matches any
+// run of bytes and every other byte itself. It backtracks only to the
+// last star, so it runs in O(len(pattern)·len(path)) at worst.
+func matchPath[P string | []byte](pattern string, path P) bool {
+	p, s := 0, 0
+	star, mark := -1, 0
+	for s < len(path) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, s
+			p++
+		case p < len(pattern) && pattern[p] == path[s]:
+			p++
+			s++
+		case star >= 0:
+			p = star + 1
+			mark++
+			s = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}

@@ -1,0 +1,141 @@
+package cache_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
+	"github.com/meridian-edge/meridian/internal/testutil"
+)
+
+// rulesSite is a site with the three kinds of path rule.
+var rulesSite = cache.SitePolicy{SiteID: "site1", Rules: []cache.PathRule{
+	{Path: "/api/*", Bypass: true},
+	{Path: "/static/*", TTL: 720 * time.Hour},
+	{Path: "*.html", DefaultTTL: time.Minute},
+}}
+
+// TestPathRules: a site's cache rules, first match first: a bypassed path
+// goes to the origin every time, query or not; a rule's TTL keeps
+// successes fresh whatever the origin said (errors keep their own, private
+// answers stay unstored), and a plugin's TTL wins over it; a rule's
+// default TTL applies where the origin states no freshness.
+func TestPathRules(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]int{}
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		switch r.URL.Path {
+		case "/api/data":
+			w.Header().Set("Cache-Control", "max-age=600")
+		case "/static/app.css":
+			w.Header().Set("Cache-Control", "max-age=1")
+		case "/static/bare.js": // no freshness, no validator
+		case "/static/missing":
+			w.Header().Set("Cache-Control", "max-age=5")
+			w.WriteHeader(http.StatusNotFound)
+		case "/static/private":
+			w.Header().Set("Cache-Control", "private, max-age=600")
+		case "/page.html":
+			w.Header().Set("Last-Modified", "Mon, 02 Jan 2006 15:04:05 GMT")
+		}
+		io.WriteString(w, r.URL.Path)
+	}, envOpt{site: rulesSite, wrapFront: func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if d, err := time.ParseDuration(r.Header.Get("X-Plugin-TTL")); err == nil {
+				r = r.WithContext(cache.WithTTL(r.Context(), d)) // as a plugin's TTL
+			}
+			h.ServeHTTP(w, r)
+		})
+	}})
+	origin := func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return hits[path]
+	}
+
+	for _, p := range []string{"/api/data", "/api/data?x=1", "/api/data"} {
+		if r := e.get(p); r.body != "/api/data" || !strings.Contains(r.cs(), "fwd=bypass; detail=path-rule") {
+			t.Fatalf("GET %s: %q (Cache-Status %q), want the origin's answer, bypassed by the rule", p, r.body, r.cs())
+		}
+	}
+	if n := origin("/api/data"); n != 3 {
+		t.Fatalf("bypassed path: %d origin requests for 3 GETs", n)
+	}
+
+	for _, p := range []string{"/static/app.css", "/static/bare.js", "/static/missing", "/static/private", "/page.html"} {
+		e.get(p)
+	}
+	if r := e.get("/page.html"); !strings.Contains(r.cs(), "hit") || testutil.CacheStatusTTL(r.cs()) > 60 || testutil.CacheStatusTTL(r.cs()) < 50 {
+		t.Fatalf("/page.html: Cache-Status %q, want a hit with the rule's default TTL of 60s", r.cs())
+	}
+	if r := e.get("/static/app.css?p=1", "X-Plugin-TTL", "30s"); testutil.CacheStatusTTL(r.cs()) > 30 {
+		t.Fatalf("a plugin's TTL: Cache-Status %q, want at most 30s, not the rule's", r.cs())
+	}
+	e.clock.Advance(10 * time.Minute)
+	for _, c := range []struct {
+		path    string
+		hit     bool
+		origins int
+	}{
+		{"/static/app.css", true, 2}, // max-age=1, kept by the rule's 720h (2: with ?p=1)
+		{"/static/bare.js", true, 1}, // stored at all only thanks to the rule
+		{"/static/missing", false, 2},
+		{"/static/private", false, 2},
+		{"/page.html", false, 2},
+	} {
+		r := e.get(c.path)
+		if strings.Contains(r.cs(), "hit") != c.hit || origin(c.path) != c.origins {
+			t.Errorf("%s ten minutes on: Cache-Status %q, %d origin requests; want hit %v and %d", c.path, r.cs(), origin(c.path), c.hit, c.origins)
+		}
+		if c.path == "/static/app.css" && testutil.CacheStatusTTL(r.cs()) < 719*3600 {
+			t.Errorf("%s: Cache-Status %q, want the rule's 720h TTL", c.path, r.cs())
+		}
+	}
+
+}
+
+// TestPathRuleOnFastPath: a bypass rule holds on the fast path too. A
+// reload that adds one gives the site a new handler on the same cache,
+// which may still hold the path's objects: they are not served.
+func TestPathRuleOnFastPath(t *testing.T) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		io.WriteString(w, "api")
+	}, envOpt{})
+	e.get("/api/data")
+	if r := e.get("/api/data"); !strings.Contains(r.cs(), "hit") || e.count.Load() != 1 {
+		t.Fatalf("before the rule: Cache-Status %q, want a hit", r.cs())
+	}
+	h := e.c.Handler(rulesSite, cachetest.Transport(t, e.origin.URL, 0))
+	srv := httptest.NewUnstartedServer(h)
+	fast := e.c.Fast(srv.Config, srv.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
+	srv.Listener = fast
+	srv.Start()
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := fast.Drain(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	resp, err := http.Get(srv.URL + "/api/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fwd=bypass; detail=path-rule") || e.count.Load() != 2 {
+		t.Fatalf("after the rule: Cache-Status %q, %d origin requests; want the rule's bypass", cs, e.count.Load())
+	}
+}
