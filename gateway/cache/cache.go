@@ -238,6 +238,14 @@ type SitePolicy struct {
 	// no stale-if-error of its own; must-revalidate still forbids it. 0:
 	// only what the origin's and the client's stale-if-error allow.
 	StaleIfError time.Duration
+	// StaleWhileRevalidate serves a stored copy up to this long past its
+	// freshness while it is revalidated in the background, when the
+	// response set no stale-while-revalidate of its own (Varnish's grace,
+	// nginx's proxy_cache_use_stale updating with
+	// proxy_cache_background_update): a popular object going stale costs
+	// its clients no wait for the origin. must-revalidate, no-cache and a
+	// soft purge still forbid it. 0: only what the origin allows.
+	StaleWhileRevalidate time.Duration
 	// DefaultTTL is the freshness lifetime of a stored response that
 	// states none of its own (no s-maxage, max-age or Expires, no no-cache;
 	// see policy.DefaultTTLApplies), in place of the Last-Modified
@@ -283,6 +291,8 @@ func (s SitePolicy) Validate() error {
 		return fmt.Errorf("cache: site %s: MaxL1Object %d must not be negative (0 means the memory tier's limit)", s.SiteID, s.MaxL1Object)
 	case s.StaleIfError < 0:
 		return fmt.Errorf("cache: site %s: StaleIfError %v must not be negative (0 means none beyond the origin's)", s.SiteID, s.StaleIfError)
+	case s.StaleWhileRevalidate < 0:
+		return fmt.Errorf("cache: site %s: StaleWhileRevalidate %v must not be negative (0 means none beyond the origin's)", s.SiteID, s.StaleWhileRevalidate)
 	case s.DefaultTTL < 0:
 		return fmt.Errorf("cache: site %s: DefaultTTL %v must not be negative (0 means the RFC 9111 heuristic only)", s.SiteID, s.DefaultTTL)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
@@ -476,5 +477,41 @@ func TestStaleWhileRevalidateStampede(t *testing.T) {
 	}
 	if r := e.get("/hot"); r.body != "v2" {
 		t.Fatalf("after the revalidation: %q, want v2", r.body)
+	}
+}
+
+// TestSiteStaleWhileRevalidate: a site's stale_while_revalidate serves a
+// copy that went stale at once while the origin is asked in the
+// background, for responses that set no window of their own; the origin's
+// own window, must-revalidate and no-cache win over it.
+func TestSiteStaleWhileRevalidate(t *testing.T) {
+	var e *env
+	e = newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		cc := "max-age=5"
+		switch r.URL.Path {
+		case "/own":
+			cc = "max-age=5, stale-while-revalidate=2"
+		case "/must":
+			cc = "max-age=5, must-revalidate"
+		}
+		w.Header().Set("Cache-Control", cc)
+		fmt.Fprintf(w, "v%d", e.count.Load())
+	}, envOpt{site: cache.SitePolicy{SiteID: "site1", StaleWhileRevalidate: 30 * time.Second}})
+	for _, p := range []string{"/plain", "/own", "/must"} {
+		e.get(p)
+	}
+	e.clock.Advance(15 * time.Second) // 10s stale: in the site's window, past /own's
+	if r := e.get("/plain"); r.body != "v1" || !strings.Contains(r.cs(), "stale-while-revalidate") {
+		t.Fatalf("/plain 10s stale: %q (Cache-Status %q), want v1 served stale while revalidated", r.body, r.cs())
+	}
+	testutil.WaitFor(t, "the background revalidation of /plain", func() bool { return e.count.Load() == 4 })
+	for _, p := range []string{"/own", "/must"} {
+		if r := e.get(p); strings.Contains(r.cs(), "stale-while-revalidate") || !strings.Contains(r.cs(), "fwd=stale") {
+			t.Errorf("%s 10s stale: Cache-Status %q, want a revalidation in line", p, r.cs())
+		}
+	}
+	e.clock.Advance(60 * time.Second) // past the site's window too
+	if r := e.get("/plain"); strings.Contains(r.cs(), "stale-while-revalidate") || !strings.Contains(r.cs(), "fwd=stale") {
+		t.Fatalf("/plain past the window: Cache-Status %q, want a revalidation in line", r.cs())
 	}
 }

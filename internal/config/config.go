@@ -419,6 +419,14 @@ type SiteCache struct {
 	// (nginx's proxy_cache_use_stale error timeout http_5xx). Default 0: only
 	// what the origin's stale-if-error allows.
 	StaleIfError time.Duration `yaml:"stale_if_error"`
+	// StaleWhileRevalidate serves a stored copy up to this long past its
+	// freshness while one background request revalidates it, when its
+	// response set no stale-while-revalidate of its own (Varnish's grace,
+	// nginx's proxy_cache_use_stale updating with
+	// proxy_cache_background_update); must-revalidate, no-cache and a
+	// soft purge still forbid it. Default 0: only what the origin's
+	// stale-while-revalidate allows.
+	StaleWhileRevalidate time.Duration `yaml:"stale_while_revalidate"`
 	// DefaultTTL is how long a response stays fresh when the origin says
 	// nothing about it (no s-maxage, max-age or Expires, no no-cache), for
 	// statuses a cache may store without being told (200, 301, 404, ...):

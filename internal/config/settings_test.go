@@ -198,3 +198,24 @@ func TestSiteCacheRules(t *testing.T) {
 		}
 	}
 }
+
+// TestSiteStaleWhileRevalidateSetting: sites[].cache.stale_while_revalidate,
+// default 0 and bounded, with the line and field of a bad value.
+func TestSiteStaleWhileRevalidateSetting(t *testing.T) {
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n    cache:\n      stale_while_revalidate: 30s\n", 1)
+	cfg, err := config.Parse("set.yaml", []byte(set))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.Sites[0].Cache.StaleWhileRevalidate; d != 30*time.Second {
+		t.Errorf("set: %v, want 30s", d)
+	}
+	if cfg, err = config.Parse("base.yaml", []byte(base)); err != nil || cfg.Sites[0].Cache.StaleWhileRevalidate != 0 {
+		t.Errorf("default: %v %v, want 0", cfg.Sites[0].Cache.StaleWhileRevalidate, err)
+	}
+	line := strings.Count(set[:strings.Index(set, "stale_while_revalidate")], "\n") + 1
+	bad := strings.Replace(set, "30s", "800h", 1)
+	if _, err := config.Parse("bad.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(line)+": sites[0].cache.stale_while_revalidate: 800h0m0s is out of range [0s,720h]") {
+		t.Errorf("800h: %v", err)
+	}
+}

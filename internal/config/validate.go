@@ -414,6 +414,9 @@ func (v *validation) sites(sites []Site) {
 		if d := s.Cache.StaleIfError; d < 0 || d > 30*24*time.Hour {
 			v.add(f+".cache.stale_if_error", "%v is out of range [0s,720h]", d)
 		}
+		if d := s.Cache.StaleWhileRevalidate; d < 0 || d > 30*24*time.Hour {
+			v.add(f+".cache.stale_while_revalidate", "%v is out of range [0s,720h]", d)
+		}
 		v.oneOf(f+".cache.client_cache_control", s.Cache.ClientCacheControl, "ignore", "honor")
 		if d := s.Cache.DefaultTTL; d < 0 || d > 365*24*time.Hour {
 			v.add(f+".cache.default_ttl", "%v is out of range [0s,8760h] (a year); 0 keeps the RFC 9111 heuristic only", d)

@@ -59,7 +59,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		}
 		sites = append(sites, gateway.Site{
 			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
-			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress,
+			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, StaleWhileRevalidate: sc.Cache.StaleWhileRevalidate, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress,
 				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: pathRules(sc.Cache.Rules)},
 		})
 	}
