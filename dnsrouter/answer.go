@@ -170,10 +170,17 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 	exists := name == z.apex || z.served[name] || z.ents[name]
 	_, isGlue := z.glue[name]
 	target, isAlias := z.alias[name]
-	exists = exists || isGlue || isAlias
+	static := z.static[name]
+	exists = exists || isGlue || isAlias || static != nil
 	switch {
 	case !exists:
 		resp.Rcode = dns.RcodeNameError
+	case static[dns.TypeCNAME] != nil:
+		// Alone at its name (records.Check): the answer to every type.
+		// The resolver follows it; its target may be anywhere.
+		resp.Answer = staticAnswer(static[dns.TypeCNAME], q.Name)
+	case static[q.Qtype] != nil:
+		resp.Answer = staticAnswer(static[q.Qtype], q.Name)
 	case isAlias:
 		cname := &dns.CNAME{Hdr: hdr(q.Name, dns.TypeCNAME, z.ttl), Target: target}
 		resp.Answer = append(resp.Answer, cname)
@@ -200,6 +207,8 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 				resp.Answer = []dns.RR{asAsked(z.soa, q.Name)}
 			case isGlue:
 				resp.Answer = anyAddress(func(t uint16) []dns.RR { return glueRecords(q.Name, z.glue[name], t, z.nsTTL) })
+			case static != nil:
+				resp.Answer = staticAnswer(anyStatic(static), q.Name)
 			}
 		case dns.TypeSOA:
 			if name == z.apex {
@@ -232,6 +241,33 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 	appendOPT(resp, ourOPT, cs, hasECS, uint8(max(scope, 0)))
 	out.rcode = resp.Rcode
 	return sized(resp, opt, v, udp, buf), out
+}
+
+// staticAnswer is a static RRset with its owner spelled as the query did.
+func staticAnswer(rrs []dns.RR, qname string) []dns.RR {
+	out := make([]dns.RR, len(rrs))
+	for i, rr := range rrs {
+		out[i] = asAsked(rr, qname)
+	}
+	return out
+}
+
+// anyStatic picks the one RRset an ANY query of a name with only static
+// records gets (RFC 8482): addresses first, then the lowest type number,
+// so that the answer is the same every time.
+func anyStatic(static map[uint16][]dns.RR) []dns.RR {
+	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		if rrs := static[t]; rrs != nil {
+			return rrs
+		}
+	}
+	best := uint16(0)
+	for t := range static {
+		if best == 0 || t < best {
+			best = t
+		}
+	}
+	return static[best]
 }
 
 // appendOPT adds our OPT record, when the query had one, to resp's

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
+	"github.com/meridian-edge/meridian/dnsrouter/records"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,6 +106,11 @@ type Zone struct {
 	TTL uint32
 	// NSTTL is the TTL of NS and glue records (default 3600).
 	NSTTL uint32
+	// Records are the zone's static records (MX, TXT, CAA, a CNAME to a
+	// hosted service, plain addresses, ...), each from records.Parse for
+	// this apex and together passing records.Check: answered as they are,
+	// beside the geo-routed names.
+	Records []dns.RR
 }
 
 // NameServer is an NS target with its glue.
@@ -302,6 +308,26 @@ func (o *Options) validate() error {
 			if !served[ft] {
 				return fmt.Errorf("%s.Aliases[%s]: target %s is not one of the zone's served Names", f, a, ft)
 			}
+		}
+		aliases, glue := map[string]bool{}, map[string]bool{}
+		for a := range z.Aliases {
+			aliases[fqdn(a, apex)] = true
+		}
+		for _, ns := range z.NS {
+			if n := fqdn(ns.Name, apex); dns.IsSubDomain(apex, n) {
+				glue[n] = true
+			}
+		}
+		for j, rr := range z.Records {
+			if rr == nil {
+				return fmt.Errorf("%s.Records[%d]: nil", f, j)
+			}
+			if h := rr.Header(); h.Name != strings.ToLower(h.Name) || !dns.IsSubDomain(apex, h.Name) {
+				return fmt.Errorf("%s.Records[%d]: owner %s is not a lower-case name in zone %s (use records.Parse)", f, j, h.Name, apex)
+			}
+		}
+		if p := records.Check(apex, z.Records, served, aliases, glue); len(p) > 0 {
+			return fmt.Errorf("%s.Records[%d]: %w", f, p[0].Index, p[0].Err)
 		}
 		if z.SOA.Minimum > 604800 || z.SOA.TTL > 604800 {
 			return fmt.Errorf("%s.SOA: TTL and Minimum must be at most 604800 (one week)", f)

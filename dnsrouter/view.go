@@ -46,6 +46,8 @@ type zone struct {
 	alias  map[string]string
 	glue   map[string][]netip.Addr
 	ents   map[string]bool // empty non-terminals: exist, hold no data
+	// static holds the zone's static records by owner and type.
+	static map[string]map[uint16][]dns.RR
 	soa    *dns.SOA
 	ns     []dns.RR
 	ttl    uint32
@@ -97,7 +99,7 @@ func buildZone(z Zone) *zone {
 	apex := fqdn(z.Apex, "")
 	out := &zone{
 		apex: apex, served: map[string]bool{}, alias: map[string]string{},
-		glue: map[string][]netip.Addr{}, ents: map[string]bool{},
+		glue: map[string][]netip.Addr{}, ents: map[string]bool{}, static: map[string]map[uint16][]dns.RR{},
 		ttl: z.TTL, nsTTL: z.NSTTL,
 	}
 	if out.ttl == 0 {
@@ -151,6 +153,13 @@ func buildZone(z Zone) *zone {
 	for a, t := range z.Aliases {
 		out.alias[fqdn(a, apex)] = fqdn(t, apex)
 	}
+	for _, rr := range z.Records {
+		h := rr.Header()
+		if out.static[h.Name] == nil {
+			out.static[h.Name] = map[uint16][]dns.RR{}
+		}
+		out.static[h.Name][h.Rrtype] = append(out.static[h.Name][h.Rrtype], rr)
+	}
 	// Every ancestor of a name between it and the apex exists (RFC 8020):
 	// asking for it is NODATA, not NXDOMAIN.
 	addENTs := func(n string) {
@@ -173,6 +182,9 @@ func buildZone(z Zone) *zone {
 		addENTs(n)
 	}
 	for n := range out.glue {
+		addENTs(n)
+	}
+	for n := range out.static {
 		addENTs(n)
 	}
 	return out

@@ -539,6 +539,15 @@ type Zone struct {
 	NS []NameServer `yaml:"ns"`
 	// SOA holds the zone's SOA fields.
 	SOA SOA `yaml:"soa"`
+	// Records are static records served beside the geo-routed names, one
+	// per entry in zone-file syntax relative to the apex ("@" is the
+	// apex; TTL and class may be left out, TTL default 1h): what a
+	// delegated domain needs besides its web names, such as
+	// `@ MX 10 mail.example.com.`, `@ TXT "v=spf1 mx -all"`,
+	// `@ CAA 0 issue "letsencrypt.org"`, `docs CNAME example.github.io.`.
+	// Types: A, AAAA, CNAME, TXT, MX, SRV, CAA, PTR, HTTPS, SVCB; a served
+	// name holds no static address and a CNAME stands alone.
+	Records []string `yaml:"records"`
 }
 
 // NameServer is an NS record and its glue.

@@ -219,3 +219,38 @@ func TestSiteStaleWhileRevalidateSetting(t *testing.T) {
 		t.Errorf("800h: %v", err)
 	}
 }
+
+// TestZoneRecords: dns.zones[].records, kept as written; a record that
+// does not parse, or cannot stand beside the zone's other names, is
+// refused with its line and the reason.
+func TestZoneRecords(t *testing.T) {
+	recs := "      records:\n" +
+		"        - \"@ MX 10 mail\"\n" +
+		"        - '@ TXT \"v=spf1 mx -all\"'\n" +
+		"        - mail A 192.0.2.25\n"
+	cfg, err := config.Parse("set.yaml", []byte(base+recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.DNS.Zones[0].Records; len(got) != 3 || got[1] != `@ TXT "v=spf1 mx -all"` {
+		t.Fatalf("records: %q", got)
+	}
+	first := strings.Count(base, "\n") + 2 // the line of "@ MX 10 mail"
+	for _, c := range []struct {
+		from, to string
+		line     int // offset from the first record's line
+		want     string
+	}{
+		{"mail A 192.0.2.25", "mail A 300.1.1.1", 2, `dns.zones[0].records[2]: "mail A 300.1.1.1": bad A A`},
+		{"mail A 192.0.2.25", "www A 192.0.2.25", 2, "dns.zones[0].records[2]: www.example.test. is a served name, answered with the nearest PoP's addresses"},
+		{"mail A 192.0.2.25", "sub NS ns.other.net.", 2, "delegating sub.example.test. to other servers is not supported"},
+		{"mail A 192.0.2.25", "mail.other.test. A 192.0.2.25", 2, "outside zone example.test."},
+		{"\"@ MX 10 mail\"", "\"@ CNAME elsewhere.net.\"", 0, "dns.zones[0].records[0]: the apex cannot be a CNAME"},
+	} {
+		bad := strings.Replace(base+recs, c.from, c.to, 1)
+		_, err := config.Parse("bad.yaml", []byte(bad))
+		if at := "bad.yaml:" + strconv.Itoa(first+c.line) + ":"; err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), at) {
+			t.Errorf("%q: %v, want %q at %s", c.to, err, c.want, at)
+		}
+	}
+}

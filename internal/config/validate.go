@@ -13,7 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-edge/meridian/dnsrouter/records"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
+	"github.com/miekg/dns"
 )
 
 var (
@@ -460,6 +462,41 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 	}
 }
 
+// zoneRecords checks a zone's static records: each must parse, and
+// together they must stand beside the zone's served names, aliases and
+// name servers (served: its served names as FQDNs).
+func (v *validation) zoneRecords(f string, z Zone, served map[string]bool) {
+	apex := dns.Fqdn(strings.ToLower(z.Apex))
+	var rrs []dns.RR
+	var at []int // rrs[k] is records[at[k]]
+	for j, text := range z.Records {
+		rr, err := records.Parse(apex, text)
+		if err != nil {
+			v.add(fmt.Sprintf("%s.records[%d]", f, j), "%v", err)
+			continue
+		}
+		rrs, at = append(rrs, rr), append(at, j)
+	}
+	aliases, glue := map[string]bool{}, map[string]bool{}
+	for a := range z.Aliases {
+		if fq, ok := inZone(a, z.Apex); ok {
+			aliases[dns.Fqdn(fq)] = true
+		}
+	}
+	for _, ns := range z.NS {
+		if fq, ok := inZone(strings.ToLower(strings.TrimSuffix(ns.Name, ".")), z.Apex); ok {
+			glue[dns.Fqdn(fq)] = true
+		}
+	}
+	fqServed := map[string]bool{}
+	for n := range served {
+		fqServed[dns.Fqdn(n)] = true
+	}
+	for _, p := range records.Check(apex, rrs, fqServed, aliases, glue) {
+		v.add(fmt.Sprintf("%s.records[%d]", f, at[p.Index]), "%v", p.Err)
+	}
+}
+
 func (v *validation) tls(c *Config) {
 	v.oneOf("tls.unknown_sni", c.TLS.UnknownSNI, "reject", "default")
 	anyTLS := false
@@ -628,6 +665,7 @@ func (v *validation) dns(d *DNS) {
 			}
 		}
 		v.ttl(f+".ttl", z.TTL)
+		v.zoneRecords(f, z, served)
 		for j, ns := range z.NS {
 			nf := fmt.Sprintf("%s.ns[%d]", f, j)
 			name := strings.ToLower(strings.TrimSuffix(ns.Name, "."))

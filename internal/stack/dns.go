@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-edge/meridian/dnsrouter"
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
+	"github.com/meridian-edge/meridian/dnsrouter/records"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
 	"github.com/meridian-edge/meridian/internal/config"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,13 @@ func (s *Stack) DNSOptions() (dnsrouter.Options, error) {
 				Refresh: secs(z.SOA.Refresh), Retry: secs(z.SOA.Retry), Expire: secs(z.SOA.Expire),
 				Minimum: secs(z.SOA.Minimum), TTL: secs(z.SOA.TTL),
 			},
+		}
+		for j, text := range z.Records {
+			rr, err := records.Parse(z.Apex, text)
+			if err != nil { // config validation parsed it already
+				return dnsrouter.Options{}, fmt.Errorf("dns.zones[%s].records[%d]: %w", z.Apex, j, err)
+			}
+			zone.Records = append(zone.Records, rr)
 		}
 		for _, ns := range z.NS {
 			n := dnsrouter.NameServer{Name: ns.Name}

@@ -1,0 +1,136 @@
+// Package records reads and checks a zone's static records: the records
+// an authoritative server must hold beside its geo-routed names for a
+// domain to work when delegated to it (MX and TXT for mail, CAA for
+// certificate authorities, a CNAME to a hosted service, a plain address).
+// They are written in zone-file syntax (RFC 1035 5.1), relative to the
+// zone's apex, one record per string:
+//
+//	@ 3600 MX 10 mail.example.com.
+//	_dmarc TXT "v=DMARC1; p=reject"
+//	@ CAA 0 issue "letsencrypt.org"
+//	mail A 192.0.2.25
+//	docs CNAME example.github.io.
+//
+// It must not answer queries (dnsrouter does) nor read files.
+package records
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/miekg/dns"
+)
+
+// DefaultTTL is the TTL of a record that states none.
+const DefaultTTL = 3600
+
+// allowed are the types a zone may hold statically. SOA and NS come from
+// the zone's own settings; delegations (NS below the apex) and DNSSEC
+// records would need answers this server does not give (referrals,
+// signatures).
+var allowed = map[uint16]bool{
+	dns.TypeA: true, dns.TypeAAAA: true, dns.TypeCNAME: true, dns.TypeTXT: true,
+	dns.TypeMX: true, dns.TypeSRV: true, dns.TypeCAA: true, dns.TypePTR: true,
+	dns.TypeHTTPS: true, dns.TypeSVCB: true,
+}
+
+// Types lists the types Parse accepts, for messages.
+const Types = "A, AAAA, CNAME, TXT, MX, SRV, CAA, PTR, HTTPS, SVCB"
+
+// Parse reads one record in zone-file syntax relative to apex (a name
+// without a final dot is under the apex; "@" is the apex). The TTL and the
+// class IN may be left out. The owner is returned lower-case.
+func Parse(apex, text string) (dns.RR, error) {
+	origin := dns.Fqdn(strings.ToLower(apex))
+	if strings.TrimSpace(text) == "" {
+		return nil, errors.New("empty; write a record such as \"@ MX 10 mail\" or \"www TXT \\\"v=spf1 -all\\\"\"")
+	}
+	if strings.HasPrefix(strings.TrimSpace(text), "$") {
+		return nil, fmt.Errorf("%q is a zone-file directive; write one record", text)
+	}
+	zp := dns.NewZoneParser(strings.NewReader(text), origin, "")
+	zp.SetDefaultTTL(DefaultTTL)
+	rr, ok := zp.Next()
+	if err := zp.Err(); err != nil {
+		return nil, fmt.Errorf("%q: %s", text, strings.TrimPrefix(err.Error(), "dns: "))
+	}
+	if !ok || rr == nil {
+		return nil, fmt.Errorf("%q holds no record", text)
+	}
+	if _, more := zp.Next(); more || zp.Err() != nil {
+		return nil, fmt.Errorf("%q holds more than one record; give each its own entry", text)
+	}
+	h := rr.Header()
+	h.Name = strings.ToLower(h.Name)
+	switch {
+	case h.Class != dns.ClassINET:
+		return nil, fmt.Errorf("%q: class %s; only IN is served", text, dns.ClassToString[h.Class])
+	case !dns.IsSubDomain(origin, h.Name):
+		return nil, fmt.Errorf("%q: owner %s is outside zone %s", text, h.Name, origin)
+	case strings.HasPrefix(h.Name, "*.") || strings.Contains(h.Name, ".*."):
+		return nil, fmt.Errorf("%q: wildcard owners are not supported; list each name", text)
+	case h.Rrtype == dns.TypeSOA || h.Rrtype == dns.TypeNS && h.Name == origin:
+		return nil, fmt.Errorf("%q: the zone's %s comes from its own settings (soa, ns), not from records", text, dns.TypeToString[h.Rrtype])
+	case h.Rrtype == dns.TypeNS:
+		return nil, fmt.Errorf("%q: delegating %s to other servers is not supported; serve the names from this zone", text, h.Name)
+	case !allowed[h.Rrtype]:
+		return nil, fmt.Errorf("%q: type %s is not served; the types are %s", text, dns.TypeToString[h.Rrtype], Types)
+	}
+	return rr, nil
+}
+
+// Problem is a record that cannot stand in its zone.
+type Problem struct {
+	// Index is the record's position in the list given to Check.
+	Index int
+	Err   error
+}
+
+// Check reports the records of rrs (each from Parse for apex) that cannot
+// stand together or beside the zone's other data: served are its
+// geo-routed names (answered A and AAAA with the nearest PoP), aliases its
+// CNAME names, glue the names of its in-zone name servers (their addresses
+// come from the ns settings); all lower-case FQDNs.
+func Check(apex string, rrs []dns.RR, served, aliases, glue map[string]bool) []Problem {
+	origin := dns.Fqdn(strings.ToLower(apex))
+	var out []Problem
+	bad := func(i int, format string, args ...any) {
+		out = append(out, Problem{Index: i, Err: fmt.Errorf(format, args...)})
+	}
+	owners := map[string][]int{}
+	ttls := map[string]uint32{} // owner and type -> the RRset's TTL
+	for i, rr := range rrs {
+		h := rr.Header()
+		owners[h.Name] = append(owners[h.Name], i)
+		k := h.Name + "/" + dns.TypeToString[h.Rrtype]
+		if t, seen := ttls[k]; seen && t != h.Ttl {
+			bad(i, "TTL %d differs from the %d of the other %s records of %s; an RRset has one TTL (RFC 2181 5.2)", h.Ttl, t, dns.TypeToString[h.Rrtype], h.Name)
+		} else {
+			ttls[k] = h.Ttl
+		}
+		switch {
+		case aliases[h.Name]:
+			bad(i, "%s is an alias (a CNAME), which cannot stand beside other records", h.Name)
+		case glue[h.Name] && (h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA):
+			bad(i, "%s is a name server of the zone; its addresses come from ns[].addresses", h.Name)
+		case served[h.Name] && (h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA):
+			bad(i, "%s is a served name, answered with the nearest PoP's addresses; a static %s would contradict it", h.Name, dns.TypeToString[h.Rrtype])
+		}
+	}
+	for i, rr := range rrs {
+		h := rr.Header()
+		if h.Rrtype != dns.TypeCNAME {
+			continue
+		}
+		switch {
+		case h.Name == origin:
+			bad(i, "the apex cannot be a CNAME (it holds SOA and NS); use an A/AAAA, or make the apex a served name")
+		case served[h.Name] || glue[h.Name]:
+			bad(i, "%s also has other data (a served or name-server name); a CNAME must stand alone", h.Name)
+		case len(owners[h.Name]) > 1:
+			bad(i, "%s has other records; a CNAME must stand alone (RFC 1034 3.6.2)", h.Name)
+		}
+	}
+	return out
+}

@@ -1,0 +1,34 @@
+package stack_test
+
+import (
+	"testing"
+
+	"github.com/meridian-edge/meridian/internal/stack"
+	"github.com/miekg/dns"
+)
+
+// TestZoneRecordsServed: a zone's static records in the configuration are
+// answered by the DNS role.
+func TestZoneRecordsServed(t *testing.T) {
+	cfg := devConfig(t, "http://127.0.0.1:1")
+	cfg.DNS.Zones[0].Records = []string{"@ MX 10 mail", `_dmarc TXT "v=DMARC1; p=reject"`}
+	st := runStack(t, cfg, stack.Roles{DNS: true}, nil)
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+		want  string
+	}{
+		{"example.test.", dns.TypeMX, "example.test.\t3600\tIN\tMX\t10 mail.example.test."},
+		{"_dmarc.example.test.", dns.TypeTXT, "_dmarc.example.test.\t3600\tIN\tTXT\t\"v=DMARC1; p=reject\""},
+	} {
+		m := new(dns.Msg)
+		m.SetQuestion(q.name, q.qtype)
+		r, err := dns.Exchange(m, st.DNS().Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Answer) != 1 || r.Answer[0].String() != q.want {
+			t.Errorf("%s %s: %v, want %s", q.name, dns.TypeToString[q.qtype], r.Answer, q.want)
+		}
+	}
+}
