@@ -20,7 +20,7 @@ Usage:
   meridian dns --config FILE               run the GeoDNS server against the file's NATS
   meridian dns explain [--config FILE] --subnet CIDR NAME
                                            show how a running DNS server answers NAME for a client subnet
-  meridian plugin push|list|promote|rollback|logs|chain --site SITE ...
+  meridian plugin push|list|promote|rollback|remove|logs|chain --site SITE ...
                                            deploy a site's wasm plugins through a PoP's admin API
   meridian purge --site SITE --url URL|--prefix URL|--key KEY|--all [--soft]
                                            remove (or mark stale) cached objects on every PoP
