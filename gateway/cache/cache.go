@@ -275,6 +275,9 @@ type SitePolicy struct {
 	// Rules give paths of the site their own cache behaviour (PathRule),
 	// first match first.
 	Rules []PathRule
+	// ErrorPage is the site's own HTML page for the answers the PoP makes
+	// for it itself (proxy.Options.ErrorPage); nil: the PoP's plain text.
+	ErrorPage []byte
 }
 
 // Validate reports a site policy the cache cannot apply, naming the field.

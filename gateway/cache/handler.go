@@ -159,7 +159,7 @@ func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler 
 			bytes: c.metrics.bytes.WithLabelValues(site.SiteID, t)}
 	}
 	h.proxy, _ = proxy.New(proxy.Options{ // cannot fail: Transport is set
-		SiteID: site.SiteID, PoPID: ViaName(c.opts.PoPID), Transport: origin, Logger: c.log,
+		SiteID: site.SiteID, PoPID: ViaName(c.opts.PoPID), Transport: origin, Logger: c.log, ErrorPage: site.ErrorPage,
 		ModifyResponse: func(res *http.Response) error {
 			// Passed on uncached, a response still keeps the fields
 			// addressed to the CDN from the client (clientHeader).

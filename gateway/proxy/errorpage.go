@@ -3,10 +3,12 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/meridian-edge/meridian/gateway/origin"
@@ -66,7 +68,11 @@ func (p *Proxy) WritePage(w http.ResponseWriter, r *http.Request, pg Page) {
 // writePage is WritePage for a request whose id the caller already has (and
 // logged).
 func (p *Proxy) writePage(w http.ResponseWriter, r *http.Request, id string, pg Page) {
-	writePage(w, r, id, p.opts.PoPID, p.viaFor(r.ProtoMajor, r.ProtoMinor), pg)
+	var site []byte
+	if len(p.opts.ErrorPage) > 0 && AcceptsHTML(r.Header) {
+		site = p.opts.ErrorPage
+	}
+	writePage(w, r, id, p.opts.PoPID, p.viaFor(r.ProtoMajor, r.ProtoMinor), pg, site)
 }
 
 // WritePoPPage is WritePage for an answer no site's Proxy makes: the PoP's
@@ -78,10 +84,12 @@ func WritePoPPage(w http.ResponseWriter, r *http.Request, popName string, pg Pag
 	if pg.CacheStatus == "" {
 		pg.CacheStatus = "meridian"
 	}
-	writePage(w, r, requestID(r, w.Header()), popName, ViaValue(r.ProtoMajor, r.ProtoMinor, popName), pg)
+	writePage(w, r, requestID(r, w.Header()), popName, ViaValue(r.ProtoMajor, r.ProtoMinor, popName), pg, nil)
 }
 
-func writePage(w http.ResponseWriter, r *http.Request, id, popName, via string, pg Page) {
+// writePage writes pg; site, when set, is the site's HTML page
+// (Options.ErrorPage) to send instead of the plain-text body.
+func writePage(w http.ResponseWriter, r *http.Request, id, popName, via string, pg Page, site []byte) {
 	hd := w.Header()
 	middleware.MarkGenerated(r.Context(), pg.Reason)
 	clear(hd)
@@ -93,8 +101,50 @@ func writePage(w http.ResponseWriter, r *http.Request, id, popName, via string, 
 	if pg.CacheStatus != "" {
 		hd.Set("Cache-Status", withDetail(pg.CacheStatus, pg.Reason))
 	}
+	if site != nil {
+		hd.Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(pg.Status)
+		_, _ = io.WriteString(w, SitePage(site, pg.Status, popName, id))
+		return
+	}
 	w.WriteHeader(pg.Status)
 	_, _ = io.WriteString(w, PageBody(pg.Status, popName, pg.Message, id))
+}
+
+// SitePage is a site's own error page (Options.ErrorPage) for an answer of
+// status with request id, made by PoP pop: its placeholders replaced,
+// HTML-escaped.
+func SitePage(page []byte, status int, pop, id string) string {
+	return strings.NewReplacer(
+		"{{status}}", strconv.Itoa(status),
+		"{{status_text}}", html.EscapeString(http.StatusText(status)),
+		"{{request_id}}", html.EscapeString(id),
+		"{{pop}}", html.EscapeString(pop),
+	).Replace(string(page))
+}
+
+// AcceptsHTML reports whether a request's Accept field takes text/html
+// (a browser's navigation does; an API client's or curl's does not), not
+// ruled out by q=0.
+func AcceptsHTML(h http.Header) bool {
+	for _, v := range h.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mt, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(mt), "text/html") {
+				continue
+			}
+			q := 1.0
+			for _, p := range strings.Split(params, ";") {
+				if k, val, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(k, "q") {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+						q = f
+					}
+				}
+			}
+			return q > 0
+		}
+	}
+	return false
 }
 
 // PageBody is the body of every answer the PoP makes itself: the status,

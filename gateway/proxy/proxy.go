@@ -52,6 +52,13 @@ type Options struct {
 	ModifyResponse func(*http.Response) error
 	// Logger receives origin errors; nil discards.
 	Logger *slog.Logger
+	// ErrorPage, when set, is the site's own HTML page for the answers the
+	// PoP makes itself for it (an origin that failed, only-if-cached with
+	// nothing stored), sent to clients that accept text/html instead of
+	// the plain-text body: a browser sees the site's page, an API client
+	// or a script keeps the plain text. {{status}}, {{status_text}},
+	// {{request_id}} and {{pop}} in it are replaced (HTML-escaped).
+	ErrorPage []byte
 }
 
 // Proxy forwards requests of one site to its origin. It is an http.Handler.

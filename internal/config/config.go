@@ -325,6 +325,14 @@ type Site struct {
 	OriginTLS OriginTLS `yaml:"origin_tls"`
 	// Cache holds per-site cache options.
 	Cache SiteCache `yaml:"cache"`
+	// ErrorPage is an HTML file (at most 64 KiB) the PoP answers with,
+	// instead of its plain-text page, when it answers a browser for the
+	// site itself: the origin failed or timed out (502, 504). Clients that
+	// do not accept text/html (APIs, scripts) keep the plain text, which
+	// names the PoP and the failure. {{status}}, {{status_text}},
+	// {{request_id}} and {{pop}} in the file are replaced. Read at start
+	// and on each reload. Default: none.
+	ErrorPage string `yaml:"error_page"`
 	// OwnerTokenSHA256 is the hex SHA-256 of the site owner's token, which may
 	// purge and deploy plugins for this site only.
 	OwnerTokenSHA256 string `yaml:"owner_token_sha256"`

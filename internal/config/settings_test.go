@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -251,6 +253,36 @@ func TestZoneRecords(t *testing.T) {
 		_, err := config.Parse("bad.yaml", []byte(bad))
 		if at := "bad.yaml:" + strconv.Itoa(first+c.line) + ":"; err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), at) {
 			t.Errorf("%q: %v, want %q at %s", c.to, err, c.want, at)
+		}
+	}
+}
+
+// TestSiteErrorPageSetting: sites[].error_page must name a readable file
+// of at most 64 KiB; otherwise the line and field say which.
+func TestSiteErrorPageSetting(t *testing.T) {
+	dir := t.TempDir()
+	small, big := filepath.Join(dir, "ok.html"), filepath.Join(dir, "big.html")
+	if err := os.WriteFile(small, []byte("<p>{{status}}</p>"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(big, make([]byte, config.MaxErrorPage+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	with := func(path string) string {
+		return strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n    error_page: "+path+"\n", 1)
+	}
+	cfg, err := config.Parse("set.yaml", []byte(with(small)))
+	if err != nil || cfg.Sites[0].ErrorPage != small {
+		t.Fatalf("set: %v %q", err, cfg.Sites[0].ErrorPage)
+	}
+	line := strings.Count(base[:strings.Index(base, "    hosts: [www.example.test]\n")], "\n") + 2
+	for _, c := range []struct{ path, want string }{
+		{filepath.Join(dir, "missing.html"), "sites[0].error_page: cannot read " + filepath.Join(dir, "missing.html") + ": no such file or directory"},
+		{big, "sites[0].error_page: " + big + " is 65537 bytes; an error page may be at most 65536 (64 KiB)"},
+	} {
+		_, err := config.Parse("bad.yaml", []byte(with(c.path)))
+		if at := "bad.yaml:" + strconv.Itoa(line) + ": "; err == nil || !strings.Contains(err.Error(), at+c.want) {
+			t.Errorf("%s: %v, want %q", c.path, err, at+c.want)
 		}
 	}
 }

@@ -409,6 +409,13 @@ func (v *validation) sites(sites []Site) {
 		if (ot.ClientCertFile == "") != (ot.ClientKeyFile == "") {
 			v.add(f+".origin_tls", "set both client_cert_file and client_key_file, or neither")
 		}
+		if s.ErrorPage != "" {
+			if st, err := os.Stat(s.ErrorPage); err != nil {
+				v.add(f+".error_page", "cannot read %s: %s", s.ErrorPage, errText(err))
+			} else if st.Size() > MaxErrorPage {
+				v.add(f+".error_page", "%s is %d bytes; an error page may be at most %d (64 KiB)", s.ErrorPage, st.Size(), MaxErrorPage)
+			}
+		}
 		v.positive(f+".timeouts.connect", s.Timeouts.Connect)
 		v.positive(f+".timeouts.header", s.Timeouts.Header)
 		v.positive(f+".timeouts.idle", s.Timeouts.Idle)
@@ -461,6 +468,9 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 		}
 	}
 }
+
+// MaxErrorPage is the largest sites[].error_page file, in bytes.
+const MaxErrorPage = 64 << 10
 
 // zoneRecords checks a zone's static records: each must parse, and
 // together they must stand beside the zone's served names, aliases and

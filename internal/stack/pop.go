@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -57,13 +59,40 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		if err != nil {
 			return nil, err
 		}
+		var errorPage []byte
+		if sc.ErrorPage != "" {
+			b, err := readErrorPage(sc.ErrorPage)
+			if err != nil {
+				pool.Close()
+				return nil, fmt.Errorf("site %s: error_page: %w", sc.Name, err)
+			}
+			errorPage = b
+		}
 		sites = append(sites, gateway.Site{
 			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
 			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, StaleWhileRevalidate: sc.Cache.StaleWhileRevalidate, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress,
-				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: pathRules(sc.Cache.Rules)},
+				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: pathRules(sc.Cache.Rules), ErrorPage: errorPage},
 		})
 	}
 	return sites, nil
+}
+
+// readErrorPage reads a site's error page, at most config.MaxErrorPage
+// bytes (the file may have grown since the configuration was checked).
+func readErrorPage(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, config.MaxErrorPage+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > config.MaxErrorPage {
+		return nil, fmt.Errorf("%s is over %d bytes", path, config.MaxErrorPage)
+	}
+	return b, nil
 }
 
 // pathRules are a site's cache rules as the cache takes them.
