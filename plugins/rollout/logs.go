@@ -48,7 +48,8 @@ type logsQuery struct {
 	// Health asks, instead of log lines, what each PoP runs of the site's
 	// plugins and how they are doing there (logsReply.Plugins). It rides
 	// on the log subjects so that PoPs need no further NATS permissions; a
-	// PoP from before it answers lines, which the asker ignores.
+	// PoP from before it refuses the query (it has no limit), and the
+	// answer names it among those that could not answer.
 	Health bool `json:"health,omitempty"`
 }
 
