@@ -414,8 +414,11 @@ type PluginStatus struct {
 
 // PoPPlugin is what one PoP runs of a plugin and how it is doing there.
 type PoPPlugin struct {
-	PoP    string          `json:"pop"`
-	Plugin string          `json:"plugin"`
+	// PoP is the PoP whose view this is; Plugin the plugin's name.
+	PoP    string `json:"pop"`
+	Plugin string `json:"plugin"`
+	// Local is what the PoP runs of the plugin; Health how each of those
+	// versions is doing there (as PluginStatus.Local and Health).
 	Local  *Target         `json:"local,omitempty"`
 	Health []VersionHealth `json:"health,omitempty"`
 	// Pending is set when the PoP failed to apply the record (retrying).
