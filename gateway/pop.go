@@ -398,6 +398,16 @@ func SiteFromContext(ctx context.Context) string {
 	return ""
 }
 
+// SiteErrorPage returns the HTML error page (Site.Cache.ErrorPage) of the
+// site a request was routed to, nil when it has none: for the middleware
+// that answers for the site itself (a fail-closed plugin's 503).
+func SiteErrorPage(ctx context.Context) []byte {
+	if s, ok := ctx.Value(siteKey{}).(*siteEntry); ok {
+		return s.Cache.ErrorPage
+	}
+	return nil
+}
+
 func siteName(r *http.Request) string {
 	if s := SiteFromContext(r.Context()); s != "" {
 		return s

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-edge/meridian/gateway/proxy"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -422,10 +423,19 @@ func (c *fastConn) respondHooks(call FastCall, out []byte, status int) ([]byte, 
 
 // sendFailed answers the 503 of a fail-closed chain whose response hook
 // failed, as the server's middleware does.
-func (c *fastConn) sendFailed(site, via string, call FastCall, req *fastRequest, id string, start time.Time) error {
-	body := call.FailBody(id)
+func (c *fastConn) sendFailed(pol *SitePolicy, via string, call FastCall, req *fastRequest, id string, start time.Time) error {
+	site := pol.SiteID
+	body, ctype := "", "text/plain; charset=utf-8"
+	if len(pol.ErrorPage) > 0 && proxy.AcceptsHTML(http.Header{"Accept": (&FastHookRequest{req: req}).Values("Accept")}) {
+		// The site's own page for browsers, as on the server's path.
+		body, ctype = proxy.SitePage(pol.ErrorPage, http.StatusServiceUnavailable, ViaName(c.l.c.opts.PoPID), id), "text/html; charset=utf-8"
+	} else {
+		body = call.FailBody(id)
+	}
 	// The fields of every page the PoP makes itself (proxy.WritePage).
-	out := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nCache-Status: meridian; detail=plugin-failure\r\nVia: "...)
+	out := append(c.out[:0], "HTTP/1.1 503 Service Unavailable\r\nCache-Control: no-store\r\nContent-Type: "...)
+	out = append(out, ctype...)
+	out = append(out, "\r\nX-Content-Type-Options: nosniff\r\nCache-Status: meridian; detail=plugin-failure\r\nVia: "...)
 	out = append(out, via...)
 	out = append(out, "\r\nContent-Length: "...)
 	out = strconv.AppendInt(out, int64(len(body)), 10)

@@ -143,7 +143,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 		var ok bool
 		if out, ok = c.respondHooks(call, out, status); !ok {
 			st.close()
-			if err := c.sendFailed(h.site.SiteID, h.proxy.Via11(), call, req, id, start); err != nil {
+			if err := c.sendFailed(&h.site, h.proxy.Via11(), call, req, id, start); err != nil {
 				return nil, false, err
 			}
 			return nil, true, nil

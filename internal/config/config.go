@@ -327,7 +327,8 @@ type Site struct {
 	Cache SiteCache `yaml:"cache"`
 	// ErrorPage is an HTML file (at most 64 KiB) the PoP answers with,
 	// instead of its plain-text page, when it answers a browser for the
-	// site itself: the origin failed or timed out (502, 504). Clients that
+	// site itself: the origin failed or timed out (502, 504), a
+	// fail-closed plugin failed (503). Clients that
 	// do not accept text/html (APIs, scripts) keep the plain text, which
 	// names the PoP and the failure. {{status}}, {{status_text}},
 	// {{request_id}} and {{pop}} in the file are replaced. Read at start

@@ -127,7 +127,8 @@ func (s *Stack) startPlugins(ctx context.Context, pc config.PoP, nc *nats.Conn, 
 	}
 	rn := pluginmw.NewRunner(pluginmw.Options{
 		Host: host, PoP: pc.ID, PoPRegion: pc.Region, Geo: g, Logger: log,
-		Chain: func(r *http.Request) *plugins.Chain { return mg.Chain(gateway.SiteFromContext(r.Context())) },
+		Chain:     func(r *http.Request) *plugins.Chain { return mg.Chain(gateway.SiteFromContext(r.Context())) },
+		ErrorPage: func(r *http.Request) []byte { return gateway.SiteErrorPage(r.Context()) },
 	})
 	wrap := func(next http.Handler) http.Handler { return rn.Middleware(pluginDirectives(next)) }
 	hooks := func(site string) cache.FastHooks {

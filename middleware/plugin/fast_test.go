@@ -42,6 +42,12 @@ type edge struct {
 // set, and varies on one of them.
 func newEdge(t *testing.T, chain *plugins.Chain, wasmKeys map[string]string) *edge {
 	t.Helper()
+	return newEdgeWithPage(t, chain, wasmKeys, nil)
+}
+
+// newEdgeWithPage is newEdge for a site with its own HTML error page.
+func newEdgeWithPage(t *testing.T, chain *plugins.Chain, wasmKeys map[string]string, page []byte) *edge {
+	t.Helper()
 	e := &edge{plugins: prometheus.NewRegistry()}
 	o := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.origin.Add(1)
@@ -60,10 +66,11 @@ func newEdge(t *testing.T, chain *plugins.Chain, wasmKeys map[string]string) *ed
 		t.Fatal(err)
 	}
 	rn := plugin.NewRunner(plugin.Options{Host: h, PoP: "fra1", PoPRegion: "eu-central",
-		Chain: func(*http.Request) *plugins.Chain { return chain }})
+		Chain:     func(*http.Request) *plugins.Chain { return chain },
+		ErrorPage: func(r *http.Request) []byte { return gateway.SiteErrorPage(r.Context()) }})
 	e.pop, err = gateway.New(gateway.Options{
 		ID: "fra1", HTTPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Sites:       []gateway.Site{{Name: chain.Site, Hosts: []string{"shop.example"}, Origin: pool}},
+		Sites:       []gateway.Site{{Name: chain.Site, Hosts: []string{"shop.example"}, Origin: pool, Cache: cache.SitePolicy{ErrorPage: page}}},
 		Plugins:     rn.Middleware,
 		PluginHooks: func(string) cache.FastHooks { return rn.FastHooks(func() *plugins.Chain { return chain }) },
 		PluginSites: func(site string) bool { return site == chain.Site },
@@ -390,6 +397,42 @@ func TestFastHitFailsClosedOnResponse(t *testing.T) {
 	testutil.WaitFor(t, "three 503s counted as the PoP's own (plugin-failure)", func() bool { return generated() >= 3 })
 	if n := generated(); n != 3 {
 		t.Errorf("responses counted as the PoP's own (plugin-failure): %v, want 3", n)
+	}
+}
+
+// TestFailClosedSitePage: a fail-closed chain's 503 is the site's own
+// HTML page for a browser, on the server's path (a plugin that fails in
+// on_request; one that fails in on_response on a miss) and on the fast
+// path (on_response on a hit), with the request id the header carries; a
+// client that does not take HTML keeps the PoP's plain text.
+func TestFailClosedSitePage(t *testing.T) {
+	page := []byte("<h1>{{status}}</h1><p>{{request_id}}</p>")
+	const browser = "Accept: text/html,*/*;q=0.8\r\n"
+	for _, c := range []struct{ name, plugin, wasm string }{
+		{"on_request", "trap", "wat/trap"},
+		{"on_response", "trap", "wat/resptrap"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			chain := &plugins.Chain{Site: "shop", FailClosed: true, Entries: []plugins.Entry{{Plugin: c.plugin}}}
+			e := newEdgeWithPage(t, chain, map[string]string{c.plugin: c.wasm}, page)
+			got := e.send(t, shopGET("/f", browser), shopGET("/f", browser), shopGET("/f"))
+			for i, r := range got[:2] {
+				want := "<h1>503</h1><p>" + r.header.Get("X-Request-Id") + "</p>"
+				if r.status != http.StatusServiceUnavailable || r.body != want || r.header.Get("Content-Type") != "text/html; charset=utf-8" ||
+					r.header.Get("Cache-Control") != "no-store" || r.header.Get("X-Request-Id") == "" {
+					t.Errorf("browser %d: %d %q %v, want the site's page %q", i, r.status, r.body, r.header, want)
+				}
+			}
+			if r := got[2]; r.status != http.StatusServiceUnavailable || !strings.HasPrefix(r.body, "503 Service Unavailable from PoP meridian-") ||
+				r.header.Get("Content-Type") != "text/plain; charset=utf-8" {
+				t.Errorf("plain client: %d %q %q, want the PoP's plain text", r.status, r.header.Get("Content-Type"), r.body)
+			}
+			if c.name == "on_response" {
+				if n := e.fast(t, "served"); n != 2 {
+					t.Errorf("fast path answered %v, want 2 (the hits, as 503s)", n)
+				}
+			}
+		})
 	}
 }
 

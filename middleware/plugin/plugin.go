@@ -53,6 +53,12 @@ type Options struct {
 	ClientIP func(r *http.Request) netip.Addr
 	// Logger gets failures; nil discards.
 	Logger *slog.Logger
+	// ErrorPage, when set, returns the site's own HTML error page for a
+	// request (proxy.Options.ErrorPage; nil: none): a browser gets it as
+	// the body of a fail-closed chain's 503 on net/http, as it gets it for
+	// an origin that failed. The fast path's 503 takes the page from the
+	// site's cache policy.
+	ErrorPage func(r *http.Request) []byte
 }
 
 // Directives are the decisions plugins left for the layers after this
@@ -126,6 +132,7 @@ func (rn *Runner) Middleware(next http.Handler) http.Handler {
 			// exchange left open would keep its instances from the pool.
 			defer fc.Close()
 			if ex, ok := fc.(*exchange); ok && ex.rn == rn {
+				ex.page = rn.sitePage(r)
 				ex.deliver(next, w, r) // the fast path ran the request phase
 				return
 			}
@@ -141,9 +148,21 @@ func (rn *Runner) Middleware(next http.Handler) http.Handler {
 		ex := rn.exchanges.Get().(*exchange)
 		ex.begin(rn, chain, rn.o.ClientIP(r), r.Method, r.Host, r.Context(), time.Time{})
 		defer ex.Close()
+		ex.page = rn.sitePage(r)
 		ex.request(r.URL.EscapedPath(), r.URL.RawQuery, httpHeader(r.Header))
 		ex.deliver(next, w, r)
 	})
+}
+
+// sitePage is the site's HTML error page for r when r takes HTML, else nil.
+func (rn *Runner) sitePage(r *http.Request) []byte {
+	if rn.o.ErrorPage == nil {
+		return nil
+	}
+	if page := rn.o.ErrorPage(r); len(page) > 0 && proxy.AcceptsHTML(r.Header) {
+		return page
+	}
+	return nil
 }
 
 // FastHooks returns the hooks the cache's fast path runs for a site
@@ -225,6 +244,10 @@ type exchange struct {
 	answer            []byte // a direct answer's body (skip's), copied
 	failed            error  // a fail-closed chain's on_request failure (skip's)
 	failText          string // the fail-closed 503's body, once made (failPage)
+	// page is the site's HTML error page when the request takes HTML
+	// (Options.ErrorPage); failHTML: failText was made from it.
+	page     []byte
+	failHTML bool
 
 	// The request handed on is a shallow copy of the caller's (copied: made
 	// by own or copyRequest); its header map and URL are copied on the
@@ -296,6 +319,7 @@ func (ex *exchange) recycle() {
 	ex.hops = ex.hops[:0]
 	ex.spare = nil
 	ex.path, ex.query, ex.newPath, ex.newRaw, ex.origin, ex.cacheKey, ex.failText = "", "", "", "", "", "", ""
+	ex.page, ex.failHTML = nil, false
 	clear(ex.req.Headers)
 	clear(ex.resp.Headers)
 	if cap(ex.act.Body) > 64<<10 {
@@ -570,6 +594,9 @@ func (ex *exchange) failPage(id string) string {
 			msg = fmt.Sprintf("site %q runs a plugin that this PoP has not loaded yet (it is starting, or cannot fetch the plugin now), and the site is set to fail closed, so it is not served without it. Try again in a moment; its owner can read more with: meridian plugin logs --site %s", ex.chain.Site, ex.chain.Site)
 		}
 		ex.failText = proxy.PageBody(http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP), msg, id)
+		if ex.page != nil {
+			ex.failText, ex.failHTML = proxy.SitePage(ex.page, http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP), id), true
+		}
 	}
 	return ex.failText
 }
@@ -729,7 +756,10 @@ func (ex *exchange) response(ctx context.Context, h responseHeader, status int) 
 			if ex.chain.FailClosed {
 				ex.opts.Logger.Warn("plugin on_response failed; answering 503", "site", ex.chain.Site, "plugin", e.Plugin, "err", err)
 				middleware.MarkGenerated(ctx, "plugin-failure") // ctx: the request's on net/http, a background one on the fast path
-				h.failed(func() string { return ex.failPage(middleware.GetRequestID(ctx)) })
+				h.failed(func() (string, bool) {
+					body := ex.failPage(middleware.GetRequestID(ctx))
+					return body, ex.failHTML
+				})
 				return http.StatusServiceUnavailable, true
 			}
 			continue
@@ -791,7 +821,7 @@ func (ex *exchange) failClosed(w http.ResponseWriter, r *http.Request, plugin st
 	}
 	ex.opts.Logger.Log(r.Context(), lv, "plugin failed; site fails closed: answering 503", "site", ex.chain.Site, "plugin", plugin, "kind", plugins.KindOf(err), "err", err, "request_id", id)
 	body := ex.failPage(id)
-	httpHeader(w.Header()).failed(func() string { return body })
+	httpHeader(w.Header()).failed(func() (string, bool) { return body, ex.failHTML })
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = io.WriteString(w, body)
 }
@@ -834,8 +864,9 @@ type responseHeader interface {
 	add(canon, value string)
 	del(canon string)
 	// failed makes the header that of the fail-closed 503 whose body page
-	// gives (on the fast path, which writes its own 503, it does nothing).
-	failed(page func() string)
+	// gives, HTML or plain text (on the fast path, which writes its own
+	// 503, it does nothing).
+	failed(page func() (body string, html bool))
 }
 
 type httpHeader http.Header
@@ -857,14 +888,17 @@ func (h httpHeader) del(canon string)        { delete(h, canon) }
 // failed makes h the header of the fail-closed 503, the fields of the
 // PoP's other own answers (proxy.WritePage): the request id stays, so the
 // client can quote it.
-func (h httpHeader) failed(page func() string) {
-	body := page()
+func (h httpHeader) failed(page func() (string, bool)) {
+	body, html := page()
 	id := h[middleware.RequestIDHeader]
 	clear(h)
 	if id != nil {
 		h[middleware.RequestIDHeader] = id
 	}
 	h["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	if html {
+		h["Content-Type"] = []string{"text/html; charset=utf-8"}
+	}
 	h["Cache-Control"] = []string{"no-store"}
 	h["X-Content-Type-Options"] = []string{"nosniff"}
 	// The 503's body is body whatever the handler goes on writing (it is
@@ -884,7 +918,7 @@ func (h fastHeader) each(fn func(name, value string)) { h.h.Each(fn) }
 func (h fastHeader) set(canon, value string)          { h.h.Set(canon, value) }
 func (h fastHeader) add(canon, value string)          { h.h.Add(canon, value) }
 func (h fastHeader) del(canon string)                 { h.h.Del(canon) }
-func (h fastHeader) failed(func() string)             {}
+func (h fastHeader) failed(func() (string, bool))     {}
 
 // responseWriter runs the response phase just before the headers go out.
 type responseWriter struct {
