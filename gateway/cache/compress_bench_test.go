@@ -159,3 +159,19 @@ func fastFront(b *testing.B, site cache.SitePolicy, originURL string) (net.Conn,
 	b.Cleanup(func() { conn.Close() })
 	return conn, bufio.NewReaderSize(conn, 64<<10)
 }
+
+// roundTrip writes req on conn and reads its whole response from br (the
+// pair fastFront returns), failing b on an error.
+func roundTrip(b *testing.B, conn net.Conn, br *bufio.Reader, req string) *http.Response {
+	b.Helper()
+	if _, err := io.WriteString(conn, req); err != nil {
+		b.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}

@@ -37,17 +37,7 @@ func BenchmarkHitWithClientDirectives(b *testing.B) {
 			}))
 			defer origin.Close()
 			conn, br := fastFront(b, cache.SitePolicy{SiteID: "bench", IgnoreClientDirectives: c.ignore}, origin.URL)
-			get := func(req string) {
-				if _, err := io.WriteString(conn, req); err != nil {
-					b.Fatal(err)
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
+			get := func(req string) { roundTrip(b, conn, br, req) }
 			get("GET /obj HTTP/1.1\r\nHost: bench.test\r\n\r\n")
 			reload := "GET /obj HTTP/1.1\r\nHost: bench.test\r\nCache-Control: max-age=0\r\n\r\n"
 			b.ResetTimer()

@@ -37,16 +37,8 @@ func BenchmarkFastHitWithRules(b *testing.B) {
 			defer origin.Close()
 			conn, br := fastFront(b, cache.SitePolicy{SiteID: "bench", IgnoreClientDirectives: true, Rules: c.rules}, origin.URL)
 			get := func() {
-				if _, err := io.WriteString(conn, "GET /static/app/main.js HTTP/1.1\r\nHost: bench.test\r\n\r\n"); err != nil {
-					b.Fatal(err)
-				}
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if cs := resp.Header.Get("Cache-Status"); b.N > 0 && !strings.Contains(cs, "hit") && !strings.Contains(cs, "stored") {
+				resp := roundTrip(b, conn, br, "GET /static/app/main.js HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+				if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "hit") && !strings.Contains(cs, "stored") {
 					b.Fatalf("Cache-Status %q", cs)
 				}
 			}
