@@ -462,10 +462,40 @@ func (h *siteHandler) revalidateInBackground(r *http.Request, key, u string, st 
 		if !leader {
 			return
 		}
+		began := time.Now()
 		if resp := h.run(r2, nil, key, u, st, f, true); resp != nil {
 			resp.Body.Close()
 		}
+		<-f.ready // run released the flight with its result
+		h.logRefresh(u, f.res, time.Since(began))
 	})
+}
+
+// logRefresh logs a background revalidation (stale-while-revalidate),
+// which no client's access log line covers: without it an origin request
+// the PoP made would show nowhere but in the counters. took is until the
+// origin's header arrived.
+func (h *siteHandler) logRefresh(u string, res result, took time.Duration) {
+	attrs := []any{"site", h.site.SiteID, "url", u, "origin_time", took.Round(time.Microsecond)}
+	switch res.kind {
+	case kindStored:
+		h.c.log.Info("background revalidation", append(attrs, "origin_status", res.status, "outcome", "refreshed")...)
+	case kindStream:
+		outcome := "replaced"
+		if !res.storing {
+			outcome = "replaced-not-stored"
+		}
+		h.c.log.Info("background revalidation", append(attrs, "origin_status", res.status, "outcome", outcome)...)
+	case kindPass:
+		if res.status >= 500 { // the stored copy stays, for stale-if-error
+			h.c.log.Warn("background revalidation", append(attrs, "origin_status", res.status, "outcome", "failed")...)
+			return
+		}
+		h.c.log.Info("background revalidation", append(attrs, "origin_status", res.status, "outcome", "not-stored", "reason", res.notStored)...)
+	case kindError:
+		_, word, _ := proxy.OriginFailure(res.err)
+		h.c.log.Warn("background revalidation", append(attrs, "origin_error", word, "outcome", "failed", "err", res.err)...)
+	}
 }
 
 // conditional and range request fields are the cache's to answer; the fill

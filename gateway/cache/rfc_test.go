@@ -2,6 +2,8 @@ package cache_test
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -513,5 +515,62 @@ func TestSiteStaleWhileRevalidate(t *testing.T) {
 	e.clock.Advance(60 * time.Second) // past the site's window too
 	if r := e.get("/plain"); strings.Contains(r.cs(), "stale-while-revalidate") || !strings.Contains(r.cs(), "fwd=stale") {
 		t.Fatalf("/plain past the window: Cache-Status %q, want a revalidation in line", r.cs())
+	}
+}
+
+// TestBackgroundRevalidationLogged: a stale-while-revalidate refresh, an
+// origin request no client's access log line covers, is logged with its
+// site, URL, origin status or error and outcome; a failed one as a warning.
+func TestBackgroundRevalidationLogged(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		want []string
+	}{
+		{"refreshed", []string{"level=INFO", "origin_status=304", "outcome=refreshed"}},
+		{"5xx", []string{"level=WARN", "origin_status=502", "outcome=failed"}},
+		{"reset", []string{"level=WARN", "origin_error=origin-error", "outcome=failed"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var logs testutil.SyncBuffer
+			e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("If-None-Match") != "" {
+					switch c.name {
+					case "5xx":
+						w.WriteHeader(http.StatusBadGateway)
+					case "reset":
+						conn, _, err := http.NewResponseController(w).Hijack()
+						if err == nil {
+							conn.Close()
+						}
+					default:
+						w.WriteHeader(http.StatusNotModified)
+					}
+					return
+				}
+				w.Header().Set("Cache-Control", "max-age=5, stale-while-revalidate=60")
+				w.Header().Set("ETag", `"v1"`)
+				io.WriteString(w, "v1")
+			}, envOpt{opts: cache.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))}})
+			e.get("/swr")
+			e.clock.Advance(10 * time.Second)
+			if r := e.get("/swr"); !strings.Contains(r.cs(), "stale-while-revalidate") {
+				t.Fatalf("Cache-Status %q, want a stale-while-revalidate answer", r.cs())
+			}
+			var line string
+			testutil.WaitFor(t, "the background revalidation's log line", func() bool {
+				for _, l := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(l, `msg="background revalidation"`) {
+						line = l
+						return true
+					}
+				}
+				return false
+			})
+			for _, w := range append(c.want, "site=site1", "url=http://127.0.0.1/swr", "origin_time=") {
+				if !strings.Contains(line, w) {
+					t.Errorf("log line %q lacks %q", line, w)
+				}
+			}
+		})
 	}
 }
