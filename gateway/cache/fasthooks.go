@@ -426,7 +426,7 @@ func (c *fastConn) respondHooks(call FastCall, out []byte, status int) ([]byte, 
 func (c *fastConn) sendFailed(pol *SitePolicy, via string, call FastCall, req *fastRequest, id string, start time.Time) error {
 	site := pol.SiteID
 	body, ctype := "", "text/plain; charset=utf-8"
-	if len(pol.ErrorPage) > 0 && proxy.AcceptsHTML(http.Header{"Accept": (&FastHookRequest{req: req}).Values("Accept")}) {
+	if len(pol.ErrorPage) > 0 && proxy.AcceptsHTML((&FastHookRequest{req: req}).Values("Accept")) {
 		// The site's own page for browsers, as on the server's path.
 		body, ctype = proxy.SitePage(pol.ErrorPage, http.StatusServiceUnavailable, ViaName(c.l.c.opts.PoPID), id), "text/html; charset=utf-8"
 	} else {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
@@ -476,26 +477,32 @@ func (h *siteHandler) revalidateInBackground(r *http.Request, key, u string, st 
 // the PoP made would show nowhere but in the counters. took is until the
 // origin's header arrived.
 func (h *siteHandler) logRefresh(u string, res result, took time.Duration) {
+	level, outcome := slog.LevelInfo, ""
 	attrs := []any{"site", h.site.SiteID, "url", u, "origin_time", took.Round(time.Microsecond)}
 	switch res.kind {
 	case kindStored:
-		h.c.log.Info("background revalidation", append(attrs, "origin_status", res.status, "outcome", "refreshed")...)
+		outcome = "refreshed"
 	case kindStream:
-		outcome := "replaced"
+		outcome = "replaced"
 		if !res.storing {
 			outcome = "replaced-not-stored"
 		}
-		h.c.log.Info("background revalidation", append(attrs, "origin_status", res.status, "outcome", outcome)...)
 	case kindPass:
+		outcome = "not-stored"
 		if res.status >= 500 { // the stored copy stays, for stale-if-error
-			h.c.log.Warn("background revalidation", append(attrs, "origin_status", res.status, "outcome", "failed")...)
-			return
+			level, outcome = slog.LevelWarn, "failed"
+		} else {
+			attrs = append(attrs, "reason", res.notStored)
 		}
-		h.c.log.Info("background revalidation", append(attrs, "origin_status", res.status, "outcome", "not-stored", "reason", res.notStored)...)
 	case kindError:
 		_, word, _ := proxy.OriginFailure(res.err)
-		h.c.log.Warn("background revalidation", append(attrs, "origin_error", word, "outcome", "failed", "err", res.err)...)
+		level, outcome = slog.LevelWarn, "failed"
+		attrs = append(attrs, "origin_error", word, "err", res.err)
 	}
+	if res.kind != kindError {
+		attrs = append(attrs, "origin_status", res.status)
+	}
+	h.c.log.Log(context.Background(), level, "background revalidation", append(attrs, "outcome", outcome)...)
 }
 
 // conditional and range request fields are the cache's to answer; the fill

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/meridian-edge/meridian/gateway/cache/policy"
 	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/middleware"
 )
@@ -69,7 +70,7 @@ func (p *Proxy) WritePage(w http.ResponseWriter, r *http.Request, pg Page) {
 // logged).
 func (p *Proxy) writePage(w http.ResponseWriter, r *http.Request, id string, pg Page) {
 	var site []byte
-	if len(p.opts.ErrorPage) > 0 && AcceptsHTML(r.Header) {
+	if len(p.opts.ErrorPage) > 0 && AcceptsHTML(r.Header.Values("Accept")) {
 		site = p.opts.ErrorPage
 	}
 	writePage(w, r, id, p.opts.PoPID, p.viaFor(r.ProtoMajor, r.ProtoMinor), pg, site)
@@ -123,25 +124,16 @@ func SitePage(page []byte, status int, pop, id string) string {
 	).Replace(string(page))
 }
 
-// AcceptsHTML reports whether a request's Accept field takes text/html
-// (a browser's navigation does; an API client's or curl's does not), not
-// ruled out by q=0.
-func AcceptsHTML(h http.Header) bool {
-	for _, v := range h.Values("Accept") {
-		for _, part := range strings.Split(v, ",") {
+// AcceptsHTML reports whether a request's Accept field values take
+// text/html (a browser's navigation does; an API client's or curl's does
+// not), not ruled out by q=0.
+func AcceptsHTML(accept []string) bool {
+	for _, v := range accept {
+		for part := range strings.SplitSeq(v, ",") {
 			mt, params, _ := strings.Cut(part, ";")
-			if !strings.EqualFold(strings.TrimSpace(mt), "text/html") {
-				continue
+			if strings.EqualFold(strings.TrimSpace(mt), "text/html") {
+				return policy.QPositive(params)
 			}
-			q := 1.0
-			for _, p := range strings.Split(params, ";") {
-				if k, val, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(k, "q") {
-					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-						q = f
-					}
-				}
-			}
-			return q > 0
 		}
 	}
 	return false

@@ -68,7 +68,7 @@ func TestAcceptsHTML(t *testing.T) {
 		"text/plain":                    false,
 		"application/xhtml+xml,*/*;q=1": false,
 	} {
-		if got := proxy.AcceptsHTML(http.Header{"Accept": {accept}}); got != want {
+		if got := proxy.AcceptsHTML([]string{accept}); got != want {
 			t.Errorf("AcceptsHTML(%q) = %v, want %v", accept, got, want)
 		}
 	}

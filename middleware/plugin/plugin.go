@@ -159,7 +159,7 @@ func (rn *Runner) sitePage(r *http.Request) []byte {
 	if rn.o.ErrorPage == nil {
 		return nil
 	}
-	if page := rn.o.ErrorPage(r); len(page) > 0 && proxy.AcceptsHTML(r.Header) {
+	if page := rn.o.ErrorPage(r); len(page) > 0 && proxy.AcceptsHTML(r.Header.Values("Accept")) {
 		return page
 	}
 	return nil
@@ -586,7 +586,11 @@ func (ex *exchange) FailBody(id string) string { return ex.failPage(id) }
 // id: the page the PoP's other own answers have (proxy.PageBody), made once
 // per exchange.
 func (ex *exchange) failPage(id string) string {
-	if ex.failText == "" {
+	switch {
+	case ex.failText != "":
+	case ex.page != nil:
+		ex.failText, ex.failHTML = proxy.SitePage(ex.page, http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP), id), true
+	default:
 		msg := fmt.Sprintf("a plugin of site %q failed, and the site is set to fail closed. Its owner can read why with: meridian plugin logs --site %s", ex.chain.Site, ex.chain.Site)
 		if plugins.KindOf(ex.failed) == plugins.KindUnavailable {
 			// Not a failure of the plugin: this PoP has not loaded it yet
@@ -594,9 +598,6 @@ func (ex *exchange) failPage(id string) string {
 			msg = fmt.Sprintf("site %q runs a plugin that this PoP has not loaded yet (it is starting, or cannot fetch the plugin now), and the site is set to fail closed, so it is not served without it. Try again in a moment; its owner can read more with: meridian plugin logs --site %s", ex.chain.Site, ex.chain.Site)
 		}
 		ex.failText = proxy.PageBody(http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP), msg, id)
-		if ex.page != nil {
-			ex.failText, ex.failHTML = proxy.SitePage(ex.page, http.StatusServiceUnavailable, cache.ViaName(ex.opts.PoP), id), true
-		}
 	}
 	return ex.failText
 }

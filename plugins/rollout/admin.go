@@ -508,29 +508,42 @@ func (mg *Manager) GatherStatus(ctx context.Context, site string) (SiteStatus, e
 func (mg *Manager) localPlugins(site string) []PoPPlugin {
 	mg.mu.Lock()
 	defer mg.mu.Unlock()
+	keys := map[pluginKey]bool{}
+	for k := range mg.applied {
+		keys[k] = true
+	}
+	for k := range mg.failed {
+		keys[k] = true
+	}
 	var out []PoPPlugin
-	seen := map[string]int{}
-	view := func(name string) *PoPPlugin {
-		if i, ok := seen[name]; ok {
-			return &out[i]
+	for k := range keys {
+		if k.site != site {
+			continue
 		}
-		seen[name] = len(out)
-		out = append(out, PoPPlugin{PoP: mg.opts.PoPID, Plugin: name})
-		return &out[len(out)-1]
-	}
-	for k, a := range mg.applied {
-		if k.site == site && (a.target != Target{}) {
-			t := a.target
-			v := view(k.plugin)
-			v.Local, v.Health = &t, mg.health(site, k.plugin, t)
+		v := mg.viewLocked(k)
+		if v.Local != nil && *v.Local == (Target{}) {
+			v.Local = nil // removed here: runs nothing
 		}
-	}
-	for k, err := range mg.failed {
-		if k.site == site && err != nil {
-			view(k.plugin).Pending = err.Error()
+		if v.Local != nil || v.Pending != "" {
+			out = append(out, v)
 		}
 	}
 	return out
+}
+
+// viewLocked is this PoP's view of plugin k: what it runs (nil before it
+// applied a record) and how each version does, and why it failed to
+// apply one. Callers hold mg.mu.
+func (mg *Manager) viewLocked(k pluginKey) PoPPlugin {
+	v := PoPPlugin{PoP: mg.opts.PoPID, Plugin: k.plugin}
+	if a := mg.applied[k]; a != nil {
+		t := a.target
+		v.Local, v.Health = &t, mg.health(k.site, k.plugin, t)
+	}
+	if err := mg.failed[k]; err != nil {
+		v.Pending = err.Error()
+	}
+	return v
 }
 
 // Status reports site's chain, deployments, versions and what this PoP runs.
@@ -560,15 +573,9 @@ func (mg *Manager) Status(ctx context.Context, site string) (SiteStatus, error) 
 			ps.Deployment = &DeploymentStatus{Target: t, RolledBack: d.RolledBack, At: d.At, By: d.By}
 		}
 		mg.mu.Lock()
-		if a := mg.applied[pluginKey{site, name}]; a != nil {
-			t := a.target
-			ps.Local = &t
-			ps.Health = mg.health(site, name, t)
-		}
-		if err := mg.failed[pluginKey{site, name}]; err != nil {
-			ps.Pending = err.Error()
-		}
+		v := mg.viewLocked(pluginKey{site, name})
 		mg.mu.Unlock()
+		ps.Local, ps.Health, ps.Pending = v.Local, v.Health, v.Pending
 		out.Plugins = append(out.Plugins, ps)
 	}
 	return out, nil

@@ -29,7 +29,7 @@ func NormalizeAcceptEncoding(values []string) string {
 		for m := range strings.SplitSeq(v, ",") {
 			coding, params, _ := strings.Cut(m, ";")
 			coding = strings.ToLower(strings.TrimSpace(coding))
-			ok := qPositive(params)
+			ok := QPositive(params)
 			if coding == "*" {
 				star = ok
 				continue
@@ -57,10 +57,11 @@ var normalizedAE = [1 << len(keptCodings)]string{
 	"identity", "br", "gzip", "br, gzip", "zstd", "br, zstd", "gzip, zstd", "br, gzip, zstd",
 }
 
-// qPositive reports whether a member's parameters leave it acceptable: no
-// q, or a q above 0 (RFC 9110 12.4.2). A malformed q counts as absent, as
-// the member is then best read as plainly listed.
-func qPositive(params string) bool {
+// QPositive reports whether the parameters of a member of an Accept-style
+// field (Accept, Accept-Encoding) leave it acceptable: no q, or a q above 0
+// (RFC 9110 12.4.2). A malformed q counts as absent, as the member is then
+// best read as plainly listed.
+func QPositive(params string) bool {
 	for p := range strings.SplitSeq(params, ";") {
 		name, value, ok := strings.Cut(p, "=")
 		if !ok || !strings.EqualFold(strings.TrimSpace(name), "q") {
