@@ -130,7 +130,7 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 	resp.Authoritative = true
 	scope := -1 // < 0: the answer did not depend on the client (scope 0)
 
-	geoRecords := func(owner string, qtype uint16) []dns.RR {
+	geoRecords := func(z *zone, owner string, qtype uint16) []dns.RR {
 		client := src
 		if hasECS && cs.source > 0 {
 			client = cs.addr
@@ -167,69 +167,50 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		return rrs
 	}
 
-	exists := name == z.apex || z.served[name] || z.ents[name]
-	_, isGlue := z.glue[name]
-	target, isAlias := z.alias[name]
-	static := z.static[name]
-	exists = exists || isGlue || isAlias || static != nil
-	switch {
-	case !exists:
-		resp.Rcode = dns.RcodeNameError
-	case static[dns.TypeCNAME] != nil:
-		// Alone at its name (records.Check): the answer to every type.
-		// The resolver follows it; its target may be anywhere.
-		resp.Answer = staticAnswer(static[dns.TypeCNAME], q.Name)
-	case static[q.Qtype] != nil:
-		resp.Answer = staticAnswer(static[q.Qtype], q.Name)
-	case isAlias:
-		cname := &dns.CNAME{Hdr: hdr(q.Name, dns.TypeCNAME, z.ttl), Target: target}
-		resp.Answer = append(resp.Answer, cname)
-		switch q.Qtype {
-		case dns.TypeA, dns.TypeAAAA:
-			resp.Answer = append(resp.Answer, geoRecords(target, q.Qtype)...)
-		case dns.TypeANY:
-			resp.Answer = append(resp.Answer, anyAddress(func(t uint16) []dns.RR { return geoRecords(target, t) })...)
+	// Follow the name through the zones we serve: a static CNAME whose
+	// target is ours is answered with the target's records too, as BIND,
+	// Knot and PowerDNS do, saving the resolver a round trip per link.
+	// The rcode and the negative answer's SOA are those of the last name
+	// (RFC 6604); a target elsewhere is left to the resolver.
+	owner := q.Name
+	var data []dns.RR // the last name's records of the asked type
+	for hop := 0; ; hop++ {
+		node := z.node(name)
+		if node == "" {
+			resp.Rcode = dns.RcodeNameError
+			break
 		}
-	default:
-		switch q.Qtype {
-		case dns.TypeA, dns.TypeAAAA:
-			if z.served[name] {
-				resp.Answer = geoRecords(q.Name, q.Qtype)
-			} else if isGlue {
-				resp.Answer = glueRecords(q.Name, z.glue[name], q.Qtype, z.nsTTL)
+		static := z.static[node]
+		if cn := static[dns.TypeCNAME]; cn != nil {
+			// Alone at its name (records.Check): the answer to every type.
+			resp.Answer = append(resp.Answer, asAsked(cn[0], owner))
+			target := cn[0].(*dns.CNAME).Target
+			tname := strings.ToLower(target)
+			tz := v.findZone(tname)
+			if q.Qtype == dns.TypeCNAME || q.Qtype == dns.TypeANY || tz == nil || hop == maxChase {
+				data = resp.Answer
+				break
 			}
-		case dns.TypeANY:
-			// RFC 8482: answer ANY with one RRset rather than everything.
-			switch {
-			case z.served[name]:
-				resp.Answer = anyAddress(func(t uint16) []dns.RR { return geoRecords(q.Name, t) })
-			case name == z.apex:
-				resp.Answer = []dns.RR{asAsked(z.soa, q.Name)}
-			case isGlue:
-				resp.Answer = anyAddress(func(t uint16) []dns.RR { return glueRecords(q.Name, z.glue[name], t, z.nsTTL) })
-			case static != nil:
-				resp.Answer = staticAnswer(anyStatic(static), q.Name)
-			}
-		case dns.TypeSOA:
-			if name == z.apex {
-				resp.Answer = []dns.RR{asAsked(z.soa, q.Name)}
-			}
-		case dns.TypeNS:
-			if name == z.apex {
-				for _, ns := range z.ns {
-					resp.Answer = append(resp.Answer, asAsked(ns, q.Name))
-				}
-				for _, ns := range z.ns {
-					n := ns.(*dns.NS).Ns
-					resp.Extra = append(resp.Extra, glueRecords(n, z.glue[n], dns.TypeA, z.nsTTL)...)
-					resp.Extra = append(resp.Extra, glueRecords(n, z.glue[n], dns.TypeAAAA, z.nsTTL)...)
-				}
+			owner, name, z = target, tname, tz
+			continue
+		}
+		var rrs []dns.RR
+		rrs, data = v.nodeData(z, node, owner, q.Qtype, geoRecords)
+		if resp.Answer == nil {
+			resp.Answer = rrs // the common case: no CNAME before, no copy
+		} else {
+			resp.Answer = append(resp.Answer, rrs...)
+		}
+		if q.Qtype == dns.TypeNS && node == z.apex {
+			for _, ns := range z.ns {
+				n := ns.(*dns.NS).Ns
+				resp.Extra = append(resp.Extra, glueRecords(n, z.glue[n], dns.TypeA, z.nsTTL)...)
+				resp.Extra = append(resp.Extra, glueRecords(n, z.glue[n], dns.TypeAAAA, z.nsTTL)...)
 			}
 		}
+		break
 	}
-	negative := resp.Rcode == dns.RcodeNameError || len(resp.Answer) == 0 ||
-		(isAlias && len(resp.Answer) == 1 && q.Qtype != dns.TypeCNAME)
-	if negative {
+	if resp.Rcode == dns.RcodeNameError || len(data) == 0 {
 		// RFC 2308: the SOA goes in the authority section with
 		// TTL min(SOA TTL, MINIMUM). The ECS scope stays 0 (NXDOMAIN, a
 		// type the name never has) unless the geo choice made the answer
@@ -241,6 +222,70 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 	appendOPT(resp, ourOPT, cs, hasECS, uint8(max(scope, 0)))
 	out.rcode = resp.Rcode
 	return sized(resp, opt, v, udp, buf), out
+}
+
+// maxChase is how many CNAMEs in our zones an answer follows, as BIND's
+// limit of the same purpose; a longer chain, or a loop through several
+// zones, is answered as far as that and left to the resolver.
+const maxChase = 8
+
+// nodeData is the answer, owned by owner, to a query of qtype for node, a
+// name of z that exists and is not a static CNAME: its static RRset, an
+// alias's CNAME and its target's addresses, the nearest PoP for a
+// geo-routed name, glue, SOA or NS. data is the part of rrs that answers
+// qtype: empty for a NODATA, which for an alias whose target has no
+// records of qtype still carries the CNAME.
+func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords func(*zone, string, uint16) []dns.RR) (rrs, data []dns.RR) {
+	static := z.static[node]
+	if static[qtype] != nil {
+		rrs = staticAnswer(static[qtype], owner)
+		return rrs, rrs
+	}
+	if target, ok := z.alias[node]; ok {
+		cname := &dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME, z.ttl), Target: target}
+		var addrs []dns.RR
+		switch qtype {
+		case dns.TypeCNAME:
+			return []dns.RR{cname}, []dns.RR{cname}
+		case dns.TypeA, dns.TypeAAAA:
+			addrs = geoRecords(z, target, qtype)
+		case dns.TypeANY:
+			addrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, target, t) })
+		}
+		return append([]dns.RR{cname}, addrs...), addrs
+	}
+	_, glue := z.glue[node]
+	switch qtype {
+	case dns.TypeA, dns.TypeAAAA:
+		if z.served[node] {
+			rrs = geoRecords(z, owner, qtype)
+		} else if glue {
+			rrs = glueRecords(owner, z.glue[node], qtype, z.nsTTL)
+		}
+	case dns.TypeANY:
+		// RFC 8482: answer ANY with one RRset rather than everything.
+		switch {
+		case z.served[node]:
+			rrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, owner, t) })
+		case node == z.apex:
+			rrs = []dns.RR{asAsked(z.soa, owner)}
+		case glue:
+			rrs = anyAddress(func(t uint16) []dns.RR { return glueRecords(owner, z.glue[node], t, z.nsTTL) })
+		case static != nil:
+			rrs = staticAnswer(anyStatic(static), owner)
+		}
+	case dns.TypeSOA:
+		if node == z.apex {
+			rrs = []dns.RR{asAsked(z.soa, owner)}
+		}
+	case dns.TypeNS:
+		if node == z.apex {
+			for _, ns := range z.ns {
+				rrs = append(rrs, asAsked(ns, owner))
+			}
+		}
+	}
+	return rrs, rrs
 }
 
 // staticAnswer is a static RRset with its owner spelled as the query did.

@@ -10,13 +10,14 @@ import (
 )
 
 // confOptions is the fixture for the conformance table: the dev PoPs (no
-// IPv6 except Tokyo), an alias, an empty non-terminal, and distinct SOA
+// IPv6 except Tokyo), an alias, an empty non-terminal, a geo-routed
+// wildcard (*.shop), and distinct SOA
 // TTL/MINIMUM so that the negative TTL rule is visible.
 func confOptions() Options {
 	o := DevOptions()
 	o.Zones = []Zone{{
 		Apex:    "example.test",
-		Names:   []string{"www", "app.eu"},
+		Names:   []string{"www", "app.eu", "*.shop"},
 		Aliases: map[string]string{"cdn": "www"},
 		NS: []NameServer{
 			{Name: "ns1", Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")}},

@@ -27,8 +27,11 @@
 // without ECS): fastAnswer parses and writes wire bytes directly, the
 // client's location comes from the geo source, its distance-ordered PoP
 // list is precomputed per location (ranking), and choose walks that list
-// against the health snapshot. Everything else — errors, negative answers,
-// SOA/NS, CNAMEs, truncation, NSID — goes through answer, built on
+// against the health snapshot; a name under a geo-routed wildcard takes
+// the same path after a walk up its labels (view.fastWildcard). Everything
+// else — errors, negative answers, SOA/NS, static records, CNAMEs and the
+// chains answer follows through our zones, truncation, NSID — goes
+// through answer, built on
 // miekg/dns. The fuzz test checks that both give identical bytes where the
 // fast path answers.
 //

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/meridian-edge/meridian/dnsrouter/geo"
@@ -13,11 +14,24 @@ import (
 // Explanation is what `meridian dns explain` prints: how the server would
 // answer name for a client in subnet, and why.
 type Explanation struct {
-	// Name is the served name the decision is for (after following a
-	// CNAME alias); Zone its zone.
+	// Name is the name the answer is for, after following CNAMEs (an
+	// alias, static CNAMEs into our zones); Zone its zone.
 	Name   string       `json:"name"`
 	Zone   string       `json:"zone"`
 	Client netip.Prefix `json:"client"`
+	// Chain are the CNAMEs followed from the name asked to Name, each
+	// "owner CNAME target".
+	Chain []string `json:"chain,omitempty"`
+	// Wildcard is the wildcard whose records answer Name when Name does
+	// not exist itself (RFC 4592).
+	Wildcard string `json:"wildcard,omitempty"`
+	// Static are Name's static records when it is not geo-routed: the
+	// answer is the same for every client, and the fields below are
+	// empty. Empty too when the chain leaves our zones (Outside).
+	Static []string `json:"static,omitempty"`
+	// Outside is true when the last CNAME points out of our zones, where
+	// the resolver follows it.
+	Outside bool `json:"outside,omitempty"`
 	// Location is where the client was placed; LocationSource says how
 	// ("table dev", "mmdb FILE", or "default" when unknown).
 	Location       geo.Location `json:"location"`
@@ -49,8 +63,11 @@ type Candidate struct {
 	Reason string  `json:"reason"`
 }
 
-// Explain shows the decision for name (a served name or an alias of one)
-// for a client in subnet, with the live health view.
+// Explain shows how name would be answered for a client in subnet, with
+// the live health view: the PoP decision for a geo-routed name (a
+// wildcard's included) and for a name that leads to one through an alias
+// or static CNAMEs, the records of a name that has only static ones.
+// It follows names as the server's answers do.
 func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) {
 	v := s.view.Load()
 	if !subnet.IsValid() {
@@ -62,14 +79,58 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 	if z == nil {
 		return Explanation{}, fmt.Errorf("dns explain: %s is not in any zone we serve", n)
 	}
-	if t, ok := z.alias[n]; ok {
-		n = t
+	e := Explanation{Client: subnet}
+	for hop := 0; ; hop++ {
+		node := z.node(n)
+		if node == "" {
+			return Explanation{}, fmt.Errorf("dns explain: %s does not exist in zone %s (NXDOMAIN)%s", n, z.apex, chainNote(e.Chain))
+		}
+		e.Name, e.Zone, e.Wildcard = n, z.apex, ""
+		if node != n {
+			e.Wildcard = node
+		}
+		if t, ok := z.alias[node]; ok {
+			e.Chain = append(e.Chain, n+" CNAME "+t)
+			e.Name, e.Wildcard = t, ""
+			break
+		}
+		static := z.static[node]
+		cn := static[dns.TypeCNAME]
+		if cn == nil {
+			break
+		}
+		t := strings.ToLower(cn[0].(*dns.CNAME).Target)
+		e.Chain = append(e.Chain, n+" CNAME "+t)
+		tz := v.findZone(t)
+		if tz == nil {
+			e.Outside = true
+			return e, nil
+		}
+		if hop == maxChase {
+			return Explanation{}, fmt.Errorf("dns explain: more than %d CNAMEs from %s, where answers stop following (a loop through zones?)%s", maxChase, name, chainNote(e.Chain))
+		}
+		n, z = t, tz
 	}
-	if !z.served[n] {
-		return Explanation{}, fmt.Errorf("dns explain: %s is not a geo-routed name of zone %s", n, z.apex)
+	node := z.node(e.Name)
+	if !z.served[node] {
+		var rrs []dns.RR
+		for _, set := range z.static[node] {
+			rrs = append(rrs, set...)
+		}
+		rrs = append(rrs, glueRecords(e.Name, z.glue[node], dns.TypeA, z.nsTTL)...)
+		rrs = append(rrs, glueRecords(e.Name, z.glue[node], dns.TypeAAAA, z.nsTTL)...)
+		for _, rr := range rrs {
+			// Tabs only separate fields: miekg/dns escapes them in data.
+			e.Static = append(e.Static, strings.ReplaceAll(asAsked(rr, e.Name).String(), "\t", " "))
+		}
+		if len(e.Static) == 0 {
+			return Explanation{}, fmt.Errorf("dns explain: %s exists in zone %s but holds no records (a name between others and the apex)%s", e.Name, z.apex, chainNote(e.Chain))
+		}
+		slices.Sort(e.Static)
+		return e, nil
 	}
 	loc, rk, bits, how := v.locate(subnet.Addr())
-	e := Explanation{Name: n, Zone: z.apex, Client: subnet, Location: loc, LocationSource: "default"}
+	e.Location, e.LocationSource = loc, "default"
 	if how == "geo" {
 		e.LocationSource = v.geo.Name()
 	}
@@ -93,10 +154,37 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 	return e, nil
 }
 
+// chainNote is " (via a CNAME b, ...)" for an error about the end of a
+// chain, "" when no CNAME was followed.
+func chainNote(chain []string) string {
+	if len(chain) == 0 {
+		return ""
+	}
+	return " (via " + strings.Join(chain, ", ") + ")"
+}
+
 // String renders the explanation as the CLI prints it.
 func (e Explanation) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "name %s (zone %s)\nclient %s at %s via %s, ECS scope /%d\n", e.Name, e.Zone, e.Client, e.Location, e.LocationSource, e.Scope)
+	for _, c := range e.Chain {
+		fmt.Fprintf(&b, "%s\n", c)
+	}
+	if e.Outside {
+		b.WriteString("the target is outside our zones; the resolver follows it\n")
+		return b.String()
+	}
+	fmt.Fprintf(&b, "name %s (zone %s)", e.Name, e.Zone)
+	if e.Wildcard != "" {
+		fmt.Fprintf(&b, " answered by wildcard %s", e.Wildcard)
+	}
+	if e.Static != nil {
+		b.WriteString("\nnot geo-routed: every client gets its static records\n")
+		for _, r := range e.Static {
+			fmt.Fprintf(&b, "  %s\n", r)
+		}
+		return b.String()
+	}
+	fmt.Fprintf(&b, "\nclient %s at %s via %s, ECS scope /%d\n", e.Client, e.Location, e.LocationSource, e.Scope)
 	if e.Stale {
 		b.WriteString("health view is STALE (beacon feed unreachable)\n")
 	}

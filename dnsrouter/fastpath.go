@@ -13,6 +13,23 @@ type fastEntry struct {
 	z *zone
 }
 
+// fastWildcard finds the zone whose geo-routed wildcard answers wire, a
+// lower-case wire-form name that is not itself geo-routed: one that does
+// not exist and whose closest existing ancestor is a wildcard's parent.
+func (v *view) fastWildcard(wire []byte) (fastEntry, bool) {
+	if len(v.fastWild) == 0 || v.fastNodes[string(wire)] {
+		return fastEntry{}, false
+	}
+	for len(wire) > 1 {
+		wire = wire[1+int(wire[0]):]
+		if v.fastNodes[string(wire)] {
+			e, ok := v.fastWild[string(wire)]
+			return e, ok
+		}
+	}
+	return fastEntry{}, false
+}
+
 // wireLower returns the lower-cased wire form of a domain name as the fast
 // path sees it ("\x03www\x07example\x04test\x00"), or ok=false for names it
 // leaves to the general path.
@@ -104,7 +121,9 @@ func fastAnswer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp 
 	qend := off + 4
 	e, found := v.fast[string(name[:n])]
 	if !found {
-		return nil, out, false
+		if e, found = v.fastWildcard(name[:n]); !found {
+			return nil, out, false
+		}
 	}
 
 	// The additional section: nothing, or exactly one well-formed OPT.

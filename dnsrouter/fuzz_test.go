@@ -25,6 +25,7 @@ func FuzzQuery(f *testing.F) {
 	seed(query("www.example.test.", dns.TypeA, "203.0.113.0/24"))
 	seed(query("WWW.example.test.", dns.TypeAAAA, "2001:db8:3::/48"))
 	seed(query("cdn.example.test.", dns.TypeANY, ""))
+	seed(query("a.b.shop.example.test.", dns.TypeA, "203.0.113.0/24"))
 	seed(query("example.test.", dns.TypeNS, ""))
 	seed(query("nope.example.test.", dns.TypeSOA, "198.51.100.0/24"))
 	seed(withOPT(query("www.example.test.", dns.TypeA, ""), 1232, 1))

@@ -212,7 +212,7 @@ func TestExplain(t *testing.T) {
 	}
 	for _, c := range []struct{ name, want string }{
 		{"www.example.org", "not in any zone"},
-		{"nope.example.test", "not a geo-routed name"},
+		{"nope.example.test", "nope.example.test. does not exist in zone example.test. (NXDOMAIN)"},
 	} {
 		if _, err := s.Explain(netip.MustParsePrefix("203.0.113.0/24"), c.name); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Explain(%s): %v, want %q", c.name, err, c.want)

@@ -31,6 +31,14 @@ type view struct {
 	// fast maps the lower-case wire form of each geo-routed name to its
 	// zone, for the allocation-free fast path.
 	fast map[string]fastEntry
+	// fastWild maps the wire form of the parent of each geo-routed
+	// wildcard ("*.example.test." is under "example.test.") to its zone,
+	// and fastNodes holds the wire form of every name that exists in a
+	// zone with such a wildcard: a query for a name not in fastNodes
+	// whose nearest existing ancestor is in fastWild is answered by the
+	// wildcard (RFC 4592). Both are empty when no zone has one.
+	fastWild  map[string]fastEntry
+	fastNodes map[string]bool
 }
 
 type popInfo struct {
@@ -48,6 +56,9 @@ type zone struct {
 	ents   map[string]bool // empty non-terminals: exist, hold no data
 	// static holds the zone's static records by owner and type.
 	static map[string]map[uint16][]dns.RR
+	// wild maps each wildcard's parent, the closest encloser it answers
+	// under, to the wildcard ("example.test." -> "*.example.test.").
+	wild   map[string]string
 	soa    *dns.SOA
 	ns     []dns.RR
 	ttl    uint32
@@ -56,7 +67,8 @@ type zone struct {
 }
 
 func buildView(o Options) *view {
-	v := &view{opts: o, geo: o.Geo, nsid: hex.EncodeToString(o.NSID), nsidTXT: txtString(o.NSID), fast: map[string]fastEntry{}}
+	v := &view{opts: o, geo: o.Geo, nsid: hex.EncodeToString(o.NSID), nsidTXT: txtString(o.NSID),
+		fast: map[string]fastEntry{}, fastWild: map[string]fastEntry{}, fastNodes: map[string]bool{}}
 	for _, z := range o.Zones {
 		bz := buildZone(z)
 		v.zones = append(v.zones, bz)
@@ -69,6 +81,16 @@ func buildView(o Options) *view {
 			// by the longest apex.
 			if w, ok := wireLower(n); ok && v.findZone(n) == z {
 				v.fast[w] = fastEntry{z: z}
+			}
+		}
+		v.addFastWild(z)
+	}
+	if len(v.fastWild) > 0 {
+		// A child zone's apex ends the fast path's walk up from a name
+		// there before it reaches a wildcard of the parent zone.
+		for _, z := range v.zones {
+			if w, ok := wireLower(z.apex); ok {
+				v.fastNodes[w] = true
 			}
 		}
 	}
@@ -187,7 +209,93 @@ func buildZone(z Zone) *zone {
 	for n := range out.static {
 		addENTs(n)
 	}
+	out.wild = map[string]string{}
+	for _, n := range out.names() {
+		if parent, ok := strings.CutPrefix(n, "*."); ok {
+			out.wild[parent] = n
+		}
+	}
 	return out
+}
+
+// names lists every name that exists in z: the apex, the names owning
+// data and the empty non-terminals.
+func (z *zone) names() []string {
+	out := []string{z.apex}
+	for _, m := range []map[string]bool{z.served, z.ents} {
+		for n := range m {
+			out = append(out, n)
+		}
+	}
+	for n := range z.alias {
+		out = append(out, n)
+	}
+	for n := range z.glue {
+		out = append(out, n)
+	}
+	for n := range z.static {
+		out = append(out, n)
+	}
+	return out
+}
+
+// has reports whether name (a lower-case FQDN in z) exists: it owns data
+// or is an empty non-terminal.
+func (z *zone) has(name string) bool {
+	if name == z.apex || z.served[name] || z.ents[name] || z.static[name] != nil {
+		return true
+	}
+	_, glue := z.glue[name]
+	_, alias := z.alias[name]
+	return glue || alias
+}
+
+// node is the name whose data answers name (a lower-case FQDN in z):
+// name itself when it exists, else the wildcard child of its closest
+// encloser when there is one (RFC 4592 3.3.1: "*.example.test." answers
+// "a.b.example.test." unless "a.b" or "b" exists), else "" (NXDOMAIN).
+func (z *zone) node(name string) string {
+	if z.has(name) {
+		return name
+	}
+	for n := name; len(n) > len(z.apex); {
+		i, end := dns.NextLabel(n, 0)
+		if end {
+			return ""
+		}
+		n = n[i:]
+		if z.has(n) {
+			return z.wild[n] // "" when the closest encloser has no wildcard
+		}
+	}
+	return ""
+}
+
+// addFastWild enters z's geo-routed wildcards into the fast path's
+// tables, with every name of z, so that the fast path can tell that a
+// name does not exist before it answers it from a wildcard.
+func (v *view) addFastWild(z *zone) {
+	found := false
+	for parent, w := range z.wild {
+		if !z.served[w] || v.findZone(w) != z {
+			continue
+		}
+		if wp, ok := wireLower(parent); ok {
+			v.fastWild[wp] = fastEntry{z: z}
+			found = true
+		}
+	}
+	if !found {
+		return
+	}
+	for _, n := range z.names() {
+		if v.findZone(n) != z {
+			continue // occluded by a child zone, which findZone answers from
+		}
+		if w, ok := wireLower(n); ok {
+			v.fastNodes[w] = true
+		}
+	}
 }
 
 // findZone returns the zone that holds name (lower-case FQDN).

@@ -10,6 +10,10 @@
 //	@ CAA 0 issue "letsencrypt.org"
 //	mail A 192.0.2.25
 //	docs CNAME example.github.io.
+//	*.preview TXT "any name under preview"
+//
+// A wildcard owner ("*" as the whole first label) answers the names under
+// its parent that do not exist themselves (RFC 4592).
 //
 // It must not answer queries (dnsrouter does) nor read files.
 package records
@@ -68,8 +72,8 @@ func Parse(apex, text string) (dns.RR, error) {
 		return nil, fmt.Errorf("%q: class %s; only IN is served", text, dns.ClassToString[h.Class])
 	case !dns.IsSubDomain(origin, h.Name):
 		return nil, fmt.Errorf("%q: owner %s is outside zone %s", text, h.Name, origin)
-	case strings.HasPrefix(h.Name, "*.") || strings.Contains(h.Name, ".*."):
-		return nil, fmt.Errorf("%q: wildcard owners are not supported; list each name", text)
+	case strings.Contains(h.Name, ".*.") || strings.Contains(strings.TrimPrefix(h.Name, "*."), "*"):
+		return nil, fmt.Errorf("%q: a * that is not the whole first label is not a wildcard (RFC 4592) but a literal character; write *.name for a wildcard", text)
 	case h.Rrtype == dns.TypeSOA || h.Rrtype == dns.TypeNS && h.Name == origin:
 		return nil, fmt.Errorf("%q: the zone's %s comes from its own settings (soa, ns), not from records", text, dns.TypeToString[h.Rrtype])
 	case h.Rrtype == dns.TypeNS:
@@ -118,9 +122,19 @@ func Check(apex string, rrs []dns.RR, served, aliases, glue map[string]bool) []P
 			bad(i, "%s is a served name, answered with the nearest PoP's addresses; a static %s would contradict it", h.Name, dns.TypeToString[h.Rrtype])
 		}
 	}
+	cnames := map[string]string{}
+	for _, rr := range rrs {
+		if c, ok := rr.(*dns.CNAME); ok {
+			cnames[c.Hdr.Name] = strings.ToLower(c.Target)
+		}
+	}
 	for i, rr := range rrs {
 		h := rr.Header()
 		if h.Rrtype != dns.TypeCNAME {
+			continue
+		}
+		if loop := cnameLoop(h.Name, cnames); loop != "" {
+			bad(i, "CNAME loop %s; no name in it can be resolved", loop)
 			continue
 		}
 		switch {
@@ -133,4 +147,27 @@ func Check(apex string, rrs []dns.RR, served, aliases, glue map[string]bool) []P
 		}
 	}
 	return out
+}
+
+// cnameLoop follows the CNAMEs of cnames (owner to lower-case target)
+// from name and returns the loop it runs into, written "a -> b -> a", or
+// "" when the chain ends.
+func cnameLoop(name string, cnames map[string]string) string {
+	seen := map[string]bool{}
+	chain := []string{name}
+	for n := name; ; {
+		seen[n] = true
+		t, ok := cnames[n]
+		if !ok {
+			return ""
+		}
+		chain = append(chain, t)
+		if t == name {
+			return strings.Join(chain, " -> ")
+		}
+		if seen[t] {
+			return "" // a loop further on, reported for its own members
+		}
+		n = t
+	}
 }

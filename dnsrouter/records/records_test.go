@@ -27,7 +27,10 @@ func TestParse(t *testing.T) {
 		{"@ NS ns2.other.net.", "comes from its own settings", false},
 		{"sub NS ns.other.net.", "delegating sub.example.test. to other servers is not supported", false},
 		{"@ DNSKEY 257 3 13 AQID", "type DNSKEY is not served", false},
-		{"*.dev A 192.0.2.1", "wildcard owners are not supported", false},
+		{"*.dev A 192.0.2.1", "*.dev.example.test.\t3600\tIN\tA\t192.0.2.1", true},
+		{`* TXT "any"`, "*.example.test.\t3600\tIN\tTXT\t\"any\"", true},
+		{"a.*.dev A 192.0.2.1", "not a wildcard (RFC 4592) but a literal character", false},
+		{"a*.dev A 192.0.2.1", "not a wildcard (RFC 4592) but a literal character", false},
 		{"mail A 192.0.2.1\nmail A 192.0.2.2", "more than one record", false},
 		{"mail A 300.0.2.1", "bad A", false},
 		{"mail MX ten mail", "bad MX", false},
@@ -58,7 +61,8 @@ func TestCheck(t *testing.T) {
 		return out
 	}
 	good := parse("@ MX 10 mail", "@ TXT \"v=spf1 mx -all\"", "www TXT \"site verification\"", "mail A 192.0.2.25",
-		"mail AAAA 2001:db8::25", "docs CNAME example.github.io.", "ns1 TXT \"the name server\"")
+		"mail AAAA 2001:db8::25", "docs CNAME example.github.io.", "ns1 TXT \"the name server\"",
+		"a CNAME b", "b CNAME mail", "* CNAME www")
 	if p := Check("example.test", good, served, aliases, glue); len(p) != 0 {
 		t.Fatalf("good records refused: %v", p[0].Err)
 	}
@@ -75,6 +79,8 @@ func TestCheck(t *testing.T) {
 		{[]string{"www CNAME a.example.net."}, 0, "a CNAME must stand alone"},
 		{[]string{"@ CNAME a.example.net."}, 0, "the apex cannot be a CNAME"},
 		{[]string{"mail 60 A 192.0.2.1", "mail 120 A 192.0.2.2"}, 1, "TTL 120 differs from the 60"},
+		{[]string{"a CNAME a"}, 0, "CNAME loop a.example.test. -> a.example.test."},
+		{[]string{"x CNAME y", "a CNAME b", "b CNAME A.example.test."}, 1, "CNAME loop a.example.test. -> b.example.test. -> a.example.test."},
 	} {
 		p := Check("example.test", parse(c.records...), served, aliases, glue)
 		if len(p) == 0 || p[0].Index != c.index || !strings.Contains(p[0].Err.Error(), c.want) {

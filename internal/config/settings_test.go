@@ -248,12 +248,36 @@ func TestZoneRecords(t *testing.T) {
 		{"mail A 192.0.2.25", "sub NS ns.other.net.", 2, "delegating sub.example.test. to other servers is not supported"},
 		{"mail A 192.0.2.25", "mail.other.test. A 192.0.2.25", 2, "outside zone example.test."},
 		{"\"@ MX 10 mail\"", "\"@ CNAME elsewhere.net.\"", 0, "dns.zones[0].records[0]: the apex cannot be a CNAME"},
+		{"mail A 192.0.2.25", "a.*.b A 192.0.2.25", 2, "dns.zones[0].records[2]: \"a.*.b A 192.0.2.25\": a * that is not the whole first label is not a wildcard"},
+		{"mail A 192.0.2.25", "loop CNAME loop", 2, "dns.zones[0].records[2]: CNAME loop loop.example.test. -> loop.example.test."},
 	} {
 		bad := strings.Replace(base+recs, c.from, c.to, 1)
 		_, err := config.Parse("bad.yaml", []byte(bad))
 		if at := "bad.yaml:" + strconv.Itoa(first+c.line) + ":"; err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), at) {
 			t.Errorf("%q: %v, want %q at %s", c.to, err, c.want, at)
 		}
+	}
+}
+
+// TestZoneWildcards: "*" in names (a geo-routed wildcard under the
+// apex), and wildcard owners in records, are accepted; a static address
+// on a geo-routed wildcard is refused with its line, as on any served
+// name.
+func TestZoneWildcards(t *testing.T) {
+	text := strings.Replace(base, "      names: [www]\n", "      names: [www, \"*\", \"*.shop.example.test\"]\n"+
+		"      records:\n        - '* TXT \"any name\"'\n        - \"*.mail MX 10 mx\"\n", 1)
+	cfg, err := config.Parse("wild.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := config.FQDN(cfg.DNS.Zones[0].Names[1], "example.test"); got != "*.example.test" {
+		t.Errorf("FQDN(*) = %q, want *.example.test", got)
+	}
+	bad := strings.Replace(text, "\"*.mail MX 10 mx\"", "\"* A 192.0.2.1\"", 1)
+	line := strings.Count(text[:strings.Index(text, "\"*.mail")], "\n") + 1
+	_, err = config.Parse("bad.yaml", []byte(bad))
+	if want := "bad.yaml:" + strconv.Itoa(line) + ": dns.zones[0].records[1]: *.example.test. is a served name"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("static A on the served wildcard: %v, want %q", err, want)
 	}
 }
 

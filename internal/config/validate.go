@@ -784,6 +784,10 @@ func inZone(name, apex string) (string, bool) {
 	switch {
 	case n == "@" || n == apex:
 		return apex, true
+	case n == "*":
+		// The wildcard under the apex (RFC 4592): every name of the zone
+		// that does not exist itself.
+		return "*." + apex, true
 	case strings.HasSuffix(n, "."+apex):
 		return n, true
 	case !strings.Contains(n, "."):

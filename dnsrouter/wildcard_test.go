@@ -1,0 +1,211 @@
+package dnsrouter
+
+import (
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/meridian-edge/meridian/dnsrouter/health"
+	"github.com/meridian-edge/meridian/dnsrouter/records"
+	"github.com/miekg/dns"
+)
+
+// chaseOptions is DevOptions with a geo-routed wildcard (*.shop), static
+// wildcards, CNAME chains within and across zones, and a second zone
+// (other.test) with a child zone of the first (sub.shop.example.test)
+// whose apex a wildcard of the parent must not reach through.
+func chaseOptions(t *testing.T) Options {
+	t.Helper()
+	o := DevOptions()
+	o.Zones[0].Names = []string{"www", "*.shop"}
+	o.Zones[0].Aliases = map[string]string{"*.old": "www"}
+	o.Zones = append(o.Zones,
+		Zone{Apex: "other.test", Names: []string{"edge"}, NS: o.Zones[0].NS, SOA: SOA{TTL: 900, Minimum: 900}},
+		Zone{Apex: "sub.shop.example.test", Names: []string{"www"}, NS: o.Zones[0].NS})
+	add := func(z int, texts ...string) {
+		for _, s := range texts {
+			rr, err := records.Parse(o.Zones[z].Apex, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o.Zones[z].Records = append(o.Zones[z].Records, rr)
+		}
+	}
+	add(0, `* TXT "wild"`, `exists TXT "here"`, `deep.ent TXT "below an empty non-terminal"`,
+		"*.docs CNAME www", "shop-eu CNAME a.shop", "a CNAME b", "b CNAME mail", "mail A 192.0.2.25",
+		"gone CNAME nothere.ent", "out CNAME example.github.io.", "cross CNAME edge.other.test.",
+		"crossgone CNAME nothere.other.test.", "loop CNAME loop.other.test.")
+	add(1, "loop CNAME loop.example.test.", `info TXT "other"`)
+	return o
+}
+
+// TestWildcardsAndChains: wildcards answer the names under their parent
+// that do not exist (RFC 4592), geo-routed ones through the nearest PoP
+// as a plain name would; a static CNAME to a name in our zones is answered
+// with the target's records (over UDP and TCP), ending in the target's
+// NODATA or NXDOMAIN (RFC 6604); chains leaving our zones, and loops
+// across zones, are left to the resolver.
+func TestWildcardsAndChains(t *testing.T) {
+	_, addr := start(t, chaseOptions(t))
+	const tokyo = "203.0.113.0/24" // the dev table's ap-northeast-1 client, answered 127.0.0.13
+	for _, netw := range []string{"udp", "tcp"} {
+		for _, c := range []struct {
+			name  string
+			qtype uint16
+			ecs   string
+			rcode int
+			want  []string // the answer's records as text, in order; nil: none
+			soa   string   // the apex of the negative answer's SOA; "": none
+			scope bool     // the answer depends on the client (ECS scope > 0)
+		}{
+			// A geo-routed wildcard: any depth below shop, the owner as asked.
+			{"a.shop.example.test.", dns.TypeA, tokyo, dns.RcodeSuccess, []string{"a.shop.example.test.\t30\tIN\tA\t127.0.0.13"}, "", true},
+			{"X.y.Shop.example.test.", dns.TypeA, tokyo, dns.RcodeSuccess, []string{"X.y.Shop.example.test.\t30\tIN\tA\t127.0.0.13"}, "", true},
+			{"a.shop.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, nil, "example.test.", false},
+			{"shop.example.test.", dns.TypeA, "", dns.RcodeSuccess, nil, "example.test.", false}, // the wildcard's parent exists, empty
+			// A static wildcard, and what it does not cover.
+			{"FoO.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, []string{"FoO.example.test.\t3600\tIN\tTXT\t\"wild\""}, "", false},
+			{"foo.bar.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, []string{"foo.bar.example.test.\t3600\tIN\tTXT\t\"wild\""}, "", false},
+			{"*.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, []string{"*.example.test.\t3600\tIN\tTXT\t\"wild\""}, "", false},
+			{"foo.example.test.", dns.TypeMX, "", dns.RcodeSuccess, nil, "example.test.", false},
+			{"exists.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, []string{"exists.example.test.\t3600\tIN\tTXT\t\"here\""}, "", false},
+			{"exists.example.test.", dns.TypeMX, "", dns.RcodeSuccess, nil, "example.test.", false},
+			{"www.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, nil, "example.test.", false},
+			{"ent.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, nil, "example.test.", false},
+			{"x.ent.example.test.", dns.TypeTXT, "", dns.RcodeNameError, nil, "example.test.", false}, // its closest encloser has no wildcard
+			// A child zone's names are its own, not the parent's wildcard's.
+			{"q.sub.shop.example.test.", dns.TypeA, tokyo, dns.RcodeNameError, nil, "sub.shop.example.test.", false},
+			{"www.sub.shop.example.test.", dns.TypeA, tokyo, dns.RcodeSuccess, []string{"www.sub.shop.example.test.\t30\tIN\tA\t127.0.0.13"}, "", true},
+			// Chains.
+			{"x.old.example.test.", dns.TypeA, tokyo, dns.RcodeSuccess, []string{
+				"x.old.example.test.\t30\tIN\tCNAME\twww.example.test.", "www.example.test.\t30\tIN\tA\t127.0.0.13"}, "", true},
+			{"x.docs.example.test.", dns.TypeA, tokyo, dns.RcodeSuccess, []string{
+				"x.docs.example.test.\t3600\tIN\tCNAME\twww.example.test.", "www.example.test.\t30\tIN\tA\t127.0.0.13"}, "", true},
+			{"shop-eu.example.test.", dns.TypeA, tokyo, dns.RcodeSuccess, []string{
+				"shop-eu.example.test.\t3600\tIN\tCNAME\ta.shop.example.test.", "a.shop.example.test.\t30\tIN\tA\t127.0.0.13"}, "", true},
+			{"a.example.test.", dns.TypeA, "", dns.RcodeSuccess, []string{
+				"a.example.test.\t3600\tIN\tCNAME\tb.example.test.", "b.example.test.\t3600\tIN\tCNAME\tmail.example.test.",
+				"mail.example.test.\t3600\tIN\tA\t192.0.2.25"}, "", false},
+			{"a.example.test.", dns.TypeTXT, "", dns.RcodeSuccess, []string{
+				"a.example.test.\t3600\tIN\tCNAME\tb.example.test.", "b.example.test.\t3600\tIN\tCNAME\tmail.example.test."}, "example.test.", false},
+			{"a.example.test.", dns.TypeCNAME, "", dns.RcodeSuccess, []string{"a.example.test.\t3600\tIN\tCNAME\tb.example.test."}, "", false},
+			{"gone.example.test.", dns.TypeA, "", dns.RcodeNameError, []string{"gone.example.test.\t3600\tIN\tCNAME\tnothere.ent.example.test."}, "example.test.", false},
+			{"out.example.test.", dns.TypeA, "", dns.RcodeSuccess, []string{"out.example.test.\t3600\tIN\tCNAME\texample.github.io."}, "", false},
+			{"cross.example.test.", dns.TypeA, tokyo, dns.RcodeSuccess, []string{
+				"cross.example.test.\t3600\tIN\tCNAME\tedge.other.test.", "edge.other.test.\t30\tIN\tA\t127.0.0.13"}, "", true},
+			{"crossgone.example.test.", dns.TypeA, "", dns.RcodeNameError, []string{"crossgone.example.test.\t3600\tIN\tCNAME\tnothere.other.test."}, "other.test.", false},
+		} {
+			r := exchange(t, netw, addr, query(c.name, c.qtype, c.ecs))
+			var got []string
+			for _, rr := range r.Answer {
+				got = append(got, rr.String())
+			}
+			soa := ""
+			if len(r.Ns) == 1 && r.Ns[0].Header().Rrtype == dns.TypeSOA {
+				soa = r.Ns[0].Header().Name
+			}
+			scoped := ecsOf(r) != nil && ecsOf(r).SourceScope > 0
+			if r.Rcode != c.rcode || !r.Authoritative || strings.Join(got, "\n") != strings.Join(c.want, "\n") || soa != c.soa || scoped != c.scope {
+				t.Errorf("%s %s %s: %s aa=%v answer %q soa=%q scoped=%v; want %s answer %q soa=%q scoped=%v", netw, c.name, dns.TypeToString[c.qtype],
+					dns.RcodeToString[r.Rcode], r.Authoritative, got, soa, scoped, dns.RcodeToString[c.rcode], c.want, c.soa, c.scope)
+			}
+		}
+	}
+	// A loop through two zones (records.Check sees one zone at a time)
+	// is followed maxChase times and answered; the resolver gives up.
+	r := exchange(t, "udp", addr, query("loop.example.test.", dns.TypeA, ""))
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != maxChase+1 {
+		t.Fatalf("loop across zones: %s with %d records, want NOERROR with %d CNAMEs", dns.RcodeToString[r.Rcode], len(r.Answer), maxChase+1)
+	}
+}
+
+// TestFastPathWildcard: the allocation-free fast path answers geo-routed
+// wildcards too, byte for byte as the general path does, and leaves to
+// the general path the names a wildcard does not cover.
+func TestFastPathWildcard(t *testing.T) {
+	opts := chaseOptions(t)
+	opts.defaults()
+	v := buildView(opts)
+	snap := health.New(health.Config{PoPs: healthPoPs(opts.PoPs)}).Snapshot()
+	src := netip.MustParseAddr("192.0.2.53")
+	for _, c := range []struct {
+		name string
+		fast bool
+	}{
+		{"a.shop.example.test.", true},
+		{"X.y.SHOP.example.test.", true},
+		{"www.example.test.", true},
+		{"shop.example.test.", false},         // exists (the wildcard's parent), no data
+		{"q.sub.shop.example.test.", false},   // in the child zone: NXDOMAIN there
+		{"www.sub.shop.example.test.", true},  // the child zone's own name
+		{"foo.example.test.", false},          // a static wildcard (TXT only): NODATA
+		{"x.docs.example.test.", false},       // a wildcard CNAME
+		{"*.shop.example.test.", false},       // the wildcard itself, asked literally
+		{"a.b.other.test.", false},            // another zone without wildcards
+		{"a.shop.example.test.other.", false}, // no zone
+	} {
+		pkt, err := query(c.name, dns.TypeA, "203.0.113.0/24").Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, _, ok := fastAnswer(v, snap, pkt, src, true, 9, nil)
+		if ok != c.fast {
+			t.Errorf("%s: fast path taken=%v, want %v", c.name, ok, c.fast)
+			continue
+		}
+		if general, _ := answer(v, snap, pkt, src, true, 9, nil); ok && !bytes.Equal(fast, general) {
+			t.Errorf("%s: fast % x\ngeneral % x", c.name, fast, general)
+		}
+	}
+	pkt, _ := query("deep.er.shop.example.test.", dns.TypeA, "203.0.113.0/24").Pack()
+	buf := make([]byte, 0, 512)
+	if n := testing.AllocsPerRun(200, func() { fastAnswer(v, snap, pkt, src, true, 9, buf) }); n != 0 {
+		t.Errorf("fast path allocates %v times per wildcard query", n)
+	}
+}
+
+// TestExplainFollows: dns explain follows names as answers do (aliases,
+// static CNAMEs, wildcards) and shows the records of names that are not
+// geo-routed, so that an operator can ask about any name of a zone.
+func TestExplainFollows(t *testing.T) {
+	s, _ := start(t, chaseOptions(t))
+	tokyo := netip.MustParsePrefix("203.0.113.0/24")
+	for _, c := range []struct {
+		name     string
+		chain    []string
+		answered string // Explanation.Name
+		wildcard string
+		static   []string // nil: a geo decision, which must choose Tokyo
+		outside  bool
+		text     string // in String()
+	}{
+		{"x.docs.example.test", []string{"x.docs.example.test. CNAME www.example.test."}, "www.example.test.", "", nil, false, "chosen: ap-northeast-1"},
+		{"A.b.Shop.example.test", nil, "a.b.shop.example.test.", "*.shop.example.test.", nil, false, "answered by wildcard *.shop.example.test."},
+		{"a.example.test", []string{"a.example.test. CNAME b.example.test.", "b.example.test. CNAME mail.example.test."}, "mail.example.test.", "",
+			[]string{"mail.example.test. 3600 IN A 192.0.2.25"}, false, "not geo-routed: every client gets its static records"},
+		{"foo.example.test", nil, "foo.example.test.", "*.example.test.", []string{`foo.example.test. 3600 IN TXT "wild"`}, false, `foo.example.test. 3600 IN TXT "wild"`},
+		{"ns1.example.test", nil, "ns1.example.test.", "", []string{"ns1.example.test. 3600 IN A 127.0.0.1"}, false, "ns1.example.test. 3600 IN A 127.0.0.1"},
+		{"out.example.test", []string{"out.example.test. CNAME example.github.io."}, "out.example.test.", "", nil, true, "outside our zones"},
+	} {
+		e, err := s.Explain(tokyo, c.name)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		geoOK := c.static != nil || c.outside || (len(e.Chosen) == 1 && e.Chosen[0] == "ap-northeast-1" && e.Scope == 24)
+		if strings.Join(e.Chain, "|") != strings.Join(c.chain, "|") || e.Name != c.answered || e.Wildcard != c.wildcard ||
+			strings.Join(e.Static, "|") != strings.Join(c.static, "|") || e.Outside != c.outside || !geoOK || !strings.Contains(e.String(), c.text) {
+			t.Errorf("%s: %+v\n%s", c.name, e, e)
+		}
+	}
+	for _, c := range []struct{ name, want string }{
+		{"gone.example.test", "nothere.ent.example.test. does not exist in zone example.test. (NXDOMAIN) (via gone.example.test. CNAME nothere.ent.example.test.)"},
+		{"ent.example.test", "ent.example.test. exists in zone example.test. but holds no records"},
+		{"loop.example.test", "more than 8 CNAMEs from loop.example.test"},
+	} {
+		if _, err := s.Explain(tokyo, c.name); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Explain(%s): %v, want %q", c.name, err, c.want)
+		}
+	}
+}
