@@ -174,7 +174,19 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 	// (RFC 6604); a target elsewhere is left to the resolver.
 	owner := q.Name
 	var data []dns.RR // the last name's records of the asked type
+	referred := false
 	for hop := 0; ; hop++ {
+		if cut := z.cut(name); cut != "" && (name != cut || q.Qtype != dns.TypeDS) {
+			// Delegated: the other servers answer (a DS query at the cut
+			// is the parent's, answered below). After a CNAME, the
+			// resolver follows it there itself.
+			if hop == 0 {
+				referral(resp, z, cut)
+				referred = true
+			}
+			data = resp.Answer
+			break
+		}
 		node := z.node(name)
 		if node == "" {
 			resp.Rcode = dns.RcodeNameError
@@ -210,7 +222,7 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		}
 		break
 	}
-	if resp.Rcode == dns.RcodeNameError || len(data) == 0 {
+	if !referred && (resp.Rcode == dns.RcodeNameError || len(data) == 0) {
 		// RFC 2308: the SOA goes in the authority section with
 		// TTL min(SOA TTL, MINIMUM). The ECS scope stays 0 (NXDOMAIN, a
 		// type the name never has) unless the geo choice made the answer
@@ -286,6 +298,24 @@ func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords fu
 		}
 	}
 	return rrs, rrs
+}
+
+// referral makes resp the answer for a name delegated at cut (RFC 1034
+// 4.3.2): not authoritative, no answer, the cut's NS records in the
+// authority section and, in the additional, the addresses this zone holds
+// for those servers (the glue resolvers need when the servers are named
+// under the cut).
+func referral(resp *dns.Msg, z *zone, cut string) {
+	resp.Authoritative = false
+	for _, rr := range z.static[cut][dns.TypeNS] {
+		resp.Ns = append(resp.Ns, dns.Copy(rr))
+		target := strings.ToLower(rr.(*dns.NS).Ns)
+		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			for _, a := range z.static[target][t] {
+				resp.Extra = append(resp.Extra, dns.Copy(a))
+			}
+		}
+	}
 }
 
 // staticAnswer is a static RRset with its owner spelled as the query did.

@@ -32,6 +32,9 @@ type Explanation struct {
 	// Outside is true when the last CNAME points out of our zones, where
 	// the resolver follows it.
 	Outside bool `json:"outside,omitempty"`
+	// Delegated is the zone cut Name lies at or under: other servers
+	// answer it, and Static lists their NS records (and glue).
+	Delegated string `json:"delegated,omitempty"`
 	// Location is where the client was placed; LocationSource says how
 	// ("table dev", "mmdb FILE", or "default" when unknown).
 	Location       geo.Location `json:"location"`
@@ -81,6 +84,13 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 	}
 	e := Explanation{Client: subnet}
 	for hop := 0; ; hop++ {
+		if cut := z.cut(n); cut != "" {
+			e.Name, e.Zone, e.Delegated = n, z.apex, cut
+			resp := new(dns.Msg)
+			referral(resp, z, cut)
+			e.Static = recordLines(append(resp.Ns, resp.Extra...), "")
+			return e, nil
+		}
 		node := z.node(n)
 		if node == "" {
 			return Explanation{}, fmt.Errorf("dns explain: %s does not exist in zone %s (NXDOMAIN)%s", n, z.apex, chainNote(e.Chain))
@@ -119,14 +129,10 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 		}
 		rrs = append(rrs, glueRecords(e.Name, z.glue[node], dns.TypeA, z.nsTTL)...)
 		rrs = append(rrs, glueRecords(e.Name, z.glue[node], dns.TypeAAAA, z.nsTTL)...)
-		for _, rr := range rrs {
-			// Tabs only separate fields: miekg/dns escapes them in data.
-			e.Static = append(e.Static, strings.ReplaceAll(asAsked(rr, e.Name).String(), "\t", " "))
-		}
+		e.Static = recordLines(rrs, e.Name)
 		if len(e.Static) == 0 {
 			return Explanation{}, fmt.Errorf("dns explain: %s exists in zone %s but holds no records (a name between others and the apex)%s", e.Name, z.apex, chainNote(e.Chain))
 		}
-		slices.Sort(e.Static)
 		return e, nil
 	}
 	loc, rk, bits, how := v.locate(subnet.Addr())
@@ -154,6 +160,21 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 	return e, nil
 }
 
+// recordLines writes rrs one per line, sorted, owned by owner unless it
+// is "", with spaces between fields.
+func recordLines(rrs []dns.RR, owner string) []string {
+	var out []string
+	for _, rr := range rrs {
+		if owner != "" {
+			rr = asAsked(rr, owner)
+		}
+		// Tabs only separate fields: miekg/dns escapes them in data.
+		out = append(out, strings.ReplaceAll(rr.String(), "\t", " "))
+	}
+	slices.Sort(out)
+	return out
+}
+
 // chainNote is " (via a CNAME b, ...)" for an error about the end of a
 // chain, "" when no CNAME was followed.
 func chainNote(chain []string) string {
@@ -176,6 +197,13 @@ func (e Explanation) String() string {
 	fmt.Fprintf(&b, "name %s (zone %s)", e.Name, e.Zone)
 	if e.Wildcard != "" {
 		fmt.Fprintf(&b, " answered by wildcard %s", e.Wildcard)
+	}
+	if e.Delegated != "" {
+		fmt.Fprintf(&b, "\ndelegated at %s: these servers answer it, not this one\n", e.Delegated)
+		for _, r := range e.Static {
+			fmt.Fprintf(&b, "  %s\n", r)
+		}
+		return b.String()
 	}
 	if e.Static != nil {
 		b.WriteString("\nnot geo-routed: every client gets its static records\n")

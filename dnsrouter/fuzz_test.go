@@ -26,6 +26,8 @@ func FuzzQuery(f *testing.F) {
 	seed(query("WWW.example.test.", dns.TypeAAAA, "2001:db8:3::/48"))
 	seed(query("cdn.example.test.", dns.TypeANY, ""))
 	seed(query("a.b.shop.example.test.", dns.TypeA, "203.0.113.0/24"))
+	seed(query("tocorp.example.test.", dns.TypeA, ""))
+	seed(query("x.docs.example.test.", dns.TypeA, "203.0.113.0/24"))
 	seed(query("example.test.", dns.TypeNS, ""))
 	seed(query("nope.example.test.", dns.TypeSOA, "198.51.100.0/24"))
 	seed(withOPT(query("www.example.test.", dns.TypeA, ""), 1232, 1))
@@ -40,55 +42,66 @@ func FuzzQuery(f *testing.F) {
 	opts := confOptions()
 	opts.NSID = []byte("fuzz-node")
 	opts.defaults()
-	v := buildView(opts)
+	// Two views: the conformance fixture, and one with static records,
+	// wildcards, CNAME chains and a delegation.
+	chase := chaseOptions(f)
+	chase.defaults()
+	views := []*view{buildView(opts), buildView(chase)}
 	snap := health.New(health.Config{PoPs: healthPoPs(opts.PoPs)}).Snapshot()
 	src := netip.MustParseAddr("192.0.2.53")
 	f.Fuzz(func(t *testing.T, pkt []byte, udp bool) {
-		resp, out := answer(v, snap, pkt, src, udp, 7, nil)
-		// The allocation-free fast path must give the general path's
-		// answer, byte for byte, whenever it takes a query.
-		if fast, _, ok := fastAnswer(v, snap, pkt, src, udp, 7, nil); ok && !bytes.Equal(fast, resp) {
-			a, b := new(dns.Msg), new(dns.Msg)
-			a.Unpack(fast)
-			b.Unpack(resp)
-			t.Fatalf("fast path differs from the general path:\nfast:\n%v\ngeneral:\n%v\nfast % x\ngeneral % x", a, b, fast, resp)
-		}
-		if resp == nil {
-			return
-		}
-		if out.drop {
-			t.Fatal("drop with a response")
-		}
-		if len(pkt) >= 3 && pkt[2]&0x80 != 0 {
-			t.Fatal("answered a packet with QR set")
-		}
-		limit := 65535
-		if udp {
-			limit = opts.MaxUDPSize
-		}
-		if len(resp) > limit {
-			t.Fatalf("response of %d bytes over the %d limit", len(resp), limit)
-		}
-		if len(resp) < 12 || binary.BigEndian.Uint16(resp) != binary.BigEndian.Uint16(pkt) || resp[2]&0x80 == 0 {
-			t.Fatalf("response header %x does not answer query %x", resp[:min(12, len(resp))], pkt[:min(12, len(pkt))])
-		}
-		r := new(dns.Msg)
-		if err := r.Unpack(resp); err != nil {
-			t.Fatalf("our response does not parse: %v", err)
-		}
-		if r.RecursionAvailable {
-			t.Fatal("RA set")
-		}
-		q := new(dns.Msg)
-		if q.Unpack(pkt) != nil {
-			if r.Rcode != dns.RcodeFormatError && r.Rcode != dns.RcodeNotImplemented {
-				t.Fatalf("unparsable query answered %s", dns.RcodeToString[r.Rcode])
-			}
-			if len(resp) > len(pkt) && len(resp) > 12 {
-				t.Fatalf("unparsable %d-byte query got a larger %d-byte answer", len(pkt), len(resp))
-			}
+		for _, v := range views {
+			checkAnswer(t, v, snap, src, pkt, udp, opts.MaxUDPSize)
 		}
 	})
+}
+
+// checkAnswer is FuzzQuery's check of one packet against one view.
+func checkAnswer(t *testing.T, v *view, snap *health.Snapshot, src netip.Addr, pkt []byte, udp bool, maxUDP int) {
+	resp, out := answer(v, snap, pkt, src, udp, 7, nil)
+	// The allocation-free fast path must give the general path's
+	// answer, byte for byte, whenever it takes a query.
+	if fast, _, ok := fastAnswer(v, snap, pkt, src, udp, 7, nil); ok && !bytes.Equal(fast, resp) {
+		a, b := new(dns.Msg), new(dns.Msg)
+		a.Unpack(fast)
+		b.Unpack(resp)
+		t.Fatalf("fast path differs from the general path:\nfast:\n%v\ngeneral:\n%v\nfast % x\ngeneral % x", a, b, fast, resp)
+	}
+	if resp == nil {
+		return
+	}
+	if out.drop {
+		t.Fatal("drop with a response")
+	}
+	if len(pkt) >= 3 && pkt[2]&0x80 != 0 {
+		t.Fatal("answered a packet with QR set")
+	}
+	limit := 65535
+	if udp {
+		limit = maxUDP
+	}
+	if len(resp) > limit {
+		t.Fatalf("response of %d bytes over the %d limit", len(resp), limit)
+	}
+	if len(resp) < 12 || binary.BigEndian.Uint16(resp) != binary.BigEndian.Uint16(pkt) || resp[2]&0x80 == 0 {
+		t.Fatalf("response header %x does not answer query %x", resp[:min(12, len(resp))], pkt[:min(12, len(pkt))])
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(resp); err != nil {
+		t.Fatalf("our response does not parse: %v", err)
+	}
+	if r.RecursionAvailable {
+		t.Fatal("RA set")
+	}
+	q := new(dns.Msg)
+	if q.Unpack(pkt) != nil {
+		if r.Rcode != dns.RcodeFormatError && r.Rcode != dns.RcodeNotImplemented {
+			t.Fatalf("unparsable query answered %s", dns.RcodeToString[r.Rcode])
+		}
+		if len(resp) > len(pkt) && len(resp) > 12 {
+			t.Fatalf("unparsable %d-byte query got a larger %d-byte answer", len(pkt), len(resp))
+		}
+	}
 }
 
 // The fast path takes the common queries, gives the general path's bytes,

@@ -58,7 +58,10 @@ type zone struct {
 	static map[string]map[uint16][]dns.RR
 	// wild maps each wildcard's parent, the closest encloser it answers
 	// under, to the wildcard ("example.test." -> "*.example.test.").
-	wild   map[string]string
+	wild map[string]string
+	// cuts are the names delegated to other servers (static NS records
+	// below the apex).
+	cuts   map[string]bool
 	soa    *dns.SOA
 	ns     []dns.RR
 	ttl    uint32
@@ -209,6 +212,12 @@ func buildZone(z Zone) *zone {
 	for n := range out.static {
 		addENTs(n)
 	}
+	out.cuts = map[string]bool{}
+	for n, rrs := range out.static {
+		if rrs[dns.TypeNS] != nil {
+			out.cuts[n] = true
+		}
+	}
 	out.wild = map[string]string{}
 	for _, n := range out.names() {
 		if parent, ok := strings.CutPrefix(n, "*."); ok {
@@ -248,6 +257,23 @@ func (z *zone) has(name string) bool {
 	_, glue := z.glue[name]
 	_, alias := z.alias[name]
 	return glue || alias
+}
+
+// cut returns the delegation point at or above name (a lower-case FQDN
+// in z), "" when name is this zone's to answer. records.Check allows no
+// delegation below another, so the first found is the only one.
+func (z *zone) cut(name string) string {
+	for n := name; len(z.cuts) > 0 && len(n) > len(z.apex); {
+		if z.cuts[n] {
+			return n
+		}
+		i, end := dns.NextLabel(n, 0)
+		if end {
+			break
+		}
+		n = n[i:]
+	}
+	return ""
 }
 
 // node is the name whose data answers name (a lower-case FQDN in z):

@@ -3,6 +3,7 @@ package dnsrouter
 import (
 	"bytes"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,10 +13,11 @@ import (
 )
 
 // chaseOptions is DevOptions with a geo-routed wildcard (*.shop), static
-// wildcards, CNAME chains within and across zones, and a second zone
+// wildcards, CNAME chains within and across zones, a delegation (corp,
+// with glue), and a second zone
 // (other.test) with a child zone of the first (sub.shop.example.test)
 // whose apex a wildcard of the parent must not reach through.
-func chaseOptions(t *testing.T) Options {
+func chaseOptions(t testing.TB) Options {
 	t.Helper()
 	o := DevOptions()
 	o.Zones[0].Names = []string{"www", "*.shop"}
@@ -35,7 +37,8 @@ func chaseOptions(t *testing.T) Options {
 	add(0, `* TXT "wild"`, `exists TXT "here"`, `deep.ent TXT "below an empty non-terminal"`,
 		"*.docs CNAME www", "shop-eu CNAME a.shop", "a CNAME b", "b CNAME mail", "mail A 192.0.2.25",
 		"gone CNAME nothere.ent", "out CNAME example.github.io.", "cross CNAME edge.other.test.",
-		"crossgone CNAME nothere.other.test.", "loop CNAME loop.other.test.")
+		"crossgone CNAME nothere.other.test.", "loop CNAME loop.other.test.",
+		"corp NS ns1.corp", "corp NS ns.elsewhere.net.", "ns1.corp A 192.0.2.53", "tocorp CNAME www.corp")
 	add(1, "loop CNAME loop.example.test.", `info TXT "other"`)
 	return o
 }
@@ -143,6 +146,7 @@ func TestFastPathWildcard(t *testing.T) {
 		{"x.docs.example.test.", false},       // a wildcard CNAME
 		{"*.shop.example.test.", false},       // the wildcard itself, asked literally
 		{"a.b.other.test.", false},            // another zone without wildcards
+		{"x.corp.example.test.", false},       // delegated: a referral
 		{"a.shop.example.test.other.", false}, // no zone
 	} {
 		pkt, err := query(c.name, dns.TypeA, "203.0.113.0/24").Pack()
@@ -207,5 +211,59 @@ func TestExplainFollows(t *testing.T) {
 		if _, err := s.Explain(tokyo, c.name); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Explain(%s): %v, want %q", c.name, err, c.want)
 		}
+	}
+}
+
+// TestDelegation: NS records below the apex delegate that name and all
+// under it: queries there get a referral (RFC 1034 4.3.2; not
+// authoritative, the cut's NS in the authority section, the glue in the
+// additional), over UDP and TCP, even where a wildcard of the zone would
+// match; DS at the cut is the parent's to answer (NODATA, unsigned); a
+// CNAME into the delegation is answered alone, for the resolver to
+// follow; dns explain names the cut.
+func TestDelegation(t *testing.T) {
+	s, addr := start(t, chaseOptions(t))
+	ns := []string{"corp.example.test.\t3600\tIN\tNS\tns.elsewhere.net.", "corp.example.test.\t3600\tIN\tNS\tns1.corp.example.test."}
+	glue := []string{"ns1.corp.example.test.\t3600\tIN\tA\t192.0.2.53"}
+	for _, netw := range []string{"udp", "tcp"} {
+		for _, c := range []struct {
+			name   string
+			qtype  uint16
+			aa     bool
+			answer []string
+			auth   []string // authority section, sorted; nil: none
+			extra  []string // additional section without the OPT, sorted
+		}{
+			{"corp.example.test.", dns.TypeA, false, nil, ns, glue},
+			{"www.Corp.example.test.", dns.TypeA, false, nil, ns, glue},
+			{"a.b.corp.example.test.", dns.TypeTXT, false, nil, ns, glue}, // not the zone's "*" TXT
+			{"corp.example.test.", dns.TypeNS, false, nil, ns, glue},
+			{"ns1.corp.example.test.", dns.TypeA, false, nil, ns, glue}, // glue is not an authoritative answer
+			{"corp.example.test.", dns.TypeDS, true, nil, []string{"example.test.\t60\tIN\tSOA\tns1.example.test. hostmaster.example.test. 1 3600 600 86400 60"}, nil},
+			{"tocorp.example.test.", dns.TypeA, true, []string{"tocorp.example.test.\t3600\tIN\tCNAME\twww.corp.example.test."}, nil, nil},
+		} {
+			r := exchange(t, netw, addr, query(c.name, c.qtype, ""))
+			text := func(rrs []dns.RR) []string {
+				var out []string
+				for _, rr := range rrs {
+					if rr.Header().Rrtype != dns.TypeOPT {
+						out = append(out, rr.String())
+					}
+				}
+				slices.Sort(out)
+				return out
+			}
+			if r.Rcode != dns.RcodeSuccess || r.Authoritative != c.aa || !slices.Equal(text(r.Answer), c.answer) ||
+				!slices.Equal(text(r.Ns), c.auth) || !slices.Equal(text(r.Extra), c.extra) {
+				t.Errorf("%s %s %s: %s aa=%v\nanswer %q\nauthority %q\nadditional %q\nwant aa=%v answer %q authority %q additional %q", netw, c.name,
+					dns.TypeToString[c.qtype], dns.RcodeToString[r.Rcode], r.Authoritative, text(r.Answer), text(r.Ns), text(r.Extra), c.aa, c.answer, c.auth, c.extra)
+			}
+		}
+	}
+	e, err := s.Explain(netip.MustParsePrefix("203.0.113.0/24"), "www.corp.example.test")
+	if err != nil || e.Delegated != "corp.example.test." || len(e.Static) != 3 ||
+		!strings.Contains(e.String(), "delegated at corp.example.test.: these servers answer it") ||
+		!strings.Contains(e.String(), "ns1.corp.example.test. 3600 IN A 192.0.2.53") {
+		t.Errorf("explain: %v %+v\n%s", err, e, e)
 	}
 }

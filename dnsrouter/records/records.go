@@ -11,9 +11,14 @@
 //	mail A 192.0.2.25
 //	docs CNAME example.github.io.
 //	*.preview TXT "any name under preview"
+//	corp NS ns1.corp
+//	ns1.corp A 192.0.2.53
 //
 // A wildcard owner ("*" as the whole first label) answers the names under
-// its parent that do not exist themselves (RFC 4592).
+// its parent that do not exist themselves (RFC 4592). NS records below the
+// apex delegate that name and everything under it to other servers (a
+// zone cut); the only records allowed below it are the addresses of those
+// servers when they are named under it (glue).
 //
 // It must not answer queries (dnsrouter does) nor read files.
 package records
@@ -21,6 +26,7 @@ package records
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -29,18 +35,18 @@ import (
 // DefaultTTL is the TTL of a record that states none.
 const DefaultTTL = 3600
 
-// allowed are the types a zone may hold statically. SOA and NS come from
-// the zone's own settings; delegations (NS below the apex) and DNSSEC
-// records would need answers this server does not give (referrals,
-// signatures).
+// allowed are the types a zone may hold statically. SOA and the apex's NS
+// come from the zone's own settings; NS below the apex delegates a
+// subdomain (answered with referrals). DNSSEC records would need
+// signatures this server does not make.
 var allowed = map[uint16]bool{
 	dns.TypeA: true, dns.TypeAAAA: true, dns.TypeCNAME: true, dns.TypeTXT: true,
 	dns.TypeMX: true, dns.TypeSRV: true, dns.TypeCAA: true, dns.TypePTR: true,
-	dns.TypeHTTPS: true, dns.TypeSVCB: true,
+	dns.TypeHTTPS: true, dns.TypeSVCB: true, dns.TypeNS: true,
 }
 
 // Types lists the types Parse accepts, for messages.
-const Types = "A, AAAA, CNAME, TXT, MX, SRV, CAA, PTR, HTTPS, SVCB"
+const Types = "A, AAAA, CNAME, TXT, MX, SRV, CAA, PTR, HTTPS, SVCB, and NS below the apex (a delegation)"
 
 // Parse reads one record in zone-file syntax relative to apex (a name
 // without a final dot is under the apex; "@" is the apex). The TTL and the
@@ -76,8 +82,8 @@ func Parse(apex, text string) (dns.RR, error) {
 		return nil, fmt.Errorf("%q: a * that is not the whole first label is not a wildcard (RFC 4592) but a literal character; write *.name for a wildcard", text)
 	case h.Rrtype == dns.TypeSOA || h.Rrtype == dns.TypeNS && h.Name == origin:
 		return nil, fmt.Errorf("%q: the zone's %s comes from its own settings (soa, ns), not from records", text, dns.TypeToString[h.Rrtype])
-	case h.Rrtype == dns.TypeNS:
-		return nil, fmt.Errorf("%q: delegating %s to other servers is not supported; serve the names from this zone", text, h.Name)
+	case h.Rrtype == dns.TypeNS && strings.HasPrefix(h.Name, "*."):
+		return nil, fmt.Errorf("%q: a wildcard cannot be delegated (RFC 4592 4.2); delegate each name", text)
 	case !allowed[h.Rrtype]:
 		return nil, fmt.Errorf("%q: type %s is not served; the types are %s", text, dns.TypeToString[h.Rrtype], Types)
 	}
@@ -120,6 +126,41 @@ func Check(apex string, rrs []dns.RR, served, aliases, glue map[string]bool) []P
 			bad(i, "%s is a name server of the zone; its addresses come from ns[].addresses", h.Name)
 		case served[h.Name] && (h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA):
 			bad(i, "%s is a served name, answered with the nearest PoP's addresses; a static %s would contradict it", h.Name, dns.TypeToString[h.Rrtype])
+		}
+	}
+	cuts := map[string][]string{} // delegation point -> its NS targets
+	for _, rr := range rrs {
+		if ns, ok := rr.(*dns.NS); ok {
+			cuts[ns.Hdr.Name] = append(cuts[ns.Hdr.Name], strings.ToLower(ns.Ns))
+		}
+	}
+	for i, rr := range rrs {
+		h := rr.Header()
+		cut := cutAbove(h.Name, origin, cuts)
+		switch {
+		case cut == "":
+		case cut == h.Name && h.Rrtype != dns.TypeNS:
+			bad(i, "%s is delegated (it has NS records); its %s records are the other servers' to give, not this zone's", h.Name, dns.TypeToString[h.Rrtype])
+		case cut != h.Name && !((h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA) && slices.Contains(cuts[cut], h.Name)):
+			bad(i, "%s is below the delegation of %s; only the addresses of its name servers (glue) may stand there", h.Name, cut)
+		}
+		ns, ok := rr.(*dns.NS)
+		if !ok {
+			continue
+		}
+		t := strings.ToLower(ns.Ns)
+		if dns.IsSubDomain(h.Name, t) && !hasAddress(rrs, t) {
+			bad(i, "name server %s is inside the delegation it serves, so resolvers need its address from this zone: add \"%s A ...\" (glue)", t, t)
+		}
+		for _, m := range []struct {
+			names map[string]bool
+			what  string
+		}{{served, "served name"}, {aliases, "alias"}, {glue, "name server of the zone"}} {
+			for n := range m.names {
+				if dns.IsSubDomain(h.Name, n) {
+					bad(i, "delegating %s would hand the %s %s to the other servers", h.Name, m.what, n)
+				}
+			}
 		}
 	}
 	cnames := map[string]string{}
@@ -170,4 +211,33 @@ func cnameLoop(name string, cnames map[string]string) string {
 		}
 		n = t
 	}
+}
+
+// cutAbove returns the highest delegation point (a key of cuts) at or
+// above name, below the apex origin; "" when name is not delegated. The
+// highest, so that a delegation below another one is seen as lying in it.
+func cutAbove(name, origin string, cuts map[string][]string) string {
+	cut := ""
+	for n := name; len(cuts) > 0 && len(n) > len(origin); {
+		if _, ok := cuts[n]; ok {
+			cut = n
+		}
+		i, end := dns.NextLabel(n, 0)
+		if end {
+			break
+		}
+		n = n[i:]
+	}
+	return cut
+}
+
+// hasAddress reports whether rrs hold an A or AAAA record owned by name.
+func hasAddress(rrs []dns.RR, name string) bool {
+	for _, rr := range rrs {
+		h := rr.Header()
+		if h.Name == name && (h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA) {
+			return true
+		}
+	}
+	return false
 }

@@ -25,7 +25,8 @@ func TestParse(t *testing.T) {
 		{"mail CH A 192.0.2.1", "class CH", false},
 		{"@ SOA ns1 hostmaster 1 2 3 4 5", "comes from its own settings", false},
 		{"@ NS ns2.other.net.", "comes from its own settings", false},
-		{"sub NS ns.other.net.", "delegating sub.example.test. to other servers is not supported", false},
+		{"sub NS ns.other.net.", "sub.example.test.\t3600\tIN\tNS\tns.other.net.", true},
+		{"*.sub NS ns.other.net.", "a wildcard cannot be delegated", false},
 		{"@ DNSKEY 257 3 13 AQID", "type DNSKEY is not served", false},
 		{"*.dev A 192.0.2.1", "*.dev.example.test.\t3600\tIN\tA\t192.0.2.1", true},
 		{`* TXT "any"`, "*.example.test.\t3600\tIN\tTXT\t\"any\"", true},
@@ -62,7 +63,8 @@ func TestCheck(t *testing.T) {
 	}
 	good := parse("@ MX 10 mail", "@ TXT \"v=spf1 mx -all\"", "www TXT \"site verification\"", "mail A 192.0.2.25",
 		"mail AAAA 2001:db8::25", "docs CNAME example.github.io.", "ns1 TXT \"the name server\"",
-		"a CNAME b", "b CNAME mail", "* CNAME www")
+		"a CNAME b", "b CNAME mail", "* CNAME www",
+		"corp NS ns1.corp", "corp NS ns.other.net.", "ns1.corp A 192.0.2.53", "ns1.corp AAAA 2001:db8::53")
 	if p := Check("example.test", good, served, aliases, glue); len(p) != 0 {
 		t.Fatalf("good records refused: %v", p[0].Err)
 	}
@@ -80,6 +82,12 @@ func TestCheck(t *testing.T) {
 		{[]string{"@ CNAME a.example.net."}, 0, "the apex cannot be a CNAME"},
 		{[]string{"mail 60 A 192.0.2.1", "mail 120 A 192.0.2.2"}, 1, "TTL 120 differs from the 60"},
 		{[]string{"a CNAME a"}, 0, "CNAME loop a.example.test. -> a.example.test."},
+		{[]string{"corp NS ns.other.net.", "corp TXT \"x\""}, 1, "corp.example.test. is delegated (it has NS records); its TXT records are the other servers'"},
+		{[]string{"corp NS ns.other.net.", "x.corp TXT \"x\""}, 1, "x.corp.example.test. is below the delegation of corp.example.test.; only the addresses of its name servers"},
+		{[]string{"corp NS ns.other.net.", "a.corp NS ns.other.net."}, 1, "below the delegation of corp.example.test."},
+		{[]string{"corp NS ns.other.net.", "mail.corp A 192.0.2.1"}, 1, "below the delegation of corp.example.test."},
+		{[]string{"corp NS ns1.corp"}, 0, "name server ns1.corp.example.test. is inside the delegation it serves"},
+		{[]string{"www NS ns.other.net."}, 0, "delegating www.example.test. would hand the served name www.example.test. to the other servers"},
 		{[]string{"x CNAME y", "a CNAME b", "b CNAME A.example.test."}, 1, "CNAME loop a.example.test. -> b.example.test. -> a.example.test."},
 	} {
 		p := Check("example.test", parse(c.records...), served, aliases, glue)

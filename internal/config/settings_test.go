@@ -245,7 +245,8 @@ func TestZoneRecords(t *testing.T) {
 	}{
 		{"mail A 192.0.2.25", "mail A 300.1.1.1", 2, `dns.zones[0].records[2]: "mail A 300.1.1.1": bad A A`},
 		{"mail A 192.0.2.25", "www A 192.0.2.25", 2, "dns.zones[0].records[2]: www.example.test. is a served name, answered with the nearest PoP's addresses"},
-		{"mail A 192.0.2.25", "sub NS ns.other.net.", 2, "delegating sub.example.test. to other servers is not supported"},
+		{"mail A 192.0.2.25", "sub NS ns1.sub", 2, "dns.zones[0].records[2]: name server ns1.sub.example.test. is inside the delegation it serves"},
+		{"mail A 192.0.2.25", "www NS ns.other.net.", 2, "delegating www.example.test. would hand the served name www.example.test. to the other servers"},
 		{"mail A 192.0.2.25", "mail.other.test. A 192.0.2.25", 2, "outside zone example.test."},
 		{"\"@ MX 10 mail\"", "\"@ CNAME elsewhere.net.\"", 0, "dns.zones[0].records[0]: the apex cannot be a CNAME"},
 		{"mail A 192.0.2.25", "a.*.b A 192.0.2.25", 2, "dns.zones[0].records[2]: \"a.*.b A 192.0.2.25\": a * that is not the whole first label is not a wildcard"},
