@@ -3,8 +3,9 @@ package cache
 import (
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/meridian-edge/meridian/gateway/pathmatch"
 )
 
 // PathRule is a site's cache behaviour for the request paths matching
@@ -14,9 +15,8 @@ import (
 // site's defaults.
 type PathRule struct {
 	// Path is matched against the path the cache sees (after plugins'
-	// rewrites), as sent: percent-encoded, case-sensitive, without the
-	// query. "*" matches any run of characters, "/" included; every other
-	// character matches itself: "/static/*", "*.css", "/robots.txt".
+	// rewrites) as package pathmatch does: "/static/*", "*.css",
+	// "/robots.txt".
 	Path string
 	// Bypass sends matching requests to the origin without looking them
 	// up or storing their answers (Cache-Status: fwd=bypass;
@@ -37,13 +37,10 @@ type PathRule struct {
 // validate reports a rule the cache cannot apply; field prefixes the
 // names in its message.
 func (r PathRule) validate(field string) error {
+	if err := pathmatch.Check(r.Path); err != nil {
+		return fmt.Errorf("%s.Path: %w", field, err)
+	}
 	switch {
-	case r.Path == "":
-		return fmt.Errorf("%s.Path is empty; a path pattern such as /static/* or *.css is required", field)
-	case r.Path[0] != '/' && r.Path[0] != '*':
-		return fmt.Errorf("%s.Path %q must start with / or *; it is matched against the request path", field, r.Path)
-	case strings.ContainsAny(r.Path, "?#"):
-		return fmt.Errorf("%s.Path %q holds ? or #; a rule matches the path alone, without the query", field, r.Path)
 	case r.TTL < 0 || r.DefaultTTL < 0:
 		return fmt.Errorf("%s: TTL %v and DefaultTTL %v must not be negative", field, r.TTL, r.DefaultTTL)
 	case r.Bypass && (r.TTL > 0 || r.DefaultTTL > 0):
@@ -59,7 +56,7 @@ func (r PathRule) validate(field string) error {
 // fast path matches its request bytes without a copy.)
 func ruleFor[P string | []byte](s *SitePolicy, path P) *PathRule {
 	for i := range s.Rules {
-		if matchPath(s.Rules[i].Path, path) {
+		if pathmatch.Match(s.Rules[i].Path, path) {
 			return &s.Rules[i]
 		}
 	}
@@ -104,32 +101,4 @@ func ruleTTLStatus(status int) bool {
 		return true
 	}
 	return false
-}
-
-// matchPath reports whether path matches pattern, where "*" matches any
-// run of bytes and every other byte itself. It backtracks only to the
-// last star, so it runs in O(len(pattern)·len(path)) at worst.
-func matchPath[P string | []byte](pattern string, path P) bool {
-	p, s := 0, 0
-	star, mark := -1, 0
-	for s < len(path) {
-		switch {
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, s
-			p++
-		case p < len(pattern) && pattern[p] == path[s]:
-			p++
-			s++
-		case star >= 0:
-			p = star + 1
-			mark++
-			s = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }

@@ -28,17 +28,21 @@ type server struct {
 	probing atomic.Bool
 }
 
-// pick returns the next server in round-robin order that is not in skip and
-// not marked down. A down server whose period is over is returned to one
-// caller at a time, with probe set; that caller must call release. When every
-// remaining server is down, the least recently failed one is returned: "down"
-// is only our guess, and trying beats failing without asking.
-func (p *Pool) pick(skip map[*server]bool) (s *server, probe bool) {
+// pick returns the next server of servers (a group of the pool's) in
+// round-robin order that is not in skip and not marked down. A down server
+// whose period is over is returned to one caller at a time, with probe
+// set; that caller must call release. When every remaining server is
+// down, the least recently failed one is returned: "down" is only our
+// guess, and trying beats failing without asking.
+func (p *Pool) pick(servers []*server, skip map[*server]bool) (s *server, probe bool) {
 	now := time.Now().UnixNano()
-	n := len(p.servers)
+	n := len(servers)
+	if n == 0 {
+		return nil, false
+	}
 	start := int(p.next.Add(1) % uint64(n))
 	for i := range n {
-		s := p.servers[(start+i)%n]
+		s := servers[(start+i)%n]
 		if skip[s] {
 			continue
 		}
@@ -50,7 +54,7 @@ func (p *Pool) pick(skip map[*server]bool) (s *server, probe bool) {
 		}
 	}
 	var best *server
-	for _, s := range p.servers {
+	for _, s := range servers {
 		if !skip[s] && (best == nil || s.failedAt.Load() < best.failedAt.Load()) {
 			best = s
 		}

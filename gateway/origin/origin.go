@@ -29,6 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-edge/meridian/gateway/pathmatch"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
 	"github.com/meridian-edge/meridian/middleware"
 )
@@ -43,12 +44,39 @@ type Server struct {
 	HostHeader string
 }
 
+// Route sends the requests whose path matches Path (as package pathmatch
+// matches, on the path sent to the origin) to the servers named.
+type Route struct {
+	Path    string
+	Servers []string
+}
+
+// group is the servers a request may be sent to, with how many attempts
+// it gets among them.
+type group struct {
+	servers  []*server
+	attempts int
+}
+
+// route is a Route compiled against the pool's servers.
+type route struct {
+	path string
+	group
+}
+
 // Options configures a Pool.
 type Options struct {
 	// Site names the pool in metrics and logs.
 	Site string
 	// Servers are tried round-robin.
 	Servers []Server
+	// Routes send the requests whose path matches to some of Servers only
+	// (CloudFront's behaviours, an nginx location with its own upstream):
+	// the first route whose Path matches applies, and a request no route
+	// matches goes to the servers no route names. Failover stays among
+	// the servers chosen, so that an API request never reaches the web
+	// servers. A plugin's choice (WithServer) still wins.
+	Routes []Route
 	// ConnectTimeout bounds dialing (and the TLS handshake). Default 5s.
 	ConnectTimeout time.Duration
 	// HeaderTimeout bounds the wait for response headers, from the start of
@@ -81,7 +109,8 @@ type Pool struct {
 	servers   []*server
 	hosts     []hostServers // servers by host:port, for the down series
 	closed    atomic.Bool
-	attempts  int
+	routes    []route
+	dflt      group // for the paths no route matches
 	next      atomic.Uint64
 	transport *http.Transport
 	log       *slog.Logger
@@ -115,9 +144,8 @@ func New(opts Options) (*Pool, error) {
 		}
 		p.servers = append(p.servers, &server{Server: s})
 	}
-	p.attempts = len(p.servers)
-	if opts.Retries > 0 && opts.Retries+1 < p.attempts {
-		p.attempts = opts.Retries + 1
+	if err := p.compileRoutes(); err != nil {
+		return nil, err
 	}
 	p.hosts = uniqueHosts(p.servers)
 	dialer := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -156,6 +184,71 @@ func (p *Pool) Close() {
 	if m := p.opts.Metrics; m != nil {
 		m.deactivate(p)
 	}
+}
+
+// compileRoutes resolves Options.Routes to servers and sets the default
+// group: the servers no route names, all of them without routes.
+func (p *Pool) compileRoutes() error {
+	byName := map[string]*server{}
+	for _, s := range p.servers {
+		if s.Name != "" {
+			if _, dup := byName[s.Name]; dup && len(p.opts.Routes) > 0 {
+				return fmt.Errorf("origin: site %s: two servers are named %q; routes name servers, so names must be unique", p.opts.Site, s.Name)
+			}
+			byName[s.Name] = s
+		}
+	}
+	routed := map[*server]bool{}
+	catchAll := false
+	for i, r := range p.opts.Routes {
+		if err := pathmatch.Check(r.Path); err != nil {
+			return fmt.Errorf("origin: site %s: Routes[%d].Path: %w", p.opts.Site, i, err)
+		}
+		if len(r.Servers) == 0 {
+			return fmt.Errorf("origin: site %s: Routes[%d] (%s) names no servers", p.opts.Site, i, r.Path)
+		}
+		rt := route{path: r.Path}
+		for _, n := range r.Servers {
+			s, ok := byName[n]
+			if !ok {
+				return fmt.Errorf("origin: site %s: Routes[%d] (%s): no server is named %q", p.opts.Site, i, r.Path, n)
+			}
+			rt.servers = append(rt.servers, s)
+			routed[s] = true
+		}
+		rt.attempts = p.attemptsFor(len(rt.servers))
+		p.routes = append(p.routes, rt)
+		catchAll = catchAll || pathmatch.MatchesAll(r.Path)
+	}
+	for _, s := range p.servers {
+		if !routed[s] {
+			p.dflt.servers = append(p.dflt.servers, s)
+		}
+	}
+	if len(p.dflt.servers) == 0 && !catchAll {
+		return fmt.Errorf("origin: site %s: every server is named by a route, so a request no route matches would have no server; leave one out of the routes, or add a route for /*", p.opts.Site)
+	}
+	p.dflt.attempts = p.attemptsFor(len(p.dflt.servers))
+	return nil
+}
+
+// attemptsFor is how many servers of a group of n a request may try:
+// each once, at most Retries+1 when Retries is set.
+func (p *Pool) attemptsFor(n int) int {
+	if r := p.opts.Retries; r > 0 && r+1 < n {
+		return r + 1
+	}
+	return n
+}
+
+// groupFor returns the servers for a request to path.
+func (p *Pool) groupFor(path string) *group {
+	for i := range p.routes {
+		if pathmatch.Match(p.routes[i].path, path) {
+			return &p.routes[i].group
+		}
+	}
+	return &p.dflt
 }
 
 type serverKey struct{}
@@ -200,10 +293,11 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	tried := map[*server]bool{}
 	var lastErr error
 	chosen := p.named(req.Context())
-	for attempt := range p.attempts {
+	g := p.groupFor(req.URL.EscapedPath())
+	for attempt := range g.attempts {
 		s, probe := chosen, false
 		if s == nil || attempt > 0 {
-			s, probe = p.pick(tried)
+			s, probe = p.pick(g.servers, tried)
 		}
 		if s == nil {
 			break

@@ -319,6 +319,13 @@ type Site struct {
 	// Origins are the site's origin servers, tried round-robin, skipping ones
 	// that fail to connect.
 	Origins []Origin `yaml:"origins"`
+	// Routes send the requests whose path matches to some of the origins
+	// only (CloudFront's behaviours, an nginx location with its own
+	// upstream): the first route whose path matches applies, and a
+	// request no route matches goes to the origins no route names.
+	// Failover stays among the route's origins. A plugin's choice of
+	// origin still wins.
+	Routes []Route `yaml:"routes"`
 	// Timeouts bound each origin request.
 	Timeouts Timeouts `yaml:"timeouts"`
 	// OriginTLS configures TLS to https origins: trust, SNI, pinning, mTLS.
@@ -467,6 +474,15 @@ type SiteCache struct {
 	// location with its own proxy_cache_valid. A request no rule matches
 	// gets the settings above.
 	Rules []CacheRule `yaml:"rules"`
+}
+
+// Route sends the requests whose path matches Path to the named origins.
+type Route struct {
+	// Path is matched against the path sent to the origin (after plugins'
+	// rewrites) as cache rules' paths are: /api/*, *.png. Required.
+	Path string `yaml:"path"`
+	// Origins are names of the site's origins (origins[].name). Required.
+	Origins []string `yaml:"origins"`
 }
 
 // CacheRule is the cache behaviour of the paths one pattern matches.

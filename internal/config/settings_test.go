@@ -201,6 +201,51 @@ func TestSiteCacheRules(t *testing.T) {
 	}
 }
 
+// TestSiteRoutes: sites[].routes send paths to named origins; a route
+// naming no origin or an unknown one, a pattern hidden by an earlier
+// route, duplicate origin names and routes that leave no origin for the
+// other paths are refused with their line and field.
+func TestSiteRoutes(t *testing.T) {
+	origins := "    origins:\n" +
+		"      - {name: web, url: http://127.0.0.1:8081}\n" +
+		"      - {name: api, url: http://127.0.0.1:8082}\n" +
+		"    routes:\n" +
+		"      - {path: /api/*, origins: [api]}\n"
+	set := strings.Replace(base, "    origins:\n      - url: http://127.0.0.1:8081\n", origins, 1)
+	cfg, err := config.Parse("set.yaml", []byte(set))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Sites[0].Routes; len(r) != 1 || r[0].Path != "/api/*" || len(r[0].Origins) != 1 || r[0].Origins[0] != "api" {
+		t.Fatalf("routes: %+v", r)
+	}
+	route := strings.Count(set[:strings.Index(set, "      - {path: /api/*")], "\n") + 1
+	for _, c := range []struct {
+		from, to string
+		line     int
+		want     string
+	}{
+		{"origins: [api]}", "origins: [apis]}", route, `sites[0].routes[0].origins[0]: "apis" is not the name of one of the site's origins (named: web, api)`},
+		{"origins: [api]}", "origins: []}", route, "sites[0].routes[0].origins: missing"},
+		{"{path: /api/*,", "{path: api/*,", route, `sites[0].routes[0].path: "api/*" must start with / or *`},
+		{"      - {path: /api/*, origins: [api]}\n", "      - {path: /api/*, origins: [api]}\n      - {path: /api/*, origins: [web]}\n", route + 1,
+			`sites[0].routes[1].path: "/api/*" is already routes[0]'s, which matches first`},
+		{"      - {path: /api/*, origins: [api]}\n", "      - {path: /api/*, origins: [api]}\n      - {path: /www/*, origins: [web]}\n", route,
+			"sites[0].routes: every origin is named by a route, so a request no route matches would have no origin"},
+		{"{name: api,", "{name: web,", route - 2, `sites[0].origins[1].name: "web" is already origins[0]'s`},
+	} {
+		bad := strings.Replace(set, c.from, c.to, 1)
+		_, err := config.Parse("bad.yaml", []byte(bad))
+		if at := "bad.yaml:" + strconv.Itoa(c.line) + ": "; err == nil || !strings.Contains(err.Error(), at+c.want) {
+			t.Errorf("%q: %v, want %q", c.to, err, at+c.want)
+		}
+	}
+	catchAll := strings.Replace(set, "      - {path: /api/*, origins: [api]}\n", "      - {path: /api/*, origins: [api]}\n      - {path: /*, origins: [web]}\n", 1)
+	if _, err := config.Parse("all.yaml", []byte(catchAll)); err != nil {
+		t.Errorf("every origin routed, with a catch-all: %v", err)
+	}
+}
+
 // TestSiteStaleWhileRevalidateSetting: sites[].cache.stale_while_revalidate,
 // default 0 and bounded, with the line and field of a bad value.
 func TestSiteStaleWhileRevalidateSetting(t *testing.T) {

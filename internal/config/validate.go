@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-edge/meridian/dnsrouter/records"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
+	"github.com/meridian-edge/meridian/gateway/pathmatch"
 	"github.com/miekg/dns"
 )
 
@@ -431,6 +432,71 @@ func (v *validation) sites(sites []Site) {
 			v.add(f+".cache.default_ttl", "%v is out of range [0s,8760h] (a year); 0 keeps the RFC 9111 heuristic only", d)
 		}
 		v.cacheRules(f+".cache.rules", s.Cache.Rules)
+		v.routes(f, s)
+	}
+}
+
+// originNames lists the names of origins for messages.
+func originNames(origins []Origin) string {
+	var names []string
+	for _, o := range origins {
+		if o.Name != "" {
+			names = append(names, o.Name)
+		}
+	}
+	if len(names) == 0 {
+		return "none has a name: set origins[].name"
+	}
+	return "named: " + strings.Join(names, ", ")
+}
+
+// routes checks a site's routes against its origins: each names origins
+// that exist, no route is hidden by an earlier one with the same
+// pattern, and a request no route matches still has an origin.
+func (v *validation) routes(f string, s Site) {
+	if len(s.Routes) == 0 {
+		return
+	}
+	names := map[string]int{}
+	for j, o := range s.Origins {
+		if o.Name == "" {
+			continue
+		}
+		if first, dup := names[o.Name]; dup {
+			v.add(fmt.Sprintf("%s.origins[%d].name", f, j), "%q is already origins[%d]'s; routes name origins, so names must be unique", o.Name, first)
+		} else {
+			names[o.Name] = j
+		}
+	}
+	routed, seen, catchAll := map[string]bool{}, map[string]int{}, false
+	for i, r := range s.Routes {
+		rf := fmt.Sprintf("%s.routes[%d]", f, i)
+		if err := pathmatch.Check(r.Path); err != nil {
+			v.add(rf+".path", "%v", err)
+		} else if j, dup := seen[r.Path]; dup {
+			v.add(rf+".path", "%q is already routes[%d]'s, which matches first: this route would never apply", r.Path, j)
+		} else {
+			seen[r.Path] = i
+			catchAll = catchAll || pathmatch.MatchesAll(r.Path)
+		}
+		if len(r.Origins) == 0 {
+			v.add(rf+".origins", "missing; list the names of the origins (origins[].name) that serve %s", r.Path)
+		}
+		for k, n := range r.Origins {
+			if _, ok := names[n]; !ok {
+				v.add(fmt.Sprintf("%s.origins[%d]", rf, k), "%q is not the name of one of the site's origins (%s)", n, originNames(s.Origins))
+			}
+			routed[n] = true
+		}
+	}
+	unrouted := 0
+	for _, o := range s.Origins {
+		if o.Name == "" || !routed[o.Name] {
+			unrouted++
+		}
+	}
+	if unrouted == 0 && !catchAll {
+		v.add(f+".routes", "every origin is named by a route, so a request no route matches would have no origin; leave one out of the routes, or add a route for /*")
 	}
 }
 
@@ -439,14 +505,9 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 	seen := map[string]int{}
 	for i, r := range rules {
 		f := fmt.Sprintf("%s[%d]", field, i)
-		switch {
-		case r.Path == "":
-			v.add(f+".path", "missing; expected a path pattern such as /static/*, *.css or /robots.txt")
-		case r.Path[0] != '/' && r.Path[0] != '*':
-			v.add(f+".path", "%q must start with / or * (it is matched against the request path)", r.Path)
-		case strings.ContainsAny(r.Path, "?#"):
-			v.add(f+".path", "%q holds ? or #; a rule matches the path alone, without the query", r.Path)
-		default:
+		if err := pathmatch.Check(r.Path); err != nil {
+			v.add(f+".path", "%v", err)
+		} else {
 			if j, dup := seen[r.Path]; dup {
 				v.add(f+".path", "%q is already rules[%d]'s, which matches first: this rule would never apply", r.Path, j)
 			}

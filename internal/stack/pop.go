@@ -52,7 +52,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 			tlsConf = c
 		}
 		pool, err := origin.New(origin.Options{
-			Site: sc.Name, Servers: servers, TLS: tlsConf,
+			Site: sc.Name, Servers: servers, Routes: originRoutes(sc.Routes), TLS: tlsConf,
 			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, IdleTimeout: sc.Timeouts.Idle, TotalTimeout: sc.Timeouts.Total,
 			Logger: log, Metrics: metrics,
 		})
@@ -75,6 +75,15 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		})
 	}
 	return sites, nil
+}
+
+// originRoutes converts a site's configured routes to the pool's.
+func originRoutes(routes []config.Route) []origin.Route {
+	out := make([]origin.Route, len(routes))
+	for i, r := range routes {
+		out[i] = origin.Route{Path: r.Path, Servers: r.Origins}
+	}
+	return out
 }
 
 // readErrorPage reads a site's error page, at most config.MaxErrorPage

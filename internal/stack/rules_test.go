@@ -59,3 +59,50 @@ func TestCacheRulesReload(t *testing.T) {
 		t.Fatalf("/assets/app.css: Cache-Status %q, want a hit with the rule's 720h", got)
 	}
 }
+
+// TestOriginRoutesReload: a site's routes reach its PoPs' origin pools:
+// /api/* is fetched from the API origin only, other paths from the web
+// origin; a reload that drops the route sends /api/* to the web origin.
+func TestOriginRoutesReload(t *testing.T) {
+	named := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "no-store")
+			io.WriteString(w, name+" "+r.URL.Path)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	web, api := named("web"), named("api")
+	withRoutes := func(cfg *config.Config, routes []config.Route) *config.Config {
+		cfg.Sites[0].Origins = []config.Origin{{Name: "web", URL: web.URL}, {Name: "api", URL: api.URL}}
+		cfg.Sites[0].Routes = routes
+		return cfg
+	}
+	apiRoute := []config.Route{{Path: "/api/*", Origins: []string{"api"}}}
+	cfg := withRoutes(devConfig(t, web.URL), apiRoute)
+	const pop = "us-east-1"
+	st := runStack(t, cfg, stack.Roles{PoPs: []string{pop}}, nil)
+	body := func(path string) string {
+		resp, body := siteGet(t, st, pop, path)
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %q", path, resp.StatusCode, body)
+		}
+		return body
+	}
+	for range 3 {
+		if got := body("/api/orders"); got != "api /api/orders" {
+			t.Fatalf("/api/orders answered %q, want the api origin", got)
+		}
+		if got := body("/index.html"); got != "web /index.html" {
+			t.Fatalf("/index.html answered %q, want the web origin (the only one no route names)", got)
+		}
+	}
+	if err := st.Reload(withRoutes(reloadConfig(t, cfg, web.URL), []config.Route{{Path: "/*", Origins: []string{"web"}}})); err != nil {
+		t.Fatalf("reload changing the routes: %v", err)
+	}
+	for range 3 {
+		if got := body("/api/orders"); got != "web /api/orders" {
+			t.Fatalf("after the reload /api/orders answered %q, want the web origin", got)
+		}
+	}
+}

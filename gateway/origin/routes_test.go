@@ -1,0 +1,97 @@
+package origin_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/meridian-edge/meridian/gateway/origin"
+)
+
+// TestRoutes: a request whose path matches a route goes to that route's
+// servers only, failing over among them and never to the others; a
+// request no route matches goes to the servers no route names; a
+// plugin's choice still wins.
+func TestRoutes(t *testing.T) {
+	named := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }))
+		t.Cleanup(s.Close)
+		return s
+	}
+	web1, web2, api1 := named("web-1"), named("web-2"), named("api-1")
+	p, err := origin.New(origin.Options{Site: "www",
+		Servers: []origin.Server{
+			{Name: "web-1", URL: mustURL(t, web1.URL)}, {Name: "web-2", URL: mustURL(t, web2.URL)},
+			{Name: "api-1", URL: mustURL(t, api1.URL)}, {Name: "api-2", URL: mustURL(t, deadAddr(t))},
+			{Name: "img", URL: mustURL(t, deadAddr(t))},
+		},
+		Routes: []origin.Route{{Path: "/api/*", Servers: []string{"api-2", "api-1"}}, {Path: "*.png", Servers: []string{"img"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	answered := func(path string) string {
+		t.Helper()
+		resp, err := get(t, p, "GET", path, nil)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	seen := map[string]int{}
+	for range 8 {
+		seen[answered("/index.html")]++
+		// api-2 is down: every API request fails over to api-1, none
+		// reaches a web server.
+		if got := answered("/api/v1/users?x=1"); got != "api-1" {
+			t.Fatalf("/api/v1/users answered by %q, want api-1", got)
+		}
+	}
+	if len(seen) != 2 || seen["web-1"] == 0 || seen["web-2"] == 0 {
+		t.Errorf("unrouted paths answered by %v, want web-1 and web-2 only", seen)
+	}
+	// The only image server is down: the request fails rather than
+	// reaching a server that does not hold images.
+	if got := answered("/logo.png"); !strings.HasPrefix(got, "error: ") {
+		t.Errorf("/logo.png with its only server down: %q, want an error", got)
+	}
+	req := httptest.NewRequest("GET", "http://www.example.test/api/x", nil)
+	resp, err := p.RoundTrip(req.WithContext(origin.WithServer(req.Context(), "web-2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "web-2" {
+		t.Errorf("a plugin's choice of web-2 for /api/x went to %q", b)
+	}
+}
+
+// TestRoutesRefused: routes that cannot work are refused when the pool is
+// made, saying what to change.
+func TestRoutesRefused(t *testing.T) {
+	servers := []origin.Server{{Name: "a", URL: mustURL(t, "http://127.0.0.1:1")}, {Name: "b", URL: mustURL(t, "http://127.0.0.1:2")}}
+	for _, c := range []struct {
+		routes []origin.Route
+		want   string
+	}{
+		{[]origin.Route{{Path: "/api/*", Servers: []string{"c"}}}, `Routes[0] (/api/*): no server is named "c"`},
+		{[]origin.Route{{Path: "api", Servers: []string{"a"}}}, `Routes[0].Path: "api" must start with / or *`},
+		{[]origin.Route{{Path: "/api/*"}}, "Routes[0] (/api/*) names no servers"},
+		{[]origin.Route{{Path: "/api/*", Servers: []string{"a"}}, {Path: "/img/*", Servers: []string{"b"}}}, "every server is named by a route"},
+	} {
+		if _, err := origin.New(origin.Options{Site: "www", Servers: servers, Routes: c.routes}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.routes, err, c.want)
+		}
+	}
+	p, err := origin.New(origin.Options{Site: "www", Servers: servers, Routes: []origin.Route{{Path: "/api/*", Servers: []string{"a"}}, {Path: "/*", Servers: []string{"b"}}}})
+	if err != nil {
+		t.Fatalf("every server routed, with a catch-all: %v", err)
+	}
+	p.Close()
+}
