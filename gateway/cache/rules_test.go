@@ -104,6 +104,58 @@ func TestPathRules(t *testing.T) {
 
 }
 
+// TestPathRulesOnRevalidation: when a 304 refreshes a stored object, the
+// path's rule applies as it did when the object was stored: a rule's TTL
+// keeps it fresh again for the rule's time (not the 304's max-age=1), a
+// rule's default TTL gives one that states no freshness its minute again
+// (not the site's default of none, which would revalidate every time).
+func TestPathRulesOnRevalidation(t *testing.T) {
+	var mu sync.Mutex
+	asked := map[string]int{}
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked[r.URL.Path]++
+		mu.Unlock()
+		w.Header().Set("ETag", `"v1"`)
+		if r.URL.Path == "/static/app.css" {
+			w.Header().Set("Cache-Control", "max-age=1")
+		}
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		io.WriteString(w, r.URL.Path)
+	}, envOpt{site: rulesSite})
+	count := func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return asked[path]
+	}
+	e.get("/static/app.css")
+	e.get("/page.html")
+	// A soft purge makes the rule-kept object stale; the default TTL
+	// runs out by itself.
+	if _, err := e.c.Purge(context.Background(), cache.Selector{Site: "site1", Kind: cache.ByURL, Value: e.front.URL + "/static/app.css", Soft: true}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Minute)
+	for _, c := range []struct {
+		path     string
+		min, max int // the refreshed object's TTL in Cache-Status
+	}{
+		{"/static/app.css", 719 * 3600, 720 * 3600},
+		{"/page.html", 50, 60},
+	} {
+		if r := e.get(c.path); r.body != c.path || count(c.path) != 2 {
+			t.Fatalf("%s stale: %q after %d origin requests, want it revalidated once", c.path, r.body, count(c.path))
+		}
+		r := e.get(c.path)
+		if ttl := testutil.CacheStatusTTL(r.cs()); !strings.Contains(r.cs(), "hit") || ttl < c.min || ttl > c.max || count(c.path) != 2 {
+			t.Errorf("%s after its 304: Cache-Status %q, %d origin requests; want a hit with a TTL in [%d,%d] from the rule", c.path, r.cs(), count(c.path), c.min, c.max)
+		}
+	}
+}
+
 // TestPathRuleOnFastPath: a bypass rule holds on the fast path too. A
 // reload that adds one gives the site a new handler on the same cache,
 // which may still hold the path's objects: they are not served.

@@ -14,7 +14,8 @@ import (
 
 // TestSiteErrorPageServed: a site's error_page reaches its PoPs: a browser
 // whose request the origin fails gets the site's page with its request
-// id; a reload that changes the file's content serves the new page.
+// id, and so does one whose only-if-cached request finds nothing stored
+// (504); a reload that changes the file's content serves the new page.
 func TestSiteErrorPageServed(t *testing.T) {
 	page := filepath.Join(t.TempDir(), "502.html")
 	if err := os.WriteFile(page, []byte("<p>We are back soon ({{status}}, ref {{request_id}})</p>"), 0o644); err != nil {
@@ -24,10 +25,13 @@ func TestSiteErrorPageServed(t *testing.T) {
 	cfg.Sites[0].ErrorPage = page
 	const pop = "us-east-1"
 	st := runStack(t, cfg, stack.Roles{PoPs: []string{pop}}, nil)
-	browse := func() (*http.Response, string) {
+	browse := func(cacheControl ...string) (*http.Response, string) {
 		req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+"/", nil)
 		req.Host = "www.example.test"
 		req.Header.Set("Accept", "text/html,*/*;q=0.8")
+		for _, cc := range cacheControl {
+			req.Header.Add("Cache-Control", cc)
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -40,6 +44,11 @@ func TestSiteErrorPageServed(t *testing.T) {
 	if want := "<p>We are back soon (502, ref " + resp.Header.Get("X-Request-Id") + ")</p>"; resp.StatusCode != 502 || body != want ||
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("origin down: %d %q %q, want 502 with %q", resp.StatusCode, resp.Header.Get("Content-Type"), body, want)
+	}
+	resp, body = browse("only-if-cached")
+	if want := "<p>We are back soon (504, ref " + resp.Header.Get("X-Request-Id") + ")</p>"; resp.StatusCode != 504 || body != want ||
+		resp.Header.Get("Cache-Status") != "meridian; fwd=miss; detail=only-if-cached" {
+		t.Fatalf("only-if-cached, nothing stored: %d %q %q, want 504 with %q", resp.StatusCode, resp.Header.Get("Cache-Status"), body, want)
 	}
 	if err := os.WriteFile(page, []byte("<p>new page</p>"), 0o644); err != nil {
 		t.Fatal(err)
