@@ -26,14 +26,35 @@ type server struct {
 	// period (half-open), so that a still-hanging server costs one request
 	// the header timeout, not every request arriving at that moment.
 	probing atomic.Bool
+	// checkDown is set while active health checks hold the server down:
+	// requests skip it until the checks pass again, not after DownFor.
+	// fails and passes count the probes in a row that failed or passed.
+	checkDown     atomic.Bool
+	fails, passes atomic.Int32
+}
+
+// isDown reports whether s is marked down, passively or by health checks.
+func (s *server) isDown() bool { return s.failedAt.Load() != 0 || s.checkDown.Load() }
+
+// inherit takes over from prev, the server at the same URL and Host in
+// the pool a reload replaces, what is known of its health, so that a
+// reload neither sends requests to a server known to be down nor makes
+// the checks find that out again.
+func (s *server) inherit(prev *server) {
+	s.failedAt.Store(prev.failedAt.Load())
+	s.downUntil.Store(prev.downUntil.Load())
+	s.checkDown.Store(prev.checkDown.Load())
+	s.fails.Store(prev.fails.Load())
+	s.passes.Store(prev.passes.Load())
 }
 
 // pick returns the next server of servers (a group of the pool's) in
 // round-robin order that is not in skip and not marked down. A down server
 // whose period is over is returned to one caller at a time, with probe
-// set; that caller must call release. When every remaining server is
-// down, the least recently failed one is returned: "down" is only our
-// guess, and trying beats failing without asking.
+// set; that caller must call release. A server health checks hold down
+// is skipped until they pass. When every remaining server is down, the
+// least recently failed one is returned: "down" is only our guess, and
+// trying beats failing without asking.
 func (p *Pool) pick(servers []*server, skip map[*server]bool) (s *server, probe bool) {
 	now := time.Now().UnixNano()
 	n := len(servers)
@@ -43,7 +64,7 @@ func (p *Pool) pick(servers []*server, skip map[*server]bool) (s *server, probe 
 	start := int(p.next.Add(1) % uint64(n))
 	for i := range n {
 		s := servers[(start+i)%n]
-		if skip[s] {
+		if skip[s] || s.checkDown.Load() {
 			continue
 		}
 		if s.failedAt.Load() == 0 {
@@ -104,7 +125,7 @@ func uniqueHosts(servers []*server) []hostServers {
 // down reports whether any server at the host is marked down.
 func (h hostServers) down() bool {
 	for _, s := range h.servers {
-		if s.failedAt.Load() != 0 {
+		if s.isDown() {
 			return true
 		}
 	}

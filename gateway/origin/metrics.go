@@ -9,6 +9,7 @@ import (
 // Metrics are the origin request metrics, shared by every pool of a PoP.
 type Metrics struct {
 	requests *prometheus.CounterVec
+	checks   *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	downDesc *prometheus.Desc
 
@@ -30,6 +31,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 				"body_error when headers arrived but the origin's body ended early (idle or total timeout, reset), " +
 				"so a truncated 200 is not counted as 2xx; connect, timeout or error when no response headers arrived.",
 		}, []string{"site", "server", "outcome"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_origin_health_checks_total",
+			Help: "Active health probes of origin servers (sites[].health_check), by site, server and result (pass: 2xx or 3xx in time; fail).",
+		}, []string{"site", "server", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "meridian_origin_header_seconds",
 			Help:    "Time from sending a request to an origin to receiving its response headers.",
@@ -37,14 +42,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"site"}),
 		downDesc: prometheus.NewDesc("meridian_origin_server_down",
 			"1 while an origin server is marked down (its last attempt failed to connect, timed out or broke "+
-				"before headers, and it has not answered since); 0 when it answers. Down servers are skipped "+
+				"before headers, and it has not answered since; or its health checks failed and have not passed since); "+
+				"0 when it answers. Down servers are skipped "+
 				"for the site's down period, then tried by one request at a time. One series per server of "+
 				"the pool serving each site, read when scraped.",
 			[]string{"site", "server"}, nil),
 		owners: map[string]*Pool{},
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, downCollector{m})
+		reg.MustRegister(m.requests, m.checks, m.latency, downCollector{m})
 	}
 	return m
 }
@@ -55,12 +61,21 @@ func (m *Metrics) Requests(site, server, outcome string) prometheus.Counter {
 	return m.requests.WithLabelValues(site, server, outcome)
 }
 
+// Checks returns the health probe counter for one label set (for tests
+// and dashboards built in code).
+func (m *Metrics) Checks(site, server, result string) prometheus.Counter {
+	return m.checks.WithLabelValues(site, server, result)
+}
+
 // activate makes p its site's owner, unless p is closed (a late Activate
 // must not bring back the series of a pool a reload removed).
 func (m *Metrics) activate(p *Pool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !p.closed.Load() {
+		if prev := m.owners[p.opts.Site]; prev != nil && prev != p {
+			p.inherit(prev)
+		}
 		m.owners[p.opts.Site] = p
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -95,6 +96,9 @@ type Options struct {
 	Retries int
 	// DownFor is how long a server that failed is skipped. Default 10s.
 	DownFor time.Duration
+	// HealthCheck probes the servers in the background while the pool
+	// serves (from Activate to Close) when its Path is set.
+	HealthCheck HealthCheck
 	// TLS configures connections to https origins; nil uses system roots with
 	// SNI set to the origin's host name.
 	TLS *tls.Config
@@ -105,15 +109,20 @@ type Options struct {
 
 // Pool is a site's set of origin servers; safe for concurrent use.
 type Pool struct {
-	opts      Options
-	servers   []*server
-	hosts     []hostServers // servers by host:port, for the down series
-	closed    atomic.Bool
-	routes    []route
-	dflt      group // for the paths no route matches
-	next      atomic.Uint64
-	transport *http.Transport
-	log       *slog.Logger
+	opts    Options
+	servers []*server
+	hosts   []hostServers // servers by host:port, for the down series
+	closed  atomic.Bool
+	routes  []route
+	dflt    group // for the paths no route matches
+	// activated is set by the first Activate; stopChecks ends the health
+	// checks it started.
+	activated  atomic.Bool
+	checksCtx  context.Context
+	stopChecks context.CancelFunc
+	next       atomic.Uint64
+	transport  *http.Transport
+	log        *slog.Logger
 }
 
 // ErrNoServers means every origin server is marked down.
@@ -133,11 +142,18 @@ func New(opts Options) (*Pool, error) {
 	if opts.ConnectTimeout == 0 {
 		opts.ConnectTimeout = 5 * time.Second
 	}
+	if opts.HealthCheck.Path != "" {
+		if !strings.HasPrefix(opts.HealthCheck.Path, "/") {
+			return nil, fmt.Errorf("origin: site %s: HealthCheck.Path %q must start with /", opts.Site, opts.HealthCheck.Path)
+		}
+		opts.HealthCheck.defaults()
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Pool{opts: opts, log: log}
+	p.checksCtx, p.stopChecks = context.WithCancel(context.Background())
 	for _, s := range opts.Servers {
 		if s.URL == nil || (s.URL.Scheme != "http" && s.URL.Scheme != "https") || s.URL.Host == "" {
 			return nil, fmt.Errorf("origin: site %s: server %v is not an http(s) URL", opts.Site, s.URL)
@@ -166,12 +182,30 @@ func New(opts Options) (*Pool, error) {
 }
 
 // Activate makes p the pool whose servers Options.Metrics reports for its
-// site (meridian_origin_server_down), in place of the pool reported before:
-// call it when p starts serving, that is when the configuration that built
-// it is committed. It does nothing after Close, or without Metrics.
+// site (meridian_origin_server_down), in place of the pool reported
+// before, whose servers' health p's servers at the same URL and Host take
+// over; and it starts the health checks. Call it when p starts serving,
+// that is when the configuration that built it is committed. It does
+// nothing after Close or a first Activate.
 func (p *Pool) Activate() {
+	if p.closed.Load() || !p.activated.CompareAndSwap(false, true) {
+		return
+	}
 	if m := p.opts.Metrics; m != nil {
 		m.activate(p)
+	}
+	p.startChecks(p.checksCtx)
+}
+
+// inherit takes over the health of prev's servers (see server.inherit).
+func (p *Pool) inherit(prev *Pool) {
+	for _, s := range p.servers {
+		for _, o := range prev.servers {
+			if o.URL.String() == s.URL.String() && o.HostHeader == s.HostHeader {
+				s.inherit(o)
+				break
+			}
+		}
 	}
 }
 
@@ -180,6 +214,7 @@ func (p *Pool) Activate() {
 // series go too; closing a pool another has replaced changes no metric.
 func (p *Pool) Close() {
 	p.closed.Store(true)
+	p.stopChecks()
 	p.transport.CloseIdleConnections()
 	if m := p.opts.Metrics; m != nil {
 		m.deactivate(p)

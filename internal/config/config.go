@@ -326,6 +326,9 @@ type Site struct {
 	// Failover stays among the route's origins. A plugin's choice of
 	// origin still wins.
 	Routes []Route `yaml:"routes"`
+	// HealthCheck probes each origin in the background; one that fails
+	// its checks gets no requests until it passes them again.
+	HealthCheck HealthCheck `yaml:"health_check"`
 	// Timeouts bound each origin request.
 	Timeouts Timeouts `yaml:"timeouts"`
 	// OriginTLS configures TLS to https origins: trust, SNI, pinning, mTLS.
@@ -474,6 +477,27 @@ type SiteCache struct {
 	// location with its own proxy_cache_valid. A request no rule matches
 	// gets the settings above.
 	Rules []CacheRule `yaml:"rules"`
+}
+
+// HealthCheck is a site's active origin health checks (nginx's
+// health_check, HAProxy's httpchk): every PoP sends GET Path to each
+// origin every Interval; Fails failures in a row (a status outside
+// 200-399, no answer within Timeout) take the origin out, Passes passes in
+// a row put it back. Passive health (a failed request takes its origin
+// out for 10s) applies with or without them.
+type HealthCheck struct {
+	// Path is requested, e.g. /healthz. Empty: no active checks.
+	Path string `yaml:"path"`
+	// Host is the probes' Host header for origins without host_header.
+	// Default: the site's first host that is not a wildcard.
+	Host string `yaml:"host"`
+	// Interval between probes of one origin. Default 5s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one probe, connect included. Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Fails and Passes are the thresholds. Default 2 each.
+	Fails  int `yaml:"fails"`
+	Passes int `yaml:"passes"`
 }
 
 // Route sends the requests whose path matches Path to the named origins.

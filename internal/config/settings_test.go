@@ -246,6 +246,38 @@ func TestSiteRoutes(t *testing.T) {
 	}
 }
 
+// TestSiteHealthCheck: sites[].health_check, with its line and field for
+// each bad value.
+func TestSiteHealthCheck(t *testing.T) {
+	hc := "    health_check:\n      path: /healthz\n      interval: 2s\n      timeout: 1s\n      fails: 3\n"
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n"+hc, 1)
+	cfg, err := config.Parse("set.yaml", []byte(set))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.Sites[0].HealthCheck; h.Path != "/healthz" || h.Interval != 2*time.Second || h.Timeout != time.Second || h.Fails != 3 || h.Passes != 0 {
+		t.Fatalf("health_check: %+v", h)
+	}
+	first := strings.Count(set[:strings.Index(set, "      path: /healthz")], "\n") + 1
+	for _, c := range []struct {
+		from, to string
+		line     int
+		want     string
+	}{
+		{"path: /healthz", "path: healthz", first, `sites[0].health_check.path: "healthz" is not a request path`},
+		{"      path: /healthz\n", "", first, "sites[0].health_check.path: missing"}, // at the section's first line left
+		{"interval: 2s", "interval: 10ms", first + 1, "sites[0].health_check.interval: 10ms is out of range [100ms,1h]"},
+		{"timeout: 1s", "timeout: 3s", first + 2, "sites[0].health_check.timeout: 3s is out of range [0s,2s]"},
+		{"fails: 3", "fails: 11", first + 3, "sites[0].health_check.fails: 11 is out of range [0,10]"},
+	} {
+		bad := strings.Replace(set, c.from, c.to, 1)
+		_, err := config.Parse("bad.yaml", []byte(bad))
+		if at := "bad.yaml:" + strconv.Itoa(c.line) + ": "; err == nil || !strings.Contains(err.Error(), at+c.want) {
+			t.Errorf("%q: %v, want %q at %s", c.to, err, c.want, at)
+		}
+	}
+}
+
 // TestSiteStaleWhileRevalidateSetting: sites[].cache.stale_while_revalidate,
 // default 0 and bounded, with the line and field of a bad value.
 func TestSiteStaleWhileRevalidateSetting(t *testing.T) {

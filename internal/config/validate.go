@@ -433,6 +433,41 @@ func (v *validation) sites(sites []Site) {
 		}
 		v.cacheRules(f+".cache.rules", s.Cache.Rules)
 		v.routes(f, s)
+		v.healthCheck(f+".health_check", s.HealthCheck)
+	}
+}
+
+// healthCheck checks a site's active origin health checks.
+func (v *validation) healthCheck(f string, h HealthCheck) {
+	if h == (HealthCheck{}) {
+		return
+	}
+	switch {
+	case h.Path == "":
+		v.add(f+".path", "missing; the checks need a path to request, such as /healthz")
+	case h.Path[0] != '/' || strings.ContainsAny(h.Path, "# \t"):
+		v.add(f+".path", "%q is not a request path; expected one such as /healthz or /status?full=0", h.Path)
+	}
+	if h.Host != "" && !hostPattern.MatchString(strings.ToLower(h.Host)) || strings.HasPrefix(h.Host, "*") {
+		v.add(f+".host", "%q is not a host name", h.Host)
+	}
+	if h.Interval != 0 && (h.Interval < 100*time.Millisecond || h.Interval > time.Hour) {
+		v.add(f+".interval", "%v is out of range [100ms,1h]", h.Interval)
+	}
+	interval := h.Interval
+	if interval == 0 {
+		interval = 5 * time.Second
+	}
+	if h.Timeout < 0 || h.Timeout > interval {
+		v.add(f+".timeout", "%v is out of range [0s,%v] (the interval: a probe ends before the next starts)", h.Timeout, interval)
+	}
+	for _, t := range []struct {
+		name string
+		n    int
+	}{{"fails", h.Fails}, {"passes", h.Passes}} {
+		if t.n < 0 || t.n > 10 {
+			v.add(f+"."+t.name, "%d is out of range [0,10] (0: the default, 2)", t.n)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway"
@@ -52,7 +53,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 			tlsConf = c
 		}
 		pool, err := origin.New(origin.Options{
-			Site: sc.Name, Servers: servers, Routes: originRoutes(sc.Routes), TLS: tlsConf,
+			Site: sc.Name, Servers: servers, Routes: originRoutes(sc.Routes), HealthCheck: healthCheck(sc), TLS: tlsConf,
 			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, IdleTimeout: sc.Timeouts.Idle, TotalTimeout: sc.Timeouts.Total,
 			Logger: log, Metrics: metrics,
 		})
@@ -75,6 +76,20 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		})
 	}
 	return sites, nil
+}
+
+// healthCheck converts a site's configured health checks to the pool's;
+// the probes' Host defaults to the site's first host that is not a
+// wildcard.
+func healthCheck(sc config.Site) origin.HealthCheck {
+	h := sc.HealthCheck
+	host := h.Host
+	for _, name := range sc.Hosts {
+		if host == "" && !strings.HasPrefix(name, "*") {
+			host = name
+		}
+	}
+	return origin.HealthCheck{Path: h.Path, Host: host, Interval: h.Interval, Timeout: h.Timeout, Fails: h.Fails, Passes: h.Passes}
 }
 
 // originRoutes converts a site's configured routes to the pool's.

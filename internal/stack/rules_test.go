@@ -106,3 +106,61 @@ func TestOriginRoutesReload(t *testing.T) {
 		}
 	}
 }
+
+// TestOriginHealthChecks: a site's health_check reaches its PoPs' pools:
+// an origin whose health page fails (its pages still answer) stops
+// getting requests, and gets them again once its health page passes.
+func TestOriginHealthChecks(t *testing.T) {
+	var sick atomic.Bool
+	var sickServed atomic.Int64
+	healthy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "healthy")
+	}))
+	t.Cleanup(healthy.Close)
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			if sick.Load() || r.Host != "www.example.test" {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+			return
+		}
+		sickServed.Add(1)
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "flaky")
+	}))
+	t.Cleanup(flaky.Close)
+	cfg := devConfig(t, healthy.URL)
+	cfg.Sites[0].Origins = []config.Origin{{URL: healthy.URL}, {URL: flaky.URL}}
+	cfg.Sites[0].HealthCheck = config.HealthCheck{Path: "/healthz", Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Fails: 1, Passes: 1}
+	const pop = "us-east-1"
+	st := runStack(t, cfg, stack.Roles{PoPs: []string{pop}}, nil)
+	// reaches reports whether any of ten requests reached the flaky origin.
+	reaches := func() bool {
+		before := sickServed.Load()
+		for range 10 {
+			if resp, body := siteGet(t, st, pop, "/page"); resp.StatusCode != 200 {
+				t.Fatalf("GET /page: %d %q", resp.StatusCode, body)
+			}
+		}
+		return sickServed.Load() > before
+	}
+	if !reaches() {
+		t.Fatal("the flaky origin, healthy so far, got none of ten requests")
+	}
+	sick.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for reaches() {
+		if time.Now().After(deadline) {
+			t.Fatal("the origin failing its health checks still gets requests after 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sick.Store(false)
+	for !reaches() {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("the origin passing its health checks again gets no requests")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
