@@ -57,6 +57,19 @@ func newChecked(t *testing.T) *checked {
 	return c
 }
 
+// getPages makes n GET /page requests on p, reading each answer.
+func getPages(t *testing.T, p *origin.Pool, n int) {
+	t.Helper()
+	for range n {
+		resp, err := get(t, p, "GET", "/page", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
 // TestHealthChecks: a server whose health page fails is taken out after
 // Fails probes in a row (no client request reaches it, though its pages
 // still answer), and put back after Passes; a health page that hangs past
@@ -75,17 +88,7 @@ func TestHealthChecks(t *testing.T) {
 	p.Activate()
 	sickHost := hostOf(sick.srv.URL)
 	down := func() float64 { v, _ := downGauge(t, reg, "www", sickHost); return v }
-	requests := func(n int) {
-		t.Helper()
-		for range n {
-			resp, err := get(t, p, "GET", "/page", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
-	}
+	requests := func(n int) { getPages(t, p, n) }
 
 	for _, mode := range []string{"503", "hang"} {
 		sick.mode.Store(mode)

@@ -48,15 +48,34 @@ func (s *server) inherit(prev *server) {
 	s.passes.Store(prev.passes.Load())
 }
 
-// pick returns the next server of servers (a group of the pool's) in
-// round-robin order that is not in skip and not marked down. A down server
-// whose period is over is returned to one caller at a time, with probe
-// set; that caller must call release. A server health checks hold down
-// is skipped until they pass. When every remaining server is down, the
-// least recently failed one is returned: "down" is only our guess, and
-// trying beats failing without asking.
-func (p *Pool) pick(servers []*server, skip map[*server]bool) (s *server, probe bool) {
+// pick returns the next server of g in round-robin order that is not in
+// skip and not marked down, a backup only when no other server is left. A
+// down server whose period is over is returned to one caller at a time,
+// with probe set; that caller must call release. A server health checks
+// hold down is skipped until they pass. When every remaining server,
+// backups included, is down, the least recently failed one is returned:
+// "down" is only our guess, and trying beats failing without asking.
+func (p *Pool) pick(g *group, skip map[*server]bool) (s *server, probe bool) {
 	now := time.Now().UnixNano()
+	for _, servers := range [2][]*server{g.servers, g.backups} {
+		if s, probe := p.pickUp(servers, skip, now); s != nil {
+			return s, probe
+		}
+	}
+	var best *server
+	for _, servers := range [2][]*server{g.servers, g.backups} {
+		for _, s := range servers {
+			if !skip[s] && (best == nil || s.failedAt.Load() < best.failedAt.Load()) {
+				best = s
+			}
+		}
+	}
+	return best, false
+}
+
+// pickUp is pick's round-robin walk over servers for one that is up, or
+// down with its period over and not probed by another request.
+func (p *Pool) pickUp(servers []*server, skip map[*server]bool, now int64) (*server, bool) {
 	n := len(servers)
 	if n == 0 {
 		return nil, false
@@ -74,13 +93,7 @@ func (p *Pool) pick(servers []*server, skip map[*server]bool) (s *server, probe 
 			return s, true
 		}
 	}
-	var best *server
-	for _, s := range servers {
-		if !skip[s] && (best == nil || s.failedAt.Load() < best.failedAt.Load()) {
-			best = s
-		}
-	}
-	return best, false
+	return nil, false
 }
 
 // failed marks s down for the pool's down period.

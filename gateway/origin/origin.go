@@ -43,6 +43,11 @@ type Server struct {
 	URL *url.URL
 	// HostHeader, when set, replaces the client's Host.
 	HostHeader string
+	// Backup servers get requests only while every other server of their
+	// group (the route's, or the unrouted ones) is down, as nginx's
+	// backup or a CloudFront origin group's secondary: a static copy of
+	// the site, a distant region.
+	Backup bool
 }
 
 // Route sends the requests whose path matches Path (as package pathmatch
@@ -52,11 +57,20 @@ type Route struct {
 	Servers []string
 }
 
-// group is the servers a request may be sent to, with how many attempts
-// it gets among them.
+// group is the servers a request may be sent to, the backups apart, with
+// how many attempts it gets among them.
 type group struct {
-	servers  []*server
-	attempts int
+	servers, backups []*server
+	attempts         int
+}
+
+// add puts s among g's servers or backups.
+func (g *group) add(s *server) {
+	if s.Backup {
+		g.backups = append(g.backups, s)
+	} else {
+		g.servers = append(g.servers, s)
+	}
 }
 
 // route is a Route compiled against the pool's servers.
@@ -248,22 +262,29 @@ func (p *Pool) compileRoutes() error {
 			if !ok {
 				return fmt.Errorf("origin: site %s: Routes[%d] (%s): no server is named %q", p.opts.Site, i, r.Path, n)
 			}
-			rt.servers = append(rt.servers, s)
+			rt.add(s)
 			routed[s] = true
 		}
-		rt.attempts = p.attemptsFor(len(rt.servers))
+		if len(rt.servers) == 0 {
+			return fmt.Errorf("origin: site %s: Routes[%d] (%s) names only backup servers, which serve when the others are down; name a server that is not a backup", p.opts.Site, i, r.Path)
+		}
+		rt.attempts = p.attemptsFor(len(rt.servers) + len(rt.backups))
 		p.routes = append(p.routes, rt)
 		catchAll = catchAll || pathmatch.MatchesAll(r.Path)
 	}
 	for _, s := range p.servers {
 		if !routed[s] {
-			p.dflt.servers = append(p.dflt.servers, s)
+			p.dflt.add(s)
 		}
 	}
-	if len(p.dflt.servers) == 0 && !catchAll {
+	switch {
+	case catchAll:
+	case len(p.dflt.servers) == 0 && len(p.dflt.backups) == 0:
 		return fmt.Errorf("origin: site %s: every server is named by a route, so a request no route matches would have no server; leave one out of the routes, or add a route for /*", p.opts.Site)
+	case len(p.dflt.servers) == 0:
+		return fmt.Errorf("origin: site %s: the servers no route names are all backups, which serve when the others are down; leave a server that is not a backup out of the routes, or add a route for /*", p.opts.Site)
 	}
-	p.dflt.attempts = p.attemptsFor(len(p.dflt.servers))
+	p.dflt.attempts = p.attemptsFor(len(p.dflt.servers) + len(p.dflt.backups))
 	return nil
 }
 
@@ -332,7 +353,7 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := range g.attempts {
 		s, probe := chosen, false
 		if s == nil || attempt > 0 {
-			s, probe = p.pick(g.servers, tried)
+			s, probe = p.pick(g, tried)
 		}
 		if s == nil {
 			break

@@ -6,8 +6,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-edge/meridian/gateway/origin"
+	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
 )
 
 // TestRoutes: a request whose path matches a route goes to that route's
@@ -75,23 +77,78 @@ func TestRoutes(t *testing.T) {
 // TestRoutesRefused: routes that cannot work are refused when the pool is
 // made, saying what to change.
 func TestRoutesRefused(t *testing.T) {
-	servers := []origin.Server{{Name: "a", URL: mustURL(t, "http://127.0.0.1:1")}, {Name: "b", URL: mustURL(t, "http://127.0.0.1:2")}}
+	a := origin.Server{Name: "a", URL: mustURL(t, "http://127.0.0.1:1")}
+	b := origin.Server{Name: "b", URL: mustURL(t, "http://127.0.0.1:2")}
+	backup := func(s origin.Server) origin.Server { s.Backup = true; return s }
 	for _, c := range []struct {
-		routes []origin.Route
-		want   string
+		servers []origin.Server
+		routes  []origin.Route
+		want    string
 	}{
-		{[]origin.Route{{Path: "/api/*", Servers: []string{"c"}}}, `Routes[0] (/api/*): no server is named "c"`},
-		{[]origin.Route{{Path: "api", Servers: []string{"a"}}}, `Routes[0].Path: "api" must start with / or *`},
-		{[]origin.Route{{Path: "/api/*"}}, "Routes[0] (/api/*) names no servers"},
-		{[]origin.Route{{Path: "/api/*", Servers: []string{"a"}}, {Path: "/img/*", Servers: []string{"b"}}}, "every server is named by a route"},
+		{[]origin.Server{a, b}, []origin.Route{{Path: "/api/*", Servers: []string{"c"}}}, `Routes[0] (/api/*): no server is named "c"`},
+		{[]origin.Server{a, b}, []origin.Route{{Path: "api", Servers: []string{"a"}}}, `Routes[0].Path: "api" must start with / or *`},
+		{[]origin.Server{a, b}, []origin.Route{{Path: "/api/*"}}, "Routes[0] (/api/*) names no servers"},
+		{[]origin.Server{a, b}, []origin.Route{{Path: "/api/*", Servers: []string{"a"}}, {Path: "/img/*", Servers: []string{"b"}}}, "every server is named by a route"},
+		{[]origin.Server{a, backup(b)}, []origin.Route{{Path: "/api/*", Servers: []string{"b"}}}, "Routes[0] (/api/*) names only backup servers"},
+		{[]origin.Server{a, backup(b)}, []origin.Route{{Path: "/api/*", Servers: []string{"a"}}}, "the servers no route names are all backups"},
 	} {
-		if _, err := origin.New(origin.Options{Site: "www", Servers: servers, Routes: c.routes}); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := origin.New(origin.Options{Site: "www", Servers: c.servers, Routes: c.routes}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.routes, err, c.want)
 		}
 	}
-	p, err := origin.New(origin.Options{Site: "www", Servers: servers, Routes: []origin.Route{{Path: "/api/*", Servers: []string{"a"}}, {Path: "/*", Servers: []string{"b"}}}})
+	p, err := origin.New(origin.Options{Site: "www", Servers: []origin.Server{a, b}, Routes: []origin.Route{{Path: "/api/*", Servers: []string{"a"}}, {Path: "/*", Servers: []string{"b"}}}})
 	if err != nil {
 		t.Fatalf("every server routed, with a catch-all: %v", err)
 	}
 	p.Close()
+}
+
+// TestBackupServers: a backup server gets no request while another server
+// of its group is up; it takes them when those are down (found by a
+// failed request, or by health checks), and gives them back when the
+// checks pass again.
+func TestBackupServers(t *testing.T) {
+	primary, backup := newChecked(t), newChecked(t)
+	p, err := origin.New(origin.Options{Site: "www",
+		HealthCheck: origin.HealthCheck{Path: "/healthz", Interval: 20 * time.Millisecond, Fails: 1, Passes: 1},
+		Servers:     []origin.Server{{URL: mustURL(t, backup.srv.URL), Backup: true}, {URL: mustURL(t, primary.srv.URL)}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Activate()
+	defer p.Close()
+	served := func(n int) (prim, back int32) {
+		t.Helper()
+		p0, b0 := primary.served.Load(), backup.served.Load()
+		getPages(t, p, n)
+		return primary.served.Load() - p0, backup.served.Load() - b0
+	}
+	if prim, back := served(10); prim != 10 || back != 0 {
+		t.Fatalf("primary up: %d to the primary, %d to the backup; want all to the primary", prim, back)
+	}
+	primary.mode.Store("503")
+	mtestutil.WaitFor(t, "every request on the backup", func() bool { prim, back := served(4); return prim == 0 && back == 4 })
+	primary.mode.Store("ok")
+	mtestutil.WaitFor(t, "every request back on the primary", func() bool { prim, back := served(4); return prim == 4 && back == 0 })
+
+	// Passive: a primary that refuses connections is found by the first
+	// request, which the backup answers, as every later one.
+	q, err := origin.New(origin.Options{Site: "www", DownFor: time.Hour,
+		Servers: []origin.Server{{URL: mustURL(t, deadAddr(t))}, {URL: mustURL(t, backup.srv.URL), Backup: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	b0 := backup.served.Load()
+	for range 5 {
+		resp, err := get(t, q, "GET", "/page", nil)
+		if err != nil {
+			t.Fatalf("primary refusing, backup up: %v", err)
+		}
+		resp.Body.Close()
+	}
+	if n := backup.served.Load() - b0; n != 5 {
+		t.Errorf("primary refusing: the backup answered %d of 5", n)
+	}
 }

@@ -390,6 +390,10 @@ type Origin struct {
 	// HostHeader, when set, replaces the client's Host on requests to this
 	// origin (for origins that serve under another name). Default: keep it.
 	HostHeader string `yaml:"host_header"`
+	// Backup makes the origin take requests only while every other origin
+	// of its route (or of the unrouted ones) is down: a static copy of the
+	// site, a distant region (nginx's backup).
+	Backup bool `yaml:"backup"`
 }
 
 // OriginTLS configures TLS towards a site's https origins.

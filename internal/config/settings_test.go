@@ -233,6 +233,8 @@ func TestSiteRoutes(t *testing.T) {
 		{"      - {path: /api/*, origins: [api]}\n", "      - {path: /api/*, origins: [api]}\n      - {path: /www/*, origins: [web]}\n", route,
 			"sites[0].routes: every origin is named by a route, so a request no route matches would have no origin"},
 		{"{name: api,", "{name: web,", route - 2, `sites[0].origins[1].name: "web" is already origins[0]'s`},
+		{"url: http://127.0.0.1:8082}", "url: http://127.0.0.1:8082, backup: true}", route, "sites[0].routes[0].origins: names only backup origins"},
+		{"url: http://127.0.0.1:8081}", "url: http://127.0.0.1:8081, backup: true}", route, "sites[0].routes: the origins no route names are all backups"},
 	} {
 		bad := strings.Replace(set, c.from, c.to, 1)
 		_, err := config.Parse("bad.yaml", []byte(bad))
@@ -243,6 +245,15 @@ func TestSiteRoutes(t *testing.T) {
 	catchAll := strings.Replace(set, "      - {path: /api/*, origins: [api]}\n", "      - {path: /api/*, origins: [api]}\n      - {path: /*, origins: [web]}\n", 1)
 	if _, err := config.Parse("all.yaml", []byte(catchAll)); err != nil {
 		t.Errorf("every origin routed, with a catch-all: %v", err)
+	}
+	withBackup := strings.Replace(set, "      - {name: api, url: http://127.0.0.1:8082}\n", "      - {name: api, url: http://127.0.0.1:8082}\n      - {name: static, url: http://127.0.0.1:8083, backup: true}\n", 1)
+	if cfg, err := config.Parse("backup.yaml", []byte(withBackup)); err != nil || !cfg.Sites[0].Origins[2].Backup {
+		t.Errorf("a backup origin: %v", err)
+	}
+	onlyBackup := strings.Replace(base, "      - url: http://127.0.0.1:8081\n", "      - url: http://127.0.0.1:8081\n        backup: true\n", 1)
+	line := strings.Count(base[:strings.Index(base, "      - url: http://127.0.0.1:8081")], "\n") + 1
+	if _, err := config.Parse("bad.yaml", []byte(onlyBackup)); err == nil || !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(line)+": sites[0].origins: every origin is a backup") {
+		t.Errorf("only a backup origin: %v", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -390,6 +391,9 @@ func (v *validation) sites(sites []Site) {
 		if len(s.Origins) == 0 {
 			v.add(f+".origins", "missing; a site needs at least one origin (url: http://host:port)")
 		}
+		if len(s.Routes) == 0 && len(s.Origins) > 0 && !slices.ContainsFunc(s.Origins, func(o Origin) bool { return !o.Backup }) {
+			v.add(f+".origins", "every origin is a backup; backups serve only while the others are down, so make one a regular origin")
+		}
 		for j, o := range s.Origins {
 			of := fmt.Sprintf("%s.origins[%d].url", f, j)
 			u, err := url.Parse(o.URL)
@@ -517,21 +521,36 @@ func (v *validation) routes(f string, s Site) {
 		if len(r.Origins) == 0 {
 			v.add(rf+".origins", "missing; list the names of the origins (origins[].name) that serve %s", r.Path)
 		}
+		regular, unknown := false, false
 		for k, n := range r.Origins {
-			if _, ok := names[n]; !ok {
+			j, ok := names[n]
+			if !ok {
 				v.add(fmt.Sprintf("%s.origins[%d]", rf, k), "%q is not the name of one of the site's origins (%s)", n, originNames(s.Origins))
+				unknown = true
+				continue
 			}
 			routed[n] = true
+			regular = regular || !s.Origins[j].Backup
+		}
+		if len(r.Origins) > 0 && !regular && !unknown {
+			v.add(rf+".origins", "names only backup origins, which serve while the others are down; name a regular origin too")
 		}
 	}
-	unrouted := 0
+	unrouted, regular := 0, 0
 	for _, o := range s.Origins {
 		if o.Name == "" || !routed[o.Name] {
 			unrouted++
+			if !o.Backup {
+				regular++
+			}
 		}
 	}
-	if unrouted == 0 && !catchAll {
+	switch {
+	case catchAll:
+	case unrouted == 0:
 		v.add(f+".routes", "every origin is named by a route, so a request no route matches would have no origin; leave one out of the routes, or add a route for /*")
+	case regular == 0:
+		v.add(f+".routes", "the origins no route names are all backups, so a request no route matches would go to a backup; leave a regular origin out of the routes, or add a route for /*")
 	}
 }
 
