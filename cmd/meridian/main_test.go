@@ -294,7 +294,7 @@ func TestDevCommand(t *testing.T) {
 	}
 	// A name the server does not serve: its error, with the prefix once.
 	out, err = exec.Command(bin, "dns", "explain", "--config", cfgPath, "--subnet", "198.51.100.0/24", "nope.example.test").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "dns explain: nope.example.test. is not") || strings.Count(string(out), "dns explain:") != 1 {
+	if err == nil || !strings.Contains(string(out), "dns explain: nope.example.test. does not exist in zone example.test. (NXDOMAIN)") || strings.Count(string(out), "dns explain:") != 1 {
 		t.Fatalf("dns explain of an unserved name: %v\n%s", err, out)
 	}
 
