@@ -61,12 +61,7 @@ func newChecked(t *testing.T) *checked {
 func getPages(t *testing.T, p *origin.Pool, n int) {
 	t.Helper()
 	for range n {
-		resp, err := get(t, p, "GET", "/page", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		getPage(t, p, "/page")
 	}
 }
 

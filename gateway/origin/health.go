@@ -33,6 +33,9 @@ type server struct {
 	fails, passes atomic.Int32
 }
 
+// weight is s's Weight, 0 counting as 1.
+func (s *server) weight() int { return max(s.Weight, 1) }
+
 // isDown reports whether s is marked down, passively or by health checks.
 func (s *server) isDown() bool { return s.failedAt.Load() != 0 || s.checkDown.Load() }
 
@@ -57,10 +60,11 @@ func (s *server) inherit(prev *server) {
 // "down" is only our guess, and trying beats failing without asking.
 func (p *Pool) pick(g *group, skip map[*server]bool) (s *server, probe bool) {
 	now := time.Now().UnixNano()
-	for _, servers := range [2][]*server{g.servers, g.backups} {
-		if s, probe := p.pickUp(servers, skip, now); s != nil {
-			return s, probe
-		}
+	if s, probe := pickUp(g.order, &g.next, skip, now); s != nil {
+		return s, probe
+	}
+	if s, probe := pickUp(g.backupOrder, &g.nextBackup, skip, now); s != nil {
+		return s, probe
 	}
 	var best *server
 	for _, servers := range [2][]*server{g.servers, g.backups} {
@@ -73,16 +77,17 @@ func (p *Pool) pick(g *group, skip map[*server]bool) (s *server, probe bool) {
 	return best, false
 }
 
-// pickUp is pick's round-robin walk over servers for one that is up, or
-// down with its period over and not probed by another request.
-func (p *Pool) pickUp(servers []*server, skip map[*server]bool, now int64) (*server, bool) {
-	n := len(servers)
+// pickUp is pick's round-robin walk, from the slot after next's, over a
+// schedule (group.order) for a server that is up, or down with its period
+// over and not probed by another request.
+func pickUp(order []*server, next *atomic.Uint64, skip map[*server]bool, now int64) (*server, bool) {
+	n := len(order)
 	if n == 0 {
 		return nil, false
 	}
-	start := int(p.next.Add(1) % uint64(n))
+	start := int(next.Add(1) % uint64(n))
 	for i := range n {
-		s := servers[(start+i)%n]
+		s := order[(start+i)%n]
 		if skip[s] || s.checkDown.Load() {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,4 +152,70 @@ func TestBackupServers(t *testing.T) {
 	if n := backup.served.Load() - b0; n != 5 {
 		t.Errorf("primary refusing: the backup answered %d of 5", n)
 	}
+}
+
+// TestWeights: servers share their group's requests by weight, spread
+// out rather than in runs, also when requests alternate between two
+// groups (routes) of one pool.
+func TestWeights(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	named := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			order = append(order, name)
+			mu.Unlock()
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	heavy, light, api := named("heavy"), named("light"), named("api")
+	p, err := origin.New(origin.Options{Site: "www",
+		Servers: []origin.Server{{Name: "heavy", URL: mustURL(t, heavy.URL), Weight: 3}, {Name: "light", URL: mustURL(t, light.URL)},
+			{Name: "api", URL: mustURL(t, api.URL)}},
+		Routes: []origin.Route{{Path: "/api/*", Servers: []string{"api"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range 400 {
+		getPage(t, p, "/page")
+		getPage(t, p, "/api/x")
+	}
+	counts, run, longest := map[string]int{}, 0, 0
+	prev := ""
+	for _, name := range order {
+		counts[name]++
+		if name == "api" {
+			continue
+		}
+		if name == prev {
+			run++
+		} else {
+			run = 1
+		}
+		prev, longest = name, max(longest, run)
+	}
+	if counts["heavy"] != 300 || counts["light"] != 100 || counts["api"] != 400 {
+		t.Errorf("requests per server %v, want heavy 300 and light 100 (weights 3:1), api 400", counts)
+	}
+	if longest > 3 {
+		t.Errorf("heavy served %d requests in a row; a 3:1 schedule spreads them (at most 3)", longest)
+	}
+	if _, err := origin.New(origin.Options{Site: "www", Servers: []origin.Server{{URL: mustURL(t, heavy.URL), Weight: origin.MaxWeight + 1}}}); err == nil ||
+		!strings.Contains(err.Error(), "Weight 101 is out of range [0,100]") {
+		t.Errorf("weight 101: %v", err)
+	}
+}
+
+// getPage makes one GET path request on p and reads the answer.
+func getPage(t *testing.T, p *origin.Pool, path string) {
+	t.Helper()
+	resp, err := get(t, p, "GET", path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 }

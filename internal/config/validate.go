@@ -405,6 +405,9 @@ func (v *validation) sites(sites []Site) {
 			case u.Path != "" && u.Path != "/" || u.RawQuery != "":
 				v.add(of, "%q has a path or query; an origin is a scheme and host only", o.URL)
 			}
+			if o.Weight < 0 || o.Weight > 100 {
+				v.add(fmt.Sprintf("%s.origins[%d].weight", f, j), "%d is out of range [0,100] (0: 1, an equal share)", o.Weight)
+			}
 		}
 		v.tokenHash(f+".owner_token_sha256", s.OwnerTokenSHA256)
 		ot := s.OriginTLS
