@@ -83,6 +83,12 @@ func TestPurgeOfAStoredURLHasNoWarning(t *testing.T) {
 	if resp, b := do(t, "GET", p.HTTPAddr(), "www.example.test", "/x"); resp.StatusCode != 200 {
 		t.Fatalf("GET: %d %q", resp.StatusCode, b)
 	}
+	// The fill is stored as its body reaches the client, and may finish
+	// just after: a purge before that would find nothing to remove.
+	testutil.WaitFor(t, "/x stored", func() bool {
+		resp, _ := do(t, "GET", p.HTTPAddr(), "www.example.test", "/x")
+		return strings.Contains(resp.Header.Get("Cache-Status"), "hit")
+	})
 	req, _ := http.NewRequest(http.MethodPost, "http://"+p.AdminAddr()+"/admin/purge",
 		strings.NewReader(`{"site":"www","kind":"url","value":"http://www.example.test/x"}`))
 	req.Header.Set("Authorization", "Bearer ops-token")
