@@ -130,13 +130,13 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 	resp.Authoritative = true
 	scope := -1 // < 0: the answer did not depend on the client (scope 0)
 
-	geoRecords := func(z *zone, owner string, qtype uint16) []dns.RR {
+	geoRecords := func(z *zone, node, owner string, qtype uint16) []dns.RR {
 		client := src
 		if hasECS && cs.source > 0 {
 			client = cs.addr
 		}
 		_, rk, bits, _ := v.locate(client)
-		c := v.choose(rk, snap, rnd)
+		c := v.choose(rk, snap, z.allowed[node], rnd)
 		out.failOpen, out.spilled = c.failOpen, c.spilled
 		if c.spilled {
 			out.shedder = v.ids[c.shedder]
@@ -247,7 +247,7 @@ const maxChase = 8
 // geo-routed name, glue, SOA or NS. data is the part of rrs that answers
 // qtype: empty for a NODATA, which for an alias whose target has no
 // records of qtype still carries the CNAME.
-func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords func(*zone, string, uint16) []dns.RR) (rrs, data []dns.RR) {
+func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords func(z *zone, node, owner string, qtype uint16) []dns.RR) (rrs, data []dns.RR) {
 	static := z.static[node]
 	if static[qtype] != nil {
 		rrs = staticAnswer(static[qtype], owner)
@@ -260,9 +260,9 @@ func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords fu
 		case dns.TypeCNAME:
 			return []dns.RR{cname}, []dns.RR{cname}
 		case dns.TypeA, dns.TypeAAAA:
-			addrs = geoRecords(z, target, qtype)
+			addrs = geoRecords(z, target, target, qtype)
 		case dns.TypeANY:
-			addrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, target, t) })
+			addrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, target, target, t) })
 		}
 		return append([]dns.RR{cname}, addrs...), addrs
 	}
@@ -270,7 +270,7 @@ func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords fu
 	switch qtype {
 	case dns.TypeA, dns.TypeAAAA:
 		if z.served[node] {
-			rrs = geoRecords(z, owner, qtype)
+			rrs = geoRecords(z, node, owner, qtype)
 		} else if glue {
 			rrs = glueRecords(owner, z.glue[node], qtype, z.nsTTL)
 		}
@@ -278,7 +278,7 @@ func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords fu
 		// RFC 8482: answer ANY with one RRset rather than everything.
 		switch {
 		case z.served[node]:
-			rrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, owner, t) })
+			rrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, node, owner, t) })
 		case node == z.apex:
 			rrs = []dns.RR{asAsked(z.soa, owner)}
 		case glue:

@@ -24,7 +24,7 @@ func BenchmarkChoose(b *testing.B) {
 	rk := v.ranks.lookup(geo.Location{Lat: 35.7, Lon: 139.7})
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		v.choose(rk, snap, uint64(i))
+		v.choose(rk, snap, nil, uint64(i))
 	}
 }
 
@@ -36,7 +36,7 @@ func BenchmarkDecide(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		_, rk, _, _ := v.locate(a)
-		v.choose(rk, snap, uint64(i))
+		v.choose(rk, snap, nil, uint64(i))
 	}
 }
 

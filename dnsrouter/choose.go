@@ -92,10 +92,11 @@ type choice struct {
 }
 
 // choose picks up to n PoPs for a client whose ranking is rk, given the
-// health snapshot. ids are the view's PoP ids, used to make sure the
-// snapshot matches the view during a reload. rnd drives the capacity
-// spill-over. It does not allocate.
-func choose(rk *ranking, ids []string, snap *health.Snapshot, n int, rnd uint64) choice {
+// health snapshot, among the PoPs allowed marks (nil: all; see
+// Zone.PoPs). ids are the view's PoP ids, used to make sure the snapshot
+// matches the view during a reload. rnd drives the capacity spill-over.
+// It does not allocate.
+func choose(rk *ranking, ids []string, snap *health.Snapshot, allowed []bool, n int, rnd uint64) choice {
 	var c choice
 	if n > maxAnswers {
 		n = maxAnswers
@@ -103,6 +104,7 @@ func choose(rk *ranking, ids []string, snap *health.Snapshot, n int, rnd uint64)
 	if n > len(rk.order) {
 		n = len(rk.order)
 	}
+	out := func(i uint16) bool { return allowed != nil && !allowed[i] }
 	st := func(i uint16) *health.State {
 		if snap == nil || int(i) >= len(snap.PoPs) || snap.PoPs[i].ID != ids[i] {
 			return nil // reload in flight: treat as served, unknown load
@@ -119,7 +121,7 @@ func choose(rk *ranking, ids []string, snap *health.Snapshot, n int, rnd uint64)
 	first := -1
 	firstServed := -1
 	for k, i := range rk.order {
-		if !served(i) {
+		if out(i) || !served(i) {
 			continue
 		}
 		if firstServed < 0 {
@@ -145,10 +147,15 @@ func choose(rk *ranking, ids []string, snap *health.Snapshot, n int, rnd uint64)
 		// Fail open: nothing is served, so answer by distance alone rather
 		// than SERVFAIL; a possibly-down PoP beats no answer.
 		c.failOpen = true
-		for k := 0; k < n; k++ {
-			c.pops[k] = rk.order[k]
+		for _, i := range rk.order {
+			if c.n >= n {
+				break
+			}
+			if !out(i) {
+				c.pops[c.n] = i
+				c.n++
+			}
 		}
-		c.n = n
 		return c
 	}
 	c.pops[0] = rk.order[first]
@@ -157,7 +164,7 @@ func choose(rk *ranking, ids []string, snap *health.Snapshot, n int, rnd uint64)
 		if c.n >= n {
 			break
 		}
-		if k == first || !served(i) {
+		if k == first || out(i) || !served(i) {
 			continue
 		}
 		c.pops[c.n] = i

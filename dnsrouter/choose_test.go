@@ -36,7 +36,7 @@ func TestChooseSpillIsProportional(t *testing.T) {
 			const n = 100000
 			var got [3]float64
 			for i := range n {
-				ch := choose(rk, ids, c.snap, 1, uint64(i)*0x2545F4914F6CDD1D)
+				ch := choose(rk, ids, c.snap, nil, 1, uint64(i)*0x2545F4914F6CDD1D)
 				if ch.n != 1 || ch.failOpen != c.fail {
 					t.Fatalf("choice %+v", ch)
 				}
@@ -59,13 +59,13 @@ func TestChooseSkipsUnservedForNAnswers(t *testing.T) {
 	for i, id := range ids {
 		s.PoPs = append(s.PoPs, health.State{ID: id, Served: i != 1, Keep: 1})
 	}
-	ch := choose(rk, ids, s, 3, 1)
+	ch := choose(rk, ids, s, nil, 3, 1)
 	if ch.n != 3 || ids[ch.pops[0]] != "tokyo" || ids[ch.pops[1]] != "london" || ids[ch.pops[2]] != "virginia" {
 		t.Fatalf("got %+v", ch)
 	}
 	// A snapshot from another generation (reload in flight) is ignored.
 	stale := &health.Snapshot{PoPs: []health.State{{ID: "other"}}}
-	if ch := choose(rk, ids, stale, 1, 1); ch.n != 1 || ids[ch.pops[0]] != "tokyo" || ch.failOpen {
+	if ch := choose(rk, ids, stale, nil, 1, 1); ch.n != 1 || ids[ch.pops[0]] != "tokyo" || ch.failOpen {
 		t.Fatalf("mismatched snapshot: %+v", ch)
 	}
 }
@@ -74,7 +74,7 @@ func TestChooseDoesNotAllocate(t *testing.T) {
 	v := buildView(worldOptionsNoT())
 	snap := health.New(health.Config{PoPs: healthPoPs(v.opts.PoPs)}).Snapshot()
 	rk := v.ranks.lookup(geo.Location{Lat: 37.6, Lon: 126.9})
-	if n := testing.AllocsPerRun(1000, func() { v.choose(rk, snap, 42) }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { v.choose(rk, snap, nil, 42) }); n != 0 {
 		t.Fatalf("choose allocates %v times per call", n)
 	}
 }

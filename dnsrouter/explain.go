@@ -62,8 +62,11 @@ type Candidate struct {
 	Load       float64 `json:"load"`
 	Capacity   float64 `json:"capacity"`
 	// Keep is the share of its clients the PoP keeps (1: no spill).
-	Keep   float64 `json:"keep"`
-	Reason string  `json:"reason"`
+	Keep float64 `json:"keep"`
+	// Excluded is true when the name may not be answered with this PoP
+	// (Zone.PoPs).
+	Excluded bool   `json:"excluded,omitempty"`
+	Reason   string `json:"reason"`
 }
 
 // Explain shows how name would be answered for a client in subnet, with
@@ -143,6 +146,7 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 	e.Scope = v.scope(subnet.Addr(), uint8(subnet.Bits()), bits)
 	snap := s.health.Snapshot()
 	e.Stale = snap.Stale
+	allowed := z.allowed[z.node(e.Name)]
 	for k, i := range rk.order {
 		c := Candidate{PoP: v.ids[i], DistanceKm: rk.dist[k], Served: true, Keep: 1, Beacon: "unknown", Probe: "unknown"}
 		if int(i) < len(snap.PoPs) && snap.PoPs[i].ID == v.ids[i] {
@@ -150,9 +154,12 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 			c.Served, c.Beacon, c.Probe = st.Served, st.Beacon.String(), st.Probe.String()
 			c.Load, c.Capacity, c.Keep, c.Reason = st.Load, st.Capacity, st.Keep, st.Reason
 		}
+		if allowed != nil && !allowed[i] {
+			c.Excluded, c.Reason = true, "not one of the name's pops (dns.zones[].pops)"
+		}
 		e.Candidates = append(e.Candidates, c)
 	}
-	ch := v.choose(rk, snap, rand.Uint64())
+	ch := v.choose(rk, snap, allowed, rand.Uint64())
 	e.FailOpen = ch.failOpen
 	for k := 0; k < ch.n; k++ {
 		e.Chosen = append(e.Chosen, v.ids[ch.pops[k]])

@@ -10,7 +10,8 @@ import (
 
 // fastEntry is what the fast path needs to know about a geo-routed name.
 type fastEntry struct {
-	z *zone
+	z       *zone
+	allowed []bool // the PoPs that may answer the name; nil: all
 }
 
 // fastWildcard finds the zone whose geo-routed wildcard answers wire, a
@@ -158,7 +159,7 @@ func fastAnswer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp 
 		client = cs.addr
 	}
 	_, rk, bits, _ := v.locate(client)
-	c := v.choose(rk, snap, rnd)
+	c := v.choose(rk, snap, e.allowed, rnd)
 
 	// Header and question, as asked.
 	b := append(buf[:0], raw[:qend]...)

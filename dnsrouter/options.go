@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,6 +107,13 @@ type Zone struct {
 	TTL uint32
 	// NSTTL is the TTL of NS and glue records (default 3600).
 	NSTTL uint32
+	// PoPs restricts geo-routed names to some PoPs (geofencing: data that
+	// must stay in a region, a name served from a few sites): name (as in
+	// Names) to the ids of the PoPs that may answer it, nearest first as
+	// ever. A name not listed may be answered by every PoP. When none of
+	// its PoPs is healthy, the nearest of them is answered (fail open
+	// within the list), never another.
+	PoPs map[string][]string
 	// Records are the zone's static records (MX, TXT, CAA, a CNAME to a
 	// hosted service, plain addresses, ...), each from records.Parse for
 	// this apex and together passing records.Check: answered as they are,
@@ -307,6 +315,19 @@ func (o *Options) validate() error {
 			}
 			if !served[ft] {
 				return fmt.Errorf("%s.Aliases[%s]: target %s is not one of the zone's served Names", f, a, ft)
+			}
+		}
+		for n, ids := range z.PoPs {
+			if fn := fqdn(n, apex); !served[fn] {
+				return fmt.Errorf("%s.PoPs[%s]: %s is not one of the zone's served Names", f, n, fn)
+			}
+			if len(ids) == 0 {
+				return fmt.Errorf("%s.PoPs[%s]: no PoPs; list the ids of the PoPs that may answer it", f, n)
+			}
+			for _, id := range ids {
+				if !slices.ContainsFunc(o.PoPs, func(p PoP) bool { return p.ID == id }) {
+					return fmt.Errorf("%s.PoPs[%s]: %q is not one of the PoPs", f, n, id)
+				}
 			}
 		}
 		aliases, glue := map[string]bool{}, map[string]bool{}

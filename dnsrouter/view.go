@@ -61,19 +61,33 @@ type zone struct {
 	wild map[string]string
 	// cuts are the names delegated to other servers (static NS records
 	// below the apex).
-	cuts   map[string]bool
-	soa    *dns.SOA
-	ns     []dns.RR
-	ttl    uint32
-	nsTTL  uint32
-	negTTL uint32
+	cuts map[string]bool
+	// allowed marks, by view PoP index, the PoPs that may answer a
+	// geo-routed name (Zone.PoPs); a name not in it may get any.
+	allowed map[string][]bool
+	soa     *dns.SOA
+	ns      []dns.RR
+	ttl     uint32
+	nsTTL   uint32
+	negTTL  uint32
 }
 
 func buildView(o Options) *view {
 	v := &view{opts: o, geo: o.Geo, nsid: hex.EncodeToString(o.NSID), nsidTXT: txtString(o.NSID),
 		fast: map[string]fastEntry{}, fastWild: map[string]fastEntry{}, fastNodes: map[string]bool{}}
+	index := map[string]int{}
+	for i, p := range o.PoPs {
+		index[p.ID] = i
+	}
 	for _, z := range o.Zones {
 		bz := buildZone(z)
+		for n, ids := range z.PoPs {
+			marks := make([]bool, len(o.PoPs))
+			for _, id := range ids {
+				marks[index[id]] = true
+			}
+			bz.allowed[fqdn(n, bz.apex)] = marks
+		}
 		v.zones = append(v.zones, bz)
 	}
 	slices.SortStableFunc(v.zones, func(a, b *zone) int { return len(b.apex) - len(a.apex) })
@@ -83,7 +97,7 @@ func buildView(o Options) *view {
 			// child zone is left to the general path, which resolves it
 			// by the longest apex.
 			if w, ok := wireLower(n); ok && v.findZone(n) == z {
-				v.fast[w] = fastEntry{z: z}
+				v.fast[w] = fastEntry{z: z, allowed: z.allowed[n]}
 			}
 		}
 		v.addFastWild(z)
@@ -124,7 +138,7 @@ func buildZone(z Zone) *zone {
 	apex := fqdn(z.Apex, "")
 	out := &zone{
 		apex: apex, served: map[string]bool{}, alias: map[string]string{},
-		glue: map[string][]netip.Addr{}, ents: map[string]bool{}, static: map[string]map[uint16][]dns.RR{},
+		glue: map[string][]netip.Addr{}, ents: map[string]bool{}, static: map[string]map[uint16][]dns.RR{}, allowed: map[string][]bool{},
 		ttl: z.TTL, nsTTL: z.NSTTL,
 	}
 	if out.ttl == 0 {
@@ -307,7 +321,7 @@ func (v *view) addFastWild(z *zone) {
 			continue
 		}
 		if wp, ok := wireLower(parent); ok {
-			v.fastWild[wp] = fastEntry{z: z}
+			v.fastWild[wp] = fastEntry{z: z, allowed: z.allowed[w]}
 			found = true
 		}
 	}
@@ -368,7 +382,7 @@ func (v *view) scope(client netip.Addr, source uint8, bits int) int {
 }
 
 // choose picks the PoPs for a ranking under a health snapshot with the
-// view's answer count.
-func (v *view) choose(rk *ranking, snap *health.Snapshot, rnd uint64) choice {
-	return choose(rk, v.ids, snap, v.opts.Answers, rnd)
+// view's answer count, among allowed (nil: all).
+func (v *view) choose(rk *ranking, snap *health.Snapshot, allowed []bool, rnd uint64) choice {
+	return choose(rk, v.ids, snap, allowed, v.opts.Answers, rnd)
 }

@@ -590,6 +590,12 @@ type Zone struct {
 	Names []string `yaml:"names"`
 	// Aliases map a name to a served name, answered with a CNAME.
 	Aliases map[string]string `yaml:"aliases"`
+	// PoPs keep served names to some PoPs (geofencing: data that must stay
+	// in a region, a name served from a few sites): name (as in names) to
+	// the ids of the PoPs that may answer it, the nearest healthy one
+	// first as for any name; when none is healthy, the nearest of them.
+	// A name not listed may be answered by every PoP.
+	PoPs map[string][]string `yaml:"pops"`
 	// TTL of PoP answers, 1s to 68 years (0 is refused). Default 30s.
 	TTL time.Duration `yaml:"ttl"`
 	// NS are the zone's name servers. Default: ns1.<apex> at the DNS listen address's IP.

@@ -371,6 +371,30 @@ func TestZoneWildcards(t *testing.T) {
 	}
 }
 
+// TestZonePoPs: dns.zones[].pops keeps names to some PoPs; an unknown
+// PoP or a name that is not served is refused with its line.
+func TestZonePoPs(t *testing.T) {
+	text := strings.Replace(base, "      names: [www]\n", "      names: [www]\n      pops:\n        www: [tokyo]\n", 1)
+	cfg, err := config.Parse("pops.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.DNS.Zones[0].PoPs["www"]; len(got) != 1 || got[0] != "tokyo" {
+		t.Fatalf("pops: %v", cfg.DNS.Zones[0].PoPs)
+	}
+	line := strings.Count(text[:strings.Index(text, "        www: [tokyo]")], "\n") + 1
+	for _, c := range []struct{ from, to, want string }{
+		{"www: [tokyo]", "www: [london]", `dns.zones[0].pops.www[0]: "london" is not the id of one of the pops`},
+		{"www: [tokyo]", "mail: [tokyo]", "dns.zones[0].pops.mail: mail is not one of the zone's names"},
+		{"www: [tokyo]", "www: []", "dns.zones[0].pops.www: no PoPs"},
+	} {
+		_, err := config.Parse("bad.yaml", []byte(strings.Replace(text, c.from, c.to, 1)))
+		if want := "bad.yaml:" + strconv.Itoa(line) + ": " + c.want; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", c.to, err, want)
+		}
+	}
+}
+
 // TestSiteErrorPageSetting: sites[].error_page must name a readable file
 // of at most 64 KiB; otherwise the line and field say which.
 func TestSiteErrorPageSetting(t *testing.T) {

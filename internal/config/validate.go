@@ -85,7 +85,7 @@ func validate(c *Config, zero map[string]bool) []*Error {
 		}
 	}
 	if c.DNS != nil {
-		v.dns(c.DNS)
+		v.dns(c.DNS, c.PoPs)
 	}
 	return v.errs
 }
@@ -727,7 +727,7 @@ func (v *validation) positive(field string, d time.Duration) {
 	}
 }
 
-func (v *validation) dns(d *DNS) {
+func (v *validation) dns(d *DNS, pops []PoP) {
 	v.listen("dns.listen", d.Listen)
 	if d.Metrics != "" {
 		v.listen("dns.metrics", d.Metrics)
@@ -790,6 +790,20 @@ func (v *validation) dns(d *DNS) {
 			}
 			if tfq, ok := inZone(target, z.Apex); !ok || !served[tfq] {
 				v.add(af, "target %q is not a served name of this zone", target)
+			}
+		}
+		for n, ids := range z.PoPs {
+			pf := fmt.Sprintf("%s.pops.%s", f, n)
+			if fq, ok := inZone(n, z.Apex); !ok || !served[fq] {
+				v.add(pf, "%s is not one of the zone's names; list a served name", n)
+			}
+			if len(ids) == 0 {
+				v.add(pf, "no PoPs; list the ids of the PoPs that may answer %s", n)
+			}
+			for k, id := range ids {
+				if !slices.ContainsFunc(pops, func(p PoP) bool { return p.ID == id }) {
+					v.add(fmt.Sprintf("%s[%d]", pf, k), "%q is not the id of one of the pops", id)
+				}
 			}
 		}
 		v.ttl(f+".ttl", z.TTL)

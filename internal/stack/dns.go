@@ -39,7 +39,7 @@ func (s *Stack) DNSOptions() (dnsrouter.Options, error) {
 	}
 	for _, z := range d.Zones {
 		zone := dnsrouter.Zone{
-			Apex: z.Apex, Names: z.Names, Aliases: z.Aliases, TTL: secs(z.TTL),
+			Apex: z.Apex, Names: z.Names, Aliases: z.Aliases, PoPs: z.PoPs, TTL: secs(z.TTL),
 			SOA: dnsrouter.SOA{
 				MName: z.SOA.MName, RName: z.SOA.RName, Serial: z.SOA.Serial,
 				Refresh: secs(z.SOA.Refresh), Retry: secs(z.SOA.Retry), Expire: secs(z.SOA.Expire),
