@@ -26,6 +26,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache/failurelog"
 	"github.com/meridian-edge/meridian/gateway/cache/l1"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"github.com/meridian-edge/meridian/middleware"
 )
 
@@ -278,6 +279,11 @@ type SitePolicy struct {
 	// ErrorPage is the site's own HTML page for the answers the PoP makes
 	// for it itself (proxy.Options.ErrorPage); nil: the PoP's plain text.
 	ErrorPage []byte
+	// ResponseHeaders are the site's header changes on what its clients
+	// get from the cache and its origin, the PoP's pages about them
+	// (502, 504) included, on both paths; the site's plugins run after
+	// and see them. Nil: none.
+	ResponseHeaders *headers.Policy
 }
 
 // Validate reports a site policy the cache cannot apply, naming the field.

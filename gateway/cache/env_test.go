@@ -126,6 +126,25 @@ func newEnv(t *testing.T, origin http.HandlerFunc, o envOpt) *env {
 	return e
 }
 
+// frontFor serves h on e's cache behind a fast path of its own, as a PoP
+// serves a site after a reload gave it a new handler on the same cache.
+func (e *env) frontFor(h http.Handler) *httptest.Server {
+	e.t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	fast := e.c.Fast(srv.Config, srv.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
+	srv.Listener = fast
+	srv.Start()
+	e.t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := fast.Drain(ctx); err != nil {
+			e.t.Error(err)
+		}
+	})
+	return srv
+}
+
 type reply struct {
 	status int
 	header http.Header

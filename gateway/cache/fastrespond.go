@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -110,7 +111,7 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 	var out []byte
 	if notModified {
 		out = append(c.out[:0], "HTTP/1.1 304 Not Modified\r\n"...)
-		out = appendNotModifiedHeader(out, st.meta.Header, h.proxy.Via11())
+		out = appendNotModifiedHeader(out, h.site.ResponseHeaders.Applied(st.meta.Header), h.proxy.Via11())
 	} else {
 		out = append(c.out[:0], "HTTP/1.1 200 OK\r\n"...)
 		out = h.c.fastHeader(out, st, h, size)
@@ -499,22 +500,26 @@ type headerMemo struct {
 type headerKey struct {
 	metaKey
 	size int64
+	// pol is the site's response header policy the block was made with:
+	// a reload that changes it makes new blocks.
+	pol *headers.Policy
 }
 
 // fastHeader appends st's header fields as serveStored sends them, except
 // Age, Cache-Status's own entry, Date (when the origin sent none) and the
 // connection's fields, which change per request.
 func (c *Cache) fastHeader(out []byte, st *stored, h *siteHandler, size int64) []byte {
+	pol := h.site.ResponseHeaders
 	if !st.shared {
-		return appendStoredHeader(out, st.meta.Header, h.proxy.Via11(), size)
+		return appendStoredHeader(out, pol.Applied(st.meta.Header), h.proxy.Via11(), size)
 	}
-	k := headerKey{keyOf(st.meta), size}
+	k := headerKey{keyOf(st.meta), size, pol}
 	hm := &c.headers
 	hm.mu.RLock()
 	b, ok := hm.m[k]
 	hm.mu.RUnlock()
 	if !ok {
-		b = appendStoredHeader(nil, st.meta.Header, h.proxy.Via11(), size)
+		b = appendStoredHeader(nil, pol.Applied(st.meta.Header), h.proxy.Via11(), size)
 		hm.mu.Lock()
 		if hm.m == nil || len(hm.m) >= maxHeaderMemo {
 			hm.m = make(map[headerKey][]byte, maxHeaderMemo/4)

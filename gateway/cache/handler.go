@@ -205,6 +205,7 @@ func isUpgrade(r *http.Request) bool {
 
 func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = stripFragment(r)
+	w = h.site.ResponseHeaders.Wrap(w)
 	if h.site.Bypass || isUpgrade(r) {
 		h.pass(w, r, "meridian; fwd=bypass")
 		return

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -169,18 +168,7 @@ func TestPathRuleOnFastPath(t *testing.T) {
 		t.Fatalf("before the rule: Cache-Status %q, want a hit", r.cs())
 	}
 	h := e.c.Handler(rulesSite, cachetest.Transport(t, e.origin.URL, 0))
-	srv := httptest.NewUnstartedServer(h)
-	fast := e.c.Fast(srv.Config, srv.Listener, cache.FastOptions{Route: func(string) http.Handler { return h }})
-	srv.Listener = fast
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := fast.Drain(ctx); err != nil {
-			t.Error(err)
-		}
-	})
+	srv := e.frontFor(h)
 	resp, err := http.Get(srv.URL + "/api/data")
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"github.com/meridian-edge/meridian/gateway/pathmatch"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
 	"github.com/meridian-edge/meridian/middleware"
@@ -159,6 +160,9 @@ type Options struct {
 	// HealthCheck probes the servers in the background while the pool
 	// serves (from Activate to Close) when its Path is set.
 	HealthCheck HealthCheck
+	// RequestHeaders are the site's header changes on every request sent
+	// to its servers (nginx's proxy_set_header); nil: none.
+	RequestHeaders *headers.Policy
 	// TLS configures connections to https origins; nil uses system roots with
 	// SNI set to the origin's host name.
 	TLS *tls.Config
@@ -457,6 +461,7 @@ func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Req
 	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn.Store(true) }})
 	out := req.Clone(actx)
 	out.Body = body
+	p.opts.RequestHeaders.Apply(out.Header)
 	out.URL.Scheme = s.URL.Scheme
 	out.URL.Host = s.URL.Host
 	if s.HostHeader != "" {

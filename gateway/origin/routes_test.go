@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"github.com/meridian-edge/meridian/gateway/origin"
 	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
 )
@@ -218,4 +219,45 @@ func getPage(t *testing.T, p *origin.Pool, path string) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
+}
+
+// TestRequestHeaders: a site's request header changes reach every server
+// on every attempt, a retried one included; the caller's request is left
+// as it was.
+func TestRequestHeaders(t *testing.T) {
+	pol, err := headers.ForRequests(map[string]string{"X-Origin-Secret": "s3cret"}, []string{"Cookie"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("X-Origin-Secret")+"|"+r.Header.Get("Cookie"))
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	p, err := origin.New(origin.Options{Site: "www", RequestHeaders: pol, DownFor: time.Hour,
+		Servers: []origin.Server{{URL: mustURL(t, deadAddr(t))}, {URL: mustURL(t, srv.URL)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range 2 {
+		req := httptest.NewRequest("GET", "http://www.example.test/", nil)
+		req.Header.Set("Cookie", "session=1")
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if req.Header.Get("Cookie") != "session=1" || req.Header.Get("X-Origin-Secret") != "" {
+			t.Errorf("the caller's request changed: %v", req.Header)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 || seen[0] != "s3cret|" || seen[1] != "s3cret|" {
+		t.Errorf("the origin saw %q, want the secret and no cookie twice", seen)
+	}
 }

@@ -329,6 +329,10 @@ type Site struct {
 	// HealthCheck probes each origin in the background; one that fails
 	// its checks gets no requests until it passes them again.
 	HealthCheck HealthCheck `yaml:"health_check"`
+	// Headers change header fields: on responses to the site's clients
+	// (security headers, removing what the origin leaks) and on requests
+	// to its origins (a shared secret, dropping cookies).
+	Headers SiteHeaders `yaml:"headers"`
 	// Timeouts bound each origin request.
 	Timeouts Timeouts `yaml:"timeouts"`
 	// OriginTLS configures TLS to https origins: trust, SNI, pinning, mTLS.
@@ -485,6 +489,25 @@ type SiteCache struct {
 	// location with its own proxy_cache_valid. A request no rule matches
 	// gets the settings above.
 	Rules []CacheRule `yaml:"rules"`
+}
+
+// SiteHeaders are a site's header changes, nginx's add_header and
+// proxy_set_header, CloudFront's response headers policies.
+type SiteHeaders struct {
+	// Response applies to what clients get from the cache and the origin,
+	// the PoP's 502/504 pages for the site included, on both the fast
+	// path and net/http; the site's plugins run after and see it.
+	Response HeaderChanges `yaml:"response"`
+	// Request applies to every request sent to the site's origins.
+	Request HeaderChanges `yaml:"request"`
+}
+
+// HeaderChanges set and remove header fields.
+type HeaderChanges struct {
+	// Set replaces each field (or adds it): name to value.
+	Set map[string]string `yaml:"set"`
+	// Remove drops each field.
+	Remove []string `yaml:"remove"`
 }
 
 // HealthCheck is a site's active origin health checks (nginx's

@@ -290,6 +290,35 @@ func TestSiteHealthCheck(t *testing.T) {
 	}
 }
 
+// TestSiteHeaders: sites[].headers, with the line and field of a change
+// the PoP refuses.
+func TestSiteHeaders(t *testing.T) {
+	hd := "    headers:\n      response:\n        set: {X-Frame-Options: DENY}\n        remove: [Server]\n" +
+		"      request:\n        set: {X-Origin-Secret: s3cret}\n"
+	set := strings.Replace(base, "    hosts: [www.example.test]\n", "    hosts: [www.example.test]\n"+hd, 1)
+	cfg, err := config.Parse("set.yaml", []byte(set))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := cfg.Sites[0].Headers; h.Response.Set["X-Frame-Options"] != "DENY" || h.Response.Remove[0] != "Server" || h.Request.Set["X-Origin-Secret"] != "s3cret" {
+		t.Fatalf("headers: %+v", h)
+	}
+	resp := strings.Count(set[:strings.Index(set, "        set: {X-Frame")], "\n") + 1
+	for _, c := range []struct {
+		from, to string
+		line     int
+		want     string
+	}{
+		{"set: {X-Frame-Options: DENY}", "set: {Content-Length: \"5\"}", resp, "sites[0].headers.response: Content-Length is written by the PoP"},
+		{"set: {X-Origin-Secret: s3cret}", "set: {Host: other}", resp + 3, "sites[0].headers.request: Host is written by the PoP"},
+	} {
+		_, err := config.Parse("bad.yaml", []byte(strings.Replace(set, c.from, c.to, 1)))
+		if want := "bad.yaml:" + strconv.Itoa(c.line) + ": " + c.want; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", c.to, err, want)
+		}
+	}
+}
+
 // TestSiteStaleWhileRevalidateSetting: sites[].cache.stale_while_revalidate,
 // default 0 and bounded, with the line and field of a bad value.
 func TestSiteStaleWhileRevalidateSetting(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-edge/meridian/dnsrouter/records"
 	"github.com/meridian-edge/meridian/dnsrouter/region"
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"github.com/meridian-edge/meridian/gateway/pathmatch"
 	"github.com/miekg/dns"
 )
@@ -441,6 +442,12 @@ func (v *validation) sites(sites []Site) {
 		v.cacheRules(f+".cache.rules", s.Cache.Rules)
 		v.routes(f, s)
 		v.healthCheck(f+".health_check", s.HealthCheck)
+		if _, err := headers.ForResponses(s.Headers.Response.Set, s.Headers.Response.Remove); err != nil {
+			v.add(f+".headers.response", "%v", err)
+		}
+		if _, err := headers.ForRequests(s.Headers.Request.Set, s.Headers.Request.Remove); err != nil {
+			v.add(f+".headers.request", "%v", err)
+		}
 	}
 }
 

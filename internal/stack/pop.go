@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-edge/meridian/gateway"
 	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"github.com/meridian-edge/meridian/gateway/origin"
 	"github.com/meridian-edge/meridian/gateway/realip"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/origintls"
@@ -52,8 +53,17 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 			}
 			tlsConf = c
 		}
+		// Validated with the configuration: an error here is a bug.
+		reqHeaders, err := headers.ForRequests(sc.Headers.Request.Set, sc.Headers.Request.Remove)
+		if err != nil {
+			return nil, fmt.Errorf("site %s: headers.request: %w", sc.Name, err)
+		}
+		respHeaders, err := headers.ForResponses(sc.Headers.Response.Set, sc.Headers.Response.Remove)
+		if err != nil {
+			return nil, fmt.Errorf("site %s: headers.response: %w", sc.Name, err)
+		}
 		pool, err := origin.New(origin.Options{
-			Site: sc.Name, Servers: servers, Routes: originRoutes(sc.Routes), HealthCheck: healthCheck(sc), TLS: tlsConf,
+			Site: sc.Name, Servers: servers, Routes: originRoutes(sc.Routes), HealthCheck: healthCheck(sc), TLS: tlsConf, RequestHeaders: reqHeaders,
 			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, IdleTimeout: sc.Timeouts.Idle, TotalTimeout: sc.Timeouts.Total,
 			Logger: log, Metrics: metrics,
 		})
@@ -72,7 +82,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		sites = append(sites, gateway.Site{
 			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
 			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, StaleWhileRevalidate: sc.Cache.StaleWhileRevalidate, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress,
-				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: pathRules(sc.Cache.Rules), ErrorPage: errorPage},
+				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: pathRules(sc.Cache.Rules), ErrorPage: errorPage, ResponseHeaders: respHeaders},
 		})
 	}
 	return sites, nil

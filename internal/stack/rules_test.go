@@ -164,3 +164,44 @@ func TestOriginHealthChecks(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestSiteHeadersReload: a site's headers reach its PoPs: its origin gets
+// the request changes, its clients the response changes on a miss and on
+// a hit; a reload that changes them applies to objects already stored.
+func TestSiteHeadersReload(t *testing.T) {
+	var secret atomic.Value
+	secret.Store("")
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret.Store(r.Header.Get("X-Origin-Secret"))
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("Server", "origin/1.0")
+		io.WriteString(w, "page")
+	}))
+	defer origin.Close()
+	cfg := devConfig(t, origin.URL)
+	cfg.Sites[0].Headers = config.SiteHeaders{
+		Response: config.HeaderChanges{Set: map[string]string{"X-Frame-Options": "DENY"}, Remove: []string{"Server"}},
+		Request:  config.HeaderChanges{Set: map[string]string{"X-Origin-Secret": "s3cret"}},
+	}
+	const pop = "us-east-1"
+	st := runStack(t, cfg, stack.Roles{PoPs: []string{pop}}, nil)
+	for _, what := range []string{"miss", "hit"} {
+		resp, _ := siteGet(t, st, pop, "/h")
+		if resp.Header.Get("X-Frame-Options") != "DENY" || resp.Header.Get("Server") != "" {
+			t.Fatalf("%s: X-Frame-Options %q, Server %q; want DENY and none", what, resp.Header.Get("X-Frame-Options"), resp.Header.Get("Server"))
+		}
+	}
+	if got := secret.Load(); got != "s3cret" {
+		t.Fatalf("the origin got X-Origin-Secret %q", got)
+	}
+	next := reloadConfig(t, cfg, origin.URL)
+	next.Sites[0].Headers.Response.Set = map[string]string{"X-Frame-Options": "SAMEORIGIN"}
+	if err := st.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	resp, _ := siteGet(t, st, pop, "/h")
+	if !strings.Contains(resp.Header.Get("Cache-Status"), "hit") || resp.Header.Get("X-Frame-Options") != "SAMEORIGIN" || resp.Header.Get("Server") != "origin/1.0" {
+		t.Fatalf("after the reload: Cache-Status %q, X-Frame-Options %q, Server %q; want a hit with SAMEORIGIN and the origin's Server",
+			resp.Header.Get("Cache-Status"), resp.Header.Get("X-Frame-Options"), resp.Header.Get("Server"))
+	}
+}
