@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway"
+	"github.com/meridian-edge/meridian/gateway/cache"
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"github.com/meridian-edge/meridian/gateway/tlsedge"
 	"github.com/meridian-edge/meridian/gateway/tlsedge/devca"
 	mtestutil "github.com/meridian-edge/meridian/internal/testutil"
@@ -161,13 +163,20 @@ func TestFastPathWithHTTPSKeepsRedirects(t *testing.T) {
 // TestWebSocketThroughThePoP: an upgrade reaches the origin through the
 // whole PoP (middleware, cache, origin pool) and tunnels both ways, on a
 // connection that began on the fast path (a hit first) and without it.
+// A site with response header changes tunnels too: their writer lets
+// the proxy reach the connection.
 func TestWebSocketThroughThePoP(t *testing.T) {
 	for _, noFast := range []bool{false, true} {
-		t.Run(fmt.Sprintf("NoFastPath=%v", noFast), func(t *testing.T) { testWebSocket(t, noFast) })
+		t.Run(fmt.Sprintf("NoFastPath=%v", noFast), func(t *testing.T) { testWebSocket(t, noFast, nil) })
 	}
+	pol, err := headers.ForResponses(map[string]string{"X-Frame-Options": "DENY"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("ResponseHeaders", func(t *testing.T) { testWebSocket(t, false, pol) })
 }
 
-func testWebSocket(t *testing.T, noFast bool) {
+func testWebSocket(t *testing.T, noFast bool, pol *headers.Policy) {
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			w.Header().Set("Cache-Control", "max-age=600")
@@ -186,7 +195,8 @@ func testWebSocket(t *testing.T, noFast bool) {
 		brw.Flush()
 	}))
 	t.Cleanup(origin.Close)
-	p := startPoP(t, gateway.Options{NoFastPath: noFast, Sites: []gateway.Site{{Name: "a", Hosts: []string{"a.test"}, Origin: pool(t, "a", origin.URL, 0)}}})
+	p := startPoP(t, gateway.Options{NoFastPath: noFast, Sites: []gateway.Site{{Name: "a", Hosts: []string{"a.test"}, Origin: pool(t, "a", origin.URL, 0),
+		Cache: cache.SitePolicy{ResponseHeaders: pol}}}})
 	exchange(t, p.HTTPAddr(), "GET /page HTTP/1.1\r\nHost: a.test\r\n\r\n") // stored
 	conn, err := net.Dial("tcp", p.HTTPAddr())
 	if err != nil {
@@ -203,6 +213,9 @@ func testWebSocket(t *testing.T, noFast bool) {
 	io.Copy(io.Discard, hit.Body)
 	if !strings.Contains(hit.Header.Get("Cache-Status"), "hit") {
 		t.Fatalf("first request: %q, want a hit", hit.Header.Get("Cache-Status"))
+	}
+	if pol != nil && hit.Header.Get("X-Frame-Options") != "DENY" {
+		t.Fatalf("the hit of a site with response header changes: X-Frame-Options %q", hit.Header.Get("X-Frame-Options"))
 	}
 	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n")
 	resp, err := http.ReadResponse(br, nil)
