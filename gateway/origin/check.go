@@ -15,8 +15,9 @@ import (
 // the discovery. Passive health (a failed request marks its server down
 // for DownFor) still applies on top.
 type HealthCheck struct {
-	// Path is requested with GET on each server, e.g. "/healthz". Empty:
-	// no active checks.
+	// Path is requested with GET on each server, e.g. "/healthz", as it
+	// is: a server URL's path prefix does not apply. Empty: no active
+	// checks.
 	Path string
 	// Host is the Host header of a probe when the server has no
 	// HostHeader of its own; default the server's host.

@@ -16,6 +16,9 @@ import (
 // still tried.
 type server struct {
 	Server
+	// prefix and rawPrefix are URL's path without its final "/",
+	// decoded and as written: prefixed to every request's path.
+	prefix, rawPrefix string
 	// failedAt is when the last attempt failed (unix nanos); 0 while the
 	// server answers. Non-zero means "down" for meridian_origin_server_down,
 	// which reads it when scraped.

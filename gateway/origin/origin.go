@@ -40,7 +40,10 @@ import (
 type Server struct {
 	// Name lets a plugin choose this server for a request (WithServer).
 	Name string
-	// URL is the scheme and host, e.g. http://10.0.0.5:8080.
+	// URL is the scheme and host, e.g. http://10.0.0.5:8080, and an
+	// optional path prefixed to every request's (CloudFront's origin
+	// path): with https://bucket.example/site-v2, /a.css is fetched as
+	// /site-v2/a.css. A final "/" of the prefix is ignored.
 	URL *url.URL
 	// HostHeader, when set, replaces the client's Host.
 	HostHeader string
@@ -218,13 +221,13 @@ func New(opts Options) (*Pool, error) {
 	p := &Pool{opts: opts, log: log}
 	p.checksCtx, p.stopChecks = context.WithCancel(context.Background())
 	for _, s := range opts.Servers {
-		if s.URL == nil || (s.URL.Scheme != "http" && s.URL.Scheme != "https") || s.URL.Host == "" {
-			return nil, fmt.Errorf("origin: site %s: server %v is not an http(s) URL", opts.Site, s.URL)
+		if s.URL == nil || (s.URL.Scheme != "http" && s.URL.Scheme != "https") || s.URL.Host == "" || s.URL.RawQuery != "" || s.URL.Fragment != "" {
+			return nil, fmt.Errorf("origin: site %s: server %v is not an http(s) URL without query", opts.Site, s.URL)
 		}
 		if s.Weight < 0 || s.Weight > MaxWeight {
 			return nil, fmt.Errorf("origin: site %s: server %v: Weight %d is out of range [0,%d]", opts.Site, s.URL, s.Weight, MaxWeight)
 		}
-		p.servers = append(p.servers, &server{Server: s})
+		p.servers = append(p.servers, &server{Server: s, prefix: strings.TrimSuffix(s.URL.Path, "/"), rawPrefix: strings.TrimSuffix(s.URL.EscapedPath(), "/")})
 	}
 	if err := p.compileRoutes(); err != nil {
 		return nil, err
@@ -464,6 +467,14 @@ func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Req
 	p.opts.RequestHeaders.Apply(out.Header)
 	out.URL.Scheme = s.URL.Scheme
 	out.URL.Host = s.URL.Host
+	if s.prefix != "" {
+		// Joined as sent: the client's escaping and dot segments reach
+		// the origin as they would without a prefix.
+		if out.URL.RawPath != "" {
+			out.URL.RawPath = s.rawPrefix + out.URL.RawPath
+		}
+		out.URL.Path = s.prefix + out.URL.Path
+	}
 	if s.HostHeader != "" {
 		out.Host = s.HostHeader
 	}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -259,5 +260,40 @@ func TestRequestHeaders(t *testing.T) {
 	defer mu.Unlock()
 	if len(seen) != 2 || seen[0] != "s3cret|" || seen[1] != "s3cret|" {
 		t.Errorf("the origin saw %q, want the secret and no cookie twice", seen)
+	}
+}
+
+// TestOriginPathPrefix: a server URL's path is prefixed to every request's
+// path as sent (escapes kept), the query unchanged; the cache key, the
+// caller's URL, is left alone.
+func TestOriginPathPrefix(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.RequestURI)
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	p, err := origin.New(origin.Options{Site: "www", Servers: []origin.Server{{URL: mustURL(t, srv.URL+"/site-v2/")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, path := range []string{"/a.css?v=3", "/dir/a%2Fb%20c.txt", "/"} {
+		req := httptest.NewRequest("GET", "http://www.example.test"+path, nil)
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if req.URL.RequestURI() != path {
+			t.Errorf("the caller's URL became %s", req.URL.RequestURI())
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"/site-v2/a.css?v=3", "/site-v2/dir/a%2Fb%20c.txt", "/site-v2/"}; !slices.Equal(got, want) {
+		t.Errorf("the origin saw %q, want %q", got, want)
 	}
 }

@@ -389,7 +389,9 @@ type HSTS struct {
 type Origin struct {
 	// Name lets a site's plugin send a request to this origin by name.
 	Name string `yaml:"name"`
-	// URL is the origin's base URL, http:// or https://; a path is not allowed.
+	// URL is the origin's base URL, http:// or https://, with an optional
+	// path prefixed to every request's (CloudFront's origin path):
+	// https://bucket.example/site-v2 fetches /a.css as /site-v2/a.css.
 	URL string `yaml:"url"`
 	// HostHeader, when set, replaces the client's Host on requests to this
 	// origin (for origins that serve under another name). Default: keep it.

@@ -403,8 +403,10 @@ func (v *validation) sites(sites []Site) {
 				v.add(of, "missing; expected http://host:port or https://host")
 			case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 				v.add(of, "%q is not an origin URL; expected http://host:port or https://host", o.URL)
-			case u.Path != "" && u.Path != "/" || u.RawQuery != "":
-				v.add(of, "%q has a path or query; an origin is a scheme and host only", o.URL)
+			case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+				v.add(of, "%q has a query or fragment; an origin is a scheme, a host and an optional path prefix", o.URL)
+			case slices.Contains(strings.Split(u.Path, "/"), "..") || slices.Contains(strings.Split(u.Path, "/"), "."):
+				v.add(of, "%q has a dot segment in its path; write the prefix the origin serves under, such as /site-v2", o.URL)
 			}
 			if o.Weight < 0 || o.Weight > 100 {
 				v.add(fmt.Sprintf("%s.origins[%d].weight", f, j), "%d is out of range [0,100] (0: 1, an equal share)", o.Weight)
