@@ -31,10 +31,14 @@ var responseOwned = []string{"Age", "Cache-Status", "Connection", "Content-Encod
 	"Date", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Via", "X-Request-Id"}
 
 // requestOwned are the request fields a policy may not touch: framing,
-// the Host (origins[].host_header sets it) and the PoP's loop and path
-// marks.
-var requestOwned = []string{"Cdn-Loop", "Connection", "Content-Length", "Host", "Keep-Alive", "Proxy-Connection", "Te",
-	"Trailer", "Transfer-Encoding", "Upgrade", "Via"}
+// the Host (origins[].host_header sets it), the PoP's loop and path
+// marks, and what the cache sends to fill and revalidate what it stores
+// (a configured Accept-Encoding would store one coding under another
+// client's variant; a Range or a validator would turn a fill into a
+// part or a 304).
+var requestOwned = []string{"Accept-Encoding", "Cdn-Loop", "Connection", "Content-Length", "Host", "If-Match",
+	"If-Modified-Since", "If-None-Match", "If-Range", "If-Unmodified-Since", "Keep-Alive", "Proxy-Connection", "Range",
+	"Te", "Trailer", "Transfer-Encoding", "Upgrade", "Via"}
 
 // ForResponses makes the policy for responses: set replaces (or adds)
 // each field, remove drops each. It refuses invalid names and values, and
@@ -60,7 +64,7 @@ func build(set map[string]string, remove []string, owned []string) (*Policy, err
 		}
 		c := http.CanonicalHeaderKey(name)
 		if slices.Contains(owned, c) {
-			return "", fmt.Errorf("%s is written by the PoP for each message and cannot be configured", c)
+			return "", fmt.Errorf("%s is written by the PoP for each message (or for what the cache stores) and cannot be configured", c)
 		}
 		return c, nil
 	}

@@ -17,6 +17,8 @@ func TestBuildRefuses(t *testing.T) {
 		{map[string]string{"Content-Length": "1"}, nil, false, "Content-Length is written by the PoP"},
 		{nil, []string{"cache-status"}, false, "Cache-Status is written by the PoP"},
 		{map[string]string{"Host": "x"}, nil, true, "Host is written by the PoP"},
+		{map[string]string{"accept-encoding": "br"}, nil, true, "Accept-Encoding is written by the PoP"},
+		{nil, []string{"If-None-Match"}, true, "If-None-Match is written by the PoP"},
 		{map[string]string{"Bad Name": "x"}, nil, false, `"Bad Name" is not a header field name`},
 		{map[string]string{"X-A": "a\r\nInjected: 1"}, nil, false, "is not a header field value"},
 		{map[string]string{"X-A": " padded"}, nil, false, "is not a header field value"},
