@@ -349,13 +349,15 @@ const (
 )
 
 type fastConn struct {
-	l      *FastListener
-	conn   net.Conn
-	state  atomic.Int32
-	buf    []byte
-	bufp   *[]byte
-	r, w   int // unread bytes: buf[r:w]
-	req    fastRequest
+	l     *FastListener
+	conn  net.Conn
+	state atomic.Int32
+	buf   []byte
+	bufp  *[]byte
+	r, w  int // unread bytes: buf[r:w]
+	req   fastRequest
+	// rule is the site's path rule the request matched, nil when none.
+	rule   *PathRule
 	out    []byte
 	remote string // RemoteAddr, for Observe
 	// rc is the socket's descriptor access when the connection is a TCP
@@ -487,7 +489,11 @@ func (c *fastConn) loop(fd int) bool {
 		if !c.l.serverPath(c.req.path) {
 			sh, hooks = fastSite(c.l.route(c.host(c.req.host)))
 		}
-		if sh == nil || sh.c != c.l.c || sh.site.Bypass || (len(sh.site.Rules) > 0 && bypassedPath(&sh.site, c.req.path)) {
+		c.rule = nil
+		if sh != nil && len(sh.site.Rules) > 0 {
+			c.rule = ruleFor(&sh.site, c.req.path)
+		}
+		if sh == nil || sh.c != c.l.c || sh.site.Bypass || (c.rule != nil && c.rule.Bypass) {
 			c.l.c.metrics.fastRoute.Inc()
 			c.handedOff = c.handOff(nil)
 			return true

@@ -111,10 +111,10 @@ func (h *siteHandler) serveFast(c *fastConn, hooks FastHooks, start time.Time) (
 	var out []byte
 	if notModified {
 		out = append(c.out[:0], "HTTP/1.1 304 Not Modified\r\n"...)
-		out = appendNotModifiedHeader(out, h.site.ResponseHeaders.Applied(st.meta.Header), h.proxy.Via11())
+		out = appendNotModifiedHeader(out, h.site.responseHeaders(c.rule).Applied(st.meta.Header), h.proxy.Via11())
 	} else {
 		out = append(c.out[:0], "HTTP/1.1 200 OK\r\n"...)
-		out = h.c.fastHeader(out, st, h, size)
+		out = h.c.fastHeader(out, st, h.site.responseHeaders(c.rule), h.proxy.Via11(), size)
 	}
 	out = append(out, "Age: "...)
 	out = strconv.AppendInt(out, int64(f.Age/time.Second), 10)
@@ -508,10 +508,9 @@ type headerKey struct {
 // fastHeader appends st's header fields as serveStored sends them, except
 // Age, Cache-Status's own entry, Date (when the origin sent none) and the
 // connection's fields, which change per request.
-func (c *Cache) fastHeader(out []byte, st *stored, h *siteHandler, size int64) []byte {
-	pol := h.site.ResponseHeaders
+func (c *Cache) fastHeader(out []byte, st *stored, pol *headers.Policy, via string, size int64) []byte {
 	if !st.shared {
-		return appendStoredHeader(out, pol.Applied(st.meta.Header), h.proxy.Via11(), size)
+		return appendStoredHeader(out, pol.Applied(st.meta.Header), via, size)
 	}
 	k := headerKey{keyOf(st.meta), size, pol}
 	hm := &c.headers
@@ -519,7 +518,7 @@ func (c *Cache) fastHeader(out []byte, st *stored, h *siteHandler, size int64) [
 	b, ok := hm.m[k]
 	hm.mu.RUnlock()
 	if !ok {
-		b = appendStoredHeader(nil, pol.Applied(st.meta.Header), h.proxy.Via11(), size)
+		b = appendStoredHeader(nil, pol.Applied(st.meta.Header), via, size)
 		hm.mu.Lock()
 		if hm.m == nil || len(hm.m) >= maxHeaderMemo {
 			hm.m = make(map[headerKey][]byte, maxHeaderMemo/4)

@@ -139,6 +139,7 @@ func (c *Cache) Handler(site SitePolicy, origin http.RoundTripper) http.Handler 
 			return nil, errNoOrigin
 		})
 	}
+	site.compileRules()
 	h := &siteHandler{c: c, site: site, origin: origin}
 	h.maxObj = c.store.maxObject()
 	if site.MaxObject > 0 && site.MaxObject < h.maxObj {
@@ -205,12 +206,16 @@ func isUpgrade(r *http.Request) bool {
 
 func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = stripFragment(r)
-	w = h.site.ResponseHeaders.Wrap(w)
+	var rule *PathRule
+	if len(h.site.Rules) > 0 {
+		rule = ruleFor(&h.site, r.URL.EscapedPath())
+	}
+	w = h.site.responseHeaders(rule).Wrap(w)
 	if h.site.Bypass || isUpgrade(r) {
 		h.pass(w, r, "meridian; fwd=bypass")
 		return
 	}
-	if len(h.site.Rules) > 0 && bypassedPath(&h.site, r.URL.EscapedPath()) {
+	if rule != nil && rule.Bypass {
 		h.pass(w, r, "meridian; fwd=bypass; detail=path-rule")
 		return
 	}

@@ -4,10 +4,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-edge/meridian/gateway/cache"
 	"github.com/meridian-edge/meridian/gateway/cache/cachetest"
 	"github.com/meridian-edge/meridian/gateway/headers"
+	"github.com/meridian-edge/meridian/internal/testutil"
 )
 
 // TestResponseHeaders: a site's response header changes apply to every
@@ -86,4 +88,43 @@ func TestResponseHeaders(t *testing.T) {
 		t.Errorf("the stored object for the second policy: X-Frame-Options %q, Server %q; want none and the origin's, from the stored object (Cache-Status %q)", v, resp.Header.Get("Server"), resp.Header.Get("Cache-Status"))
 	}
 	changed("hit on the first front after the second", e.get("/a"))
+}
+
+// TestRuleResponseHeaders: a path rule's header changes apply on top of
+// the site's for its paths only, on a miss and on a fast-path hit: a
+// browser Cache-Control for /assets/* apart from what the cache keeps, a
+// field the site sets removed for /embed/*.
+func TestRuleResponseHeaders(t *testing.T) {
+	site, _ := headers.ForResponses(map[string]string{"X-Frame-Options": "DENY"}, nil)
+	assets, _ := headers.ForResponses(map[string]string{"Cache-Control": "public, max-age=31536000, immutable"}, nil)
+	embed, _ := headers.ForResponses(nil, []string{"X-Frame-Options"})
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Write([]byte(r.URL.Path))
+	}, envOpt{site: cache.SitePolicy{SiteID: "site1", ResponseHeaders: site, Rules: []cache.PathRule{
+		{Path: "/assets/*", TTL: time.Hour, ResponseHeaders: assets},
+		{Path: "/embed/*", ResponseHeaders: embed},
+	}}})
+	for _, c := range []struct{ path, cacheControl, frame string }{
+		{"/assets/app.css", "public, max-age=31536000, immutable", "DENY"},
+		{"/embed/widget", "max-age=60", ""},
+		{"/page", "max-age=60", "DENY"},
+	} {
+		served := fastCount(e, "served")
+		for _, what := range []string{"miss", "hit"} {
+			r := e.get(c.path)
+			if r.header.Get("Cache-Control") != c.cacheControl || r.header.Get("X-Frame-Options") != c.frame {
+				t.Errorf("%s %s: Cache-Control %q, X-Frame-Options %q; want %q and %q", c.path, what,
+					r.header.Get("Cache-Control"), r.header.Get("X-Frame-Options"), c.cacheControl, c.frame)
+			}
+		}
+		if fastCount(e, "served") != served+1 {
+			t.Errorf("%s: the hit was not served by the fast path", c.path)
+		}
+	}
+	// The cache keeps its own freshness: the rule's hour, not the
+	// browsers' year.
+	if r := e.get("/assets/app.css"); testutil.CacheStatusTTL(r.cs()) > 3600 {
+		t.Errorf("/assets/app.css: Cache-Status %q, want the rule's TTL of at most an hour", r.cs())
+	}
 }

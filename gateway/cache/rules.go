@@ -3,8 +3,10 @@ package cache
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
+	"github.com/meridian-edge/meridian/gateway/headers"
 	"github.com/meridian-edge/meridian/gateway/pathmatch"
 )
 
@@ -32,6 +34,15 @@ type PathRule struct {
 	TTL time.Duration
 	// DefaultTTL replaces the site's DefaultTTL for matching responses.
 	DefaultTTL time.Duration
+	// ResponseHeaders are changes on top of the site's ResponseHeaders
+	// for matching paths; where both name a field, the rule's apply. A
+	// Cache-Control set here is what browsers get (a browser TTL apart
+	// from the cache's own).
+	ResponseHeaders *headers.Policy
+
+	// headers is the site's ResponseHeaders merged with the rule's, set
+	// when the site's handler is made.
+	headers *headers.Policy
 }
 
 // validate reports a rule the cache cannot apply; field prefixes the
@@ -45,8 +56,8 @@ func (r PathRule) validate(field string) error {
 		return fmt.Errorf("%s: TTL %v and DefaultTTL %v must not be negative", field, r.TTL, r.DefaultTTL)
 	case r.Bypass && (r.TTL > 0 || r.DefaultTTL > 0):
 		return fmt.Errorf("%s (%s): Bypass stores nothing, so a TTL or DefaultTTL would never apply; drop one", field, r.Path)
-	case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0:
-		return fmt.Errorf("%s (%s) does nothing; set Bypass, TTL or DefaultTTL", field, r.Path)
+	case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0 && r.ResponseHeaders == nil:
+		return fmt.Errorf("%s (%s) does nothing; set Bypass, TTL, DefaultTTL or ResponseHeaders", field, r.Path)
 	}
 	return nil
 }
@@ -63,11 +74,23 @@ func ruleFor[P string | []byte](s *SitePolicy, path P) *PathRule {
 	return nil
 }
 
-// bypassedPath reports whether a rule of s sends path straight to the
-// origin.
-func bypassedPath[P string | []byte](s *SitePolicy, path P) bool {
-	r := ruleFor(s, path)
-	return r != nil && r.Bypass
+// responseHeaders is the header policy for a response to a request that
+// matched rl (nil: no rule).
+func (s *SitePolicy) responseHeaders(rl *PathRule) *headers.Policy {
+	if rl != nil {
+		return rl.headers
+	}
+	return s.ResponseHeaders
+}
+
+// compileRules gives s a copy of its rules, each with the site's response
+// header changes merged with its own, so that the caller's slice is left
+// as it was.
+func (s *SitePolicy) compileRules() {
+	s.Rules = slices.Clone(s.Rules)
+	for i := range s.Rules {
+		s.Rules[i].headers = headers.Merge(s.ResponseHeaders, s.Rules[i].ResponseHeaders)
+	}
 }
 
 // ttls returns the TTL that overrides a response's own freshness (0:

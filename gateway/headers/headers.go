@@ -95,6 +95,35 @@ func build(set map[string]string, remove []string, owned []string) (*Policy, err
 	return p, nil
 }
 
+// Merge returns the changes of base and then over in one policy: over's
+// set or remove of a field replaces base's for it. Either may be nil.
+func Merge(base, over *Policy) *Policy {
+	switch {
+	case over == nil:
+		return base
+	case base == nil:
+		return over
+	}
+	touched := func(name string) bool {
+		return slices.Contains(over.remove, name) || slices.ContainsFunc(over.set, func(f field) bool { return f.name == name })
+	}
+	m := &Policy{}
+	for _, f := range base.set {
+		if !touched(f.name) {
+			m.set = append(m.set, f)
+		}
+	}
+	for _, n := range base.remove {
+		if !touched(n) {
+			m.remove = append(m.remove, n)
+		}
+	}
+	m.set = append(m.set, over.set...)
+	m.remove = append(m.remove, over.remove...)
+	slices.SortFunc(m.set, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	return m
+}
+
 // Apply changes h in place.
 func (p *Policy) Apply(h http.Header) {
 	if p == nil {

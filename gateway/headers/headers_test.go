@@ -75,3 +75,19 @@ func TestApplyAndWrap(t *testing.T) {
 		t.Error("a nil policy wrapped the writer")
 	}
 }
+
+// TestMerge: a path's changes override the site's for the fields they
+// name and keep the others.
+func TestMerge(t *testing.T) {
+	site, _ := ForResponses(map[string]string{"X-Frame-Options": "DENY", "Cache-Control": "no-cache"}, []string{"Server", "X-Debug"})
+	path, _ := ForResponses(map[string]string{"Cache-Control": "public, max-age=31536000, immutable", "Server": "edge"}, []string{"X-Frame-Options"})
+	h := http.Header{"Server": {"nginx"}, "X-Debug": {"1"}, "X-Frame-Options": {"SAMEORIGIN"}, "Cache-Control": {"max-age=60"}}
+	Merge(site, path).Apply(h)
+	want := http.Header{"Server": {"edge"}, "Cache-Control": {"public, max-age=31536000, immutable"}}
+	if len(h) != len(want) || h.Get("Server") != "edge" || h.Get("Cache-Control") != want.Get("Cache-Control") {
+		t.Errorf("merged: %v, want %v", h, want)
+	}
+	if Merge(site, nil) != site || Merge(nil, path) != path || Merge(nil, nil) != nil {
+		t.Error("Merge with a nil side should return the other")
+	}
+}

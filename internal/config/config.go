@@ -561,6 +561,11 @@ type CacheRule struct {
 	// DefaultTTL replaces the site's cache.default_ttl for matching
 	// responses.
 	DefaultTTL time.Duration `yaml:"default_ttl"`
+	// Headers change the response fields clients get for matching paths,
+	// on top of the site's headers.response (the rule's win where both
+	// name a field): a Cache-Control set here is what browsers get, a
+	// browser TTL apart from the cache's own.
+	Headers HeaderChanges `yaml:"headers"`
 }
 
 // DNS configures the authoritative GeoDNS server.

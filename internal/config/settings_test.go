@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -176,7 +177,7 @@ func TestSiteCacheRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []config.CacheRule{{Path: "/api/*", Bypass: true}, {Path: "/static/*", TTL: 720 * time.Hour}, {Path: "*.html", DefaultTTL: time.Minute}}
-	if got := cfg.Sites[0].Cache.Rules; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+	if got := cfg.Sites[0].Cache.Rules; !reflect.DeepEqual(got, want) {
 		t.Fatalf("rules: %+v, want %+v", got, want)
 	}
 	first := strings.Count(base[:strings.Index(base, "    hosts: [www.example.test]\n")], "\n") + 4 // "- path: /api/*"
@@ -190,7 +191,8 @@ func TestSiteCacheRules(t *testing.T) {
 		{"- path: /static/*", "- path: /api/*", 2, `sites[0].cache.rules[1].path: "/api/*" is already rules[0]'s, which matches first: this rule would never apply`},
 		{"          bypass: true\n", "          bypass: true\n          ttl: 1h\n", 1, "sites[0].cache.rules[0].bypass: bypass stores nothing, so ttl and default_ttl would never apply; keep one"},
 		{"          ttl: 720h\n", "          ttl: -1h\n", 3, "sites[0].cache.rules[1].ttl: -1h0m0s is out of range [0s,8760h] (a year)"},
-		{"          ttl: 720h\n", "          ttl: 0s\n", 2, "sites[0].cache.rules[1]: does nothing; set bypass: true, ttl or default_ttl"},
+		{"          ttl: 720h\n", "          ttl: 0s\n", 2, "sites[0].cache.rules[1]: does nothing; set bypass: true, ttl, default_ttl or headers"},
+		{"          ttl: 720h\n", "          headers: {set: {Content-Length: \"1\"}}\n", 3, "sites[0].cache.rules[1].headers: Content-Length is written by the PoP"},
 		{"          default_ttl: 1m\n", "          default_tll: 1m\n", 5, "default_tll"},
 	} {
 		bad := strings.Replace(set, c.from, c.to, 1)

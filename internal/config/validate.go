@@ -590,8 +590,11 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 		switch {
 		case r.Bypass && (r.TTL != 0 || r.DefaultTTL != 0):
 			v.add(f+".bypass", "bypass stores nothing, so ttl and default_ttl would never apply; keep one")
-		case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0:
-			v.add(f, "does nothing; set bypass: true, ttl or default_ttl")
+		case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0 && len(r.Headers.Set) == 0 && len(r.Headers.Remove) == 0:
+			v.add(f, "does nothing; set bypass: true, ttl, default_ttl or headers")
+		}
+		if _, err := headers.ForResponses(r.Headers.Set, r.Headers.Remove); err != nil {
+			v.add(f+".headers", "%v", err)
 		}
 	}
 }

@@ -62,6 +62,10 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		if err != nil {
 			return nil, fmt.Errorf("site %s: headers.response: %w", sc.Name, err)
 		}
+		rules, err := pathRules(sc.Cache.Rules)
+		if err != nil {
+			return nil, fmt.Errorf("site %s: %w", sc.Name, err)
+		}
 		pool, err := origin.New(origin.Options{
 			Site: sc.Name, Servers: servers, Routes: originRoutes(sc.Routes), HealthCheck: healthCheck(sc), TLS: tlsConf, RequestHeaders: reqHeaders,
 			ConnectTimeout: sc.Timeouts.Connect, HeaderTimeout: sc.Timeouts.Header, IdleTimeout: sc.Timeouts.Idle, TotalTimeout: sc.Timeouts.Total,
@@ -82,7 +86,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 		sites = append(sites, gateway.Site{
 			Name: sc.Name, Hosts: sc.Hosts, Default: sc.Default, Origin: pool,
 			Cache: cache.SitePolicy{SiteID: sc.Name, IgnoreQuery: sc.Cache.IgnoreQuery, SortQuery: sc.Cache.SortQuery, MaxL1Object: int64(sc.Cache.MaxL1Object), StaleIfError: sc.Cache.StaleIfError, StaleWhileRevalidate: sc.Cache.StaleWhileRevalidate, DefaultTTL: sc.Cache.DefaultTTL, Compress: sc.Cache.Compress,
-				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: pathRules(sc.Cache.Rules), ErrorPage: errorPage, ResponseHeaders: respHeaders},
+				IgnoreClientDirectives: sc.Cache.ClientCacheControl != "honor", Rules: rules, ErrorPage: errorPage, ResponseHeaders: respHeaders},
 		})
 	}
 	return sites, nil
@@ -130,15 +134,19 @@ func readErrorPage(path string) ([]byte, error) {
 }
 
 // pathRules are a site's cache rules as the cache takes them.
-func pathRules(rules []config.CacheRule) []cache.PathRule {
+func pathRules(rules []config.CacheRule) ([]cache.PathRule, error) {
 	if len(rules) == 0 {
-		return nil
+		return nil, nil
 	}
 	out := make([]cache.PathRule, len(rules))
 	for i, r := range rules {
-		out[i] = cache.PathRule{Path: r.Path, Bypass: r.Bypass, TTL: r.TTL, DefaultTTL: r.DefaultTTL}
+		hd, err := headers.ForResponses(r.Headers.Set, r.Headers.Remove)
+		if err != nil { // validated with the configuration
+			return nil, fmt.Errorf("cache.rules[%d].headers: %w", i, err)
+		}
+		out[i] = cache.PathRule{Path: r.Path, Bypass: r.Bypass, TTL: r.TTL, DefaultTTL: r.DefaultTTL, ResponseHeaders: hd}
 	}
-	return out
+	return out, nil
 }
 
 func (s *Stack) startPoP(ctx context.Context, pc config.PoP) error {
