@@ -262,7 +262,7 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer st.close()
 	f := h.c.freshness(st)
 	if f.StaleWhileRevalidate == 0 && !st.meta.Invalidated {
-		f.StaleWhileRevalidate = h.site.StaleWhileRevalidate // the origin's own window wins
+		_, f.StaleWhileRevalidate = h.site.staleWindows(rule) // the origin's own window wins
 	}
 	switch policy.Decide(f, reqCC) {
 	case policy.UseFresh:

@@ -50,7 +50,7 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 		h.serveStored(w, r, st, "meridian; fwd="+fwd+"; fwd-status=304; detail="+st.tier, -1)
 	case kindPass:
 		rd.Close()
-		if res.status >= 500 && res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC, h.site.StaleIfError) {
+		if res.status >= 500 && res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC, h.site.staleIfError(r.URL.EscapedPath())) {
 			if resp != nil {
 				resp.Body.Close()
 			}
@@ -71,7 +71,7 @@ func (h *siteHandler) respond(w http.ResponseWriter, r *http.Request, key, u str
 		h.writeResponse(w, r, resp, cs)
 	case kindError:
 		rd.Close()
-		if res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC, h.site.StaleIfError) {
+		if res.stored != nil && policy.StaleIfErrorAllowed(h.c.freshness(res.stored), reqCC, h.site.staleIfError(r.URL.EscapedPath())) {
 			h.serveStaleIfError(w, r, res.stored, fwd)
 			return
 		}

@@ -34,6 +34,9 @@ type PathRule struct {
 	TTL time.Duration
 	// DefaultTTL replaces the site's DefaultTTL for matching responses.
 	DefaultTTL time.Duration
+	// StaleIfError and StaleWhileRevalidate replace the site's for
+	// matching responses that set none of their own; 0 keeps the site's.
+	StaleIfError, StaleWhileRevalidate time.Duration
 	// ResponseHeaders are changes on top of the site's ResponseHeaders
 	// for matching paths; where both name a field, the rule's apply. A
 	// Cache-Control set here is what browsers get (a browser TTL apart
@@ -52,12 +55,13 @@ func (r PathRule) validate(field string) error {
 		return fmt.Errorf("%s.Path: %w", field, err)
 	}
 	switch {
-	case r.TTL < 0 || r.DefaultTTL < 0:
-		return fmt.Errorf("%s: TTL %v and DefaultTTL %v must not be negative", field, r.TTL, r.DefaultTTL)
-	case r.Bypass && (r.TTL > 0 || r.DefaultTTL > 0):
-		return fmt.Errorf("%s (%s): Bypass stores nothing, so a TTL or DefaultTTL would never apply; drop one", field, r.Path)
-	case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0 && r.ResponseHeaders == nil:
-		return fmt.Errorf("%s (%s) does nothing; set Bypass, TTL, DefaultTTL or ResponseHeaders", field, r.Path)
+	case r.TTL < 0 || r.DefaultTTL < 0 || r.StaleIfError < 0 || r.StaleWhileRevalidate < 0:
+		return fmt.Errorf("%s: TTL %v, DefaultTTL %v, StaleIfError %v and StaleWhileRevalidate %v must not be negative",
+			field, r.TTL, r.DefaultTTL, r.StaleIfError, r.StaleWhileRevalidate)
+	case r.Bypass && (r.TTL > 0 || r.DefaultTTL > 0 || r.StaleIfError > 0 || r.StaleWhileRevalidate > 0):
+		return fmt.Errorf("%s (%s): Bypass stores nothing, so a TTL, DefaultTTL or stale window would never apply; drop one", field, r.Path)
+	case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0 && r.StaleIfError == 0 && r.StaleWhileRevalidate == 0 && r.ResponseHeaders == nil:
+		return fmt.Errorf("%s (%s) does nothing; set Bypass, TTL, DefaultTTL, a stale window or ResponseHeaders", field, r.Path)
 	}
 	return nil
 }
@@ -81,6 +85,33 @@ func (s *SitePolicy) responseHeaders(rl *PathRule) *headers.Policy {
 		return rl.headers
 	}
 	return s.ResponseHeaders
+}
+
+// staleWindows returns the stale-if-error and stale-while-revalidate
+// windows for a response to a request that matched rl (nil: no rule): the
+// rule's where it sets one, else the site's.
+func (s *SitePolicy) staleWindows(rl *PathRule) (ifError, whileRevalidate time.Duration) {
+	ifError, whileRevalidate = s.StaleIfError, s.StaleWhileRevalidate
+	if rl != nil {
+		if rl.StaleIfError > 0 {
+			ifError = rl.StaleIfError
+		}
+		if rl.StaleWhileRevalidate > 0 {
+			whileRevalidate = rl.StaleWhileRevalidate
+		}
+	}
+	return ifError, whileRevalidate
+}
+
+// staleIfError is the stale-if-error window for a request to path, for
+// the origin's failures (rare enough to match the rules again).
+func (s *SitePolicy) staleIfError(path string) time.Duration {
+	var rl *PathRule
+	if len(s.Rules) > 0 {
+		rl = ruleFor(s, path)
+	}
+	d, _ := s.staleWindows(rl)
+	return d
 }
 
 // compileRules gives s a copy of its rules, each with the site's response

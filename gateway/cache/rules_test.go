@@ -2,10 +2,12 @@ package cache_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,5 +179,43 @@ func TestPathRuleOnFastPath(t *testing.T) {
 	resp.Body.Close()
 	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fwd=bypass; detail=path-rule") || e.count.Load() != 2 {
 		t.Fatalf("after the rule: Cache-Status %q, %d origin requests; want the rule's bypass", cs, e.count.Load())
+	}
+}
+
+// TestPathRuleStaleWindows: a rule's stale windows replace the site's for
+// its paths only: /api/* is served stale while the origin fails, where
+// the site serves its 503; /news/* is served stale while one background
+// request revalidates it, where the site's other paths wait for theirs.
+func TestPathRuleStaleWindows(t *testing.T) {
+	var failing atomic.Bool
+	var e *env
+	e = newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=5")
+		fmt.Fprintf(w, "v%d", e.count.Load())
+	}, envOpt{site: cache.SitePolicy{SiteID: "site1", Rules: []cache.PathRule{
+		{Path: "/api/*", StaleIfError: time.Hour},
+		{Path: "/news/*", StaleWhileRevalidate: time.Minute},
+	}}})
+	for _, p := range []string{"/api/orders", "/page", "/news/today"} {
+		e.get(p)
+	}
+	e.clock.Advance(15 * time.Second) // 10s stale
+	failing.Store(true)
+	if r := e.get("/api/orders"); r.status != http.StatusOK || r.body != "v1" {
+		t.Errorf("/api/orders with the origin failing: %d %q (Cache-Status %q), want the stored v1 (the rule's stale_if_error)", r.status, r.body, r.cs())
+	}
+	if r := e.get("/page"); r.status != http.StatusServiceUnavailable {
+		t.Errorf("/page with the origin failing: %d %q, want the origin's 503 (the site has no stale_if_error)", r.status, r.body)
+	}
+	failing.Store(false)
+	if r := e.get("/news/today"); r.body != "v3" || !strings.Contains(r.cs(), "stale-while-revalidate") {
+		t.Errorf("/news/today 10s stale: %q (Cache-Status %q), want v3 served stale while revalidated (the rule's window)", r.body, r.cs())
+	}
+	if r := e.get("/page"); strings.Contains(r.cs(), "stale-while-revalidate") || !strings.Contains(r.cs(), "fwd=stale") {
+		t.Errorf("/page 10s stale: Cache-Status %q, want a revalidation in line", r.cs())
 	}
 }

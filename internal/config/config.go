@@ -565,6 +565,11 @@ type CacheRule struct {
 	// on top of the site's headers.response (the rule's win where both
 	// name a field): a Cache-Control set here is what browsers get, a
 	// browser TTL apart from the cache's own.
+	// StaleIfError and StaleWhileRevalidate replace the site's
+	// cache.stale_if_error and cache.stale_while_revalidate for matching
+	// responses; 0 keeps the site's.
+	StaleIfError         time.Duration `yaml:"stale_if_error"`
+	StaleWhileRevalidate time.Duration `yaml:"stale_while_revalidate"`
 	Headers HeaderChanges `yaml:"headers"`
 }
 

@@ -189,9 +189,11 @@ func TestSiteCacheRules(t *testing.T) {
 		{"- path: /api/*", "- path: api/*", 0, `sites[0].cache.rules[0].path: "api/*" must start with / or *`},
 		{"- path: /api/*", "- path: /api/*?x=1", 0, `sites[0].cache.rules[0].path: "/api/*?x=1" holds ? or #`},
 		{"- path: /static/*", "- path: /api/*", 2, `sites[0].cache.rules[1].path: "/api/*" is already rules[0]'s, which matches first: this rule would never apply`},
-		{"          bypass: true\n", "          bypass: true\n          ttl: 1h\n", 1, "sites[0].cache.rules[0].bypass: bypass stores nothing, so ttl and default_ttl would never apply; keep one"},
+		{"          bypass: true\n", "          bypass: true\n          ttl: 1h\n", 1, "sites[0].cache.rules[0].bypass: bypass stores nothing, so ttl, default_ttl and the stale windows would never apply; keep one"},
 		{"          ttl: 720h\n", "          ttl: -1h\n", 3, "sites[0].cache.rules[1].ttl: -1h0m0s is out of range [0s,8760h] (a year)"},
-		{"          ttl: 720h\n", "          ttl: 0s\n", 2, "sites[0].cache.rules[1]: does nothing; set bypass: true, ttl, default_ttl or headers"},
+		{"          ttl: 720h\n", "          ttl: 0s\n", 2, "sites[0].cache.rules[1]: does nothing; set bypass: true, ttl, default_ttl, stale_if_error, stale_while_revalidate or headers"},
+		{"          ttl: 720h\n", "          stale_if_error: 1000h\n", 3, "sites[0].cache.rules[1].stale_if_error: 1000h0m0s is out of range [0s,720h]"},
+		{"          bypass: true\n", "          bypass: true\n          stale_while_revalidate: 1m\n", 1, "sites[0].cache.rules[0].bypass: bypass stores nothing"},
 		{"          ttl: 720h\n", "          headers: {set: {Content-Length: \"1\"}}\n", 3, "sites[0].cache.rules[1].headers: Content-Length is written by the PoP"},
 		{"          default_ttl: 1m\n", "          default_tll: 1m\n", 5, "default_tll"},
 	} {

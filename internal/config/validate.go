@@ -587,11 +587,20 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 				v.add(f+"."+d.name, "%v is out of range [0s,8760h] (a year)", d.d)
 			}
 		}
+		for _, d := range []struct {
+			name string
+			d    time.Duration
+		}{{"stale_if_error", r.StaleIfError}, {"stale_while_revalidate", r.StaleWhileRevalidate}} {
+			if d.d < 0 || d.d > 30*24*time.Hour {
+				v.add(f+"."+d.name, "%v is out of range [0s,720h]", d.d)
+			}
+		}
+		stores := r.TTL != 0 || r.DefaultTTL != 0 || r.StaleIfError != 0 || r.StaleWhileRevalidate != 0
 		switch {
-		case r.Bypass && (r.TTL != 0 || r.DefaultTTL != 0):
-			v.add(f+".bypass", "bypass stores nothing, so ttl and default_ttl would never apply; keep one")
-		case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0 && len(r.Headers.Set) == 0 && len(r.Headers.Remove) == 0:
-			v.add(f, "does nothing; set bypass: true, ttl, default_ttl or headers")
+		case r.Bypass && stores:
+			v.add(f+".bypass", "bypass stores nothing, so ttl, default_ttl and the stale windows would never apply; keep one")
+		case !r.Bypass && !stores && len(r.Headers.Set) == 0 && len(r.Headers.Remove) == 0:
+			v.add(f, "does nothing; set bypass: true, ttl, default_ttl, stale_if_error, stale_while_revalidate or headers")
 		}
 		if _, err := headers.ForResponses(r.Headers.Set, r.Headers.Remove); err != nil {
 			v.add(f+".headers", "%v", err)

@@ -144,7 +144,8 @@ func pathRules(rules []config.CacheRule) ([]cache.PathRule, error) {
 		if err != nil { // validated with the configuration
 			return nil, fmt.Errorf("cache.rules[%d].headers: %w", i, err)
 		}
-		out[i] = cache.PathRule{Path: r.Path, Bypass: r.Bypass, TTL: r.TTL, DefaultTTL: r.DefaultTTL, ResponseHeaders: hd}
+		out[i] = cache.PathRule{Path: r.Path, Bypass: r.Bypass, TTL: r.TTL, DefaultTTL: r.DefaultTTL,
+			StaleIfError: r.StaleIfError, StaleWhileRevalidate: r.StaleWhileRevalidate, ResponseHeaders: hd}
 	}
 	return out, nil
 }
