@@ -570,7 +570,7 @@ type CacheRule struct {
 	// responses; 0 keeps the site's.
 	StaleIfError         time.Duration `yaml:"stale_if_error"`
 	StaleWhileRevalidate time.Duration `yaml:"stale_while_revalidate"`
-	Headers HeaderChanges `yaml:"headers"`
+	Headers              HeaderChanges `yaml:"headers"`
 }
 
 // DNS configures the authoritative GeoDNS server.

@@ -580,19 +580,15 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 			seen[r.Path] = i
 		}
 		for _, d := range []struct {
-			name string
-			d    time.Duration
-		}{{"ttl", r.TTL}, {"default_ttl", r.DefaultTTL}} {
-			if d.d < 0 || d.d > 365*24*time.Hour {
-				v.add(f+"."+d.name, "%v is out of range [0s,8760h] (a year)", d.d)
-			}
-		}
-		for _, d := range []struct {
-			name string
-			d    time.Duration
-		}{{"stale_if_error", r.StaleIfError}, {"stale_while_revalidate", r.StaleWhileRevalidate}} {
-			if d.d < 0 || d.d > 30*24*time.Hour {
-				v.add(f+"."+d.name, "%v is out of range [0s,720h]", d.d)
+			name     string
+			d, most  time.Duration
+			mostText string
+		}{
+			{"ttl", r.TTL, 365 * 24 * time.Hour, "8760h] (a year)"}, {"default_ttl", r.DefaultTTL, 365 * 24 * time.Hour, "8760h] (a year)"},
+			{"stale_if_error", r.StaleIfError, 30 * 24 * time.Hour, "720h]"}, {"stale_while_revalidate", r.StaleWhileRevalidate, 30 * 24 * time.Hour, "720h]"},
+		} {
+			if d.d < 0 || d.d > d.most {
+				v.add(f+"."+d.name, "%v is out of range [0s,%s", d.d, d.mostText)
 			}
 		}
 		stores := r.TTL != 0 || r.DefaultTTL != 0 || r.StaleIfError != 0 || r.StaleWhileRevalidate != 0
