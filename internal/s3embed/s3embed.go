@@ -21,6 +21,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
@@ -46,6 +48,9 @@ type Server struct {
 	ln   net.Listener
 	http *http.Server
 	done chan struct{}
+	// busy counts the connections carrying a request (ConnState active).
+	busy   atomic.Int64
+	active sync.Map // net.Conn -> struct{} while it is counted in busy
 }
 
 // Start opens the store and starts serving.
@@ -95,6 +100,7 @@ func Start(opts Options) (*Server, error) {
 			ErrorLog:          slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
 		},
 	}
+	s.http.ConnState = s.track
 	go func() {
 		defer close(s.done)
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -108,11 +114,51 @@ func Start(opts Options) (*Server, error) {
 // an S3 client with path-style addressing.
 func (s *Server) Endpoint() string { return "http://" + s.ln.Addr().String() }
 
-// Close stops the server, waiting up to 5 s for requests in flight.
+// track keeps busy: the connections between a request's start and its
+// end (idle, closed or hijacked).
+func (s *Server) track(c net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateActive:
+		if _, loaded := s.active.LoadOrStore(c, struct{}{}); !loaded {
+			s.busy.Add(1)
+		}
+	case http.StateIdle, http.StateClosed, http.StateHijacked:
+		if _, was := s.active.LoadAndDelete(c); was {
+			s.busy.Add(-1)
+		}
+	}
+}
+
+// Close stops the server, waiting up to 5 s for requests in flight. It
+// does not wait for connections that carry none: net/http's Shutdown
+// counts a connection that was opened but never sent a request (an S3
+// client's transport dials ahead, or keeps a connection whose request was
+// cancelled before it was written) as busy for its first 5 s, which made
+// a stack's shutdown wait and fail for nothing.
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := s.http.Shutdown(ctx)
+	shut := make(chan error, 1)
+	go func() { shut <- s.http.Shutdown(ctx) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for {
+		select {
+		case err = <-shut:
+			break wait
+		case <-tick.C:
+			if s.busy.Load() == 0 {
+				s.http.Close() // what is left carries no request
+				<-shut
+				break wait
+			}
+		}
+	}
 	<-s.done
-	return err
+	if err != nil {
+		return fmt.Errorf("s3embed: %d requests still in flight after 5s: %w", s.busy.Load(), err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,23 @@ func TestStartRejectsBadOptions(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Start(%+v) = %v, want error containing %q", c.opts, err, c.want)
 		}
+	}
+}
+
+// TestCloseWithAConnectionThatSentNothing: a client connection that was
+// opened and never carried a request (an S3 client's transport dials
+// ahead) does not make Close wait for it and fail.
+func TestCloseWithAConnectionThatSentNothing(t *testing.T) {
+	srv, err := s3embed.Start(s3embed.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.Endpoint(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := srv.Close(); err != nil {
+		t.Fatalf("Close with an idle new connection: %v", err)
 	}
 }
