@@ -205,6 +205,16 @@ func TestSiteCacheRules(t *testing.T) {
 	}
 }
 
+// refusedAt checks that text with its first from replaced by to is
+// refused by config.Parse with want at line of bad.yaml.
+func refusedAt(t *testing.T, text, from, to string, line int, want string) {
+	t.Helper()
+	_, err := config.Parse("bad.yaml", []byte(strings.Replace(text, from, to, 1)))
+	if at := "bad.yaml:" + strconv.Itoa(line) + ": " + want; err == nil || !strings.Contains(err.Error(), at) {
+		t.Errorf("%q: %v, want %q", to, err, at)
+	}
+}
+
 // TestSiteRoutes: sites[].routes send paths to named origins; a route
 // naming no origin or an unknown one, a pattern hidden by an earlier
 // route, duplicate origin names and routes that leave no origin for the
@@ -241,11 +251,7 @@ func TestSiteRoutes(t *testing.T) {
 		{"url: http://127.0.0.1:8082}", "url: http://127.0.0.1:8082, weight: 101}", route - 2, "sites[0].origins[1].weight: 101 is out of range [0,100]"},
 		{"url: http://127.0.0.1:8081}", "url: http://127.0.0.1:8081, backup: true}", route, "sites[0].routes: the origins no route names are all backups"},
 	} {
-		bad := strings.Replace(set, c.from, c.to, 1)
-		_, err := config.Parse("bad.yaml", []byte(bad))
-		if at := "bad.yaml:" + strconv.Itoa(c.line) + ": "; err == nil || !strings.Contains(err.Error(), at+c.want) {
-			t.Errorf("%q: %v, want %q", c.to, err, at+c.want)
-		}
+		refusedAt(t, set, c.from, c.to, c.line, c.want)
 	}
 	catchAll := strings.Replace(set, "      - {path: /api/*, origins: [api]}\n", "      - {path: /api/*, origins: [api]}\n      - {path: /*, origins: [web]}\n", 1)
 	if _, err := config.Parse("all.yaml", []byte(catchAll)); err != nil {
@@ -255,11 +261,8 @@ func TestSiteRoutes(t *testing.T) {
 	if cfg, err := config.Parse("backup.yaml", []byte(withBackup)); err != nil || !cfg.Sites[0].Origins[2].Backup {
 		t.Errorf("a backup origin: %v", err)
 	}
-	onlyBackup := strings.Replace(base, "      - url: http://127.0.0.1:8081\n", "      - url: http://127.0.0.1:8081\n        backup: true\n", 1)
 	line := strings.Count(base[:strings.Index(base, "      - url: http://127.0.0.1:8081")], "\n") + 1
-	if _, err := config.Parse("bad.yaml", []byte(onlyBackup)); err == nil || !strings.Contains(err.Error(), "bad.yaml:"+strconv.Itoa(line)+": sites[0].origins: every origin is a backup") {
-		t.Errorf("only a backup origin: %v", err)
-	}
+	refusedAt(t, base, "      - url: http://127.0.0.1:8081\n", "      - url: http://127.0.0.1:8081\n        backup: true\n", line, "sites[0].origins: every origin is a backup")
 }
 
 // TestSiteHealthCheck: sites[].health_check, with its line and field for
@@ -286,11 +289,7 @@ func TestSiteHealthCheck(t *testing.T) {
 		{"timeout: 1s", "timeout: 3s", first + 2, "sites[0].health_check.timeout: 3s is out of range [0s,2s]"},
 		{"fails: 3", "fails: 11", first + 3, "sites[0].health_check.fails: 11 is out of range [0,10]"},
 	} {
-		bad := strings.Replace(set, c.from, c.to, 1)
-		_, err := config.Parse("bad.yaml", []byte(bad))
-		if at := "bad.yaml:" + strconv.Itoa(c.line) + ": "; err == nil || !strings.Contains(err.Error(), at+c.want) {
-			t.Errorf("%q: %v, want %q at %s", c.to, err, c.want, at)
-		}
+		refusedAt(t, set, c.from, c.to, c.line, c.want)
 	}
 }
 
@@ -316,10 +315,7 @@ func TestSiteHeaders(t *testing.T) {
 		{"set: {X-Frame-Options: DENY}", "set: {Content-Length: \"5\"}", resp, "sites[0].headers.response: Content-Length is written by the PoP"},
 		{"set: {X-Origin-Secret: s3cret}", "set: {Host: other}", resp + 3, "sites[0].headers.request: Host is written by the PoP"},
 	} {
-		_, err := config.Parse("bad.yaml", []byte(strings.Replace(set, c.from, c.to, 1)))
-		if want := "bad.yaml:" + strconv.Itoa(c.line) + ": " + c.want; err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v, want %q", c.to, err, want)
-		}
+		refusedAt(t, set, c.from, c.to, c.line, c.want)
 	}
 }
 
@@ -396,12 +392,8 @@ func TestZoneWildcards(t *testing.T) {
 	if got := config.FQDN(cfg.DNS.Zones[0].Names[1], "example.test"); got != "*.example.test" {
 		t.Errorf("FQDN(*) = %q, want *.example.test", got)
 	}
-	bad := strings.Replace(text, "\"*.mail MX 10 mx\"", "\"* A 192.0.2.1\"", 1)
 	line := strings.Count(text[:strings.Index(text, "\"*.mail")], "\n") + 1
-	_, err = config.Parse("bad.yaml", []byte(bad))
-	if want := "bad.yaml:" + strconv.Itoa(line) + ": dns.zones[0].records[1]: *.example.test. is a served name"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("static A on the served wildcard: %v, want %q", err, want)
-	}
+	refusedAt(t, text, "\"*.mail MX 10 mx\"", "\"* A 192.0.2.1\"", line, "dns.zones[0].records[1]: *.example.test. is a served name")
 }
 
 // TestZonePoPs: dns.zones[].pops keeps names to some PoPs; an unknown
@@ -421,10 +413,7 @@ func TestZonePoPs(t *testing.T) {
 		{"www: [tokyo]", "mail: [tokyo]", "dns.zones[0].pops.mail: mail is not one of the zone's names"},
 		{"www: [tokyo]", "www: []", "dns.zones[0].pops.www: no PoPs"},
 	} {
-		_, err := config.Parse("bad.yaml", []byte(strings.Replace(text, c.from, c.to, 1)))
-		if want := "bad.yaml:" + strconv.Itoa(line) + ": " + c.want; err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v, want %q", c.to, err, want)
-		}
+		refusedAt(t, text, c.from, c.to, line, c.want)
 	}
 }
 
