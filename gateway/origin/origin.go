@@ -1,12 +1,15 @@
 // Package origin sends a PoP's cache misses to a site's origin servers.
 //
 // A Pool is an http.RoundTripper over one site's origin servers: it picks a
-// server (round-robin over the ones not marked down), points the request at
-// it, bounds connect, header, body-idle and total time, keeps passive health
-// (a server that fails to connect, times out or breaks before its headers is
-// skipped for a while, then tried again by one request), and sends a request
-// that failed to the next server when that cannot repeat an effect. It does
-// not touch headers other than Host: proxy header rules (hop-by-hop,
+// server (among the request path's route's, weighted round-robin over the
+// ones not marked down, backups last), points the request at it (with the
+// server's path prefix), bounds connect, header, body-idle and total time,
+// keeps passive health (a server that fails to connect, times out or
+// breaks before its headers is skipped for a while, then tried again by
+// one request) and, when configured, active health (HealthCheck), and
+// sends a request that failed to the next server when that cannot repeat
+// an effect. It touches no headers but Host and the site's configured
+// request changes (Options.RequestHeaders): proxy header rules (hop-by-hop,
 // X-Forwarded-*, Via) belong to gateway/proxy.
 //
 // Its metrics (Metrics) are shared by a PoP's pools. The down series report,
@@ -133,7 +136,7 @@ type route struct {
 type Options struct {
 	// Site names the pool in metrics and logs.
 	Site string
-	// Servers are tried round-robin.
+	// Servers are tried round-robin, each as often as its Weight.
 	Servers []Server
 	// Routes send the requests whose path matches to some of Servers only
 	// (CloudFront's behaviours, an nginx location with its own upstream):

@@ -316,8 +316,9 @@ type Site struct {
 	// Default makes this site answer requests whose Host matches no site. At
 	// most one site may be the default; without one such requests get 421.
 	Default bool `yaml:"default"`
-	// Origins are the site's origin servers, tried round-robin, skipping ones
-	// that fail to connect.
+	// Origins are the site's origin servers, tried round-robin by weight,
+	// skipping ones that fail to connect or their health checks; backups
+	// last.
 	Origins []Origin `yaml:"origins"`
 	// Routes send the requests whose path matches to some of the origins
 	// only (CloudFront's behaviours, an nginx location with its own
