@@ -5,9 +5,17 @@
 // little capacity they have left, and fails open (answers the nearest PoP,
 // counted) rather than SERVFAIL when every PoP is down.
 //
+// A zone holds geo-routed names (wildcards included, RFC 4592), each
+// answerable by every PoP or by the ones Zone.PoPs lists; aliases of them;
+// and static records (records), among which NS below the apex delegates a
+// subdomain (answered with referrals) and a CNAME into our zones is
+// answered with its target's records (view.node, answer's chain).
+//
 // Subpackages hold the parts with one job each: geo (address → location:
 // YAML CIDR tables and .mmdb files), health (beacons + active HTTP probes →
-// which PoPs may be served) and region (the built-in region catalog). This
+// which PoPs may be served), records (static records: parsing and the
+// checks that they can stand together) and region (the built-in region
+// catalog). This
 // package must not recurse, transfer zones, or look a PoP's own address up
 // in a geo database: PoP coordinates come from configuration.
 //
