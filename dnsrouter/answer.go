@@ -23,7 +23,28 @@ type outcome struct {
 	spilled  bool
 	shedder  string // the PoP that shed the query when spilled
 	reason   string // why a query was refused or malformed
+	kind     answerKind
+	wildcard bool  // a wildcard answered (a name on the way, or the last)
+	chased   uint8 // CNAMEs in our zones followed
 }
+
+// answerKind is what answered a query, for meridian_dns_answers_total
+// and the query log.
+type answerKind uint8
+
+const (
+	kindNone     answerKind = iota // refused, malformed, an error
+	kindGeo                        // a geo-routed name's PoP addresses
+	kindStatic                     // static records
+	kindZone                       // the zone's SOA, NS or glue
+	kindReferral                   // a delegation
+	kindNegative                   // NXDOMAIN or NODATA
+	numKinds
+)
+
+var kindNames = [numKinds]string{"none", "geo", "static", "zone", "referral", "negative"}
+
+func (k answerKind) String() string { return kindNames[k] }
 
 // answer turns one raw query into a packed response written into buf (which
 // may be grown). src is the transport source address; udp selects the size
@@ -183,6 +204,9 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 			if hop == 0 {
 				referral(resp, z, cut)
 				referred = true
+				out.kind = kindReferral
+			} else {
+				out.kind = kindStatic // the CNAMEs
 			}
 			data = resp.Answer
 			break
@@ -192,6 +216,7 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 			resp.Rcode = dns.RcodeNameError
 			break
 		}
+		out.wildcard = out.wildcard || node != name
 		static := z.static[node]
 		if cn := static[dns.TypeCNAME]; cn != nil {
 			// Alone at its name (records.Check): the answer to every type.
@@ -201,13 +226,15 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 			tz := v.findZone(tname)
 			if q.Qtype == dns.TypeCNAME || q.Qtype == dns.TypeANY || tz == nil || hop == maxChase {
 				data = resp.Answer
+				out.kind = kindStatic
 				break
 			}
 			owner, name, z = target, tname, tz
+			out.chased++
 			continue
 		}
 		var rrs []dns.RR
-		rrs, data = v.nodeData(z, node, owner, q.Qtype, geoRecords)
+		rrs, data, out.kind = v.nodeData(z, node, owner, q.Qtype, geoRecords)
 		if resp.Answer == nil {
 			resp.Answer = rrs // the common case: no CNAME before, no copy
 		} else {
@@ -223,6 +250,7 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 		break
 	}
 	if !referred && (resp.Rcode == dns.RcodeNameError || len(data) == 0) {
+		out.kind = kindNegative
 		// RFC 2308: the SOA goes in the authority section with
 		// TTL min(SOA TTL, MINIMUM). The ECS scope stays 0 (NXDOMAIN, a
 		// type the name never has) unless the geo choice made the answer
@@ -247,30 +275,31 @@ const maxChase = 8
 // geo-routed name, glue, SOA or NS. data is the part of rrs that answers
 // qtype: empty for a NODATA, which for an alias whose target has no
 // records of qtype still carries the CNAME.
-func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords func(z *zone, node, owner string, qtype uint16) []dns.RR) (rrs, data []dns.RR) {
+func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords func(z *zone, node, owner string, qtype uint16) []dns.RR) (rrs, data []dns.RR, kind answerKind) {
 	static := z.static[node]
 	if static[qtype] != nil {
 		rrs = staticAnswer(static[qtype], owner)
-		return rrs, rrs
+		return rrs, rrs, kindStatic
 	}
 	if target, ok := z.alias[node]; ok {
 		cname := &dns.CNAME{Hdr: hdr(owner, dns.TypeCNAME, z.ttl), Target: target}
 		var addrs []dns.RR
 		switch qtype {
 		case dns.TypeCNAME:
-			return []dns.RR{cname}, []dns.RR{cname}
+			return []dns.RR{cname}, []dns.RR{cname}, kindGeo
 		case dns.TypeA, dns.TypeAAAA:
 			addrs = geoRecords(z, target, target, qtype)
 		case dns.TypeANY:
 			addrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, target, target, t) })
 		}
-		return append([]dns.RR{cname}, addrs...), addrs
+		return append([]dns.RR{cname}, addrs...), addrs, kindGeo
 	}
 	_, glue := z.glue[node]
+	kind = kindZone
 	switch qtype {
 	case dns.TypeA, dns.TypeAAAA:
 		if z.served[node] {
-			rrs = geoRecords(z, node, owner, qtype)
+			rrs, kind = geoRecords(z, node, owner, qtype), kindGeo
 		} else if glue {
 			rrs = glueRecords(owner, z.glue[node], qtype, z.nsTTL)
 		}
@@ -278,13 +307,13 @@ func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords fu
 		// RFC 8482: answer ANY with one RRset rather than everything.
 		switch {
 		case z.served[node]:
-			rrs = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, node, owner, t) })
+			rrs, kind = anyAddress(func(t uint16) []dns.RR { return geoRecords(z, node, owner, t) }), kindGeo
 		case node == z.apex:
 			rrs = []dns.RR{asAsked(z.soa, owner)}
 		case glue:
 			rrs = anyAddress(func(t uint16) []dns.RR { return glueRecords(owner, z.glue[node], t, z.nsTTL) })
 		case static != nil:
-			rrs = staticAnswer(anyStatic(static), owner)
+			rrs, kind = staticAnswer(anyStatic(static), owner), kindStatic
 		}
 	case dns.TypeSOA:
 		if node == z.apex {
@@ -297,7 +326,7 @@ func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords fu
 			}
 		}
 	}
-	return rrs, rrs
+	return rrs, rrs, kind
 }
 
 // referral makes resp the answer for a name delegated at cut (RFC 1034

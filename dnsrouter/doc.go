@@ -60,6 +60,9 @@
 // Registered on Options.Registerer when set:
 //
 //	meridian_dns_queries_total{type,rcode,pop}   answers by query type, rcode, first PoP
+//	meridian_dns_answers_total{kind}             by what answered: geo, static, zone, referral, negative, none
+//	meridian_dns_wildcard_answers_total          answers made from a wildcard
+//	meridian_dns_cnames_chased_total             CNAMEs into our zones followed within answers
 //	meridian_dns_ecs_queries_total               queries with a valid ECS option
 //	meridian_dns_fail_open_total                 answers given with no healthy PoP
 //	meridian_dns_spilled_total{pop}              queries a PoP over its threshold shed

@@ -125,6 +125,7 @@ func fastAnswer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp 
 		if e, found = v.fastWildcard(name[:n]); !found {
 			return nil, out, false
 		}
+		out.wildcard = true
 	}
 
 	// The additional section: nothing, or exactly one well-formed OPT.
@@ -227,7 +228,7 @@ func fastAnswer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp 
 	if len(b) > limit {
 		return nil, out, false // the general path truncates
 	}
-	out.qtype, out.pop, out.ecs = qtype, pop, hasECS
+	out.qtype, out.pop, out.ecs, out.kind = qtype, pop, hasECS, kindGeo
 	out.failOpen, out.spilled = c.failOpen, c.spilled
 	if c.spilled {
 		out.shedder = v.ids[c.shedder]

@@ -20,6 +20,12 @@ type metrics struct {
 	served    *prometheus.GaugeVec // pop
 	badBeacon prometheus.Counter
 	unknown   *prometheus.CounterVec // pop
+	// answers, wildcards and chased count what answered (answerKind),
+	// resolved once so that the query path looks no label up for them.
+	answerVec *prometheus.CounterVec
+	answers   [numKinds]prometheus.Counter
+	wildcards prometheus.Counter
+	chased    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,9 +64,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		unknown: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_dns_unknown_beacons_total", Help: "Beacons from PoPs not in this DNS server's configuration (ignored), by PoP id (\"other\" past 64 ids). Usually a PoP missing from the DNS configuration.",
 		}, []string{"pop"}),
+		answerVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_dns_answers_total", Help: "Answers by what answered: geo (a geo-routed name's PoPs, also through an alias or a CNAME), static (static records), zone (SOA, NS, glue), referral (a delegated name), negative (NXDOMAIN or NODATA), none (refused or malformed).",
+		}, []string{"kind"}),
+		wildcards: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_dns_wildcard_answers_total", Help: "Answers made from a wildcard (RFC 4592), geo-routed or static.",
+		}),
+		chased: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_dns_cnames_chased_total", Help: "CNAMEs to names in our zones followed within answers.",
+		}),
+	}
+	for k := range m.answers {
+		m.answers[k] = m.answerVec.WithLabelValues(answerKind(k).String())
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.queries, m.ecs, m.failOpen, m.spilled, m.latency, m.rrl, m.dropped, m.stale, m.served, m.badBeacon, m.unknown} {
+		for _, c := range []prometheus.Collector{m.queries, m.ecs, m.failOpen, m.spilled, m.latency, m.rrl, m.dropped, m.stale, m.served, m.badBeacon, m.unknown,
+			m.answerVec, m.wildcards, m.chased} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}

@@ -462,6 +462,13 @@ func (s *Server) serve(raw []byte, src netip.Addr, udp bool, buf []byte) []byte 
 	}
 	s.met.latency.Observe(elapsed.Seconds())
 	s.met.queries.WithLabelValues(typeLabel(o.qtype), rcodeLabel(o.rcode), o.pop).Inc()
+	s.met.answers[o.kind].Inc()
+	if o.wildcard {
+		s.met.wildcards.Inc()
+	}
+	if o.chased > 0 {
+		s.met.chased.Add(float64(o.chased))
+	}
 	if o.ecs {
 		s.met.ecs.Inc()
 	}
@@ -477,7 +484,7 @@ func (s *Server) serve(raw []byte, src netip.Addr, udp bool, buf []byte) []byte 
 		}
 		s.log.Info("dns: query", "client", src.String(), "name", o.name, "type", dns.TypeToString[o.qtype],
 			"rcode", rcodeLabel(o.rcode), "pop", o.pop, "ecs", o.ecs, "fail_open", o.failOpen, "spilled", o.spilled,
-			"took", elapsed, "reason", o.reason)
+			"answer", o.kind.String(), "wildcard", o.wildcard, "took", elapsed, "reason", o.reason)
 	}
 	return resp
 }

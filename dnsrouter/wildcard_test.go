@@ -9,7 +9,9 @@ import (
 
 	"github.com/meridian-edge/meridian/dnsrouter/health"
 	"github.com/meridian-edge/meridian/dnsrouter/records"
+	"github.com/meridian-edge/meridian/internal/testutil"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // chaseOptions is DevOptions with a geo-routed wildcard (*.shop), static
@@ -265,5 +267,42 @@ func TestDelegation(t *testing.T) {
 		!strings.Contains(e.String(), "delegated at corp.example.test.: these servers answer it") ||
 		!strings.Contains(e.String(), "ns1.corp.example.test. 3600 IN A 192.0.2.53") {
 		t.Errorf("explain: %v %+v\n%s", err, e, e)
+	}
+}
+
+// TestAnswerKindsCounted: meridian_dns_answers_total counts what answered
+// each query (geo, static, zone, referral, negative), on the fast path as
+// on the general one; wildcard answers and the CNAMEs followed have
+// counters of their own.
+func TestAnswerKindsCounted(t *testing.T) {
+	o := chaseOptions(t)
+	reg := prometheus.NewRegistry()
+	o.Registerer = reg
+	_, addr := start(t, o)
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{
+		{"www.example.test.", dns.TypeA},         // geo, fast path
+		{"a.shop.example.test.", dns.TypeA},      // geo, a wildcard, fast path
+		{"a.shop.example.test.", dns.TypeAAAA},   // negative (no IPv6 PoP for this client), a wildcard
+		{"exists.example.test.", dns.TypeTXT},    // static
+		{"foo.example.test.", dns.TypeTXT},       // static, a wildcard
+		{"a.example.test.", dns.TypeA},           // static, after two CNAMEs followed
+		{"example.test.", dns.TypeNS},            // zone
+		{"corp.example.test.", dns.TypeA},        // referral
+		{"nothere.ent.example.test.", dns.TypeA}, // negative
+	} {
+		exchange(t, "udp", addr, query(q.name, q.qtype, "203.0.113.0/24"))
+	}
+	for kind, want := range map[string]float64{"geo": 2, "static": 3, "zone": 1, "referral": 1, "negative": 2} {
+		if got := testutil.CounterSum(t, reg, "meridian_dns_answers_total", "kind", kind); got != want {
+			t.Errorf("answers_total{kind=%q} = %v, want %v", kind, got, want)
+		}
+	}
+	for name, want := range map[string]float64{"meridian_dns_wildcard_answers_total": 3, "meridian_dns_cnames_chased_total": 2} {
+		if got := testutil.MetricSum(t, reg, name, nil); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
 	}
 }
