@@ -493,7 +493,7 @@ func (c *fastConn) loop(fd int) bool {
 		if sh != nil && len(sh.site.Rules) > 0 {
 			c.rule = ruleFor(&sh.site, c.req.path)
 		}
-		if sh == nil || sh.c != c.l.c || sh.site.Bypass || (c.rule != nil && c.rule.Bypass) {
+		if sh == nil || sh.c != c.l.c || sh.site.Bypass || (c.rule != nil && (c.rule.Bypass || c.rule.Redirect != "")) {
 			c.l.c.metrics.fastRoute.Inc()
 			c.handedOff = c.handOff(nil)
 			return true

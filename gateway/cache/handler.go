@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-edge/meridian/gateway/cache/policy"
 	"github.com/meridian-edge/meridian/gateway/cache/tier"
 	"github.com/meridian-edge/meridian/gateway/proxy"
+	"github.com/meridian-edge/meridian/middleware"
 )
 
 // stored is a response found in a tier.
@@ -211,6 +212,13 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rule = ruleFor(&h.site, r.URL.EscapedPath())
 	}
 	w = h.site.responseHeaders(rule).Wrap(w)
+	if rule != nil && rule.Redirect != "" {
+		// The PoP's own answer: logged, counted and stamped as one.
+		middleware.MarkGenerated(r.Context(), "path-redirect")
+		w.Header().Set("Cache-Status", "meridian; detail=path-redirect")
+		http.Redirect(w, r, rule.redirectTarget(r.URL), rule.redirectStatus())
+		return
+	}
 	if h.site.Bypass || isUpgrade(r) {
 		h.pass(w, r, "meridian; fwd=bypass")
 		return

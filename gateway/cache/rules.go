@@ -3,7 +3,9 @@ package cache
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meridian-edge/meridian/gateway/headers"
@@ -34,6 +36,15 @@ type PathRule struct {
 	TTL time.Duration
 	// DefaultTTL replaces the site's DefaultTTL for matching responses.
 	DefaultTTL time.Duration
+	// Redirect answers matching requests with a redirect there instead
+	// (Cloudflare's forwarding URLs, nginx's return): a path ("/new/$1")
+	// or an absolute URL, where $1 to $9 are what Path's stars matched;
+	// the request's query is kept unless the target has one. Nothing is
+	// looked up, stored or fetched.
+	Redirect string
+	// RedirectStatus is the redirect's status: 301 (the default), 302,
+	// 303, 307 or 308.
+	RedirectStatus int
 	// StaleIfError and StaleWhileRevalidate replace the site's for
 	// matching responses that set none of their own; 0 keeps the site's.
 	StaleIfError, StaleWhileRevalidate time.Duration
@@ -60,10 +71,73 @@ func (r PathRule) validate(field string) error {
 			field, r.TTL, r.DefaultTTL, r.StaleIfError, r.StaleWhileRevalidate)
 	case r.Bypass && (r.TTL > 0 || r.DefaultTTL > 0 || r.StaleIfError > 0 || r.StaleWhileRevalidate > 0):
 		return fmt.Errorf("%s (%s): Bypass stores nothing, so a TTL, DefaultTTL or stale window would never apply; drop one", field, r.Path)
+	case r.Redirect != "":
+		return r.validateRedirect(field)
+	case r.RedirectStatus != 0:
+		return fmt.Errorf("%s (%s): RedirectStatus without Redirect; set the target", field, r.Path)
 	case !r.Bypass && r.TTL == 0 && r.DefaultTTL == 0 && r.StaleIfError == 0 && r.StaleWhileRevalidate == 0 && r.ResponseHeaders == nil:
-		return fmt.Errorf("%s (%s) does nothing; set Bypass, TTL, DefaultTTL, a stale window or ResponseHeaders", field, r.Path)
+		return fmt.Errorf("%s (%s) does nothing; set Bypass, TTL, DefaultTTL, a stale window, ResponseHeaders or Redirect", field, r.Path)
 	}
 	return nil
+}
+
+// validateRedirect checks a redirect rule: a target that is a path or an
+// http(s) URL, $N only for the pattern's stars, a redirect status, and
+// no cache setting beside it (a redirect stores nothing).
+func (r PathRule) validateRedirect(field string) error {
+	t := r.Redirect
+	switch {
+	case !strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "https://") && !strings.HasPrefix(t, "http://"):
+		return fmt.Errorf("%s (%s): Redirect %q must be a path (/new/$1) or an http(s) URL", field, r.Path, t)
+	case strings.ContainsAny(t, " \t\r\n"):
+		return fmt.Errorf("%s (%s): Redirect %q holds white space; percent-encode it", field, r.Path, t)
+	case r.Bypass || r.TTL > 0 || r.DefaultTTL > 0 || r.StaleIfError > 0 || r.StaleWhileRevalidate > 0:
+		return fmt.Errorf("%s (%s): a redirect is answered at the PoP and stores nothing; drop Bypass, the TTLs and the stale windows", field, r.Path)
+	}
+	switch r.RedirectStatus {
+	case 0, http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+	default:
+		return fmt.Errorf("%s (%s): RedirectStatus %d is not a redirect; use 301, 302, 303, 307 or 308", field, r.Path, r.RedirectStatus)
+	}
+	stars := strings.Count(r.Path, "*")
+	for i := 0; i+1 < len(t); i++ {
+		if t[i] == '$' && t[i+1] >= '1' && t[i+1] <= '9' && int(t[i+1]-'0') > stars {
+			return fmt.Errorf("%s (%s): Redirect %q uses $%c, but the path has %d stars", field, r.Path, t, t[i+1], stars)
+		}
+	}
+	return nil
+}
+
+// redirectTarget is where a redirect rule sends a request for u: the
+// rule's target with $1..$9 replaced by what the path's stars matched,
+// and u's query when the target has none.
+func (r *PathRule) redirectTarget(u *url.URL) string {
+	caps, _ := pathmatch.Captures(r.Path, u.EscapedPath())
+	var b strings.Builder
+	t := r.Redirect
+	for i := 0; i < len(t); i++ {
+		if t[i] == '$' && i+1 < len(t) && t[i+1] >= '1' && t[i+1] <= '9' {
+			if n := int(t[i+1] - '1'); n < len(caps) {
+				b.WriteString(caps[n])
+			}
+			i++
+			continue
+		}
+		b.WriteByte(t[i])
+	}
+	if u.RawQuery != "" && !strings.Contains(t, "?") {
+		b.WriteByte('?')
+		b.WriteString(u.RawQuery)
+	}
+	return b.String()
+}
+
+// redirectStatus is the rule's status, 301 by default.
+func (r *PathRule) redirectStatus() int {
+	if r.RedirectStatus == 0 {
+		return http.StatusMovedPermanently
+	}
+	return r.RedirectStatus
 }
 
 // ruleFor returns s's first rule whose pattern matches path, nil when

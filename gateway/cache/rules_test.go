@@ -219,3 +219,39 @@ func TestPathRuleStaleWindows(t *testing.T) {
 		t.Errorf("/page 10s stale: Cache-Status %q, want a revalidation in line", r.cs())
 	}
 }
+
+// TestPathRuleRedirect: a redirect rule answers at the PoP, on every
+// request (the fast path hands it on rather than serving a stored
+// object), with its stars' matches put in the target and the query kept
+// unless the target has one; the origin is never asked.
+func TestPathRuleRedirect(t *testing.T) {
+	e := newEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		io.WriteString(w, "origin")
+	}, envOpt{site: cache.SitePolicy{SiteID: "site1", Rules: []cache.PathRule{
+		{Path: "/old/*", Redirect: "/new/$1"},
+		{Path: "/go", Redirect: "https://example.org/landing?src=cdn", RedirectStatus: http.StatusFound},
+		{Path: "/blog/*/*", Redirect: "/posts/$2/$1", RedirectStatus: http.StatusPermanentRedirect},
+	}}})
+	for _, c := range []struct {
+		path, location string
+		status         int
+	}{
+		{"/old/a/b.html?x=1", "/new/a/b.html?x=1", http.StatusMovedPermanently},
+		{"/go?y=2", "https://example.org/landing?src=cdn", http.StatusFound},
+		{"/blog/2026/hello", "/posts/hello/2026", http.StatusPermanentRedirect},
+	} {
+		for range 2 {
+			r := e.get(c.path)
+			if r.status != c.status || r.header.Get("Location") != c.location || r.cs() != "meridian; detail=path-redirect" {
+				t.Errorf("%s: %d Location %q Cache-Status %q; want %d to %q", c.path, r.status, r.header.Get("Location"), r.cs(), c.status, c.location)
+			}
+		}
+	}
+	if n := e.count.Load(); n != 0 {
+		t.Errorf("the origin was asked %d times", n)
+	}
+	if r := e.get("/other"); r.status != http.StatusOK || r.body != "origin" {
+		t.Errorf("/other: %d %q, want the origin's page", r.status, r.body)
+	}
+}

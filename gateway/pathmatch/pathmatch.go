@@ -59,3 +59,32 @@ func Match[P string | []byte](pattern string, path P) bool {
 	}
 	return p == len(pattern)
 }
+
+// Captures returns what each "*" of pattern matched in path, in order,
+// and whether path matches: each star but the last takes as little as it
+// can (so "/a/*/*" splits "/a/b/c/d" into "b" and "c/d"). Placing each
+// literal piece at its first occurrence leaves the most room for the
+// pieces after it, so this finds a split whenever there is one, without
+// backtracking: linear in len(path) per piece. For rewriting a matched
+// path (a redirect's "$1").
+func Captures(pattern, path string) ([]string, bool) {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return []string{}, pattern == path
+	}
+	first, last := parts[0], parts[len(parts)-1]
+	if len(path) < len(first)+len(last) || !strings.HasPrefix(path, first) || !strings.HasSuffix(path, last) {
+		return nil, false
+	}
+	rest := path[len(first) : len(path)-len(last)]
+	caps := make([]string, 0, len(parts)-1)
+	for _, lit := range parts[1 : len(parts)-1] {
+		i := strings.Index(rest, lit)
+		if i < 0 {
+			return nil, false
+		}
+		caps = append(caps, rest[:i])
+		rest = rest[i+len(lit):]
+	}
+	return append(caps, rest), true
+}

@@ -42,16 +42,7 @@ func TestMatch(t *testing.T) {
 // expression each pattern means, on random patterns and paths over a
 // small alphabet (where backtracking cases are common).
 func TestMatchAgainstRegexp(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	word := func(alphabet string, n int) string {
-		var b strings.Builder
-		for range rng.IntN(n + 1) {
-			b.WriteByte(alphabet[rng.IntN(len(alphabet))])
-		}
-		return b.String()
-	}
-	for range 20000 {
-		pattern, path := "/"+word("ab*/", 6), "/"+word("ab/", 8)
+	randomCases(1, func(pattern, path string) {
 		parts := strings.Split(pattern, "*")
 		for i := range parts {
 			parts[i] = regexp.QuoteMeta(parts[i])
@@ -60,6 +51,22 @@ func TestMatchAgainstRegexp(t *testing.T) {
 		if got, want := Match(pattern, path), re.MatchString(path); got != want {
 			t.Fatalf("Match(%q, %q) = %v, the pattern's regexp says %v", pattern, path, got, want)
 		}
+	})
+}
+
+// randomCases calls check with 20,000 random patterns and paths over a
+// small alphabet, where backtracking cases are common.
+func randomCases(seed uint64, check func(pattern, path string)) {
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	word := func(alphabet string, n int) string {
+		var b strings.Builder
+		for range rng.IntN(n + 1) {
+			b.WriteByte(alphabet[rng.IntN(len(alphabet))])
+		}
+		return b.String()
+	}
+	for range 20000 {
+		check("/"+word("ab*/", 6), "/"+word("ab/", 8))
 	}
 }
 
@@ -80,4 +87,41 @@ func TestCheck(t *testing.T) {
 			t.Errorf("Check(%q) = %v, want %q", pattern, err, want)
 		}
 	}
+}
+
+func TestCaptures(t *testing.T) {
+	for _, c := range []struct {
+		pattern, path string
+		want          []string
+		ok            bool
+	}{
+		{"/old/*", "/old/a/b.html", []string{"a/b.html"}, true},
+		{"/old/*", "/new/a", nil, false},
+		{"/a/*/*", "/a/b/c/d", []string{"b", "c/d"}, true},
+		{"*.php", "/x/index.php", []string{"/x/index"}, true},
+		{"/exact", "/exact", []string{}, true},
+		{"/blog/*/comments", "/blog/2026/11/post/comments", []string{"2026/11/post"}, true},
+	} {
+		got, ok := Captures(c.pattern, c.path)
+		if ok != c.ok || strings.Join(got, "|") != strings.Join(c.want, "|") {
+			t.Errorf("Captures(%q, %q) = %q, %v; want %q, %v", c.pattern, c.path, got, ok, c.want, c.ok)
+		}
+	}
+	// Captures agrees with Match on whether a path matches.
+	randomCases(3, func(pattern, path string) {
+		caps, ok := Captures(pattern, path)
+		if ok != Match(pattern, path) {
+			t.Fatalf("Captures(%q, %q) matched %v, Match says %v", pattern, path, ok, !ok)
+		}
+		if ok {
+			// Putting the captures back in the stars gives the path.
+			rebuilt := pattern
+			for _, c := range caps {
+				rebuilt = strings.Replace(rebuilt, "*", "\x00"+c, 1)
+			}
+			if strings.ReplaceAll(rebuilt, "\x00", "") != path {
+				t.Fatalf("Captures(%q, %q) = %q, which does not rebuild the path", pattern, path, caps)
+			}
+		}
+	})
 }

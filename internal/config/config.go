@@ -571,7 +571,14 @@ type CacheRule struct {
 	// responses; 0 keeps the site's.
 	StaleIfError         time.Duration `yaml:"stale_if_error"`
 	StaleWhileRevalidate time.Duration `yaml:"stale_while_revalidate"`
-	Headers              HeaderChanges `yaml:"headers"`
+	// Redirect answers matching requests with a redirect there instead
+	// (Cloudflare's forwarding URLs, nginx's return): a path such as
+	// /new/$1 or an http(s) URL, $1 to $9 being what path's stars matched;
+	// the query is kept unless the target has one.
+	Redirect string `yaml:"redirect"`
+	// RedirectStatus is 301 (the default), 302, 303, 307 or 308.
+	RedirectStatus int           `yaml:"redirect_status"`
+	Headers        HeaderChanges `yaml:"headers"`
 }
 
 // DNS configures the authoritative GeoDNS server.

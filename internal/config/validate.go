@@ -593,14 +593,47 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 		}
 		stores := r.TTL != 0 || r.DefaultTTL != 0 || r.StaleIfError != 0 || r.StaleWhileRevalidate != 0
 		switch {
+		case r.Redirect != "" || r.RedirectStatus != 0:
+			v.redirectRule(f, r, stores)
 		case r.Bypass && stores:
 			v.add(f+".bypass", "bypass stores nothing, so ttl, default_ttl and the stale windows would never apply; keep one")
 		case !r.Bypass && !stores && len(r.Headers.Set) == 0 && len(r.Headers.Remove) == 0:
-			v.add(f, "does nothing; set bypass: true, ttl, default_ttl, stale_if_error, stale_while_revalidate or headers")
+			v.add(f, "does nothing; set bypass: true, ttl, default_ttl, stale_if_error, stale_while_revalidate, headers or redirect")
 		}
 		if _, err := headers.ForResponses(r.Headers.Set, r.Headers.Remove); err != nil {
 			v.add(f+".headers", "%v", err)
 		}
+	}
+}
+
+// redirectRule checks a cache rule that redirects: its target, its
+// status and that it sets nothing a redirect would ignore (stores says a
+// TTL or stale window is set).
+func (v *validation) redirectRule(f string, r CacheRule, stores bool) {
+	t := r.Redirect
+	switch {
+	case t == "":
+		v.add(f+".redirect_status", "without redirect; set the target, such as /new/$1")
+	case !strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "https://") && !strings.HasPrefix(t, "http://"):
+		v.add(f+".redirect", "%q must be a path (/new/$1) or an http(s) URL", t)
+	case strings.ContainsAny(t, " \t\r\n"):
+		v.add(f+".redirect", "%q holds white space; percent-encode it", t)
+	default:
+		stars := strings.Count(r.Path, "*")
+		for i := 0; i+1 < len(t); i++ {
+			if t[i] == '$' && t[i+1] >= '1' && t[i+1] <= '9' && int(t[i+1]-'0') > stars {
+				v.add(f+".redirect", "%q uses $%c, but path %q has %d stars", t, t[i+1], r.Path, stars)
+				break
+			}
+		}
+	}
+	switch r.RedirectStatus {
+	case 0, 301, 302, 303, 307, 308:
+	default:
+		v.add(f+".redirect_status", "%d is not a redirect; use 301, 302, 303, 307 or 308", r.RedirectStatus)
+	}
+	if r.Bypass || stores {
+		v.add(f+".redirect", "a redirect is answered at the PoP and stores nothing; drop bypass, the TTLs and the stale windows")
 	}
 }
 

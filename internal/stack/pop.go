@@ -145,7 +145,8 @@ func pathRules(rules []config.CacheRule) ([]cache.PathRule, error) {
 			return nil, fmt.Errorf("cache.rules[%d].headers: %w", i, err)
 		}
 		out[i] = cache.PathRule{Path: r.Path, Bypass: r.Bypass, TTL: r.TTL, DefaultTTL: r.DefaultTTL,
-			StaleIfError: r.StaleIfError, StaleWhileRevalidate: r.StaleWhileRevalidate, ResponseHeaders: hd}
+			StaleIfError: r.StaleIfError, StaleWhileRevalidate: r.StaleWhileRevalidate, ResponseHeaders: hd,
+			Redirect: r.Redirect, RedirectStatus: r.RedirectStatus}
 	}
 	return out, nil
 }

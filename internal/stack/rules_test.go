@@ -17,7 +17,7 @@ import (
 // TestCacheRulesReload: a site's cache.rules reach its PoPs, and a reload
 // changes them live: a bypass rule added by a reload sends the path to the
 // origin at once, though the PoP still holds its object; a ttl rule keeps
-// what the origin would have let go stale.
+// what the origin would have let go stale; a redirect rule answers.
 func TestCacheRulesReload(t *testing.T) {
 	var fetched atomic.Int64
 	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -42,7 +42,8 @@ func TestCacheRulesReload(t *testing.T) {
 	}
 
 	next := reloadConfig(t, cfg, origin.URL)
-	next.Sites[0].Cache.Rules = []config.CacheRule{{Path: "/api/*", Bypass: true}, {Path: "/assets/*", TTL: 720 * time.Hour}}
+	next.Sites[0].Cache.Rules = []config.CacheRule{{Path: "/api/*", Bypass: true}, {Path: "/assets/*", TTL: 720 * time.Hour},
+		{Path: "/old/*", Redirect: "/new/$1", RedirectStatus: 308}}
 	if err := st.Reload(next); err != nil {
 		t.Fatalf("reload adding cache rules: %v", err)
 	}
@@ -53,6 +54,17 @@ func TestCacheRulesReload(t *testing.T) {
 	}
 	if n := fetched.Load(); n != 3 {
 		t.Fatalf("%d origin requests, want 3 (two bypassed)", n)
+	}
+	req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+"/old/a.html", nil)
+	req.Host = "www.example.test"
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "/new/a.html" {
+		t.Fatalf("/old/a.html after the reload: %d to %q, want the rule's 308 to /new/a.html", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	cs("/assets/app.css")
 	if got := cs("/assets/app.css"); !strings.Contains(got, "hit") || testutil.CacheStatusTTL(got) < 719*3600 {
