@@ -85,6 +85,7 @@ func (b *body) finish(err error) {
 				"site", b.pool.opts.Site, "server", b.server.URL.Host, "status", b.status, "bytes", b.n.Load(), "err", err)
 		}
 		b.pool.count(b.server, outcome)
+		b.server.release()
 	})
 }
 

@@ -19,6 +19,7 @@ const (
 	FailureUnreachable = "origin-unreachable" // refused, no route, no server
 	FailureError       = "origin-error"       // reset or malformed response
 	FailureTLS         = "origin-tls"         // the TLS handshake failed (certificate, pin, alert)
+	FailureBusy        = "origin-busy"        // every server was at its MaxConns: none was asked
 )
 
 // ClientClosed is the access log's origin_error when an attempt ended
@@ -33,6 +34,8 @@ const ClientClosed = "client-closed"
 func Failure(err error) string {
 	var oe *net.OpError
 	switch {
+	case errors.Is(err, ErrBusy):
+		return FailureBusy
 	case IsTimeout(err):
 		return FailureTimeout
 	case IsTLSFailure(err):

@@ -34,7 +34,34 @@ type server struct {
 	// fails and passes count the probes in a row that failed or passed.
 	checkDown     atomic.Bool
 	fails, passes atomic.Int32
+	// inflight counts the requests sent and not yet finished, for
+	// MaxConns.
+	inflight atomic.Int32
 }
+
+// reserve takes one of s's MaxConns slots; false when they are all
+// taken. Every reserve that succeeds is matched by one release, when the
+// attempt fails or its body ends.
+func (s *server) reserve() bool {
+	if s.MaxConns <= 0 {
+		return true
+	}
+	if s.inflight.Add(1) > int32(s.MaxConns) {
+		s.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+// release gives back the slot reserve took.
+func (s *server) release() {
+	if s.MaxConns > 0 {
+		s.inflight.Add(-1)
+	}
+}
+
+// full reports whether s has MaxConns requests in flight.
+func (s *server) full() bool { return s.MaxConns > 0 && s.inflight.Load() >= int32(s.MaxConns) }
 
 // weight is s's Weight, 0 counting as 1.
 func (s *server) weight() int { return max(s.Weight, 1) }
@@ -91,7 +118,7 @@ func pickUp(order []*server, next *atomic.Uint64, skip map[*server]bool, now int
 	start := int(next.Add(1) % uint64(n))
 	for i := range n {
 		s := order[(start+i)%n]
-		if skip[s] || s.checkDown.Load() {
+		if skip[s] || s.checkDown.Load() || s.full() {
 			continue
 		}
 		if s.failedAt.Load() == 0 {

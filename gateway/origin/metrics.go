@@ -29,7 +29,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Attempts sent to origin servers, by site, server and outcome, each counted once when it ends: " +
 				"the status class (1xx..5xx) once the body was read to its end or closed by the PoP; " +
 				"body_error when headers arrived but the origin's body ended early (idle or total timeout, reset), " +
-				"so a truncated 200 is not counted as 2xx; connect, timeout or error when no response headers arrived.",
+				"so a truncated 200 is not counted as 2xx; connect, timeout or error when no response headers arrived; " +
+				"busy when the server was at its max_conns and was not asked.",
 		}, []string{"site", "server", "outcome"}),
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_origin_health_checks_total",

@@ -30,6 +30,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,13 @@ type Server struct {
 	// the others' (nginx's weight): 3 against 1 sends it three requests
 	// in four. 0 counts as 1; at most MaxWeight.
 	Weight int
+	// MaxConns bounds the requests this pool has in flight to the server
+	// at once, from sending one until its body is read or closed (nginx's
+	// max_conns, Fastly's max_conn): at the bound the server is skipped
+	// as if down, and when every server of the group is, the request
+	// fails with ErrBusy instead of piling onto an origin that cannot
+	// keep up. 0: no bound.
+	MaxConns int
 }
 
 // MaxWeight is the largest Server.Weight.
@@ -196,6 +204,10 @@ type Pool struct {
 
 // ErrNoServers means every origin server is marked down.
 var ErrNoServers = errors.New("origin: every origin server failed recently")
+
+// ErrBusy means every server a request could go to had MaxConns requests
+// in flight, so none was asked (Failure: FailureBusy; the PoP answers 503).
+var ErrBusy = errors.New("every origin server is at its max_conns: the origin is not asked more at once")
 
 // New creates a pool; it opens no connections until the first request.
 // Building a pool changes no metric: a configuration reload builds its pools
@@ -417,6 +429,16 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 			break
 		}
 		tried[s] = true
+		if !s.reserve() {
+			p.count(s, "busy")
+			if probe {
+				s.probing.Store(false)
+			}
+			if lastErr == nil {
+				lastErr = ErrBusy
+			}
+			continue
+		}
 		body := req.Body
 		if attempt > 0 && body != nil && body != http.NoBody {
 			// The transport closed the body of the failed attempt.
@@ -498,7 +520,9 @@ func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Req
 			// An upgraded connection: the proxy writes the client's side
 			// of the tunnel into the body.
 			p.count(s, statusClass(resp.StatusCode))
-			resp.Body = &upgradedBody{cancelBody: &cancelBody{ReadCloser: resp.Body, cancel: end}, w: rw}
+			var once sync.Once
+			endTunnel := func() { end(); once.Do(s.release) } // a tunnel holds its slot until it closes
+			resp.Body = &upgradedBody{cancelBody: &cancelBody{ReadCloser: resp.Body, cancel: endTunnel}, w: rw}
 			return resp, true, nil
 		}
 		resp.Body = p.newBody(resp.Body, s, resp.StatusCode, req.Context(), end)
@@ -508,6 +532,7 @@ func (p *Pool) try(ctx context.Context, cancel context.CancelFunc, req *http.Req
 		resp.Body.Close()
 	}
 	acancel()
+	s.release()
 	if timedOut.Load() {
 		err = fmt.Errorf("no response headers from %s within %s: %w", s.URL.Host, p.opts.HeaderTimeout, context.DeadlineExceeded)
 	}

@@ -26,6 +26,7 @@ const (
 	DetailOriginUnreachable = origin.FailureUnreachable // 502: refused, no route, no server
 	DetailOriginError       = origin.FailureError       // 502: reset or malformed response
 	DetailOriginTLS         = origin.FailureTLS         // 502: the TLS handshake with the origin failed (certificate, pin, alert)
+	DetailOriginBusy        = origin.FailureBusy        // 503: every origin server was at its max_conns
 	DetailLoop              = "loop"                    // 508: the request came back to this PoP (CDN-Loop)
 )
 
@@ -173,6 +174,9 @@ func (p *Proxy) WriteOriginError(w http.ResponseWriter, r *http.Request, url, ca
 	case status == http.StatusGatewayTimeout:
 		msg = fmt.Sprintf("the origin of site %q did not answer in time. "+
 			"Check the origin server's load and the site's origin timeouts.", p.opts.SiteID)
+	case detail == DetailOriginBusy:
+		msg = fmt.Sprintf("every origin server of site %q already has as many requests from this PoP as its max_conns allows; "+
+			"try again shortly, or raise the origins' max_conns if they can take more.", p.opts.SiteID)
 	case detail == DetailOriginTLS:
 		msg = fmt.Sprintf("the TLS handshake with the origin of site %q failed: its certificate was not accepted "+
 			"(not trusted, expired, issued for another name, or not matching a pinned key), or it refused the PoP's. "+
@@ -255,6 +259,8 @@ func OriginFailure(err error) (status int, detail, server string) {
 	switch detail = origin.Failure(err); {
 	case detail == DetailOriginTimeout:
 		return http.StatusGatewayTimeout, detail, server
+	case detail == DetailOriginBusy:
+		return http.StatusServiceUnavailable, detail, server
 	case detail == DetailOriginError && errors.Is(err, ErrUnreachable):
 		detail = DetailOriginUnreachable
 	}

@@ -401,6 +401,11 @@ type Origin struct {
 	// its route (nginx's weight): 3 against 1 sends it three in four.
 	// 0 counts as 1; at most 100.
 	Weight int `yaml:"weight"`
+	// MaxConns bounds the requests each PoP has in flight to this origin
+	// at once (nginx's max_conns, Fastly's max_conn); at the bound the
+	// origin is skipped, and when every origin of the route is, the PoP
+	// answers 503 (origin-busy) rather than piling on. 0: no bound.
+	MaxConns int `yaml:"max_conns"`
 	// Backup makes the origin take requests only while every other origin
 	// of its route (or of the unrouted ones) is down: a static copy of the
 	// site, a distant region (nginx's backup).

@@ -253,6 +253,7 @@ func TestSiteRoutes(t *testing.T) {
 		{"{name: api,", "{name: web,", route - 2, `sites[0].origins[1].name: "web" is already origins[0]'s`},
 		{"url: http://127.0.0.1:8082}", "url: http://127.0.0.1:8082, backup: true}", route, "sites[0].routes[0].origins: names only backup origins"},
 		{"url: http://127.0.0.1:8082}", "url: http://127.0.0.1:8082, weight: 101}", route - 2, "sites[0].origins[1].weight: 101 is out of range [0,100]"},
+		{"url: http://127.0.0.1:8082}", "url: http://127.0.0.1:8082, max_conns: -1}", route - 2, "sites[0].origins[1].max_conns: -1 is out of range [0,1000000]"},
 		{"url: http://127.0.0.1:8081}", "url: http://127.0.0.1:8081, backup: true}", route, "sites[0].routes: the origins no route names are all backups"},
 	} {
 		refusedAt(t, set, c.from, c.to, c.line, c.want)

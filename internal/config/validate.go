@@ -411,6 +411,9 @@ func (v *validation) sites(sites []Site) {
 			if o.Weight < 0 || o.Weight > 100 {
 				v.add(fmt.Sprintf("%s.origins[%d].weight", f, j), "%d is out of range [0,100] (0: 1, an equal share)", o.Weight)
 			}
+			if o.MaxConns < 0 || o.MaxConns > 1_000_000 {
+				v.add(fmt.Sprintf("%s.origins[%d].max_conns", f, j), "%d is out of range [0,1000000] (0: no bound)", o.MaxConns)
+			}
 		}
 		v.tokenHash(f+".owner_token_sha256", s.OwnerTokenSHA256)
 		ot := s.OriginTLS

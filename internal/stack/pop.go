@@ -40,7 +40,7 @@ func buildSites(cfg *config.Config, metrics *origin.Metrics, log *slog.Logger) (
 			if err != nil {
 				return nil, fmt.Errorf("site %s: origin %s: %w", sc.Name, o.URL, err)
 			}
-			servers = append(servers, origin.Server{Name: o.Name, URL: u, HostHeader: o.HostHeader, Backup: o.Backup, Weight: o.Weight})
+			servers = append(servers, origin.Server{Name: o.Name, URL: u, HostHeader: o.HostHeader, Backup: o.Backup, Weight: o.Weight, MaxConns: o.MaxConns})
 		}
 		var tlsConf *tls.Config
 		if ot := sc.OriginTLS; ot.ServerName != "" || ot.CAFile != "" || ot.ClientCertFile != "" || len(ot.PinSHA256) > 0 || ot.InsecureSkipVerify {

@@ -217,3 +217,42 @@ func TestSiteHeadersReload(t *testing.T) {
 			resp.Header.Get("Cache-Status"), resp.Header.Get("X-Frame-Options"), resp.Header.Get("Server"))
 	}
 }
+
+// TestOriginMaxConns: an origin's max_conns reaches the PoP's pool: with
+// its one slot taken by a request the origin holds, a second client gets
+// the PoP's 503 (origin-busy) at once, and the origin is never sent it.
+func TestOriginMaxConns(t *testing.T) {
+	release := make(chan struct{})
+	var asked atomic.Int32
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		<-release
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "late")
+	}))
+	t.Cleanup(origin.Close)
+	cfg := devConfig(t, origin.URL)
+	cfg.Sites[0].Origins[0].MaxConns = 1
+	const pop = "us-east-1"
+	st := runStack(t, cfg, stack.Roles{PoPs: []string{pop}}, nil)
+	held := make(chan struct{})
+	go func() { // holds the slot until release
+		defer close(held)
+		req, _ := http.NewRequest("GET", "http://"+st.PoP(pop).HTTPAddr()+"/held", nil)
+		req.Host = "www.example.test"
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	t.Cleanup(func() { close(release); <-held }) // before the stack's shutdown, which waits for it
+	testutil.WaitFor(t, "the first request at the origin", func() bool { return asked.Load() == 1 })
+	resp, body := siteGet(t, st, pop, "/second")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(resp.Header.Get("Cache-Status"), "detail=origin-busy") {
+		t.Fatalf("a second request with the origin's one slot taken: %d %q (Cache-Status %q), want 503 origin-busy",
+			resp.StatusCode, body, resp.Header.Get("Cache-Status"))
+	}
+	if asked.Load() != 1 {
+		t.Errorf("the origin was sent %d requests, want 1", asked.Load())
+	}
+}
