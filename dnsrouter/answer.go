@@ -202,7 +202,7 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 			// is the parent's, answered below). After a CNAME, the
 			// resolver follows it there itself.
 			if hop == 0 {
-				referral(resp, z, cut)
+				v.referral(resp, z, cut)
 				referred = true
 				out.kind = kindReferral
 			} else {
@@ -331,18 +331,24 @@ func (v *view) nodeData(z *zone, node, owner string, qtype uint16, geoRecords fu
 
 // referral makes resp the answer for a name delegated at cut (RFC 1034
 // 4.3.2): not authoritative, no answer, the cut's NS records in the
-// authority section and, in the additional, the addresses this zone holds
-// for those servers (the glue resolvers need when the servers are named
-// under the cut).
-func referral(resp *dns.Msg, z *zone, cut string) {
+// authority section and, in the additional, the addresses our zones hold
+// for those servers: the glue resolvers need when the servers are named
+// under the cut, and what saves them a lookup otherwise (a static
+// address, a zone's own name server).
+func (v *view) referral(resp *dns.Msg, z *zone, cut string) {
 	resp.Authoritative = false
 	for _, rr := range z.static[cut][dns.TypeNS] {
 		resp.Ns = append(resp.Ns, dns.Copy(rr))
 		target := strings.ToLower(rr.(*dns.NS).Ns)
+		tz := v.findZone(target)
+		if tz == nil {
+			continue
+		}
 		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			for _, a := range z.static[target][t] {
+			for _, a := range tz.static[target][t] {
 				resp.Extra = append(resp.Extra, dns.Copy(a))
 			}
+			resp.Extra = append(resp.Extra, glueRecords(target, tz.glue[target], t, tz.nsTTL)...)
 		}
 	}
 }

@@ -90,7 +90,7 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 		if cut := z.cut(n); cut != "" {
 			e.Name, e.Zone, e.Delegated = n, z.apex, cut
 			resp := new(dns.Msg)
-			referral(resp, z, cut)
+			v.referral(resp, z, cut)
 			e.Static = recordLines(append(resp.Ns, resp.Extra...), "")
 			return e, nil
 		}

@@ -40,8 +40,9 @@ func chaseOptions(t testing.TB) Options {
 		"*.docs CNAME www", "shop-eu CNAME a.shop", "a CNAME b", "b CNAME mail", "mail A 192.0.2.25",
 		"gone CNAME nothere.ent", "out CNAME example.github.io.", "cross CNAME edge.other.test.",
 		"crossgone CNAME nothere.other.test.", "loop CNAME loop.other.test.",
-		"corp NS ns1.corp", "corp NS ns.elsewhere.net.", "ns1.corp A 192.0.2.53", "tocorp CNAME www.corp")
-	add(1, "loop CNAME loop.example.test.", `info TXT "other"`)
+		"corp NS ns1.corp", "corp NS ns.elsewhere.net.", "ns1.corp A 192.0.2.53", "tocorp CNAME www.corp",
+		"ext NS ns1.example.test.", "ext NS ns-b.other.test.")
+	add(1, "loop CNAME loop.example.test.", `info TXT "other"`, "ns-b A 192.0.2.99")
 	return o
 }
 
@@ -243,6 +244,10 @@ func TestDelegation(t *testing.T) {
 			{"ns1.corp.example.test.", dns.TypeA, false, nil, ns, glue}, // glue is not an authoritative answer
 			{"corp.example.test.", dns.TypeDS, true, nil, []string{"example.test.\t60\tIN\tSOA\tns1.example.test. hostmaster.example.test. 1 3600 600 86400 60"}, nil},
 			{"tocorp.example.test.", dns.TypeA, true, []string{"tocorp.example.test.\t3600\tIN\tCNAME\twww.corp.example.test."}, nil, nil},
+			// Servers named elsewhere in our zones: their addresses ride along
+			// (the zone's own name server's glue, another zone's record).
+			{"x.ext.example.test.", dns.TypeA, false, nil, []string{"ext.example.test.\t3600\tIN\tNS\tns-b.other.test.", "ext.example.test.\t3600\tIN\tNS\tns1.example.test."},
+				[]string{"ns-b.other.test.\t3600\tIN\tA\t192.0.2.99", "ns1.example.test.\t3600\tIN\tA\t127.0.0.1"}},
 		} {
 			r := exchange(t, netw, addr, query(c.name, c.qtype, ""))
 			text := func(rrs []dns.RR) []string {
