@@ -215,8 +215,7 @@ func (h *siteHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rule != nil && rule.Redirect != "" {
 		// The PoP's own answer: logged, counted and stamped as one.
 		middleware.MarkGenerated(r.Context(), "path-redirect")
-		w.Header().Set("Cache-Status", "meridian; detail=path-redirect")
-		http.Redirect(w, r, rule.redirectTarget(r.URL), rule.redirectStatus())
+		writeRedirect(w, r, rule.redirectTarget(r.URL), rule.redirectStatus())
 		return
 	}
 	if h.site.Bypass || isUpgrade(r) {

@@ -2,9 +2,12 @@ package cache
 
 import (
 	"fmt"
+	"html"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,6 +133,26 @@ func (r *PathRule) redirectTarget(u *url.URL) string {
 		b.WriteString(u.RawQuery)
 	}
 	return b.String()
+}
+
+// writeRedirect answers r with a redirect to target as written: not
+// http.Redirect, which cleans a path target ("//" and dot segments would
+// collapse, changing what the site configured).
+func writeRedirect(w http.ResponseWriter, r *http.Request, target string, code int) {
+	h := w.Header()
+	h.Set("Location", target)
+	h.Set("Cache-Status", "meridian; detail=path-redirect")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.WriteHeader(code)
+		return
+	}
+	body := "<a href=\"" + html.EscapeString(target) + "\">" + http.StatusText(code) + "</a>.\n"
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	if r.Method == http.MethodGet {
+		io.WriteString(w, body)
+	}
 }
 
 // redirectStatus is the rule's status, 301 by default.

@@ -232,6 +232,7 @@ func TestPathRuleRedirect(t *testing.T) {
 		{Path: "/old/*", Redirect: "/new/$1"},
 		{Path: "/go", Redirect: "https://example.org/landing?src=cdn", RedirectStatus: http.StatusFound},
 		{Path: "/blog/*/*", Redirect: "/posts/$2/$1", RedirectStatus: http.StatusPermanentRedirect},
+		{Path: "/keep/*", Redirect: "/kept//$1"},
 	}}})
 	for _, c := range []struct {
 		path, location string
@@ -240,6 +241,7 @@ func TestPathRuleRedirect(t *testing.T) {
 		{"/old/a/b.html?x=1", "/new/a/b.html?x=1", http.StatusMovedPermanently},
 		{"/go?y=2", "https://example.org/landing?src=cdn", http.StatusFound},
 		{"/blog/2026/hello", "/posts/hello/2026", http.StatusPermanentRedirect},
+		{"/keep/a/../b", "/kept//a/../b", http.StatusMovedPermanently}, // as configured: not cleaned
 	} {
 		for range 2 {
 			r := e.get(c.path)
