@@ -292,6 +292,11 @@ func TestDevCommand(t *testing.T) {
 	if !strings.Contains(string(out), "chosen: "+wantPoP+"\n") || !strings.Contains(string(out), "ECS scope /24") {
 		t.Fatalf("%s printed:\n%s", explainLine, out)
 	}
+	// A name with static records only: the records every client gets.
+	out, err = exec.Command(bin, "dns", "explain", "--config", cfgPath, "--subnet", "198.51.100.0/24", "mail.example.test").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "not geo-routed: every client gets its static records") || !strings.Contains(string(out), "mail.example.test. 3600 IN A 127.0.0.25") {
+		t.Fatalf("dns explain of a static name: %v\n%s", err, out)
+	}
 	// A name the server does not serve: its error, with the prefix once.
 	out, err = exec.Command(bin, "dns", "explain", "--config", cfgPath, "--subnet", "198.51.100.0/24", "nope.example.test").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "dns explain: nope.example.test. does not exist in zone example.test. (NXDOMAIN)") || strings.Count(string(out), "dns explain:") != 1 {
