@@ -197,12 +197,12 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 	var data []dns.RR // the last name's records of the asked type
 	referred := false
 	for hop := 0; ; hop++ {
-		if cut := z.cut(name); cut != "" && (name != cut || q.Qtype != dns.TypeDS) {
-			// Delegated: the other servers answer (a DS query at the cut
-			// is the parent's, answered below). After a CNAME, the
+		st := v.lookup(z, name, q.Qtype == dns.TypeDS)
+		if st.cut != "" {
+			// Delegated: the other servers answer. After a CNAME, the
 			// resolver follows it there itself.
 			if hop == 0 {
-				v.referral(resp, z, cut)
+				v.referral(resp, z, st.cut)
 				referred = true
 				out.kind = kindReferral
 			} else {
@@ -211,25 +211,20 @@ func answer(v *view, snap *health.Snapshot, raw []byte, src netip.Addr, udp bool
 			data = resp.Answer
 			break
 		}
-		node := z.node(name)
+		node := st.node
 		if node == "" {
 			resp.Rcode = dns.RcodeNameError
 			break
 		}
 		out.wildcard = out.wildcard || node != name
-		static := z.static[node]
-		if cn := static[dns.TypeCNAME]; cn != nil {
-			// Alone at its name (records.Check): the answer to every type.
-			resp.Answer = append(resp.Answer, asAsked(cn[0], owner))
-			target := cn[0].(*dns.CNAME).Target
-			tname := strings.ToLower(target)
-			tz := v.findZone(tname)
-			if q.Qtype == dns.TypeCNAME || q.Qtype == dns.TypeANY || tz == nil || hop == maxChase {
+		if st.cname != nil {
+			resp.Answer = append(resp.Answer, asAsked(st.cname, owner))
+			if q.Qtype == dns.TypeCNAME || q.Qtype == dns.TypeANY || st.tz == nil || hop == maxChase {
 				data = resp.Answer
 				out.kind = kindStatic
 				break
 			}
-			owner, name, z = target, tname, tz
+			owner, name, z = st.cname.Target, st.target, st.tz
 			out.chased++
 			continue
 		}

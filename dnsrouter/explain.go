@@ -87,42 +87,38 @@ func (s *Server) Explain(subnet netip.Prefix, name string) (Explanation, error) 
 	}
 	e := Explanation{Client: subnet}
 	for hop := 0; ; hop++ {
-		if cut := z.cut(n); cut != "" {
-			e.Name, e.Zone, e.Delegated = n, z.apex, cut
+		st := v.lookup(z, n, false)
+		if st.cut != "" {
+			e.Name, e.Zone, e.Delegated = n, z.apex, st.cut
 			resp := new(dns.Msg)
-			v.referral(resp, z, cut)
+			v.referral(resp, z, st.cut)
 			e.Static = recordLines(append(resp.Ns, resp.Extra...), "")
 			return e, nil
 		}
-		node := z.node(n)
-		if node == "" {
+		if st.node == "" {
 			return Explanation{}, fmt.Errorf("dns explain: %s does not exist in zone %s (NXDOMAIN)%s", n, z.apex, chainNote(e.Chain))
 		}
 		e.Name, e.Zone, e.Wildcard = n, z.apex, ""
-		if node != n {
-			e.Wildcard = node
+		if st.node != n {
+			e.Wildcard = st.node
 		}
-		if t, ok := z.alias[node]; ok {
+		if t, ok := z.alias[st.node]; ok {
 			e.Chain = append(e.Chain, n+" CNAME "+t)
 			e.Name, e.Wildcard = t, ""
 			break
 		}
-		static := z.static[node]
-		cn := static[dns.TypeCNAME]
-		if cn == nil {
+		if st.cname == nil {
 			break
 		}
-		t := strings.ToLower(cn[0].(*dns.CNAME).Target)
-		e.Chain = append(e.Chain, n+" CNAME "+t)
-		tz := v.findZone(t)
-		if tz == nil {
+		e.Chain = append(e.Chain, n+" CNAME "+st.target)
+		if st.tz == nil {
 			e.Outside = true
 			return e, nil
 		}
 		if hop == maxChase {
 			return Explanation{}, fmt.Errorf("dns explain: more than %d CNAMEs from %s, where answers stop following (a loop through zones?)%s", maxChase, name, chainNote(e.Chain))
 		}
-		n, z = t, tz
+		n, z = st.target, st.tz
 	}
 	node := z.node(e.Name)
 	if !z.served[node] {

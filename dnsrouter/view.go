@@ -273,6 +273,40 @@ func (z *zone) has(name string) bool {
 	return glue || alias
 }
 
+// step is where one name stands in its zone, as answers and explanations
+// follow names through our zones (one definition, so that both follow the
+// same way).
+type step struct {
+	cut  string // the delegation name lies at or under; "" when none
+	node string // the name whose data answers name (itself or a wildcard); "" when it does not exist (or cut is set)
+	// cname is node's static CNAME, nil when it has none; target is its
+	// target lower-case, tz the target's zone when it is one of ours.
+	cname  *dns.CNAME
+	target string
+	tz     *zone
+}
+
+// lookup places name (a lower-case FQDN in z). ds asks for a DS query,
+// which at the cut itself is the parent's to answer (RFC 4035 3.1.4.1),
+// so it is looked up as a name of z rather than referred.
+func (v *view) lookup(z *zone, name string, ds bool) step {
+	var s step
+	if s.cut = z.cut(name); s.cut != "" && (name != s.cut || !ds) {
+		return s
+	}
+	s.cut = ""
+	if s.node = z.node(name); s.node == "" {
+		return s
+	}
+	if cn := z.static[s.node][dns.TypeCNAME]; cn != nil {
+		// Alone at its name (records.Check): the answer to every type.
+		s.cname = cn[0].(*dns.CNAME)
+		s.target = strings.ToLower(s.cname.Target)
+		s.tz = v.findZone(s.target)
+	}
+	return s
+}
+
 // cut returns the delegation point at or above name (a lower-case FQDN
 // in z), "" when name is this zone's to answer. records.Check allows no
 // delegation below another, so the first found is the only one.
