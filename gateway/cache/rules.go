@@ -88,51 +88,28 @@ func (r PathRule) validate(field string) error {
 // http(s) URL, $N only for the pattern's stars, a redirect status, and
 // no cache setting beside it (a redirect stores nothing).
 func (r PathRule) validateRedirect(field string) error {
-	t := r.Redirect
-	switch {
-	case !strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "https://") && !strings.HasPrefix(t, "http://"):
-		return fmt.Errorf("%s (%s): Redirect %q must be a path (/new/$1) or an http(s) URL", field, r.Path, t)
-	case strings.ContainsAny(t, " \t\r\n"):
-		return fmt.Errorf("%s (%s): Redirect %q holds white space; percent-encode it", field, r.Path, t)
-	case r.Bypass || r.TTL > 0 || r.DefaultTTL > 0 || r.StaleIfError > 0 || r.StaleWhileRevalidate > 0:
+	if err := pathmatch.CheckTarget(r.Path, r.Redirect); err != nil {
+		return fmt.Errorf("%s (%s): Redirect %w", field, r.Path, err)
+	}
+	if r.Bypass || r.TTL > 0 || r.DefaultTTL > 0 || r.StaleIfError > 0 || r.StaleWhileRevalidate > 0 {
 		return fmt.Errorf("%s (%s): a redirect is answered at the PoP and stores nothing; drop Bypass, the TTLs and the stale windows", field, r.Path)
 	}
 	switch r.RedirectStatus {
 	case 0, http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
-	default:
-		return fmt.Errorf("%s (%s): RedirectStatus %d is not a redirect; use 301, 302, 303, 307 or 308", field, r.Path, r.RedirectStatus)
+		return nil
 	}
-	stars := strings.Count(r.Path, "*")
-	for i := 0; i+1 < len(t); i++ {
-		if t[i] == '$' && t[i+1] >= '1' && t[i+1] <= '9' && int(t[i+1]-'0') > stars {
-			return fmt.Errorf("%s (%s): Redirect %q uses $%c, but the path has %d stars", field, r.Path, t, t[i+1], stars)
-		}
-	}
-	return nil
+	return fmt.Errorf("%s (%s): RedirectStatus %d is not a redirect; use 301, 302, 303, 307 or 308", field, r.Path, r.RedirectStatus)
 }
 
 // redirectTarget is where a redirect rule sends a request for u: the
 // rule's target with $1..$9 replaced by what the path's stars matched,
 // and u's query when the target has none.
 func (r *PathRule) redirectTarget(u *url.URL) string {
-	caps, _ := pathmatch.Captures(r.Path, u.EscapedPath())
-	var b strings.Builder
-	t := r.Redirect
-	for i := 0; i < len(t); i++ {
-		if t[i] == '$' && i+1 < len(t) && t[i+1] >= '1' && t[i+1] <= '9' {
-			if n := int(t[i+1] - '1'); n < len(caps) {
-				b.WriteString(caps[n])
-			}
-			i++
-			continue
-		}
-		b.WriteByte(t[i])
+	t := pathmatch.Expand(r.Path, r.Redirect, u.EscapedPath())
+	if u.RawQuery != "" && !strings.Contains(r.Redirect, "?") {
+		t += "?" + u.RawQuery
 	}
-	if u.RawQuery != "" && !strings.Contains(t, "?") {
-		b.WriteByte('?')
-		b.WriteString(u.RawQuery)
-	}
-	return b.String()
+	return t
 }
 
 // writeRedirect answers r with a redirect to target as written: not

@@ -19,7 +19,7 @@ func TestSitePolicyValidateRules(t *testing.T) {
 		{PathRule{Path: "/a"}, "does nothing"},
 		{PathRule{Path: "/a", TTL: -1}, "must not be negative"},
 		{PathRule{Path: "/old/*", Redirect: "/new/$1", RedirectStatus: 308}, ""},
-		{PathRule{Path: "/old/*", Redirect: "/new/$2"}, "uses $2, but the path has 1 stars"},
+		{PathRule{Path: "/old/*", Redirect: "/new/$2"}, `uses $2, but path "/old/*" has 1 stars`},
 		{PathRule{Path: "/old/*", Redirect: "new"}, "must be a path (/new/$1) or an http(s) URL"},
 		{PathRule{Path: "/old/*", Redirect: "/new", RedirectStatus: 200}, "RedirectStatus 200 is not a redirect"},
 		{PathRule{Path: "/old/*", Redirect: "/new", StaleIfError: 1}, "a redirect is answered at the PoP and stores nothing"},

@@ -88,3 +88,40 @@ func Captures(pattern, path string) ([]string, bool) {
 	}
 	return append(caps, rest), true
 }
+
+// CheckTarget reports why target cannot be a rewrite of the paths pattern
+// matches (a redirect's): it must be a path or an http(s) URL, hold no
+// white space, and use $1 to $9 only for stars pattern has.
+func CheckTarget(pattern, target string) error {
+	switch {
+	case !strings.HasPrefix(target, "/") && !strings.HasPrefix(target, "https://") && !strings.HasPrefix(target, "http://"):
+		return fmt.Errorf("%q must be a path (/new/$1) or an http(s) URL", target)
+	case strings.ContainsAny(target, " \t\r\n"):
+		return fmt.Errorf("%q holds white space; percent-encode it", target)
+	}
+	stars := strings.Count(pattern, "*")
+	for i := 0; i+1 < len(target); i++ {
+		if target[i] == '$' && target[i+1] >= '1' && target[i+1] <= '9' && int(target[i+1]-'0') > stars {
+			return fmt.Errorf("%q uses $%c, but path %q has %d stars", target, target[i+1], pattern, stars)
+		}
+	}
+	return nil
+}
+
+// Expand writes target with $1 to $9 replaced by what pattern's stars
+// matched in path (see Captures); path must match pattern.
+func Expand(pattern, target, path string) string {
+	caps, _ := Captures(pattern, path)
+	var b strings.Builder
+	for i := 0; i < len(target); i++ {
+		if target[i] == '$' && i+1 < len(target) && target[i+1] >= '1' && target[i+1] <= '9' {
+			if n := int(target[i+1] - '1'); n < len(caps) {
+				b.WriteString(caps[n])
+			}
+			i++
+			continue
+		}
+		b.WriteByte(target[i])
+	}
+	return b.String()
+}

@@ -125,3 +125,17 @@ func TestCaptures(t *testing.T) {
 		}
 	})
 }
+
+func TestCheckTargetAndExpand(t *testing.T) {
+	for target, want := range map[string]string{
+		"/new/$1": "", "https://example.org/$1?x=1": "", "new/$1": "must be a path", "/a b": "white space", "/new/$2": `uses $2, but path "/old/*" has 1 stars`,
+	} {
+		err := CheckTarget("/old/*", target)
+		if (want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckTarget(/old/*, %q) = %v, want %q", target, err, want)
+		}
+	}
+	if got := Expand("/blog/*/*", "/posts/$2/$1/$$", "/blog/2026/hello"); got != "/posts/hello/2026/$$" {
+		t.Errorf("Expand = %q", got)
+	}
+}

@@ -613,22 +613,10 @@ func (v *validation) cacheRules(field string, rules []CacheRule) {
 // status and that it sets nothing a redirect would ignore (stores says a
 // TTL or stale window is set).
 func (v *validation) redirectRule(f string, r CacheRule, stores bool) {
-	t := r.Redirect
-	switch {
-	case t == "":
+	if r.Redirect == "" {
 		v.add(f+".redirect_status", "without redirect; set the target, such as /new/$1")
-	case !strings.HasPrefix(t, "/") && !strings.HasPrefix(t, "https://") && !strings.HasPrefix(t, "http://"):
-		v.add(f+".redirect", "%q must be a path (/new/$1) or an http(s) URL", t)
-	case strings.ContainsAny(t, " \t\r\n"):
-		v.add(f+".redirect", "%q holds white space; percent-encode it", t)
-	default:
-		stars := strings.Count(r.Path, "*")
-		for i := 0; i+1 < len(t); i++ {
-			if t[i] == '$' && t[i+1] >= '1' && t[i+1] <= '9' && int(t[i+1]-'0') > stars {
-				v.add(f+".redirect", "%q uses $%c, but path %q has %d stars", t, t[i+1], r.Path, stars)
-				break
-			}
-		}
+	} else if err := pathmatch.CheckTarget(r.Path, r.Redirect); err != nil {
+		v.add(f+".redirect", "%v", err)
 	}
 	switch r.RedirectStatus {
 	case 0, 301, 302, 303, 307, 308:
